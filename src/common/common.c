@@ -1,0 +1,150 @@
+/* common.c: errors, assertions, allocation, deterministic RNG and shared-data lookup. */
+#define _POSIX_C_SOURCE 200809L
+#include "sprint/common.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+sp_status sp_error_set(sp_error *err, sp_status status, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->status = status;
+    }
+    return status;
+}
+
+void sp_error_clear(sp_error *err) {
+    if (err) {
+        err->status = SP_OK;
+        err->msg[0] = '\0';
+    }
+}
+
+const char *sp_status_name(sp_status s) {
+    switch (s) {
+    case SP_OK: return "ok";
+    case SP_ERR_IO: return "io";
+    case SP_ERR_FORMAT: return "format";
+    case SP_ERR_CONFIG: return "config";
+    case SP_ERR_ARG: return "argument";
+    case SP_ERR_NOMEM: return "out of memory";
+    case SP_ERR_DATA: return "data";
+    }
+    return "unknown";
+}
+
+_Noreturn void sp_assert_fail(const char *cond, const char *file, int line) {
+    fprintf(stderr, "sprint: internal error (bug): assertion `%s' failed at %s:%d\n", cond, file,
+            line);
+    abort();
+}
+
+void *sp_xmalloc(size_t n, size_t size) {
+    if (size && n > SIZE_MAX / size) sp_assert_fail("allocation size overflow", __FILE__, __LINE__);
+    void *p = malloc((n * size) != 0 ? n * size : 1);
+    if (!p) {
+        fprintf(stderr, "sprint: out of memory allocating %zu bytes\n", n * size);
+        abort();
+    }
+    return p;
+}
+
+void *sp_xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "sprint: out of memory allocating %zu x %zu bytes\n", n, size);
+        abort();
+    }
+    return p;
+}
+
+uint64_t sp_hash64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+uint64_t sp_rng_key(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
+    uint64_t h = sp_hash64(seed);
+    h = sp_hash64(h ^ a);
+    h = sp_hash64(h ^ b);
+    h = sp_hash64(h ^ c);
+    return sp_hash64(h ^ d);
+}
+
+double sp_rng_uniform(uint64_t key) { return (double)(sp_hash64(key) >> 11) * 0x1.0p-53; }
+
+double sp_rng_normal(uint64_t key) {
+    double u1 = (double)((sp_hash64(key) >> 11) + 1) * 0x1.0p-53; /* (0, 1] */
+    double u2 = sp_rng_uniform(key ^ 0xd1b54a32d192ed03ULL);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+void sp_rng_seed(sp_rng *r, uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) {
+        x = sp_hash64(x + (uint64_t)i);
+        r->s[i] = x ? x : 0x9e3779b97f4a7c15ULL;
+    }
+}
+
+uint64_t sp_rng_next(sp_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+double sp_rng_next_uniform(sp_rng *r) { return (double)(sp_rng_next(r) >> 11) * 0x1.0p-53; }
+
+double sp_rng_next_normal(sp_rng *r) {
+    double u1 = (double)((sp_rng_next(r) >> 11) + 1) * 0x1.0p-53;
+    double u2 = sp_rng_next_uniform(r);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static int holds(const char *dir, const char *rel) {
+    char p[4096];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", dir, rel);
+    return stat(p, &st) == 0;
+}
+
+int sp_shared_find(const char *relpath, char *buf, size_t bufsize) {
+    const char *env = getenv("SPRINT_SHARED");
+    const char *cands[3] = {env && *env ? env : NULL, "../shared", SP_SOURCE_DIR "/../shared"};
+    const char *first = NULL;
+    for (int i = 0; i < 3; i++) {
+        if (!cands[i]) continue;
+        if (!first) first = cands[i];
+        if (holds(cands[i], relpath)) {
+            snprintf(buf, bufsize, "%s", cands[i]);
+            return 1;
+        }
+        if (i == 0) break; /* an explicit SPRINT_SHARED is the only place looked at */
+    }
+    snprintf(buf, bufsize, "%s", first ? first : "../shared");
+    return 0;
+}
+
+double sp_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

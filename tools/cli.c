@@ -1,0 +1,149 @@
+/* cli.c: common options, config assembly, error exits, progress. */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *CLI_COMMON_HELP =
+    "Common options:\n"
+    "  --config FILE        load an INI config file (repeatable; later files override)\n"
+    "  --set SEC.KEY=VALUE  override one key after the files (repeatable); see docs/config.md\n"
+    "  --seed N             same as --set run.seed=N\n"
+    "  --threads N          same as --set run.threads=N (results do not depend on it)\n"
+    "  --json               print one JSON object on stdout instead of the table\n"
+    "  --csv FILE           also write the table as CSV (units in column names)\n"
+    "  --quiet              no progress on stderr\n";
+
+void cli_init(cli_common *c, const char *cmd) {
+    memset(c, 0, sizeof *c);
+    c->cmd = cmd;
+    sp_config_defaults(&c->cfg);
+}
+
+const char *cli_value(cli_common *c, int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) cli_die(c, 2, "option %s needs a value (see sprint %s --help)", argv[*i], c->cmd);
+    return argv[++*i];
+}
+
+static void push_set(cli_common *c, const char *s) {
+    if (c->n_sets >= CLI_MAX_SOURCES) cli_die(c, 2, "too many --set options (at most %d)", CLI_MAX_SOURCES);
+    c->sets[c->n_sets++] = s;
+}
+
+int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    static char buf[CLI_MAX_SOURCES][64];
+    if (!strcmp(a, "--config")) {
+        if (c->n_files >= CLI_MAX_SOURCES) cli_die(c, 2, "too many --config options");
+        c->files[c->n_files++] = cli_value(c, argc, argv, i);
+    } else if (!strcmp(a, "--set")) {
+        push_set(c, cli_value(c, argc, argv, i));
+    } else if (!strcmp(a, "--seed") || !strcmp(a, "--threads")) {
+        const char *v = cli_value(c, argc, argv, i);
+        char *b = buf[c->n_sets % CLI_MAX_SOURCES];
+        snprintf(b, 64, "run.%s=%s", a + 2, v);
+        push_set(c, b);
+    } else if (!strcmp(a, "--json")) {
+        c->json = 1;
+    } else if (!strcmp(a, "--csv")) {
+        c->csv_path = cli_value(c, argc, argv, i);
+    } else if (!strcmp(a, "--quiet")) {
+        c->quiet = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+void cli_finish(cli_common *c) {
+    sp_error err = {0};
+    for (int i = 0; i < c->n_files; i++)
+        if (sp_config_load_file(&c->cfg, c->files[i], &err) != SP_OK) cli_die_err(c, &err);
+    for (int i = 0; i < c->n_sets; i++)
+        if (sp_config_set(&c->cfg, c->sets[i], "--set", &err) != SP_OK) cli_die_err(c, &err);
+    if (sp_config_check_required(&c->cfg, &err) != SP_OK) cli_die_err(c, &err);
+}
+
+_Noreturn void cli_die(const cli_common *c, int code, const char *fmt, ...) {
+    cli_progress_done();
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sprint %s: error: ", c ? c->cmd : "");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(code);
+}
+
+_Noreturn void cli_die_err(const cli_common *c, const sp_error *err) {
+    cli_die(c, err->status == SP_ERR_ARG ? 2 : 1, "%s", err->msg[0] ? err->msg : sp_status_name(err->status));
+}
+
+static int exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+int cli_resolve_shared(cli_common *c, char *msg, size_t msgsize) {
+    struct {
+        char *field;
+        const char *rel;
+    } f[3] = {{c->cfg.model_checkpoint, "models/stories260K.bin"},
+              {c->cfg.model_tokenizer, "models/tok512.bin"},
+              {c->cfg.eval_text, "data/tinystories-valid-dev.txt"}};
+    int ok = 1;
+    msg[0] = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!f[i].field[0]) {
+            char dir[3000];
+            sp_shared_find(f[i].rel, dir, sizeof dir);
+            char path[3100];
+            snprintf(path, sizeof path, "%s/%s", dir, f[i].rel);
+            if (strlen(path) >= 256) cli_die(c, 1, "shared directory path too long: %s", dir);
+            memcpy(f[i].field, path, strlen(path) + 1);
+        }
+        if (!exists(f[i].field)) {
+            if (ok)
+                snprintf(msg, msgsize,
+                         "%s not found. Get stories260K.bin and tok512.bin from the tinyllamas release of "
+                         "llama2.c (stories260K/), and TinyStories validation text from its public dataset "
+                         "page; put them under models/ and data/ of a directory named by SPRINT_SHARED, or "
+                         "pass --model/--tokenizer/--text (see README.md)",
+                         f[i].field);
+            ok = 0;
+        }
+    }
+    return ok;
+}
+
+static double progress_t0 = -1, progress_last = 0;
+static int progress_open = 0;
+
+void cli_progress(void *user, const char *what, double done, double total) {
+    const cli_common *c = user;
+    if (c && c->quiet) return;
+    double now = sp_now_seconds();
+    if (progress_t0 < 0) progress_t0 = now;
+    double el = now - progress_t0;
+    int tty = isatty(2);
+    int final = total > 0 && done >= total;
+    if (el < 1.0 && !(final && progress_open)) return;
+    if (!final && now - progress_last < (tty ? 0.2 : 5.0)) return;
+    progress_last = now;
+    double eta = done > 0 && total > done ? el * (total - done) / done : 0;
+    fprintf(stderr, "%s[%s] %.0f/%.0f %s (%.0f%%), %.1f s elapsed, ~%.0f s left%s", tty ? "\r" : "",
+            c ? c->cmd : "sprint", done, total, what, total > 0 ? 100.0 * done / total : 0, el, eta,
+            tty ? "\033[K" : "\n");
+    progress_open = tty;
+    if (final) cli_progress_done();
+}
+
+void cli_progress_done(void) {
+    if (progress_open) fputc('\n', stderr);
+    progress_open = 0;
+    progress_t0 = -1;
+}

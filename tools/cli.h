@@ -1,0 +1,49 @@
+/* cli.h: what every sprint command shares: common options, config assembly, error exits,
+ * progress on stderr. No model logic lives in tools/. */
+#ifndef SPRINT_TOOLS_CLI_H
+#define SPRINT_TOOLS_CLI_H
+
+#include <stdio.h>
+
+#include "sprint/common.h"
+#include "sprint/config.h"
+
+#define CLI_MAX_SOURCES 64
+
+typedef struct cli_common {
+    const char *cmd;        /* command name, for messages */
+    sp_config cfg;          /* effective configuration after cli_finish() */
+    int json;               /* --json */
+    const char *csv_path;   /* --csv FILE */
+    int quiet;              /* --quiet: no progress */
+    /* config sources, applied in order by cli_finish(): files first, then --set */
+    const char *files[CLI_MAX_SOURCES];
+    int n_files;
+    const char *sets[CLI_MAX_SOURCES];
+    int n_sets;
+} cli_common;
+
+void cli_init(cli_common *c, const char *cmd);
+/* If argv[*i] is a common option (--config F, --set k=v, --seed N, --threads N, --json,
+ * --csv F, --quiet), consumes it (and its value) and returns 1; returns 0 otherwise. Exits
+ * with status 2 on a missing value. */
+int cli_common_option(cli_common *c, int argc, char **argv, int *i);
+/* Returns argv[*i + 1] and advances *i, or exits 2 with a message when the value is missing. */
+const char *cli_value(cli_common *c, int argc, char **argv, int *i);
+/* Applies the config files and overrides; exits 2 on the first config error. */
+void cli_finish(cli_common *c);
+/* Prints "sprint <cmd>: <msg>" on stderr and exits with code (1 user error, 2 usage). */
+_Noreturn void cli_die(const cli_common *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+_Noreturn void cli_die_err(const cli_common *c, const sp_error *err);
+/* Fills empty model.checkpoint, model.tokenizer and eval.text from the shared directory.
+ * Returns 1 when all three exist, 0 otherwise (msg then says where to get them). */
+int cli_resolve_shared(cli_common *c, char *msg, size_t msgsize);
+/* Progress callback (sp_progress_fn) printing to stderr, silent for the first second and
+ * with --quiet; user must be the cli_common. */
+void cli_progress(void *user, const char *what, double done, double total);
+/* Ends a progress line (newline) if one was printed. */
+void cli_progress_done(void);
+/* Common options help text. */
+extern const char *CLI_COMMON_HELP;
+
+#endif

@@ -1,0 +1,11 @@
+/* sprint run: placeholder until its issue lands (owner replaces this file). */
+#include "cli.h"
+#include "commands.h"
+
+int cmd_run(int argc, char **argv) {
+    cli_common c;
+    cli_init(&c, "run");
+    (void)argc;
+    (void)argv;
+    cli_die(&c, 1, "not built yet");
+}

@@ -1,0 +1,41 @@
+/* sprint: the command-line tool. Dispatches to one subcommand per file (tools/cmd_*.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} COMMANDS[] = {
+    {"run", cmd_run, "simulate SPRINT and its baselines on the workload suite (the main job)"},
+    {"eval", cmd_eval, "evaluate a model on text with dense or SPRINT attention (NLL, perplexity)"},
+    {"calibrate", cmd_calibrate, "learn thresholds for a target kept fraction or loss budget"},
+    {"sweep", cmd_sweep, "sweep MSB bit width and non-ideality magnitudes (NLL, false prunes)"},
+    {"generate", cmd_generate, "generate text from a model (greedy or sampled), a smoke check"},
+    {"config", cmd_config, "dump the effective config, write docs/config.md, or check a file"},
+};
+#define NCMD (sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: sprint <command> [options]   (sprint <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < NCMD; i++) fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+    fprintf(f, "\nsprint %s. Docs: README.md, docs/. Every figure printed carries its unit.\n", SP_VERSION);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("sprint %s\n", SP_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < NCMD; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "sprint: error: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
