@@ -6,5 +6,6 @@ int cmd_generate(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 #endif

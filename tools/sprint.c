@@ -12,6 +12,7 @@ static const struct {
     {"run", cmd_run, "simulate SPRINT and its baselines on the workload suite (the main job)"},
     {"eval", cmd_eval, "evaluate a model on text with dense or SPRINT attention (NLL, perplexity)"},
     {"calibrate", cmd_calibrate, "learn thresholds for a target kept fraction or loss budget"},
+    {"compare", cmd_compare, "compare attention modes x threshold policies on a model in one run"},
     {"sweep", cmd_sweep, "sweep MSB bit width and non-ideality magnitudes (NLL, false prunes)"},
     {"generate", cmd_generate, "generate text from a model (greedy or sampled), a smoke check"},
     {"config", cmd_config, "dump the effective config, write docs/config.md, or check a file"},
