@@ -2,6 +2,7 @@
  * Markdown reference). The table itself is include/sprint/keys_*.def. */
 #define _POSIX_C_SOURCE 200809L
 #include "sprint/config.h"
+#include "config/config_internal.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -239,12 +240,17 @@ sp_status sp_config_load_file(sp_config *c, const char *path, sp_error *err) {
     return s;
 }
 
-sp_status sp_config_check_required(const sp_config *c, sp_error *err) {
-    for (size_t i = 0; i < NKEYS; i++)
-        if (!KEYS[i].def && !c->is_set[i])
-            return sp_error_set(err, SP_ERR_CONFIG, "missing required key %s.%s (%s, in %s)", KEYS[i].section,
-                                KEYS[i].name, KEYS[i].doc, KEYS[i].unit);
+sp_status sp_config_check_required_in(const sp_config_key *keys, size_t n, const unsigned char *is_set,
+                                      sp_error *err) {
+    for (size_t i = 0; i < n; i++)
+        if (!keys[i].def && !is_set[i])
+            return sp_error_set(err, SP_ERR_CONFIG, "missing required key %s.%s (%s, in %s)", keys[i].section,
+                                keys[i].name, keys[i].doc, keys[i].unit);
     return SP_OK;
+}
+
+sp_status sp_config_check_required(const sp_config *c, sp_error *err) {
+    return sp_config_check_required_in(KEYS, NKEYS, c->is_set, err);
 }
 
 void sp_config_value_text(const sp_config *c, const sp_config_key *k, char *buf, size_t n) {
