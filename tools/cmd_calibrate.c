@@ -1,11 +1,107 @@
-/* sprint calibrate: placeholder until its issue lands (owner replaces this file). */
-#include "cli.h"
+/* sprint calibrate: thresholds from data for the configured policy (issue 3): writes a
+ * thresholds file (docs/functional.md) for a target kept fraction (policy.target_kept) or a
+ * loss budget (policy.loss_budget) on the first policy.calib_stories stories. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "commands.h"
+#include "fn_common.h"
+
+static void help(void) {
+    printf("usage: sprint calibrate --out FILE [--attention MODE] [--model M] [--tokenizer T] [--text F]\n"
+           "                        [common options]\n\n"
+           "Calibrates the thresholds of policy.kind (layer, head, oracle, onchip; topk has none) for MODE\n"
+           "(pruning, sprint-norecompute or sprint; default sprint) on the first policy.calib_stories stories\n"
+           "of the text: the smallest kept fraction whose mean NLL stays within policy.loss_budget of dense,\n"
+           "or the kept fraction policy.target_kept when > 0. Writes the thresholds file FILE, which\n"
+           "`--set policy.file=FILE` (eval, compare, sweep, run) loads; a file for another model shape is\n"
+           "refused there.\n\n"
+           "  --out FILE        thresholds file to write (required)\n"
+           "  --attention MODE  mode calibrated for (default sprint)\n"
+           "%s"
+           "  Keys: policy.kind, policy.calib_stories, policy.loss_budget, policy.target_kept, quant.*, reram.*,\n"
+           "        sprint.* (see docs/config.md)\n\n%s",
+           FN_PATH_HELP, CLI_COMMON_HELP);
+}
 
 int cmd_calibrate(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "calibrate");
-    (void)argc;
-    (void)argv;
-    cli_die(&c, 1, "not built yet");
+    const char *out = NULL, *mode = "sprint";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_common_option(&c, argc, argv, &i) || fn_path_option(&c, argc, argv, &i)) continue;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(a, "--out")) {
+            out = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--attention")) {
+            mode = cli_value(&c, argc, argv, &i);
+        } else {
+            cli_die(&c, 2, "unknown option '%s' (see sprint calibrate --help)", a);
+        }
+    }
+    if (!out) cli_die(&c, 2, "--out FILE is required (see sprint calibrate --help)");
+    cli_finish(&c);
+    if (!strcmp(c.cfg.policy_kind, "topk"))
+        cli_die(&c, 2, "policy topk has no thresholds to calibrate (set policy.topk_fraction)");
+    fn_session s;
+    fn_session_load(&c, &s);
+    sp_op_request req = {.mode = mode, .cfg = &c.cfg, .model = s.model, .calib = &s.corpus, .progress = cli_progress,
+                         .progress_user = &c};
+    sp_thresholds *t = NULL;
+    sp_error err = {0};
+    if (sp_calibrate(&req, &t, &err) != SP_OK) cli_die_err(&c, &err);
+    cli_progress_done();
+    if (sp_thresholds_save(t, out, &err) != SP_OK) cli_die_err(&c, &err);
+    double mn = INFINITY, mx = -INFINITY, mean = 0;
+    int nv = t->values ? t->n_layers * t->n_heads : 0;
+    for (int i = 0; i < nv; i++) {
+        mn = fmin(mn, t->values[i]);
+        mx = fmax(mx, t->values[i]);
+        mean += t->values[i] / nv;
+    }
+    double dn = t->nll_dense > 0 ? (t->nll - t->nll_dense) / t->nll_dense : 0;
+    if (c.json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "file", out);
+        cJSON_AddStringToObject(o, "kind", t->kind);
+        cJSON_AddStringToObject(o, "mode", t->mode);
+        cJSON_AddNumberToObject(o, "calib_stories", t->calib_stories);
+        if (!nv) cJSON_AddNumberToObject(o, "delta", t->delta);
+        else {
+            cJSON_AddNumberToObject(o, "threshold_min", mn);
+            cJSON_AddNumberToObject(o, "threshold_mean", mean);
+            cJSON_AddNumberToObject(o, "threshold_max", mx);
+        }
+        cJSON_AddNumberToObject(o, "nll_dense", t->nll_dense);
+        cJSON_AddNumberToObject(o, "nll", t->nll);
+        cJSON_AddNumberToObject(o, "nll_change", dn);
+        cJSON_AddNumberToObject(o, "kept_fraction", t->kept_fraction);
+        char *txt = cJSON_PrintUnformatted(o);
+        printf("%s\n", txt);
+        cJSON_free(txt);
+        cJSON_Delete(o);
+    } else {
+        printf("sprint calibrate: wrote %s\n", out);
+        printf("%-22s %s for mode %s, %d calibration stories\n", "policy", t->kind, t->mode, t->calib_stories);
+        if (!nv) printf("%-22s %.4f nats\n", "delta", t->delta);
+        else printf("%-22s min %.4f, mean %.4f, max %.4f nats\n", "thresholds", mn, mean, mx);
+        printf("%-22s %.5f nats/token (dense %.5f, %+.3f %%)\n", "calibration NLL", t->nll, t->nll_dense, 100 * dn);
+        printf("%-22s %.2f %% of visible pairs\n", "kept fraction", 100 * t->kept_fraction);
+    }
+    if (c.csv_path) {
+        FILE *f = fopen(c.csv_path, "w");
+        if (!f) cli_die(&c, 1, "cannot write %s", c.csv_path);
+        fprintf(f, "kind,mode,calib_stories,delta_nats,nll_dense_nats_per_token,nll_nats_per_token,kept_fraction\n");
+        fprintf(f, "%s,%s,%d,%.6g,%.8f,%.8f,%.6f\n", t->kind, t->mode, t->calib_stories, t->delta, t->nll_dense, t->nll,
+                t->kept_fraction);
+        fclose(f);
+    }
+    sp_thresholds_free(t);
+    fn_session_free(&s);
+    return 0;
 }

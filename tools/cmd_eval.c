@@ -1,11 +1,179 @@
-/* sprint eval: placeholder until its issue lands (owner replaces this file). */
+/* sprint eval: evaluate a llama2.c model on text with attention through a chosen operator. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
 #include "commands.h"
+#include "sprint/functional.h"
+#include "sprint/model.h"
+
+static void help(void) {
+    printf("usage: sprint eval [--model M] [--tokenizer T] [--text F] [--attention MODE] [common options]\n\n"
+           "Splits the text into stories at <|endoftext|>, encodes each with BOS, evaluates every story\n"
+           "(windows of eval.window tokens, default the model's context length; each target predicted\n"
+           "once) and reports mean negative log-likelihood (nats/token), perplexity, top-1 accuracy,\n"
+           "speed and the attention operator's statistics.\n\n"
+           "  --model M         llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin)\n"
+           "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
+           "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
+           "  --attention MODE  attention operator: %s, or dense-ref (default dense).\n"
+           "                    dense runs in float (fast path); dense-ref is the double reference\n"
+           "  Keys: eval.max_stories, eval.window, run.threads (see docs/config.md)\n\n%s",
+           SP_ATTN_MODES, CLI_COMMON_HELP);
+}
+
+/* Copies a command-line path into a config string field. */
+static void set_path(cli_common *c, char *field, const char *v, const char *opt) {
+    if (!v) return;
+    if (strlen(v) >= 256) cli_die(c, 2, "%s path longer than 255 bytes", opt);
+    memcpy(field, v, strlen(v) + 1);
+}
+
+/* Fills the empty paths from the shared directory; dies with directions when a shared file
+ * that was asked for is missing. Paths given explicitly are left for the loaders to check. */
+static void resolve_paths(cli_common *c) {
+    int was_empty[3] = {!c->cfg.model_checkpoint[0], !c->cfg.model_tokenizer[0], !c->cfg.eval_text[0]};
+    char msg[1024];
+    if (!was_empty[0] && !was_empty[1] && !was_empty[2]) return;
+    if (cli_resolve_shared(c, msg, sizeof msg)) return;
+    FILE *f;
+    const char *fields[3] = {c->cfg.model_checkpoint, c->cfg.model_tokenizer, c->cfg.eval_text};
+    for (int i = 0; i < 3; i++) {
+        if (!was_empty[i]) continue;
+        if ((f = fopen(fields[i], "rb"))) {
+            fclose(f);
+            continue;
+        }
+        cli_die(c, 1, "%s", msg);
+    }
+}
+
+static void row(const char *name, const char *value, const char *unit) {
+    printf("%-24s %14s  %s\n", name, value, unit);
+}
 
 int cmd_eval(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "eval");
-    (void)argc;
-    (void)argv;
-    cli_die(&c, 1, "not built yet");
+    const char *model_path = NULL, *tok_path = NULL, *text_path = NULL, *mode = "dense";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_common_option(&c, argc, argv, &i)) continue;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(a, "--model")) {
+            model_path = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--tokenizer")) {
+            tok_path = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--text")) {
+            text_path = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--attention")) {
+            mode = cli_value(&c, argc, argv, &i);
+        } else {
+            cli_die(&c, 2, "unknown option '%s' (see sprint eval --help)", a);
+        }
+    }
+    cli_finish(&c);
+    set_path(&c, c.cfg.model_checkpoint, model_path, "--model");
+    set_path(&c, c.cfg.model_tokenizer, tok_path, "--tokenizer");
+    set_path(&c, c.cfg.eval_text, text_path, "--text");
+    resolve_paths(&c);
+
+    sp_error err = {0};
+    sp_model *m = NULL;
+    sp_tokenizer *t = NULL;
+    char *text = NULL;
+    size_t text_len = 0;
+    sp_corpus corpus = {0};
+    if (sp_model_load(c.cfg.model_checkpoint, &m, &err) != SP_OK) cli_die_err(&c, &err);
+    const sp_model_info *info = sp_model_get_info(m);
+    if (sp_tokenizer_load(c.cfg.model_tokenizer, info->vocab_size, &t, &err) != SP_OK) cli_die_err(&c, &err);
+    if (sp_read_file(c.cfg.eval_text, &text, &text_len, &err) != SP_OK) cli_die_err(&c, &err);
+    if (sp_corpus_from_text(t, text, text_len, (int)c.cfg.eval_max_stories, &corpus, &err) != SP_OK) {
+        char msg[sizeof err.msg];
+        snprintf(msg, sizeof msg, "%s", err.msg);
+        sp_error_set(&err, err.status, "%s: %s", c.cfg.eval_text, msg);
+        cli_die_err(&c, &err);
+    }
+    free(text);
+
+    sp_op_request req = {.mode = mode, .cfg = &c.cfg, .model = m, .calib = &corpus, .progress = cli_progress,
+                         .progress_user = &c};
+    sp_attn_op *op = NULL;
+    if (!strcmp(mode, "dense")) {
+        op = sp_attn_dense_fast_create(info->n_layers, info->n_heads); /* float fast path */
+    } else if (!strcmp(mode, "dense-ref")) {
+        op = sp_attn_dense_create(info->n_layers, info->n_heads); /* double reference */
+    } else if (sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err) != SP_OK) {
+        cli_die_err(&c, &err);
+    }
+    cli_progress_done();
+
+    sp_eval_opts eo = {.window = (int)c.cfg.eval_window, .threads = (int)c.cfg.run_threads,
+                       .progress = cli_progress, .progress_user = &c};
+    sp_eval_result r;
+    if (sp_eval_corpus(m, &corpus, op, &eo, &r, &err) != SP_OK) cli_die_err(&c, &err);
+    cli_progress_done();
+
+    double kept = sp_attn_stats_kept_fraction(&r.attn), mem = sp_attn_stats_mem_kept_fraction(&r.attn);
+    double fpr = sp_attn_stats_false_prune_rate(&r.attn), loc = sp_attn_stats_locality(&r.attn);
+    double nff = sp_attn_stats_new_fetch_fraction(&r.attn);
+    double mlq = r.attn.queries > 0 ? r.attn.mass_lost / r.attn.queries : 0.0;
+
+    if (c.json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", c.cfg.model_checkpoint);
+        cJSON_AddStringToObject(o, "text", c.cfg.eval_text);
+        cJSON_AddStringToObject(o, "attention", !strcmp(mode, "dense-ref") ? "dense-ref" : op->name);
+        cJSON_AddNumberToObject(o, "stories", (double)r.stories);
+        cJSON_AddNumberToObject(o, "tokens", (double)r.tokens);
+        cJSON_AddNumberToObject(o, "nll", r.nll);
+        cJSON_AddNumberToObject(o, "ppl", r.ppl);
+        cJSON_AddNumberToObject(o, "top1", r.top1);
+        cJSON_AddNumberToObject(o, "tokens_per_s", r.tokens_per_s);
+        cJSON_AddNumberToObject(o, "seconds", r.seconds);
+        cJSON_AddNumberToObject(o, "kept_fraction", kept);
+        cJSON_AddNumberToObject(o, "mem_kept_fraction", mem);
+        cJSON_AddNumberToObject(o, "false_prune_rate", fpr);
+        cJSON_AddNumberToObject(o, "locality", loc);
+        cJSON_AddNumberToObject(o, "new_fetch_fraction", nff);
+        cJSON_AddNumberToObject(o, "mass_lost_per_query", mlq);
+        cJSON_AddNumberToObject(o, "window", eo.window ? eo.window : info->seq_len);
+        char *s = cJSON_PrintUnformatted(o);
+        printf("%s\n", s);
+        cJSON_free(s);
+        cJSON_Delete(o);
+    } else {
+        char b[64];
+        printf("sprint eval: %s on %s, attention %s\n", c.cfg.model_checkpoint, c.cfg.eval_text, op->name);
+        snprintf(b, sizeof b, "%ld", r.stories), row("stories", b, "stories");
+        snprintf(b, sizeof b, "%ld", r.tokens), row("tokens", b, "predicted tokens");
+        snprintf(b, sizeof b, "%.4f", r.nll), row("mean NLL", b, "nats/token");
+        snprintf(b, sizeof b, "%.4f", r.ppl), row("perplexity", b, "-");
+        snprintf(b, sizeof b, "%.2f", 100.0 * r.top1), row("top-1 accuracy", b, "%");
+        snprintf(b, sizeof b, "%.0f", r.tokens_per_s), row("speed", b, "tokens/s");
+        snprintf(b, sizeof b, "%.4f", kept), row("kept fraction", b, "of visible pairs");
+        snprintf(b, sizeof b, "%.4f", mem), row("mem-kept fraction", b, "of visible pairs");
+        snprintf(b, sizeof b, "%.4f", fpr), row("false-prune rate", b, "of pairs passing exactly");
+        snprintf(b, sizeof b, "%.4f", loc), row("locality", b, "of previous query's survivors");
+        snprintf(b, sizeof b, "%.4f", nff), row("new-fetch fraction", b, "of visible sequence length");
+        snprintf(b, sizeof b, "%.3g", mlq), row("mass lost", b, "softmax mass per query");
+    }
+    if (c.csv_path) {
+        FILE *f = fopen(c.csv_path, "w");
+        if (!f) cli_die(&c, 1, "cannot write %s", c.csv_path);
+        fprintf(f, "attention,stories,tokens,nll_nats_per_token,ppl,top1_fraction,tokens_per_s,kept_fraction,"
+                   "mem_kept_fraction,false_prune_rate,locality,new_fetch_fraction,mass_lost_per_query\n");
+        fprintf(f, "%s,%ld,%ld,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g\n", op->name, r.stories, r.tokens,
+                r.nll, r.ppl, r.top1, r.tokens_per_s, kept, mem, fpr, loc, nff, mlq);
+        if (fclose(f) != 0) cli_die(&c, 1, "cannot write %s", c.csv_path);
+    }
+    sp_attn_op_free(op);
+    sp_corpus_free(&corpus);
+    sp_tokenizer_free(t);
+    sp_model_free(m);
+    return 0;
 }

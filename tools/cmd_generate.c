@@ -1,11 +1,185 @@
-/* sprint generate: placeholder until its issue lands (owner replaces this file). */
+/* sprint generate: text from a llama2.c model, greedy or top-p sampling (a smoke check of the
+ * runner). Each step runs the forward pass over the whole prefix (at most the model's context
+ * length) through the dense attention operator; simple and exact, not fast. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
 #include "commands.h"
+#include "sprint/model.h"
+
+static void help(void) {
+    printf("usage: sprint generate [--model M] [--tokenizer T] [--prompt S] [--steps N] [--temperature X]\n"
+           "                       [--topp P] [common options]\n\n"
+           "Generates text from the model, starting from BOS and the prompt. Greedy (argmax) when the\n"
+           "temperature is 0, otherwise samples from softmax(logits / temperature) restricted to the\n"
+           "smallest set of tokens whose probability reaches P (top-p), seeded by run.seed (--seed).\n"
+           "Stops after N tokens, at the end of the context, or when the model emits BOS.\n\n"
+           "  --model M          llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin)\n"
+           "  --tokenizer T      llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
+           "  --prompt S         prompt text (default: empty)\n"
+           "  --steps N          tokens to generate, 1..100000 (default 256)\n"
+           "  --temperature X    0 = greedy, else > 0 (default 1.0)\n"
+           "  --topp P           top-p mass in (0, 1] (default 0.9)\n\n%s",
+           CLI_COMMON_HELP);
+}
+
+static double parse_num(cli_common *c, const char *opt, const char *v, double lo, double hi) {
+    char *end = NULL;
+    double x = strtod(v, &end);
+    if (!v[0] || *end || !(x >= lo && x <= hi)) cli_die(c, 2, "%s expects a number in [%g, %g], got '%s'", opt, lo, hi, v);
+    return x;
+}
+
+typedef struct prob_index {
+    float p;
+    int i;
+} prob_index;
+
+static int cmp_prob_desc(const void *a, const void *b) {
+    const prob_index *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->i - y->i;
+}
+
+/* Next token from logits (V): argmax when temperature is 0, else top-p sampling with coin. */
+static int sample(float *logits, int V, double temperature, double topp, double coin, prob_index *scratch) {
+    if (temperature == 0.0) {
+        int best = 0;
+        for (int j = 1; j < V; j++)
+            if (logits[j] > logits[best]) best = j;
+        return best;
+    }
+    double mx = logits[0];
+    for (int j = 1; j < V; j++)
+        if (logits[j] > mx) mx = logits[j];
+    double sum = 0.0;
+    for (int j = 0; j < V; j++) sum += exp(((double)logits[j] - mx) / temperature);
+    for (int j = 0; j < V; j++) {
+        scratch[j].p = (float)(exp(((double)logits[j] - mx) / temperature) / sum);
+        scratch[j].i = j;
+    }
+    qsort(scratch, (size_t)V, sizeof *scratch, cmp_prob_desc);
+    double cum = 0.0;
+    int last = V - 1;
+    for (int j = 0; j < V; j++) {
+        cum += scratch[j].p;
+        if (cum >= topp) {
+            last = j;
+            break;
+        }
+    }
+    double r = coin * cum, acc = 0.0;
+    for (int j = 0; j <= last; j++) {
+        acc += scratch[j].p;
+        if (r < acc) return scratch[j].i;
+    }
+    return scratch[last].i;
+}
+
+/* Prints a decoded piece, skipping unprintable single bytes (as llama2.c's safe_printf). */
+static void print_piece(const char *piece) {
+    if (!piece[0]) return;
+    if (!piece[1]) {
+        unsigned char b = (unsigned char)piece[0];
+        if (!(b >= 0x20 && b < 0x7f) && b != '\n' && b != '\t' && b < 0x80) return;
+    }
+    fputs(piece, stdout);
+}
 
 int cmd_generate(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "generate");
-    (void)argc;
-    (void)argv;
-    cli_die(&c, 1, "not built yet");
+    const char *model_path = NULL, *tok_path = NULL, *prompt = "";
+    int steps = 256;
+    double temperature = 1.0, topp = 0.9;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_common_option(&c, argc, argv, &i)) continue;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(a, "--model")) {
+            model_path = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--tokenizer")) {
+            tok_path = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--prompt")) {
+            prompt = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--steps")) {
+            steps = (int)parse_num(&c, a, cli_value(&c, argc, argv, &i), 1, 100000);
+        } else if (!strcmp(a, "--temperature")) {
+            temperature = parse_num(&c, a, cli_value(&c, argc, argv, &i), 0, 100);
+        } else if (!strcmp(a, "--topp")) {
+            topp = parse_num(&c, a, cli_value(&c, argc, argv, &i), 1e-9, 1);
+        } else {
+            cli_die(&c, 2, "unknown option '%s' (see sprint generate --help)", a);
+        }
+    }
+    cli_finish(&c);
+    if (model_path) {
+        if (strlen(model_path) >= sizeof c.cfg.model_checkpoint) cli_die(&c, 2, "--model path longer than 255 bytes");
+        strcpy(c.cfg.model_checkpoint, model_path);
+    }
+    if (tok_path) {
+        if (strlen(tok_path) >= sizeof c.cfg.model_tokenizer) cli_die(&c, 2, "--tokenizer path longer than 255 bytes");
+        strcpy(c.cfg.model_tokenizer, tok_path);
+    }
+    if (!c.cfg.model_checkpoint[0] || !c.cfg.model_tokenizer[0]) {
+        char msg[1024];
+        int had_m = c.cfg.model_checkpoint[0] != 0, had_t = c.cfg.model_tokenizer[0] != 0;
+        if (!cli_resolve_shared(&c, msg, sizeof msg)) {
+            FILE *f;
+            if (!had_m && !(f = fopen(c.cfg.model_checkpoint, "rb"))) cli_die(&c, 1, "%s", msg);
+            else if (!had_m) fclose(f);
+            if (!had_t && !(f = fopen(c.cfg.model_tokenizer, "rb"))) cli_die(&c, 1, "%s", msg);
+            else if (!had_t) fclose(f);
+        }
+    }
+
+    sp_error err = {0};
+    sp_model *m = NULL;
+    sp_tokenizer *t = NULL;
+    if (sp_model_load(c.cfg.model_checkpoint, &m, &err) != SP_OK) cli_die_err(&c, &err);
+    const sp_model_info *info = sp_model_get_info(m);
+    if (sp_tokenizer_load(c.cfg.model_tokenizer, info->vocab_size, &t, &err) != SP_OK) cli_die_err(&c, &err);
+    int *ptok = NULL, np = 0;
+    if (sp_tokenizer_encode(t, prompt, strlen(prompt), 1, 0, &ptok, &np, &err) != SP_OK) {
+        cli_die(&c, 1, "--prompt: %s", err.msg);
+    }
+    int cap = info->seq_len;
+    if (np > cap) cli_die(&c, 1, "prompt is %d tokens, longer than the model's context of %d", np, cap);
+    int *seq = sp_xmalloc((size_t)cap, sizeof *seq);
+    memcpy(seq, ptok, (size_t)np * sizeof *seq);
+    free(ptok);
+    int V = info->vocab_size;
+    float *logits = sp_xmalloc((size_t)cap, (size_t)V * sizeof *logits);
+    prob_index *scratch = sp_xmalloc((size_t)V, sizeof *scratch);
+    sp_attn_op *op = sp_attn_dense_fast_create(info->n_layers, info->n_heads);
+    sp_rng rng;
+    sp_rng_seed(&rng, (uint64_t)c.cfg.run_seed);
+    for (int i = 1; i < np; i++) print_piece(sp_tokenizer_decode(t, seq[i - 1], seq[i]));
+    int n = np, made = 0;
+    double t0 = sp_now_seconds();
+    while (made < steps && n < cap) {
+        if (sp_model_forward(m, seq, n, op, made, (int)c.cfg.run_threads, logits, &err) != SP_OK) cli_die_err(&c, &err);
+        double coin = sp_rng_next_uniform(&rng);
+        int next = sample(logits + (size_t)(n - 1) * V, V, temperature, topp, coin, scratch);
+        if (next == 1) break; /* BOS: the model ends the story */
+        print_piece(sp_tokenizer_decode(t, seq[n - 1], next));
+        fflush(stdout);
+        seq[n++] = next;
+        made++;
+    }
+    printf("\n");
+    double el = sp_now_seconds() - t0;
+    if (!c.quiet) fprintf(stderr, "sprint generate: %d tokens in %.2f s (%.1f tokens/s)\n", made, el, el > 0 ? made / el : 0.0);
+    sp_attn_op_free(op);
+    free(scratch);
+    free(logits);
+    free(seq);
+    sp_tokenizer_free(t);
+    sp_model_free(m);
+    return 0;
 }

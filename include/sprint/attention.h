@@ -120,6 +120,13 @@ void sp_attn_stats_add(sp_attn_stats *acc, const sp_attn_stats *s);
  * kept. Returns SP_ERR_DATA on a NaN or infinite score. */
 sp_attn_op *sp_attn_dense_create(int n_layers, int n_heads);
 
+/* The fast dense operator (named "dense" too): the same attention in float arithmetic
+ * (vectorised scores, exp and weighted sum), the same statistics; tested against the
+ * reference (relative difference ~1e-6). Heads with padding masks, non-finite scores, or an
+ * op with an observer go through the reference code. `sprint eval --attention dense` uses it;
+ * the reference stays the definition every other operator is compared with. */
+sp_attn_op *sp_attn_dense_fast_create(int n_layers, int n_heads);
+
 /* Validates a head description (dimensions, strides, pointers); SP_ERR_ARG on a bad one. */
 sp_status sp_attn_head_check(const sp_attn_head *h, sp_error *err);
 

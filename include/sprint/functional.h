@@ -18,6 +18,29 @@
 extern "C" {
 #endif
 
+/* Thresholds of a policy, as written by `sprint calibrate` (file format: docs/functional.md,
+ * "Thresholds file"). values holds n_layers * n_heads thresholds (nats, on s = scale q.k) for
+ * the layer/head kinds (a layer file repeats its value over the heads); delta (nats) is used
+ * by the oracle/onchip kinds; the model shape makes a file for another model an error. */
+#define SP_THRESHOLDS_VERSION 1
+typedef struct sp_thresholds {
+    char kind[32];          /* layer | head | topk | oracle | onchip */
+    int n_layers, n_heads, head_dim;
+    double delta;           /* nats; oracle/onchip */
+    double *values;         /* (n_layers * n_heads) nats; layer/head; NULL otherwise */
+    /* provenance (informative) */
+    char mode[32];          /* mode calibrated for */
+    double loss_budget, target_kept;
+    int calib_stories;
+    double nll_dense, nll, kept_fraction; /* on the calibration stories */
+} sp_thresholds;
+
+sp_thresholds *sp_thresholds_new(const char *kind, int n_layers, int n_heads, int head_dim);
+void sp_thresholds_free(sp_thresholds *t);
+sp_status sp_thresholds_save(const sp_thresholds *t, const char *path, sp_error *err);
+/* SP_ERR_IO / SP_ERR_FORMAT (with the line) on a missing or malformed file. */
+sp_status sp_thresholds_load(const char *path, sp_thresholds **out, sp_error *err);
+
 typedef struct sp_op_request {
     const char *mode;             /* dense | pruning | sprint-norecompute | sprint */
     const sp_config *cfg;         /* quant, reram, sprint, policy sections */
@@ -25,15 +48,29 @@ typedef struct sp_op_request {
     const sp_corpus *calib;       /* calibration stories; may be NULL */
     sp_progress_fn progress;      /* may be NULL */
     void *progress_user;
+    /* Thresholds to use instead of policy.file / automatic calibration; may be NULL. The op
+     * copies what it needs. */
+    const sp_thresholds *thresholds;
 } sp_op_request;
 
 /* Builds the operator for req->mode with n_layers x n_heads stats slots. Unknown mode,
- * invalid config combination or thresholds file for another model shape: an error. */
+ * invalid config combination or thresholds file for another model shape: an error.
+ * Thresholds come from req->thresholds, else policy.file, else (layer/head kinds, or
+ * oracle/onchip with policy.delta = -1) automatic calibration when req->model and req->calib
+ * are given, else policy.threshold / policy.delta_uncalibrated. */
 sp_status sp_attn_op_create(const sp_op_request *req, int n_layers, int n_heads, sp_attn_op **out,
                             sp_error *err);
 
 /* The mode names accepted by sp_attn_op_create, "|"-separated. */
 extern const char *const SP_ATTN_MODES;
+
+/* Calibrates the thresholds of policy.kind for req->mode on the first policy.calib_stories
+ * stories of req->calib with req->model: for policy.target_kept > 0 the kept fraction of
+ * (query, key) pairs, else the largest pruning whose mean NLL stays within policy.loss_budget
+ * (relative) of dense on those stories. layer/head: per-(layer, head) score quantiles at a
+ * common kept fraction, bisected; oracle/onchip: delta, bisected; topk: not calibrated
+ * (error). *out is owned by the caller (sp_thresholds_free). */
+sp_status sp_calibrate(const sp_op_request *req, sp_thresholds **out, sp_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,183 @@
+/* eval.c: the evaluation corpus (stories split at <|endoftext|>) and next-token evaluation
+ * (mean negative log-likelihood, perplexity, top-1 accuracy) with attention through an op.
+ *
+ * Windows: a story of len tokens has len - 1 targets. Window w covers inputs [s, s + W) with
+ * s = w * W and predicts targets s + 1 .. s + W (clipped to the story), so each target is
+ * predicted exactly once and each window is an independent sequence at positions 0..W-1
+ * (no context is carried across windows, as in a fixed-context evaluation). */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model/model_internal.h"
+
+sp_status sp_read_file(const char *path, char **text, size_t *len, sp_error *err) {
+    *text = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return sp_error_set(err, SP_ERR_IO, "cannot read %s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return sp_error_set(err, SP_ERR_NOMEM, "cannot allocate %zu bytes for %s", n + 1, path);
+    }
+    size_t got = fread(buf, 1, n, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || got != n) {
+        free(buf);
+        return sp_error_set(err, SP_ERR_IO, "cannot read %s: read %zu of %zu bytes", path, got, n);
+    }
+    buf[n] = 0;
+    *text = buf;
+    *len = n;
+    return SP_OK;
+}
+
+void sp_corpus_free(sp_corpus *c) {
+    if (!c) return;
+    for (int i = 0; i < c->n; i++) free(c->tokens[i]);
+    free(c->tokens);
+    free(c->len);
+    memset(c, 0, sizeof *c);
+}
+
+static int is_space(char ch) { return ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t' || ch == '\f' || ch == '\v'; }
+
+/* Start of the next "<|endoftext|>" in [p, end), or end. */
+static const char *find_sep(const char *p, const char *end) {
+    static const char sep[] = "<|endoftext|>";
+    size_t sl = sizeof sep - 1;
+    while ((size_t)(end - p) >= sl) {
+        const char *hit = memchr(p, '<', (size_t)(end - p) - sl + 1);
+        if (!hit) break;
+        if (!memcmp(hit, sep, sl)) return hit;
+        p = hit + 1;
+    }
+    return end;
+}
+
+sp_status sp_corpus_from_text(const sp_tokenizer *t, const char *text, size_t len, int max_stories, sp_corpus *out,
+                              sp_error *err) {
+    memset(out, 0, sizeof *out);
+    if (max_stories < 0) return sp_error_set(err, SP_ERR_ARG, "corpus: max_stories %d < 0", max_stories);
+    const char *p = text, *end = text + len;
+    int cap = 16;
+    out->tokens = sp_xmalloc((size_t)cap, sizeof *out->tokens);
+    out->len = sp_xmalloc((size_t)cap, sizeof *out->len);
+    while (p <= end && (max_stories == 0 || out->n < max_stories)) {
+        const char *sep = find_sep(p, end);
+        const char *a = p, *b = sep;
+        while (a < b && is_space(*a)) a++;
+        while (b > a && is_space(b[-1])) b--;
+        if (b > a) {
+            int *tok = NULL, nt = 0;
+            sp_status s = sp_tokenizer_encode(t, a, (size_t)(b - a), 1, 0, &tok, &nt, err);
+            if (s != SP_OK) {
+                /* name the story: rewrite the message with the offset into the text */
+                char msg[sizeof err->msg];
+                snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
+                int story = out->n + 1;
+                sp_corpus_free(out);
+                return sp_error_set(err, s, "story %d (text offset %zu): %s", story, (size_t)(a - text), msg);
+            }
+            if (out->n == cap) {
+                cap *= 2;
+                int **nt2 = realloc(out->tokens, (size_t)cap * sizeof *nt2);
+                int *nl2 = realloc(out->len, (size_t)cap * sizeof *nl2);
+                SP_ASSERT(nt2 && nl2);
+                out->tokens = nt2;
+                out->len = nl2;
+            }
+            out->tokens[out->n] = tok;
+            out->len[out->n] = nt;
+            out->total_targets += nt - 1;
+            out->n++;
+        }
+        if (sep == end) break;
+        p = sep + 13;
+    }
+    if (out->n == 0) {
+        sp_corpus_free(out);
+        return sp_error_set(err, SP_ERR_DATA, "empty text: no story left after splitting at <|endoftext|> and trimming");
+    }
+    return SP_OK;
+}
+
+sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
+                         sp_eval_result *res, sp_error *err) {
+    memset(res, 0, sizeof *res);
+    const sp_model_info *p = &m->info;
+    sp_eval_opts def = {0};
+    if (!o) o = &def;
+    int W = o->window ? o->window : p->seq_len;
+    if (W < 1 || W > p->seq_len)
+        return sp_error_set(err, SP_ERR_ARG, "evaluation window %d outside [1, %d] (the model's context length)", W,
+                            p->seq_len);
+    if (c->n <= 0) return sp_error_set(err, SP_ERR_DATA, "empty corpus: no story to evaluate");
+    sp_attn_op_reset_stats(op);
+    int V = p->vocab_size;
+    float *logits = sp_xmalloc((size_t)W, (size_t)V * sizeof(float)); /* (W, vocab) */
+    double *tnll = sp_xmalloc((size_t)W, sizeof *tnll);                 /* (W) NLL per position */
+    int *thit = sp_xmalloc((size_t)W, sizeof *thit);                    /* (W) argmax == target */
+    int nthreads = o->threads > 0 ? o->threads : omp_get_max_threads();
+    double t0 = sp_now_seconds();
+    long long seq_id = 0;
+    double nll_sum = 0.0;
+    long hits = 0, ntok = 0;
+    sp_status s = SP_OK;
+    for (int i = 0; i < c->n && s == SP_OK; i++) {
+        const int *tok = c->tokens[i];
+        int len = c->len[i];
+        for (int st = 0; st + 1 < len && s == SP_OK; st += W) {
+            int n = len - 1 - st < W ? len - 1 - st : W; /* inputs [st, st + n), targets st+1 .. st+n */
+            s = sp_model_forward(m, tok + st, n, op, seq_id++, o->threads, logits, err);
+            if (s != SP_OK) break;
+            /* per-position NLL and hit in parallel, summed in position order (deterministic) */
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+            for (int t = 0; t < n; t++) {
+                const float *lr = logits + (size_t)t * V;
+                int target = tok[st + t + 1];
+                int arg = 0;
+                float mx = lr[0];
+                for (int j = 1; j < V; j++)
+                    if (lr[j] > mx) mx = lr[j], arg = j;
+                double se = 0.0;
+                for (int j = 0; j < V; j++) se += exp((double)lr[j] - (double)mx);
+                tnll[t] = log(se) + (double)mx - (double)lr[target];
+                thit[t] = arg == target;
+            }
+            for (int t = 0; t < n; t++) {
+                nll_sum += tnll[t];
+                hits += thit[t];
+            }
+            ntok += n;
+        }
+        if (o->progress) o->progress(o->progress_user, "stories", i + 1, c->n);
+    }
+    free(logits);
+    free(tnll);
+    free(thit);
+    if (s != SP_OK) return s;
+    res->seconds = sp_now_seconds() - t0;
+    res->stories = c->n;
+    res->tokens = ntok;
+    res->nll_sum = nll_sum;
+    res->nll = ntok ? nll_sum / (double)ntok : 0.0;
+    res->ppl = exp(res->nll);
+    res->top1 = ntok ? (double)hits / (double)ntok : 0.0;
+    res->tokens_per_s = res->seconds > 0 ? (double)ntok / res->seconds : 0.0;
+    sp_attn_stats_total(op, &res->attn);
+    return SP_OK;
+}

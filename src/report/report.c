@@ -1,0 +1,318 @@
+/* report.c: the simulator's outputs (issue 4 item 5): aligned text tables, the reproduction
+ * summary beside the paper's printed values, JSON (cJSON) and CSV with units in column names.
+ * Library code: writes only to the FILE it is given. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sprint/sim.h"
+
+static double ratio(double a, double b) { return b > 0 ? a / b : NAN; }
+
+sp_ratios sp_result_ratios(const sp_wl_result *w, int size, int design, int baseline) {
+    const sp_design_result *b = &w->r[size][baseline ? SP_DESIGN_TILED : SP_DESIGN_BASELINE];
+    const sp_design_result *r = &w->r[size][design];
+    sp_ratios x;
+    x.speedup = ratio(b->cycles, r->cycles);
+    x.energy_reduction = ratio(b->energy_pj_total, r->energy_pj_total);
+    x.energy_reduction_excl_write =
+        ratio(b->energy_pj_total - b->write_once_pj, r->energy_pj_total - r->write_once_pj);
+    x.traffic_reduction = b->bytes_read > 0 ? 1.0 - r->bytes_read / b->bytes_read : NAN;
+    return x;
+}
+
+static double util(double busy, double cycles, double units) { return cycles > 0 ? 100.0 * busy / (cycles * units) : 0; }
+
+static void wl_header(FILE *f, const sp_wl_result *w) {
+    const sp_wl_stats *s = &w->stats;
+    fprintf(f, "\n== %s: %d layers x %d heads, d=%d, %d tokens, %.0f%% padding%s; %d heads simulated, totals x%.1f\n",
+            w->wl.name, w->wl.layers, w->wl.heads, w->wl.d, w->wl.seq, 100 * w->wl.padding,
+            w->wl.causal ? ", causal" : "", w->sim_heads, w->scale);
+    fprintf(f, "   masks: %s\n", w->mask_source);
+    fprintf(f, "   kept %.2f%% of visible pairs (in-memory kept %.2f%%), adjacent-query overlap %.1f%%, "
+               "new keys per query %.2f%% of visible (paper: 2.1%%)\n",
+            s->pairs_visible > 0 ? 100 * s->pairs_kept / s->pairs_visible : 0,
+            s->pairs_visible > 0 ? 100 * s->pairs_mem_kept / s->pairs_visible : 0,
+            s->later_kept > 0 ? 100 * s->overlap_pairs / s->later_kept : 0,
+            s->later_visible > 0 ? 100 * s->new_pairs / s->later_visible : 0);
+}
+
+void sp_report_table(FILE *f, const sp_wl_result *res, int n) {
+    for (int w = 0; w < n; w++) {
+        const sp_wl_result *x = &res[w];
+        wl_header(f, x);
+        fprintf(f, "   %-2s %-15s %13s %8s %8s %11s %8s %8s %10s %8s %7s %7s %14s %15s\n", "sz", "design", "cycles",
+                "spd_pap", "spd_til", "energy_uJ", "Ered_pap", "Ered_til", "read_MB", "trf_red%", "reuse%",
+                "rowhit%", "bnd_t/m/c/l_%", "util_qk/v/bus_%");
+        for (int s = 0; s < SP_SIZE_COUNT; s++) {
+            if (!(x->sizes_mask & (1u << s))) continue;
+            for (int D = 0; D < SP_DESIGN_COUNT; D++) {
+                const sp_design_result *r = &x->r[s][D];
+                sp_ratios p = sp_result_ratios(x, s, D, 0), t = sp_result_ratios(x, s, D, 1);
+                double bt = r->bound_thr + r->bound_mem + r->bound_comp + r->bound_lat;
+                double C = x->corelets[s] > 0 ? x->corelets[s] : 1, ch = x->channels > 0 ? x->channels : 1;
+                fprintf(f, "   %-2s %-15s %13.4g %7.2fx %7.2fx %11.4g %7.2fx %7.2fx %10.4g %8.2f %7.1f %7.1f %3.0f/%2.0f/%2.0f/%2.0f %5.0f/%3.0f/%3.0f\n",
+                        sp_size_name(s), sp_design_name(D), r->cycles, p.speedup, t.speedup, r->energy_pj_total * 1e-6,
+                        p.energy_reduction, t.energy_reduction, r->bytes_read / 1e6, 100 * p.traffic_reduction,
+                        r->vec_fetched + r->vec_reused > 0 ? 100 * r->vec_reused / (r->vec_fetched + r->vec_reused) : 0,
+                        r->requests > 0 ? 100 * r->row_hits / r->requests : 0, bt > 0 ? 100 * r->bound_thr / bt : 0,
+                        bt > 0 ? 100 * r->bound_mem / bt : 0, bt > 0 ? 100 * r->bound_comp / bt : 0,
+                        bt > 0 ? 100 * r->bound_lat / bt : 0,
+                        util(r->busy_qk, r->cycles, C), util(r->busy_v, r->cycles, C), util(r->busy_bus, r->cycles, ch));
+            }
+        }
+        /* energy breakdown, S size (or the first simulated) */
+        int s0 = 0;
+        while (s0 < SP_SIZE_COUNT && !(x->sizes_mask & (1u << s0))) s0++;
+        if (s0 >= SP_SIZE_COUNT) continue;
+        fprintf(f, "   energy breakdown at %s, %% of total (write-once Q/K/V into ReRAM is part of reram_write):\n",
+                sp_size_name(s0));
+        fprintf(f, "   %-15s", "design");
+        for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, " %9.9s", sp_energy_cat_name(c));
+        fprintf(f, " %13s\n", "write_once_uJ");
+        for (int D = 0; D < SP_DESIGN_COUNT; D++) {
+            const sp_design_result *r = &x->r[s0][D];
+            fprintf(f, "   %-15s", sp_design_name(D));
+            for (int c = 0; c < SP_E_COUNT; c++)
+                fprintf(f, " %9.2f", r->energy_pj_total > 0 ? 100 * r->energy_pj[c] / r->energy_pj_total : 0);
+            fprintf(f, " %13.4g\n", r->write_once_pj * 1e-6);
+        }
+    }
+    fprintf(f, "\n   units: cycles at the accelerator clock; spd = speedup over baseline-paper (pap) / baseline-tiled (til);\n"
+               "   Ered = energy reduction (x); trf_red = main-memory read traffic reduction vs baseline-paper;\n"
+               "   reuse = K/V vectors served by the residency table; bnd = share of time set by thresholding /\n"
+               "   memory bandwidth / compute / exposed latency; util = busy cycles of QK-PU, V-PU (per CORELET) and memory bus (per channel).\n");
+}
+
+static double geo_acc(double *acc, int *cnt, double v) {
+    if (v > 0 && isfinite(v)) {
+        *acc += log(v);
+        (*cnt)++;
+    }
+    return v;
+}
+
+/* One line on what differs from the paper and the mechanism behind it. */
+static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref) {
+    const sp_design_result *sp = &x->r[0][SP_DESIGN_SPRINT], *b = &x->r[0][SP_DESIGN_BASELINE];
+    sp_ratios p = sp_result_ratios(x, 0, SP_DESIGN_SPRINT, 0);
+    double bt = sp->bound_thr + sp->bound_mem + sp->bound_comp + sp->bound_lat;
+    double sh[4] = {sp->bound_thr, sp->bound_mem, sp->bound_comp, sp->bound_lat};
+    const char *nm[4] = {"in-memory thresholding (CopyQ + tAxTh rounds + ReadP)", "memory bandwidth",
+                         "CORELET compute", "exposed fetch latency"};
+    int k = 0;
+    for (int i = 1; i < 4; i++)
+        if (sh[i] > sh[k]) k = i;
+    double kept = x->stats.pairs_visible > 0 ? x->stats.pairs_mem_kept / x->stats.pairs_visible : 0;
+    double bb = b->bound_thr + b->bound_mem + b->bound_comp + b->bound_lat;
+    fprintf(f, "   %-11s", x->wl.name);
+    if (isfinite(ref->speedup[0])) {
+        double dev = p.speedup / ref->speedup[0] - 1;
+        fprintf(f, " speedup %.1fx vs %.1fx (%+.0f%%%s):", p.speedup, ref->speedup[0], 100 * dev,
+                fabs(dev) <= 0.25 ? ", within 25%" : "");
+    } else {
+        fprintf(f, " speedup %.1fx (no paper value):", p.speedup);
+    }
+    if (b->vec_fetched <= 2.0 * b->queries + 0.5) /* every K/V fetched at most once */
+        fprintf(f, " the baseline's K/V fit its buffer (fetched once), so only compute and thresholding differ;");
+    else
+        fprintf(f, " baseline streams 2x%d B per key per query and is %.0f%% memory-bound;", x->wl.d,
+                bb > 0 ? 100 * (b->bound_mem + b->bound_lat) / bb : 0);
+    fprintf(f, " SPRINT keeps %.1f%% in memory and is bound by %s (%.0f%%)", 100 * kept, nm[k],
+            bt > 0 ? 100 * sh[k] / bt : 0);
+    if (isfinite(ref->energy_ratio))
+        fprintf(f, "; energy %.1fx vs %.1fx (%.1fx without writing Q/K/V once: that write is %.0f%% of SPRINT's energy)",
+                p.energy_reduction, ref->energy_ratio, p.energy_reduction_excl_write,
+                sp->energy_pj_total > 0 ? 100 * sp->write_once_pj / sp->energy_pj_total : 0);
+    fprintf(f, "\n");
+}
+
+void sp_report_paper(FILE *f, const sp_wl_result *res, int n) {
+    fprintf(f, "\n== Reproduction summary beside the paper (speedup and energy over the iso-buffer baseline;\n"
+               "   paper values: Fig. 11 speedups, energy-figure ratios, Fig. 10 traffic reductions; traffic is\n"
+               "   main-memory bytes read, relative to the S baseline-paper as in Fig. 10)\n");
+    fprintf(f, "   %-12s %-4s %19s %9s %23s %19s %19s\n", "workload", "size", "speedup ours/paper", "vs_tiled",
+                "energy_red ours/paper", "traffic_red% ours/pap", "mask-only% ours/pap");
+    for (int s = 0; s < SP_SIZE_COUNT; s++) {
+        double gs = 0, gt = 0, ge = 0, ar = 0, am = 0;
+        int ns = 0, nt = 0, ne = 0, na = 0;
+        for (int w = 0; w < n; w++) {
+            const sp_wl_result *x = &res[w];
+            if (!(x->sizes_mask & (1u << s))) continue;
+            sp_paper_ref ref;
+            sp_paper_lookup(x->wl.name, &ref);
+            sp_ratios p = sp_result_ratios(x, s, SP_DESIGN_SPRINT, 0), t = sp_result_ratios(x, s, SP_DESIGN_SPRINT, 1);
+            sp_ratios m = sp_result_ratios(x, s, SP_DESIGN_MASK_ONLY, 0);
+            /* Fig. 10 normalises every size to the S-Baseline */
+            if (x->sizes_mask & 1u) {
+                double b0 = x->r[0][SP_DESIGN_BASELINE].bytes_read;
+                p.traffic_reduction = b0 > 0 ? 1 - x->r[s][SP_DESIGN_SPRINT].bytes_read / b0 : NAN;
+                m.traffic_reduction = b0 > 0 ? 1 - x->r[s][SP_DESIGN_MASK_ONLY].bytes_read / b0 : NAN;
+            }
+            if (x->wl.synthetic) {
+                geo_acc(&gs, &ns, p.speedup);
+                geo_acc(&gt, &nt, t.speedup);
+                geo_acc(&ge, &ne, p.energy_reduction);
+                ar += p.traffic_reduction;
+                am += m.traffic_reduction;
+                na++;
+            }
+            fprintf(f, "   %-12s %-4s %9.2fx/%6.2fx %8.2fx %11.2fx/%9.2fx %9.1f/%8.1f %9.1f/%8.1f\n", x->wl.name,
+                    sp_size_name(s), p.speedup, ref.speedup[s], t.speedup, p.energy_reduction,
+                    s == 0 ? ref.energy_ratio : NAN, 100 * p.traffic_reduction, ref.traffic_sprint[s],
+                    100 * m.traffic_reduction, ref.traffic_mask[s]);
+        }
+        if (ns > 0) {
+            sp_paper_ref g;
+            sp_paper_lookup("geomean", &g);
+            fprintf(f, "   %-12s %-4s %9.2fx/%6.2fx %8.2fx %11.2fx/%9s %9.1f/%8.1f %9.1f/%8.1f   (presets only)\n",
+                    "geomean", sp_size_name(s), exp(gs / ns), g.speedup[s], nt ? exp(gt / nt) : NAN,
+                    ne ? exp(ge / ne) : NAN, s == 0 ? "16.9x" : "-", 100 * ar / na, g.traffic_sprint[s],
+                    100 * am / na, g.traffic_mask[s]);
+        }
+    }
+    fprintf(f, "   (paper S energy ratios span 2.10x-31.63x, geomean 16.9x of the printed bars; the abstract says 19.6x;\n"
+               "    the paper's energy figure does not state its size; ours at S, write-once Q/K/V included.)\n");
+    fprintf(f, "\n   Workload realism: synthetic presets beside the real model's traces (masks from the functional op)\n");
+    fprintf(f, "   %-12s %8s %10s %12s %16s %8s\n", "workload", "kept_%", "inmem_kpt_%", "adj_overlap_%",
+            "new_per_query_%", "tokens");
+    for (int w = 0; w < n; w++) {
+        const sp_wl_stats *st = &res[w].stats;
+        fprintf(f, "   %-12s %8.2f %10.2f %12.1f %16.2f %8d%s\n", res[w].wl.name,
+                st->pairs_visible > 0 ? 100 * st->pairs_kept / st->pairs_visible : 0,
+                st->pairs_visible > 0 ? 100 * st->pairs_mem_kept / st->pairs_visible : 0,
+                st->later_kept > 0 ? 100 * st->overlap_pairs / st->later_kept : 0,
+                st->later_visible > 0 ? 100 * st->new_pairs / st->later_visible : 0, res[w].wl.seq,
+                res[w].wl.synthetic ? "" : "  (real model, mean story length)");
+    }
+    fprintf(f, "   (paper: 2.1%% of the sequence newly fetched per adjacent query, section 2.4)\n");
+    fprintf(f, "\n   What differs and why (S size):\n");
+    for (int w = 0; w < n; w++) {
+        if (!(res[w].sizes_mask & 1u)) continue;
+        sp_paper_ref ref;
+        sp_paper_lookup(res[w].wl.name, &ref);
+        explain(f, &res[w], &ref);
+    }
+}
+
+static cJSON *result_json(const sp_design_result *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "cycles", r->cycles);
+    cJSON_AddNumberToObject(o, "energy_pj", r->energy_pj_total);
+    cJSON *e = cJSON_AddObjectToObject(o, "energy_breakdown_pj");
+    for (int c = 0; c < SP_E_COUNT; c++) cJSON_AddNumberToObject(e, sp_energy_cat_name(c), r->energy_pj[c]);
+    cJSON_AddNumberToObject(o, "write_once_pj", r->write_once_pj);
+    cJSON_AddNumberToObject(o, "traffic_bytes", r->bytes_read);
+    cJSON_AddNumberToObject(o, "bytes_read", r->bytes_read);
+    cJSON_AddNumberToObject(o, "bytes_written", r->bytes_written);
+    cJSON_AddNumberToObject(o, "requests", r->requests);
+    cJSON_AddNumberToObject(o, "row_hits", r->row_hits);
+    cJSON_AddNumberToObject(o, "row_misses", r->row_misses);
+    cJSON_AddNumberToObject(o, "row_conflicts", r->row_conflicts);
+    cJSON_AddNumberToObject(o, "vectors_fetched", r->vec_fetched);
+    cJSON_AddNumberToObject(o, "vectors_reused", r->vec_reused);
+    cJSON_AddNumberToObject(o, "queries", r->queries);
+    cJSON_AddNumberToObject(o, "busy_qk_cycles", r->busy_qk);
+    cJSON_AddNumberToObject(o, "busy_v_cycles", r->busy_v);
+    cJSON_AddNumberToObject(o, "busy_softmax_cycles", r->busy_sm);
+    cJSON_AddNumberToObject(o, "busy_bus_cycles", r->busy_bus);
+    cJSON_AddNumberToObject(o, "busy_threshold_cycles", r->busy_thr);
+    cJSON_AddNumberToObject(o, "bound_threshold_cycles", r->bound_thr);
+    cJSON_AddNumberToObject(o, "bound_memory_cycles", r->bound_mem);
+    cJSON_AddNumberToObject(o, "bound_compute_cycles", r->bound_comp);
+    cJSON_AddNumberToObject(o, "bound_latency_cycles", r->bound_lat);
+    return o;
+}
+
+static void num(cJSON *o, const char *k, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
+    else cJSON_AddNullToObject(o, k);
+}
+
+sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err) {
+    cJSON *root = cJSON_CreateObject();
+    cJSON *wls = cJSON_AddArrayToObject(root, "workloads");
+    cJSON *arr = cJSON_AddArrayToObject(root, "results");
+    for (int w = 0; w < n; w++) {
+        const sp_wl_result *x = &res[w];
+        const sp_wl_stats *s = &x->stats;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "workload", x->wl.name);
+        cJSON_AddNumberToObject(o, "layers", x->wl.layers);
+        cJSON_AddNumberToObject(o, "heads", x->wl.heads);
+        cJSON_AddNumberToObject(o, "d", x->wl.d);
+        cJSON_AddNumberToObject(o, "seq", x->wl.seq);
+        cJSON_AddNumberToObject(o, "padding", x->wl.padding);
+        cJSON_AddBoolToObject(o, "causal", x->wl.causal);
+        cJSON_AddBoolToObject(o, "synthetic", x->wl.synthetic);
+        cJSON_AddNumberToObject(o, "sim_heads", x->sim_heads);
+        cJSON_AddNumberToObject(o, "scale", x->scale);
+        cJSON_AddStringToObject(o, "mask_source", x->mask_source);
+        num(o, "kept_fraction", s->pairs_visible > 0 ? s->pairs_kept / s->pairs_visible : NAN);
+        num(o, "mem_kept_fraction", s->pairs_visible > 0 ? s->pairs_mem_kept / s->pairs_visible : NAN);
+        num(o, "adjacent_overlap", s->later_kept > 0 ? s->overlap_pairs / s->later_kept : NAN);
+        num(o, "new_fetch_fraction", s->later_visible > 0 ? s->new_pairs / s->later_visible : NAN);
+        cJSON_AddNumberToObject(o, "seconds", x->seconds);
+        cJSON_AddItemToArray(wls, o);
+        for (int sz = 0; sz < SP_SIZE_COUNT; sz++) {
+            if (!(x->sizes_mask & (1u << sz))) continue;
+            for (int D = 0; D < SP_DESIGN_COUNT; D++)
+                for (int b = 0; b < 2; b++) {
+                    cJSON *e = result_json(&x->r[sz][D]);
+                    sp_ratios r = sp_result_ratios(x, sz, D, b);
+                    cJSON_AddStringToObject(e, "workload", x->wl.name);
+                    cJSON_AddStringToObject(e, "size", sp_size_name(sz));
+                    cJSON_AddStringToObject(e, "design", sp_design_name(D));
+                    cJSON_AddStringToObject(e, "baseline", b ? "tiled" : "paper");
+                    num(e, "speedup", r.speedup);
+                    num(e, "energy_reduction", r.energy_reduction);
+                    num(e, "energy_reduction_excl_write", r.energy_reduction_excl_write);
+                    num(e, "traffic_reduction", r.traffic_reduction);
+                    cJSON_AddItemToArray(arr, e);
+                }
+        }
+    }
+    char *txt = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!txt) return sp_error_set(err, SP_ERR_NOMEM, "cannot format JSON");
+    fputs(txt, f);
+    fputc('\n', f);
+    free(txt);
+    return SP_OK;
+}
+
+sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_error *err) {
+    FILE *f = fopen(path, "w");
+    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "workload,size,design,cycles,speedup_vs_paper_x,speedup_vs_tiled_x,energy_pj,energy_reduction_vs_paper_x,"
+               "energy_reduction_vs_tiled_x,write_once_pj");
+    for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, ",%s_pj", sp_energy_cat_name(c));
+    fprintf(f, ",bytes_read,bytes_written,traffic_reduction_vs_paper_fraction,requests,row_hits,vectors_fetched,"
+               "vectors_reused,busy_qk_cycles,busy_v_cycles,busy_softmax_cycles,busy_bus_cycles,bound_threshold_cycles,"
+               "bound_memory_cycles,bound_compute_cycles,kept_fraction,adjacent_overlap_fraction\n");
+    for (int w = 0; w < n; w++) {
+        const sp_wl_result *x = &res[w];
+        const sp_wl_stats *s = &x->stats;
+        for (int sz = 0; sz < SP_SIZE_COUNT; sz++) {
+            if (!(x->sizes_mask & (1u << sz))) continue;
+            for (int D = 0; D < SP_DESIGN_COUNT; D++) {
+                const sp_design_result *r = &x->r[sz][D];
+                sp_ratios p = sp_result_ratios(x, sz, D, 0), t = sp_result_ratios(x, sz, D, 1);
+                fprintf(f, "%s,%s,%s,%.17g,%.6g,%.6g,%.17g,%.6g,%.6g,%.17g", x->wl.name, sp_size_name(sz),
+                        sp_design_name(D), r->cycles, p.speedup, t.speedup, r->energy_pj_total, p.energy_reduction,
+                        t.energy_reduction, r->write_once_pj);
+                for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, ",%.17g", r->energy_pj[c]);
+                fprintf(f, ",%.17g,%.17g,%.6g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.6g,%.6g\n",
+                        r->bytes_read, r->bytes_written, p.traffic_reduction, r->requests, r->row_hits, r->vec_fetched,
+                        r->vec_reused, r->busy_qk, r->busy_v, r->busy_sm, r->busy_bus, r->bound_thr, r->bound_mem,
+                        r->bound_comp, s->pairs_visible > 0 ? s->pairs_kept / s->pairs_visible : 0,
+                        s->later_kept > 0 ? s->overlap_pairs / s->later_kept : 0);
+            }
+        }
+    }
+    if (fclose(f) != 0) return sp_error_set(err, SP_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    return SP_OK;
+}

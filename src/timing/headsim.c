@@ -1,0 +1,588 @@
+/* headsim.c: one attention-head instance simulated on every design and chip size at once
+ * (paper sections 2-5). Records of the functional model drive the event designs (pruning,
+ * sprint-noreuse, sprint) query by query; the regular designs (baseline-paper,
+ * baseline-tiled, mask-only) are generated at finish from the head's shape. For each design
+ * the same three-stage overlap is modelled (paper section 2.3-2.5):
+ *   thresholding of query i in memory (CopyQ, tAxTh rounds, ReadP) overlaps the fetches and
+ *   compute of query i-1; fetches of query i stream while the CORELETs compute on the vectors
+ *   already there (bypassing rotate pointer), so a query ends at
+ *     (the CORELET units stay busy until max(start + occupancy, last arrival)) + pipeline tail
+ *   where start = max(units free, query ready); the tail (QK -> softmax -> divide -> V latency)
+ *   overlaps the next query. The slowest stage shows up as the bound (bound_thr / bound_mem /
+ *   bound_comp). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "energy/energy.h"
+#include "events/residency.h"
+#include "timing/memory.h"
+
+#define SP_HIST 128
+
+typedef struct dstate {
+    double thr_end, comp_end, comp_prev, fetch_end;
+    double unit_free;      /* CORELET units free for the next query */
+    double thr_free;       /* thresholder free for the next query */
+    double fetch_issue;    /* issue time of the previous query's fetches (in order) */
+    double hist[SP_HIST];  /* comp_end of the last SP_HIST queries (ring) */
+    long nq;               /* queries ended */
+    long prefix_fetched;   /* regular designs / pruning with everything resident: keys [0, p) on chip */
+    sp_counts n;
+    sp_design_result r;
+    double expect_bytes;   /* bytes of the vectors this design decided to fetch (checked against memory) */
+} dstate;
+
+typedef struct size_state {
+    sp_mem mem[SP_DESIGN_COUNT];
+    sp_residency res;          /* sprint's On-Chip? table */
+    unsigned char *v_fetched;  /* pruning: V already on chip when every valid V fits */
+    int cap;                   /* residency entries per CORELET */
+    dstate d[SP_DESIGN_COUNT];
+    long *ca, *cb;             /* per-CORELET counts scratch */
+} size_state;
+
+struct sp_sim_head {
+    sp_hw hw[SP_SIZE_COUNT];
+    unsigned mask;
+    sp_head_shape sh;
+    int n_alloc;
+    int dynamic;               /* shape learnt from the records (real-model traces) */
+    size_state s[SP_SIZE_COUNT];
+    int32_t *prev;
+    int n_prev, has_prev;
+    sp_wl_stats st;
+    sp_mem_req *reqs;
+    size_t reqs_cap;
+    int max_pos;
+};
+
+static double dmax(double a, double b) { return a > b ? a : b; }
+static double cdiv(double a, double b) { return ceil(a / b); }
+
+static void reqs_reserve(sp_sim_head *h, size_t n) {
+    if (n <= h->reqs_cap) return;
+    free(h->reqs);
+    h->reqs_cap = n + n / 2 + 16;
+    h->reqs = sp_xmalloc(h->reqs_cap, sizeof *h->reqs);
+}
+
+sp_sim_head *sp_sim_head_create(const sp_hw *hw, unsigned sizes_mask, const sp_head_shape *shape) {
+    SP_ASSERT(shape->n_k >= 1 && shape->d >= 1 && shape->n_valid >= 0 && shape->n_valid <= shape->n_k);
+    sp_sim_head *h = sp_xcalloc(1, sizeof *h);
+    memcpy(h->hw, hw, sizeof h->hw);
+    h->mask = sizes_mask;
+    h->sh = *shape;
+    h->n_alloc = shape->n_k;
+    h->max_pos = -1;
+    for (int s = 0; s < SP_SIZE_COUNT; s++) {
+        if (!(sizes_mask & (1u << s))) continue;
+        size_state *ss = &h->s[s];
+        const sp_hw *w = &h->hw[s];
+        for (int d = 0; d < SP_DESIGN_COUNT; d++) sp_mem_init(&ss->mem[d], w);
+        double per = fmin(w->k_buf_bytes, w->v_buf_bytes) / w->corelets;
+        ss->cap = (int)floor(per / shape->d);
+        SP_ASSERT(ss->cap >= 1); /* sp_hw_check_head rejects smaller buffers */
+        sp_residency_init(&ss->res, h->n_alloc, w->corelets, ss->cap, w->replacement);
+        ss->v_fetched = sp_xcalloc((size_t)h->n_alloc, 1);
+        ss->ca = sp_xcalloc((size_t)w->corelets, sizeof *ss->ca);
+        ss->cb = sp_xcalloc((size_t)w->corelets, sizeof *ss->cb);
+    }
+    h->prev = sp_xmalloc((size_t)h->n_alloc, sizeof *h->prev);
+    reqs_reserve(h, 2 * (size_t)h->n_alloc + 8);
+    return h;
+}
+
+void sp_sim_head_free(sp_sim_head *h) {
+    if (!h) return;
+    for (int s = 0; s < SP_SIZE_COUNT; s++) {
+        if (!(h->mask & (1u << s))) continue;
+        size_state *ss = &h->s[s];
+        for (int d = 0; d < SP_DESIGN_COUNT; d++) sp_mem_free(&ss->mem[d]);
+        sp_residency_free(&ss->res);
+        free(ss->v_fetched);
+        free(ss->ca);
+        free(ss->cb);
+    }
+    free(h->prev);
+    free(h->reqs);
+    free(h);
+}
+
+/* ---- CORELET compute (paper section 2.5, Fig. 7) ------------------------------------------ */
+static void counts_range(long n, int C, long *out) {
+    for (int c = 0; c < C; c++) out[c] = n > c ? (n - c + C - 1) / C : 0;
+}
+static void counts_list(const int32_t *idx, int n, int C, long *out) {
+    memset(out, 0, (size_t)C * sizeof *out);
+    for (int i = 0; i < n; i++) out[idx[i] % C]++;
+}
+
+static double tail_cycles(const sp_hw *hw, int d) { return hw->pipeline_cycles + cdiv(d, hw->sm_per_cycle); }
+
+/* Cycles of one query on the CORELETs: keys interleaved, each CORELET's QK-PU, softmax and
+ * V-PU pipelined over its keys; the slowest CORELET and stage sets the time. */
+static double compute_cycles(const sp_hw *hw, int d, const long *nqk, const long *nsv, dstate *ds) {
+    double dc = cdiv(d, hw->lane_width), mx = 0;
+    for (int c = 0; c < hw->corelets; c++) {
+        double qk = cdiv((double)nqk[c], hw->qk_lanes) * dc;
+        double sm = cdiv((double)nsv[c], hw->sm_per_cycle);
+        double v = cdiv((double)nsv[c], hw->v_lanes) * dc;
+        ds->r.busy_qk += qk;
+        ds->r.busy_sm += sm;
+        ds->r.busy_v += v;
+        mx = dmax(mx, dmax(qk, dmax(sm, v)));
+    }
+    return mx;
+}
+
+/* Ends a query: the CORELET units start at max(free, ready), stay busy for occ cycles or until
+ * the vectors they need have arrived (arrive_units); the result leaves after the last arrival
+ * (arrive_final) and the pipeline tail, which overlaps the next query. The busy time a query
+ * adds is attributed to its slowest stage by occupancy: thresholding (thr), memory bandwidth
+ * (bw = bus cycles per channel), compute (occ); what exceeds all three is exposed latency. */
+static void end_query(dstate *ds, double ready, double occ, double arrive_units, double arrive_final, double tail,
+                      double thr, double bw) {
+    double start = dmax(ds->unit_free, ready);
+    double busy_end = dmax(start + occ, arrive_units);
+    double added = busy_end - ds->unit_free;
+    if (added > 0) {
+        double m = dmax(thr, dmax(bw, occ)), part = added < m ? added : m;
+        if (m == occ) ds->r.bound_comp += part;
+        else if (m == bw) ds->r.bound_mem += part;
+        else ds->r.bound_thr += part;
+        ds->r.bound_lat += added - part;
+    }
+    ds->unit_free = busy_end;
+    double cend = dmax(ds->comp_end, dmax(busy_end, arrive_final) + tail);
+    ds->comp_prev = ds->comp_end;
+    ds->comp_end = cend;
+    ds->hist[ds->nq % SP_HIST] = cend;
+    ds->nq++;
+}
+
+/* End of the query `back` queries before the next one (0 when there is none): a stage may
+ * run at most `back` queries ahead of compute (buffer space for its results). */
+static double ended_before(const dstate *ds, int back) {
+    SP_ASSERT(back >= 1 && back <= SP_HIST);
+    return ds->nq >= back ? ds->hist[(ds->nq - back) % SP_HIST] : 0.0;
+}
+
+/* Fetches vectors [from, to) of a region issued at t: event model or analytical stream. */
+static double fetch_range(sp_sim_head *h, sp_mem *m, int event, int region, long from, long to, double t) {
+    if (to <= from) return t;
+    if (event) {
+        size_t n = (size_t)(to - from);
+        reqs_reserve(h, n);
+        for (size_t i = 0; i < n; i++) h->reqs[i] = (sp_mem_req){from + (long)i, region, h->sh.d};
+        return sp_mem_batch(m, h->reqs, (int)n, t);
+    }
+    /* the stream starts when the channels it uses are free of earlier transfers (vectors
+     * from..from+ch-1 cover distinct channels); the next stream may overlap its activation
+     * latency with this stream's transfers */
+    const sp_hw *w = m->hw;
+    int nb = w->channels * w->banks;
+    long used = to - from < w->channels ? to - from : w->channels;
+    for (long k = 0; k < used; k++) t = dmax(t, m->bus_free[((from + k) % nb) % w->channels]);
+    int g, c;
+    long long row;
+    sp_mem_req first = {from, region, h->sh.d};
+    sp_mem_map(w, &first, &g, &c, &row);
+    /* the stream's first access may find its row open (no activation) or another row open
+     * (precharge first) */
+    int hit_first = m->open_row[g] == row, conflict_first = m->open_row[g] >= 0 && !hit_first;
+    double end = t + sp_mem_stream_time(w, to - from, h->sh.d, m) - (hit_first ? w->t_rcd : 0) +
+                 (conflict_first ? w->t_rp : 0);
+    if (hit_first) m->hits += 1, m->misses -= 1;
+    if (conflict_first) m->conflicts += 1, m->misses -= 1;
+    double free_at = end - (w->t_rcd + w->t_cl);
+    for (long k = 0; k < used; k++) {
+        c = (int)(((from + k) % nb) % w->channels);
+        m->bus_free[c] = dmax(m->bus_free[c], free_at);
+    }
+    for (long v = to - nb > from ? to - nb : from; v < to; v++) {
+        sp_mem_req r = {v, region, h->sh.d};
+        sp_mem_map(w, &r, &g, &c, &row);
+        m->open_row[g] = row;
+    }
+    return end;
+}
+
+/* ---- event designs, one query record ------------------------------------------------------ */
+static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_record *rec) {
+    const sp_hw *hw = &h->hw[s];
+    size_state *ss = &h->s[s];
+    dstate *ds = &ss->d[D];
+    int d = h->sh.d, nv = rec->n_visible;
+    /* Thresholding (paper section 2.3): CopyQ (tCL), ceil(keys / keys-per-round) rounds of
+     * tAxTh (a key longer than a column spans ceil(d / rows) columns), ReadP of the vector. */
+    double rounds = cdiv(nv, (double)hw->xbar_cols * hw->arrays_parallel) * cdiv(d, hw->xbar_rows);
+    long pbytes = (nv + 7) / 8;
+    double burst = sp_mem_burst(hw, (int)(pbytes > 0 ? pbytes : 1));
+    double T = hw->t_cl + rounds * hw->t_axth + hw->t_cl + burst; /* latency of one query */
+    /* CopyQ, array rounds and ReadP use different resources (query buffer, arrays, bus), so
+     * consecutive queries pipeline: the thresholder accepts a query every T_occ cycles. */
+    double T_occ = dmax(hw->t_cl, dmax(rounds * hw->t_axth, hw->t_cl + burst));
+    double thr_start = dmax(ds->thr_free, ended_before(ds, 1 + hw->lookahead));
+    ds->thr_free = thr_start + T_occ;
+    double thr_end = thr_start + T;
+    ds->r.busy_thr += T_occ;
+    double issue = hw->prefetch ? thr_end : dmax(thr_end, ds->comp_end);
+    int n = 0;
+    reqs_reserve(h, 2 * (size_t)rec->n_mem_kept + 1);
+    h->reqs[n++] = (sp_mem_req){rec->pos, SP_REGION_Q, d};
+    long fetched = 0, reused = 0;
+    for (int i = 0; i < rec->n_mem_kept; i++) {
+        int32_t j = rec->mem_kept[i];
+        if (D == SP_DESIGN_SPRINT && sp_residency_access(&ss->res, j)) {
+            reused++;
+            continue;
+        }
+        /* K (MSB from the transposable arrays + LSB) and V of the survivor (Fig. 7 transfers 2, 4). */
+        h->reqs[n++] = (sp_mem_req){j, SP_REGION_K, d};
+        h->reqs[n++] = (sp_mem_req){j, SP_REGION_V, d};
+        fetched++;
+    }
+    double bus0 = ss->mem[D].busy_bus;
+    double fend = sp_mem_batch(&ss->mem[D], h->reqs, n, issue);
+    double bw = (ss->mem[D].busy_bus - bus0) / hw->channels;
+    counts_list(rec->mem_kept, rec->n_mem_kept, hw->corelets, ss->ca);
+    counts_list(rec->kept, rec->n_kept, hw->corelets, ss->cb);
+    double comp = compute_cycles(hw, d, ss->ca, ss->cb, ds);
+    end_query(ds, thr_end, comp, fend, fend, tail_cycles(hw, d), T_occ, bw);
+    ds->thr_end = thr_end;
+    ds->fetch_end = fend;
+    double vec_bytes = (double)(1 + 2 * fetched) * d;
+    ds->expect_bytes += vec_bytes;
+    ds->n.reram_read_bytes += vec_bytes + (double)pbytes;
+    ds->n.imc_macs += (double)nv * d;
+    ds->n.compares += nv;
+    ds->n.copyq_bytes += d;
+    ds->n.sram_write_bytes += vec_bytes + (double)pbytes;
+    ds->n.sram_read_bytes += (double)d * (1 + rec->n_mem_kept + rec->n_kept) + (double)pbytes;
+    ds->n.qk_macs += (double)rec->n_mem_kept * d;
+    ds->n.v_macs += (double)rec->n_kept * d;
+    ds->n.exps += rec->n_kept;
+    ds->n.divs += d;
+    ds->r.vec_fetched += fetched;
+    ds->r.vec_reused += reused;
+    ds->r.pairs_qk += rec->n_mem_kept;
+    ds->r.pairs_sv += rec->n_kept;
+    ds->r.queries += 1;
+}
+
+/* Digital runtime pruning, LeOPArd-like: every visible K streams in, scores are computed and
+ * thresholded on chip, then only the survivors' V are fetched. When every valid K (V) fits
+ * the buffer, each is fetched once per head. Survivors = the record's kept set. */
+static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
+    const sp_hw *hw = &h->hw[s];
+    size_state *ss = &h->s[s];
+    dstate *ds = &ss->d[SP_DESIGN_PRUNING];
+    sp_mem *m = &ss->mem[SP_DESIGN_PRUNING];
+    int d = h->sh.d, C = hw->corelets, nv = rec->n_visible;
+    long nvalid = h->dynamic ? h->n_alloc : h->sh.n_valid;
+    int fits = (nvalid + C - 1) / C <= ss->cap;
+    int event = h->n_alloc <= hw->event_max_keys;
+    double issue = dmax(ds->fetch_issue, ended_before(ds, 1 + hw->lookahead));
+    ds->fetch_issue = issue;
+    double bus0 = m->busy_bus;
+    double t = fetch_range(h, m, 1, SP_REGION_Q, rec->pos, rec->pos + 1, issue);
+    long kfrom = fits ? ds->prefix_fetched : 0;
+    double kend = fetch_range(h, m, event, SP_REGION_K, kfrom, nv, t);
+    long kf = nv > kfrom ? nv - kfrom : 0;
+    if (fits && nv > ds->prefix_fetched) ds->prefix_fetched = nv;
+    counts_range(nv, C, ss->ca);
+    double qk = 0, dc = cdiv(d, hw->lane_width);
+    for (int c = 0; c < C; c++) qk = dmax(qk, cdiv((double)ss->ca[c], hw->qk_lanes) * dc);
+    double cstart = dmax(ds->unit_free, issue);
+    double vissue = dmax(kend, cstart + qk) + hw->pipeline_cycles;
+    int n = 0;
+    reqs_reserve(h, (size_t)rec->n_kept + 1);
+    for (int i = 0; i < rec->n_kept; i++) {
+        int32_t j = rec->kept[i];
+        if (fits) {
+            if (ss->v_fetched[j]) continue;
+            ss->v_fetched[j] = 1;
+        }
+        h->reqs[n++] = (sp_mem_req){j, SP_REGION_V, d};
+    }
+    double vend = sp_mem_batch(m, h->reqs, n, vissue);
+    counts_list(rec->kept, rec->n_kept, C, ss->cb);
+    double comp = compute_cycles(hw, d, ss->ca, ss->cb, ds);
+    end_query(ds, issue, comp, kend, vend, tail_cycles(hw, d), 0, (m->busy_bus - bus0) / hw->channels);
+    ds->fetch_end = kend; /* the next K stream follows this one; V requests queue in the banks */
+    double bytes = (double)(1 + kf + n) * d;
+    ds->expect_bytes += bytes;
+    ds->n.reram_read_bytes += bytes;
+    ds->n.sram_write_bytes += bytes;
+    ds->n.sram_read_bytes += (double)d * (1 + nv + rec->n_kept);
+    ds->n.qk_macs += (double)nv * d;
+    ds->n.v_macs += (double)rec->n_kept * d;
+    ds->n.exps += rec->n_kept;
+    ds->n.divs += d;
+    ds->r.vec_fetched += kf + n;
+    ds->r.pairs_qk += nv;
+    ds->r.pairs_sv += rec->n_kept;
+    ds->r.queries += 1;
+}
+
+void sp_sim_head_query(sp_sim_head *h, const sp_query_record *rec) {
+    SP_ASSERT(rec->n_mem_kept >= 0 && rec->n_kept >= 0 && rec->n_kept <= rec->n_mem_kept);
+    SP_ASSERT(rec->n_visible <= h->n_alloc && rec->pos >= 0 && rec->pos < h->n_alloc);
+    for (int i = 0; i < rec->n_mem_kept; i++) SP_ASSERT(rec->mem_kept[i] >= 0 && rec->mem_kept[i] < h->n_alloc);
+    if (rec->pos > h->max_pos) h->max_pos = rec->pos;
+    /* workload statistics (adjacent-query overlap of the in-memory survivors) */
+    sp_wl_stats *st = &h->st;
+    st->queries += 1;
+    st->pairs_visible += rec->n_visible;
+    st->pairs_kept += rec->n_kept;
+    st->pairs_mem_kept += rec->n_mem_kept;
+    if (h->has_prev) {
+        int reuse, fetch;
+        sp_sld_split(h->prev, h->n_prev, rec->mem_kept, rec->n_mem_kept, &reuse, &fetch);
+        st->overlap_pairs += reuse;
+        st->new_pairs += fetch;
+        st->later_kept += rec->n_mem_kept;
+        st->later_visible += rec->n_visible;
+    }
+    memcpy(h->prev, rec->mem_kept, (size_t)rec->n_mem_kept * sizeof *h->prev);
+    h->n_prev = rec->n_mem_kept;
+    h->has_prev = 1;
+    for (int s = 0; s < SP_SIZE_COUNT; s++) {
+        if (!(h->mask & (1u << s))) continue;
+        sprint_query(h, s, SP_DESIGN_SPRINT_NOREUSE, rec);
+        sprint_query(h, s, SP_DESIGN_SPRINT, rec);
+        pruning_query(h, s, rec);
+    }
+}
+
+/* ---- regular designs, generated from the shape -------------------------------------------- */
+/* baseline-paper (masked=0) and mask-only (masked=1): per query, Q then every (visible) K and
+ * V stream in; when all of them fit the per-CORELET buffers they are fetched once. */
+static void regular_stream(sp_sim_head *h, int s, sp_design D, long n, long nvalid, int causal, int masked) {
+    const sp_hw *hw = &h->hw[s];
+    size_state *ss = &h->s[s];
+    dstate *ds = &ss->d[D];
+    sp_mem *m = &ss->mem[D];
+    int d = h->sh.d, C = hw->corelets;
+    long nq = masked ? nvalid : n, nkeys = masked ? nvalid : n;
+    int fits = (nkeys + C - 1) / C <= ss->cap;
+    int event = n <= hw->event_max_keys;
+    double tail = tail_cycles(hw, d);
+    for (long i = 0; i < nq; i++) {
+        long nvis = masked && causal ? (i + 1 < nvalid ? i + 1 : nvalid) : nkeys;
+        long from = fits ? ds->prefix_fetched : 0;
+        double issue = dmax(ds->fetch_issue, ended_before(ds, 1 + hw->lookahead)), end;
+        ds->fetch_issue = issue;
+        double bus0 = m->busy_bus;
+        if (event) {
+            long nk = nvis > from ? nvis - from : 0;
+            reqs_reserve(h, 2 * (size_t)nk + 1);
+            int r = 0;
+            h->reqs[r++] = (sp_mem_req){i, SP_REGION_Q, d};
+            for (long j = from; j < nvis; j++) h->reqs[r++] = (sp_mem_req){j, SP_REGION_K, d};
+            for (long j = from; j < nvis; j++) h->reqs[r++] = (sp_mem_req){j, SP_REGION_V, d};
+            end = sp_mem_batch(m, h->reqs, r, issue);
+        } else {
+            /* issued together; each stream waits for the channels the previous one holds */
+            end = fetch_range(h, m, 0, SP_REGION_Q, i, i + 1, issue);
+            end = dmax(end, fetch_range(h, m, 0, SP_REGION_K, from, nvis, issue));
+            end = dmax(end, fetch_range(h, m, 0, SP_REGION_V, from, nvis, issue));
+        }
+        long nf = nvis > from ? nvis - from : 0;
+        if (fits && nvis > ds->prefix_fetched) ds->prefix_fetched = nvis;
+        counts_range(nvis, C, ss->ca);
+        double comp = compute_cycles(hw, d, ss->ca, ss->ca, ds);
+        end_query(ds, issue, comp, end, end, tail, 0, (m->busy_bus - bus0) / hw->channels);
+        ds->fetch_end = end;
+        double bytes = (double)(1 + 2 * nf) * d;
+        ds->expect_bytes += bytes;
+        ds->n.reram_read_bytes += bytes;
+        ds->n.sram_write_bytes += bytes;
+        ds->n.sram_read_bytes += (double)d * (1 + 2 * nvis);
+        ds->n.qk_macs += (double)nvis * d;
+        ds->n.v_macs += (double)nvis * d;
+        ds->n.exps += (double)nvis;
+        ds->n.divs += d;
+        ds->r.vec_fetched += 2.0 * nf;
+        ds->r.pairs_qk += (double)nvis;
+        ds->r.pairs_sv += (double)nvis;
+        ds->r.queries += 1;
+    }
+}
+
+/* Tiled baseline: a tile of queries (q + 16-bit accumulators, chip.tiled_query_share of the
+ * buffer) stays on chip while every K/V block streams past it once (online softmax); the
+ * tile's accumulators are read and written once per block. */
+static void tiled(sp_sim_head *h, int s, long n) {
+    const sp_hw *hw = &h->hw[s];
+    size_state *ss = &h->s[s];
+    dstate *ds = &ss->d[SP_DESIGN_TILED];
+    sp_mem *m = &ss->mem[SP_DESIGN_TILED];
+    int d = h->sh.d, C = hw->corelets;
+    double buf = hw->k_buf_bytes + hw->v_buf_bytes;
+    long tile = (long)floor(hw->tiled_query_share * buf / (3.0 * d + 8.0));
+    long block = (long)floor((1.0 - hw->tiled_query_share) * buf / (2.0 * d));
+    SP_ASSERT(tile >= 1 && block >= 1);
+    /* K/V held on chip either in the block region or, like baseline-paper, in the whole buffer */
+    int fits = n <= block || (n + C - 1) / C <= ss->cap;
+    long blocks = fits ? 1 : (n + block - 1) / block;
+    int event = n <= hw->event_max_keys;
+    double tail = tail_cycles(hw, d);
+    counts_range(n, C, ss->ca);
+    for (long q0 = 0; q0 < n; q0 += tile) {
+        long nt = q0 + tile < n ? tile : n - q0;
+        long from = fits ? ds->prefix_fetched : 0;
+        double issue = dmax(ds->fetch_issue, ended_before(ds, 1 + hw->lookahead)), end;
+        ds->fetch_issue = issue;
+        double bus0 = m->busy_bus;
+        if (event) {
+            long nk = n - from;
+            reqs_reserve(h, (size_t)(nt + 2 * nk));
+            int r = 0;
+            for (long i = 0; i < nt; i++) h->reqs[r++] = (sp_mem_req){q0 + i, SP_REGION_Q, d};
+            for (long j = from; j < n; j++) h->reqs[r++] = (sp_mem_req){j, SP_REGION_K, d};
+            for (long j = from; j < n; j++) h->reqs[r++] = (sp_mem_req){j, SP_REGION_V, d};
+            end = sp_mem_batch(m, h->reqs, r, issue);
+        } else {
+            end = fetch_range(h, m, 0, SP_REGION_Q, q0, q0 + nt, issue);
+            end = dmax(end, fetch_range(h, m, 0, SP_REGION_K, from, n, issue));
+            end = dmax(end, fetch_range(h, m, 0, SP_REGION_V, from, n, issue));
+        }
+        long nf = n - from;
+        if (fits) ds->prefix_fetched = n;
+        double comp = 0;
+        for (long i = 0; i < nt; i++) comp += compute_cycles(hw, d, ss->ca, ss->ca, ds);
+        end_query(ds, issue, comp, end, end, tail, 0, (m->busy_bus - bus0) / hw->channels);
+        ds->fetch_end = end;
+        double bytes = (double)(nt + 2 * nf) * d;
+        ds->expect_bytes += bytes;
+        ds->n.reram_read_bytes += bytes;
+        ds->n.sram_write_bytes += bytes + (double)nt * blocks * (2.0 * d + 8);
+        ds->n.sram_read_bytes += (double)nt * ((double)d * (1 + 2 * n) + blocks * (2.0 * d + 8));
+        ds->n.qk_macs += (double)nt * n * d;
+        ds->n.v_macs += (double)nt * n * d;
+        ds->n.exps += (double)nt * n;
+        ds->n.divs += (double)nt * d;
+        ds->r.vec_fetched += 2.0 * nf;
+        ds->r.pairs_qk += (double)nt * n;
+        ds->r.pairs_sv += (double)nt * n;
+        ds->r.queries += (double)nt;
+    }
+}
+
+void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_DESIGN_COUNT], sp_wl_stats *stats) {
+    long n = h->dynamic ? h->max_pos + 1 : h->sh.n_k;
+    long nvalid = h->dynamic ? n : h->sh.n_valid;
+    int d = h->sh.d;
+    for (int s = 0; s < SP_SIZE_COUNT; s++) {
+        if (!(h->mask & (1u << s))) continue;
+        size_state *ss = &h->s[s];
+        if (n > 0) {
+            regular_stream(h, s, SP_DESIGN_BASELINE, n, nvalid, h->sh.causal, 0);
+            regular_stream(h, s, SP_DESIGN_MASK_ONLY, n, nvalid, h->sh.causal, 1);
+            tiled(h, s, n);
+        }
+        for (int D = 0; D < SP_DESIGN_COUNT; D++) {
+            dstate *ds = &ss->d[D];
+            sp_mem *m = &ss->mem[D];
+            /* traffic equals the bytes of the requests the memory served (bug otherwise) */
+            SP_ASSERT(fabs(ds->expect_bytes - m->bytes) < 0.5);
+            ds->n.reram_write_bytes = 3.0 * (double)n * d; /* Q, K, V written once per sequence */
+            sp_design_result *r = &ds->r;
+            r->cycles = ds->comp_end;
+            sp_energy_from_counts(&h->hw[s], &ds->n, r->energy_pj, &r->write_once_pj);
+            r->energy_pj_total = 0;
+            for (int c = 0; c < SP_E_COUNT; c++) r->energy_pj_total += r->energy_pj[c];
+            r->bytes_read = ds->n.reram_read_bytes;
+            r->bytes_written = ds->n.reram_write_bytes;
+            r->requests = m->requests;
+            r->row_hits = m->hits;
+            r->row_misses = m->misses;
+            r->row_conflicts = m->conflicts;
+            r->busy_bus = m->busy_bus;
+            sp_design_result_check(r);
+            sp_design_result_add(&res[s][D], r, scale);
+        }
+    }
+    if (stats) {
+        const double *a = (const double *)&h->st;
+        double *b = (double *)stats;
+        for (size_t i = 0; i < sizeof h->st / sizeof(double); i++) b[i] += a[i];
+    }
+}
+
+/* ---- observer for ops run by someone else ------------------------------------------------- */
+typedef struct obs_slot {
+    sp_sim_head *cur;
+    long long seq;
+    sp_design_result res[SP_SIZE_COUNT][SP_DESIGN_COUNT];
+    sp_wl_stats st;
+} obs_slot;
+
+struct sp_sim_observer {
+    sp_hw hw[SP_SIZE_COUNT];
+    unsigned mask;
+    int n_layers, n_heads, d, causal, max_keys;
+    obs_slot *slots;
+};
+
+sp_sim_observer *sp_sim_observer_create(const sp_hw *hw, unsigned sizes_mask, int n_layers, int n_heads, int d,
+                                        int causal) {
+    sp_sim_observer *o = sp_xcalloc(1, sizeof *o);
+    memcpy(o->hw, hw, sizeof o->hw);
+    o->mask = sizes_mask;
+    o->n_layers = n_layers;
+    o->n_heads = n_heads;
+    o->d = d;
+    o->causal = causal;
+    o->slots = sp_xcalloc((size_t)n_layers * (size_t)n_heads, sizeof *o->slots);
+    return o;
+}
+
+static void slot_close(sp_sim_observer *o, obs_slot *sl) {
+    if (!sl->cur) return;
+    sp_sim_head_finish(sl->cur, 1.0, sl->res, &sl->st);
+    sp_sim_head_free(sl->cur);
+    sl->cur = NULL;
+    (void)o;
+}
+
+void sp_sim_observer_fn(void *user, const sp_query_record *rec) {
+    sp_sim_observer *o = user;
+    SP_ASSERT(rec->layer >= 0 && rec->layer < o->n_layers && rec->head >= 0 && rec->head < o->n_heads);
+    obs_slot *sl = &o->slots[rec->layer * o->n_heads + rec->head];
+    if (sl->cur && (sl->seq != rec->seq_id || rec->n_k > sl->cur->n_alloc)) slot_close(o, sl);
+    if (!sl->cur) {
+        sp_head_shape sh = {.n_k = rec->n_k, .d = o->d, .causal = o->causal, .n_valid = rec->n_k};
+        sl->cur = sp_sim_head_create(o->hw, o->mask, &sh);
+        sl->cur->dynamic = 1;
+        sl->seq = rec->seq_id;
+    }
+    sp_sim_head_query(sl->cur, rec);
+}
+
+void sp_sim_observer_finish(sp_sim_observer *o, double scale, sp_design_result res[][SP_DESIGN_COUNT],
+                            sp_wl_stats *stats) {
+    int n = o->n_layers * o->n_heads;
+    for (int i = 0; i < n; i++) {
+        obs_slot *sl = &o->slots[i];
+        slot_close(o, sl);
+        for (int s = 0; s < SP_SIZE_COUNT; s++)
+            for (int D = 0; D < SP_DESIGN_COUNT; D++) sp_design_result_add(&res[s][D], &sl->res[s][D], scale);
+        if (stats) {
+            const double *a = (const double *)&sl->st;
+            double *b = (double *)stats;
+            for (size_t k = 0; k < sizeof sl->st / sizeof(double); k++) b[k] += a[k];
+        }
+        memset(sl->res, 0, sizeof sl->res);
+        memset(&sl->st, 0, sizeof sl->st);
+    }
+}
+
+void sp_sim_observer_free(sp_sim_observer *o) {
+    if (!o) return;
+    for (int i = 0; i < o->n_layers * o->n_heads; i++) sp_sim_head_free(o->slots[i].cur);
+    free(o->slots);
+    free(o);
+}

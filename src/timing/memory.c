@@ -1,0 +1,165 @@
+/* memory.c: ReRAM main-memory event model and analytical stream model (paper section 2.2-2.3).
+ *
+ * Mapping: vector v of a region goes to bank g = v mod (channels*banks), channel g mod
+ * channels, so adjacent keys land in different banks and channels (paper section 2.2 [K]).
+ * Within a bank, consecutive slots share a row (row_bytes / vector bytes per row); regions
+ * (K, V, Q) occupy disjoint rows. ReRAM reads are non-destructive, so a row switch costs tRP
+ * (small) + tRCD; there is no refresh. */
+#include "timing/memory.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sp_mem_init(sp_mem *m, const sp_hw *hw) {
+    memset(m, 0, sizeof *m);
+    m->hw = hw;
+    m->nb = hw->channels * hw->banks;
+    m->bank_ready = sp_xcalloc((size_t)m->nb, sizeof *m->bank_ready);
+    m->open_row = sp_xmalloc((size_t)m->nb, sizeof *m->open_row);
+    for (int i = 0; i < m->nb; i++) m->open_row[i] = -1;
+    m->bus_free = sp_xcalloc((size_t)hw->channels, sizeof *m->bus_free);
+}
+
+void sp_mem_free(sp_mem *m) {
+    if (!m) return;
+    free(m->bank_ready);
+    free(m->open_row);
+    free(m->bus_free);
+    free(m->snext);
+    free(m->sg);
+    free(m->srow);
+    memset(m, 0, sizeof *m);
+}
+
+double sp_mem_burst(const sp_hw *hw, int bytes) {
+    /* DDR: two beats per memory clock. */
+    long beats = (bytes + hw->bus_bytes - 1) / hw->bus_bytes;
+    long mem_cycles = (beats + 1) / 2;
+    return ceil((double)mem_cycles * hw->mem_cycle);
+}
+
+void sp_mem_map(const sp_hw *hw, const sp_mem_req *r, int *bank, int *channel, long long *row) {
+    int nb = hw->channels * hw->banks;
+    int g = (int)(r->vec % nb);
+    long slot = r->vec / nb;
+    int vpr = hw->row_bytes / r->bytes;
+    SP_ASSERT(vpr >= 1);
+    *bank = g;
+    *channel = g % hw->channels;
+    *row = ((long long)r->region << 40) + slot / vpr;
+}
+
+static double dmax(double a, double b) { return a > b ? a : b; }
+
+/* One access to bank g (channel ch) row `row` of `bytes` issued at t. */
+static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, double t) {
+    const sp_hw *hw = m->hw;
+    double burst = sp_mem_burst(hw, bytes);
+    double col = dmax(hw->t_ccd, burst);
+    double start = dmax(t, m->bank_ready[g]);
+    double lat, occupy;
+    if (m->open_row[g] == row) {
+        lat = hw->t_cl;
+        occupy = col;
+        m->hits += 1;
+    } else if (m->open_row[g] < 0) {
+        lat = hw->t_rcd + hw->t_cl;
+        occupy = hw->t_rcd + col;
+        m->misses += 1;
+    } else {
+        lat = hw->t_rp + hw->t_rcd + hw->t_cl;
+        occupy = hw->t_rp + hw->t_rcd + col;
+        m->conflicts += 1;
+    }
+    m->open_row[g] = row;
+    m->bank_ready[g] = start + occupy;
+    double data = dmax(start + lat, m->bus_free[ch]);
+    double done = data + burst;
+    m->bus_free[ch] = done;
+    m->busy_bus += burst;
+    m->requests += 1;
+    m->bytes += bytes;
+    return done;
+}
+
+double sp_mem_access(sp_mem *m, const sp_mem_req *r, double t) {
+    int g, ch;
+    long long row;
+    sp_mem_map(m->hw, r, &g, &ch, &row);
+    return access_mapped(m, g, ch, row, r->bytes, t);
+}
+
+double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
+    double last = t;
+    if (n <= 0) return last;
+    if (!m->hw->frfcfs || m->hw->queue_depth <= 1) {
+        for (int i = 0; i < n; i++) last = dmax(last, sp_mem_access(m, &reqs[i], t));
+        return last;
+    }
+    if (m->scratch_n < n) {
+        free(m->sg);
+        free(m->srow);
+        m->scratch_n = n + n / 2 + 16;
+        free(m->snext);
+        m->snext = sp_xmalloc((size_t)m->scratch_n, sizeof *m->snext);
+        m->sg = sp_xmalloc((size_t)m->scratch_n, sizeof *m->sg);
+        m->srow = sp_xmalloc((size_t)m->scratch_n, sizeof *m->srow);
+    }
+    /* pending requests as a linked list in arrival order, so skipping served ones is free */
+    int *nx = m->snext;
+    for (int i = 0; i < n; i++) {
+        int ch;
+        sp_mem_map(m->hw, &reqs[i], &m->sg[i], &ch, &m->srow[i]);
+        nx[i] = i + 1;
+    }
+    int head = 0, q = m->hw->queue_depth;
+    while (head < n) {
+        /* FR-FCFS: within the first q waiting requests, the oldest row hit, else the oldest. */
+        int pick = head, prev = -1, pick_prev = -1, seen = 0;
+        for (int i = head; i < n && seen < q; prev = i, i = nx[i]) {
+            seen++;
+            if (m->open_row[m->sg[i]] == m->srow[i]) {
+                pick = i;
+                pick_prev = prev;
+                break;
+            }
+        }
+        if (pick == head) head = nx[head];
+        else nx[pick_prev] = nx[pick];
+        int g = m->sg[pick];
+        last = dmax(last, access_mapped(m, g, g % m->hw->channels, m->srow[pick], reqs[pick].bytes, t));
+    }
+    return last;
+}
+
+double sp_mem_stream_time(const sp_hw *hw, long n, int bytes, sp_mem *st) {
+    if (n <= 0) return 0;
+    int nb = hw->channels * hw->banks;
+    int vpr = hw->row_bytes / bytes;
+    SP_ASSERT(vpr >= 1);
+    double burst = sp_mem_burst(hw, bytes);
+    double col = dmax(hw->t_ccd, burst);
+    /* Bus bound: the busiest channel moves ceil(n / channels) bursts after the first access. */
+    long n_ch = (n + hw->channels - 1) / hw->channels;
+    double t_bus = hw->t_rcd + hw->t_cl + (double)n_ch * burst;
+    /* Bank bound: the busiest bank serves ceil(n / nb) column reads and opens its rows. */
+    long n_b = (n + nb - 1) / nb;
+    long rows = (n_b + vpr - 1) / vpr;
+    double t_bank = hw->t_rcd + (double)(rows - 1) * (hw->t_rp + hw->t_rcd) + (double)(n_b - 1) * col + hw->t_cl + burst;
+    if (st) {
+        long act = 0, first = 0;
+        for (int g = 0; g < nb && g < n; g++) {
+            long ng = (n - g + nb - 1) / nb;
+            act += (ng + vpr - 1) / vpr;
+            first++;
+        }
+        st->requests += (double)n;
+        st->bytes += (double)n * bytes;
+        st->misses += (double)first;
+        st->conflicts += (double)(act - first);
+        st->hits += (double)(n - act);
+        st->busy_bus += (double)n * burst;
+    }
+    return dmax(t_bus, t_bank);
+}

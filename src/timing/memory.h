@@ -1,0 +1,53 @@
+/* memory.h: ReRAM main-memory timing (paper section 2.2-2.3): channels, banks with one open
+ * row each, a shared data bus per channel, a request queue with row-buffer-aware (FR-FCFS)
+ * scheduling; and an analytical model of long regular streams (tested against the event
+ * model in tests/test_timing.c). All times are accelerator (core) cycles. */
+#ifndef SPRINT_TIMING_MEMORY_H
+#define SPRINT_TIMING_MEMORY_H
+
+#include "sprint/sim.h"
+
+/* Address regions: each holds one vector per token, interleaved across every bank. */
+enum { SP_REGION_K = 0, SP_REGION_V = 1, SP_REGION_Q = 2 };
+
+typedef struct sp_mem_req {
+    long vec;    /* token index */
+    int region;  /* SP_REGION_* */
+    int bytes;   /* vector size */
+} sp_mem_req;
+
+typedef struct sp_mem {
+    const sp_hw *hw;
+    int nb;              /* banks in total (channels * banks) */
+    double *bank_ready;  /* (nb) earliest next column command */
+    long long *open_row; /* (nb) -1 = closed */
+    double *bus_free;    /* (channels) */
+    /* statistics */
+    double requests, bytes, hits, misses, conflicts, busy_bus;
+    /* scratch for batches */
+    int *snext;          /* pending-list links of a batch */
+    int *sg;             /* bank of each batch request */
+    long long *srow;     /* row of each batch request */
+    int scratch_n;
+} sp_mem;
+
+void sp_mem_init(sp_mem *m, const sp_hw *hw);
+void sp_mem_free(sp_mem *m);
+/* Burst length of a vector of `bytes` on the bus, core cycles. */
+double sp_mem_burst(const sp_hw *hw, int bytes);
+/* Bank (global index), channel and row of a request. */
+void sp_mem_map(const sp_hw *hw, const sp_mem_req *r, int *bank, int *channel, long long *row);
+/* One request issued at time t: returns the cycle at which its last byte has arrived
+ * (complete at that cycle, not before). Updates bank/bus state and statistics. */
+double sp_mem_access(sp_mem *m, const sp_mem_req *r, double t);
+/* A batch issued at t through the request queue (FR-FCFS or FCFS): returns the completion of
+ * the last request (t when n == 0). */
+double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t);
+
+/* Analytical model of a regular stream of vectors 0..n-1 of one region, `bytes` each,
+ * issued at once on idle banks. Returns the duration in core cycles and, if st is not NULL,
+ * adds its requests, bytes, hits, misses (first activation per bank) and conflicts (later
+ * activations) and bus busy cycles. */
+double sp_mem_stream_time(const sp_hw *hw, long n, int bytes, sp_mem *st);
+
+#endif

@@ -1,0 +1,130 @@
+/* run.c: runs a synthetic preset through the functional operator with the simulator attached
+ * (issue 4 item 1): workload.sim_heads heads (layer i mod layers, head (i / layers) mod
+ * heads), each generated, run through the op (masks from values) and fed to every design
+ * and size; totals scaled by layers*heads/sim_heads. Heads run in parallel over
+ * run.threads; each head has its own simulator and results are summed in head order. */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sprint/functional.h"
+#include "sprint/sim.h"
+
+typedef struct run_ctx {
+    sp_sim_head **slot; /* (layers * heads) */
+    int n_heads;
+} run_ctx;
+
+static void run_observer(void *user, const sp_query_record *rec) {
+    run_ctx *c = user;
+    sp_sim_head *h = c->slot[rec->layer * c->n_heads + rec->head];
+    SP_ASSERT(h != NULL);
+    sp_sim_head_query(h, rec);
+}
+
+static int mode_available(const char *mode) {
+    size_t n = strlen(mode);
+    for (const char *p = SP_ATTN_MODES; *p;) {
+        const char *e = strchr(p, '|');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && !strncmp(p, mode, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
+sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, const sp_sim_opts *o, sp_wl_result *out,
+                               sp_error *err) {
+    double t0 = sp_now_seconds();
+    memset(out, 0, sizeof *out);
+    out->wl = *wl;
+    sp_hw hw[SP_SIZE_COUNT];
+    sp_status st = sp_sim_hw(cfg, hw, &out->sizes_mask, err);
+    if (st != SP_OK) return st;
+    for (int s = 0; s < SP_SIZE_COUNT; s++) {
+        if (!(out->sizes_mask & (1u << s))) continue;
+        st = sp_hw_check_head(&hw[s], wl->seq, wl->d, err);
+        if (st != SP_OK) return sp_error_set(err, st, "workload %s: %s", wl->name, err->msg);
+    }
+    for (int s = 0; s < SP_SIZE_COUNT; s++) out->corelets[s] = hw[s].corelets;
+    out->channels = hw[0].channels;
+    double need = 3.0 * wl->seq * (double)wl->d * wl->layers * wl->heads;
+    if (need > hw[0].capacity_bytes)
+        return sp_error_set(err, SP_ERR_CONFIG,
+                            "workload %s needs %.0f MiB of main memory for Q, K, V of one sequence, more than memory.capacity_mib=%.0f",
+                            wl->name, need / 1048576.0, hw[0].capacity_bytes / 1048576.0);
+    int nh = (int)cfg->workload_sim_heads, total = wl->layers * wl->heads;
+    if (nh > total)
+        return sp_error_set(err, SP_ERR_CONFIG, "workload.sim_heads=%d exceeds the %d heads of %s", nh, total, wl->name);
+    out->sim_heads = nh;
+    out->scale = (double)total / nh;
+
+    sp_attn_op *op = NULL;
+    sp_error oerr = {0};
+    if (mode_available(cfg->workload_mode)) {
+        sp_op_request req = {.mode = cfg->workload_mode, .cfg = cfg};
+        if (sp_attn_op_create(&req, wl->layers, wl->heads, &op, &oerr) == SP_OK)
+            snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
+    } else {
+        snprintf(oerr.msg, sizeof oerr.msg, "mode '%.40s' not in this build (%.200s)", cfg->workload_mode, SP_ATTN_MODES);
+    }
+    if (!op) {
+        op = sp_relthresh_op_create(wl->layers, wl->heads, cfg->workload_margin_nats);
+        snprintf(out->mask_source, sizeof out->mask_source, "built-in relthresh (margin %.2f nats): %.100s",
+                 cfg->workload_margin_nats, oerr.msg);
+    }
+    run_ctx ctx = {.slot = sp_xcalloc((size_t)total, sizeof *ctx.slot), .n_heads = wl->heads};
+    op->observer = run_observer;
+    op->observer_user = &ctx;
+    sp_design_result(*per)[SP_SIZE_COUNT][SP_DESIGN_COUNT] = sp_xcalloc((size_t)nh, sizeof *per);
+    sp_wl_stats *pst = sp_xcalloc((size_t)nh, sizeof *pst);
+    sp_status *hst = sp_xcalloc((size_t)nh, sizeof *hst);
+    sp_error *herr = sp_xcalloc((size_t)nh, sizeof *herr);
+    int nthreads = o && o->threads > 0 ? o->threads : omp_get_max_threads();
+    int done = 0;
+    const int n = wl->seq, d = wl->d, nvalid = n - (int)(wl->padding * n + 0.5);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int i = 0; i < nh; i++) {
+        int layer = i % wl->layers, head = (i / wl->layers) % wl->heads;
+        float *q = sp_xmalloc((size_t)n * d, sizeof *q), *k = sp_xmalloc((size_t)n * d, sizeof *k);
+        float *v = sp_xmalloc((size_t)n * d, sizeof *v), *outb = sp_xmalloc((size_t)n * d, sizeof *outb);
+        unsigned char *valid = sp_xmalloc((size_t)n, 1);
+        for (int t = 0; t < n; t++) valid[t] = t < nvalid;
+        sp_workload_synth_head(cfg, wl, layer, head, q, k, v);
+        sp_head_shape sh = {.n_k = n, .d = d, .causal = wl->causal, .n_valid = nvalid};
+        sp_sim_head *sim = sp_sim_head_create(hw, out->sizes_mask, &sh);
+        ctx.slot[layer * wl->heads + head] = sim;
+        sp_attn_head ah = {.layer = layer, .head = head, .kv_head = head, .seq_id = i, .n_q = n, .n_k = n, .d = d,
+                           .q = q, .k = k, .v = v, .out = outb, .ldq = d, .ldk = d, .ldv = d, .ldo = d,
+                           .causal = wl->causal, .q_offset = 0, .key_valid = valid, .query_valid = valid,
+                           .scale = (float)(1.0 / sqrt((double)d))};
+        hst[i] = op->run(op, &ah, &herr[i]);
+        if (hst[i] == SP_OK) sp_sim_head_finish(sim, out->scale, per[i], &pst[i]);
+        sp_sim_head_free(sim);
+        free(q), free(k), free(v), free(outb), free(valid);
+#pragma omp critical(sp_sim_progress)
+        {
+            done++;
+            if (o && o->progress) o->progress(o->progress_user, "heads", done, nh);
+        }
+    }
+    st = SP_OK;
+    for (int i = 0; i < nh; i++) {
+        if (hst[i] != SP_OK) {
+            if (st == SP_OK) st = sp_error_set(err, hst[i], "workload %s: %s", wl->name, herr[i].msg);
+            continue;
+        }
+        for (int s = 0; s < SP_SIZE_COUNT; s++)
+            for (int D = 0; D < SP_DESIGN_COUNT; D++) sp_design_result_add(&out->r[s][D], &per[i][s][D], 1.0);
+        const double *a = (const double *)&pst[i];
+        double *b = (double *)&out->stats;
+        for (size_t k = 0; k < sizeof pst[i] / sizeof(double); k++) b[k] += a[k];
+    }
+    free(per), free(pst), free(hst), free(herr), free(ctx.slot);
+    sp_attn_op_free(op);
+    out->seconds = sp_now_seconds() - t0;
+    return st;
+}

@@ -1,0 +1,211 @@
+/* test_bad_inputs.c: does every malformed input give a clear one-line error and a non-zero exit,
+ * through the library and through `sprint eval`, without crashing or reading out of bounds
+ * (the sanitizer build runs this file too)? */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "sprint/model.h"
+#include "tiny_model.h"
+
+static const tiny_spec SPEC = {.dim = 16, .hidden = 24, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 30,
+                               .seq_len = 8, .seed = 21};
+
+/* Runs `sprint eval ARGS`, expects exit code `code` and exactly one stderr line, naming the
+ * command and containing `needle`. */
+static void cli_fails(const char *args, int code, const char *needle) {
+    static char out[1 << 14], err[1 << 14];
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "eval --quiet %s", args);
+    int rc = th_run_sprint(cmd, out, sizeof out, err, sizeof err);
+    cr_assert_eq(rc, code, "sprint %s: exit %d, expected %d; stderr: %s", cmd, rc, code, err);
+    size_t nl = 0;
+    for (const char *p = err; *p; p++) nl += *p == '\n';
+    cr_assert_eq(nl, 1, "sprint %s: stderr is not one line: %s", cmd, err);
+    cr_assert(!strncmp(err, "sprint eval: error: ", 20), "stderr: %s", err);
+    cr_assert(strstr(err, needle), "sprint %s: stderr lacks '%s': %s", cmd, needle, err);
+    cr_assert_eq(out[0], 0, "nothing on stdout on failure: %s", out);
+}
+
+static void lib_model_fails(const char *path, sp_status want, const char *needle) {
+    sp_model *m = (sp_model *)1;
+    sp_error err = {0};
+    sp_status s = sp_model_load(path, &m, &err);
+    cr_assert_eq(s, want, "%s: status %s, expected %s (%s)", path, sp_status_name(s), sp_status_name(want), err.msg);
+    cr_assert_null(m);
+    cr_assert(strstr(err.msg, needle), "message lacks '%s': %s", needle, err.msg);
+    cr_assert_null(strchr(err.msg, '\n'), "message is not one line: %s", err.msg);
+}
+
+Test(checkpoint, missing_file) {
+    lib_model_fails("/nonexistent/model.bin", SP_ERR_IO, "/nonexistent/model.bin");
+    cli_fails("--model /nonexistent/model.bin --tokenizer /nonexistent/t.bin --text /nonexistent/x.txt", 1,
+              "cannot open checkpoint /nonexistent/model.bin");
+}
+
+Test(checkpoint, truncated) {
+    float *w = tiny_weights(&SPEC);
+    const char *p = tiny_write(&SPEC, w, -100);
+    lib_model_fails(p, SP_ERR_FORMAT, "truncated");
+    char a[512];
+    snprintf(a, sizeof a, "--model %s --tokenizer x --text y", p);
+    cli_fails(a, 1, "truncated");
+    int32_t h[7] = {16, 24, 2, 4, 2, 30, 8};
+    unsigned char small[10];
+    memcpy(small, h, 10);
+    lib_model_fails(th_temp_file(small, 10), SP_ERR_FORMAT, "header");
+    lib_model_fails(th_temp_file("", 0), SP_ERR_FORMAT, "truncated");
+    free(w);
+}
+
+Test(checkpoint, impossible_dimensions) {
+    struct {
+        int32_t h[7];
+        const char *needle;
+    } cases[] = {
+        {{-16, 24, 2, 4, 2, 30, 8}, "dim = -16"},
+        {{16, 0, 2, 4, 2, 30, 8}, "hidden_dim = 0"},
+        {{16, 24, 0, 4, 2, 30, 8}, "n_layers = 0"},
+        {{16, 24, 2, -4, 2, 30, 8}, "n_heads = -4"},
+        {{16, 24, 2, 4, 2, 0, 8}, "vocab_size = 0"},
+        {{16, 24, 2, 4, 2, (int32_t)0x80000000, 8}, "vocab_size"},
+        {{16, 24, 2, 4, 2, 30, -1}, "seq_len = -1"},
+        {{1000000000, 24, 2, 4, 2, 30, 8}, "dim = 1000000000"},
+        {{16, 2000000000, 2, 4, 2, 30, 8}, "hidden_dim"},
+        {{16, 24, 2, 4, 2, 30, 2000000000}, "seq_len"},
+        {{16, 24, 2, 5, 5, 30, 8}, "n_heads = 5 does not divide dim = 16"},
+        {{16, 24, 2, 32, 4, 30, 8}, "does not divide dim"},
+        {{16, 24, 2, 4, 3, 30, 8}, "n_kv_heads = 3 does not divide n_heads = 4"},
+        {{16, 24, 2, 4, 8, 30, 8}, "n_kv_heads = 8"},
+        {{16, 24, 2, 16, 4, 30, 8}, "odd"}, /* head_dim 1: RoPE needs pairs */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const char *p = tiny_write_header(cases[i].h, 4096);
+        lib_model_fails(p, SP_ERR_FORMAT, cases[i].needle);
+    }
+    const char *p = tiny_write_header(cases[0].h, 64);
+    char a[512];
+    snprintf(a, sizeof a, "--model %s --tokenizer x --text y", p);
+    cli_fails(a, 1, "dim = -16");
+    p = tiny_write_header(cases[10].h, 64);
+    snprintf(a, sizeof a, "--model %s --tokenizer x --text y", p);
+    cli_fails(a, 1, "does not divide");
+}
+
+Test(checkpoint, size_does_not_match_header) {
+    float *w = tiny_weights(&SPEC);
+    lib_model_fails(tiny_write(&SPEC, w, 4), SP_ERR_FORMAT, "does not match the header");
+    lib_model_fails(tiny_write(&SPEC, w, 1), SP_ERR_FORMAT, "does not match the header");
+    /* the separate-classifier flag on a file without a classifier */
+    int32_t h[7] = {16, 24, 2, 4, 2, -30, 8};
+    size_t nb = tiny_n_floats(&SPEC) * 4;
+    const char *p = tiny_write_header(h, nb);
+    lib_model_fails(p, SP_ERR_FORMAT, "classifier");
+    char a[512];
+    snprintf(a, sizeof a, "--model %s --tokenizer x --text y", p);
+    cli_fails(a, 1, "does not match the header");
+    /* a non-finite weight */
+    w[5] = 1.0f / 0.0f;
+    lib_model_fails(tiny_write(&SPEC, w, 0), SP_ERR_FORMAT, "not finite");
+    free(w);
+}
+
+/* ---- tokenizer and text, with the shared model ------------------------------------------ */
+typedef struct shared_paths {
+    char model[1024], tok[1024], text[1024];
+} shared_paths;
+
+static int shared(shared_paths *s) {
+    return th_shared_path("models/stories260K.bin", s->model, sizeof s->model) &&
+           th_shared_path("models/tok512.bin", s->tok, sizeof s->tok) &&
+           th_shared_path("data/tinystories-valid-dev.txt", s->text, sizeof s->text);
+}
+#define NEED_SHARED(s)                                                                   \
+    shared_paths s;                                                                      \
+    if (!shared(&s)) cr_skip_test("shared model, tokenizer or dev text not found (set SPRINT_SHARED)")
+
+Test(tokenizer, vocab_disagrees_with_model) {
+    NEED_SHARED(s);
+    sp_tokenizer *t = (sp_tokenizer *)1;
+    sp_error err = {0};
+    cr_assert_eq(sp_tokenizer_load(s.tok, 30, &t, &err), SP_ERR_FORMAT);
+    cr_assert_null(t);
+    cr_assert(strstr(err.msg, "512 tokens") && strstr(err.msg, "30"), "%s", err.msg);
+    /* a tiny model (vocab 30) with tok512 */
+    float *w = tiny_weights(&SPEC);
+    char a[8192];
+    snprintf(a, sizeof a, "--model %s --tokenizer %s --text %s", tiny_write(&SPEC, w, 0), s.tok, s.text);
+    cli_fails(a, 1, "tokenizer has 512 tokens but the model's vocabulary has 30");
+    free(w);
+}
+
+Test(tokenizer, missing_truncated_malformed) {
+    NEED_SHARED(s);
+    sp_tokenizer *t = NULL;
+    sp_error err = {0};
+    cr_assert_eq(sp_tokenizer_load("/nonexistent/tok.bin", 512, &t, &err), SP_ERR_IO);
+    cr_assert(strstr(err.msg, "/nonexistent/tok.bin"), "%s", err.msg);
+    char *raw;
+    size_t len;
+    cr_assert_eq(sp_read_file(s.tok, &raw, &len, NULL), SP_OK);
+    const char *p = th_temp_file(raw, len - 3);
+    cr_assert_eq(sp_tokenizer_load(p, 512, &t, &err), SP_ERR_FORMAT);
+    cr_assert(strstr(err.msg, "truncated"), "%s", err.msg);
+    char a[8192];
+    snprintf(a, sizeof a, "--model %s --tokenizer %s --text %s", s.model, p, s.text);
+    cli_fails(a, 1, "truncated");
+    int32_t bad = -5; /* max_token_length */
+    memcpy(raw, &bad, 4);
+    cr_assert_eq(sp_tokenizer_load(th_temp_file(raw, len), 512, &t, &err), SP_ERR_FORMAT);
+    cr_assert(strstr(err.msg, "max_token_length"), "%s", err.msg);
+    int32_t huge = 1 << 30; /* a record length far beyond the file */
+    int32_t good = 16;
+    memcpy(raw, &good, 4);
+    memcpy(raw + 8, &huge, 4);
+    cr_assert_eq(sp_tokenizer_load(th_temp_file(raw, len), 512, &t, &err), SP_ERR_FORMAT);
+    cr_assert(strstr(err.msg, "record 0"), "%s", err.msg);
+    cr_assert_eq(sp_tokenizer_load(th_temp_file(raw, 2), 512, &t, &err), SP_ERR_FORMAT);
+    free(raw);
+    snprintf(a, sizeof a, "--model %s --tokenizer /nonexistent/tok.bin --text %s", s.model, s.text);
+    cli_fails(a, 1, "/nonexistent/tok.bin");
+}
+
+Test(text, empty_and_missing) {
+    NEED_SHARED(s);
+    char a[8192];
+    const char *texts[] = {"", "\n  \n", "<|endoftext|>\n<|endoftext|>"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(a, sizeof a, "--model %s --tokenizer %s --text %s", s.model, s.tok, th_temp_text(texts[i]));
+        cli_fails(a, 1, "empty text");
+    }
+    snprintf(a, sizeof a, "--model %s --tokenizer %s --text /nonexistent/dev.txt", s.model, s.tok);
+    cli_fails(a, 1, "cannot open /nonexistent/dev.txt");
+    snprintf(a, sizeof a, "--model %s --tokenizer %s --text /tmp", s.model, s.tok);
+    cli_fails(a, 1, "not a regular file");
+}
+
+Test(text, invalid_utf8) {
+    NEED_SHARED(s);
+    char a[8192];
+    const char *p = th_temp_text("Once upon a time.<|endoftext|>Then \xc3\x28 broke.");
+    snprintf(a, sizeof a, "--model %s --tokenizer %s --text %s", s.model, s.tok, p);
+    cli_fails(a, 1, "not valid UTF-8");
+    cli_fails(a, 1, "story 2");
+    sp_tokenizer *t = NULL;
+    cr_assert_eq(sp_tokenizer_load(s.tok, 512, &t, NULL), SP_OK);
+    int *ids = NULL, n = 0;
+    sp_error err = {0};
+    cr_assert_eq(sp_tokenizer_encode(t, "\xe2\x28\xa1", 3, 1, 0, &ids, &n, &err), SP_ERR_DATA);
+    cr_assert(strstr(err.msg, "offset 0"), "%s", err.msg);
+    sp_tokenizer_free(t);
+}
+
+Test(cli, usage_errors) {
+    NEED_SHARED(s);
+    cli_fails("--attention nonsense --set eval.max_stories=1", 2, "nonsense");
+    cli_fails("--bogus", 2, "unknown option '--bogus'");
+    cli_fails("--model", 2, "needs a value");
+    cli_fails("--set eval.window=513 --set eval.max_stories=1", 2, "window 513");
+}

@@ -1,0 +1,240 @@
+/* test_model.c: does the runner load llama2.c checkpoints and compute the transformer that
+ * llama2.c computes? A tiny model with random weights (shared and separate classifier, GQA) is
+ * written by the test and its logits compared with a plain double-precision reference below. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers.h"
+#include "sprint/model.h"
+#include "tiny_model.h"
+
+/* Straightforward forward pass in double, written from llama2.c's run.c: W (out, in). */
+static void mat(double *out, const double *x, const float *w, int in, int outn) {
+    for (int i = 0; i < outn; i++) {
+        double a = 0;
+        for (int j = 0; j < in; j++) a += (double)w[(size_t)i * in + j] * x[j];
+        out[i] = a;
+    }
+}
+
+static void rms(double *o, const double *x, const float *g, int n) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    double r = 1.0 / sqrt(ss / n + 1e-5);
+    for (int i = 0; i < n; i++) o[i] = g[i] * (x[i] * r);
+}
+
+/* logits (n, vocab) of tokens[0..n) */
+static void ref_forward(const tiny_spec *s, const float *w, const int *tok, int n, double *logits) {
+    int D = s->dim, F = s->hidden, L = s->layers, H = s->heads, KV = s->kv_heads, V = s->vocab;
+    int hd = D / H, kvd = KV * hd, grp = H / KV;
+    const float *emb = w, *rms_att = emb + (size_t)V * D, *wq = rms_att + (size_t)L * D;
+    const float *wk = wq + (size_t)L * D * D, *wv = wk + (size_t)L * D * kvd, *wo = wv + (size_t)L * D * kvd;
+    const float *rms_ffn = wo + (size_t)L * D * D, *w1 = rms_ffn + (size_t)L * D, *w2 = w1 + (size_t)L * D * F;
+    const float *w3 = w2 + (size_t)L * D * F, *rms_fin = w3 + (size_t)L * D * F;
+    const float *wcls = s->separate_classifier ? rms_fin + D + 2 * (size_t)s->seq_len * (hd / 2) : emb;
+    double *x = calloc((size_t)n * D, sizeof *x), *xb = malloc(sizeof(double) * D), *o = malloc(sizeof(double) * D);
+    double *q = malloc(sizeof(double) * n * D), *k = malloc(sizeof(double) * n * kvd), *v = malloc(sizeof(double) * n * kvd);
+    double *att = malloc(sizeof(double) * n * D), *h1 = malloc(sizeof(double) * F), *h3 = malloc(sizeof(double) * F);
+    double *sc = malloc(sizeof(double) * n), *tmp = malloc(sizeof(double) * D);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < D; i++) x[t * D + i] = emb[(size_t)tok[t] * D + i];
+    for (int l = 0; l < L; l++) {
+        for (int t = 0; t < n; t++) {
+            rms(xb, x + t * D, rms_att + (size_t)l * D, D);
+            mat(q + t * D, xb, wq + (size_t)l * D * D, D, D);
+            mat(k + t * kvd, xb, wk + (size_t)l * D * kvd, D, kvd);
+            mat(v + t * kvd, xb, wv + (size_t)l * D * kvd, D, kvd);
+            for (int i = 0; i < D; i += 2) { /* RoPE */
+                int j = i % hd;
+                double ang = t * pow(10000.0, -(double)j / hd), c = cos(ang), sn = sin(ang);
+                double a = q[t * D + i], b = q[t * D + i + 1];
+                q[t * D + i] = a * c - b * sn;
+                q[t * D + i + 1] = a * sn + b * c;
+                if (i < kvd) {
+                    a = k[t * kvd + i];
+                    b = k[t * kvd + i + 1];
+                    k[t * kvd + i] = a * c - b * sn;
+                    k[t * kvd + i + 1] = a * sn + b * c;
+                }
+            }
+        }
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < H; h++) {
+                int kh = h / grp;
+                double mx = -1e300, sum = 0;
+                for (int j = 0; j <= t; j++) {
+                    double d = 0;
+                    for (int c = 0; c < hd; c++) d += q[t * D + h * hd + c] * k[j * kvd + kh * hd + c];
+                    sc[j] = d / sqrt((double)hd);
+                    if (sc[j] > mx) mx = sc[j];
+                }
+                for (int j = 0; j <= t; j++) sum += exp(sc[j] - mx);
+                for (int c = 0; c < hd; c++) {
+                    double a = 0;
+                    for (int j = 0; j <= t; j++) a += exp(sc[j] - mx) / sum * v[j * kvd + kh * hd + c];
+                    att[t * D + h * hd + c] = a;
+                }
+            }
+        for (int t = 0; t < n; t++) {
+            mat(o, att + t * D, wo + (size_t)l * D * D, D, D);
+            for (int i = 0; i < D; i++) x[t * D + i] += o[i];
+            rms(xb, x + t * D, rms_ffn + (size_t)l * D, D);
+            mat(h1, xb, w1 + (size_t)l * D * F, D, F);
+            mat(h3, xb, w3 + (size_t)l * D * F, D, F);
+            for (int i = 0; i < F; i++) h1[i] = h1[i] / (1 + exp(-h1[i])) * h3[i];
+            mat(tmp, h1, w2 + (size_t)l * F * D, F, D);
+            for (int i = 0; i < D; i++) x[t * D + i] += tmp[i];
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        rms(xb, x + t * D, rms_fin, D);
+        mat(logits + (size_t)t * V, xb, wcls, D, V);
+    }
+    free(x), free(xb), free(o), free(q), free(k), free(v), free(att), free(h1), free(h3), free(sc), free(tmp);
+}
+
+/* Loads the tiny model and checks its logits against the reference for every prefix length
+ * that matters (1, a middle one, the full context), with both attention operators. */
+static void check_model(tiny_spec s) {
+    float *w = tiny_weights(&s);
+    const char *path = tiny_write(&s, w, 0);
+    sp_model *m = NULL;
+    sp_error err = {0};
+    cr_assert_eq(sp_model_load(path, &m, &err), SP_OK, "%s", err.msg);
+    const sp_model_info *info = sp_model_get_info(m);
+    cr_assert_eq(info->dim, s.dim);
+    cr_assert_eq(info->vocab_size, s.vocab);
+    cr_assert_eq(info->n_kv_heads, s.kv_heads);
+    cr_assert_eq(info->shared_classifier, !s.separate_classifier);
+    cr_assert_eq(info->head_dim, s.dim / s.heads);
+    int n = s.seq_len, tok[64];
+    for (int t = 0; t < n; t++) tok[t] = (int)(sp_hash64(s.seed * 131 + (uint64_t)t) % (uint64_t)s.vocab);
+    double *ref = malloc(sizeof(double) * (size_t)n * s.vocab);
+    float *got = malloc(sizeof(float) * (size_t)n * s.vocab);
+    ref_forward(&s, w, tok, n, ref);
+    sp_attn_op *ops[2] = {sp_attn_dense_create(s.layers, s.heads), sp_attn_dense_fast_create(s.layers, s.heads)};
+    int lens[3] = {1, n / 2 + 1, n};
+    for (int oi = 0; oi < 2; oi++)
+        for (int li = 0; li < 3; li++) {
+            int len = lens[li];
+            cr_assert_eq(sp_model_forward(m, tok, len, ops[oi], 0, 2, got, &err), SP_OK, "%s", err.msg);
+            double maxd = 0, maxr = 0;
+            for (int i = 0; i < len * s.vocab; i++) {
+                /* causal: the logits of a prefix are the first rows of the full run */
+                double d = fabs((double)got[i] - ref[i]);
+                if (d > maxd) maxd = d;
+                if (fabs(ref[i]) > maxr) maxr = fabs(ref[i]);
+            }
+            cr_assert(maxd < 2e-4 * (1 + maxr), "%s op, %d tokens: max |logit - reference| = %g (max |ref| %g)",
+                      oi ? "fast" : "reference", len, maxd, maxr);
+        }
+    sp_attn_op_free(ops[0]);
+    sp_attn_op_free(ops[1]);
+    sp_model_free(m);
+    free(ref);
+    free(got);
+    free(w);
+}
+
+Test(forward, tiny_gqa_shared_classifier) {
+    check_model((tiny_spec){.dim = 24, .hidden = 40, .layers = 2, .heads = 6, .kv_heads = 2, .vocab = 37,
+                            .seq_len = 19, .separate_classifier = 0, .seed = 1});
+}
+
+Test(forward, tiny_gqa_separate_classifier) {
+    check_model((tiny_spec){.dim = 16, .hidden = 28, .layers = 3, .heads = 4, .kv_heads = 2, .vocab = 29,
+                            .seq_len = 23, .separate_classifier = 1, .seed = 2});
+}
+
+Test(forward, tiny_multi_head_no_gqa) {
+    check_model((tiny_spec){.dim = 32, .hidden = 48, .layers = 1, .heads = 4, .kv_heads = 4, .vocab = 50,
+                            .seq_len = 16, .separate_classifier = 1, .seed = 3});
+}
+
+/* The same logits, bit for bit, whatever the number of threads over heads. */
+Test(forward, thread_count_independent) {
+    tiny_spec s = {.dim = 32, .hidden = 40, .layers = 2, .heads = 8, .kv_heads = 2, .vocab = 41, .seq_len = 40,
+                   .separate_classifier = 0, .seed = 4};
+    float *w = tiny_weights(&s);
+    const char *path = tiny_write(&s, w, 0);
+    sp_model *m = NULL;
+    cr_assert_eq(sp_model_load(path, &m, NULL), SP_OK);
+    int tok[40];
+    for (int t = 0; t < 40; t++) tok[t] = t % s.vocab;
+    size_t nl = (size_t)40 * s.vocab;
+    float *a = malloc(nl * sizeof *a), *b = malloc(nl * sizeof *b);
+    for (int fast = 0; fast < 2; fast++) {
+        sp_attn_op *op = fast ? sp_attn_dense_fast_create(2, 8) : sp_attn_dense_create(2, 8);
+        cr_assert_eq(sp_model_forward(m, tok, 40, op, 0, 1, a, NULL), SP_OK);
+        int th[3] = {2, 3, 8};
+        for (int i = 0; i < 3; i++) {
+            cr_assert_eq(sp_model_forward(m, tok, 40, op, 0, th[i], b, NULL), SP_OK);
+            cr_assert_eq(memcmp(a, b, nl * sizeof *a), 0, "%s op: logits differ between 1 and %d threads",
+                         fast ? "fast" : "reference", th[i]);
+        }
+        /* statistics: 4 calls x 2 layers x (40 * 41 / 2) pairs per head */
+        sp_attn_stats tot;
+        sp_attn_stats_total(op, &tot);
+        cr_assert_eq(tot.pairs_visible, 4.0 * 2 * 8 * (40 * 41 / 2));
+        sp_attn_op_free(op);
+    }
+    free(a);
+    free(b);
+    free(w);
+    sp_model_free(m);
+}
+
+Test(forward, refuses_bad_arguments) {
+    tiny_spec s = {.dim = 8, .hidden = 8, .layers = 1, .heads = 2, .kv_heads = 1, .vocab = 10, .seq_len = 6, .seed = 5};
+    float *w = tiny_weights(&s);
+    sp_model *m = NULL;
+    cr_assert_eq(sp_model_load(tiny_write(&s, w, 0), &m, NULL), SP_OK);
+    int tok[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    float logits[8 * 10];
+    sp_error err = {0};
+    sp_attn_op *op = sp_attn_dense_create(1, 2), *wrong = sp_attn_dense_create(2, 2);
+    cr_assert_eq(sp_model_forward(m, tok, 7, op, 0, 1, logits, &err), SP_ERR_ARG, "longer than seq_len");
+    cr_assert_eq(sp_model_forward(m, tok, 0, op, 0, 1, logits, &err), SP_ERR_ARG, "empty sequence");
+    tok[2] = 10;
+    cr_assert_eq(sp_model_forward(m, tok, 4, op, 0, 1, logits, &err), SP_ERR_ARG, "token outside the vocabulary");
+    cr_assert(strstr(err.msg, "vocabulary"), "%s", err.msg);
+    tok[2] = 3;
+    cr_assert_eq(sp_model_forward(m, tok, 4, wrong, 0, 1, logits, &err), SP_ERR_ARG, "op of another shape");
+    sp_attn_op_free(op);
+    sp_attn_op_free(wrong);
+    sp_model_free(m);
+    free(w);
+}
+
+Test(shared_model, loads_stories260k) {
+    char buf[4096];
+    const char *p = th_shared_path("models/stories260K.bin", buf, sizeof buf);
+    if (!p) cr_skip_test("models/stories260K.bin not found (set SPRINT_SHARED)");
+    sp_model *m = NULL;
+    sp_error err = {0};
+    cr_assert_eq(sp_model_load(p, &m, &err), SP_OK, "%s", err.msg);
+    const sp_model_info *i = sp_model_get_info(m);
+    cr_assert_eq(i->dim, 64);
+    cr_assert_eq(i->hidden_dim, 172);
+    cr_assert_eq(i->n_layers, 5);
+    cr_assert_eq(i->n_heads, 8);
+    cr_assert_eq(i->n_kv_heads, 4);
+    cr_assert_eq(i->vocab_size, 512);
+    cr_assert_eq(i->seq_len, 512);
+    cr_assert_eq(i->head_dim, 8);
+    cr_assert_eq(i->shared_classifier, 1);
+    /* BOS followed by " Once": the model must find " upon" (token 407) most likely */
+    int tok[2] = {1, 403};
+    float logits[2 * 512];
+    sp_attn_op *op = sp_attn_dense_create(5, 8);
+    cr_assert_eq(sp_model_forward(m, tok, 2, op, 0, 1, logits, &err), SP_OK, "%s", err.msg);
+    int best = 0;
+    for (int j = 1; j < 512; j++)
+        if (logits[512 + j] > logits[512 + best]) best = j;
+    cr_assert_eq(best, 407, "after ' Once' the argmax is %d, expected ' upon' (407)", best);
+    sp_attn_op_free(op);
+    sp_model_free(m);
+}

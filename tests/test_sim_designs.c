@@ -1,0 +1,220 @@
+/* test_sim_designs.c: does each design fetch exactly what its dataflow says (Baseline traffic
+ * equals its analytical count; SPRINT traffic equals the newly fetched vectors), does the
+ * residency table replace as its policy says, are results identical whatever the thread
+ * count, and do impossible inputs give clear errors (library and CLI)? */
+#include <criterion/criterion.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events/residency.h"
+#include "helpers.h"
+#include "sprint/sim.h"
+
+static void hw_sizes(sp_hw hw[3], unsigned *mask, const char *set) {
+    sp_config c;
+    sp_config_defaults(&c);
+    sp_error err = {0};
+    if (set) cr_assert_eq(sp_config_set(&c, set, "test", &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(sp_sim_hw(&c, hw, mask, &err), SP_OK, "%s", err.msg);
+}
+
+/* Feeds a sliding-window pruning result: query i keeps keys [i-w, i+w] (clipped). */
+static void feed_window(sp_sim_head *h, int n, int w) {
+    int32_t *idx = malloc(sizeof *idx * (size_t)(2 * w + 1));
+    for (int i = 0; i < n; i++) {
+        int m = 0;
+        for (int j = i - w; j <= i + w; j++)
+            if (j >= 0 && j < n) idx[m++] = j;
+        sp_query_record r = {.qi = i, .pos = i, .n_k = n, .n_visible = n, .n_mem_kept = m, .mem_kept = idx,
+                             .n_kept = m, .kept = idx};
+        sp_sim_head_query(h, &r);
+    }
+    free(idx);
+}
+
+Test(designs, baseline_traffic_equals_analytical_count) {
+    for (int ev = 0; ev < 2; ev++) {
+        sp_hw hw[3];
+        unsigned mask;
+        hw_sizes(hw, &mask, NULL);
+        for (int s = 0; s < 3; s++) hw[s].event_max_keys = ev ? 100000 : 0;
+        const int n = 300, d = 64;
+        sp_head_shape sh = {.n_k = n, .d = d, .causal = 0, .n_valid = 200};
+        sp_sim_head *h = sp_sim_head_create(hw, 7u, &sh);
+        static sp_design_result res[3][SP_DESIGN_COUNT];
+        memset(res, 0, sizeof res);
+        sp_sim_head_finish(h, 1.0, res, NULL);
+        sp_sim_head_free(h);
+        /* S: 128 keys per CORELET buffer < 300: every query streams Q + every K and V */
+        cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].bytes_read, (double)n * d + (double)n * 2 * n * d, 0.5);
+        /* L: 4 CORELETs x 128 keys hold 300: K and V fetched once, Q per query */
+        cr_assert_float_eq(res[2][SP_DESIGN_BASELINE].bytes_read, (double)n * d + 2.0 * n * d, 0.5);
+        /* mask-only at S: 200 valid > 128: 200 queries x (Q + 2 x 200 vectors) */
+        cr_assert_float_eq(res[0][SP_DESIGN_MASK_ONLY].bytes_read, 200.0 * d + 200.0 * 2 * 200 * d, 0.5);
+        /* tiled at S: tile = floor(8192 / (3*64+8)) = 40 queries, block = 64 pairs < 300:
+         * ceil(300/40) = 8 passes over K and V */
+        cr_assert_float_eq(res[0][SP_DESIGN_TILED].bytes_read, (double)n * d + 8.0 * 2 * n * d, 0.5);
+        cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].requests, n + 2.0 * n * n, 0.5);
+    }
+}
+
+Test(designs, sprint_traffic_equals_newly_fetched_vectors) {
+    sp_hw hw[3];
+    unsigned mask;
+    hw_sizes(hw, &mask, NULL);
+    const int n = 400, d = 64, w = 5;
+    sp_head_shape sh = {.n_k = n, .d = d, .causal = 0, .n_valid = n};
+    sp_sim_head *h = sp_sim_head_create(hw, 7u, &sh);
+    feed_window(h, n, w);
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    memset(res, 0, sizeof res);
+    sp_sim_head_finish(h, 1.0, res, NULL);
+    sp_sim_head_free(h);
+    double pv = (double)n * ((n + 7) / 8); /* pruning vectors: 50 B per query */
+    double kept = 0;
+    for (int i = 0; i < n; i++) kept += (i + w < n ? i + w : n - 1) - (i - w > 0 ? i - w : 0) + 1;
+    for (int s = 0; s < 3; s++) {
+        /* with reuse, every key is fetched once (the window slides by one) */
+        const sp_design_result *r = &res[s][SP_DESIGN_SPRINT];
+        cr_assert_float_eq(r->vec_fetched, n, 0.5, "size %d fetched %g", s, r->vec_fetched);
+        cr_assert_float_eq(r->vec_reused, kept - n, 0.5);
+        cr_assert_float_eq(r->bytes_read, (double)n * d + 2.0 * n * d + pv, 0.5);
+        /* without reuse, every survivor of every query */
+        const sp_design_result *nr = &res[s][SP_DESIGN_SPRINT_NOREUSE];
+        cr_assert_float_eq(nr->bytes_read, (double)n * d + 2.0 * kept * d + pv, 0.5);
+        cr_assert_lt(r->cycles, nr->cycles);
+    }
+}
+
+Test(designs, residency_lru_and_fifo) {
+    sp_residency r;
+    const int32_t seq[] = {0, 2, 0, 4, 2, 0};
+    /* one CORELET, two entries. LRU: 0 m, 2 m, 0 h, 4 m (evicts 2), 2 m (evicts 0), 0 m */
+    const int lru[] = {0, 0, 1, 0, 0, 0};
+    /* FIFO: 0 m, 2 m, 0 h, 4 m (evicts 0), 2 h, 0 m (evicts 2) */
+    const int fifo[] = {0, 0, 1, 0, 1, 0};
+    for (int pol = 0; pol < 2; pol++) {
+        sp_residency_init(&r, 8, 1, 2, pol);
+        for (int i = 0; i < 6; i++)
+            cr_assert_eq(sp_residency_access(&r, seq[i]), pol ? fifo[i] : lru[i], "policy %d access %d", pol, i);
+        sp_residency_free(&r);
+    }
+    /* two CORELETs: even keys in 0, odd in 1, each with its own capacity */
+    sp_residency_init(&r, 8, 2, 1, 0);
+    cr_assert_eq(sp_residency_access(&r, 0), 0);
+    cr_assert_eq(sp_residency_access(&r, 1), 0);
+    cr_assert_eq(sp_residency_access(&r, 0), 1);
+    cr_assert_eq(sp_residency_access(&r, 2), 0);
+    cr_assert_eq(sp_residency_has(&r, 1), 1);
+    cr_assert_eq(sp_residency_has(&r, 0), 0);
+    sp_residency_free(&r);
+    int reuse, fetch;
+    const int32_t a[] = {1, 3, 5, 7}, b[] = {3, 4, 5, 8, 9};
+    sp_sld_split(a, 4, b, 5, &reuse, &fetch);
+    cr_assert_eq(reuse, 2);
+    cr_assert_eq(fetch, 3);
+}
+
+static void run_wl(const char *name, int threads, const char *mode, sp_wl_result *out) {
+    sp_config c;
+    sp_config_defaults(&c);
+    sp_error err = {0};
+    cr_assert_eq(sp_config_set(&c, "workload.sim_heads=4", "test", &err), SP_OK);
+    cr_assert_eq(sp_config_set(&c, "workload.vit_b_seq=120", "test", &err), SP_OK);
+    if (mode) {
+        char b[64];
+        snprintf(b, sizeof b, "workload.mode=%s", mode);
+        cr_assert_eq(sp_config_set(&c, b, "test", &err), SP_OK);
+    }
+    sp_workload wl;
+    cr_assert_eq(sp_workload_preset(&c, name, &wl, &err), SP_OK, "%s", err.msg);
+    sp_sim_opts o = {.threads = threads};
+    cr_assert_eq(sp_sim_run_synthetic(&c, &wl, &o, out, &err), SP_OK, "%s", err.msg);
+}
+
+Test(designs, identical_results_whatever_the_thread_count) {
+    const char *modes[] = {NULL, "no-such-mode"}; /* the configured op and the built-in fallback */
+    for (int m = 0; m < 2; m++) {
+        static sp_wl_result a, b;
+        run_wl("ViT-B", 1, modes[m], &a);
+        run_wl("ViT-B", 2, modes[m], &b);
+        cr_assert(a.stats.pairs_kept > 0);
+        cr_assert_eq(memcmp(a.r, b.r, sizeof a.r), 0, "results differ between 1 and 2 threads (mode %s)",
+                     modes[m] ? modes[m] : "default");
+        cr_assert_eq(memcmp(&a.stats, &b.stats, sizeof a.stats), 0);
+        if (m == 1) cr_assert(strstr(a.mask_source, "relthresh") != NULL, "%s", a.mask_source);
+    }
+}
+
+Test(designs, bad_geometry_is_a_clear_error) {
+    sp_hw hw[3];
+    unsigned mask;
+    sp_error err = {0};
+    /* buffer smaller than one vector: 0.05 KB = 51 B total, 25 B of K < 64 B */
+    hw_sizes(hw, &mask, "chip.buffer_kb_s=0.05");
+    cr_assert_eq(sp_hw_check_head(&hw[0], 100, 64, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "smaller than one 64-byte vector"), "%s", err.msg);
+    /* more CORELETs than keys */
+    hw_sizes(hw, &mask, "chip.corelets_s=8");
+    cr_assert_eq(sp_hw_check_head(&hw[0], 4, 8, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "8 CORELETs but only 4 keys"), "%s", err.msg);
+    /* zero banks: rejected by the config table, and by the hardware builder */
+    sp_config c;
+    sp_config_defaults(&c);
+    cr_assert_eq(sp_config_set(&c, "memory.banks=0", "--set", &err), SP_ERR_CONFIG);
+    c.memory_banks = 0;
+    sp_hw one;
+    cr_assert_eq(sp_hw_from_config(&c, 0, &one, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "at least one channel and one bank"), "%s", err.msg);
+    /* unknown preset, unknown size */
+    sp_config_defaults(&c);
+    sp_workload wl;
+    cr_assert_eq(sp_workload_preset(&c, "BERT-XXXL", &wl, &err), SP_ERR_ARG);
+    cr_assert(strstr(err.msg, "unknown workload preset 'BERT-XXXL'"), "%s", err.msg);
+    cr_assert_eq(sp_config_set(&c, "chip.sizes=S,XL", "test", &err), SP_OK);
+    cr_assert_eq(sp_sim_hw(&c, hw, &mask, &err), SP_ERR_CONFIG);
+    /* workload larger than memory: BERT-L Q/K/V = 3 x 384 x 64 x 384 heads = 27 MiB > 1 MiB */
+    sp_config_defaults(&c);
+    cr_assert_eq(sp_config_set(&c, "memory.capacity_mib=1", "test", &err), SP_OK);
+    cr_assert_eq(sp_workload_preset(&c, "BERT-L", &wl, &err), SP_OK);
+    sp_wl_result out;
+    cr_assert_eq(sp_sim_run_synthetic(&c, &wl, NULL, &out, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "more than memory.capacity_mib"), "%s", err.msg);
+}
+
+Test(designs, cli_errors_and_json) {
+    static char out[1 << 20], errb[4096];
+    int rc = th_run_sprint("run --no-real --workload Nope", out, sizeof out, errb, sizeof errb);
+    cr_assert_neq(rc, 0);
+    cr_assert(strstr(errb, "unknown workload preset 'Nope'"), "%s", errb);
+    rc = th_run_sprint("run --no-real --workload BERT-L --set memory.capacity_mib=1", out, sizeof out, errb, sizeof errb);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(errb, "capacity"), "%s", errb);
+    rc = th_run_sprint("run --no-real --workload ViT-B --set chip.buffer_kb_s=0.05", out, sizeof out, errb, sizeof errb);
+    cr_assert_eq(rc, 1);
+    cr_assert(strstr(errb, "smaller than one"), "%s", errb);
+    rc = th_run_sprint("run --no-real --quiet --json --workload ViT-B --sizes S,M --heads 1", out, sizeof out, errb,
+                       sizeof errb);
+    cr_assert_eq(rc, 0, "%s", errb);
+    cJSON *j = cJSON_Parse(out);
+    cr_assert(j != NULL, "not JSON: %.200s", out);
+    cJSON *arr = cJSON_GetObjectItem(j, "results");
+    cr_assert_eq(cJSON_GetArraySize(arr), 1 * 2 * SP_DESIGN_COUNT * 2);
+    const char *fields[] = {"workload", "size", "design", "baseline", "cycles", "energy_pj", "traffic_bytes",
+                            "speedup", "energy_reduction", "traffic_reduction"};
+    cJSON *e;
+    int seen_sprint = 0;
+    cJSON_ArrayForEach(e, arr) {
+        for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++)
+            cr_assert(cJSON_GetObjectItem(e, fields[k]) != NULL, "missing %s", fields[k]);
+        const char *d = cJSON_GetObjectItem(e, "design")->valuestring, *b = cJSON_GetObjectItem(e, "baseline")->valuestring;
+        cr_assert(!strcmp(b, "paper") || !strcmp(b, "tiled"));
+        if (!strcmp(d, "baseline-paper") && !strcmp(b, "paper"))
+            cr_assert_float_eq(cJSON_GetObjectItem(e, "speedup")->valuedouble, 1.0, 1e-12);
+        if (!strcmp(d, "sprint")) seen_sprint++;
+    }
+    cr_assert_eq(seen_sprint, 4);
+    cJSON_Delete(j);
+}

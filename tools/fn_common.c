@@ -1,0 +1,140 @@
+/* fn_common.c: shared by sprint calibrate, sweep and compare (see fn_common.h). */
+#include "fn_common.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *FN_PATH_HELP =
+    "  --model M         llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin)\n"
+    "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
+    "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n";
+
+static const char *paths[3];
+
+int fn_path_option(cli_common *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    if (!strcmp(a, "--model")) paths[0] = cli_value(c, argc, argv, i);
+    else if (!strcmp(a, "--tokenizer")) paths[1] = cli_value(c, argc, argv, i);
+    else if (!strcmp(a, "--text")) paths[2] = cli_value(c, argc, argv, i);
+    else return 0;
+    return 1;
+}
+
+void fn_session_load(cli_common *c, fn_session *s) {
+    char *fields[3] = {c->cfg.model_checkpoint, c->cfg.model_tokenizer, c->cfg.eval_text};
+    for (int k = 0; k < 3; k++)
+        if (paths[k]) {
+            if (strlen(paths[k]) >= 256) cli_die(c, 2, "path longer than 255 bytes: %s", paths[k]);
+            memcpy(fields[k], paths[k], strlen(paths[k]) + 1);
+        }
+    char msg[1024];
+    if (!cli_resolve_shared(c, msg, sizeof msg)) cli_die(c, 1, "%s", msg);
+    memset(s, 0, sizeof *s);
+    sp_error err = {0};
+    sp_tokenizer *t = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    if (sp_model_load(c->cfg.model_checkpoint, &s->model, &err) != SP_OK) cli_die_err(c, &err);
+    s->info = sp_model_get_info(s->model);
+    if (sp_tokenizer_load(c->cfg.model_tokenizer, s->info->vocab_size, &t, &err) != SP_OK) cli_die_err(c, &err);
+    if (sp_read_file(c->cfg.eval_text, &text, &len, &err) != SP_OK) cli_die_err(c, &err);
+    if (sp_corpus_from_text(t, text, len, (int)c->cfg.eval_max_stories, &s->corpus, &err) != SP_OK)
+        cli_die(c, 1, "%s: %s", c->cfg.eval_text, err.msg);
+    free(text);
+    sp_tokenizer_free(t);
+}
+
+void fn_session_free(fn_session *s) {
+    sp_corpus_free(&s->corpus);
+    sp_model_free(s->model);
+}
+
+void fn_eval(cli_common *c, fn_session *s, sp_attn_op *op, double nll_dense, fn_row *r) {
+    sp_error err = {0};
+    sp_eval_opts eo = {.window = (int)c->cfg.eval_window, .threads = (int)c->cfg.run_threads,
+                       .progress = cli_progress, .progress_user = c};
+    sp_eval_result res;
+    if (sp_eval_corpus(s->model, &s->corpus, op, &eo, &res, &err) != SP_OK) cli_die_err(c, &err);
+    cli_progress_done();
+    r->nll = res.nll;
+    r->ppl = res.ppl;
+    r->dnll = nll_dense > 0 ? (res.nll - nll_dense) / nll_dense : 0.0;
+    r->kept = sp_attn_stats_kept_fraction(&res.attn);
+    r->mem_kept = sp_attn_stats_mem_kept_fraction(&res.attn);
+    r->fpr = sp_attn_stats_false_prune_rate(&res.attn);
+    r->nff = sp_attn_stats_new_fetch_fraction(&res.attn);
+    r->locality = sp_attn_stats_locality(&res.attn);
+    r->mass_lost = res.attn.queries > 0 ? res.attn.mass_lost / res.attn.queries : 0;
+    r->seconds = res.seconds;
+}
+
+void fn_print_rows(cli_common *c, const char *title, const fn_row *rows, int n, int sweep) {
+    if (c->json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "command", c->cmd);
+        cJSON_AddStringToObject(o, "model", c->cfg.model_checkpoint);
+        cJSON_AddStringToObject(o, "text", c->cfg.eval_text);
+        cJSON *arr = cJSON_AddArrayToObject(o, "rows");
+        for (int i = 0; i < n; i++) {
+            const fn_row *r = &rows[i];
+            cJSON *x = cJSON_CreateObject();
+            if (sweep) {
+                cJSON_AddStringToObject(x, "param", r->param);
+                cJSON_AddNumberToObject(x, "value", r->value);
+            }
+            cJSON_AddStringToObject(x, "mode", r->mode);
+            cJSON_AddStringToObject(x, "policy", r->policy);
+            if (!isnan(r->delta)) cJSON_AddNumberToObject(x, "delta", r->delta);
+            cJSON_AddNumberToObject(x, "nll", r->nll);
+            cJSON_AddNumberToObject(x, "ppl", r->ppl);
+            cJSON_AddNumberToObject(x, "nll_change", r->dnll);
+            cJSON_AddNumberToObject(x, "kept_fraction", r->kept);
+            cJSON_AddNumberToObject(x, "mem_kept_fraction", r->mem_kept);
+            cJSON_AddNumberToObject(x, "false_prune_rate", r->fpr);
+            cJSON_AddNumberToObject(x, "new_fetch_fraction", r->nff);
+            cJSON_AddNumberToObject(x, "locality", r->locality);
+            cJSON_AddNumberToObject(x, "mass_lost_per_query", r->mass_lost);
+            cJSON_AddNumberToObject(x, "seconds", r->seconds);
+            cJSON_AddItemToArray(arr, x);
+        }
+        char *txt = cJSON_PrintUnformatted(o);
+        printf("%s\n", txt);
+        cJSON_free(txt);
+        cJSON_Delete(o);
+    } else {
+        printf("%s\n", title);
+        if (sweep) printf("%-17s %9s ", "param", "value");
+        printf("%-19s %-7s %7s %8s %7s %9s %7s %8s %9s %8s %7s\n", "mode", "policy", "delta", "NLL", "ppl",
+               "dNLL", "kept", "mem-kept", "false-pr", "new-fetch", "time");
+        if (sweep) printf("%-17s %9s ", "", "");
+        printf("%-19s %-7s %7s %8s %7s %9s %7s %8s %9s %8s %7s\n", "", "", "nats", "nats/tok", "-", "% vs dense",
+               "%pairs", "%pairs", "%passing", "%seq", "s");
+        for (int i = 0; i < n; i++) {
+            const fn_row *r = &rows[i];
+            char dl[32];
+            if (isnan(r->delta)) snprintf(dl, sizeof dl, "-");
+            else snprintf(dl, sizeof dl, "%.3f", r->delta);
+            if (sweep) printf("%-17s %9.4g ", r->param, r->value);
+            printf("%-19s %-7s %7s %8.5f %7.4f %+9.3f %7.2f %8.2f %9.4f %8.2f %7.1f\n", r->mode, r->policy, dl, r->nll,
+                   r->ppl, 100 * r->dnll, 100 * r->kept, 100 * r->mem_kept, 100 * r->fpr, 100 * r->nff, r->seconds);
+        }
+    }
+    if (c->csv_path) {
+        FILE *f = fopen(c->csv_path, "w");
+        if (!f) cli_die(c, 1, "cannot write %s", c->csv_path);
+        fprintf(f, "%smode,policy,delta_nats,nll_nats_per_token,ppl,nll_change_fraction,kept_fraction,"
+                   "mem_kept_fraction,false_prune_rate,new_fetch_fraction,locality,mass_lost_per_query,seconds\n",
+                sweep ? "param,value," : "");
+        for (int i = 0; i < n; i++) {
+            const fn_row *r = &rows[i];
+            if (sweep) fprintf(f, "%s,%.6g,", r->param, r->value);
+            fprintf(f, "%s,%s,%.6g,%.8f,%.6f,%.6f,%.6f,%.6f,%.6g,%.6f,%.6f,%.6g,%.2f\n", r->mode, r->policy, r->delta,
+                    r->nll, r->ppl, r->dnll, r->kept, r->mem_kept, r->fpr, r->nff, r->locality, r->mass_lost,
+                    r->seconds);
+        }
+        if (fclose(f) != 0) cli_die(c, 1, "cannot write %s", c->csv_path);
+    }
+}
