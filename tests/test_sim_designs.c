@@ -135,7 +135,7 @@ static void run_wl(const char *name, int threads, const char *mode, sp_wl_result
 }
 
 Test(designs, identical_results_whatever_the_thread_count) {
-    const char *modes[] = {NULL, "no-such-mode"}; /* the configured op and the built-in fallback */
+    const char *modes[] = {NULL, "builtin"}; /* the configured functional op and the built-in op */
     for (int m = 0; m < 2; m++) {
         static sp_wl_result a, b;
         run_wl("ViT-B", 1, modes[m], &a);
@@ -162,15 +162,22 @@ Test(designs, bad_geometry_is_a_clear_error) {
     cr_assert(strstr(err.msg, "8 CORELETs but only 4 keys"), "%s", err.msg);
     /* zero banks: rejected by the config table, and by the hardware builder */
     sp_config c;
+    sp_workload wl;
     sp_config_defaults(&c);
     cr_assert_eq(sp_config_set(&c, "memory.banks=0", "--set", &err), SP_ERR_CONFIG);
     c.memory_banks = 0;
     sp_hw one;
     cr_assert_eq(sp_hw_from_config(&c, 0, &one, &err), SP_ERR_CONFIG);
     cr_assert(strstr(err.msg, "at least one channel and one bank"), "%s", err.msg);
+    /* unknown attention mode */
+    sp_config_defaults(&c);
+    cr_assert_eq(sp_config_set(&c, "workload.mode=sprnt", "test", &err), SP_OK);
+    cr_assert_eq(sp_workload_preset(&c, "ViT-B", &wl, &err), SP_OK);
+    sp_wl_result res;
+    cr_assert_eq(sp_sim_run_synthetic(&c, &wl, NULL, &res, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "workload.mode='sprnt' is not an attention mode"), "%s", err.msg);
     /* unknown preset, unknown size */
     sp_config_defaults(&c);
-    sp_workload wl;
     cr_assert_eq(sp_workload_preset(&c, "BERT-XXXL", &wl, &err), SP_ERR_ARG);
     cr_assert(strstr(err.msg, "unknown workload preset 'BERT-XXXL'"), "%s", err.msg);
     cr_assert_eq(sp_config_set(&c, "chip.sizes=S,XL", "test", &err), SP_OK);
@@ -217,4 +224,20 @@ Test(designs, cli_errors_and_json) {
     }
     cr_assert_eq(seen_sprint, 4);
     cJSON_Delete(j);
+    /* CSV: units in the column names, one row per workload, size, design */
+    const char *csv = th_temp_text("");
+    char args[256];
+    snprintf(args, sizeof args, "run --no-real --quiet --workload ViT-B --sizes S --heads 1 --csv %s", csv);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 0, "%s", errb);
+    FILE *f = fopen(csv, "r");
+    cr_assert(f != NULL);
+    char line[4096];
+    cr_assert(fgets(line, sizeof line, f) != NULL);
+    cr_assert(strstr(line, "energy_pj") && strstr(line, "reram_read_pj") && strstr(line, "bytes_read") &&
+                  strstr(line, "speedup_vs_paper_x"),
+              "%s", line);
+    int rows = 0;
+    while (fgets(line, sizeof line, f)) rows++;
+    fclose(f);
+    cr_assert_eq(rows, SP_DESIGN_COUNT);
 }

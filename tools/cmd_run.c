@@ -95,6 +95,9 @@ int cmd_run(int argc, char **argv) {
         }
     if (real_only) n_names = 0;
     sp_error err = {0};
+    sp_hw hw[SP_SIZE_COUNT];
+    unsigned mask;
+    if (sp_sim_hw(&c.cfg, hw, &mask, &err) != SP_OK) cli_die_err(&c, &err); /* bad sizes before any work */
     sp_workload wls[64];
     for (int i = 0; i < n_names; i++)
         if (sp_workload_preset(&c.cfg, names[i], &wls[i], &err) != SP_OK) cli_die_err(&c, &err);

@@ -173,8 +173,8 @@ sp_status sp_workload_preset(const sp_config *cfg, const char *name, sp_workload
 void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int layer, int head, float *q, float *k,
                             float *v);
 
-/* The built-in relative-threshold operator (fallback when the requested functional mode is not
- * available): keeps key j iff scale*q.k_j >= max - margin_nats; mem_kept == kept. */
+/* The built-in relative-threshold operator (workload.mode=builtin): keeps key j iff
+ * scale*q.k_j >= max - margin_nats; mem_kept == kept. */
 sp_attn_op *sp_relthresh_op_create(int n_layers, int n_heads, double margin_nats);
 
 /* Result of one workload over every size and design. */
@@ -200,13 +200,14 @@ typedef struct sp_sim_opts {
 sp_status sp_sim_hw(const sp_config *cfg, sp_hw hw[SP_SIZE_COUNT], unsigned *sizes_mask, sp_error *err);
 
 /* Runs a synthetic preset: workload.sim_heads heads through the functional operator
- * (workload.mode, or the built-in fallback), each fed to every design and size. */
+ * workload.mode (or the built-in op for "builtin"), each fed to every design and size. An
+ * unknown mode, impossible geometry or a workload larger than memory: SP_ERR_CONFIG. */
 sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, const sp_sim_opts *o, sp_wl_result *out,
                                sp_error *err);
 
 
 /* Real-model traces: evaluates the corpus with the functional operator (workload.mode, or the
- * built-in fallback) and the simulator attached to every layer and head; each (layer, head,
+ * built-in op for "builtin") and the simulator attached to every layer and head; each (layer, head,
  * sequence window) is one head instance. Totals are not scaled (every head is simulated). */
 sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_corpus *corpus, const sp_sim_opts *o,
                            sp_wl_result *out, sp_error *err);
@@ -232,8 +233,9 @@ void sp_report_table(FILE *f, const sp_wl_result *res, int n);
 /* The reproduction summary beside the paper's printed values, one line per workload on what
  * differs and why. */
 void sp_report_paper(FILE *f, const sp_wl_result *res, int n);
-/* One JSON object: {"config":..., "workloads":[...], "results":[...]}; results has one entry
- * per workload, size, design and baseline dataflow (paper, tiled). */
+/* One JSON object: {"workloads":[...], "results":[...]}; workloads holds each workload's shape
+ * and statistics; results has one entry per workload, size, design and baseline dataflow
+ * ("baseline": "paper" or "tiled", the baseline the ratios are against). */
 sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err);
 /* CSV with units in the column names; one row per workload, size, design. */
 sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_error *err);

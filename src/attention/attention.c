@@ -274,7 +274,8 @@ static sp_status dense_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error 
             dense_count(st, n, &prev_n);
             continue;
         }
-        /* sc (n) = scale * K q, one contiguous pass per dimension */
+        /* sc (n) = scale * K q, one contiguous pass per dimension (measured faster than a
+         * per-key inner loop over d) */
         for (int j = 0; j < n; j++) sc[j] = 0.0f;
         for (int c = 0; c < d; c++) {
             float qc = qr[c];

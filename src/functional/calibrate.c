@@ -155,7 +155,7 @@ sp_status sp_calibrate(const sp_op_request *req, sp_thresholds **out, sp_error *
     cs.eo.window = (int)cfg->eval_window;
     cs.eo.threads = (int)cfg->run_threads;
     double target = cfg->policy_target_kept, budget = cfg->policy_loss_budget;
-    int iters = 14;
+    int iters = (int)cfg->policy_calib_iters;
     cs.max_evals = 2 + iters;
 
     /* dense reference (and the score histograms for the fixed kinds) */

@@ -145,7 +145,7 @@ sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, 
             s = sp_model_forward(m, tok + st, n, op, seq_id++, o->threads, logits, err);
             if (s != SP_OK) break;
             /* per-position NLL and hit in parallel, summed in position order (deterministic) */
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (n >= 32)
             for (int t = 0; t < n; t++) {
                 const float *lr = logits + (size_t)t * V;
                 int target = tok[st + t + 1];

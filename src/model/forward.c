@@ -112,7 +112,8 @@ sp_status sp_model_forward(const sp_model *m, const int *tokens, int n, sp_attn_
         matmul(k, xb, w->wk + L * dim * kvdim, n, dim, kvdim, 0.0f);
         matmul(v, xb, w->wv + L * dim * kvdim, n, dim, kvdim, 0.0f);
         rope(q, k, cs, n, qdim, kvdim, hd);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+        /* short sequences: one thread (a parallel region costs more than it saves) */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (n >= 32)
         for (int h = 0; h < H; h++) {
             int kvh = h / group;
             sp_attn_head ah = {.layer = l, .head = h, .kv_head = kvh, .seq_id = seq_id, .n_q = n, .n_k = n,

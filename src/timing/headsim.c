@@ -282,7 +282,8 @@ static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
     int d = h->sh.d, C = hw->corelets, nv = rec->n_visible;
     long nvalid = h->dynamic ? h->n_alloc : h->sh.n_valid;
     int fits = (nvalid + C - 1) / C <= ss->cap;
-    int event = h->n_alloc <= hw->event_max_keys;
+    /* resident K: a few vectors per query, always the event model */
+    int event = h->n_alloc <= hw->event_max_keys || fits;
     double issue = dmax(ds->fetch_issue, ended_before(ds, 1 + hw->lookahead));
     ds->fetch_issue = issue;
     double bus0 = m->busy_bus;
@@ -367,7 +368,8 @@ static void regular_stream(sp_sim_head *h, int s, sp_design D, long n, long nval
     int d = h->sh.d, C = hw->corelets;
     long nq = masked ? nvalid : n, nkeys = masked ? nvalid : n;
     int fits = (nkeys + C - 1) / C <= ss->cap;
-    int event = n <= hw->event_max_keys;
+    /* the analytical model only for long streams; resident K/V mean a few vectors per query */
+    int event = n <= hw->event_max_keys || fits;
     double tail = tail_cycles(hw, d);
     for (long i = 0; i < nq; i++) {
         long nvis = masked && causal ? (i + 1 < nvalid ? i + 1 : nvalid) : nkeys;
@@ -427,7 +429,7 @@ static void tiled(sp_sim_head *h, int s, long n) {
     /* K/V held on chip either in the block region or, like baseline-paper, in the whole buffer */
     int fits = n <= block || (n + C - 1) / C <= ss->cap;
     long blocks = fits ? 1 : (n + block - 1) / block;
-    int event = n <= hw->event_max_keys;
+    int event = n <= hw->event_max_keys || fits;
     double tail = tail_cycles(hw, d);
     counts_range(n, C, ss->ca);
     for (long q0 = 0; q0 < n; q0 += tile) {

@@ -19,6 +19,7 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     m->open_row = sp_xmalloc((size_t)m->nb, sizeof *m->open_row);
     for (int i = 0; i < m->nb; i++) m->open_row[i] = -1;
     m->bus_free = sp_xcalloc((size_t)hw->channels, sizeof *m->bus_free);
+    m->sbank = sp_xmalloc((size_t)m->nb, sizeof *m->sbank);
 }
 
 void sp_mem_free(sp_mem *m) {
@@ -27,6 +28,10 @@ void sp_mem_free(sp_mem *m) {
     free(m->open_row);
     free(m->bus_free);
     free(m->snext);
+    free(m->sprev);
+    free(m->spend);
+    free(m->shit);
+    free(m->sbank);
     free(m->sg);
     free(m->srow);
     memset(m, 0, sizeof *m);
@@ -90,22 +95,34 @@ double sp_mem_access(sp_mem *m, const sp_mem_req *r, double t) {
     return access_mapped(m, g, ch, row, r->bytes, t);
 }
 
-double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
+/* Grows the batch scratch arrays to hold n requests. */
+static void scratch(sp_mem *m, int n) {
+    if (m->scratch_n >= n) return;
+    free(m->sg);
+    free(m->srow);
+    free(m->snext);
+    free(m->sprev);
+    free(m->spend);
+    free(m->shit);
+    m->scratch_n = n + n / 2 + 16;
+    size_t w = (size_t)(m->scratch_n + 63) / 64;
+    m->snext = sp_xmalloc((size_t)m->scratch_n, sizeof *m->snext);
+    m->sprev = sp_xmalloc((size_t)m->scratch_n, sizeof *m->sprev);
+    m->sg = sp_xmalloc((size_t)m->scratch_n, sizeof *m->sg);
+    m->srow = sp_xmalloc((size_t)m->scratch_n, sizeof *m->srow);
+    m->spend = sp_xmalloc(w, sizeof *m->spend);
+    m->shit = sp_xmalloc(w, sizeof *m->shit);
+}
+
+/* Reference FR-FCFS: scans the first queue_depth waiting requests for each pick. */
+double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
     double last = t;
     if (n <= 0) return last;
     if (!m->hw->frfcfs || m->hw->queue_depth <= 1) {
         for (int i = 0; i < n; i++) last = dmax(last, sp_mem_access(m, &reqs[i], t));
         return last;
     }
-    if (m->scratch_n < n) {
-        free(m->sg);
-        free(m->srow);
-        m->scratch_n = n + n / 2 + 16;
-        free(m->snext);
-        m->snext = sp_xmalloc((size_t)m->scratch_n, sizeof *m->snext);
-        m->sg = sp_xmalloc((size_t)m->scratch_n, sizeof *m->sg);
-        m->srow = sp_xmalloc((size_t)m->scratch_n, sizeof *m->srow);
-    }
+    scratch(m, n);
     /* pending requests as a linked list in arrival order, so skipping served ones is free */
     int *nx = m->snext;
     for (int i = 0; i < n; i++) {
@@ -129,6 +146,77 @@ double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
         else nx[pick_prev] = nx[pick];
         int g = m->sg[pick];
         last = dmax(last, access_mapped(m, g, g % m->hw->channels, m->srow[pick], reqs[pick].bytes, t));
+    }
+    return last;
+}
+
+/* Fast FR-FCFS, same schedule as sp_mem_batch_reference: the window (the first queue_depth
+ * waiting requests) is kept as bitmaps of waiting and row-hit requests plus one list per bank;
+ * an access changes only its bank's open row, so only that bank's entries are re-flagged. */
+double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
+    double last = t;
+    if (n <= 0) return last;
+    if (!m->hw->frfcfs || m->hw->queue_depth <= 1) {
+        for (int i = 0; i < n; i++) last = dmax(last, sp_mem_access(m, &reqs[i], t));
+        return last;
+    }
+    scratch(m, n);
+    int words = (n + 63) / 64;
+    uint64_t *pend = m->spend, *hit = m->shit;
+    memset(pend, 0, (size_t)words * sizeof *pend);
+    memset(hit, 0, (size_t)words * sizeof *hit);
+    int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
+    for (int g = 0; g < m->nb; g++) bh[g] = -1;
+    /* same mapping as sp_mem_map, with one division for bank and slot and the vectors-per-row
+     * quotient cached across requests of equal size */
+    const long nbl = m->nb;
+    int last_bytes = -1;
+    long vpr = 1;
+    for (int i = 0; i < n; i++) {
+        if (reqs[i].bytes != last_bytes) {
+            last_bytes = reqs[i].bytes;
+            vpr = m->hw->row_bytes / last_bytes;
+            SP_ASSERT(vpr >= 1);
+        }
+        long slot = reqs[i].vec / nbl;
+        m->sg[i] = (int)(reqs[i].vec - slot * nbl);
+        m->srow[i] = ((long long)reqs[i].region << 40) + slot / vpr;
+    }
+    const int q = m->hw->queue_depth;
+    int wend = 0, wc = 0, w0 = 0;
+    for (;;) {
+        while (wc < q && wend < n) { /* admit the next request into the window */
+            int i = wend++, g = m->sg[i];
+            pend[i >> 6] |= 1ull << (i & 63);
+            if (m->open_row[g] == m->srow[i]) hit[i >> 6] |= 1ull << (i & 63);
+            bp[i] = -1;
+            bn[i] = bh[g];
+            if (bh[g] >= 0) bp[bh[g]] = i;
+            bh[g] = i;
+            wc++;
+        }
+        if (wc == 0) break;
+        int pick = -1;
+        for (int w = w0; w < words; w++)
+            if (hit[w]) {
+                pick = w * 64 + __builtin_ctzll(hit[w]);
+                break;
+            }
+        if (pick < 0) {
+            while (!pend[w0]) w0++;
+            pick = w0 * 64 + __builtin_ctzll(pend[w0]);
+        }
+        int g = m->sg[pick];
+        pend[pick >> 6] &= ~(1ull << (pick & 63));
+        hit[pick >> 6] &= ~(1ull << (pick & 63));
+        if (bp[pick] >= 0) bn[bp[pick]] = bn[pick]; else bh[g] = bn[pick];
+        if (bn[pick] >= 0) bp[bn[pick]] = bp[pick];
+        wc--;
+        last = dmax(last, access_mapped(m, g, g % m->hw->channels, m->srow[pick], reqs[pick].bytes, t));
+        for (int e = bh[g]; e >= 0; e = bn[e]) { /* the bank's open row changed */
+            if (m->srow[e] == m->open_row[g]) hit[e >> 6] |= 1ull << (e & 63);
+            else hit[e >> 6] &= ~(1ull << (e & 63));
+        }
     }
     return last;
 }

@@ -5,6 +5,8 @@
 #ifndef SPRINT_TIMING_MEMORY_H
 #define SPRINT_TIMING_MEMORY_H
 
+#include <stdint.h>
+
 #include "sprint/sim.h"
 
 /* Address regions: each holds one vector per token, interleaved across every bank. */
@@ -25,7 +27,9 @@ typedef struct sp_mem {
     /* statistics */
     double requests, bytes, hits, misses, conflicts, busy_bus;
     /* scratch for batches */
-    int *snext;          /* pending-list links of a batch */
+    int *snext, *sprev;  /* batch scratch: list links (per-bank window lists) */
+    uint64_t *spend, *shit; /* batch scratch: waiting / row-hit bitmaps of the window */
+    int *sbank;          /* (nb) head of each bank's window list */
     int *sg;             /* bank of each batch request */
     long long *srow;     /* row of each batch request */
     int scratch_n;
@@ -43,6 +47,8 @@ double sp_mem_access(sp_mem *m, const sp_mem_req *r, double t);
 /* A batch issued at t through the request queue (FR-FCFS or FCFS): returns the completion of
  * the last request (t when n == 0). */
 double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t);
+/* The same schedule by a plain scan of the window for every pick (reference for tests). */
+double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t);
 
 /* Analytical model of a regular stream of vectors 0..n-1 of one region, `bytes` each,
  * issued at once on idle banks. Returns the duration in core cycles and, if st is not NULL,

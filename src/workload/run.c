@@ -64,17 +64,21 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
 
     sp_attn_op *op = NULL;
     sp_error oerr = {0};
-    if (mode_available(cfg->workload_mode)) {
+    if (!strcmp(cfg->workload_mode, "builtin")) {
+        /* the built-in op below */
+    } else if (mode_available(cfg->workload_mode)) {
         sp_op_request req = {.mode = cfg->workload_mode, .cfg = cfg};
-        if (sp_attn_op_create(&req, wl->layers, wl->heads, &op, &oerr) == SP_OK)
-            snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
+        if (sp_attn_op_create(&req, wl->layers, wl->heads, &op, &oerr) != SP_OK)
+            return sp_error_set(err, oerr.status, "workload %s: %s", wl->name, oerr.msg);
+        snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
     } else {
-        snprintf(oerr.msg, sizeof oerr.msg, "mode '%.40s' not in this build (%.200s)", cfg->workload_mode, SP_ATTN_MODES);
+        return sp_error_set(err, SP_ERR_CONFIG, "workload.mode='%.40s' is not an attention mode of this build (%.200s|builtin)",
+                            cfg->workload_mode, SP_ATTN_MODES);
     }
     if (!op) {
         op = sp_relthresh_op_create(wl->layers, wl->heads, cfg->workload_margin_nats);
-        snprintf(out->mask_source, sizeof out->mask_source, "built-in relthresh (margin %.2f nats): %.100s",
-                 cfg->workload_margin_nats, oerr.msg);
+        snprintf(out->mask_source, sizeof out->mask_source, "built-in relthresh op (margin %.2f nats)",
+                 cfg->workload_margin_nats);
     }
     run_ctx ctx = {.slot = sp_xcalloc((size_t)total, sizeof *ctx.slot), .n_heads = wl->heads};
     op->observer = run_observer;
