@@ -240,4 +240,25 @@ Test(designs, cli_errors_and_json) {
     while (fgets(line, sizeof line, f)) rows++;
     fclose(f);
     cr_assert_eq(rows, SP_DESIGN_COUNT);
+    /* trace: one CSV row per valid query of the head, counts consistent with the index list */
+    rc = th_run_sprint("trace --quiet --workload BERT-B --set workload.bert_b_seq=50 --layer 2 --head 3", out, sizeof out,
+                       errb, sizeof errb);
+    cr_assert_eq(rc, 0, "%s", errb);
+    int lines = 0;
+    for (char *p = strtok(out, "\n"); p; p = strtok(NULL, "\n"), lines++) {
+        if (lines == 0) {
+            cr_assert(!strncmp(p, "layer,head,seq,qi", 17), "%s", p);
+            continue;
+        }
+        int l, h, qi, pos, nv, nm, nk, nw, ru;
+        long long sq;
+        cr_assert_eq(sscanf(p, "%d,%d,%lld,%d,%d,%d,%d,%d,%d,%d,", &l, &h, &sq, &qi, &pos, &nv, &nm, &nk, &nw, &ru), 10);
+        cr_assert_eq(l, 2);
+        cr_assert_eq(h, 3);
+        cr_assert_eq(nw + ru, nm);
+        int commas = 0;
+        for (char *c = strrchr(p, ',') + 1; *c; c++) commas += *c == ';';
+        cr_assert_eq(nm ? commas + 1 : 0, nm, "%s", p);
+    }
+    cr_assert_eq(lines, 1 + 27); /* 50 tokens, 46% padding: 27 valid queries */
 }

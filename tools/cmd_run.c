@@ -69,6 +69,7 @@ int cmd_run(int argc, char **argv) {
             if (n_names >= 64) cli_die(&c, 2, "too many --workload options");
             names[n_names++] = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--no-real")) {
+            if (c.n_sets >= CLI_MAX_SOURCES) cli_die(&c, 2, "too many options");
             c.sets[c.n_sets++] = "sim.real_traces=0";
         } else if (!strcmp(a, "--real-only")) {
             real_only = 1;

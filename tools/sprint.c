@@ -10,6 +10,7 @@ static const struct {
     const char *help;
 } COMMANDS[] = {
     {"run", cmd_run, "simulate SPRINT and its baselines on the workload suite (the main job)"},
+    {"trace", cmd_trace, "write the per-query pruning records that drive the simulator as CSV"},
     {"eval", cmd_eval, "evaluate a model on text with dense or SPRINT attention (NLL, perplexity)"},
     {"calibrate", cmd_calibrate, "learn thresholds for a target kept fraction or loss budget"},
     {"compare", cmd_compare, "compare attention modes x threshold policies on a model in one run"},

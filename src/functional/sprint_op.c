@@ -98,7 +98,6 @@ typedef struct fn_work {
     float *S, *A, *V2, *Bm, *Bl;           /* (block x n_k) */
     int32_t *vis, *mem, *kept, *prev, *src;
     unsigned char *prevmark, *passmark;
-    double *xrow; /* screening logits of one query (n_k) */
     double *ex, *tmp, *scores;
     int *stamp;
     int32_t *zint;
@@ -111,7 +110,7 @@ static void work_free(fn_work *w) {
     free(w->qdf), free(w->g), free(w->g2), free(w->qif), free(w->lf), free(w->mf), free(w->qd), free(w->off);
     free(w->S), free(w->A), free(w->V2), free(w->Bm), free(w->Bl);
     free(w->vis), free(w->mem), free(w->kept), free(w->prev), free(w->src);
-    free(w->prevmark), free(w->passmark), free(w->xrow);
+    free(w->prevmark), free(w->passmark);
     free(w->ex), free(w->tmp), free(w->scores), free(w->stamp), free(w->zint), free(w->lscale);
     free((void *)w->vrows);
 }
@@ -303,7 +302,6 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.kept = sp_xmalloc(NK, sizeof(int32_t));
     w.prev = sp_xmalloc(NK, sizeof(int32_t));
     w.src = sp_xmalloc(NK + 2, sizeof(int32_t));
-    w.xrow = sp_xmalloc(NK, sizeof(double));
     w.prevmark = sp_xcalloc(NK, 1);
     w.passmark = sp_xcalloc(NK, 1);
     w.ex = sp_xmalloc(NK, sizeof(double));
@@ -359,23 +357,30 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
             const double sq = w.sq[i];
             /* logit of key j from an integer score: lf_j * z */
 #define LF(j) (scale * sq * (double)w.sk[(j)])
-            /* screening logit of every key: fp32 score (float) or the exact Fig. 7 score (hw) */
-            double *X = w.xrow;
+            /* screening logit of key j: fp32 score (float) or the exact Fig. 7 score (hw); one
+             * factor xs for every key unless hw with per-row key scales */
+            const int uni = !(hw && P->quant_row);
+            const double xs = hw ? scale * sq * (double)w.sk[0] : scale;
+#define SXL(j) (uni ? xs * (double)Srow[(j)] : LF(j) * (double)Srow[(j)])
             int n_vis = 0, first_vis = -1, last_vis = -1;
             double smax = -INFINITY;
-            {
-                const double lf0 = scale * sq * (double)w.sk[0];
+            if (!kvalid && uni) { /* x = xs S is monotone in S (xs > 0): max on the floats */
+                float fm = -INFINITY;
+                for (int j = 0; j < end; j++) fm = Srow[j] > fm ? Srow[j] : fm;
+                n_vis = end;
+                first_vis = end > 0 ? 0 : -1;
+                last_vis = end - 1;
+                if (end > 0) smax = xs * (double)fm;
+            } else {
                 for (int j = 0; j < end; j++) {
-                    double x = hw ? (P->quant_row ? LF(j) : lf0) * (double)Srow[j] : (double)Srow[j] * scale;
-                    X[j] = x;
                     if (kvalid && !kvalid[j]) continue;
+                    double x = SXL(j);
                     if (first_vis < 0) first_vis = j;
                     last_vis = j;
                     n_vis++;
                     if (x > smax) smax = x;
                 }
             }
-#define SXL(j) (X[(j)])
             double qn = 0;
             if (!hw) {
                 for (int c = 0; c < d; c++) qn += (double)qrow[c] * qrow[c];
@@ -394,10 +399,16 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
 #define SCREENED_MAX(out, list, cnt)                                                                  \
     do {                                                                                              \
         double fm_ = -INFINITY;                                                                       \
-        for (int t_ = 0; t_ < (cnt); t_++) fm_ = fmax(fm_, SXL((list)[t_]));                         \
+        for (int t_ = 0; t_ < (cnt); t_++) {                                                          \
+            double x_ = SXL((list)[t_]);                                                              \
+            fm_ = x_ > fm_ ? x_ : fm_;                                                                \
+        }                                                                                             \
         (out) = -INFINITY;                                                                            \
         for (int t_ = 0; t_ < (cnt); t_++)                                                           \
-            if (SXL((list)[t_]) >= fm_ - 2 * tol) (out) = fmax((out), EX((list)[t_]));               \
+            if (SXL((list)[t_]) >= fm_ - 2 * tol) {                                                   \
+                double e_ = EX((list)[t_]);                                                           \
+                (out) = e_ > (out) ? e_ : (out);                                                      \
+            }                                                                                         \
     } while (0)
             int n_mem = 0, n_kept = 0, n_fp = 0, n_fk = 0, n_pass = 0, reuse = 0;
             double mass_lost = 0;
@@ -407,8 +418,12 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 double tmax = smax;
                 if (!hw && relative) {
                     tmax = -INFINITY;
+                    const double lim = smax - 2 * tol;
                     for (int j = 0; j < end; j++)
-                        if ((!kvalid || kvalid[j]) && SXL(j) >= smax - 2 * tol) tmax = fmax(tmax, EX(j));
+                        if (SXL(j) >= lim && (!kvalid || kvalid[j])) {
+                            double e = EX(j);
+                            tmax = e > tmax ? e : tmax;
+                        }
                 }
                 /* the policy's reference threshold (exact scores) */
                 double thr_ref;
@@ -522,16 +537,20 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 }
                 /* ---- one pass over the visible keys: exact pass, in-memory decision, counts ---- */
                 const int prune_digital = mode == SP_FN_PRUNING;
+                const int exact_band = !hw && kind != SP_POLICY_TOPK; /* else the screening logit is exact */
+                const double hi = exact_band ? thr_ref + tol : thr_ref, lo = exact_band ? thr_ref - tol : thr_ref;
+                const int has_off = P->rr.cmp_offset_sigma > 0;
                 double Z = 0;
                 for (int j = 0; j < end; j++) {
                     if (kvalid && !kvalid[j]) continue;
-                    int pass = kind == SP_POLICY_TOPK ? SXL(j) >= thr_ref : PASSES(j, thr_ref);
+                    const double x = SXL(j);
+                    int pass = x >= hi ? 1 : x < lo ? 0 : EX(j) >= thr_ref;
                     int keep;
                     if (mem_all) keep = 1;
                     else if (mem_topk) keep = w.passmark[j];
                     else {
                         double tj = P->quant_row ? (thr_mem / LF(j) - marg - o_i) / u_i : tau;
-                        double a = (double)Arow[j] + w.off[j];
+                        double a = has_off ? (double)Arow[j] + w.off[j] : (double)Arow[j];
                         if (V2row && c2 > 0) {
                             double sd = c2 * sqrt((double)V2row[j]);
                             if (a - tj > 8 * sd) keep = 1;
@@ -552,10 +571,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                     } else {
                         n_fp += pass;
                     }
-                    if (P->mass_lost) {
-                        double x = SXL(j) - smax;
-                        if (x >= -SP_MASS_CUT) Z += expf((float)x);
-                    }
+                    if (P->mass_lost && x - smax >= -SP_MASS_CUT) Z += expf((float)(x - smax));
                 }
                 /* ---- digital stage: which keys enter softmax, with which scores ---- */
                 if (mode == SP_FN_PRUNING) {

@@ -8,13 +8,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "model/model_internal.h"
+#include "model/pool.h"
 
 sp_status sp_read_file(const char *path, char **text, size_t *len, sp_error *err) {
     *text = NULL;
@@ -115,6 +115,32 @@ sp_status sp_corpus_from_text(const sp_tokenizer *t, const char *text, size_t le
     return SP_OK;
 }
 
+/* Negative log-likelihood and top-1 hit of positions [i * NLL_CHUNK, ...) of one window. */
+#define NLL_CHUNK 32
+typedef struct nll_job {
+    const float *logits; /* (n, V) */
+    int V, n;
+    const int *targets;  /* (n) */
+    double *nll;         /* (n) */
+    int *hit;            /* (n) */
+} nll_job;
+
+static void nll_chunk(void *ctx, int i) {
+    const nll_job *j = ctx;
+    int end = (i + 1) * NLL_CHUNK < j->n ? (i + 1) * NLL_CHUNK : j->n;
+    for (int t = i * NLL_CHUNK; t < end; t++) {
+        const float *lr = j->logits + (size_t)t * j->V;
+        int arg = 0;
+        float mx = lr[0];
+        for (int v = 1; v < j->V; v++)
+            if (lr[v] > mx) mx = lr[v], arg = v;
+        double se = 0.0;
+        for (int v = 0; v < j->V; v++) se += exp((double)lr[v] - (double)mx);
+        j->nll[t] = log(se) + (double)mx - (double)lr[j->targets[t]];
+        j->hit[t] = arg == j->targets[t];
+    }
+}
+
 sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
                          sp_eval_result *res, sp_error *err) {
     memset(res, 0, sizeof *res);
@@ -131,7 +157,7 @@ sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, 
     float *logits = sp_xmalloc((size_t)W, (size_t)V * sizeof(float)); /* (W, vocab) */
     double *tnll = sp_xmalloc((size_t)W, sizeof *tnll);                 /* (W) NLL per position */
     int *thit = sp_xmalloc((size_t)W, sizeof *thit);                    /* (W) argmax == target */
-    int nthreads = o->threads > 0 ? o->threads : omp_get_max_threads();
+    int nthreads = o->threads > 0 ? o->threads : sp_pool_default_threads();
     double t0 = sp_now_seconds();
     long long seq_id = 0;
     double nll_sum = 0.0;
@@ -145,19 +171,8 @@ sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, 
             s = sp_model_forward(m, tok + st, n, op, seq_id++, o->threads, logits, err);
             if (s != SP_OK) break;
             /* per-position NLL and hit in parallel, summed in position order (deterministic) */
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (n >= 32)
-            for (int t = 0; t < n; t++) {
-                const float *lr = logits + (size_t)t * V;
-                int target = tok[st + t + 1];
-                int arg = 0;
-                float mx = lr[0];
-                for (int j = 1; j < V; j++)
-                    if (lr[j] > mx) mx = lr[j], arg = j;
-                double se = 0.0;
-                for (int j = 0; j < V; j++) se += exp((double)lr[j] - (double)mx);
-                tnll[t] = log(se) + (double)mx - (double)lr[target];
-                thit[t] = arg == target;
-            }
+            nll_job job = {.logits = logits, .V = V, .n = n, .targets = tok + st + 1, .nll = tnll, .hit = thit};
+            sp_pool_run(n >= 64 ? nthreads : 1, (n + NLL_CHUNK - 1) / NLL_CHUNK, nll_chunk, &job);
             for (int t = 0; t < n; t++) {
                 nll_sum += tnll[t];
                 hits += thit[t];

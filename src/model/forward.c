@@ -3,15 +3,16 @@
  * Projections and the MLP are matrix-matrix products (cblas_sgemm, single-threaded OpenBLAS
  * so that results are reproducible and the cores go to the attention heads); RMSNorm, RoPE
  * and SwiGLU are plain loops; attention goes through an sp_attn_op for every (layer, head),
- * parallelised over heads with OpenMP. Heads are independent and each head's arithmetic is
- * sequential, so the logits are bit-identical whatever the thread count. */
+ * parallelised over heads on a blocking thread pool (pool.h says why not OpenMP). Heads are
+ * independent and each head's arithmetic is sequential, so the logits are bit-identical
+ * whatever the thread count. */
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/model_internal.h"
+#include "model/pool.h"
 
 /* OpenBLAS's own threading is switched off: the forward pass parallelises over heads, and a
  * single-threaded sgemm gives the same bits on every run. */
@@ -68,6 +69,30 @@ static void matmul(float *c, const float *a, const float *w, int n, int in, int 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, in, w, in, beta, c, out);
 }
 
+/* One layer's attention, one task per head: the head's view into the Q/K/V buffers. */
+typedef struct head_job {
+    sp_attn_op *op;
+    int l;
+    long long seq_id;
+    int n, hd, group, qdim, kvdim;
+    const float *q, *k, *v;
+    float *att;
+    float scale;
+    sp_status *st;
+    sp_error *err;
+} head_job;
+
+static void run_head(void *ctx, int h) {
+    const head_job *j = ctx;
+    int kvh = h / j->group;
+    sp_attn_head ah = {.layer = j->l, .head = h, .kv_head = kvh, .seq_id = j->seq_id, .n_q = j->n, .n_k = j->n,
+                       .d = j->hd, .q = j->q + (size_t)h * j->hd, .k = j->k + (size_t)kvh * j->hd,
+                       .v = j->v + (size_t)kvh * j->hd, .out = j->att + (size_t)h * j->hd, .ldq = j->qdim,
+                       .ldk = j->kvdim, .ldv = j->kvdim, .ldo = j->qdim, .causal = 1, .q_offset = 0,
+                       .key_valid = NULL, .query_valid = NULL, .scale = j->scale};
+    j->st[h] = j->op->run(j->op, &ah, &j->err[h]);
+}
+
 sp_status sp_model_forward(const sp_model *m, const int *tokens, int n, sp_attn_op *op, long long seq_id,
                            int threads, float *logits, sp_error *err) {
     const sp_model_info *p = &m->info;
@@ -102,8 +127,7 @@ sp_status sp_model_forward(const sp_model *m, const int *tokens, int n, sp_attn_
         memcpy(x + (size_t)t * dim, w->token_embedding + (size_t)tokens[t] * dim, (size_t)dim * sizeof(float));
     rope_table(cs, n, hd);
     float scale = (float)(1.0 / sqrt((double)hd));
-    int nthreads = threads > 0 ? threads : omp_get_max_threads();
-    if (nthreads > H) nthreads = H;
+    int nthreads = threads > 0 ? threads : sp_pool_default_threads();
 
     for (int l = 0; l < p->n_layers && status == SP_OK; l++) {
         size_t L = (size_t)l;
@@ -112,17 +136,10 @@ sp_status sp_model_forward(const sp_model *m, const int *tokens, int n, sp_attn_
         matmul(k, xb, w->wk + L * dim * kvdim, n, dim, kvdim, 0.0f);
         matmul(v, xb, w->wv + L * dim * kvdim, n, dim, kvdim, 0.0f);
         rope(q, k, cs, n, qdim, kvdim, hd);
-        /* short sequences: one thread (a parallel region costs more than it saves) */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (n >= 32)
-        for (int h = 0; h < H; h++) {
-            int kvh = h / group;
-            sp_attn_head ah = {.layer = l, .head = h, .kv_head = kvh, .seq_id = seq_id, .n_q = n, .n_k = n,
-                               .d = hd, .q = q + (size_t)h * hd, .k = k + (size_t)kvh * hd,
-                               .v = v + (size_t)kvh * hd, .out = att + (size_t)h * hd, .ldq = qdim, .ldk = kvdim,
-                               .ldv = kvdim, .ldo = qdim, .causal = 1, .q_offset = 0, .key_valid = NULL,
-                               .query_valid = NULL, .scale = scale};
-            hst[h] = op->run(op, &ah, &herr[h]);
-        }
+        head_job job = {.op = op, .l = l, .seq_id = seq_id, .n = n, .hd = hd, .group = group, .qdim = qdim,
+                        .kvdim = kvdim, .q = q, .k = k, .v = v, .att = att, .scale = scale, .st = hst, .err = herr};
+        /* short sequences: one thread (dispatch costs more than it saves) */
+        sp_pool_run(n >= 32 ? nthreads : 1, H, run_head, &job);
         for (int h = 0; h < H; h++)
             if (hst[h] != SP_OK) { /* the lowest failing head, whatever the thread count */
                 status = hst[h];
