@@ -180,3 +180,13 @@ Test(config_cli, dump_round_trips_and_bad_set_exits_nonzero) {
     cr_assert_neq(rc, 0);
     cr_assert(strstr(err, "run.threads") && strchr(err, '\n') == err + strlen(err) - 1, "one-line error: %s", err);
 }
+
+Test(config, over_long_line_is_refused_not_split) {
+    char text[600];
+    snprintf(text, sizeof text, "[eval]\ntext = /%0300d\n[run]\nseed = 5\n", 0);
+    sp_config c;
+    sp_error err = {0};
+    const char *path;
+    cr_assert_eq(load_text(&c, text, &path, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, ":2:") && strstr(err.msg, "longer than"), "%s", err.msg);
+}

@@ -223,7 +223,7 @@ static inline float exp_fast(float x) {
 
 /* Lane-parallel reductions with a fixed order (8 partial results, then combined in order):
  * vectorisable without -ffast-math and deterministic. */
-static float dot_lanes(const float *a, const float *b, int n) {
+static inline float dot_lanes(const float *a, const float *b, int n) {
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int j = 0;
     for (; j + 8 <= n; j += 8)
@@ -232,7 +232,7 @@ static float dot_lanes(const float *a, const float *b, int n) {
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-static float max_lanes(const float *a, int n) {
+static inline float max_lanes(const float *a, int n) {
     float m[8];
     for (int u = 0; u < 8; u++) m[u] = -INFINITY;
     int j = 0;
@@ -244,6 +244,10 @@ static float max_lanes(const float *a, int n) {
     return r;
 }
 
+/* Compiled for AVX2 and for the baseline, chosen at load time (the build targets x86-64-v2).
+ * Every operation is elementwise or in the fixed 8-lane order above, so both give the same
+ * bits. */
+__attribute__((target_clones("avx2", "default")))
 static sp_status dense_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (op->observer || h->key_valid || h->query_valid) return dense_run(op, h, err);
     sp_status s = sp_attn_head_check(h, err);

@@ -192,7 +192,17 @@ typedef struct load_state {
 static char *reader(char *str, int num, void *stream) {
     load_state *st = stream;
     char *r = fgets(str, num, st->f);
-    if (r) st->line++;
+    if (!r) return NULL;
+    st->line++;
+    size_t n = strlen(r);
+    if (n == (size_t)num - 1 && r[n - 1] != '\n' && !feof(st->f) && st->status == SP_OK) {
+        /* inih would silently split an over-long line in two; refuse it instead. */
+        st->status = sp_error_set(st->err, SP_ERR_CONFIG, "%s:%d: line longer than %d characters", st->path,
+                                  st->line, num - 2);
+        int ch;
+        while ((ch = fgetc(st->f)) != EOF && ch != '\n') {
+        }
+    }
     return r;
 }
 
@@ -275,7 +285,20 @@ void sp_config_dump(const sp_config *c, FILE *f) {
         }
         char v[300];
         sp_config_value_text(c, k, v, sizeof v);
-        fprintf(f, "; %s [%s]\n", k->doc, k->unit);
+        /* inih reads lines of at most INI_MAX_LINE (200) bytes: wrap the doc comment. */
+        char doc[1200];
+        snprintf(doc, sizeof doc, "%s [%s]", k->doc, k->unit);
+        const char *p = doc;
+        while (*p) {
+            size_t len = strlen(p), cut = len;
+            if (len > 96) {
+                cut = 96;
+                while (cut > 40 && p[cut] != ' ') cut--;
+            }
+            fprintf(f, "; %.*s\n", (int)cut, p);
+            p += cut;
+            while (*p == ' ') p++;
+        }
         if (!c->is_set[i])
             fprintf(f, ";%s =   (required, not set)\n", k->name);
         else

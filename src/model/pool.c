@@ -23,6 +23,7 @@ typedef struct pool {
     void *ctx;
     int n;
     atomic_int next;         /* next task index */
+    unsigned long born[SP_POOL_MAX]; /* generation when each worker was created */
 } pool;
 
 static pool P = {.use = PTHREAD_MUTEX_INITIALIZER, .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -40,7 +41,7 @@ static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
     unsigned long seen = 0;
     pthread_mutex_lock(&P.mu);
-    seen = P.generation;
+    seen = P.born[id]; /* a job posted between creation and this point is still ours */
     for (;;) {
         while (P.generation == seen) pthread_cond_wait(&P.work, &P.mu);
         seen = P.generation;
@@ -69,6 +70,7 @@ void sp_pool_run(int threads, int n, void (*fn)(void *ctx, int i), void *ctx) {
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        P.born[P.nworkers] = P.generation;
         int rc = pthread_create(&th, &at, worker, (void *)(intptr_t)P.nworkers);
         pthread_attr_destroy(&at);
         if (rc != 0) break; /* run with the workers we have */
