@@ -55,8 +55,8 @@ Test(checkpoint, truncated) {
     int32_t h[7] = {16, 24, 2, 4, 2, 30, 8};
     unsigned char small[10];
     memcpy(small, h, 10);
-    lib_model_fails(th_temp_file(small, 10), SP_ERR_FORMAT, "header");
-    lib_model_fails(th_temp_file("", 0), SP_ERR_FORMAT, "truncated");
+    lib_model_fails(tiny_track(th_temp_file(small, 10)), SP_ERR_FORMAT, "header");
+    lib_model_fails(tiny_track(th_temp_file("", 0)), SP_ERR_FORMAT, "truncated");
     free(w);
 }
 
@@ -150,7 +150,7 @@ Test(tokenizer, missing_truncated_malformed) {
     char *raw;
     size_t len;
     cr_assert_eq(sp_read_file(s.tok, &raw, &len, NULL), SP_OK);
-    const char *p = th_temp_file(raw, len - 3);
+    const char *p = tiny_track(th_temp_file(raw, len - 3));
     cr_assert_eq(sp_tokenizer_load(p, 512, &t, &err), SP_ERR_FORMAT);
     cr_assert(strstr(err.msg, "truncated"), "%s", err.msg);
     char a[8192];
@@ -158,15 +158,15 @@ Test(tokenizer, missing_truncated_malformed) {
     cli_fails(a, 1, "truncated");
     int32_t bad = -5; /* max_token_length */
     memcpy(raw, &bad, 4);
-    cr_assert_eq(sp_tokenizer_load(th_temp_file(raw, len), 512, &t, &err), SP_ERR_FORMAT);
+    cr_assert_eq(sp_tokenizer_load(tiny_track(th_temp_file(raw, len)), 512, &t, &err), SP_ERR_FORMAT);
     cr_assert(strstr(err.msg, "max_token_length"), "%s", err.msg);
     int32_t huge = 1 << 30; /* a record length far beyond the file */
     int32_t good = 16;
     memcpy(raw, &good, 4);
     memcpy(raw + 8, &huge, 4);
-    cr_assert_eq(sp_tokenizer_load(th_temp_file(raw, len), 512, &t, &err), SP_ERR_FORMAT);
+    cr_assert_eq(sp_tokenizer_load(tiny_track(th_temp_file(raw, len)), 512, &t, &err), SP_ERR_FORMAT);
     cr_assert(strstr(err.msg, "record 0"), "%s", err.msg);
-    cr_assert_eq(sp_tokenizer_load(th_temp_file(raw, 2), 512, &t, &err), SP_ERR_FORMAT);
+    cr_assert_eq(sp_tokenizer_load(tiny_track(th_temp_file(raw, 2)), 512, &t, &err), SP_ERR_FORMAT);
     free(raw);
     snprintf(a, sizeof a, "--model %s --tokenizer /nonexistent/tok.bin --text %s", s.model, s.text);
     cli_fails(a, 1, "/nonexistent/tok.bin");
@@ -177,7 +177,7 @@ Test(text, empty_and_missing) {
     char a[8192];
     const char *texts[] = {"", "\n  \n", "<|endoftext|>\n<|endoftext|>"};
     for (int i = 0; i < 3; i++) {
-        snprintf(a, sizeof a, "--model %s --tokenizer %s --text %s", s.model, s.tok, th_temp_text(texts[i]));
+        snprintf(a, sizeof a, "--model %s --tokenizer %s --text %s", s.model, s.tok, tiny_track(th_temp_text(texts[i])));
         cli_fails(a, 1, "empty text");
     }
     snprintf(a, sizeof a, "--model %s --tokenizer %s --text /nonexistent/dev.txt", s.model, s.tok);
@@ -189,7 +189,7 @@ Test(text, empty_and_missing) {
 Test(text, invalid_utf8) {
     NEED_SHARED(s);
     char a[8192];
-    const char *p = th_temp_text("Once upon a time.<|endoftext|>Then \xc3\x28 broke.");
+    const char *p = tiny_track(th_temp_text("Once upon a time.<|endoftext|>Then \xc3\x28 broke."));
     snprintf(a, sizeof a, "--model %s --tokenizer %s --text %s", s.model, s.tok, p);
     cli_fails(a, 1, "not valid UTF-8");
     cli_fails(a, 1, "story 2");

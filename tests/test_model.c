@@ -3,6 +3,7 @@
  * written by the test and its logits compared with a plain double-precision reference below. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,4 +238,50 @@ Test(shared_model, loads_stories260k) {
     cr_assert_eq(best, 407, "after ' Once' the argmax is %d, expected ' upon' (407)", best);
     sp_attn_op_free(op);
     sp_model_free(m);
+}
+
+/* Two threads running forward passes at the same time (each with its own op) get the same
+ * logits as one alone: the shared worker pool serves one caller, the other runs its heads on
+ * its own thread. */
+typedef struct fwd_arg {
+    const sp_model *m;
+    const int *tok;
+    int n;
+    float *out;
+    sp_status st;
+} fwd_arg;
+
+static void *fwd_thread(void *p) {
+    fwd_arg *a = p;
+    sp_attn_op *op = sp_attn_dense_fast_create(2, 8);
+    for (int r = 0; r < 20 && a->st == SP_OK; r++) a->st = sp_model_forward(a->m, a->tok, a->n, op, r, 2, a->out, NULL);
+    sp_attn_op_free(op);
+    return NULL;
+}
+
+Test(forward, concurrent_callers) {
+    tiny_spec s = {.dim = 32, .hidden = 40, .layers = 2, .heads = 8, .kv_heads = 4, .vocab = 23, .seq_len = 48,
+                   .separate_classifier = 1, .seed = 6};
+    float *w = tiny_weights(&s);
+    sp_model *m = NULL;
+    cr_assert_eq(sp_model_load(tiny_write(&s, w, 0), &m, NULL), SP_OK);
+    int tok[48];
+    for (int t = 0; t < 48; t++) tok[t] = (t * 7) % s.vocab;
+    size_t nl = (size_t)48 * s.vocab;
+    float *ref = malloc(nl * sizeof *ref), *o1 = malloc(nl * sizeof *o1), *o2 = malloc(nl * sizeof *o2);
+    sp_attn_op *op = sp_attn_dense_fast_create(2, 8);
+    cr_assert_eq(sp_model_forward(m, tok, 48, op, 0, 1, ref, NULL), SP_OK);
+    fwd_arg a = {m, tok, 48, o1, SP_OK}, b = {m, tok, 48, o2, SP_OK};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, fwd_thread, &a);
+    pthread_create(&tb, NULL, fwd_thread, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    cr_assert_eq(a.st, SP_OK);
+    cr_assert_eq(b.st, SP_OK);
+    cr_assert_eq(memcmp(ref, o1, nl * sizeof *ref), 0);
+    cr_assert_eq(memcmp(ref, o2, nl * sizeof *ref), 0);
+    sp_attn_op_free(op);
+    sp_model_free(m);
+    free(ref), free(o1), free(o2), free(w);
 }

@@ -8,6 +8,7 @@
 
 #include "helpers.h"
 #include "sprint/model.h"
+#include "tiny_model.h"
 
 static sp_tokenizer *tok512(void) {
     char buf[4096];
@@ -183,7 +184,7 @@ static const char *synth_tok(float s_ab, float s_ba, float s_sa) {
         memcpy(buf + off + 8, piece, (size_t)l);
         off += 8 + (size_t)l;
     }
-    return th_temp_file(buf, off);
+    return tiny_track(th_temp_file(buf, off));
 }
 
 static void synth_expect(float s_ab, float s_ba, float s_sa, const char *text, const int *want, int nwant) {

@@ -16,6 +16,23 @@ typedef struct tiny_spec {
     uint64_t seed;
 } tiny_spec;
 
+/* Temporary files made by these helpers are removed when the test process exits. */
+static char tiny_paths[64][64];
+static int tiny_npaths = 0;
+
+static inline void tiny_cleanup(void) {
+    for (int i = 0; i < tiny_npaths; i++) remove(tiny_paths[i]);
+    tiny_npaths = 0;
+}
+
+/* Registers a temporary file for removal at exit; returns it. */
+static inline const char *tiny_track(const char *p) {
+    if (!p) return p;
+    if (tiny_npaths == 0) atexit(tiny_cleanup);
+    if (tiny_npaths < 64) snprintf(tiny_paths[tiny_npaths++], sizeof tiny_paths[0], "%s", p);
+    return p;
+}
+
 /* Number of weight floats after the header (llama2.c order, including freq_cis). */
 static inline size_t tiny_n_floats(const tiny_spec *s) {
     size_t dim = (size_t)s->dim, hd = dim / (size_t)s->heads, kvd = (size_t)s->kv_heads * hd, L = (size_t)s->layers;
@@ -52,7 +69,7 @@ static inline const char *tiny_write(const tiny_spec *s, const float *w, long ex
     unsigned char *buf = calloc(nb + (extra_bytes > 0 ? (size_t)extra_bytes : 0) + 1, 1);
     memcpy(buf, h, sizeof h);
     memcpy(buf + sizeof h, w, nb - sizeof h);
-    const char *p = th_temp_file(buf, total);
+    const char *p = tiny_track(th_temp_file(buf, total));
     free(buf);
     return p;
 }
@@ -61,7 +78,7 @@ static inline const char *tiny_write(const tiny_spec *s, const float *w, long ex
 static inline const char *tiny_write_header(const int32_t h[7], size_t nbytes) {
     unsigned char *buf = calloc(28 + nbytes + 1, 1);
     memcpy(buf, h, 28);
-    const char *p = th_temp_file(buf, 28 + nbytes);
+    const char *p = tiny_track(th_temp_file(buf, 28 + nbytes));
     free(buf);
     return p;
 }

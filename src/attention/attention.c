@@ -110,7 +110,7 @@ void sp_attn_softmax_wsum(const sp_attn_head *h, const int32_t *idx, const doubl
 
 /* Statistics of one valid query that keeps all its n visible keys (shared by the reference
  * and the fast dense operator so both count identically). */
-static void dense_count(sp_attn_stats *st, int n, int *prev_n) {
+static inline void dense_count(sp_attn_stats *st, int n, int *prev_n) {
     st->queries += 1;
     st->pairs_visible += n;
     st->pairs_kept += n;
@@ -247,7 +247,12 @@ static inline float max_lanes(const float *a, int n) {
 /* Compiled for AVX2 and for the baseline, chosen at load time (the build targets x86-64-v2).
  * Every operation is elementwise or in the fixed 8-lane order above, so both give the same
  * bits. */
-__attribute__((target_clones("avx2", "default")))
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SP_FAST_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define SP_FAST_CLONES
+#endif
+SP_FAST_CLONES
 static sp_status dense_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (op->observer || h->key_valid || h->query_valid) return dense_run(op, h, err);
     sp_status s = sp_attn_head_check(h, err);

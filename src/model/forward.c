@@ -69,34 +69,97 @@ static void matmul(float *c, const float *a, const float *w, int n, int in, int 
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, in, w, in, beta, c, out);
 }
 
-/* One layer's attention, one task per head: the head's view into the Q/K/V buffers. */
-typedef struct head_job {
-    sp_attn_op *op;
-    int l;
-    long long seq_id;
-    int n, hd, group, qdim, kvdim;
-    const float *q, *k, *v;
-    float *att;
-    float scale;
-    sp_status *st;
-    sp_error *err;
-} head_job;
+/* Rows are processed in fixed chunks of SP_ROW_CHUNK positions: every per-position step
+ * (RMSNorm, projections, RoPE, residuals, MLP, classifier) is independent across positions, so
+ * chunks run as parallel tasks. The chunking does not depend on the thread count, so neither
+ * do the bits (each chunk is the same sgemm call whoever runs it). */
+#define SP_ROW_CHUNK 32
 
+/* Everything one forward pass shares between its tasks. */
+typedef struct fwd_state {
+    const sp_model *m;
+    sp_attn_op *op;
+    long long seq_id;
+    int n, l;                   /* positions, current layer */
+    int dim, hid, hd, qdim, kvdim, group;
+    float scale;
+    const int *tokens;
+    const float *cs;            /* (n, hd) RoPE table */
+    float *x, *xb, *q, *k, *v, *att, *h1, *h3; /* (n, ...) activations */
+    float *logits;              /* (n, vocab) */
+    sp_status *st;              /* (n_heads) */
+    sp_error *err;              /* (n_heads) */
+} fwd_state;
+
+/* Rows [r0, r1) of chunk c. */
+static void chunk_rows(const fwd_state *f, int c, int *r0, int *r1) {
+    *r0 = c * SP_ROW_CHUNK;
+    *r1 = *r0 + SP_ROW_CHUNK < f->n ? *r0 + SP_ROW_CHUNK : f->n;
+}
+
+/* Before attention in layer l (l = 0 also copies the embeddings): xb = RMSNorm(x), q, k, v
+ * projections, RoPE, for the rows of chunk c. */
+static void pre_attention(void *ctx, int c) {
+    const fwd_state *f = ctx;
+    const sp_model_weights *w = &f->m->w;
+    int r0, r1;
+    chunk_rows(f, c, &r0, &r1);
+    int nr = r1 - r0, dim = f->dim;
+    size_t L = (size_t)f->l;
+    if (f->l == 0)
+        for (int t = r0; t < r1; t++)
+            memcpy(f->x + (size_t)t * dim, w->token_embedding + (size_t)f->tokens[t] * dim, (size_t)dim * sizeof(float));
+    float *xb = f->xb + (size_t)r0 * dim;
+    float *q = f->q + (size_t)r0 * f->qdim, *k = f->k + (size_t)r0 * f->kvdim, *v = f->v + (size_t)r0 * f->kvdim;
+    rmsnorm(xb, f->x + (size_t)r0 * dim, w->rms_att + L * dim, nr, dim);
+    matmul(q, xb, w->wq + L * dim * f->qdim, nr, dim, f->qdim, 0.0f);
+    matmul(k, xb, w->wk + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
+    matmul(v, xb, w->wv + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
+    rope(q, k, f->cs + (size_t)r0 * f->hd, nr, f->qdim, f->kvdim, f->hd);
+}
+
+/* Attention of layer l, head h: the head's view into the Q/K/V buffers, through the op. */
 static void run_head(void *ctx, int h) {
-    const head_job *j = ctx;
-    int kvh = h / j->group;
-    sp_attn_head ah = {.layer = j->l, .head = h, .kv_head = kvh, .seq_id = j->seq_id, .n_q = j->n, .n_k = j->n,
-                       .d = j->hd, .q = j->q + (size_t)h * j->hd, .k = j->k + (size_t)kvh * j->hd,
-                       .v = j->v + (size_t)kvh * j->hd, .out = j->att + (size_t)h * j->hd, .ldq = j->qdim,
-                       .ldk = j->kvdim, .ldv = j->kvdim, .ldo = j->qdim, .causal = 1, .q_offset = 0,
-                       .key_valid = NULL, .query_valid = NULL, .scale = j->scale};
-    j->st[h] = j->op->run(j->op, &ah, &j->err[h]);
+    const fwd_state *f = ctx;
+    int kvh = h / f->group;
+    sp_attn_head ah = {.layer = f->l, .head = h, .kv_head = kvh, .seq_id = f->seq_id, .n_q = f->n, .n_k = f->n,
+                       .d = f->hd, .q = f->q + (size_t)h * f->hd, .k = f->k + (size_t)kvh * f->hd,
+                       .v = f->v + (size_t)kvh * f->hd, .out = f->att + (size_t)h * f->hd, .ldq = f->qdim,
+                       .ldk = f->kvdim, .ldv = f->kvdim, .ldo = f->qdim, .causal = 1, .q_offset = 0,
+                       .key_valid = NULL, .query_valid = NULL, .scale = f->scale};
+    f->st[h] = f->op->run(f->op, &ah, &f->err[h]);
+}
+
+/* After attention in layer l: x += att wo^T; x += SwiGLU MLP of RMSNorm(x); after the last
+ * layer also the final RMSNorm and the classifier, for the rows of chunk c. */
+static void post_attention(void *ctx, int c) {
+    const fwd_state *f = ctx;
+    const sp_model_weights *w = &f->m->w;
+    const sp_model_info *p = &f->m->info;
+    int r0, r1;
+    chunk_rows(f, c, &r0, &r1);
+    int nr = r1 - r0, dim = f->dim, hid = f->hid;
+    size_t L = (size_t)f->l;
+    float *x = f->x + (size_t)r0 * dim, *xb = f->xb + (size_t)r0 * dim;
+    float *h1 = f->h1 + (size_t)r0 * hid, *h3 = f->h3 + (size_t)r0 * hid;
+    matmul(x, f->att + (size_t)r0 * f->qdim, w->wo + L * f->qdim * dim, nr, f->qdim, dim, 1.0f); /* x += att wo^T */
+    rmsnorm(xb, x, w->rms_ffn + L * dim, nr, dim);
+    matmul(h1, xb, w->w1 + L * dim * hid, nr, dim, hid, 0.0f);
+    matmul(h3, xb, w->w3 + L * dim * hid, nr, dim, hid, 0.0f);
+    for (size_t i = 0; i < (size_t)nr * (size_t)hid; i++) { /* SwiGLU: silu(w1 x) * (w3 x) */
+        float a = h1[i];
+        h1[i] = a * (1.0f / (1.0f + expf(-a))) * h3[i];
+    }
+    matmul(x, h1, w->w2 + L * hid * dim, nr, hid, dim, 1.0f); /* x += h w2^T */
+    if (f->l == p->n_layers - 1) {
+        rmsnorm(xb, x, w->rms_final, nr, dim);
+        matmul(f->logits + (size_t)r0 * p->vocab_size, xb, w->wcls, nr, dim, p->vocab_size, 0.0f);
+    }
 }
 
 sp_status sp_model_forward(const sp_model *m, const int *tokens, int n, sp_attn_op *op, long long seq_id,
                            int threads, float *logits, sp_error *err) {
     const sp_model_info *p = &m->info;
-    const sp_model_weights *w = &m->w;
     if (n <= 0 || n > p->seq_len)
         return sp_error_set(err, SP_ERR_ARG, "forward: sequence of %d tokens outside [1, %d]", n, p->seq_len);
     if (op->n_layers != p->n_layers || op->n_heads != p->n_heads)
@@ -108,69 +171,46 @@ sp_status sp_model_forward(const sp_model *m, const int *tokens, int n, sp_attn_
                                 tokens[t], t, p->vocab_size);
     openblas_set_num_threads(1);
     int dim = p->dim, hid = p->hidden_dim, hd = p->head_dim, H = p->n_heads;
-    int qdim = H * hd, kvdim = p->n_kv_heads * hd, group = H / p->n_kv_heads;
+    int qdim = H * hd, kvdim = p->n_kv_heads * hd;
     size_t N = (size_t)n;
-    float *x = sp_xmalloc(N, (size_t)dim * sizeof(float));      /* (n, dim) residual stream */
-    float *xb = sp_xmalloc(N, (size_t)dim * sizeof(float));     /* (n, dim) normalised */
-    float *q = sp_xmalloc(N, (size_t)qdim * sizeof(float));     /* (n, qdim) */
-    float *k = sp_xmalloc(N, (size_t)kvdim * sizeof(float));    /* (n, kvdim) */
-    float *v = sp_xmalloc(N, (size_t)kvdim * sizeof(float));    /* (n, kvdim) */
-    float *att = sp_xmalloc(N, (size_t)qdim * sizeof(float));   /* (n, qdim) attention output */
-    float *h1 = sp_xmalloc(N, (size_t)hid * sizeof(float));     /* (n, hidden) */
-    float *h3 = sp_xmalloc(N, (size_t)hid * sizeof(float));     /* (n, hidden) */
-    float *cs = sp_xmalloc(N, (size_t)hd * sizeof(float));      /* (n, hd/2, 2) RoPE cos, sin */
-    sp_status *hst = sp_xmalloc((size_t)H, sizeof *hst);
-    sp_error *herr = sp_xcalloc((size_t)H, sizeof *herr);
+    fwd_state f = {.m = m, .op = op, .seq_id = seq_id, .n = n, .dim = dim, .hid = hid, .hd = hd, .qdim = qdim,
+                   .kvdim = kvdim, .group = H / p->n_kv_heads, .scale = (float)(1.0 / sqrt((double)hd)),
+                   .tokens = tokens, .logits = logits};
+    f.x = sp_xmalloc(N, (size_t)dim * sizeof(float));      /* (n, dim) residual stream */
+    f.xb = sp_xmalloc(N, (size_t)dim * sizeof(float));     /* (n, dim) normalised */
+    f.q = sp_xmalloc(N, (size_t)qdim * sizeof(float));     /* (n, qdim) */
+    f.k = sp_xmalloc(N, (size_t)kvdim * sizeof(float));    /* (n, kvdim) */
+    f.v = sp_xmalloc(N, (size_t)kvdim * sizeof(float));    /* (n, kvdim) */
+    f.att = sp_xmalloc(N, (size_t)qdim * sizeof(float));   /* (n, qdim) attention output */
+    f.h1 = sp_xmalloc(N, (size_t)hid * sizeof(float));     /* (n, hidden) */
+    f.h3 = sp_xmalloc(N, (size_t)hid * sizeof(float));     /* (n, hidden) */
+    float *cs = sp_xmalloc(N, (size_t)hd * sizeof(float)); /* (n, hd/2, 2) RoPE cos, sin */
+    f.cs = cs;
+    f.st = sp_xmalloc((size_t)H, sizeof *f.st);
+    f.err = sp_xcalloc((size_t)H, sizeof *f.err);
     sp_status status = SP_OK;
-
-    for (int t = 0; t < n; t++)
-        memcpy(x + (size_t)t * dim, w->token_embedding + (size_t)tokens[t] * dim, (size_t)dim * sizeof(float));
     rope_table(cs, n, hd);
-    float scale = (float)(1.0 / sqrt((double)hd));
     int nthreads = threads > 0 ? threads : sp_pool_default_threads();
+    if (n < 32) nthreads = 1; /* short sequences: dispatch costs more than it saves */
+    int nchunks = (n + SP_ROW_CHUNK - 1) / SP_ROW_CHUNK;
 
-    for (int l = 0; l < p->n_layers && status == SP_OK; l++) {
-        size_t L = (size_t)l;
-        rmsnorm(xb, x, w->rms_att + L * dim, n, dim);
-        matmul(q, xb, w->wq + L * dim * qdim, n, dim, qdim, 0.0f);
-        matmul(k, xb, w->wk + L * dim * kvdim, n, dim, kvdim, 0.0f);
-        matmul(v, xb, w->wv + L * dim * kvdim, n, dim, kvdim, 0.0f);
-        rope(q, k, cs, n, qdim, kvdim, hd);
-        head_job job = {.op = op, .l = l, .seq_id = seq_id, .n = n, .hd = hd, .group = group, .qdim = qdim,
-                        .kvdim = kvdim, .q = q, .k = k, .v = v, .att = att, .scale = scale, .st = hst, .err = herr};
-        /* short sequences: one thread (dispatch costs more than it saves) */
-        sp_pool_run(n >= 32 ? nthreads : 1, H, run_head, &job);
+    for (int l = 0; l < p->n_layers; l++) {
+        f.l = l;
+        sp_pool_run(nthreads, nchunks, pre_attention, &f);
+        sp_pool_run(nthreads, H, run_head, &f);
         for (int h = 0; h < H; h++)
-            if (hst[h] != SP_OK) { /* the lowest failing head, whatever the thread count */
-                status = hst[h];
-                if (err) *err = herr[h];
+            if (f.st[h] != SP_OK) { /* the lowest failing head, whatever the thread count */
+                status = f.st[h];
+                if (err) *err = f.err[h];
                 break;
             }
         if (status != SP_OK) break;
-        matmul(x, att, w->wo + L * qdim * dim, n, qdim, dim, 1.0f); /* x += att @ wo^T */
-        rmsnorm(xb, x, w->rms_ffn + L * dim, n, dim);
-        matmul(h1, xb, w->w1 + L * dim * hid, n, dim, hid, 0.0f);
-        matmul(h3, xb, w->w3 + L * dim * hid, n, dim, hid, 0.0f);
-        for (size_t i = 0; i < N * (size_t)hid; i++) { /* SwiGLU: silu(w1 x) * (w3 x) */
-            float a = h1[i];
-            h1[i] = a * (1.0f / (1.0f + expf(-a))) * h3[i];
-        }
-        matmul(x, h1, w->w2 + L * hid * dim, n, hid, dim, 1.0f); /* x += h @ w2^T */
+        sp_pool_run(nthreads, nchunks, post_attention, &f);
     }
-    if (status == SP_OK) {
-        rmsnorm(xb, x, w->rms_final, n, dim);
-        matmul(logits, xb, w->wcls, n, dim, p->vocab_size, 0.0f);
-    }
-    free(x);
-    free(xb);
-    free(q);
-    free(k);
-    free(v);
-    free(att);
-    free(h1);
-    free(h3);
-    free(cs);
-    free(hst);
-    free(herr);
+    float *bufs[] = {f.x, f.xb, f.q, f.k, f.v, f.att, f.h1, f.h3, cs};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    free(f.st);
+    free(f.err);
     return status;
 }
+
