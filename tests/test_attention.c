@@ -186,6 +186,16 @@ Test(dense, bad_head_is_an_argument_error) {
     h.n_q = 1;
     h.ldk = 1;
     cr_assert_eq(op->run(op, &h, &err), SP_ERR_ARG, "row stride below d must be refused");
+    h.ldk = 2;
+    cr_assert_eq(op->run(op, &h, &err), SP_OK, "%s", err.msg);
+    /* a (layer, head) outside the op's stats table: refused, not written out of bounds */
+    int bad[3][2] = {{1, 0}, {0, 1}, {-1, 0}};
+    for (int i = 0; i < 3; i++) {
+        h.layer = bad[i][0];
+        h.head = bad[i][1];
+        cr_assert_eq(op->run(op, &h, &err), SP_ERR_ARG, "layer %d head %d", h.layer, h.head);
+        cr_assert(strstr(err.msg, "outside the operator"), "%s", err.msg);
+    }
     sp_attn_op_free(op);
 }
 
@@ -195,4 +205,73 @@ Test(dense, softmax_wsum_of_nothing_is_zero) {
     sp_attn_softmax_wsum(&h, NULL, NULL, 0, out);
     cr_assert_eq(out[0], 0.0f);
     cr_assert_eq(out[1], 0.0f);
+}
+
+/* Every mask combination against a naive computation written here (double, the definition
+ * of sprint/attention.h spelled out): causal with an offset, key padding, query padding,
+ * and a valid query that sees no key. Both operators; the statistics count exactly the
+ * visible pairs of the valid queries. */
+static void naive(const sp_attn_head *h, int qi, double *out) {
+    double sc[64], mx = -INFINITY, den = 0;
+    int vis[64], n = 0;
+    for (int j = 0; j < h->n_k; j++) {
+        if (h->key_valid && !h->key_valid[j]) continue;
+        if (h->causal && j > h->q_offset + qi) continue;
+        double d = 0;
+        for (int c = 0; c < h->d; c++) d += (double)h->q[qi * h->ldq + c] * h->k[j * h->ldk + c];
+        sc[n] = d * h->scale;
+        mx = fmax(mx, sc[n]);
+        vis[n++] = j;
+    }
+    for (int c = 0; c < h->d; c++) out[c] = 0;
+    for (int j = 0; j < n; j++) den += exp(sc[j] - mx);
+    for (int j = 0; j < n; j++)
+        for (int c = 0; c < h->d; c++) out[c] += exp(sc[j] - mx) / den * h->v[vis[j] * h->ldv + c];
+}
+
+Test(dense, every_mask_against_naive) {
+    enum { NQ = 6, NK = 11, D = 6, LD = 7 };
+    float *q = randn(NQ * LD, 61, 1.2f), *k = randn(NK * LD, 62, 1.2f), *v = randn(NK * LD, 63, 1.0f);
+    unsigned char kv[NK] = {0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 0}, qv[NQ] = {1, 1, 0, 1, 1, 1};
+    unsigned char kfirst_pad[NK] = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1}; /* causal query 0 at key 5 sees nothing */
+    struct {
+        int causal, q_offset;
+        const unsigned char *key_valid, *query_valid;
+    } cases[] = {{1, 5, NULL, NULL}, {1, 5, kv, NULL}, {1, 5, kv, qv}, {0, 0, kv, qv}, {0, 0, NULL, qv},
+                 {1, 0, kv, qv},     {1, 5, kfirst_pad, qv}, {0, 0, kfirst_pad, NULL}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++)
+        for (int fast = 0; fast < 2; fast++) {
+            float out[NQ * LD];
+            for (int i = 0; i < NQ * LD; i++) out[i] = 777.0f; /* must be overwritten */
+            sp_attn_op *op = fast ? sp_attn_dense_fast_create(1, 1) : sp_attn_dense_create(1, 1);
+            sp_attn_head h = {.n_q = NQ, .n_k = NK, .d = D, .q = q, .k = k, .v = v, .out = out, .ldq = LD, .ldk = LD,
+                              .ldv = LD, .ldo = LD, .causal = cases[ci].causal, .q_offset = cases[ci].q_offset,
+                              .key_valid = cases[ci].key_valid, .query_valid = cases[ci].query_valid,
+                              .scale = 0.4f};
+            sp_error err = {0};
+            cr_assert_eq(op->run(op, &h, &err), SP_OK, "%s", err.msg);
+            double pairs = 0, queries = 0;
+            for (int i = 0; i < NQ; i++) {
+                double want[D];
+                int valid = !h.query_valid || h.query_valid[i];
+                naive(&h, i, want);
+                if (valid) {
+                    queries++;
+                    for (int j = 0; j < NK; j++)
+                        pairs += (!h.key_valid || h.key_valid[j]) && (!h.causal || j <= h.q_offset + i);
+                }
+                for (int c = 0; c < D; c++) {
+                    double wv = valid ? want[c] : 0.0;
+                    cr_assert(fabs(out[i * LD + c] - wv) < 1e-6, "case %zu %s: row %d col %d: %g, naive %g", ci,
+                              fast ? "fast" : "reference", i, c, out[i * LD + c], wv);
+                }
+            }
+            cr_assert_eq(op->stats[0].queries, queries, "case %zu", ci);
+            cr_assert_eq(op->stats[0].pairs_visible, pairs, "case %zu", ci);
+            cr_assert_eq(op->stats[0].pairs_kept, pairs, "case %zu", ci);
+            sp_attn_op_free(op);
+        }
+    free(q);
+    free(k);
+    free(v);
 }

@@ -1,6 +1,7 @@
 /* test_bad_inputs.c: does every malformed input give a clear one-line error and a non-zero exit,
- * through the library and through `sprint eval`, without crashing or reading out of bounds
+ * through the library and through `sprint eval` / `sprint generate`, without crashing or reading out of bounds
  * (the sanitizer build runs this file too)? */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,21 +14,24 @@
 static const tiny_spec SPEC = {.dim = 16, .hidden = 24, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 30,
                                .seq_len = 8, .seed = 21};
 
-/* Runs `sprint eval ARGS`, expects exit code `code` and exactly one stderr line, naming the
- * command and containing `needle`. */
-static void cli_fails(const char *args, int code, const char *needle) {
+/* Runs `sprint COMMAND --quiet ARGS`, expects exit code `code` and exactly one stderr line,
+ * naming the command and containing `needle`, and nothing on stdout. */
+static void cmd_fails(const char *command, const char *args, int code, const char *needle) {
     static char out[1 << 14], err[1 << 14];
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "eval --quiet %s", args);
+    char cmd[4096], prefix[64];
+    snprintf(cmd, sizeof cmd, "%s --quiet %s", command, args);
+    snprintf(prefix, sizeof prefix, "sprint %s: error: ", command);
     int rc = th_run_sprint(cmd, out, sizeof out, err, sizeof err);
     cr_assert_eq(rc, code, "sprint %s: exit %d, expected %d; stderr: %s", cmd, rc, code, err);
     size_t nl = 0;
     for (const char *p = err; *p; p++) nl += *p == '\n';
     cr_assert_eq(nl, 1, "sprint %s: stderr is not one line: %s", cmd, err);
-    cr_assert(!strncmp(err, "sprint eval: error: ", 20), "stderr: %s", err);
+    cr_assert(!strncmp(err, prefix, strlen(prefix)), "stderr: %s", err);
     cr_assert(strstr(err, needle), "sprint %s: stderr lacks '%s': %s", cmd, needle, err);
     cr_assert_eq(out[0], 0, "nothing on stdout on failure: %s", out);
 }
+
+static void cli_fails(const char *args, int code, const char *needle) { cmd_fails("eval", args, code, needle); }
 
 static void lib_model_fails(const char *path, sp_status want, const char *needle) {
     sp_model *m = (sp_model *)1;
@@ -208,4 +212,170 @@ Test(cli, usage_errors) {
     cli_fails("--bogus", 2, "unknown option '--bogus'");
     cli_fails("--model", 2, "needs a value");
     cli_fails("--set eval.window=513 --set eval.max_stories=1", 2, "window 513");
+}
+
+/* The usage errors of sprint generate, each before anything is loaded. */
+Test(cli, generate_usage_errors) {
+    struct {
+        const char *args, *needle;
+    } cases[] = {
+        {"--steps 0", "--steps expects an integer in [1, 100000], got '0'"},
+        {"--steps -5", "got '-5'"},
+        {"--steps 1.5", "--steps expects an integer"},
+        {"--steps many", "got 'many'"},
+        {"--temperature -0.5", "--temperature expects a number in [0, 100]"},
+        {"--temperature nan", "got 'nan'"},
+        {"--topp 0", "--topp expects a number in (0, 1], got '0'"},
+        {"--topp 1.01", "got '1.01'"},
+        {"--topp -1", "got '-1'"},
+        {"--bogus", "unknown option '--bogus'"},
+        {"--text x.txt", "unknown option '--text'"}, /* generate reads no text */
+        {"--steps", "needs a value"},
+        {"--seed 123456789012345678901234567890123456789012345678901234567890123456789", "--seed expects an integer"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) cmd_fails("generate", cases[i].args, 2, cases[i].needle);
+    /* unknown attention mode: a usage error found before any file is read */
+    cli_fails("--attention bogus --model /nonexistent/m.bin", 2, "unknown attention mode 'bogus'");
+}
+
+/* Bad files through sprint generate: the same one-line errors as eval. */
+Test(cli, generate_bad_files) {
+    float *w = tiny_weights(&SPEC);
+    char a[1024];
+    cmd_fails("generate", "--model /nonexistent/model.bin --tokenizer /nonexistent/t.bin", 1,
+              "cannot open checkpoint /nonexistent/model.bin");
+    snprintf(a, sizeof a, "--model %s --tokenizer x", tiny_write(&SPEC, w, -7));
+    cmd_fails("generate", a, 1, "truncated");
+    const char *m = tiny_write(&SPEC, w, 0);
+    snprintf(a, sizeof a, "--model %s --tokenizer %s", m, tiny_tokenizer(29));
+    cmd_fails("generate", a, 1, "tokenizer has 29 tokens but the model's vocabulary has 30");
+    snprintf(a, sizeof a, "--model %s --tokenizer %s --prompt $(printf 'ab\\377')", m, tiny_tokenizer(30));
+    cmd_fails("generate", a, 1, "not valid UTF-8");
+    free(w);
+}
+
+/* A vocabulary without byte tokens (<0xXX> at ids 3..258): a character outside it has no
+ * fallback. That is bad data (one-line error), not an internal error (abort). */
+Test(tokenizer, no_byte_fallback_in_small_vocabulary) {
+    sp_tokenizer *t = NULL;
+    sp_error err = {0};
+    cr_assert_eq(sp_tokenizer_load(tiny_tokenizer(30), 30, &t, &err), SP_OK, "%s", err.msg);
+    int *ids = (int *)1, n = -1;
+    /* ids: ' ' 3, 'a' 4, 'b' 5: every character present */
+    cr_assert_eq(sp_tokenizer_encode(t, "ab a", 4, 1, 1, &ids, &n, &err), SP_OK, "%s", err.msg);
+    int want[] = {1, 3, 4, 5, 3, 4, 2};
+    cr_assert_eq(n, 7);
+    for (int i = 0; i < 7; i++) cr_assert_eq(ids[i], want[i], "token %d: %d", i, ids[i]);
+    free(ids);
+    /* 'Z' (byte 0x5A, fallback id 93) and a two-byte character are not in a 30-token vocabulary */
+    const char *bad[] = {"abZ", "a\xc3\xa9", "Z"};
+    size_t off[] = {2, 1, 0};
+    for (int i = 0; i < 3; i++) {
+        ids = (int *)1;
+        cr_assert_eq(sp_tokenizer_encode(t, bad[i], strlen(bad[i]), 1, 0, &ids, &n, &err), SP_ERR_DATA, "case %d", i);
+        cr_assert_null(ids);
+        char want_off[64];
+        snprintf(want_off, sizeof want_off, "at offset %zu ", off[i]);
+        cr_assert(strstr(err.msg, want_off) && strstr(err.msg, "byte-fallback"), "case %d: %s", i, err.msg);
+    }
+    sp_tokenizer_free(t);
+    /* BOS is id 1, EOS id 2: a vocabulary too small for them is refused at encoding */
+    const char *p1 = tiny_tokenizer(2);
+    cr_assert_eq(sp_tokenizer_load(p1, 2, &t, &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(sp_tokenizer_encode(t, "", 0, 1, 1, &ids, &n, &err), SP_ERR_DATA);
+    cr_assert(strstr(err.msg, "EOS"), "%s", err.msg);
+    cr_assert_eq(sp_tokenizer_encode(t, "", 0, 1, 0, &ids, &n, &err), SP_OK, "BOS (id 1) exists");
+    free(ids);
+    sp_tokenizer_free(t);
+    /* through the CLI */
+    tiny_spec s = SPEC;
+    float *w = tiny_weights(&s);
+    char a[1024];
+    snprintf(a, sizeof a, "--model %s --tokenizer %s --text %s", tiny_write(&s, w, 0), tiny_tokenizer(30),
+             tiny_track(th_temp_text("a cab<|endoftext|>a Zebra")));
+    cli_fails(a, 1, "story 2 (starting at byte 18 of the text): character at offset 2 is not in the vocabulary");
+    free(w);
+}
+
+/* A record longer than the file's own max_token_length, and a negative length. */
+Test(tokenizer, absurd_token_length) {
+    const char *p = tiny_tokenizer(30);
+    char *raw;
+    size_t len;
+    cr_assert_eq(sp_read_file(p, &raw, &len, NULL), SP_OK);
+    sp_tokenizer *t = (sp_tokenizer *)1;
+    sp_error err = {0};
+    int32_t one = 1; /* max_token_length 1, but "<unk>" is 5 bytes */
+    memcpy(raw, &one, 4);
+    cr_assert_eq(sp_tokenizer_load(tiny_track(th_temp_file(raw, len)), 30, &t, &err), SP_ERR_FORMAT);
+    cr_assert_null(t);
+    cr_assert(strstr(err.msg, "record 0") && strstr(err.msg, "length 5"), "%s", err.msg);
+    int32_t five = 5, neg = -3;
+    memcpy(raw, &five, 4);
+    memcpy(raw + 8, &neg, 4);
+    cr_assert_eq(sp_tokenizer_load(tiny_track(th_temp_file(raw, len)), 30, &t, &err), SP_ERR_FORMAT);
+    cr_assert(strstr(err.msg, "length -3"), "%s", err.msg);
+    int32_t huge = 0x7fffffff;
+    memcpy(raw, &huge, 4);
+    cr_assert_eq(sp_tokenizer_load(tiny_track(th_temp_file(raw, len)), 30, &t, &err), SP_ERR_FORMAT);
+    cr_assert(strstr(err.msg, "max_token_length"), "%s", err.msg);
+    free(raw);
+}
+
+/* Every command in this file's scope documents its options with units and exits 0 on --help. */
+Test(cli, help_names_units) {
+    static char out[1 << 14], err[1 << 14];
+    struct {
+        const char *args;
+        const char *needles[3];
+    } cases[] = {
+        {"eval --help", {"nats/token", "tokens/s", "(tokens, 0 = the model's context"}},
+        {"generate --help", {"(0, 1]", "tokens/s", "[1, 100000]"}},
+        {"config --help", {"dump", "--set", "threads, 0 = all cores"}},
+        {"--help", {"eval", "generate", "unit"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int rc = th_run_sprint(cases[i].args, out, sizeof out, err, sizeof err);
+        cr_assert_eq(rc, 0, "sprint %s: exit %d", cases[i].args, rc);
+        for (int k = 0; k < 3; k++)
+            cr_assert(strstr(out, cases[i].needles[k]), "sprint %s lacks '%s': %s", cases[i].args, cases[i].needles[k], out);
+    }
+}
+
+/* A story longer than the model's context (seq_len 8) is evaluated in windows, not refused:
+ * every target is counted, through the CLI. */
+Test(text, story_longer_than_context) {
+    float *w = tiny_weights(&SPEC);
+    const char *tokp = tiny_tokenizer(30);
+    const char *story = "a cat sat on a mat and a dog ran to the cat";
+    sp_tokenizer *t = NULL;
+    cr_assert_eq(sp_tokenizer_load(tokp, 30, &t, NULL), SP_OK);
+    int *ids = NULL, n = 0;
+    cr_assert_eq(sp_tokenizer_encode(t, story, strlen(story), 1, 0, &ids, &n, NULL), SP_OK);
+    cr_assert_gt(n, 3 * SPEC.seq_len, "the story must span several windows");
+    free(ids);
+    sp_tokenizer_free(t);
+    static char out[1 << 14], err[1 << 14];
+    char a[1024], want[64];
+    snprintf(a, sizeof a, "eval --quiet --json --model %s --tokenizer %s --text %s", tiny_write(&SPEC, w, 0), tokp,
+             tiny_track(th_temp_text(story)));
+    int rc = th_run_sprint(a, out, sizeof out, err, sizeof err);
+    cr_assert_eq(rc, 0, "%s", err);
+    snprintf(want, sizeof want, "\"tokens\":%d,", n - 1);
+    cr_assert(strstr(out, want), "expected %s in %s", want, out);
+    cr_assert(strstr(out, "\"window\":8"), "%s", out);
+    free(w);
+}
+
+/* No paths and no shared directory: directions, on one line, naming the missing file; generate
+ * does not need the text. */
+Test(cli, missing_shared_files_give_directions) {
+    cr_assert_eq(setenv("SPRINT_SHARED", "/nonexistent/shared", 1), 0);
+    cli_fails("", 1, "/nonexistent/shared/models/stories260K.bin not found. Get stories260K.bin");
+    float *w = tiny_weights(&SPEC);
+    char a[1024];
+    snprintf(a, sizeof a, "--model %s", tiny_write(&SPEC, w, 0));
+    cmd_fails("generate", a, 1, "/nonexistent/shared/models/tok512.bin not found");
+    cli_fails(a, 1, "tok512.bin not found");
+    free(w);
 }

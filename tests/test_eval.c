@@ -113,9 +113,8 @@ static void count_progress(void *user, const char *what, double done, double tot
 Test(windows, each_target_once) {
     tiny_spec sp = {.dim = 16, .hidden = 24, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 20, .seq_len = 16,
                     .seed = 11};
-    float *w = tiny_weights(&sp);
-    sp_model *m = NULL;
-    cr_assert_eq(sp_model_load(tiny_write(&sp, w, 0), &m, NULL), SP_OK);
+    sp_model *m = tiny_load(&sp);
+    cr_assert_not_null(m);
     int len = 23, tok[23];
     for (int i = 0; i < len; i++) tok[i] = (int)(sp_hash64((uint64_t)i + 5) % 20);
     int *tp = tok;
@@ -152,7 +151,57 @@ Test(windows, each_target_once) {
     cr_assert_eq(sp_eval_corpus(m, &c, op, &o, &r2, &err), SP_ERR_ARG, "window beyond the context");
     sp_attn_op_free(op);
     sp_model_free(m);
-    free(w);
+}
+
+/* Windows at their edges, against an independent formulation: target t (1 <= t < len) is
+ * predicted from the inputs of its own window only, [floor((t-1)/W) W, t), as the last row of
+ * a forward pass over exactly those inputs. Every story length around the window multiples,
+ * several windows, and several stories at once (the sum, the count and the hits). */
+Test(windows, edges_against_per_target_reference) {
+    tiny_spec sp = {.dim = 16, .hidden = 24, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 20, .seq_len = 16,
+                    .seed = 12};
+    sp_model *m = tiny_load(&sp);
+    cr_assert_not_null(m);
+    int lens[] = {2, 3, 7, 8, 9, 10, 15, 16, 17, 18, 25, 33};
+    enum { NS = sizeof lens / sizeof *lens, MAXLEN = 33 };
+    int store[NS][MAXLEN], *tp[NS];
+    long targets = 0;
+    for (int i = 0; i < NS; i++) {
+        for (int t = 0; t < lens[i]; t++) store[i][t] = (int)(sp_hash64((uint64_t)(i * 100 + t)) % 20);
+        tp[i] = store[i];
+        targets += lens[i] - 1;
+    }
+    sp_corpus c = {.n = NS, .tokens = tp, .len = lens, .total_targets = targets};
+    sp_attn_op *op = sp_attn_dense_create(2, 4);
+    float logits[16 * 20];
+    int windows[] = {1, 5, 8, 16};
+    for (int wi = 0; wi < 4; wi++) {
+        int W = windows[wi];
+        sp_eval_opts o = {.window = W, .threads = 2};
+        sp_eval_result r;
+        cr_assert_eq(sp_eval_corpus(m, &c, op, &o, &r, NULL), SP_OK);
+        double nll = 0;
+        long hits = 0;
+        for (int i = 0; i < NS; i++)
+            for (int t = 1; t < lens[i]; t++) {
+                int s0 = (t - 1) / W * W, n = t - s0;
+                cr_assert_eq(sp_model_forward(m, store[i] + s0, n, op, 0, 1, logits, NULL), SP_OK);
+                const float *lr = logits + (size_t)(n - 1) * 20;
+                double mx = -1e30, se = 0;
+                int arg = 0;
+                for (int j = 0; j < 20; j++)
+                    if (lr[j] > mx) mx = lr[j], arg = j;
+                for (int j = 0; j < 20; j++) se += exp(lr[j] - mx);
+                nll += log(se) + mx - lr[store[i][t]];
+                hits += arg == store[i][t];
+            }
+        cr_assert_eq(r.tokens, targets, "window %d: %ld targets predicted, expected %ld", W, r.tokens, targets);
+        cr_assert(fabs(r.nll_sum - nll) < 1e-6 * nll, "window %d: eval %.12f vs per target %.12f", W, r.nll_sum, nll);
+        cr_assert_float_eq(r.top1 * (double)targets, (double)hits, 1e-9, "window %d: top-1 hits", W);
+        cr_assert_eq(r.attn.queries, 2.0 * 4 * (double)targets, "window %d: one query per target per head", W);
+    }
+    sp_attn_op_free(op);
+    sp_model_free(m);
 }
 
 /* Corpus splitting: at <|endoftext|>, trimmed, empty stories dropped, each with BOS. */

@@ -4,10 +4,12 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "helpers.h"
+#include "model/pool.h"
 #include "sprint/model.h"
 #include "tiny_model.h"
 
@@ -159,10 +161,8 @@ Test(forward, tiny_multi_head_no_gqa) {
 Test(forward, thread_count_independent) {
     tiny_spec s = {.dim = 32, .hidden = 40, .layers = 2, .heads = 8, .kv_heads = 2, .vocab = 41, .seq_len = 40,
                    .separate_classifier = 0, .seed = 4};
-    float *w = tiny_weights(&s);
-    const char *path = tiny_write(&s, w, 0);
-    sp_model *m = NULL;
-    cr_assert_eq(sp_model_load(path, &m, NULL), SP_OK);
+    sp_model *m = tiny_load(&s);
+    cr_assert_not_null(m);
     int tok[40];
     for (int t = 0; t < 40; t++) tok[t] = t % s.vocab;
     size_t nl = (size_t)40 * s.vocab;
@@ -184,15 +184,13 @@ Test(forward, thread_count_independent) {
     }
     free(a);
     free(b);
-    free(w);
     sp_model_free(m);
 }
 
 Test(forward, refuses_bad_arguments) {
     tiny_spec s = {.dim = 8, .hidden = 8, .layers = 1, .heads = 2, .kv_heads = 1, .vocab = 10, .seq_len = 6, .seed = 5};
-    float *w = tiny_weights(&s);
-    sp_model *m = NULL;
-    cr_assert_eq(sp_model_load(tiny_write(&s, w, 0), &m, NULL), SP_OK);
+    sp_model *m = tiny_load(&s);
+    cr_assert_not_null(m);
     int tok[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     float logits[8 * 10];
     sp_error err = {0};
@@ -207,7 +205,6 @@ Test(forward, refuses_bad_arguments) {
     sp_attn_op_free(op);
     sp_attn_op_free(wrong);
     sp_model_free(m);
-    free(w);
 }
 
 Test(shared_model, loads_stories260k) {
@@ -262,9 +259,8 @@ static void *fwd_thread(void *p) {
 Test(forward, concurrent_callers) {
     tiny_spec s = {.dim = 32, .hidden = 40, .layers = 2, .heads = 8, .kv_heads = 4, .vocab = 23, .seq_len = 48,
                    .separate_classifier = 1, .seed = 6};
-    float *w = tiny_weights(&s);
-    sp_model *m = NULL;
-    cr_assert_eq(sp_model_load(tiny_write(&s, w, 0), &m, NULL), SP_OK);
+    sp_model *m = tiny_load(&s);
+    cr_assert_not_null(m);
     int tok[48];
     for (int t = 0; t < 48; t++) tok[t] = (t * 7) % s.vocab;
     size_t nl = (size_t)48 * s.vocab;
@@ -283,5 +279,64 @@ Test(forward, concurrent_callers) {
     cr_assert_eq(memcmp(ref, o2, nl * sizeof *ref), 0);
     sp_attn_op_free(op);
     sp_model_free(m);
-    free(ref), free(o1), free(o2), free(w);
+    free(ref), free(o1), free(o2);
+}
+
+/* ---- the thread pool under load ----------------------------------------------------------
+ * A lost wakeup hangs (the timeout turns that into a failure); a task run twice or never, or
+ * a worker still in the previous job when the next is posted, shows in the per-task counts. */
+static atomic_int pool_busy; /* tasks in progress */
+
+static void count_task(void *ctx, int i) {
+    atomic_int *count = ctx;
+    atomic_fetch_add(&pool_busy, 1);
+    for (volatile int k = 0; k < 3000 * (i % 3); k = k + 1) { /* uneven tasks: workers still busy when the caller runs out */
+    }
+    atomic_fetch_add(&count[i], 1);
+    atomic_fetch_sub(&pool_busy, 1);
+}
+
+Test(pool, every_task_runs_once_under_load, .timeout = 60) {
+    enum { MAXN = 67 };
+    atomic_int count[MAXN];
+    /* many small jobs; 2 and 4 threads alternate so the pool grows mid-run and some workers
+     * sit out some jobs */
+    for (int rep = 0; rep < 6000; rep++) {
+        int n = 1 + (rep * 7) % MAXN, th = (rep / 50) % 2 ? 4 : 2;
+        for (int i = 0; i < n; i++) atomic_store(&count[i], 0);
+        sp_pool_run(th, n, count_task, count);
+        /* sp_pool_run has returned: every task must be done, and none may still be running */
+        cr_assert_eq(atomic_load(&pool_busy), 0, "rep %d: a task still running after sp_pool_run returned", rep);
+        for (int i = 0; i < n; i++)
+            if (atomic_load(&count[i]) != 1)
+                cr_assert_fail("rep %d (%d tasks, %d threads): task %d ran %d times", rep, n, th, i,
+                               atomic_load(&count[i]));
+    }
+}
+
+/* Many small forwards (at least 32 positions, so the pool is used) with 2 and 4 threads give
+ * logits bit-identical to one thread. */
+Test(pool, small_forwards_bit_identical, .timeout = 60) {
+    tiny_spec s = {.dim = 16, .hidden = 24, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 19, .seq_len = 70,
+                   .separate_classifier = 0, .seed = 8};
+    sp_model *m = tiny_load(&s);
+    cr_assert_not_null(m);
+    int tok[70];
+    for (int t = 0; t < 70; t++) tok[t] = (int)(sp_hash64((uint64_t)t * 3 + 1) % (uint64_t)s.vocab);
+    size_t nl = (size_t)70 * s.vocab;
+    float *ref = malloc(nl * sizeof *ref), *got = malloc(nl * sizeof *got);
+    sp_attn_op *op = sp_attn_dense_fast_create(2, 4);
+    for (int n = 32; n <= 70; n += 2) { /* 1, 2 and 3 row chunks */
+        cr_assert_eq(sp_model_forward(m, tok, n, op, 0, 1, ref, NULL), SP_OK);
+        for (int rep = 0; rep < 6; rep++) {
+            int th = rep % 2 ? 4 : 2;
+            memset(got, 0xff, nl * sizeof *got);
+            cr_assert_eq(sp_model_forward(m, tok, n, op, rep, th, got, NULL), SP_OK);
+            cr_assert_eq(memcmp(ref, got, (size_t)n * s.vocab * sizeof *ref), 0, "%d tokens, %d threads: logits differ",
+                         n, th);
+        }
+    }
+    sp_attn_op_free(op);
+    sp_model_free(m);
+    free(ref), free(got);
 }

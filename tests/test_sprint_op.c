@@ -221,13 +221,15 @@ Test(sprint_op, ideal_memory_decision_equals_integer_score) {
     int nq = 20, nk = 300, d = 64;
     float *q = randn(nq * d, 1, 11), *k = randn(nk * d, 1, 12), *v = randn(nk * d, 1, 13);
     float *o = calloc((size_t)nq * d, sizeof(float));
-    for (int b = 2; b <= 8; b += 3) {
+    for (int b = 2; b <= 8; b += 3)
+    for (int dac = 4; dac <= 8; dac += 4) {
         sp_config cfg;
         sp_config_defaults(&cfg);
         set(&cfg, "policy.kind=layer");
         set(&cfg, "policy.threshold=0.3");
         set(&cfg, "sprint.margin_mode=none");
         cfg.quant_msb_bits = b;
+        cfg.reram_dac_bits = dac;
         sp_attn_op *op = make("sprint-norecompute", &cfg);
         rec_log *lg = log_new(nq, nk);
         op->observer = observer;
@@ -245,12 +247,14 @@ Test(sprint_op, ideal_memory_decision_equals_integer_score) {
             for (int j = 0; j < nk; j++) {
                 long long a = 0, qs = 0; /* integer charge: DAC query . K_MSB */
                 for (int c = 0; c < d; c++) {
-                    a += (long long)qi[i * d + c] * sp_key_msb(ki[j * d + c], b);
-                    qs += qi[i * d + c];
+                    int qd = sp_dac_level(qi[i * d + c], dac);
+                    a += (long long)qd * sp_key_msb(ki[j * d + c], b);
+                    qs += qd;
                 }
-                double approx = lf * (ldexp((double)a, s) + (cm - 128) * qs);
+                double step = sp_dac_step(dac);
+                double approx = lf * step * (ldexp((double)a, s) + (cm - 128) * qs);
                 int keep = approx >= 0.3;
-                cr_assert_eq(lg->mem[(size_t)i * nk + j], keep, "b=%d q%d k%d approx %.9f", b, i, j, approx);
+                cr_assert_eq(lg->mem[(size_t)i * nk + j], keep, "b=%d dac=%d q%d k%d approx %.9f", b, dac, i, j, approx);
             }
         log_free(lg);
         free(qi), free(ki), free(sk);
@@ -541,10 +545,62 @@ Test(sprint_op, bad_inputs_are_clear_errors) {
     cfg.quant_msb_bits = 4;
     req.mode = "sparse";
     cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_ARG);
-    cr_assert(strstr(err.msg, "dense|pruning|sprint-norecompute|sprint"), "%s", err.msg);
-    cr_assert_str_eq(SP_ATTN_MODES, "dense|pruning|sprint-norecompute|sprint");
+    cr_assert(strstr(err.msg, "dense|dense-ref|pruning|sprint-norecompute|sprint"), "%s", err.msg);
+    cr_assert_str_eq(SP_ATTN_MODES, "dense|dense-ref|pruning|sprint-norecompute|sprint");
     cr_assert_eq(sp_config_set(&cfg, "reram.onoff_ratio=0.5", "test", &err), SP_OK);
     req.mode = "sprint";
     cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_CONFIG);
     cr_assert(strstr(err.msg, "onoff_ratio"), "%s", err.msg);
+}
+
+/* ---- hw fast path (sgemm MSB/LSB trees) against the reference kernels ------------------ */
+Test(sprint_op, hw_scores_fast_path_equals_reference) {
+    int8_t q[64], k[64];
+    sp_rng r;
+    sp_rng_seed(&r, 9);
+    long long dot = 0;
+    for (int c = 0; c < 64; c++) {
+        q[c] = (int8_t)((int)(sp_rng_next(&r) % 41) - 20);
+        k[c] = (int8_t)((int)(sp_rng_next(&r) % 255) - 127);
+        dot += q[c] * k[c];
+    }
+    int sat = -1;
+    cr_assert_eq(sp_hw_score(q, k, 64, 4, &sat), dot);
+    cr_assert_eq(sat, 0);
+    for (int c = 0; c < 64; c++) q[c] = k[c] = 127;
+    sp_hw_score(q, k, 64, 4, &sat);
+    cr_assert_eq(sat, 1, "127 x 15 x 64 overflows the 16-bit MSB tree");
+    /* the op in hw arithmetic, nothing pruned, equals the reference kernels query by query */
+    int n = 24, d = 16;
+    float *qf = randn(n * d, 1, 71), *kf = randn(n * d, 1, 72), *vf = randn(n * d, 1, 73);
+    float *o = calloc((size_t)n * d, sizeof(float));
+    sp_config cfg;
+    sp_config_defaults(&cfg);
+    set(&cfg, "policy.kind=layer");
+    set(&cfg, "policy.threshold=-1e30");
+    set(&cfg, "sprint.arith=hw");
+    sp_attn_op *op = make("pruning", &cfg);
+    sp_attn_head h = head(n, n, d, qf, kf, vf, o, 1);
+    sp_error err = {0};
+    cr_assert_eq(op->run(op, &h, &err), SP_OK);
+    int8_t *qi = malloc((size_t)n * d), *ki = malloc((size_t)n * d), *vi = malloc((size_t)n * d);
+    float sq[24], sk[24], sv[24];
+    sp_quant_rows(qf, n, d, d, 0, NULL, qi, sq);
+    sp_quant_rows(kf, n, d, d, 0, NULL, ki, sk);
+    sp_quant_rows(vf, n, d, d, 0, NULL, vi, sv);
+    for (int i = 0; i < n; i++) {
+        int32_t z[24];
+        double ls[24];
+        const int8_t *rows[24];
+        for (int j = 0; j <= i; j++) {
+            z[j] = sp_hw_score(qi + i * d, ki + j * d, d, 4, NULL);
+            ls[j] = h.scale * (double)sq[i] * sk[j];
+            rows[j] = vi + j * d;
+        }
+        float ref[16];
+        sp_hw_softmax_wsum(i + 1, z, ls, rows, d, sv[0], 6, ref);
+        for (int c = 0; c < d; c++) cr_assert_eq(o[i * d + c], ref[c], "query %d element %d", i, c);
+    }
+    sp_attn_op_free(op);
+    free(qf), free(kf), free(vf), free(o), free(qi), free(ki), free(vi);
 }

@@ -178,11 +178,7 @@ static const char *synth_tok(float s_ab, float s_ba, float s_sa) {
             strcpy(piece, names[i - 259]);
             sc = scores[i - 259];
         }
-        int32_t l = (int32_t)strlen(piece);
-        memcpy(buf + off, &sc, 4);
-        memcpy(buf + off + 4, &l, 4);
-        memcpy(buf + off + 8, piece, (size_t)l);
-        off += 8 + (size_t)l;
+        tiny_tok_record(buf, &off, piece, sc);
     }
     return tiny_track(th_temp_file(buf, off));
 }
@@ -225,5 +221,161 @@ Test(synthetic, vocab_size_must_match) {
     cr_assert_null(t);
     cr_assert_eq(sp_tokenizer_load(p, 265, &t, &err), SP_OK);
     cr_assert_eq(sp_tokenizer_vocab_size(t), 265);
+    sp_tokenizer_free(t);
+}
+
+/* ---- the heap-based merges against llama2.c's quadratic loop, written here ---------------
+ * The reference reads tokenizer.bin itself and rescans every adjacent pair after every merge,
+ * keeping the leftmost pair of highest score (llama2.c's strict '>'), as run.c does. */
+typedef struct naive_tok {
+    int V;
+    char **str;
+    float *score;
+    int *order; /* ids sorted by string, for bsearch */
+} naive_tok;
+
+static const naive_tok *naive_cur;
+static int cmp_ids(const void *a, const void *b) {
+    return strcmp(naive_cur->str[*(const int *)a], naive_cur->str[*(const int *)b]);
+}
+static int cmp_key(const void *key, const void *b) { return strcmp(key, naive_cur->str[*(const int *)b]); }
+
+static int naive_lookup(const naive_tok *nt, const char *s) {
+    naive_cur = nt;
+    const int *e = bsearch(s, nt->order, (size_t)nt->V, sizeof(int), cmp_key);
+    return e ? *e : -1;
+}
+
+static void naive_load(naive_tok *nt, const char *path, int V) {
+    char *raw;
+    size_t len, off = 4;
+    cr_assert_eq(sp_read_file(path, &raw, &len, NULL), SP_OK);
+    nt->V = V;
+    nt->str = calloc((size_t)V, sizeof *nt->str);
+    nt->score = calloc((size_t)V, sizeof *nt->score);
+    nt->order = calloc((size_t)V, sizeof *nt->order);
+    for (int i = 0; i < V; i++) {
+        int32_t l;
+        memcpy(&nt->score[i], raw + off, 4);
+        memcpy(&l, raw + off + 4, 4);
+        nt->str[i] = calloc((size_t)l + 1, 1);
+        memcpy(nt->str[i], raw + off + 8, (size_t)l);
+        off += 8 + (size_t)l;
+        nt->order[i] = i;
+    }
+    free(raw);
+    naive_cur = nt;
+    qsort(nt->order, (size_t)V, sizeof(int), cmp_ids);
+}
+
+static void naive_free(naive_tok *nt) {
+    for (int i = 0; i < nt->V; i++) free(nt->str[i]);
+    free(nt->str), free(nt->score), free(nt->order);
+}
+
+/* llama2.c encode() with bos = 1, eos = 0; returns the count (ids has room for len + 2). */
+static int naive_encode(const naive_tok *nt, const char *text, int *ids) {
+    int n = 0;
+    ids[n++] = 1;
+    if (text[0]) ids[n++] = naive_lookup(nt, " ");
+    for (const char *c = text; *c;) {
+        int cl = 1;
+        while ((c[cl] & 0xC0) == 0x80 && cl < 4) cl++;
+        char cp[5] = {0};
+        memcpy(cp, c, (size_t)cl);
+        int id = naive_lookup(nt, cp);
+        if (id >= 0) ids[n++] = id;
+        else
+            for (int j = 0; j < cl; j++) ids[n++] = (unsigned char)cp[j] + 3;
+        c += cl;
+    }
+    char buf[256];
+    for (;;) {
+        float best = -1e10f;
+        int bi = -1, bid = -1;
+        for (int i = 0; i + 1 < n; i++) {
+            snprintf(buf, sizeof buf, "%s%s", nt->str[ids[i]], nt->str[ids[i + 1]]);
+            int id = naive_lookup(nt, buf);
+            if (id >= 0 && nt->score[id] > best) best = nt->score[id], bi = i, bid = id;
+        }
+        if (bi < 0) break;
+        ids[bi] = bid;
+        memmove(ids + bi + 1, ids + bi + 2, (size_t)(n - bi - 2) * sizeof *ids);
+        n--;
+    }
+    return n;
+}
+
+Test(tok512, heap_merges_equal_llama2c_loop) {
+    char buf[4096], tbuf[4096];
+    const char *p = th_shared_path("models/tok512.bin", buf, sizeof buf);
+    const char *tp = th_shared_path("data/tinystories-valid-dev.txt", tbuf, sizeof tbuf);
+    if (!p || !tp) cr_skip_test("models/tok512.bin or the dev text not found (set SPRINT_SHARED)");
+    sp_tokenizer *t = NULL;
+    cr_assert_eq(sp_tokenizer_load(p, 512, &t, NULL), SP_OK);
+    naive_tok nt;
+    naive_load(&nt, p, 512);
+    char *text;
+    size_t len;
+    cr_assert_eq(sp_read_file(tp, &text, &len, NULL), SP_OK);
+    /* texts: pieces of the dev text (line by line, the first 12 KB), and strings of random
+     * characters (ASCII the vocabulary merges, repeated letters that make ties, characters
+     * outside it that take the byte fallback) */
+    static const char *alphabet[] = {"a", "e", "t", "h", " ", "  ", "the", "ing", ".", ",", "\n", "é", "日", "🙂", "aa", "ee", "Z", "q", "l", "o", "s", "m", "p"};
+    int *want = malloc(sizeof(int) * 20000), checked = 0;
+    char *piece = malloc(16384);
+    for (int k = 0; k < 400; k++) {
+        if (k < 200) { /* line k of the text */
+            const char *s = text;
+            for (int line = 0; line < k && s; line++) {
+                s = strchr(s, '\n');
+                if (s) s++;
+            }
+            if (!s) continue;
+            const char *e = strchr(s, '\n');
+            size_t l = e ? (size_t)(e - s) : strlen(s);
+            if (l > 4000) l = 4000;
+            memcpy(piece, s, l);
+            piece[l] = 0;
+        } else {
+            piece[0] = 0;
+            int nparts = 1 + (int)(sp_hash64((uint64_t)k) % 60);
+            for (int j = 0; j < nparts; j++)
+                strcat(piece, alphabet[sp_hash64((uint64_t)k * 1000 + (uint64_t)j) % (sizeof alphabet / sizeof *alphabet)]);
+        }
+        int nw = naive_encode(&nt, piece, want);
+        int *ids = NULL, n = 0;
+        sp_error err = {0};
+        cr_assert_eq(sp_tokenizer_encode(t, piece, strlen(piece), 1, 0, &ids, &n, &err), SP_OK, "%s", err.msg);
+        cr_assert_eq(n, nw, "'%.60s': %d tokens, llama2.c loop %d", piece, n, nw);
+        for (int i = 0; i < n; i++) cr_assert_eq(ids[i], want[i], "'%.60s' token %d: %d, llama2.c loop %d", piece, i, ids[i], want[i]);
+        free(ids);
+        checked++;
+    }
+    cr_assert_gt(checked, 300);
+    free(piece), free(want), free(text);
+    naive_free(&nt);
+    sp_tokenizer_free(t);
+}
+
+/* Byte pieces: <0xXX> with hex digits of either case decode to the byte (llama2.c's sscanf
+ * %X); anything else of that shape stays literal. */
+Test(synthetic, decode_byte_pieces) {
+    const char *pieces[] = {"<unk>", "<s>", "</s>", "<0x0a>", "<0xZZ>", "<0x4A>", "<0x4A", " x"};
+    unsigned char buf[512];
+    size_t off = 4;
+    int32_t maxlen = 6;
+    memcpy(buf, &maxlen, 4);
+    for (int i = 0; i < 8; i++) tiny_tok_record(buf, &off, pieces[i], 0.0f);
+    sp_tokenizer *t = NULL;
+    sp_error err = {0};
+    cr_assert_eq(sp_tokenizer_load(tiny_track(th_temp_file(buf, off)), 8, &t, &err), SP_OK, "%s", err.msg);
+    cr_assert_str_eq(sp_tokenizer_decode(t, 0, 3), "\n");
+    cr_assert_str_eq(sp_tokenizer_decode(t, 0, 4), "<0xZZ>");
+    cr_assert_str_eq(sp_tokenizer_decode(t, 0, 5), "J");
+    cr_assert_str_eq(sp_tokenizer_decode(t, 0, 6), "<0x4A");
+    cr_assert_str_eq(sp_tokenizer_decode(t, 1, 7), "x", "the leading space after BOS is dropped");
+    cr_assert_str_eq(sp_tokenizer_decode(t, 0, 7), " x");
+    cr_assert_str_eq(sp_tokenizer_decode(t, 0, -1), "");
     sp_tokenizer_free(t);
 }

@@ -9,6 +9,7 @@
 
 #include "helpers.h"
 #include "sprint/common.h"
+#include "sprint/model.h"
 
 typedef struct tiny_spec {
     int dim, hidden, layers, heads, kv_heads, vocab, seq_len;
@@ -81,6 +82,42 @@ static inline const char *tiny_write_header(const int32_t h[7], size_t nbytes) {
     const char *p = tiny_track(th_temp_file(buf, 28 + nbytes));
     free(buf);
     return p;
+}
+
+/* The tiny model of spec s, written and loaded (NULL when loading fails). */
+static inline sp_model *tiny_load(const tiny_spec *s) {
+    float *w = tiny_weights(s);
+    sp_model *m = NULL;
+    sp_model_load(tiny_write(s, w, 0), &m, NULL);
+    free(w);
+    return m;
+}
+
+/* Appends one tokenizer.bin record (float score, int32 length, bytes) at buf + *off. */
+static inline void tiny_tok_record(unsigned char *buf, size_t *off, const char *piece, float score) {
+    int32_t l = (int32_t)strlen(piece);
+    memcpy(buf + *off, &score, 4);
+    memcpy(buf + *off + 4, &l, 4);
+    memcpy(buf + *off + 8, piece, (size_t)l);
+    *off += 8 + (size_t)l;
+}
+
+/* A llama2.c tokenizer.bin of `vocab` tokens (vocab in [4, 98]): 0 <unk>, 1 <s>, 2 </s>, then
+ * the single characters " abc...z" and further printable ASCII in order, score -id. No byte
+ * tokens (<0xXX>): a character outside it has no byte fallback within the vocabulary. */
+static inline const char *tiny_tokenizer(int vocab) {
+    static const char chars[] = " abcdefghijklmnopqrstuvwxyz.,!?'0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                "\"#$%&()*+-/:;<=>@[]^_`{|}~";
+    unsigned char buf[4096];
+    int32_t maxlen = 5;
+    memcpy(buf, &maxlen, 4);
+    size_t off = 4;
+    for (int i = 0; i < vocab && i < 3 + (int)sizeof chars - 1; i++) {
+        const char *names[3] = {"<unk>", "<s>", "</s>"};
+        char one[2] = {i >= 3 ? chars[i - 3] : 0, 0};
+        tiny_tok_record(buf, &off, i < 3 ? names[i] : one, -(float)i);
+    }
+    return tiny_track(th_temp_file(buf, off));
 }
 
 #endif

@@ -12,8 +12,8 @@ const char *CLI_COMMON_HELP =
     "Common options:\n"
     "  --config FILE        load an INI config file (repeatable; later files override)\n"
     "  --set SEC.KEY=VALUE  override one key after the files (repeatable); see docs/config.md\n"
-    "  --seed N             same as --set run.seed=N\n"
-    "  --threads N          same as --set run.threads=N (results do not depend on it)\n"
+    "  --seed N             same as --set run.seed=N (integer, 0..4294967295)\n"
+    "  --threads N          same as --set run.threads=N (threads, 0 = all cores; results do not depend on it)\n"
     "  --json               print one JSON object on stdout instead of the table\n"
     "  --csv FILE           also write the table as CSV (units in column names)\n"
     "  --quiet              no progress on stderr\n";
@@ -45,7 +45,8 @@ int cli_common_option(cli_common *c, int argc, char **argv, int *i) {
     } else if (!strcmp(a, "--seed") || !strcmp(a, "--threads")) {
         const char *v = cli_value(c, argc, argv, i);
         char *b = buf[c->n_sets % CLI_MAX_SOURCES];
-        snprintf(b, 64, "run.%s=%s", a + 2, v);
+        if (snprintf(b, sizeof buf[0], "run.%s=%s", a + 2, v) >= (int)sizeof buf[0])
+            cli_die(c, 2, "%s expects an integer, got '%.40s...'", a, v);
         push_set(c, b);
     } else if (!strcmp(a, "--json")) {
         c->json = 1;
@@ -88,6 +89,16 @@ static int exists(const char *p) {
     return stat(p, &st) == 0;
 }
 
+/* What to do when the shared file `path` is missing. */
+static void shared_directions(const char *path, char *msg, size_t msgsize) {
+    snprintf(msg, msgsize,
+             "%s not found. Get stories260K.bin and tok512.bin from the tinyllamas release of llama2.c "
+             "(stories260K/), and TinyStories validation text from its public dataset page; put them under "
+             "models/ and data/ of a directory named by SPRINT_SHARED, or pass --model/--tokenizer/--text "
+             "(see README.md)",
+             path);
+}
+
 int cli_resolve_shared(cli_common *c, char *msg, size_t msgsize) {
     struct {
         char *field;
@@ -107,17 +118,43 @@ int cli_resolve_shared(cli_common *c, char *msg, size_t msgsize) {
             memcpy(f[i].field, path, strlen(path) + 1);
         }
         if (!exists(f[i].field)) {
-            if (ok)
-                snprintf(msg, msgsize,
-                         "%s not found. Get stories260K.bin and tok512.bin from the tinyllamas release of "
-                         "llama2.c (stories260K/), and TinyStories validation text from its public dataset "
-                         "page; put them under models/ and data/ of a directory named by SPRINT_SHARED, or "
-                         "pass --model/--tokenizer/--text (see README.md)",
-                         f[i].field);
+            if (ok) shared_directions(f[i].field, msg, msgsize);
             ok = 0;
         }
     }
     return ok;
+}
+
+int cli_path_option(cli_common *c, int argc, char **argv, int *i, int with_text) {
+    static const char *const opts[3] = {"--model", "--tokenizer", "--text"};
+    for (int k = 0; k < (with_text ? 3 : 2); k++)
+        if (!strcmp(argv[*i], opts[k])) {
+            c->path_opt[k] = cli_value(c, argc, argv, i);
+            return 1;
+        }
+    return 0;
+}
+
+void cli_resolve_paths(cli_common *c, int with_text) {
+    static const char *const opts[3] = {"--model", "--tokenizer", "--text"};
+    char *fields[3] = {c->cfg.model_checkpoint, c->cfg.model_tokenizer, c->cfg.eval_text};
+    int nk = with_text ? 3 : 2, was_empty[3] = {0, 0, 0};
+    for (int k = 0; k < nk; k++) {
+        if (c->path_opt[k]) {
+            if (strlen(c->path_opt[k]) >= 256) cli_die(c, 2, "%s path longer than 255 bytes", opts[k]);
+            memcpy(fields[k], c->path_opt[k], strlen(c->path_opt[k]) + 1);
+        }
+        was_empty[k] = !fields[k][0];
+    }
+    char msg[1024];
+    cli_resolve_shared(c, msg, sizeof msg);
+    /* a file found from the shared directory must exist; one named explicitly is left to its
+     * loader, whose message is more precise */
+    for (int k = 0; k < nk; k++)
+        if (was_empty[k] && !exists(fields[k])) {
+            shared_directions(fields[k], msg, sizeof msg);
+            cli_die(c, 1, "%s", msg);
+        }
 }
 
 static double progress_t0 = -1, progress_last = 0;

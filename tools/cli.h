@@ -21,6 +21,7 @@ typedef struct cli_common {
     int n_files;
     const char *sets[CLI_MAX_SOURCES];
     int n_sets;
+    const char *path_opt[3]; /* --model, --tokenizer, --text as given (cli_path_option) */
 } cli_common;
 
 void cli_init(cli_common *c, const char *cmd);
@@ -38,6 +39,13 @@ _Noreturn void cli_die_err(const cli_common *c, const sp_error *err);
 /* Fills empty model.checkpoint, model.tokenizer and eval.text from the shared directory.
  * Returns 1 when all three exist, 0 otherwise (msg then says where to get them). */
 int cli_resolve_shared(cli_common *c, char *msg, size_t msgsize);
+/* If argv[*i] is --model M or --tokenizer T (or --text F when with_text), records the path
+ * (applied by cli_resolve_paths) and returns 1; returns 0 otherwise. */
+int cli_path_option(cli_common *c, int argc, char **argv, int *i, int with_text);
+/* After cli_finish(): the recorded paths override the config; empty ones come from the shared
+ * directory, and a shared file that is missing exits 1 with directions. Paths named explicitly
+ * are left to the loaders (their messages say what is wrong). */
+void cli_resolve_paths(cli_common *c, int with_text);
 /* Progress callback (sp_progress_fn) printing to stderr, silent for the first second and
  * with --quiet; user must be the cli_common. */
 void cli_progress(void *user, const char *what, double done, double total);

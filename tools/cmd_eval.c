@@ -20,34 +20,25 @@ static void help(void) {
            "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
            "  --attention MODE  attention operator: %s, or dense-ref (default dense).\n"
            "                    dense runs in float (fast path); dense-ref is the double reference\n"
-           "  Keys: eval.max_stories, eval.window, run.threads (see docs/config.md)\n\n%s",
+           "  Keys: eval.max_stories (stories, 0 = all), eval.window (tokens, 0 = the model's context\n"
+           "  length), run.threads (threads, 0 = all cores); see docs/config.md\n\n"
+           "Output (table, or one JSON object with --json): stories, predicted tokens, mean NLL\n"
+           "(nats/token), perplexity (dimensionless), top-1 accuracy (%% of targets; a fraction in\n"
+           "JSON), speed (tokens/s), wall time (s, JSON), and the operator's statistics as fractions.\n\n%s",
            SP_ATTN_MODES, CLI_COMMON_HELP);
 }
 
-/* Copies a command-line path into a config string field. */
-static void set_path(cli_common *c, char *field, const char *v, const char *opt) {
-    if (!v) return;
-    if (strlen(v) >= 256) cli_die(c, 2, "%s path longer than 255 bytes", opt);
-    memcpy(field, v, strlen(v) + 1);
-}
-
-/* Fills the empty paths from the shared directory; dies with directions when a shared file
- * that was asked for is missing. Paths given explicitly are left for the loaders to check. */
-static void resolve_paths(cli_common *c) {
-    int was_empty[3] = {!c->cfg.model_checkpoint[0], !c->cfg.model_tokenizer[0], !c->cfg.eval_text[0]};
-    char msg[1024];
-    if (!was_empty[0] && !was_empty[1] && !was_empty[2]) return;
-    if (cli_resolve_shared(c, msg, sizeof msg)) return;
-    FILE *f;
-    const char *fields[3] = {c->cfg.model_checkpoint, c->cfg.model_tokenizer, c->cfg.eval_text};
-    for (int i = 0; i < 3; i++) {
-        if (!was_empty[i]) continue;
-        if ((f = fopen(fields[i], "rb"))) {
-            fclose(f);
-            continue;
-        }
-        cli_die(c, 1, "%s", msg);
+/* 1 when mode names an operator: dense-ref or one of SP_ATTN_MODES ("a|b|c"). */
+static int known_mode(const char *mode) {
+    if (!strcmp(mode, "dense-ref")) return 1;
+    size_t ml = strlen(mode);
+    for (const char *p = SP_ATTN_MODES; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t l = bar ? (size_t)(bar - p) : strlen(p);
+        if (l == ml && !strncmp(p, mode, l)) return 1;
+        p += l + (bar != NULL);
     }
+    return 0;
 }
 
 static void row(const char *name, const char *value, const char *unit) {
@@ -57,30 +48,23 @@ static void row(const char *name, const char *value, const char *unit) {
 int cmd_eval(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "eval");
-    const char *model_path = NULL, *tok_path = NULL, *text_path = NULL, *mode = "dense";
+    const char *mode = "dense";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (cli_common_option(&c, argc, argv, &i)) continue;
+        if (cli_common_option(&c, argc, argv, &i) || cli_path_option(&c, argc, argv, &i, 1)) continue;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help();
             return 0;
-        } else if (!strcmp(a, "--model")) {
-            model_path = cli_value(&c, argc, argv, &i);
-        } else if (!strcmp(a, "--tokenizer")) {
-            tok_path = cli_value(&c, argc, argv, &i);
-        } else if (!strcmp(a, "--text")) {
-            text_path = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--attention")) {
             mode = cli_value(&c, argc, argv, &i);
         } else {
             cli_die(&c, 2, "unknown option '%s' (see sprint eval --help)", a);
         }
     }
+    if (!known_mode(mode)) /* before loading anything: a usage error */
+        cli_die(&c, 2, "unknown attention mode '%s' (expected one of %s|dense-ref)", mode, SP_ATTN_MODES);
     cli_finish(&c);
-    set_path(&c, c.cfg.model_checkpoint, model_path, "--model");
-    set_path(&c, c.cfg.model_tokenizer, tok_path, "--tokenizer");
-    set_path(&c, c.cfg.eval_text, text_path, "--text");
-    resolve_paths(&c);
+    cli_resolve_paths(&c, 1);
 
     sp_error err = {0};
     sp_model *m = NULL;
@@ -152,15 +136,16 @@ int cmd_eval(int argc, char **argv) {
         snprintf(b, sizeof b, "%ld", r.stories), row("stories", b, "stories");
         snprintf(b, sizeof b, "%ld", r.tokens), row("tokens", b, "predicted tokens");
         snprintf(b, sizeof b, "%.4f", r.nll), row("mean NLL", b, "nats/token");
-        snprintf(b, sizeof b, "%.4f", r.ppl), row("perplexity", b, "-");
+        snprintf(b, sizeof b, "%.4f", r.ppl), row("perplexity", b, "(dimensionless, exp NLL)");
         snprintf(b, sizeof b, "%.2f", 100.0 * r.top1), row("top-1 accuracy", b, "%");
         snprintf(b, sizeof b, "%.0f", r.tokens_per_s), row("speed", b, "tokens/s");
+        snprintf(b, sizeof b, "%.2f", r.seconds), row("wall time", b, "s");
         snprintf(b, sizeof b, "%.4f", kept), row("kept fraction", b, "of visible pairs");
         snprintf(b, sizeof b, "%.4f", mem), row("mem-kept fraction", b, "of visible pairs");
         snprintf(b, sizeof b, "%.4f", fpr), row("false-prune rate", b, "of pairs passing exactly");
         snprintf(b, sizeof b, "%.4f", loc), row("locality", b, "of previous query's survivors");
         snprintf(b, sizeof b, "%.4f", nff), row("new-fetch fraction", b, "of visible sequence length");
-        snprintf(b, sizeof b, "%.3g", mlq), row("mass lost", b, "softmax mass per query");
+        snprintf(b, sizeof b, "%.3g", mlq), row("mass lost", b, "softmax mass per query (fraction)");
     }
     if (c.csv_path) {
         FILE *f = fopen(c.csv_path, "w");

@@ -20,16 +20,23 @@ static void help(void) {
            "  --model M          llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin)\n"
            "  --tokenizer T      llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
            "  --prompt S         prompt text (default: empty)\n"
-           "  --steps N          tokens to generate, 1..100000 (default 256)\n"
-           "  --temperature X    0 = greedy, else > 0 (default 1.0)\n"
-           "  --topp P           top-p mass in (0, 1] (default 0.9)\n\n%s",
+           "  --steps N          tokens to generate, integer in [1, 100000] (default 256 tokens)\n"
+           "  --temperature X    softmax temperature, dimensionless, in [0, 100]; 0 = greedy (default 1.0)\n"
+           "  --topp P           top-p probability mass, in (0, 1] (default 0.9)\n"
+           "Prints the text on stdout; on stderr the token count, time (s) and speed (tokens/s).\n\n%s",
            CLI_COMMON_HELP);
 }
 
-static double parse_num(cli_common *c, const char *opt, const char *v, double lo, double hi) {
+/* The number v of option opt, in [lo, hi] ((lo, hi] when lo_open), an integer when integral;
+ * exits 2 with the expected range otherwise. */
+static double parse_num(cli_common *c, const char *opt, const char *v, double lo, double hi, int lo_open,
+                        int integral) {
     char *end = NULL;
     double x = strtod(v, &end);
-    if (!v[0] || *end || !(x >= lo && x <= hi)) cli_die(c, 2, "%s expects a number in [%g, %g], got '%s'", opt, lo, hi, v);
+    int ok = v[0] && !*end && (lo_open ? x > lo : x >= lo) && x <= hi && (!integral || x == floor(x));
+    if (!ok)
+        cli_die(c, 2, "%s expects %s in %c%g, %g], got '%s'", opt, integral ? "an integer" : "a number",
+                lo_open ? '(' : '[', lo, hi, v);
     return x;
 }
 
@@ -92,51 +99,29 @@ static void print_piece(const char *piece) {
 int cmd_generate(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "generate");
-    const char *model_path = NULL, *tok_path = NULL, *prompt = "";
+    const char *prompt = "";
     int steps = 256;
     double temperature = 1.0, topp = 0.9;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (cli_common_option(&c, argc, argv, &i)) continue;
+        if (cli_common_option(&c, argc, argv, &i) || cli_path_option(&c, argc, argv, &i, 0)) continue;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help();
             return 0;
-        } else if (!strcmp(a, "--model")) {
-            model_path = cli_value(&c, argc, argv, &i);
-        } else if (!strcmp(a, "--tokenizer")) {
-            tok_path = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--prompt")) {
             prompt = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--steps")) {
-            steps = (int)parse_num(&c, a, cli_value(&c, argc, argv, &i), 1, 100000);
+            steps = (int)parse_num(&c, a, cli_value(&c, argc, argv, &i), 1, 100000, 0, 1);
         } else if (!strcmp(a, "--temperature")) {
-            temperature = parse_num(&c, a, cli_value(&c, argc, argv, &i), 0, 100);
+            temperature = parse_num(&c, a, cli_value(&c, argc, argv, &i), 0, 100, 0, 0);
         } else if (!strcmp(a, "--topp")) {
-            topp = parse_num(&c, a, cli_value(&c, argc, argv, &i), 1e-9, 1);
+            topp = parse_num(&c, a, cli_value(&c, argc, argv, &i), 0, 1, 1, 0);
         } else {
             cli_die(&c, 2, "unknown option '%s' (see sprint generate --help)", a);
         }
     }
     cli_finish(&c);
-    if (model_path) {
-        if (strlen(model_path) >= sizeof c.cfg.model_checkpoint) cli_die(&c, 2, "--model path longer than 255 bytes");
-        strcpy(c.cfg.model_checkpoint, model_path);
-    }
-    if (tok_path) {
-        if (strlen(tok_path) >= sizeof c.cfg.model_tokenizer) cli_die(&c, 2, "--tokenizer path longer than 255 bytes");
-        strcpy(c.cfg.model_tokenizer, tok_path);
-    }
-    if (!c.cfg.model_checkpoint[0] || !c.cfg.model_tokenizer[0]) {
-        char msg[1024];
-        int had_m = c.cfg.model_checkpoint[0] != 0, had_t = c.cfg.model_tokenizer[0] != 0;
-        if (!cli_resolve_shared(&c, msg, sizeof msg)) {
-            FILE *f;
-            if (!had_m && !(f = fopen(c.cfg.model_checkpoint, "rb"))) cli_die(&c, 1, "%s", msg);
-            else if (!had_m) fclose(f);
-            if (!had_t && !(f = fopen(c.cfg.model_tokenizer, "rb"))) cli_die(&c, 1, "%s", msg);
-            else if (!had_t) fclose(f);
-        }
-    }
+    cli_resolve_paths(&c, 0);
 
     sp_error err = {0};
     sp_model *m = NULL;

@@ -63,7 +63,7 @@ sp_status sp_attn_head_check(const sp_attn_head *h, sp_error *err) {
         return sp_error_set(err, SP_ERR_ARG, "attention head: bad shape n_q=%d n_k=%d d=%d", h->n_q, h->n_k, h->d);
     if (h->ldq < h->d || h->ldk < h->d || h->ldv < h->d || h->ldo < h->d)
         return sp_error_set(err, SP_ERR_ARG, "attention head: row stride smaller than d=%d", h->d);
-    if (h->causal && (h->q_offset < 0 || h->q_offset + h->n_q > h->n_k))
+    if (h->causal && (h->q_offset < 0 || (long long)h->q_offset + h->n_q > h->n_k))
         return sp_error_set(err, SP_ERR_ARG, "attention head: causal queries [%d, %d) outside %d keys", h->q_offset,
                             h->q_offset + h->n_q, h->n_k);
     return SP_OK;
@@ -128,11 +128,22 @@ static inline void dense_count(sp_attn_stats *st, int n, int *prev_n) {
     *prev_n = n;
 }
 
-/* Dense reference: out_i = softmax_j(scale * q_i.k_j) v_j over the visible keys. */
-static sp_status dense_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
+/* The head's checks plus its (layer, head) inside the op's stats table: *st is its slot. */
+static sp_status dense_check(sp_attn_op *op, const sp_attn_head *h, sp_attn_stats **st, sp_error *err) {
     sp_status s = sp_attn_head_check(h, err);
     if (s != SP_OK) return s;
-    sp_attn_stats *st = &op->stats[h->layer * op->n_heads + h->head];
+    if (h->layer < 0 || h->layer >= op->n_layers || h->head < 0 || h->head >= op->n_heads)
+        return sp_error_set(err, SP_ERR_ARG, "attention head: layer %d head %d outside the operator's %d x %d",
+                            h->layer, h->head, op->n_layers, op->n_heads);
+    *st = &op->stats[h->layer * op->n_heads + h->head];
+    return SP_OK;
+}
+
+/* Dense reference: out_i = softmax_j(scale * q_i.k_j) v_j over the visible keys. */
+static sp_status dense_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
+    sp_attn_stats *st = NULL;
+    sp_status s = dense_check(op, h, &st, err);
+    if (s != SP_OK) return s;
     int32_t *idx = sp_xmalloc((size_t)h->n_k + 1, sizeof *idx);
     double *sc = sp_xmalloc((size_t)h->n_k + 1, sizeof *sc);
     int prev_n = -1;
@@ -255,7 +266,8 @@ static inline float max_lanes(const float *a, int n) {
 SP_FAST_CLONES
 static sp_status dense_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (op->observer || h->key_valid || h->query_valid) return dense_run(op, h, err);
-    sp_status s = sp_attn_head_check(h, err);
+    sp_attn_stats *st = NULL;
+    sp_status s = dense_check(op, h, &st, err);
     if (s != SP_OK) return s;
     int d = h->d, nk = h->n_k;
     size_t NK = (size_t)nk;
@@ -270,7 +282,6 @@ static sp_status dense_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error 
             vt[(size_t)c * NK + (size_t)j] = h->v[(size_t)j * (size_t)h->ldv + (size_t)c];
         }
     }
-    sp_attn_stats *st = &op->stats[h->layer * op->n_heads + h->head];
     sp_attn_stats saved = *st;
     int prev_n = -1, bad = 0;
     float scale = h->scale;

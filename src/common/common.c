@@ -12,10 +12,14 @@
 
 sp_status sp_error_set(sp_error *err, sp_status status, const char *fmt, ...) {
     if (err) {
+        /* formatted into a local buffer first: callers may pass err->msg itself as an argument
+         * ("context: %s", err->msg), which vsnprintf into err->msg would make undefined */
+        char buf[sizeof err->msg];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        vsnprintf(buf, sizeof buf, fmt, ap);
         va_end(ap);
+        memcpy(err->msg, buf, sizeof buf);
         err->status = status;
     }
     return status;

@@ -7,7 +7,7 @@
 
 #include "fn_internal.h"
 
-const char *const SP_ATTN_MODES = "dense|pruning|sprint-norecompute|sprint";
+const char *const SP_ATTN_MODES = "dense|dense-ref|pruning|sprint-norecompute|sprint";
 
 static const char *const MODE_NAMES[] = {"dense", "pruning", "sprint-norecompute", "sprint"};
 
@@ -92,12 +92,18 @@ sp_status sp_attn_op_create(const sp_op_request *req, int n_layers, int n_heads,
     *out = NULL;
     if (n_layers <= 0 || n_heads <= 0)
         return sp_error_set(err, SP_ERR_ARG, "attention operator needs positive layers and heads");
+    /* "dense" is the float fast path (tested against the reference); "dense-ref" the double
+     * reference that bit-for-bit comparisons use. */
+    if (req->mode && !strcmp(req->mode, "dense-ref")) {
+        *out = sp_attn_dense_create(n_layers, n_heads);
+        return SP_OK;
+    }
     int mode = req->mode ? sp_fn_mode_parse(req->mode) : -1;
     if (mode < 0)
         return sp_error_set(err, SP_ERR_ARG, "unknown attention mode '%s' (expected one of %s)",
                             req->mode ? req->mode : "(null)", SP_ATTN_MODES);
     if (mode == SP_FN_DENSE) {
-        *out = sp_attn_dense_create(n_layers, n_heads);
+        *out = sp_attn_dense_fast_create(n_layers, n_heads);
         return SP_OK;
     }
     sp_config defcfg;
@@ -126,6 +132,10 @@ sp_status sp_attn_op_create(const sp_op_request *req, int n_layers, int n_heads,
         sp_thresholds *t = NULL;
         sp_op_request r2 = *req;
         r2.cfg = cfg;
+        /* thresholds are calibrated for mode sprint whatever the requested mode, so pruning,
+         * sprint-norecompute and sprint share them (as in sprint compare): calibrating
+         * norecompute for a loss budget it cannot meet would only return delta's upper end */
+        r2.mode = "sprint";
         s = sp_calibrate(&r2, &t, err);
         if (s == SP_OK) s = apply_thresholds(t, "calibration", req, n_layers, n_heads, &p, err);
         sp_thresholds_free(t);

@@ -29,7 +29,7 @@ int32_t sp_hw_score(const int8_t *qi, const int8_t *ki, int d, int b, int *satur
     int sat = 0;
     int32_t m = sat16(msb, &sat), l = sat16(lsb, &sat);
     if (saturated) *saturated = sat;
-    return (int32_t)(((int64_t)m << (8 - b)) + l - 128 * qsum);
+    return (int32_t)((int64_t)m * (1 << (8 - b)) + l - 128 * qsum); /* m << (8-b), written as a product for negative m */
 }
 
 int sp_hw_softmax_wsum(int n, const int32_t *z, const double *logit_scale, const int8_t *const *vi_rows, int d,

@@ -50,6 +50,21 @@ typedef struct fn_work fn_work;
 static void exact_scores(fn_work *w, int stamp_now, const float *q, const sp_attn_head *h, double scale,
                          const int32_t *idx, int n, double *out);
 
+/* exp(x) for x in [-SP_MASS_CUT, 0], relative error < 2e-7: 2^(x log2 e) split into an integer
+ * power (exponent bits) and 2^f, |f| <= 1/2, by its degree-6 Taylor polynomial. Branch-free so the mass
+ * loop vectorises; used only for the mass-lost statistic (documented in docs/functional.md). */
+static inline double mass_exp(double x) {
+    double y = x * 1.4426950408889634; /* log2(e) */
+    double n = floor(y + 0.5), f = y - n; /* f in [-1/2, 1/2]: Taylor error (ln2/2)^7/7! */
+    double p = 1.0 + f * (0.6931471805599453 +
+                   f * (0.2402265069591007 +
+                   f * (0.0555041086648216 +
+                   f * (0.0096181291076285 + f * (0.0013333558146428 + f * 0.0001540353039338)))));
+    union { double d; uint64_t u; } e;
+    e.u = (uint64_t)((int64_t)n + 1023) << 52;
+    return p * e.d;
+}
+
 /* Quickselect: the k-th largest (1-based) of a[0..n) (a is permuted). */
 static double kth_largest(double *a, int n, int k) {
     SP_ASSERT(k >= 1 && k <= n);
@@ -183,6 +198,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     const int inmem = mode == SP_FN_SPRINT || mode == SP_FN_NORECOMPUTE;
     const int b = P->rr.msb_bits, sh = 8 - b;
     const double cmid = sp_key_msb_center(b);
+    const double p2s = (double)(1 << sh); /* 2^(8-b): multiplying by it is exact, like ldexp */
     const double scale = (double)h->scale;
     const int kind = P->kind;
     sp_attn_stats *st = &op->stats[h->layer * op->n_heads + h->head];
@@ -336,7 +352,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                     for (int j = 0; j < nk; j++) {
                         float m = bm[j] > 32767.0f ? 32767.0f : bm[j] < -32768.0f ? -32768.0f : bm[j];
                         float l = bl[j] > 32767.0f ? 32767.0f : bl[j] < -32768.0f ? -32768.0f : bl[j];
-                        sr[j] = (float)(ldexp((double)m, sh) + (double)l - 128.0 * qs);
+                        sr[j] = (float)((double)m * p2s + (double)l - 128.0 * qs);
                     }
                 }
             }
@@ -477,7 +493,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                             if (!hw) v += (sqi2 + d * k_ms) / 12.0;
                             marg = P->margin_sigma * sqrt(v);
                         } else {
-                            double cm = cmid > top - cmid ? cmid : ldexp(1.0, sh) - 1 - cmid;
+                            double cm = cmid; /* largest |l - c| of the centred LSBs, (2^(8-b) - 1) / 2 */
                             marg = step * sabs_qd * cm + sabs_eq * kmax + P->margin_sigma * sqrt(an2);
                             if (!hw) marg += (sabs_qi + d * kmax) / 2.0 + d / 4.0;
                         }
@@ -502,7 +518,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                         } else { /* without recompute only the MSB-only digital scores exist */
                             for (int t = 0; t < ns; t++) {
                                 int j = w.src[t];
-                                double e = LF(j) * (ldexp((double)w.Bm[(size_t)r * NK + (size_t)j], sh) + (cmid - 128) * sqi);
+                                double e = LF(j) * ((double)w.Bm[(size_t)r * NK + (size_t)j] * p2s + (cmid - 128) * sqi);
                                 if (e > est) est = e;
                             }
                         }
@@ -510,7 +526,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                     } else {
                         mem_topk = 1;
                     }
-                    o_i = (cmid - 128.0) * sqd;
+                    o_i = step * (cmid - 128.0) * sqd;
                     u_i = step * ldexp(1.0, sh);
                     /* keep j iff u_i (a + off_j) + o_i + marg >= thr_mem / lf_j, i.e.
                      * a + off_j >= tau_j = (thr_mem / lf_j - marg - o_i) / u_i */
@@ -528,7 +544,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                                 a += c2 * sqrt((double)V2row[j]) *
                                      sp_reram_read_normal(&P->rr, h->layer, h->head, h->kv_head, h->seq_id,
                                                           h->q_offset + i, j);
-                            w.scores[t] = LF(j) * step * (ldexp(a, sh) + (cmid - 128.0) * sqd);
+                            w.scores[t] = LF(j) * step * (a * p2s + (cmid - 128.0) * sqd);
                             w.tmp[t] = w.scores[t];
                         }
                         double kth = kth_largest(w.tmp, n_vis, (int)km);
@@ -541,6 +557,26 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 const double hi = exact_band ? thr_ref + tol : thr_ref, lo = exact_band ? thr_ref - tol : thr_ref;
                 const int has_off = P->rr.cmp_offset_sigma > 0;
                 double Z = 0;
+                const int fast = uni && !kvalid && !mem_all && !mem_topk && !P->quant_row && !has_off && !(V2row && c2 > 0);
+                if (fast) {
+                    /* the common case, branch-free: ideal or d2d/stuck/on-off devices, one scale */
+                    int32_t *mem = w.mem, *kept = w.kept;
+                    const unsigned char *pm = w.prevmark;
+                    for (int j = 0; j < end; j++) {
+                        const double x = xs * (double)Srow[j];
+                        int pass = x >= hi;
+                        if ((x >= lo) & !pass) pass = EX(j) >= thr_ref; /* rare: within the fp32 bound */
+                        const int keep = (double)Arow[j] >= tau;
+                        mem[n_mem] = j;
+                        n_mem += keep;
+                        kept[n_kept] = j;
+                        n_kept += prune_digital & pass & keep;
+                        n_pass += pass;
+                        reuse += pm[j] & keep;
+                        n_fk += keep & !pass;
+                        n_fp += pass & !keep;
+                    }
+                } else
                 for (int j = 0; j < end; j++) {
                     if (kvalid && !kvalid[j]) continue;
                     const double x = SXL(j);
@@ -571,7 +607,19 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                     } else {
                         n_fp += pass;
                     }
-                    if (P->mass_lost && x - smax >= -SP_MASS_CUT) Z += expf((float)(x - smax));
+                }
+                if (P->mass_lost) { /* dense softmax denominator over the visible keys */
+                    if (uni) {
+                        for (int j = 0; j < end; j++) {
+                            double t = xs * (double)Srow[j] - smax;
+                            t = t < -SP_MASS_CUT ? -60.0 : t; /* e^-60 ~ 1e-26: nothing */
+                            double e = mass_exp(t);
+                            Z += (kvalid && !kvalid[j]) ? 0.0 : e;
+                        }
+                    } else {
+                        for (int j = 0; j < end; j++)
+                            if ((!kvalid || kvalid[j]) && SXL(j) - smax >= -SP_MASS_CUT) Z += mass_exp(SXL(j) - smax);
+                    }
                 }
                 /* ---- digital stage: which keys enter softmax, with which scores ---- */
                 if (mode == SP_FN_PRUNING) {
@@ -581,7 +629,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                     for (int t = 0; t < n_mem; t++) {
                         int j = w.mem[t];
                         w.kept[n_kept] = j;
-                        double z = ldexp((double)w.Bm[(size_t)r * NK + (size_t)j], sh) + (cmid - 128) * sqi;
+                        double z = (double)w.Bm[(size_t)r * NK + (size_t)j] * p2s + (cmid - 128) * sqi;
                         if (hw) z = round(z);
                         w.scores[n_kept++] = LF(j) * z;
                     }
@@ -610,7 +658,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                     double Kp = 0;
                     for (int t = 0; t < n_kept; t++) {
                         double x = SXL(w.kept[t]) - smax;
-                        if (x >= -SP_MASS_CUT) Kp += expf((float)x);
+                        if (x >= -SP_MASS_CUT) Kp += mass_exp(x);
                     }
                     mass_lost = Z > 0 ? 1.0 - Kp / Z : 0.0;
                     if (mass_lost < 0) mass_lost = 0;

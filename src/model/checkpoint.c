@@ -7,13 +7,11 @@
  * exact file size are checked before a single weight is read; the weights are read with one
  * fread into one allocation and carved into named pointers. */
 #define _POSIX_C_SOURCE 200809L
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "model/model_internal.h"
 
@@ -102,37 +100,34 @@ static void carve(sp_model *m) {
 
 sp_status sp_model_load(const char *path, sp_model **out, sp_error *err) {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return sp_error_set(err, SP_ERR_IO, "cannot open checkpoint %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(fp);
-        return sp_error_set(err, SP_ERR_IO, "cannot read checkpoint %s: not a regular file", path);
-    }
+    FILE *fp;
+    long long size;
+    sp_status s = sp_open_regular(path, "checkpoint ", &fp, &size, err);
+    if (s != SP_OK) return s;
     int32_t h[7];
-    if (st.st_size < (off_t)sizeof h || fread(h, sizeof h, 1, fp) != 1) {
+    if (size < (long long)sizeof h || fread(h, sizeof h, 1, fp) != 1) {
         fclose(fp);
         return sp_error_set(err, SP_ERR_FORMAT, "%s: truncated checkpoint: %lld bytes, the header alone needs %zu",
-                            path, (long long)st.st_size, sizeof h);
+                            path, size, sizeof h);
     }
     sp_model_info info;
     memset(&info, 0, sizeof info);
-    sp_status s = check_header(path, h, &info, err);
+    s = check_header(path, h, &info, err);
     if (s != SP_OK) {
         fclose(fp);
         return s;
     }
     uint64_t nf = expected_floats(&info);
     uint64_t want = sizeof h + 4 * nf;
-    if ((uint64_t)st.st_size != want) {
+    if ((uint64_t)size != want) {
         fclose(fp);
         return sp_error_set(err, SP_ERR_FORMAT,
                             "%s: file size %lld bytes does not match the header (dim %d, hidden %d, layers %d, heads "
                             "%d, kv heads %d, vocab %d%s, seq %d imply %llu bytes)%s",
-                            path, (long long)st.st_size, info.dim, info.hidden_dim, info.n_layers, info.n_heads,
+                            path, size, info.dim, info.hidden_dim, info.n_layers, info.n_heads,
                             info.n_kv_heads, info.vocab_size, info.shared_classifier ? "" : " + classifier",
                             info.seq_len, (unsigned long long)want,
-                            (uint64_t)st.st_size < want ? ": truncated checkpoint" : "");
+                            (uint64_t)size < want ? ": truncated checkpoint" : "");
     }
     sp_model *m = sp_xcalloc(1, sizeof *m);
     m->info = info;

@@ -16,17 +16,29 @@
 #include "model/model_internal.h"
 #include "model/pool.h"
 
-sp_status sp_read_file(const char *path, char **text, size_t *len, sp_error *err) {
-    *text = NULL;
-    *len = 0;
+sp_status sp_open_regular(const char *path, const char *what, FILE **fp, long long *size, sp_error *err) {
+    *fp = NULL;
+    *size = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot open %s%s: %s", what, path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        return sp_error_set(err, SP_ERR_IO, "cannot read %s: not a regular file", path);
+        return sp_error_set(err, SP_ERR_IO, "cannot read %s%s: not a regular file", what, path);
     }
-    size_t n = (size_t)st.st_size;
+    *fp = f;
+    *size = (long long)st.st_size;
+    return SP_OK;
+}
+
+sp_status sp_read_file(const char *path, char **text, size_t *len, sp_error *err) {
+    *text = NULL;
+    *len = 0;
+    FILE *f;
+    long long size;
+    sp_status s = sp_open_regular(path, "", &f, &size, err);
+    if (s != SP_OK) return s;
+    size_t n = (size_t)size;
     char *buf = malloc(n + 1);
     if (!buf) {
         fclose(f);
@@ -90,7 +102,7 @@ sp_status sp_corpus_from_text(const sp_tokenizer *t, const char *text, size_t le
                 snprintf(msg, sizeof msg, "%s", err ? err->msg : "");
                 int story = out->n + 1;
                 sp_corpus_free(out);
-                return sp_error_set(err, s, "story %d (text offset %zu): %s", story, (size_t)(a - text), msg);
+                return sp_error_set(err, s, "story %d (starting at byte %zu of the text): %s", story, (size_t)(a - text), msg);
             }
             if (out->n == cap) {
                 cap *= 2;

@@ -3,6 +3,8 @@
 #ifndef SPRINT_MODEL_INTERNAL_H
 #define SPRINT_MODEL_INTERNAL_H
 
+#include <stdio.h>
+
 #include "sprint/model.h"
 
 /* Weights in llama2.c order, carved from one allocation (`data`). Shapes are row-major with
@@ -28,5 +30,9 @@ struct sp_model {
     float *data;   /* every float after the header, owned */
     size_t n_floats;
 };
+
+/* Opens path for reading and checks that it is a regular file; *size is its length in bytes.
+ * `what` prefixes the file in messages ("checkpoint " -> "cannot open checkpoint P: ..."). */
+sp_status sp_open_regular(const char *path, const char *what, FILE **fp, long long *size, sp_error *err);
 
 #endif

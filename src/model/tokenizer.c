@@ -11,6 +11,7 @@
  * llama2.c rescans every pair after every merge (quadratic); here a heap of candidate pairs
  * with lazy invalidation picks the same pair each step in O(log n). Unlike llama2.c the text
  * is validated as UTF-8 first. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,11 +223,28 @@ static void consider(merge_state *ms, int a, int b) {
     heap_push(ms->heap, &ms->nheap, c);
 }
 
+/* Appends the token of the code point cp (cl bytes), or its bytes as byte-fallback tokens
+ * (id byte + 3). Returns 0, or the fallback id that lies outside the vocabulary. */
+static int push_piece(const sp_tokenizer *t, const char *cp, int cl, int *tok, int *n) {
+    int id = lookup(t, cp);
+    if (id >= 0) {
+        tok[(*n)++] = id;
+        return 0;
+    }
+    for (int j = 0; j < cl; j++)
+        if ((unsigned char)cp[j] + 3 >= t->vocab_size) return (unsigned char)cp[j] + 3;
+    for (int j = 0; j < cl; j++) tok[(*n)++] = (unsigned char)cp[j] + 3;
+    return 0;
+}
+
 sp_status sp_tokenizer_encode(const sp_tokenizer *t, const char *text, size_t len, int bos, int eos, int **tokens,
                               int *n_tokens, sp_error *err) {
     *tokens = NULL;
     *n_tokens = 0;
     const unsigned char *s = (const unsigned char *)text;
+    if (len > (size_t)(INT_MAX / 4)) /* token counts and node indices are int */
+        return sp_error_set(err, SP_ERR_DATA, "text of %zu bytes is too long to encode at once (at most %d)", len,
+                            INT_MAX / 4);
     for (size_t i = 0; i < len;) {
         int n = utf8_len(s + i, len - i);
         if (!n)
@@ -234,28 +252,27 @@ sp_status sp_tokenizer_encode(const sp_tokenizer *t, const char *text, size_t le
                                 s[i] ? "bad" : "NUL", s[i], i);
         i += (size_t)n;
     }
-    size_t cap = len + 3;
+    /* BOS/EOS are ids 1 and 2, byte b falls back to id b + 3 (llama2.c's convention): a small
+     * vocabulary may lack them, which is a data error, not a bug. */
+    if ((bos || eos) && t->vocab_size <= (eos ? 2 : 1))
+        return sp_error_set(err, SP_ERR_DATA, "tokenizer vocabulary of %d tokens has no %s token (id %d)",
+                            t->vocab_size, eos ? "EOS" : "BOS", eos ? 2 : 1);
+    size_t cap = len + 3, bad_off = 0;
     int *tok = sp_xmalloc(cap, sizeof *tok);
-    int n = 0;
+    int n = 0, s_bad;
     if (bos) tok[n++] = 1;
-    if (len > 0) {
-        int sp = lookup(t, " ");
-        tok[n++] = sp >= 0 ? sp : ' ' + 3;
-    }
+    if (len > 0 && (s_bad = push_piece(t, " ", 1, tok, &n)) != 0) goto no_token;
     char cp[5];
     for (size_t i = 0; i < len;) {
         int cl = utf8_len(s + i, len - i);
         memcpy(cp, s + i, (size_t)cl);
         cp[cl] = 0;
-        int id = lookup(t, cp);
-        if (id >= 0) {
-            tok[n++] = id;
-        } else {
-            for (int j = 0; j < cl; j++) tok[n++] = (unsigned char)cp[j] + 3;
+        if ((s_bad = push_piece(t, cp, cl, tok, &n)) != 0) {
+            bad_off = i;
+            goto no_token;
         }
         i += (size_t)cl;
     }
-    for (int i = 0; i < n; i++) SP_ASSERT(tok[i] >= 0 && tok[i] < t->vocab_size);
     /* Merges over a doubly linked list of nodes; node index order is sequence order. */
     merge_state ms = {.t = t, .tok = tok, .nheap = 0};
     size_t nn = (size_t)n + 1;
@@ -299,17 +316,29 @@ sp_status sp_tokenizer_encode(const sp_tokenizer *t, const char *text, size_t le
     *tokens = res;
     *n_tokens = m;
     return SP_OK;
+no_token:
+    free(tok);
+    return sp_error_set(err, SP_ERR_DATA,
+                        "character at offset %zu is not in the vocabulary and its byte-fallback token %d is "
+                        "outside the vocabulary of %d tokens", bad_off, s_bad, t->vocab_size);
+}
+
+/* Value of the hex digit c, or -1. */
+static int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
 }
 
 const char *sp_tokenizer_decode(const sp_tokenizer *t, int prev, int tok) {
     if (tok < 0 || tok >= t->vocab_size) return "";
     const char *piece = t->vocab[tok];
     if (prev == 1 && piece[0] == ' ') piece++;
-    /* raw byte tokens look like "<0x0A>" */
-    static const char hex[] = "0123456789ABCDEF";
+    /* raw byte tokens look like "<0x0A>" (hex digits of either case, as llama2.c's sscanf %X) */
     if (strlen(piece) == 6 && !strncmp(piece, "<0x", 3) && piece[5] == '>') {
-        const char *hi = memchr(hex, piece[3], 16), *lo = memchr(hex, piece[4], 16);
-        if (hi && lo && piece[3] && piece[4]) return t->byte_pieces + 2 * ((hi - hex) * 16 + (lo - hex));
+        int hi = hex_digit(piece[3]), lo = hex_digit(piece[4]);
+        if (hi >= 0 && lo >= 0) return t->byte_pieces + 2 * (hi * 16 + lo);
     }
     return piece;
 }
