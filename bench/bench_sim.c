@@ -118,11 +118,13 @@ int main(int argc, char **argv) {
     static sp_design_result res[3][SP_DESIGN_COUNT], res2[3][SP_DESIGN_COUNT], res3[3][SP_DESIGN_COUNT];
     for (int r = 0; r < reps; r++) {
         sp_attn_op *op = NULL;
-        sp_op_request req = {.mode = cfg.workload_mode, .cfg = &cfg};
+        sp_config *ocfg = sp_sim_op_config(&cfg); /* sprint.mass_lost off, as in sprint run */
+        sp_op_request req = {.mode = cfg.workload_mode, .cfg = ocfg};
         if (sp_attn_op_create(&req, 1, 1, &op, &err) != SP_OK) {
             op = sp_relthresh_op_create(1, 1, cfg.workload_margin_nats);
             src = "relthresh (fallback)";
         }
+        free(ocfg);
         tr.n = 0;
         tr.q = 0;
         memset(res, 0, sizeof res);

@@ -1,10 +1,13 @@
 /* test_model.c: does the runner load llama2.c checkpoints and compute the transformer that
  * llama2.c computes? A tiny model with random weights (shared and separate classifier, GQA) is
  * written by the test and its logits compared with a plain double-precision reference below. */
+#define _POSIX_C_SOURCE 200809L /* fork, waitpid, alarm */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -339,4 +342,26 @@ Test(pool, small_forwards_bit_identical, .timeout = 60) {
     sp_attn_op_free(op);
     sp_model_free(m);
     free(ref), free(got);
+}
+
+/* A child process forked after the pool has workers gets an empty pool, not one that waits
+ * for workers that do not exist in it (each attempt is bounded by alarm()). */
+Test(pool, usable_after_fork, .timeout = 60) {
+    atomic_int count[16];
+    for (int i = 0; i < 16; i++) atomic_store(&count[i], 0);
+    sp_pool_run(4, 16, count_task, count); /* the parent's pool now has workers */
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        alarm(20);
+        for (int i = 0; i < 16; i++) atomic_store(&count[i], 0);
+        for (int rep = 0; rep < 50; rep++) sp_pool_run(rep % 2 ? 4 : 2, 16, count_task, count);
+        for (int i = 0; i < 16; i++)
+            if (atomic_load(&count[i]) != 50) _exit(3);
+        _exit(0);
+    }
+    int st = 0;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %s %d", WIFEXITED(st) ? "exit" : "signal",
+              WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
 }

@@ -9,9 +9,18 @@
 #include "sprint/sim.h"
 #include "timing/memory.h"
 
+/* The hand-computed timings below use the 2 x 8 B DDR interface of configs/sim-ddr3.ini (the
+ * default is 4 x 16 B since the bandwidth derivation in docs/simulator.md); they test the
+ * timing rules, not the default geometry (derived_cycles_from_config checks that). */
+static void ddr3(sp_config *c) {
+    c->memory_channels = 2;
+    c->memory_bus_bytes = 8;
+}
+
 static sp_hw hw_default(int size) {
     sp_config c;
     sp_config_defaults(&c);
+    ddr3(&c);
     sp_hw hw;
     sp_error err = {0};
     cr_assert_eq(sp_hw_from_config(&c, size, &hw, &err), SP_OK, "%s", err.msg);
@@ -32,6 +41,17 @@ Test(timing, derived_cycles_from_config) {
     /* 64 B on an 8-byte DDR bus: 8 beats = 4 memory cycles = 5 core cycles */
     cr_assert_eq(sp_mem_burst(&hw, 64), 5);
     cr_assert_eq(sp_mem_burst(&hw, 1), 2); /* 1 beat -> 1 memory cycle -> 1.25 -> 2 */
+    /* the default interface: 4 channels x 16 B DDR at 800 MHz = 102.4 GB/s (~1 d=64 key of K+V
+     * per 1.25 core cycles); 64 B = 4 beats = 2 memory cycles = 2.5 -> 3 core cycles */
+    sp_config c;
+    sp_config_defaults(&c);
+    sp_hw def;
+    sp_error err = {0};
+    cr_assert_eq(sp_hw_from_config(&c, 0, &def, &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(def.channels, 4);
+    cr_assert_eq(def.bus_bytes, 16);
+    cr_assert_float_eq(c.memory_channels * c.memory_bus_bytes * 2.0 * c.memory_clock_mhz * 1e6, 102.4e9, 1);
+    cr_assert_eq(sp_mem_burst(&def, 64), 3);
 }
 
 Test(timing, single_request_boundary) {
@@ -197,7 +217,7 @@ Test(timing, fast_frfcfs_matches_reference) {
         }
 }
 
-/* One SPRINT query by hand (S size, defaults): thresholding CopyQ 13 + one tAxTh round 9 + ReadP
+/* One SPRINT query by hand (S size, defaults with the 2 x 8 B interface): thresholding CopyQ 13 + one tAxTh round 9 + ReadP
  * 13 + 2-byte burst 2 = 37 cycles; then Q0 (bank 0, channel 0) and K3 (bank 3, channel 1) open
  * their rows and arrive at 37 + 30 + 13 + 5 = 85; V3 conflicts with K3 in bank 3: it starts when
  * the bank is ready (37 + 30 + 5 = 72), pays tRP + tRCD + tCL = 45 and arrives at 72 + 45 + 5 =
@@ -205,6 +225,7 @@ Test(timing, fast_frfcfs_matches_reference) {
 Test(timing, one_sprint_query_by_hand) {
     sp_config c;
     sp_config_defaults(&c);
+    ddr3(&c);
     sp_hw hw[3];
     unsigned mask;
     sp_error err = {0};

@@ -18,7 +18,7 @@ static void help(void) {
            "  --model M         llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin)\n"
            "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
            "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
-           "  --attention MODE  attention operator: %s, or dense-ref (default dense).\n"
+           "  --attention MODE  attention operator: %s (default dense).\n"
            "                    dense runs in float (fast path); dense-ref is the double reference\n"
            "  Keys: eval.max_stories (stories, 0 = all), eval.window (tokens, 0 = the model's context\n"
            "  length), run.threads (threads, 0 = all cores); see docs/config.md\n\n"
@@ -26,19 +26,6 @@ static void help(void) {
            "(nats/token), perplexity (dimensionless), top-1 accuracy (%% of targets; a fraction in\n"
            "JSON), speed (tokens/s), wall time (s, JSON), and the operator's statistics as fractions.\n\n%s",
            SP_ATTN_MODES, CLI_COMMON_HELP);
-}
-
-/* 1 when mode names an operator: dense-ref or one of SP_ATTN_MODES ("a|b|c"). */
-static int known_mode(const char *mode) {
-    if (!strcmp(mode, "dense-ref")) return 1;
-    size_t ml = strlen(mode);
-    for (const char *p = SP_ATTN_MODES; *p;) {
-        const char *bar = strchr(p, '|');
-        size_t l = bar ? (size_t)(bar - p) : strlen(p);
-        if (l == ml && !strncmp(p, mode, l)) return 1;
-        p += l + (bar != NULL);
-    }
-    return 0;
 }
 
 static void row(const char *name, const char *value, const char *unit) {
@@ -61,8 +48,8 @@ int cmd_eval(int argc, char **argv) {
             cli_die(&c, 2, "unknown option '%s' (see sprint eval --help)", a);
         }
     }
-    if (!known_mode(mode)) /* before loading anything: a usage error */
-        cli_die(&c, 2, "unknown attention mode '%s' (expected one of %s|dense-ref)", mode, SP_ATTN_MODES);
+    if (sp_config_enum_index(SP_ATTN_MODES, mode) < 0) /* before loading anything: a usage error */
+        cli_die(&c, 2, "unknown attention mode '%s' (expected one of %s)", mode, SP_ATTN_MODES);
     cli_finish(&c);
     cli_resolve_paths(&c, 1);
 
@@ -87,14 +74,10 @@ int cmd_eval(int argc, char **argv) {
     sp_op_request req = {.mode = mode, .cfg = &c.cfg, .model = m, .calib = &corpus, .progress = cli_progress,
                          .progress_user = &c};
     sp_attn_op *op = NULL;
-    if (!strcmp(mode, "dense")) {
-        op = sp_attn_dense_fast_create(info->n_layers, info->n_heads); /* float fast path */
-    } else if (!strcmp(mode, "dense-ref")) {
-        op = sp_attn_dense_create(info->n_layers, info->n_heads); /* double reference */
-    } else if (sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err) != SP_OK) {
-        cli_die_err(&c, &err);
-    }
+    /* dense: the float fast path; dense-ref: the double reference; others: SPRINT operators */
+    if (sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
     cli_progress_done();
+    const char *label = !strcmp(mode, "dense-ref") ? "dense-ref" : op->name; /* both dense ops are named "dense" */
 
     sp_eval_opts eo = {.window = (int)c.cfg.eval_window, .threads = (int)c.cfg.run_threads,
                        .progress = cli_progress, .progress_user = &c};
@@ -111,7 +94,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", c.cfg.model_checkpoint);
         cJSON_AddStringToObject(o, "text", c.cfg.eval_text);
-        cJSON_AddStringToObject(o, "attention", !strcmp(mode, "dense-ref") ? "dense-ref" : op->name);
+        cJSON_AddStringToObject(o, "attention", label);
         cJSON_AddNumberToObject(o, "stories", (double)r.stories);
         cJSON_AddNumberToObject(o, "tokens", (double)r.tokens);
         cJSON_AddNumberToObject(o, "nll", r.nll);
@@ -132,7 +115,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_Delete(o);
     } else {
         char b[64];
-        printf("sprint eval: %s on %s, attention %s\n", c.cfg.model_checkpoint, c.cfg.eval_text, op->name);
+        printf("sprint eval: %s on %s, attention %s\n", c.cfg.model_checkpoint, c.cfg.eval_text, label);
         snprintf(b, sizeof b, "%ld", r.stories), row("stories", b, "stories");
         snprintf(b, sizeof b, "%ld", r.tokens), row("tokens", b, "predicted tokens");
         snprintf(b, sizeof b, "%.4f", r.nll), row("mean NLL", b, "nats/token");
@@ -152,7 +135,7 @@ int cmd_eval(int argc, char **argv) {
         if (!f) cli_die(&c, 1, "cannot write %s", c.csv_path);
         fprintf(f, "attention,stories,tokens,nll_nats_per_token,ppl,top1_fraction,tokens_per_s,kept_fraction,"
                    "mem_kept_fraction,false_prune_rate,locality,new_fetch_fraction,mass_lost_per_query\n");
-        fprintf(f, "%s,%ld,%ld,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g\n", op->name, r.stories, r.tokens,
+        fprintf(f, "%s,%ld,%ld,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g\n", label, r.stories, r.tokens,
                 r.nll, r.ppl, r.top1, r.tokens_per_s, kept, mem, fpr, loc, nff, mlq);
         if (fclose(f) != 0) cli_die(&c, 1, "cannot write %s", c.csv_path);
     }

@@ -111,6 +111,7 @@ int cmd_trace(int argc, char **argv) {
     tstate t = {.f = f, .n_heads = heads, .prev = calloc((size_t)(layers * heads), sizeof(int32_t *)),
                 .n_prev = calloc((size_t)(layers * heads), sizeof(int)),
                 .seq = calloc((size_t)(layers * heads), sizeof(long long))};
+    sp_config *ocfg = sp_sim_op_config(&c.cfg); /* the op feeding the trace: sprint.mass_lost off */
     if (real) {
         sp_tokenizer *tok = NULL;
         char *text = NULL;
@@ -124,7 +125,7 @@ int cmd_trace(int argc, char **argv) {
         if (!strcmp(c.cfg.workload_mode, "builtin")) {
             op = sp_relthresh_op_create(layers, heads, c.cfg.workload_margin_nats);
         } else {
-            sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = &c.cfg, .model = m, .calib = &corpus,
+            sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = ocfg, .model = m, .calib = &corpus,
                                  .progress = cli_progress, .progress_user = &c};
             if (sp_attn_op_create(&req, layers, heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
         }
@@ -152,7 +153,7 @@ int cmd_trace(int argc, char **argv) {
         if (!strcmp(c.cfg.workload_mode, "builtin")) {
             op = sp_relthresh_op_create(layers, heads, c.cfg.workload_margin_nats);
         } else {
-            sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = &c.cfg};
+            sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = ocfg};
             if (sp_attn_op_create(&req, layers, heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
         }
         op->observer = write_record;
@@ -163,6 +164,7 @@ int cmd_trace(int argc, char **argv) {
         if (op->run(op, &h, &err) != SP_OK) cli_die_err(&c, &err);
         free(q), free(k), free(v), free(o), free(valid);
     }
+    free(ocfg);
     sp_attn_op_free(op);
     for (int i = 0; i < layers * heads; i++) free(t.prev[i]);
     free(t.prev), free(t.n_prev), free(t.seq);

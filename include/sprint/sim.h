@@ -98,7 +98,7 @@ typedef struct sp_design_result {
     double write_once_pj;            /* part of reram_write: writing Q, K, V once per sequence */
     double bytes_read, bytes_written; /* main memory */
     double requests, row_hits, row_misses, row_conflicts;
-    double vec_fetched, vec_reused;  /* K/V vectors (pairs) fetched vs served from the residency table */
+    double vec_fetched, vec_reused;  /* K and V vectors (each counted) fetched vs served from the residency table */
     double pairs_qk, pairs_sv;       /* (query,key) pairs through QK-PU and through softmax/V-PU */
     double queries;
     /* busy cycles per unit (summed over CORELETs or channels; utilisation = busy / (cycles*count)) */
@@ -172,6 +172,11 @@ sp_status sp_workload_preset(const sp_config *cfg, const char *name, sp_workload
  * by (run.seed, layer, head): the same for any thread count. */
 void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int layer, int head, float *q, float *k,
                             float *v);
+
+/* A heap copy of cfg for the functional operator that feeds the simulator: sprint.mass_lost is
+ * switched off (the simulator never reads the statistic and it costs a dense softmax per
+ * query). Every simulator path (sprint run, sprint trace, bench_sim) uses it. free() it. */
+sp_config *sp_sim_op_config(const sp_config *cfg);
 
 /* The built-in relative-threshold operator (workload.mode=builtin): keeps key j iff
  * scale*q.k_j >= max - margin_nats; mem_kept == kept. */

@@ -54,6 +54,24 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+/* After fork() the child has only the forking thread: the workers the pool counts are gone
+ * (a job would wait for them forever), and a mutex may have been held by one of them. The
+ * child starts from an empty pool. */
+static void pool_after_fork_child(void) {
+    pthread_mutex_t m0 = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c0 = PTHREAD_COND_INITIALIZER;
+    P.use = m0;
+    P.mu = m0;
+    P.work = c0;
+    P.done = c0;
+    P.nworkers = 0;
+    P.want = 0;
+    P.finished = 0;
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static void register_atfork(void) { pthread_atfork(NULL, NULL, pool_after_fork_child); }
+
 int sp_pool_default_threads(void) { return omp_get_max_threads(); }
 
 void sp_pool_run(int threads, int n, void (*fn)(void *ctx, int i), void *ctx) {
@@ -64,6 +82,7 @@ void sp_pool_run(int threads, int n, void (*fn)(void *ctx, int i), void *ctx) {
         for (int i = 0; i < n; i++) fn(ctx, i);
         return;
     }
+    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&P.mu);
     while (P.nworkers < threads - 1) {
         pthread_t th;

@@ -128,6 +128,15 @@ static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref) {
                 bb > 0 ? 100 * (b->bound_mem + b->bound_lat) / bb : 0);
     fprintf(f, " SPRINT keeps %.1f%% in memory and is bound by %s (%.0f%%)", 100 * kept, nm[k],
             bt > 0 ? 100 * sh[k] / bt : 0);
+    if (sp->bytes_read > b->bytes_read) {
+        /* what SPRINT reads beyond Q and the K/V vectors it fetched: the pruning vectors (ReadP) */
+        double d = x->wl.d, qkv = d * (sp->queries + sp->vec_fetched), pv = sp->bytes_read - qkv;
+        fprintf(f, "; traffic %+.0f%%: SPRINT fetches %.0f K/V vectors against the baseline's %.0f (no re-fetch), "
+                   "but the L-bit pruning vector read per query (ReadP, %.0f B per query on average against %.0f B "
+                   "per vector) is %.0f%% of its bytes",
+                100 * (sp->bytes_read / b->bytes_read - 1), sp->vec_fetched, b->vec_fetched,
+                sp->queries > 0 ? pv / sp->queries : 0, d, sp->bytes_read > 0 ? 100 * pv / sp->bytes_read : 0);
+    }
     if (isfinite(ref->energy_ratio))
         fprintf(f, "; energy %.1fx vs %.1fx: ReRAM reads are %.0f%% of our baseline's energy (paper ~45-67%%); "
                    "%.1fx without writing Q/K/V once, a write that is %.0f%% of SPRINT's energy",

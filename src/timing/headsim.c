@@ -264,8 +264,8 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     ds->n.v_macs += (double)rec->n_kept * d;
     ds->n.exps += rec->n_kept;
     ds->n.divs += d;
-    ds->r.vec_fetched += fetched;
-    ds->r.vec_reused += reused;
+    ds->r.vec_fetched += 2.0 * fetched; /* K and V */
+    ds->r.vec_reused += 2.0 * reused;
     ds->r.pairs_qk += rec->n_mem_kept;
     ds->r.pairs_sv += rec->n_kept;
     ds->r.queries += 1;

@@ -20,6 +20,7 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     for (int i = 0; i < m->nb; i++) m->open_row[i] = -1;
     m->bus_free = sp_xcalloc((size_t)hw->channels, sizeof *m->bus_free);
     m->sbank = sp_xmalloc((size_t)m->nb, sizeof *m->sbank);
+    m->c_bytes = -1;
 }
 
 void sp_mem_free(sp_mem *m) {
@@ -60,8 +61,12 @@ static double dmax(double a, double b) { return a > b ? a : b; }
 /* One access to bank g (channel ch) row `row` of `bytes` issued at t. */
 static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, double t) {
     const sp_hw *hw = m->hw;
-    double burst = sp_mem_burst(hw, bytes);
-    double col = dmax(hw->t_ccd, burst);
+    if (bytes != m->c_bytes) {
+        m->c_bytes = bytes;
+        m->c_burst = sp_mem_burst(hw, bytes);
+        m->c_col = dmax(hw->t_ccd, m->c_burst);
+    }
+    double burst = m->c_burst, col = m->c_col;
     double start = dmax(t, m->bank_ready[g]);
     double lat, occupy;
     if (m->open_row[g] == row) {
@@ -150,6 +155,14 @@ double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t
     return last;
 }
 
+/* log2(x) when x is a power of two, else -1 (the mapping's divisions become shifts). */
+static int pow2_shift(long x) {
+    if (x <= 0 || (x & (x - 1))) return -1;
+    int k = 0;
+    while ((1L << k) < x) k++;
+    return k;
+}
+
 /* Fast FR-FCFS, same schedule as sp_mem_batch_reference: the window (the first queue_depth
  * waiting requests) is kept as bitmaps of waiting and row-hit requests plus one list per bank;
  * an access changes only its bank's open row, so only that bank's entries are re-flagged. */
@@ -172,15 +185,17 @@ double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
     const long nbl = m->nb;
     int last_bytes = -1;
     long vpr = 1;
+    int nb_sh = pow2_shift(nbl), vpr_sh = -1;
     for (int i = 0; i < n; i++) {
         if (reqs[i].bytes != last_bytes) {
             last_bytes = reqs[i].bytes;
             vpr = m->hw->row_bytes / last_bytes;
             SP_ASSERT(vpr >= 1);
+            vpr_sh = pow2_shift(vpr);
         }
-        long slot = reqs[i].vec / nbl;
+        long slot = nb_sh >= 0 ? reqs[i].vec >> nb_sh : reqs[i].vec / nbl; /* vec >= 0 */
         m->sg[i] = (int)(reqs[i].vec - slot * nbl);
-        m->srow[i] = ((long long)reqs[i].region << 40) + slot / vpr;
+        m->srow[i] = ((long long)reqs[i].region << 40) + (vpr_sh >= 0 ? slot >> vpr_sh : slot / vpr);
     }
     const int q = m->hw->queue_depth;
     int wend = 0, wc = 0, w0 = 0;

@@ -33,6 +33,9 @@ typedef struct sp_mem {
     int *sg;             /* bank of each batch request */
     long long *srow;     /* row of each batch request */
     int scratch_n;
+    /* cached per vector size: the burst and column spacing of the last size seen */
+    int c_bytes;
+    double c_burst, c_col;
 } sp_mem;
 
 void sp_mem_init(sp_mem *m, const sp_hw *hw);

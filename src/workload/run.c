@@ -36,6 +36,13 @@ static int mode_available(const char *mode) {
     return 0;
 }
 
+sp_config *sp_sim_op_config(const sp_config *cfg) {
+    sp_config *c = sp_xmalloc(1, sizeof *c);
+    *c = *cfg;
+    c->sprint_mass_lost = 0;
+    return c;
+}
+
 sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, const sp_sim_opts *o, sp_wl_result *out,
                                sp_error *err) {
     double t0 = sp_now_seconds();
@@ -67,9 +74,11 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
     if (!strcmp(cfg->workload_mode, "builtin")) {
         /* the built-in op below */
     } else if (mode_available(cfg->workload_mode)) {
-        sp_op_request req = {.mode = cfg->workload_mode, .cfg = cfg};
-        if (sp_attn_op_create(&req, wl->layers, wl->heads, &op, &oerr) != SP_OK)
-            return sp_error_set(err, oerr.status, "workload %s: %s", wl->name, oerr.msg);
+        sp_config *ocfg = sp_sim_op_config(cfg);
+        sp_op_request req = {.mode = cfg->workload_mode, .cfg = ocfg};
+        sp_status ost = sp_attn_op_create(&req, wl->layers, wl->heads, &op, &oerr);
+        free(ocfg);
+        if (ost != SP_OK) return sp_error_set(err, oerr.status, "workload %s: %s", wl->name, oerr.msg);
         snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
     } else {
         return sp_error_set(err, SP_ERR_CONFIG, "workload.mode='%.40s' is not an attention mode of this build (%.200s|builtin)",

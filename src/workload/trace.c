@@ -2,6 +2,7 @@
  * functional operator and the simulator's observer attached to every layer and head. The
  * simulator sees only the sp_query_record stream. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sprint/functional.h"
@@ -34,15 +35,18 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     out->channels = hw[0].channels;
     sp_attn_op *op = NULL;
     sp_error oerr = {0};
-    sp_op_request req = {.mode = cfg->workload_mode, .cfg = cfg, .model = m, .calib = corpus,
+    sp_config *ocfg = sp_sim_op_config(cfg); /* sprint.mass_lost off */
+    sp_op_request req = {.mode = cfg->workload_mode, .cfg = ocfg, .model = m, .calib = corpus,
                          .progress = o ? o->progress : NULL, .progress_user = o ? o->progress_user : NULL};
     if (!strcmp(cfg->workload_mode, "builtin")) {
         /* the built-in op below */
     } else if (sp_attn_op_create(&req, mi->n_layers, mi->n_heads, &op, &oerr) == SP_OK) {
         snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
     } else {
+        free(ocfg);
         return sp_error_set(err, oerr.status, "real-model traces: %s", oerr.msg);
     }
+    free(ocfg);
     if (!op) {
         op = sp_relthresh_op_create(mi->n_layers, mi->n_heads, cfg->workload_margin_nats);
         snprintf(out->mask_source, sizeof out->mask_source, "built-in relthresh op (margin %.2f nats)",
