@@ -12,26 +12,10 @@ const char *FN_PATH_HELP =
     "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
     "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n";
 
-static const char *paths[3];
-
-int fn_path_option(cli_common *c, int argc, char **argv, int *i) {
-    const char *a = argv[*i];
-    if (!strcmp(a, "--model")) paths[0] = cli_value(c, argc, argv, i);
-    else if (!strcmp(a, "--tokenizer")) paths[1] = cli_value(c, argc, argv, i);
-    else if (!strcmp(a, "--text")) paths[2] = cli_value(c, argc, argv, i);
-    else return 0;
-    return 1;
-}
+int fn_path_option(cli_common *c, int argc, char **argv, int *i) { return cli_path_option(c, argc, argv, i, 1); }
 
 void fn_session_load(cli_common *c, fn_session *s) {
-    char *fields[3] = {c->cfg.model_checkpoint, c->cfg.model_tokenizer, c->cfg.eval_text};
-    for (int k = 0; k < 3; k++)
-        if (paths[k]) {
-            if (strlen(paths[k]) >= 256) cli_die(c, 2, "path longer than 255 bytes: %s", paths[k]);
-            memcpy(fields[k], paths[k], strlen(paths[k]) + 1);
-        }
-    char msg[1024];
-    if (!cli_resolve_shared(c, msg, sizeof msg)) cli_die(c, 1, "%s", msg);
+    cli_resolve_paths(c, 1);
     memset(s, 0, sizeof *s);
     sp_error err = {0};
     sp_tokenizer *t = NULL;
