@@ -125,7 +125,7 @@ int cmd_eval(int argc, char **argv) {
         snprintf(b, sizeof b, "%.2f", r.seconds), row("wall time", b, "s");
         snprintf(b, sizeof b, "%.4f", kept), row("kept fraction", b, "of visible pairs");
         snprintf(b, sizeof b, "%.4f", mem), row("mem-kept fraction", b, "of visible pairs");
-        snprintf(b, sizeof b, "%.4f", fpr), row("false-prune rate", b, "of pairs passing exactly");
+        snprintf(b, sizeof b, "%.3g", fpr), row("false-prune rate", b, "of pairs passing exactly");
         snprintf(b, sizeof b, "%.4f", loc), row("locality", b, "of previous query's survivors");
         snprintf(b, sizeof b, "%.4f", nff), row("new-fetch fraction", b, "of visible sequence length");
         snprintf(b, sizeof b, "%.3g", mlq), row("mass lost", b, "softmax mass per query (fraction)");

@@ -21,6 +21,7 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     m->bus_free = sp_xcalloc((size_t)hw->channels, sizeof *m->bus_free);
     m->sbank = sp_xmalloc((size_t)m->nb, sizeof *m->sbank);
     m->c_bytes = -1;
+    m->ch_mask = (hw->channels & (hw->channels - 1)) ? -1 : hw->channels - 1;
 }
 
 void sp_mem_free(sp_mem *m) {
@@ -150,7 +151,8 @@ double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t
         if (pick == head) head = nx[head];
         else nx[pick_prev] = nx[pick];
         int g = m->sg[pick];
-        last = dmax(last, access_mapped(m, g, g % m->hw->channels, m->srow[pick], reqs[pick].bytes, t));
+        int ch = m->ch_mask >= 0 ? g & m->ch_mask : g % m->hw->channels;
+        last = dmax(last, access_mapped(m, g, ch, m->srow[pick], reqs[pick].bytes, t));
     }
     return last;
 }
@@ -227,7 +229,8 @@ double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
         if (bp[pick] >= 0) bn[bp[pick]] = bn[pick]; else bh[g] = bn[pick];
         if (bn[pick] >= 0) bp[bn[pick]] = bp[pick];
         wc--;
-        last = dmax(last, access_mapped(m, g, g % m->hw->channels, m->srow[pick], reqs[pick].bytes, t));
+        int ch = m->ch_mask >= 0 ? g & m->ch_mask : g % m->hw->channels;
+        last = dmax(last, access_mapped(m, g, ch, m->srow[pick], reqs[pick].bytes, t));
         for (int e = bh[g]; e >= 0; e = bn[e]) { /* the bank's open row changed */
             if (m->srow[e] == m->open_row[g]) hit[e >> 6] |= 1ull << (e & 63);
             else hit[e >> 6] &= ~(1ull << (e & 63));

@@ -36,6 +36,7 @@ typedef struct sp_mem {
     /* cached per vector size: the burst and column spacing of the last size seen */
     int c_bytes;
     double c_burst, c_col;
+    int ch_mask;         /* channels - 1 when channels is a power of two, else -1 */
 } sp_mem;
 
 void sp_mem_init(sp_mem *m, const sp_hw *hw);
