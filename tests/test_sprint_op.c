@@ -604,3 +604,38 @@ Test(sprint_op, hw_scores_fast_path_equals_reference) {
     sp_attn_op_free(op);
     free(qf), free(kf), free(vf), free(o), free(qi), free(ki), free(vi);
 }
+
+/* sprint.outputs = 0 (the simulator's masks-only mode) must change nothing but the output. */
+Test(sprint_op, outputs_off_keeps_masks_and_statistics) {
+    int n = 150, d = 64;
+    float *q = randn(n * d, 1.2, 31), *k = randn(n * d, 1.2, 32), *v = randn(n * d, 1, 33);
+    float *o1 = calloc((size_t)n * d, sizeof(float)), *o0 = malloc((size_t)n * d * sizeof(float));
+    for (int i = 0; i < n * d; i++) o0[i] = 7.0f;
+    const char *modes[] = {"pruning", "sprint", "sprint-norecompute"};
+    for (int m = 0; m < 3; m++) {
+        sp_config cfg;
+        sp_config_defaults(&cfg);
+        set(&cfg, "policy.kind=onchip");
+        set(&cfg, "policy.delta=2.5");
+        sp_attn_op *on = make(modes[m], &cfg);
+        set(&cfg, "sprint.outputs=0");
+        sp_attn_op *off = make(modes[m], &cfg);
+        rec_log *l1 = log_new(n, n), *l0 = log_new(n, n);
+        on->observer = observer, on->observer_user = l1;
+        off->observer = observer, off->observer_user = l0;
+        sp_attn_head h1 = head(n, n, d, q, k, v, o1, 1), h0 = head(n, n, d, q, k, v, o0, 1);
+        sp_error err = {0};
+        cr_assert_eq(on->run(on, &h1, &err), SP_OK, "%s", err.msg);
+        cr_assert_eq(off->run(off, &h0, &err), SP_OK, "%s", err.msg);
+        cr_assert_eq(memcmp(&on->stats[0], &off->stats[0], sizeof on->stats[0]), 0, "%s: stats differ", modes[m]);
+        cr_assert_eq(memcmp(l1->mem, l0->mem, (size_t)n * n), 0, "%s: fetched sets differ", modes[m]);
+        cr_assert_eq(memcmp(l1->kept, l0->kept, (size_t)n * n), 0, "%s: kept sets differ", modes[m]);
+        double nz = 0;
+        for (int i = 0; i < n * d; i++) nz += fabs(o1[i]);
+        cr_assert_gt(nz, 0, "outputs on: rows computed");
+        for (int i = 0; i < n * d; i++) cr_assert_eq(o0[i], 0.0f, "%s: outputs off must zero row %d", modes[m], i / d);
+        log_free(l1), log_free(l0);
+        sp_attn_op_free(on), sp_attn_op_free(off);
+    }
+    free(q), free(k), free(v), free(o1), free(o0);
+}

@@ -175,7 +175,9 @@ void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int lay
 
 /* A heap copy of cfg for the functional operator that feeds the simulator: sprint.mass_lost is
  * switched off (the simulator never reads the statistic and it costs a dense softmax per
- * query). Every simulator path (sprint run, sprint trace, bench_sim) uses it. free() it. */
+ * query), and so is sprint.outputs (synthetic heads feed no later layer; real-model traces
+ * switch it back on). Every simulator path (sprint run, sprint trace, bench_sim) uses it.
+ * free() it. */
 sp_config *sp_sim_op_config(const sp_config *cfg);
 
 /* The built-in relative-threshold operator (workload.mode=builtin): keeps key j iff

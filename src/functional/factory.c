@@ -50,6 +50,7 @@ sp_status sp_fn_params_from_config(const sp_config *cfg, int mode, sp_fn_params 
     p->margin_mode = sp_config_enum_index("sigma|worst|none", cfg->sprint_margin_mode);
     p->margin_sigma = cfg->sprint_margin_sigma;
     p->mass_lost = cfg->sprint_mass_lost;
+    p->outputs = cfg->sprint_outputs;
     p->hw_frac_bits = (int)cfg->sprint_hw_exp_frac_bits;
     p->kind = sp_policy_kind_parse(cfg->policy_kind);
     if (p->kind < 0) return sp_error_set(err, SP_ERR_CONFIG, "policy.kind = '%s' is unknown", cfg->policy_kind);

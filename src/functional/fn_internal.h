@@ -123,6 +123,7 @@ typedef struct sp_fn_params {
     int margin_mode;      /* 0 sigma, 1 worst, 2 none */
     double margin_sigma;
     int mass_lost;
+    int outputs; /* sprint.outputs: 0 = masks and statistics only */
     int hw_frac_bits;
     int kind;             /* sp_policy_kind */
     double *thr;          /* layer/head thresholds (n_layers * n_heads), owned */

@@ -624,7 +624,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 /* ---- digital stage: which keys enter softmax, with which scores ---- */
                 if (mode == SP_FN_PRUNING) {
                     if (hw) for (int t = 0; t < n_kept; t++) w.scores[t] = SXL(w.kept[t]);
-                    else exact_scores(&w, stamp_now, qrow, h, scale, w.kept, n_kept, w.scores);
+                    else if (P->outputs) exact_scores(&w, stamp_now, qrow, h, scale, w.kept, n_kept, w.scores);
                 } else if (mode == SP_FN_NORECOMPUTE) {
                     for (int t = 0; t < n_mem; t++) {
                         int j = w.mem[t];
@@ -652,7 +652,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                         if (keep) w.kept[n_kept++] = j;
                     }
                     if (hw) for (int t = 0; t < n_kept; t++) w.scores[t] = SXL(w.kept[t]);
-                    else exact_scores(&w, stamp_now, qrow, h, scale, w.kept, n_kept, w.scores);
+                    else if (P->outputs) exact_scores(&w, stamp_now, qrow, h, scale, w.kept, n_kept, w.scores);
                 }
                 if (P->mass_lost) {
                     double Kp = 0;
@@ -665,7 +665,9 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 }
             }
             /* ---- output ---- */
-            if (!hw) {
+            if (!P->outputs) {
+                memset(orow, 0, (size_t)d * sizeof *orow);
+            } else if (!hw) {
                 sp_attn_softmax_wsum(h, w.kept, w.scores, n_kept, orow);
             } else {
                 for (int t = 0; t < n_kept; t++) {

@@ -40,6 +40,7 @@ sp_config *sp_sim_op_config(const sp_config *cfg) {
     sp_config *c = sp_xmalloc(1, sizeof *c);
     *c = *cfg;
     c->sprint_mass_lost = 0;
+    c->sprint_outputs = 0; /* synthetic heads feed no later layer: pruning results only */
     return c;
 }
 

@@ -36,6 +36,7 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     sp_attn_op *op = NULL;
     sp_error oerr = {0};
     sp_config *ocfg = sp_sim_op_config(cfg); /* sprint.mass_lost off */
+    ocfg->sprint_outputs = 1;                 /* the model's next layer needs the outputs */
     sp_op_request req = {.mode = cfg->workload_mode, .cfg = ocfg, .model = m, .calib = corpus,
                          .progress = o ? o->progress : NULL, .progress_user = o ? o->progress_user : NULL};
     if (!strcmp(cfg->workload_mode, "builtin")) {
