@@ -152,3 +152,43 @@ Test(functional_model, commands_end_to_end) {
     cr_assert_eq(th_run_sprint("compare --help", out, sizeof out, err, sizeof err), 0);
     cr_assert(strstr(out, "usage: sprint compare"));
 }
+
+/* Bad inputs through the CLI: each a one-line error naming the culprit, exit 1 (user error)
+ * or 2 (usage), never a crash. */
+static void cli_fails(const char *args, int want_rc, const char *needle) {
+    static char out[65536], err[65536];
+    int rc = th_run_sprint(args, out, sizeof out, err, sizeof err);
+    cr_assert_eq(rc, want_rc, "'%s': rc %d: %s", args, rc, err);
+    cr_assert(strstr(err, needle), "'%s': message '%s' lacks '%s'", args, err, needle);
+}
+
+Test(functional_model, cli_bad_inputs_are_clear_errors) {
+    char buf[4096];
+    if (!th_shared_path("models/stories260K.bin", buf, sizeof buf)) cr_skip_test("shared model not found (set SPRINT_SHARED)");
+    char args[1024];
+    /* truncated thresholds file (a row cut short), and a corrupt shape */
+    const char *trunc = th_temp_text("sprint-thresholds 1\nkind head\nlayers 5\nheads 8\nhead_dim 8\nvalues\n1 2 3\n");
+    snprintf(args, sizeof args, "eval --attention sprint --set policy.kind=head --set policy.file=%s --quiet", trunc);
+    cli_fails(args, 1, ":7: layer 0: expected 8 numbers");
+    const char *huge = th_temp_text("sprint-thresholds 1\nkind onchip\nlayers 100000\nheads 100000\nhead_dim 8\ndelta 1\n");
+    snprintf(args, sizeof args, "eval --attention sprint --set policy.file=%s --quiet", huge);
+    cli_fails(args, 1, "model shape");
+    snprintf(args, sizeof args, "compare --policies onchip --set policy.file=%s --quiet", huge);
+    cli_fails(args, 1, "model shape");
+    /* out-of-range bit widths, unknown policy and mode, topk calibration */
+    cli_fails("eval --attention sprint --set quant.msb_bits=9 --quiet", 1, "quant.msb_bits");
+    cli_fails("sweep --param dac_bits --values 1 --quiet", 1, "reram.dac_bits");
+    cli_fails("eval --attention sprint --set policy.kind=magic --quiet", 1, "policy.kind");
+    cli_fails("compare --policies magic --quiet", 2, "magic");
+    cli_fails("eval --attention sparse --quiet", 2, "unknown attention mode 'sparse'");
+    cli_fails("calibrate --out /dev/null --set policy.kind=topk --quiet", 2, "topk");
+    cli_fails("calibrate --bogus", 2, "unknown option '--bogus' (see sprint calibrate --help)");
+    /* every command's help names its units */
+    static char out[65536], err[65536];
+    const char *cmds[3] = {"calibrate --help", "compare --help", "sweep --help"};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(th_run_sprint(cmds[i], out, sizeof out, err, sizeof err), 0, "%s", cmds[i]);
+        cr_assert(strstr(out, "nats"), "%s: no unit in '%s'", cmds[i], out);
+    }
+    cr_assert(strstr(out, "(bits)") && strstr(out, "fraction of full scale"), "sweep lists units: %s", out);
+}

@@ -65,6 +65,20 @@ Test(policy, malformed_files_are_clear_errors) {
     bad_file("sprint-thresholds 1\nkind head\nlayers 1\nheads 1\nvalues\n1\n", SP_ERR_FORMAT, "model shape");
     bad_file("sprint-thresholds 1\nkind oracle\nlayers 1\nheads 1\nhead_dim 4\ndelta nan\n", SP_ERR_FORMAT,
              "finite number");
+    /* corrupt shapes: a huge or non-integer shape is refused before any allocation (was: a
+     * 10^10-entry calloc that aborted, and an undefined double -> int conversion) */
+    bad_file("sprint-thresholds 1\nkind head\nlayers 100000\nheads 100000\nhead_dim 8\nvalues\n1\n", SP_ERR_FORMAT,
+             "model shape");
+    bad_file("sprint-thresholds 1\nkind oracle\nlayers 1e300\nheads 1\nhead_dim 8\ndelta 1\n", SP_ERR_FORMAT,
+             "layers");
+    bad_file("sprint-thresholds 1\nkind oracle\nlayers 2.5\nheads 1\nhead_dim 8\ndelta 1\n", SP_ERR_FORMAT, "layers");
+    bad_file("sprint-thresholds 1\nkind oracle\nlayers 2\nheads 1\nhead_dim 8\ncalib_stories -3\n", SP_ERR_FORMAT,
+             "calib_stories");
+    /* truncated in the middle of a row, and a NaN threshold */
+    bad_file("sprint-thresholds 1\nkind head\nlayers 1\nheads 3\nhead_dim 8\nvalues\n1 2", SP_ERR_FORMAT,
+             "expected 3 numbers");
+    bad_file("sprint-thresholds 1\nkind head\nlayers 1\nheads 2\nhead_dim 8\nvalues\n1 nan\n", SP_ERR_FORMAT,
+             "expected 2 numbers");
     sp_thresholds *t = NULL;
     sp_error err = {0};
     cr_assert_eq(sp_thresholds_load("/nonexistent/th.txt", &t, &err), SP_ERR_IO);

@@ -86,6 +86,13 @@ Test(designs, sprint_traffic_equals_newly_fetched_vectors) {
         cr_assert_float_eq(nr->bytes_read, (double)n * d + 2.0 * kept * d + pv, 0.5);
         cr_assert_lt(r->cycles, nr->cycles);
     }
+    /* pruning (LeOPArd-like): Q, every visible K, then only the kept V. At S (128 keys per
+     * CORELET < 400) K streams for every query; at L (4 x 128 >= 400) K and V are fetched once. */
+    cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].bytes_read, (double)n * d + (double)n * n * d + kept * d, 0.5);
+    cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].vec_fetched, (double)n * n + kept, 0.5);
+    cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].pairs_qk, (double)n * n, 0.5);
+    cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].pairs_sv, kept, 0.5);
+    cr_assert_float_eq(res[2][SP_DESIGN_PRUNING].bytes_read, 3.0 * n * d, 0.5);
 }
 
 Test(designs, residency_lru_and_fifo) {
@@ -202,6 +209,26 @@ Test(designs, cli_errors_and_json) {
     rc = th_run_sprint("run --no-real --workload ViT-B --set chip.buffer_kb_s=0.05", out, sizeof out, errb, sizeof errb);
     cr_assert_eq(rc, 1);
     cr_assert(strstr(errb, "smaller than one"), "%s", errb);
+    /* every bad input of issue 4 is a one-line error with a non-zero exit, none a crash */
+    const struct {
+        const char *args, *msg;
+    } bad[] = {
+        {"run --no-real --workload ViT-B --sizes S,X", "unknown size 'X'"},
+        {"run --no-real --workload ViT-B --sizes ''", "chip.sizes is empty"},
+        {"run --no-real --workload ViT-B --heads 0", "--heads: expected a whole number of heads >= 1, got '0'"},
+        {"run --no-real --workload ViT-B --heads 2x", "--heads: expected a whole number"},
+        {"run --no-real --workload ViT-B --heads 1000", "workload.sim_heads=1000 exceeds the 144 heads of ViT-B"},
+        {"run --no-real --workload ViT-B --set memory.banks=0", "memory.banks"},
+        {"run --no-real --workload ViT-B --sizes S --set chip.corelets_s=256", "256 CORELETs but only 197 keys"},
+        {"run --no-real --workload ViT-B --set workload.mode=nosuch", "workload.mode='nosuch' is not an attention mode"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        rc = th_run_sprint(bad[k].args, out, sizeof out, errb, sizeof errb);
+        cr_assert(rc == 1 || rc == 2, "%s: rc %d", bad[k].args, rc);
+        cr_assert(strstr(errb, bad[k].msg) != NULL, "%s: %s", bad[k].args, errb);
+        const char *e = strstr(errb, "sprint run: error: "), *nl = e ? strchr(e, '\n') : NULL;
+        cr_assert(nl && nl[1] == 0, "%s: not one error line at the end: %s", bad[k].args, errb);
+    }
     rc = th_run_sprint("run --no-real --quiet --json --workload ViT-B --sizes S,M --heads 1", out, sizeof out, errb,
                        sizeof errb);
     cr_assert_eq(rc, 0, "%s", errb);
@@ -261,4 +288,30 @@ Test(designs, cli_errors_and_json) {
         cr_assert_eq(nm ? commas + 1 : 0, nm, "%s", p);
     }
     cr_assert_eq(lines, 1 + 27); /* 50 tokens, 46% padding: 27 valid queries */
+}
+
+/* 4096 tokens x many heads: counts beyond 2^31 stay exact (the baseline of one head reads
+ * 4096 x 2 x 4096 x 64 B = 2.1 GB, a whole BERT-L-shaped model 800 GB). */
+Test(designs, no_overflow_at_4096_tokens_many_heads) {
+    sp_hw hw[3];
+    unsigned mask;
+    hw_sizes(hw, &mask, NULL);
+    const long n = 4096, d = 64;
+    sp_head_shape sh = {.n_k = (int)n, .d = (int)d, .causal = 1, .n_valid = (int)n};
+    sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    memset(res, 0, sizeof res);
+    const double scale = 24.0 * 16.0; /* every head of BERT-L from one simulated head */
+    sp_sim_head_finish(h, scale, res, NULL);
+    sp_sim_head_free(h);
+    double per_head = (double)n * d + (double)n * 2.0 * n * d;
+    cr_assert_gt(per_head, 2147483647.0);
+    cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].bytes_read, scale * per_head, 0.5);
+    cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].requests, scale * (n + 2.0 * n * n), 0.5);
+    cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].pairs_qk, scale * (double)n * n, 0.5);
+    /* causal mask-only: query i fetches i+1 keys and values */
+    cr_assert_float_eq(res[0][SP_DESIGN_MASK_ONLY].bytes_read, scale * ((double)n * d + 2.0 * d * n * (n + 1) / 2), 0.5);
+    cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].write_once_pj, scale * 3.0 * n * d * 8 * hw[0].e_reram_write_bit,
+                       1e-6 * scale * 3.0 * n * d * 8 * hw[0].e_reram_write_bit);
+    cr_assert(res[0][SP_DESIGN_BASELINE].cycles > 0 && isfinite(res[0][SP_DESIGN_BASELINE].cycles));
 }

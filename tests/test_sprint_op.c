@@ -437,17 +437,21 @@ Test(sprint_op, padding_mask_equals_compacted_sequence) {
             memcpy(vc + t * d, v + i * d, sizeof(float) * d);
             t++;
         }
-    /* garbage (but finite) in the padding must not matter */
-    for (int i = 0; i < n; i++)
-        if (!valid[i])
-            for (int c = 0; c < d; c++) q[i * d + c] = k[i * d + c] = v[i * d + c] = 1000.0f;
+    /* garbage in the padding must not matter: finite, then NaN (the padded rows are not
+     * checked for finite values, so nothing derived from them may enter a decision) */
     const char *modes[3] = {"pruning", "sprint-norecompute", "sprint"};
-    for (int m = 0; m < 3; m++) {
+    const float garbages[3] = {1000.0f, NAN, INFINITY};
+    for (int c = 0; c < d; c++) q[c] = qc[c] = 0.0f; /* a zero query: rounding bound 0 x |k|max */
+    for (int m = 0; m < 9; m++) {
+        float garbage = garbages[m / 3];
+        for (int i = 0; i < n; i++)
+            if (!valid[i])
+                for (int c = 0; c < d; c++) q[i * d + c] = k[i * d + c] = v[i * d + c] = garbage;
         sp_config cfg;
         sp_config_defaults(&cfg);
         set(&cfg, "policy.kind=oracle");
         set(&cfg, "policy.delta=2");
-        sp_attn_op *op = make(modes[m], &cfg), *opc = make(modes[m], &cfg);
+        sp_attn_op *op = make(modes[m % 3], &cfg), *opc = make(modes[m % 3], &cfg);
         rec_log *lg = log_new(n, n);
         op->observer = observer, op->observer_user = lg;
         float *o = calloc((size_t)n * d, sizeof(float)), *oc = calloc((size_t)nv * d, sizeof(float));
@@ -467,12 +471,15 @@ Test(sprint_op, padding_mask_equals_compacted_sequence) {
             for (int j = 0; j < n; j++)
                 if (!valid[j]) cr_assert(!lg->mem[(size_t)i * n + j], "padded key never fetched");
             for (int c = 0; c < d; c++)
-                cr_assert_eq(o[i * d + c], oc[t * d + c], "%s: query %d differs from the compacted run", modes[m], i);
+                cr_assert_eq(o[i * d + c], oc[t * d + c], "%s (padding %g): query %d differs from the compacted run",
+                             modes[m % 3], (double)garbage, i);
             t++;
         }
         cr_assert_eq(op->stats[0].queries, nv);
         cr_assert_eq(op->stats[0].pairs_visible, (double)nv * nv);
         cr_assert_eq(op->stats[0].pairs_kept, opc->stats[0].pairs_kept);
+        cr_assert_eq(op->stats[0].pairs_mem_kept, opc->stats[0].pairs_mem_kept);
+        cr_assert_eq(op->stats[0].new_fetch, opc->stats[0].new_fetch);
         log_free(lg);
         free(o), free(oc);
         sp_attn_op_free(op), sp_attn_op_free(opc);
@@ -527,6 +534,14 @@ Test(sprint_op, bad_inputs_are_clear_errors) {
         cr_assert_eq(op->run(op, &h, &err), SP_ERR_DATA);
         cr_assert(strstr(err.msg, "K row 0"), "%s", err.msg);
         k[0] = 1;
+        /* finite inputs whose scores overflow the fp32 screening: an error, not a silent
+         * keep-everything (every fp32 score inf) */
+        q[3] = 4;
+        float big = 3e19f;
+        float qb[4] = {big, big, big, big}, kb[4] = {big, big, -big, big};
+        sp_attn_head hb = head(2, 2, 2, qb, kb, v, o, 0);
+        cr_assert_eq(op->run(op, &hb, &err), SP_ERR_DATA, "%s: %s", modes[m], err.msg);
+        cr_assert(strstr(err.msg, "fp32"), "%s", err.msg);
         h.scale = NAN;
         cr_assert_eq(op->run(op, &h, &err), SP_ERR_ARG);
         q[3] = NAN;

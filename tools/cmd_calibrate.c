@@ -17,7 +17,11 @@ static void help(void) {
            "of the text: the smallest kept fraction whose mean NLL stays within policy.loss_budget of dense,\n"
            "or the kept fraction policy.target_kept when > 0. Writes the thresholds file FILE, which\n"
            "`--set policy.file=FILE` (eval, compare, sweep, run) loads; a file for another model shape is\n"
-           "refused there.\n\n"
+           "refused there. Prints the thresholds (layer/head) or delta (oracle/onchip) in nats (of the\n"
+           "score s = q.k / sqrt(d)), the calibration NLL in nats/token and its change vs dense (%%), and\n"
+           "the kept fraction (%% of visible (query, key) pairs).\n"
+           "Units: policy.loss_budget is a fraction of the dense mean NLL (0.005 = +0.5 %%),\n"
+           "policy.target_kept a fraction of the visible pairs (0..1).\n\n"
            "  --out FILE        thresholds file to write (required)\n"
            "  --attention MODE  mode calibrated for (default sprint)\n"
            "%s"
@@ -32,16 +36,13 @@ int cmd_calibrate(int argc, char **argv) {
     const char *out = NULL, *mode = "sprint";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (cli_common_option(&c, argc, argv, &i) || fn_path_option(&c, argc, argv, &i)) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(a, "--out")) {
+        if (fn_shared_option(&c, argc, argv, &i, help)) continue;
+        if (!strcmp(a, "--out")) {
             out = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--attention")) {
             mode = cli_value(&c, argc, argv, &i);
         } else {
-            cli_die(&c, 2, "unknown option '%s' (see sprint calibrate --help)", a);
+            fn_unknown_option(&c, a);
         }
     }
     if (!out) cli_die(&c, 2, "--out FILE is required (see sprint calibrate --help)");

@@ -24,7 +24,8 @@ static void help(void) {
            "  --policies LIST        comma-separated, from layer,head,topk,oracle,onchip (default all five)\n"
            "  --calibrate-mode MODE  mode the thresholds are calibrated for (default sprint)\n"
            "%s"
-           "  Keys: policy.* (calib_stories, loss_budget, target_kept, delta: >= 0 skips calibrating oracle/onchip),\n"
+           "  Keys: policy.* (calib_stories, loss_budget, target_kept, delta: >= 0 skips calibrating oracle/onchip;\n"
+           "        file: thresholds used for the policy of the file's kind instead of calibrating it),\n"
            "        quant.*, reram.*, sprint.*, eval.max_stories, eval.window (see docs/config.md)\n\n%s",
            FN_PATH_HELP, CLI_COMMON_HELP);
 }
@@ -42,18 +43,15 @@ int cmd_compare(int argc, char **argv) {
     const char *cal_mode = "sprint";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (cli_common_option(&c, argc, argv, &i) || fn_path_option(&c, argc, argv, &i)) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(a, "--modes")) {
+        if (fn_shared_option(&c, argc, argv, &i, help)) continue;
+        if (!strcmp(a, "--modes")) {
             snprintf(modes_buf, sizeof modes_buf, "%s", cli_value(&c, argc, argv, &i));
         } else if (!strcmp(a, "--policies")) {
             snprintf(pol_buf, sizeof pol_buf, "%s", cli_value(&c, argc, argv, &i));
         } else if (!strcmp(a, "--calibrate-mode")) {
             cal_mode = cli_value(&c, argc, argv, &i);
         } else {
-            cli_die(&c, 2, "unknown option '%s' (see sprint compare --help)", a);
+            fn_unknown_option(&c, a);
         }
     }
     cli_finish(&c);
@@ -75,6 +73,21 @@ int cmd_compare(int argc, char **argv) {
     fn_row *rows = calloc((size_t)(1 + nm * np), sizeof *rows);
     int nr = 0;
     sp_error err = {0};
+    /* policy.file: used for the policy of its kind instead of calibrating it (it was once
+     * silently ignored); its shape is checked against the model when the ops are built */
+    sp_thresholds *file_t = NULL;
+    if (c.cfg.policy_file[0]) {
+        if (sp_thresholds_load(c.cfg.policy_file, &file_t, &err) != SP_OK) cli_die_err(&c, &err);
+        int used = 0;
+        for (int p = 0; p < np; p++) used |= !strcmp(pols[p], file_t->kind);
+        if (!used)
+            cli_die(&c, 2, "policy.file %s holds thresholds of policy '%s', which --policies does not list",
+                    c.cfg.policy_file, file_t->kind);
+        if (file_t->n_layers != L || file_t->n_heads != H || file_t->head_dim != s.info->head_dim)
+            cli_die(&c, 1, "thresholds file %s is for a model of %d layers x %d heads (head dim %d), this one has %d x %d "
+                    "(head dim %d): calibrate for this model (sprint calibrate)", c.cfg.policy_file, file_t->n_layers,
+                    file_t->n_heads, file_t->head_dim, L, H, s.info->head_dim);
+    }
 
     sp_op_request dreq = {.mode = "dense", .cfg = &c.cfg};
     sp_attn_op *op = NULL;
@@ -94,8 +107,13 @@ int cmd_compare(int argc, char **argv) {
         cfg.policy_file[0] = 0;
         sp_thresholds *t = NULL;
         int relative = !strcmp(pols[p], "oracle") || !strcmp(pols[p], "onchip");
-        int need_cal = strcmp(pols[p], "topk") && !(relative && cfg.policy_delta >= 0);
-        if (need_cal) {
+        int from_file = file_t && !strcmp(pols[p], file_t->kind);
+        int need_cal = !from_file && strcmp(pols[p], "topk") && !(relative && cfg.policy_delta >= 0);
+        if (from_file) {
+            t = file_t;
+            file_t = NULL;
+            if (!c.quiet) fprintf(stderr, "[compare] policy %s: thresholds from %s\n", pols[p], c.cfg.policy_file);
+        } else if (need_cal) {
             if (!c.quiet) fprintf(stderr, "[compare] calibrating policy %s for mode %s\n", pols[p], cal_mode);
             sp_op_request creq = {.mode = cal_mode, .cfg = &cfg, .model = s.model, .calib = &s.corpus,
                                   .progress = cli_progress, .progress_user = &c};

@@ -77,6 +77,12 @@ int cmd_run(int argc, char **argv) {
             summary = 1;
         } else if (!strcmp(a, "--heads") || !strcmp(a, "--sizes")) {
             const char *v = cli_value(&c, argc, argv, &i);
+            if (a[2] == 'h') { /* a clear message before the key's range check */
+                char *end;
+                long nh = strtol(v, &end, 10);
+                if (end == v || *end || nh < 1)
+                    cli_die(&c, 2, "--heads: expected a whole number of heads >= 1, got '%s'", v);
+            }
             char *b = setbuf[a[2] == 'h' ? 0 : 1];
             snprintf(b, 300, "%s=%s", a[2] == 'h' ? "workload.sim_heads" : "chip.sizes", v);
             if (c.n_sets >= CLI_MAX_SOURCES) cli_die(&c, 2, "too many options");

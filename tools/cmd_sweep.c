@@ -12,21 +12,28 @@
 #include "fn_common.h"
 
 typedef struct sweep_param {
-    const char *key, *values;
+    const char *key, *values, *unit;
 } sweep_param;
 
 static const sweep_param PARAMS[] = {
-    {"quant.msb_bits", "1,2,3,4,5,6,7,8"},
-    {"reram.dac_bits", "2,3,4,5,6,8"},
-    {"reram.d2d_sigma", "0,0.02,0.05,0.1,0.2"},
-    {"reram.c2c_sigma", "0,0.02,0.05,0.1,0.2"},
-    {"reram.cmp_offset_sigma", "0,0.0001,0.0003,0.001,0.003"},
-    {"reram.onoff_ratio", "0,1000,100,30,10"},
-    {"reram.stuck_at_0", "0,0.001,0.01,0.05"},
-    {"reram.stuck_at_1", "0,0.001,0.01,0.05"},
-    {"sprint.margin_sigma", "0,1,2,3,4,6"},
+    {"quant.msb_bits", "1,2,3,4,5,6,7,8", "bits"},
+    {"reram.dac_bits", "2,3,4,5,6,8", "bits"},
+    {"reram.d2d_sigma", "0,0.02,0.05,0.1,0.2", "fraction of G"},
+    {"reram.c2c_sigma", "0,0.02,0.05,0.1,0.2", "fraction of read current"},
+    {"reram.cmp_offset_sigma", "0,0.0001,0.0003,0.001,0.003", "fraction of full scale"},
+    {"reram.onoff_ratio", "0,1000,100,30,10", "ratio, 0 = ideal"},
+    {"reram.stuck_at_0", "0,0.001,0.01,0.05", "probability per cell"},
+    {"reram.stuck_at_1", "0,0.001,0.01,0.05", "probability per cell"},
+    {"sprint.margin_sigma", "0,1,2,3,4,6", "std of the score error"},
 };
 #define NPARAMS (int)(sizeof PARAMS / sizeof PARAMS[0])
+
+/* The values swept for key: the --values list, else the key's default list. */
+static const char *param_values(const char *key, const char *values) {
+    for (int k = 0; k < NPARAMS && !values; k++)
+        if (!strcmp(PARAMS[k].key, key)) values = PARAMS[k].values;
+    return values;
+}
 
 static void help(void) {
     printf("usage: sprint sweep [--param NAME]... [--values LIST] [--attention MODES]\n"
@@ -36,7 +43,8 @@ static void help(void) {
            "fraction. Thresholds (policy.kind) are calibrated once at the base configuration for mode\n"
            "sprint (or taken from policy.file / policy.delta >= 0) and held fixed over the sweep.\n\n"
            "  --param NAME     key to sweep (repeatable; default all of them):\n");
-    for (int i = 0; i < NPARAMS; i++) printf("                     %-24s default values %s\n", PARAMS[i].key, PARAMS[i].values);
+    for (int i = 0; i < NPARAMS; i++) printf("                     %-24s default values %s (%s)\n", PARAMS[i].key, PARAMS[i].values,
+               PARAMS[i].unit);
     printf("  --values LIST    comma-separated values (with a single --param)\n"
            "  --attention M    comma-separated modes (default sprint; e.g. sprint,sprint-norecompute)\n"
            "%s\n%s",
@@ -52,11 +60,8 @@ int cmd_sweep(int argc, char **argv) {
     char modes_buf[256] = "sprint";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (cli_common_option(&c, argc, argv, &i) || fn_path_option(&c, argc, argv, &i)) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(a, "--param")) {
+        if (fn_shared_option(&c, argc, argv, &i, help)) continue;
+        if (!strcmp(a, "--param")) {
             const char *p = cli_value(&c, argc, argv, &i);
             int found = -1;
             for (int k = 0; k < NPARAMS; k++) {
@@ -71,7 +76,7 @@ int cmd_sweep(int argc, char **argv) {
         } else if (!strcmp(a, "--attention")) {
             snprintf(modes_buf, sizeof modes_buf, "%s", cli_value(&c, argc, argv, &i));
         } else {
-            cli_die(&c, 2, "unknown option '%s' (see sprint sweep --help)", a);
+            fn_unknown_option(&c, a);
         }
     }
     if (values && nsel != 1) cli_die(&c, 2, "--values needs exactly one --param");
@@ -88,11 +93,8 @@ int cmd_sweep(int argc, char **argv) {
     /* validate every value before the long run */
     sp_error err = {0};
     for (int p = 0; p < nsel; p++) {
-        const char *vals = values;
-        for (int k = 0; k < NPARAMS && !vals; k++)
-            if (!strcmp(PARAMS[k].key, sel[p])) vals = PARAMS[k].values;
         char buf[512];
-        snprintf(buf, sizeof buf, "%s", vals);
+        snprintf(buf, sizeof buf, "%s", param_values(sel[p], values));
         for (char *v = strtok(buf, ","); v; v = strtok(NULL, ",")) {
             sp_config tmp = c.cfg;
             char kv[300];
@@ -125,11 +127,8 @@ int cmd_sweep(int argc, char **argv) {
     int cap = 64, nr = 0;
     fn_row *rows = calloc((size_t)cap, sizeof *rows);
     for (int p = 0; p < nsel; p++) {
-        const char *vals = values;
-        for (int k = 0; k < NPARAMS && !vals; k++)
-            if (!strcmp(PARAMS[k].key, sel[p])) vals = PARAMS[k].values;
         char buf[512];
-        snprintf(buf, sizeof buf, "%s", vals);
+        snprintf(buf, sizeof buf, "%s", param_values(sel[p], values));
         char *save = NULL;
         for (char *v = strtok_r(buf, ",", &save); v; v = strtok_r(NULL, ",", &save)) {
             sp_config cfg = c.cfg;

@@ -39,14 +39,8 @@ typedef struct tstate {
 static void write_record(void *user, const sp_query_record *r) {
     tstate *t = user;
     int slot = r->layer * t->n_heads + r->head, reuse = 0, fetch = r->n_mem_kept;
-    if (t->prev[slot] && t->seq[slot] == r->seq_id) { /* SLD split against the previous query */
-        int a = 0;
-        for (int i = 0; i < r->n_mem_kept; i++) {
-            while (a < t->n_prev[slot] && t->prev[slot][a] < r->mem_kept[i]) a++;
-            if (a < t->n_prev[slot] && t->prev[slot][a] == r->mem_kept[i]) reuse++;
-        }
-        fetch = r->n_mem_kept - reuse;
-    }
+    if (t->prev[slot] && t->seq[slot] == r->seq_id) /* SLD split against the previous query */
+        sp_sld_split(t->prev[slot], t->n_prev[slot], r->mem_kept, r->n_mem_kept, &reuse, &fetch);
     free(t->prev[slot]);
     t->prev[slot] = malloc(sizeof(int32_t) * (size_t)(r->n_mem_kept + 1));
     if (r->n_mem_kept) memcpy(t->prev[slot], r->mem_kept, sizeof(int32_t) * (size_t)r->n_mem_kept);

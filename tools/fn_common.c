@@ -14,6 +14,19 @@ const char *FN_PATH_HELP =
 
 int fn_path_option(cli_common *c, int argc, char **argv, int *i) { return cli_path_option(c, argc, argv, i, 1); }
 
+int fn_shared_option(cli_common *c, int argc, char **argv, int *i, void (*help)(void)) {
+    if (cli_common_option(c, argc, argv, i) || fn_path_option(c, argc, argv, i)) return 1;
+    if (!strcmp(argv[*i], "--help") || !strcmp(argv[*i], "-h")) {
+        help();
+        exit(0);
+    }
+    return 0;
+}
+
+_Noreturn void fn_unknown_option(cli_common *c, const char *arg) {
+    cli_die(c, 2, "unknown option '%s' (see sprint %s --help)", arg, c->cmd);
+}
+
 void fn_session_load(cli_common *c, fn_session *s) {
     cli_resolve_paths(c, 1);
     memset(s, 0, sizeof *s);

@@ -16,6 +16,11 @@ typedef struct fn_session {
 
 /* Handles --model/--tokenizer/--text (returns 1 when argv[*i] was one). */
 int fn_path_option(cli_common *c, int argc, char **argv, int *i);
+/* The options every functional command takes: the common ones, --model/--tokenizer/--text,
+ * and --help/-h (prints help() and exits 0). Returns 1 when argv[*i] was one of them. */
+int fn_shared_option(cli_common *c, int argc, char **argv, int *i, void (*help)(void));
+/* Dies (exit 2) on an option the command does not know. */
+_Noreturn void fn_unknown_option(cli_common *c, const char *arg);
 /* After cli_finish: resolves paths like sprint eval and loads everything; dies on errors. */
 void fn_session_load(cli_common *c, fn_session *s);
 void fn_session_free(fn_session *s);

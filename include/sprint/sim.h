@@ -122,6 +122,11 @@ typedef struct sp_wl_stats {
     double later_visible;   /* sum over i>0 of n_visible */
 } sp_wl_stats;
 
+/* SLD between consecutive pruning results (each sorted ascending): counts of keys of cur also
+ * in prev (reuse vector) and not in prev (memory request vector), paper section 2.4. Shared by
+ * the simulator's statistics, the built-in op and `sprint trace`. */
+void sp_sld_split(const int32_t *prev, int n_prev, const int32_t *cur, int n_cur, int *n_reuse, int *n_fetch);
+
 /* ---- one head instance -------------------------------------------------------------------- */
 typedef struct sp_head_shape {
     int n_k;            /* keys = queries of the (self-attention) sequence, padding included */

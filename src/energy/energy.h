@@ -20,5 +20,10 @@ typedef struct sp_counts {
 
 /* e[c] in pJ for every category; *write_once_pj = the write-once share of e[SP_E_RERAM_WRITE]. */
 void sp_energy_from_counts(const sp_hw *hw, const sp_counts *n, double e[SP_E_COUNT], double *write_once_pj);
+/* The same energy grouped by kind of event instead of by category (ReRAM bits read, CopyQ
+ * included; bits written; in-memory MACs; comparators; SRAM bits; digital MACs; exponentials;
+ * divisions): the independent total that sp_design_result_check compares the breakdown with, so
+ * a category that drops or double-counts an event aborts the run. */
+double sp_energy_total_by_event(const sp_hw *hw, const sp_counts *n);
 
 #endif

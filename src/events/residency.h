@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "sprint/sim.h" /* sp_sld_split */
+
 typedef struct sp_residency {
     int n_keys, corelets, capacity; /* capacity: entries per CORELET */
     int policy;                     /* 0 LRU, 1 FIFO */
@@ -21,9 +23,5 @@ void sp_residency_free(sp_residency *r);
  * (evicting the oldest entry of its CORELET when full). */
 int sp_residency_access(sp_residency *r, int32_t j);
 int sp_residency_has(const sp_residency *r, int32_t j);
-
-/* SLD between consecutive pruning results (sorted ascending): counts of keys of cur also in
- * prev (reuse vector) and not in prev (memory request vector). */
-void sp_sld_split(const int32_t *prev, int n_prev, const int32_t *cur, int n_cur, int *n_reuse, int *n_fetch);
 
 #endif

@@ -10,6 +10,8 @@
 
 #include "fn_internal.h"
 
+#define SP_THRESHOLDS_MAX_SLOTS (1 << 20) /* layers x heads of a thresholds file */
+
 static const char *const KIND_NAMES[] = {"layer", "head", "topk", "oracle", "onchip"};
 
 int sp_policy_kind_parse(const char *name) {
@@ -121,21 +123,31 @@ sp_status sp_thresholds_load(const char *path, sp_thresholds **out, sp_error *er
             snprintf(tmp.mode, sizeof tmp.mode, "%.31s", val);
         } else if (!isnum || !isfinite(num)) {
             FAIL("%s:%d: key %s: expected a finite number, got '%s'", path, line, key, val);
-        } else if (!strcmp(key, "layers")) tmp.n_layers = (int)num;
-        else if (!strcmp(key, "heads")) tmp.n_heads = (int)num;
-        else if (!strcmp(key, "head_dim")) tmp.head_dim = (int)num;
-        else if (!strcmp(key, "delta")) tmp.delta = num;
+        } else if (!strcmp(key, "layers") || !strcmp(key, "heads") || !strcmp(key, "head_dim") ||
+                   !strcmp(key, "calib_stories")) {
+            /* counts: whole numbers in range before the conversion (a double outside int's
+             * range does not convert) */
+            if (num != floor(num) || num < 0 || num > 1e6)
+                FAIL("%s:%d: key %s: expected a whole number in 0..1000000, got '%s'", path, line, key, val);
+            int v = (int)num;
+            if (key[0] == 'l') tmp.n_layers = v;
+            else if (key[0] == 'c') tmp.calib_stories = v;
+            else if (!strcmp(key, "heads")) tmp.n_heads = v;
+            else tmp.head_dim = v;
+        } else if (!strcmp(key, "delta")) tmp.delta = num;
         else if (!strcmp(key, "loss_budget")) tmp.loss_budget = num;
         else if (!strcmp(key, "target_kept")) tmp.target_kept = num;
-        else if (!strcmp(key, "calib_stories")) tmp.calib_stories = (int)num;
         else if (!strcmp(key, "nll_dense")) tmp.nll_dense = num;
         else if (!strcmp(key, "nll")) tmp.nll = num;
         else if (!strcmp(key, "kept_fraction")) tmp.kept_fraction = num;
         else FAIL("%s:%d: unknown key '%s'", path, line, key);
     }
     if (!tmp.kind[0]) FAIL("%s: missing 'kind'", path);
-    if (tmp.n_layers <= 0 || tmp.n_heads <= 0 || tmp.head_dim <= 0 || tmp.n_layers > 100000 || tmp.n_heads > 100000)
-        FAIL("%s: missing or invalid model shape (layers, heads, head_dim)", path);
+    /* layers x heads bounded so a corrupt file cannot ask for a huge allocation */
+    if (tmp.n_layers <= 0 || tmp.n_heads <= 0 || tmp.head_dim <= 0 ||
+        (double)tmp.n_layers * (double)tmp.n_heads > SP_THRESHOLDS_MAX_SLOTS)
+        FAIL("%s: missing or invalid model shape (layers, heads, head_dim > 0, layers x heads <= %d)", path,
+             SP_THRESHOLDS_MAX_SLOTS);
     if (tmp.delta < 0) FAIL("%s: delta must be >= 0", path);
     t = sp_thresholds_new(tmp.kind, tmp.n_layers, tmp.n_heads, tmp.head_dim);
     double *vals = t->values;

@@ -21,6 +21,7 @@
  * draw is truncated at 8 std, so skipping the others cannot change a decision). No L x L
  * matrix is ever held: buffers are (block x n_k). */
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -294,16 +295,36 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                     if (fabs(kv) > kmax) kmax = fabs(kv);
                 }
     }
-    /* Largest key norm (float) for the fp32 rounding bound of the screening scores. */
-    double kmaxnorm = 0;
-    if (!hw)
+    /* Largest valid key norm (float) for the fp32 rounding bound of the screening scores
+     * (padded keys are never scored: their garbage must not widen the bound). */
+    double kmaxnorm = 0, qmaxnorm = 0;
+    if (!hw) {
         for (int j = 0; j < nk; j++) {
+            if (h->key_valid && !h->key_valid[j]) continue;
             const float *kr = h->k + (size_t)j * (size_t)h->ldk;
             double n2 = 0;
             for (int c = 0; c < d; c++) n2 += (double)kr[c] * kr[c];
             if (n2 > kmaxnorm) kmaxnorm = n2;
         }
+        for (int i = 0; i < nq; i++) {
+            if (h->query_valid && !h->query_valid[i]) continue;
+            const float *qr = h->q + (size_t)i * (size_t)h->ldq;
+            double n2 = 0;
+            for (int c = 0; c < d; c++) n2 += (double)qr[c] * qr[c];
+            if (n2 > qmaxnorm) qmaxnorm = n2;
+        }
+    }
     kmaxnorm = sqrt(kmaxnorm);
+    /* |q.k| <= |q| |k| (Cauchy-Schwarz): below FLT_MAX / 2 every fp32 product, partial sum
+     * and score of the screening sgemm is finite. Larger (finite) inputs are refused rather
+     * than screened with infinite scores. */
+    if (sqrt(qmaxnorm) * kmaxnorm >= 0.5 * (double)FLT_MAX) {
+        work_free(&w);
+        return sp_error_set(err, SP_ERR_DATA,
+                            "%s layer %d head %d: |q| |k| = %g exceeds the fp32 range of the score screening "
+                            "(max %g); rescale Q and K",
+                            op->name, h->layer, h->head, sqrt(qmaxnorm) * kmaxnorm, 0.5 * (double)FLT_MAX);
+    }
     const double gamma = 1.01 * d * ldexp(1.0, -24) / (1 - d * ldexp(1.0, -24));
 
     size_t BN = (size_t)SP_FN_BLOCK * NK;

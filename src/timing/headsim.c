@@ -31,6 +31,7 @@ typedef struct dstate {
     sp_counts n;
     sp_design_result r;
     double expect_bytes;   /* bytes of the vectors this design decided to fetch (checked against memory) */
+    double readp_bytes;    /* pruning-vector (ReadP) bytes: read from main memory outside sp_mem */
 } dstate;
 
 typedef struct size_state {
@@ -255,6 +256,7 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     double vec_bytes = (double)(1 + 2 * fetched) * d;
     ds->expect_bytes += vec_bytes;
     ds->n.reram_read_bytes += vec_bytes + (double)pbytes;
+    ds->readp_bytes += (double)pbytes;
     ds->n.imc_macs += (double)nv * d;
     ds->n.compares += nv;
     ds->n.copyq_bytes += d;
@@ -330,7 +332,11 @@ static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
 void sp_sim_head_query(sp_sim_head *h, const sp_query_record *rec) {
     SP_ASSERT(rec->n_mem_kept >= 0 && rec->n_kept >= 0 && rec->n_kept <= rec->n_mem_kept);
     SP_ASSERT(rec->n_visible <= h->n_alloc && rec->pos >= 0 && rec->pos < h->n_alloc);
-    for (int i = 0; i < rec->n_mem_kept; i++) SP_ASSERT(rec->mem_kept[i] >= 0 && rec->mem_kept[i] < h->n_alloc);
+    /* the SLD split and the residency table need ascending, distinct indices */
+    for (int i = 0; i < rec->n_mem_kept; i++)
+        SP_ASSERT(rec->mem_kept[i] >= 0 && rec->mem_kept[i] < h->n_alloc && (i == 0 || rec->mem_kept[i] > rec->mem_kept[i - 1]));
+    for (int i = 0; i < rec->n_kept; i++)
+        SP_ASSERT(rec->kept[i] >= 0 && rec->kept[i] < h->n_alloc && (i == 0 || rec->kept[i] > rec->kept[i - 1]));
     if (rec->pos > h->max_pos) h->max_pos = rec->pos;
     /* workload statistics (adjacent-query overlap of the in-memory survivors) */
     sp_wl_stats *st = &h->st;
@@ -488,14 +494,17 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
         for (int D = 0; D < SP_DESIGN_COUNT; D++) {
             dstate *ds = &ss->d[D];
             sp_mem *m = &ss->mem[D];
-            /* traffic equals the bytes of the requests the memory served (bug otherwise) */
+            /* traffic equals the bytes of the requests the memory served, every request is one
+             * d-byte vector, and the bytes read are those plus the pruning vectors (bug otherwise) */
             SP_ASSERT(fabs(ds->expect_bytes - m->bytes) < 0.5);
+            SP_ASSERT(fabs(m->bytes - m->requests * d) < 0.5);
+            SP_ASSERT(fabs(ds->n.reram_read_bytes - (m->bytes + ds->readp_bytes)) < 0.5);
             ds->n.reram_write_bytes = 3.0 * (double)n * d; /* Q, K, V written once per sequence */
             sp_design_result *r = &ds->r;
             r->cycles = ds->comp_end;
             sp_energy_from_counts(&h->hw[s], &ds->n, r->energy_pj, &r->write_once_pj);
-            r->energy_pj_total = 0;
-            for (int c = 0; c < SP_E_COUNT; c++) r->energy_pj_total += r->energy_pj[c];
+            /* the total by kind of event; sp_design_result_check compares the breakdown with it */
+            r->energy_pj_total = sp_energy_total_by_event(&h->hw[s], &ds->n);
             r->bytes_read = ds->n.reram_read_bytes;
             r->bytes_written = ds->n.reram_write_bytes;
             r->requests = m->requests;

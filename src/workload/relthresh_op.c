@@ -63,13 +63,8 @@ static sp_status relthresh_run(sp_attn_op *op, const sp_attn_head *h, sp_error *
         st->exact_pass += nk;
         st->mass_lost += tot > 0 ? lost / tot : 0;
         if (n_prev >= 0) {
-            int reuse, fetch, a = 0;
-            reuse = 0;
-            for (int j = 0; j < nk; j++) {
-                while (a < n_prev && prev[a] < keep[j]) a++;
-                if (a < n_prev && prev[a] == keep[j]) reuse++;
-            }
-            fetch = nk - reuse;
+            int reuse, fetch;
+            sp_sld_split(prev, n_prev, keep, nk, &reuse, &fetch);
             st->reuse_pairs += reuse;
             st->new_fetch += fetch;
             st->prev_kept += nk;

@@ -137,6 +137,9 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
         double *b = (double *)&out->stats;
         for (size_t k = 0; k < sizeof pst[i] / sizeof(double); k++) b[k] += a[k];
     }
+    /* the summed, scaled totals must still be consistent (each head was checked at its finish) */
+    for (int s = 0; s < SP_SIZE_COUNT; s++)
+        for (int D = 0; D < SP_DESIGN_COUNT; D++) sp_design_result_check(&out->r[s][D]);
     free(per), free(pst), free(hst), free(herr), free(ctx.slot);
     sp_attn_op_free(op);
     out->seconds = sp_now_seconds() - t0;

@@ -62,6 +62,8 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     st = sp_eval_corpus(m, corpus, op, &eo, &er, err);
     if (st == SP_OK) {
         sp_sim_observer_finish(obs, 1.0, out->r, &out->stats);
+        for (int s = 0; s < SP_SIZE_COUNT; s++)
+            for (int D = 0; D < SP_DESIGN_COUNT; D++) sp_design_result_check(&out->r[s][D]);
         out->sim_heads = (int)(corpus->n * mi->n_layers * mi->n_heads);
         out->scale = 1.0;
         /* the sequence length reported is the mean story length */
