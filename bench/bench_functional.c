@@ -83,6 +83,20 @@ static int check(void) {
 }
 
 int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) { /* sizes only: anything else is a usage error */
+        char *end;
+        long v = strtol(argv[i], &end, 10);
+        if (*end || v < 1 || v > 65536) {
+            int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            fprintf(help ? stdout : stderr,
+                    "usage: bench_functional [n ...]\n"
+                    "  n   keys (= queries) per synthetic head, 1..65536 (default 512 1024 4096); d = 64\n"
+                    "  env BENCH_REPS: repetitions, median reported (default 3)\n"
+                    "Prints per head: operator time and dense fp32 time (ms/head), their ratio, kept and\n"
+                    "fetched pairs (%% of visible).\n");
+            return help ? 0 : 2;
+        }
+    }
     if (!check()) {
         fprintf(stderr, "bench_functional: reference check failed\n");
         return 1;

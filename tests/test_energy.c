@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "energy/energy.h"
+#include "sim_helpers.h"
 #include "sprint/sim.h"
 
 static void tiny_hw(sp_hw hw[3], unsigned *mask) {
@@ -42,16 +43,9 @@ Test(energy, tiny_head_sprint_and_baseline_by_hand) {
     sp_hw hw[3];
     unsigned mask;
     tiny_hw(hw, &mask);
-    sp_head_shape sh = {.n_k = 4, .d = 8, .causal = 0, .n_valid = 4};
-    sp_sim_head *h = sp_sim_head_create(hw, mask, &sh);
     int32_t mk[2] = {0, 2}, kp[1] = {0};
-    sp_query_record r = {.qi = 0, .pos = 0, .n_k = 4, .n_visible = 4, .n_mem_kept = 2, .mem_kept = mk, .n_kept = 1,
-                         .kept = kp};
-    sp_sim_head_query(h, &r);
     static sp_design_result res[3][SP_DESIGN_COUNT];
-    memset(res, 0, sizeof res);
-    sp_sim_head_finish(h, 1.0, res, NULL);
-    sp_sim_head_free(h);
+    th_sim_one_query(hw, mask, 4, 8, mk, 2, kp, 1, res);
     const sp_design_result *s = &res[0][SP_DESIGN_SPRINT];
     /* reads: Q (8 B) + K, V of 2 keys (32 B) + pruning vector ceil(4/8) = 1 B */
     cr_assert_float_eq(s->bytes_read, 41, 1e-9);

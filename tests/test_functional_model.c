@@ -175,6 +175,18 @@ Test(functional_model, cli_bad_inputs_are_clear_errors) {
     cli_fails(args, 1, "model shape");
     snprintf(args, sizeof args, "compare --policies onchip --set policy.file=%s --quiet", huge);
     cli_fails(args, 1, "model shape");
+    /* compare uses policy.file (it once ignored it silently): another shape, another kind */
+    const char *other = th_temp_text("sprint-thresholds 1\nkind onchip\nlayers 5\nheads 4\nhead_dim 8\ndelta 3\n");
+    snprintf(args, sizeof args, "compare --policies onchip --set policy.file=%s --quiet", other);
+    cli_fails(args, 1, "5 layers x 4 heads");
+    snprintf(args, sizeof args, "compare --policies oracle --set policy.file=%s --quiet", other);
+    cli_fails(args, 2, "policy 'onchip', which --policies does not list");
+    static char out[65536], err[65536];
+    const char *good = th_temp_text("sprint-thresholds 1\nkind oracle\nlayers 5\nheads 8\nhead_dim 8\ndelta 0.75\n");
+    snprintf(args, sizeof args,
+             "compare --policies oracle --modes sprint --set policy.file=%s --set eval.max_stories=1 --json --quiet", good);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(out, "\"delta\":0.75,"), "compare takes delta from the file: %s", out);
     /* out-of-range bit widths, unknown policy and mode, topk calibration */
     cli_fails("eval --attention sprint --set quant.msb_bits=9 --quiet", 1, "quant.msb_bits");
     cli_fails("sweep --param dac_bits --values 1 --quiet", 1, "reram.dac_bits");
@@ -184,11 +196,38 @@ Test(functional_model, cli_bad_inputs_are_clear_errors) {
     cli_fails("calibrate --out /dev/null --set policy.kind=topk --quiet", 2, "topk");
     cli_fails("calibrate --bogus", 2, "unknown option '--bogus' (see sprint calibrate --help)");
     /* every command's help names its units */
-    static char out[65536], err[65536];
     const char *cmds[3] = {"calibrate --help", "compare --help", "sweep --help"};
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(th_run_sprint(cmds[i], out, sizeof out, err, sizeof err), 0, "%s", cmds[i]);
         cr_assert(strstr(out, "nats"), "%s: no unit in '%s'", cmds[i], out);
     }
     cr_assert(strstr(out, "(bits)") && strstr(out, "fraction of full scale"), "sweep lists units: %s", out);
+}
+
+/* Calibration for a target kept fraction: the per-(layer, head) or per-layer score quantiles
+ * keep that fraction of the visible pairs (pruning mode: exact scores, so up to the histogram's
+ * bin width); a layer file shares one threshold over its heads, a head file does not. */
+Test(functional_model, calibration_hits_its_target_kept_fraction) {
+    fixture f;
+    if (!load(&f, 1)) cr_skip_test("shared model or text not found (set SPRINT_SHARED)");
+    const char *kinds[2] = {"policy.kind=layer", "policy.kind=head"};
+    for (int k = 0; k < 2; k++) {
+        sp_config cfg;
+        sp_config_defaults(&cfg);
+        sp_error err = {0};
+        cr_assert_eq(sp_config_set(&cfg, kinds[k], "t", &err), SP_OK);
+        cr_assert_eq(sp_config_set(&cfg, "policy.calib_stories=1", "t", &err), SP_OK);
+        cr_assert_eq(sp_config_set(&cfg, "policy.target_kept=0.3", "t", &err), SP_OK);
+        sp_op_request req = {.mode = "pruning", .cfg = &cfg, .model = f.m, .calib = &f.c};
+        sp_thresholds *t = NULL;
+        cr_assert_eq(sp_calibrate(&req, &t, &err), SP_OK, "%s", err.msg);
+        cr_assert(fabs(t->kept_fraction - 0.3) < 0.01, "%s: kept %g for a target of 0.3", kinds[k], t->kept_fraction);
+        int same = 1;
+        for (int l = 0; l < t->n_layers; l++)
+            for (int h = 1; h < t->n_heads; h++) same &= t->values[l * t->n_heads + h] == t->values[l * t->n_heads];
+        cr_assert_eq(same, k == 0, "%s: thresholds shared over a layer's heads iff kind layer", kinds[k]);
+        sp_thresholds_free(t);
+    }
+    sp_corpus_free(&f.c);
+    sp_model_free(f.m);
 }

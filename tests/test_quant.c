@@ -6,14 +6,16 @@
 #include "functional/fn_internal.h"
 
 Test(quant, per_head_scale_and_rounding_half_away) {
-    float x[2][3] = {{1.0f, -0.5f, 0.25f}, {0.0f, 0.1f, -1.0f}};
+    /* max |x| = 127: scale exactly 1, so the halves are exact ties (a scale of 1/127 in
+     * float makes -0.5 / s = -63.4999..., which cannot tell round-half-away from rint) */
+    float x[2][3] = {{127.0f, -0.5f, 2.5f}, {0.0f, 12.7f, -126.5f}};
     int8_t xi[6];
     float s[2];
     sp_quant_rows(&x[0][0], 2, 3, 3, 0, NULL, xi, s);
-    cr_assert_float_eq(s[0], 1.0f / 127.0f, 1e-9);
+    cr_assert_eq(s[0], 1.0f);
     cr_assert_eq(s[0], s[1]);
-    /* -0.5 * 127 = -63.5 rounds away from zero; 0.25 * 127 = 31.75 -> 32 */
-    int want[6] = {127, -64, 32, 0, 13, -127};
+    /* -0.5 -> -1 and 2.5 -> 3 and -126.5 -> -127 (away from zero; rint would give -0, 2, -126) */
+    int want[6] = {127, -1, 3, 0, 13, -127};
     for (int i = 0; i < 6; i++) cr_assert_eq(xi[i], want[i], "element %d: %d != %d", i, xi[i], want[i]);
 }
 

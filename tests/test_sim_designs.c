@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "events/residency.h"
+#include "timing/memory.h"
 #include "helpers.h"
+#include "sim_helpers.h"
 #include "sprint/sim.h"
 
 static void hw_sizes(sp_hw hw[3], unsigned *mask, const char *set) {
@@ -57,6 +59,9 @@ Test(designs, baseline_traffic_equals_analytical_count) {
          * ceil(300/40) = 8 passes over K and V */
         cr_assert_float_eq(res[0][SP_DESIGN_TILED].bytes_read, (double)n * d + 8.0 * 2 * n * d, 0.5);
         cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].requests, n + 2.0 * n * n, 0.5);
+        /* Q, K, V of the whole sequence (padding included) written once, the same for every design */
+        for (int D = 0; D < SP_DESIGN_COUNT; D++)
+            cr_assert_float_eq(res[0][D].bytes_written, 3.0 * n * d, 0.5, "design %d", D);
     }
 }
 
@@ -221,12 +226,14 @@ Test(designs, cli_errors_and_json) {
         {"run --no-real --workload ViT-B --set memory.banks=0", "memory.banks"},
         {"run --no-real --workload ViT-B --sizes S --set chip.corelets_s=256", "256 CORELETs but only 197 keys"},
         {"run --no-real --workload ViT-B --set workload.mode=nosuch", "workload.mode='nosuch' is not an attention mode"},
+        {"trace --workload ViT-B --layer x1", "--layer: expected a whole number >= 0, got 'x1'"},
+        {"trace --workload ViT-B --head -1", "--head: expected a whole number >= 0, got '-1'"},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         rc = th_run_sprint(bad[k].args, out, sizeof out, errb, sizeof errb);
         cr_assert(rc == 1 || rc == 2, "%s: rc %d", bad[k].args, rc);
         cr_assert(strstr(errb, bad[k].msg) != NULL, "%s: %s", bad[k].args, errb);
-        const char *e = strstr(errb, "sprint run: error: "), *nl = e ? strchr(e, '\n') : NULL;
+        const char *e = strstr(errb, ": error: "), *nl = e ? strchr(e, '\n') : NULL;
         cr_assert(nl && nl[1] == 0, "%s: not one error line at the end: %s", bad[k].args, errb);
     }
     rc = th_run_sprint("run --no-real --quiet --json --workload ViT-B --sizes S,M --heads 1", out, sizeof out, errb,
@@ -267,6 +274,35 @@ Test(designs, cli_errors_and_json) {
     while (fgets(line, sizeof line, f)) rows++;
     fclose(f);
     cr_assert_eq(rows, SP_DESIGN_COUNT);
+    /* text table: every row of a workload's design table and of its energy breakdown is as
+     * long as its header (right-aligned columns end under their names) */
+    rc = th_run_sprint("run --no-real --quiet --workload ViT-B --sizes S,M --heads 1", out, sizeof out, errb, sizeof errb);
+    cr_assert_eq(rc, 0, "%s", errb);
+    int tables = 0;
+    const char *heads[2] = {"\n   sz design", "\n   design "};
+    for (int t = 0; t < 2; t++) {
+        const char *p = strstr(out, heads[t]);
+        cr_assert(p != NULL, "no table header %d in %s", t, out);
+        p++;
+        size_t hl = strcspn(p, "\n");
+        int nrow = 0;
+        for (const char *q = p + hl + 1; nrow < (t ? SP_DESIGN_COUNT : 2 * SP_DESIGN_COUNT); nrow++) {
+            size_t l = strcspn(q, "\n");
+            cr_assert_eq(l, hl, "table %d row %d is %zu characters, header %zu:\n%.*s\n%.*s", t, nrow, l, hl, (int)hl, p,
+                         (int)l, q);
+            q += l + 1;
+        }
+        tables++;
+    }
+    cr_assert_eq(tables, 2);
+    /* without S, "what differs" explains the smallest simulated size instead of printing nothing */
+    rc = th_run_sprint("run --no-real --quiet --summary --workload ViT-B --sizes M --heads 1", out, sizeof out, errb,
+                       sizeof errb);
+    cr_assert_eq(rc, 0, "%s", errb);
+    const char *why = strstr(out, "What differs and why (M size):\n");
+    cr_assert(why != NULL, "%s", out);
+    cr_assert(strstr(why, "ViT-B       speedup") != NULL && strstr(why, "vs 2.7x") != NULL, "%s", why);
+    cr_assert(strstr(out, "nan") == NULL, "%s", out);
     /* trace: one CSV row per valid query of the head, counts consistent with the index list */
     rc = th_run_sprint("trace --quiet --workload BERT-B --set workload.bert_b_seq=50 --layer 2 --head 3", out, sizeof out,
                        errb, sizeof errb);
@@ -314,4 +350,71 @@ Test(designs, no_overflow_at_4096_tokens_many_heads) {
     cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].write_once_pj, scale * 3.0 * n * d * 8 * hw[0].e_reram_write_bit,
                        1e-6 * scale * 3.0 * n * d * 8 * hw[0].e_reram_write_bit);
     cr_assert(res[0][SP_DESIGN_BASELINE].cycles > 0 && isfinite(res[0][SP_DESIGN_BASELINE].cycles));
+    /* tiled at S: tile = floor(8192 B / (3 x 64 + 8) B) = 40 queries (q, 16-bit accumulators,
+     * max and sum), ceil(4096 / 40) = 103 passes over K and V */
+    cr_assert_float_eq(res[0][SP_DESIGN_TILED].bytes_read, scale * ((double)n * d + 103.0 * 2 * n * d), 0.5);
+}
+
+/* The residency capacity comes from the K and the V buffer separately: with chip.k_share =
+ * 0.75 the S chip has 12 KB of K (192 vectors of 64 B) but 4 KB of V (64 vectors), so a
+ * 100-key head does not fit and the baseline streams; with 0.5 (128 + 128) it fits. */
+Test(designs, capacity_from_k_and_v_buffers_separately) {
+    const char *share[2] = {"chip.k_share=0.75", "chip.k_share=0.5"};
+    for (int k = 0; k < 2; k++) {
+        sp_hw hw[3];
+        unsigned mask;
+        hw_sizes(hw, &mask, share[k]);
+        const int n = 100, d = 64;
+        sp_head_shape sh = {.n_k = n, .d = d, .causal = 0, .n_valid = n};
+        sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
+        static sp_design_result res[3][SP_DESIGN_COUNT];
+        memset(res, 0, sizeof res);
+        sp_sim_head_finish(h, 1.0, res, NULL);
+        sp_sim_head_free(h);
+        double expect = k == 0 ? (double)n * d + (double)n * 2 * n * d : 3.0 * n * d;
+        cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].bytes_read, expect, 0.5, "%s: %g", share[k],
+                           res[0][SP_DESIGN_BASELINE].bytes_read);
+    }
+}
+
+/* In-memory thresholding of a key longer than a crossbar column spans ceil(d / rows) columns:
+ * d = 256 on 128-row arrays takes two rounds of tAxTh per group of keys. */
+Test(designs, thresholding_rounds_span_columns) {
+    sp_hw hw[3];
+    unsigned mask;
+    hw_sizes(hw, &mask, NULL);
+    for (int s = 0; s < 3; s++) hw[s].arrays_parallel = 1;
+    const int n = 512, d = 256;
+    int32_t kp[1] = {7};
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    th_sim_one_query(hw, 1u, n, d, kp, 1, kp, 1, res);
+    double rounds = ceil((double)n / hw[0].xbar_cols) * ceil((double)d / hw[0].xbar_rows);
+    cr_assert_eq(rounds, 8.0); /* 4 groups of 128 keys x 2 column spans */
+    double readp = hw[0].t_cl + sp_mem_burst(&hw[0], n / 8);
+    cr_assert_gt(rounds * hw[0].t_axth, readp); /* the arrays are the slowest step */
+    cr_assert_float_eq(res[0][SP_DESIGN_SPRINT].busy_thr, rounds * hw[0].t_axth, 1e-9);
+}
+
+/* A subset of heads stands for the whole model: the mask-independent baseline totals equal
+ * the per-head count times every head of the model, whatever workload.sim_heads is. */
+Test(designs, head_subset_scales_to_whole_model) {
+    for (int nh = 1; nh <= 3; nh += 2) {
+        sp_config c;
+        sp_config_defaults(&c);
+        sp_error err = {0};
+        char b[64];
+        snprintf(b, sizeof b, "workload.sim_heads=%d", nh);
+        cr_assert_eq(sp_config_set(&c, b, "test", &err), SP_OK);
+        cr_assert_eq(sp_config_set(&c, "workload.mode=builtin", "test", &err), SP_OK);
+        cr_assert_eq(sp_config_set(&c, "chip.sizes=S", "test", &err), SP_OK);
+        sp_workload wl;
+        cr_assert_eq(sp_workload_preset(&c, "ViT-B", &wl, &err), SP_OK);
+        static sp_wl_result out;
+        cr_assert_eq(sp_sim_run_synthetic(&c, &wl, NULL, &out, &err), SP_OK, "%s", err.msg);
+        const double n = wl.seq, d = wl.d, heads = 12.0 * 12.0; /* 197 tokens > 128 per buffer: streams */
+        cr_assert_float_eq(out.scale, heads / nh, 1e-12);
+        cr_assert_float_eq(out.r[0][SP_DESIGN_BASELINE].bytes_read, heads * (n * d + n * 2 * n * d), 1e-6);
+        cr_assert_float_eq(out.r[0][SP_DESIGN_BASELINE].queries, heads * n, 1e-6);
+        cr_assert_float_eq(out.r[0][SP_DESIGN_SPRINT].bytes_written, heads * 3 * n * d, 1e-6);
+    }
 }

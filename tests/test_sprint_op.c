@@ -291,6 +291,16 @@ Test(sprint_op, onchip_matches_oracle_kept_set_and_fetches_superset) {
     sp_attn_stats *st = &onc->stats[0];
     cr_assert_float_eq(st->reuse_pairs + st->new_fetch, st->prev_kept, 1e-9);
     cr_assert_float_eq(st->prev_kept, st->pairs_mem_kept - ln->n_mem[0], 1e-9);
+    /* the counters as attention.h defines them, recomputed from the observer's records */
+    double reuse = 0, later_vis = 0;
+    for (int i = 1; i < n; i++) {
+        later_vis += ln->n_vis[i];
+        for (int j = 0; j < n; j++) reuse += ln->mem[(size_t)i * n + j] & ln->mem[(size_t)(i - 1) * n + j];
+    }
+    cr_assert_eq(st->reuse_pairs, reuse);
+    cr_assert(reuse > 0 && reuse < st->prev_kept, "some, not all, survivors reused");
+    cr_assert_eq(st->later_visible, later_vis);
+    cr_assert_eq(st->later_visible, st->pairs_visible - 1, "causal: query 0 sees 1 key");
     log_free(lo), log_free(ln);
     sp_attn_op_free(orc), sp_attn_op_free(onc);
     free(q), free(k), free(v), free(o);
@@ -419,6 +429,58 @@ Test(sprint_op, same_result_for_a_seed_whatever_the_thread_count) {
     free(o1), free(o2);
 }
 
+/* The onchip estimate uses exactly the keys on chip: the previous query's fetched keys and the
+ * first and last visible ones. With b = 8, an 8-bit DAC, an ideal array and no margin the
+ * in-memory score is the integer q.k of the quantised vectors, so the fetched set of query i
+ * must be {j <= i : lf * qi.ki >= est_i - delta}, est_i = max of the exact scores over
+ * mem_kept(i - 1) + {0, i}; recomputed here independently of the operator. */
+Test(sprint_op, onchip_estimate_uses_exactly_the_keys_on_chip) {
+    int n = 96, d = 32;
+    float *q = randn(n * d, 1.2, 81), *k = randn(n * d, 1.2, 82), *v = randn(n * d, 1, 83);
+    float *o = calloc((size_t)n * d, sizeof(float));
+    sp_config cfg;
+    sp_config_defaults(&cfg);
+    set(&cfg, "policy.kind=onchip");
+    set(&cfg, "policy.delta=2");
+    set(&cfg, "quant.msb_bits=8");
+    set(&cfg, "reram.dac_bits=8");
+    set(&cfg, "sprint.margin_mode=none");
+    sp_attn_op *op = make("sprint", &cfg);
+    rec_log *lg = log_new(n, n);
+    op->observer = observer, op->observer_user = lg;
+    sp_attn_head h = head(n, n, d, q, k, v, o, 1);
+    sp_error err = {0};
+    cr_assert_eq(op->run(op, &h, &err), SP_OK, "%s", err.msg);
+    int8_t *qi = malloc((size_t)n * d), *ki = malloc((size_t)n * d);
+    float sq[96], sk[96];
+    sp_quant_rows(q, n, d, d, 0, NULL, qi, sq);
+    sp_quant_rows(k, n, d, d, 0, NULL, ki, sk);
+    int checked = 0, pruned = 0;
+    for (int i = 1; i < n; i++) {
+        double est = -INFINITY;
+        for (int j = 0; j <= i; j++) {
+            if (!(lg->mem[(size_t)(i - 1) * n + j] || j == 0 || j == i)) continue;
+            double e = 0;
+            for (int c = 0; c < d; c++) e += (double)q[i * d + c] * (double)k[j * d + c];
+            est = fmax(est, e * (double)h.scale);
+        }
+        for (int j = 0; j <= i; j++) {
+            long z = 0;
+            for (int c = 0; c < d; c++) z += (long)qi[i * d + c] * ki[j * d + c];
+            double x = (double)h.scale * (double)sq[i] * (double)sk[j] * (double)z, thr = est - 2.0;
+            if (fabs(x - thr) < 1e-9) continue; /* a tie: rounding decides */
+            cr_assert_eq(lg->mem[(size_t)i * n + j], x >= thr, "query %d key %d: fetched %d, expected %d", i, j,
+                         lg->mem[(size_t)i * n + j], x >= thr);
+            checked++;
+            pruned += x < thr;
+        }
+    }
+    cr_assert(checked > 3000 && pruned > checked / 4, "a real test: %d checked, %d pruned", checked, pruned);
+    log_free(lg);
+    sp_attn_op_free(op);
+    free(q), free(k), free(v), free(o), free(qi), free(ki);
+}
+
 /* ---- bidirectional with padding: padded rows/columns removed ("mask only") ------------- */
 Test(sprint_op, padding_mask_equals_compacted_sequence) {
     int n = 40, d = 16;
@@ -516,6 +578,41 @@ Test(sprint_op, noise_causes_false_prunes_without_margin) {
     free(q), free(k), free(v), free(o);
 }
 
+/* The margin covers the approximation error it claims to: "worst" bounds the MSB truncation,
+ * DAC and 8-bit quantisation errors, so an ideal array has no false prune at all; "sigma"
+ * (3 std) leaves only a few. A coarse DAC and a small b make each error term matter. */
+Test(sprint_op, margin_covers_truncation_dac_and_quantisation_errors) {
+    int n = 128, d = 64;
+    float *q = randn(n * d, 2.5, 91), *k = randn(n * d, 2.5, 92), *v = randn(n * d, 1, 93);
+    float *o = calloc((size_t)n * d, sizeof(float));
+    const char *cases[3][2] = {{"quant.msb_bits=3", "reram.dac_bits=8"},
+                               {"quant.msb_bits=6", "reram.dac_bits=4"},
+                               {"quant.msb_bits=8", "reram.dac_bits=8"}};
+    for (int t = 0; t < 3; t++) {
+        double fpr[2];
+        for (int m = 0; m < 2; m++) {
+            sp_config cfg;
+            sp_config_defaults(&cfg);
+            set(&cfg, "policy.kind=oracle");
+            set(&cfg, "policy.delta=2");
+            set(&cfg, cases[t][0]);
+            set(&cfg, cases[t][1]);
+            set(&cfg, m ? "sprint.margin_mode=sigma" : "sprint.margin_mode=worst");
+            sp_attn_op *op = make("sprint", &cfg);
+            sp_attn_head h = head(n, n, d, q, k, v, o, 1);
+            sp_error err = {0};
+            cr_assert_eq(op->run(op, &h, &err), SP_OK, "%s", err.msg);
+            fpr[m] = sp_attn_stats_false_prune_rate(&op->stats[0]);
+            double mk = sp_attn_stats_mem_kept_fraction(&op->stats[0]);
+            cr_assert(mk < (m ? 0.5 : 0.999), "%s %s: the memory stage prunes (%g fetched)", cases[t][0], cases[t][1], mk);
+            sp_attn_op_free(op);
+        }
+        cr_assert_eq(fpr[0], 0.0, "%s %s: worst-case margin, false-prune rate %g", cases[t][0], cases[t][1], fpr[0]);
+        cr_assert(fpr[1] < 0.005, "%s %s: 3-sigma margin, false-prune rate %g", cases[t][0], cases[t][1], fpr[1]);
+    }
+    free(q), free(k), free(v), free(o);
+}
+
 /* ---- bad inputs: clear errors ----------------------------------------------------------- */
 Test(sprint_op, bad_inputs_are_clear_errors) {
     float q[4] = {1, 2, 3, NAN}, k[4] = {1, 2, 3, 4}, v[4] = {1, 1, 1, 1}, o[4];
@@ -562,6 +659,21 @@ Test(sprint_op, bad_inputs_are_clear_errors) {
     cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_ARG);
     cr_assert(strstr(err.msg, "dense|dense-ref|pruning|sprint-norecompute|sprint"), "%s", err.msg);
     cr_assert_str_eq(SP_ATTN_MODES, "dense|dense-ref|pruning|sprint-norecompute|sprint");
+    /* values set directly in the struct, past the config table: re-checked by the factory
+     * (rows = 0 was an integer division by zero, frac_bits > 10 overran the exponent LUT) */
+    cfg.reram_rows = 0;
+    req.mode = "sprint";
+    cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "reram.rows"), "%s", err.msg);
+    cfg.reram_rows = 64;
+    cfg.sprint_hw_exp_frac_bits = 11;
+    cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "hw_exp_frac_bits"), "%s", err.msg);
+    cfg.sprint_hw_exp_frac_bits = 6;
+    cfg.policy_topk_min = 0; /* would ask for the 0th largest score */
+    cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "policy.topk_min"), "%s", err.msg);
+    cfg.policy_topk_min = 1;
     cr_assert_eq(sp_config_set(&cfg, "reram.onoff_ratio=0.5", "test", &err), SP_OK);
     req.mode = "sprint";
     cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_CONFIG);

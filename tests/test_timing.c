@@ -8,6 +8,7 @@
 
 #include "sprint/sim.h"
 #include "timing/memory.h"
+#include "sim_helpers.h"
 
 /* The hand-computed timings below use the 2 x 8 B DDR interface of configs/sim-ddr3.ini (the
  * default is 4 x 16 B since the bandwidth derivation in docs/simulator.md); they test the
@@ -230,16 +231,9 @@ Test(timing, one_sprint_query_by_hand) {
     unsigned mask;
     sp_error err = {0};
     cr_assert_eq(sp_sim_hw(&c, hw, &mask, &err), SP_OK);
-    sp_head_shape sh = {.n_k = 16, .d = 64, .causal = 0, .n_valid = 16};
-    sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
     int32_t idx[1] = {3};
-    sp_query_record r = {.qi = 0, .pos = 0, .n_k = 16, .n_visible = 16, .n_mem_kept = 1, .mem_kept = idx, .n_kept = 1,
-                         .kept = idx};
-    sp_sim_head_query(h, &r);
     static sp_design_result res[3][SP_DESIGN_COUNT];
-    memset(res, 0, sizeof res);
-    sp_sim_head_finish(h, 1.0, res, NULL);
-    sp_sim_head_free(h);
+    th_sim_one_query(hw, 1u, 16, 64, idx, 1, idx, 1, res);
     const sp_design_result *s = &res[0][SP_DESIGN_SPRINT];
     cr_assert_eq(s->cycles, 150, "SPRINT query ends at %g, expected 150", s->cycles);
     cr_assert_eq(s->row_misses, 2);

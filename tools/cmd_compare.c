@@ -74,7 +74,7 @@ int cmd_compare(int argc, char **argv) {
     int nr = 0;
     sp_error err = {0};
     /* policy.file: used for the policy of its kind instead of calibrating it (it was once
-     * silently ignored); its shape is checked against the model when the ops are built */
+     * silently ignored); checked against the model before the long run */
     sp_thresholds *file_t = NULL;
     if (c.cfg.policy_file[0]) {
         if (sp_thresholds_load(c.cfg.policy_file, &file_t, &err) != SP_OK) cli_die_err(&c, &err);

@@ -67,10 +67,13 @@ int cmd_trace(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--workload")) {
             name = cli_value(&c, argc, argv, &i);
-        } else if (!strcmp(a, "--layer")) {
-            layer = atoi(cli_value(&c, argc, argv, &i));
-        } else if (!strcmp(a, "--head")) {
-            head = atoi(cli_value(&c, argc, argv, &i));
+        } else if (!strcmp(a, "--layer") || !strcmp(a, "--head")) {
+            const char *v = cli_value(&c, argc, argv, &i);
+            char *end;
+            long x = strtol(v, &end, 10);
+            if (end == v || *end || x < 0 || x > 1000000)
+                cli_die(&c, 2, "%s: expected a whole number >= 0, got '%s'", a, v);
+            *(a[2] == 'l' ? &layer : &head) = (int)x;
         } else if (!strcmp(a, "--real")) {
             real = 1;
         } else if (!strcmp(a, "--out")) {

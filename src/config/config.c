@@ -64,8 +64,8 @@ static const char *type_name(sp_cfg_type t) {
 /* Text describing what a key accepts, for error messages and docs. */
 static void expected_text(const sp_config_key *k, char *buf, size_t n) {
     switch (k->type) {
-    case SP_CFG_INT: snprintf(buf, n, "an integer in [%.17g, %.17g]", k->min, k->max); break;
-    case SP_CFG_REAL: snprintf(buf, n, "a real number in [%.17g, %.17g]", k->min, k->max); break;
+    case SP_CFG_INT: snprintf(buf, n, "an integer in [%.15g, %.15g]", k->min, k->max); break;
+    case SP_CFG_REAL: snprintf(buf, n, "a real number in [%.15g, %.15g]", k->min, k->max); break;
     case SP_CFG_BOOL: snprintf(buf, n, "a boolean (true/false, 1/0, yes/no, on/off)"); break;
     case SP_CFG_STRING: snprintf(buf, n, "a string (up to 255 bytes)"); break;
     case SP_CFG_ENUM: snprintf(buf, n, "one of %s", k->choices); break;
@@ -267,7 +267,15 @@ void sp_config_value_text(const sp_config *c, const sp_config_key *k, char *buf,
     const char *field = (const char *)c + k->offset;
     switch (k->type) {
     case SP_CFG_INT: snprintf(buf, n, "%ld", *(const long *)field); break;
-    case SP_CFG_REAL: snprintf(buf, n, "%.17g", *(const double *)field); break;
+    case SP_CFG_REAL: {
+        /* the shortest text that reads back to the same double (0.05, not 0.050000000000000003) */
+        double v = *(const double *)field;
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(buf, n, "%.*g", prec, v);
+            if (strtod(buf, NULL) == v) break;
+        }
+        break;
+    }
     case SP_CFG_BOOL: snprintf(buf, n, "%s", *(const int *)field ? "true" : "false"); break;
     case SP_CFG_STRING:
     case SP_CFG_ENUM: snprintf(buf, n, "%s", field); break;

@@ -106,11 +106,8 @@ static sp_status probe(calib_state *cs, const double *thr, double delta, double 
 
 static void fill_thresholds(double *thr, double *const *hist, int L, int H, int per_layer, double q) {
     for (int l = 0; l < L; l++) {
-        if (per_layer) {
-            const double *hs[4096];
-            int n = H < 4096 ? H : 4096;
-            for (int h = 0; h < n; h++) hs[h] = hist[l * H + h];
-            double t = quantile_threshold(hs, n, q);
+        if (per_layer) { /* every head of the layer (no cap on the head count) */
+            double t = quantile_threshold((const double *const *)(hist + (size_t)l * (size_t)H), H, q);
             for (int h = 0; h < H; h++) thr[l * H + h] = t;
         } else {
             for (int h = 0; h < H; h++) {

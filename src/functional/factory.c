@@ -31,6 +31,14 @@ sp_status sp_fn_params_from_config(const sp_config *cfg, int mode, sp_fn_params 
         return sp_error_set(err, SP_ERR_CONFIG, "quant.msb_bits = %ld: expected 1..8 bits", cfg->quant_msb_bits);
     if (cfg->reram_dac_bits < 2 || cfg->reram_dac_bits > 8)
         return sp_error_set(err, SP_ERR_CONFIG, "reram.dac_bits = %ld: expected 2..8 bits", cfg->reram_dac_bits);
+    if (cfg->reram_rows < 1 || cfg->reram_rows > 4096)
+        return sp_error_set(err, SP_ERR_CONFIG, "reram.rows = %ld: expected 1..4096 rows", cfg->reram_rows);
+    if (cfg->sprint_hw_exp_frac_bits < 1 || cfg->sprint_hw_exp_frac_bits > 10)
+        return sp_error_set(err, SP_ERR_CONFIG, "sprint.hw_exp_frac_bits = %ld: expected 1..10 bits",
+                            cfg->sprint_hw_exp_frac_bits);
+    if (cfg->policy_topk_min < 1 || !(cfg->policy_topk_mem_factor >= 1))
+        return sp_error_set(err, SP_ERR_CONFIG, "policy.topk_min = %ld, policy.topk_mem_factor = %g: expected >= 1",
+                            cfg->policy_topk_min, cfg->policy_topk_mem_factor);
     if (cfg->reram_onoff_ratio != 0 && cfg->reram_onoff_ratio <= 1)
         return sp_error_set(err, SP_ERR_CONFIG, "reram.onoff_ratio = %g: expected 0 (ideal) or a ratio > 1",
                             cfg->reram_onoff_ratio);

@@ -34,6 +34,7 @@ int32_t sp_hw_score(const int8_t *qi, const int8_t *ki, int d, int b, int *satur
 
 int sp_hw_softmax_wsum(int n, const int32_t *z, const double *logit_scale, const int8_t *const *vi_rows, int d,
                        double v_scale, int frac_bits, float *out) {
+    SP_ASSERT(frac_bits >= 1 && frac_bits <= 10); /* lut_lo holds 2^10 entries */
     int sats = 0;
     if (n == 0) {
         for (int c = 0; c < d; c++) out[c] = 0.0f;

@@ -104,6 +104,19 @@ static int check_finite(const float *x, int n, int d, int ld, const unsigned cha
     return 1;
 }
 
+/* Largest squared norm (double) of the rows of x (n x d, stride ld) with valid[i] != 0. */
+static double max_row_norm2(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    double mx = 0;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const float *r = x + (size_t)i * (size_t)ld;
+        double n2 = 0;
+        for (int c = 0; c < d; c++) n2 += (double)r[c] * r[c];
+        if (n2 > mx) mx = n2;
+    }
+    return mx;
+}
+
 /* Per-call work buffers (all sized by n_k or block x n_k). */
 typedef struct fn_work {
     int8_t *qi, *ki, *vi;
@@ -297,23 +310,8 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     }
     /* Largest valid key norm (float) for the fp32 rounding bound of the screening scores
      * (padded keys are never scored: their garbage must not widen the bound). */
-    double kmaxnorm = 0, qmaxnorm = 0;
-    if (!hw) {
-        for (int j = 0; j < nk; j++) {
-            if (h->key_valid && !h->key_valid[j]) continue;
-            const float *kr = h->k + (size_t)j * (size_t)h->ldk;
-            double n2 = 0;
-            for (int c = 0; c < d; c++) n2 += (double)kr[c] * kr[c];
-            if (n2 > kmaxnorm) kmaxnorm = n2;
-        }
-        for (int i = 0; i < nq; i++) {
-            if (h->query_valid && !h->query_valid[i]) continue;
-            const float *qr = h->q + (size_t)i * (size_t)h->ldq;
-            double n2 = 0;
-            for (int c = 0; c < d; c++) n2 += (double)qr[c] * qr[c];
-            if (n2 > qmaxnorm) qmaxnorm = n2;
-        }
-    }
+    double kmaxnorm = hw ? 0 : max_row_norm2(h->k, nk, d, h->ldk, h->key_valid);
+    double qmaxnorm = hw ? 0 : max_row_norm2(h->q, nq, d, h->ldq, h->query_valid);
     kmaxnorm = sqrt(kmaxnorm);
     /* |q.k| <= |q| |k| (Cauchy-Schwarz): below FLT_MAX / 2 every fp32 product, partial sum
      * and score of the screening sgemm is finite. Larger (finite) inputs are refused rather

@@ -44,7 +44,7 @@ void sp_report_table(FILE *f, const sp_wl_result *res, int n) {
     for (int w = 0; w < n; w++) {
         const sp_wl_result *x = &res[w];
         wl_header(f, x);
-        fprintf(f, "   %-2s %-15s %13s %8s %8s %11s %8s %8s %10s %8s %7s %7s %14s %15s\n", "sz", "design", "cycles",
+        fprintf(f, "   %-2s %-15s %13s %8s %8s %11s %8s %8s %10s %8s %7s %7s %15s %15s\n", "sz", "design", "cycles",
                 "spd_pap", "spd_til", "energy_uJ", "Ered_pap", "Ered_til", "read_MB", "trf_red%", "reuse%",
                 "rowhit%", "bnd_t/m/c/l_%", "util_qk/v/bus_%");
         for (int s = 0; s < SP_SIZE_COUNT; s++) {
@@ -54,7 +54,7 @@ void sp_report_table(FILE *f, const sp_wl_result *res, int n) {
                 sp_ratios p = sp_result_ratios(x, s, D, 0), t = sp_result_ratios(x, s, D, 1);
                 double bt = r->bound_thr + r->bound_mem + r->bound_comp + r->bound_lat;
                 double C = x->corelets[s] > 0 ? x->corelets[s] : 1, ch = x->channels > 0 ? x->channels : 1;
-                fprintf(f, "   %-2s %-15s %13.4g %7.2fx %7.2fx %11.4g %7.2fx %7.2fx %10.4g %8.2f %7.1f %7.1f %3.0f/%2.0f/%2.0f/%2.0f %5.0f/%3.0f/%3.0f\n",
+                fprintf(f, "   %-2s %-15s %13.4g %7.2fx %7.2fx %11.4g %7.2fx %7.2fx %10.4g %8.2f %7.1f %7.1f %3.0f/%3.0f/%3.0f/%3.0f %7.0f/%3.0f/%3.0f\n",
                         sp_size_name(s), sp_design_name(D), r->cycles, p.speedup, t.speedup, r->energy_pj_total * 1e-6,
                         p.energy_reduction, t.energy_reduction, r->bytes_read / 1e6, 100 * p.traffic_reduction,
                         r->vec_fetched + r->vec_reused > 0 ? 100 * r->vec_reused / (r->vec_fetched + r->vec_reused) : 0,
@@ -71,13 +71,18 @@ void sp_report_table(FILE *f, const sp_wl_result *res, int n) {
         fprintf(f, "   energy breakdown at %s, %% of total (write-once Q/K/V into ReRAM is part of reram_write):\n",
                 sp_size_name(s0));
         fprintf(f, "   %-15s", "design");
-        for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, " %9.9s", sp_energy_cat_name(c));
+        int cw[SP_E_COUNT]; /* column widths: the full category names, at least 9 */
+        for (int c = 0; c < SP_E_COUNT; c++) {
+            cw[c] = (int)strlen(sp_energy_cat_name(c));
+            if (cw[c] < 9) cw[c] = 9;
+            fprintf(f, " %*s", cw[c], sp_energy_cat_name(c));
+        }
         fprintf(f, " %13s\n", "write_once_uJ");
         for (int D = 0; D < SP_DESIGN_COUNT; D++) {
             const sp_design_result *r = &x->r[s0][D];
             fprintf(f, "   %-15s", sp_design_name(D));
             for (int c = 0; c < SP_E_COUNT; c++)
-                fprintf(f, " %9.2f", r->energy_pj_total > 0 ? 100 * r->energy_pj[c] / r->energy_pj_total : 0);
+                fprintf(f, " %*.2f", cw[c], r->energy_pj_total > 0 ? 100 * r->energy_pj[c] / r->energy_pj_total : 0);
             fprintf(f, " %13.4g\n", r->write_once_pj * 1e-6);
         }
     }
@@ -100,10 +105,10 @@ static double geo_acc(double *acc, int *cnt, double v) {
     return v;
 }
 
-/* One line on what differs from the paper and the mechanism behind it. */
-static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref) {
-    const sp_design_result *sp = &x->r[0][SP_DESIGN_SPRINT], *b = &x->r[0][SP_DESIGN_BASELINE];
-    sp_ratios p = sp_result_ratios(x, 0, SP_DESIGN_SPRINT, 0);
+/* One line on what differs from the paper at size sz and the mechanism behind it. */
+static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref, int sz) {
+    const sp_design_result *sp = &x->r[sz][SP_DESIGN_SPRINT], *b = &x->r[sz][SP_DESIGN_BASELINE];
+    sp_ratios p = sp_result_ratios(x, sz, SP_DESIGN_SPRINT, 0);
     double bt = sp->bound_thr + sp->bound_mem + sp->bound_comp + sp->bound_lat;
     double sh[4] = {sp->bound_thr, sp->bound_mem, sp->bound_comp, sp->bound_lat};
     const char *nm[4] = {"in-memory thresholding (CopyQ + tAxTh rounds + ReadP)", "memory bandwidth",
@@ -114,9 +119,9 @@ static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref) {
     double kept = x->stats.pairs_visible > 0 ? x->stats.pairs_mem_kept / x->stats.pairs_visible : 0;
     double bb = b->bound_thr + b->bound_mem + b->bound_comp + b->bound_lat;
     fprintf(f, "   %-11s", x->wl.name);
-    if (isfinite(ref->speedup[0])) {
-        double dev = p.speedup / ref->speedup[0] - 1;
-        fprintf(f, " speedup %.1fx vs %.1fx (%+.0f%%%s):", p.speedup, ref->speedup[0], 100 * dev,
+    if (isfinite(ref->speedup[sz])) {
+        double dev = p.speedup / ref->speedup[sz] - 1;
+        fprintf(f, " speedup %.1fx vs %.1fx (%+.0f%%%s):", p.speedup, ref->speedup[sz], 100 * dev,
                 fabs(dev) <= 0.25 ? ", within 25%" : "");
     } else {
         fprintf(f, " speedup %.1fx (no paper value):", p.speedup);
@@ -137,7 +142,7 @@ static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref) {
                 100 * (sp->bytes_read / b->bytes_read - 1), sp->vec_fetched, b->vec_fetched,
                 sp->queries > 0 ? pv / sp->queries : 0, d, sp->bytes_read > 0 ? 100 * pv / sp->bytes_read : 0);
     }
-    if (isfinite(ref->energy_ratio))
+    if (sz == 0 && isfinite(ref->energy_ratio)) /* the paper's energy ratios: S (see the note above) */
         fprintf(f, "; energy %.1fx vs %.1fx: ReRAM reads are %.0f%% of our baseline's energy (paper ~45-67%%); "
                    "%.1fx without writing Q/K/V once, a write that is %.0f%% of SPRINT's energy",
                 p.energy_reduction, ref->energy_ratio,
@@ -210,12 +215,15 @@ void sp_report_paper(FILE *f, const sp_wl_result *res, int n) {
                 res[w].wl.synthetic ? "" : "  (real model, mean story length)");
     }
     fprintf(f, "   (paper: 2.1%% of the sequence newly fetched per adjacent query, section 2.4)\n");
-    fprintf(f, "\n   What differs and why (S size):\n");
+    /* at S, or at the smallest simulated size when S was not simulated */
+    int sz = 0;
+    while (n > 0 && sz < SP_SIZE_COUNT - 1 && !(res[0].sizes_mask & (1u << sz))) sz++;
+    fprintf(f, "\n   What differs and why (%s size):\n", sp_size_name(sz));
     for (int w = 0; w < n; w++) {
-        if (!(res[w].sizes_mask & 1u)) continue;
+        if (!(res[w].sizes_mask & (1u << sz))) continue;
         sp_paper_ref ref;
         sp_paper_lookup(res[w].wl.name, &ref);
-        explain(f, &res[w], &ref);
+        explain(f, &res[w], &ref, sz);
     }
 }
 

@@ -120,14 +120,19 @@ static void scratch(sp_mem *m, int n) {
     m->shit = sp_xmalloc(w, sizeof *m->shit);
 }
 
+/* Batches that need no scheduling (empty, FCFS, or a one-entry queue) in arrival order: returns
+ * 1 and sets *last when it served the batch, 0 when FR-FCFS must pick. */
+static int batch_in_order(sp_mem *m, const sp_mem_req *reqs, int n, double t, double *last) {
+    *last = t;
+    if (n > 0 && m->hw->frfcfs && m->hw->queue_depth > 1) return 0;
+    for (int i = 0; i < n; i++) *last = dmax(*last, sp_mem_access(m, &reqs[i], t));
+    return 1;
+}
+
 /* Reference FR-FCFS: scans the first queue_depth waiting requests for each pick. */
 double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
-    double last = t;
-    if (n <= 0) return last;
-    if (!m->hw->frfcfs || m->hw->queue_depth <= 1) {
-        for (int i = 0; i < n; i++) last = dmax(last, sp_mem_access(m, &reqs[i], t));
-        return last;
-    }
+    double last;
+    if (batch_in_order(m, reqs, n, t, &last)) return last;
     scratch(m, n);
     /* pending requests as a linked list in arrival order, so skipping served ones is free */
     int *nx = m->snext;
@@ -169,12 +174,8 @@ static int pow2_shift(long x) {
  * waiting requests) is kept as bitmaps of waiting and row-hit requests plus one list per bank;
  * an access changes only its bank's open row, so only that bank's entries are re-flagged. */
 double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
-    double last = t;
-    if (n <= 0) return last;
-    if (!m->hw->frfcfs || m->hw->queue_depth <= 1) {
-        for (int i = 0; i < n; i++) last = dmax(last, sp_mem_access(m, &reqs[i], t));
-        return last;
-    }
+    double last;
+    if (batch_in_order(m, reqs, n, t, &last)) return last;
     scratch(m, n);
     int words = (n + 63) / 64;
     uint64_t *pend = m->spend, *hit = m->shit;
