@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <omp.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,6 +77,15 @@ static void set(sp_config *c, const char *kv) {
     cr_assert_eq(sp_config_set(c, kv, "test", &err), SP_OK, "%s", err.msg);
 }
 
+/* The default config with the NULL-terminated "key=value" settings applied. */
+static void cfg_with(sp_config *c, ...) {
+    sp_config_defaults(c);
+    va_list ap;
+    va_start(ap, c);
+    for (const char *kv = va_arg(ap, const char *); kv; kv = va_arg(ap, const char *)) set(c, kv);
+    va_end(ap);
+}
+
 /* ---- tiny hand-computed cases -------------------------------------------------------- */
 /* d = 2, scale 1/sqrt(2); q = (2, 0); keys (1,0), (0,1), (-1,0), (2,0) -> scores
  * sqrt2 * (1, 0, -1, 2). Threshold 0.5 keeps keys 0 and 3. */
@@ -85,9 +95,7 @@ static const float V1[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 
 Test(sprint_op, pruning_fixed_threshold_hand_case) {
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.kind=layer");
-    set(&cfg, "policy.threshold=0.5");
+    cfg_with(&cfg, "policy.kind=layer", "policy.threshold=0.5", NULL);
     sp_attn_op *op = make("pruning", &cfg);
     float out[2];
     sp_attn_head h = head(1, 4, 2, Q1, K1, V1, out, 0);
@@ -109,8 +117,7 @@ Test(sprint_op, pruning_fixed_threshold_hand_case) {
 
 Test(sprint_op, oracle_and_topk_hand_case) {
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.kind=oracle");
+    cfg_with(&cfg, "policy.kind=oracle", NULL);
     set(&cfg, "policy.delta=1.5"); /* max 2.83: keeps 1.41 (key 0) and 2.83 (key 3), not 0 */
     sp_attn_op *op = make("pruning", &cfg);
     float out[2];
@@ -146,10 +153,7 @@ Test(sprint_op, sprint_in_memory_decision_hand_case) {
      * scale * sq * sk * 127 * approx_k = sqrt2 * 2 * approx_k / 127 -> 1.592, 0.167, -1.258, 2.661.
      * Threshold 1.0 without margin: memory keeps keys 0 and 3; norecompute feeds those scores. */
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.kind=layer");
-    set(&cfg, "policy.threshold=1.0");
-    set(&cfg, "sprint.margin_mode=none");
+    cfg_with(&cfg, "policy.kind=layer", "policy.threshold=1.0", "sprint.margin_mode=none", NULL);
     sp_attn_op *op = make("sprint-norecompute", &cfg);
     float out[2];
     sp_attn_head h = head(1, 4, 2, Q1, K1, V1, out, 0);
@@ -191,9 +195,7 @@ static void bit_for_bit(const char *mode, int causal, int padded) {
     sp_error err = {0};
     cr_assert_eq(dense->run(dense, &h, &err), SP_OK);
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.kind=head");
-    set(&cfg, "policy.threshold=-1e30");
+    cfg_with(&cfg, "policy.kind=head", "policy.threshold=-1e30", NULL);
     sp_attn_op *op = make(mode, &cfg);
     h.out = o2;
     cr_assert_eq(op->run(op, &h, &err), SP_OK, "%s", err.msg);
@@ -224,10 +226,7 @@ Test(sprint_op, ideal_memory_decision_equals_integer_score) {
     for (int b = 2; b <= 8; b += 3)
     for (int dac = 4; dac <= 8; dac += 4) {
         sp_config cfg;
-        sp_config_defaults(&cfg);
-        set(&cfg, "policy.kind=layer");
-        set(&cfg, "policy.threshold=0.3");
-        set(&cfg, "sprint.margin_mode=none");
+        cfg_with(&cfg, "policy.kind=layer", "policy.threshold=0.3", "sprint.margin_mode=none", NULL);
         cfg.quant_msb_bits = b;
         cfg.reram_dac_bits = dac;
         sp_attn_op *op = make("sprint-norecompute", &cfg);
@@ -269,9 +268,7 @@ Test(sprint_op, onchip_matches_oracle_kept_set_and_fetches_superset) {
     float *q = randn(n * d, 1.2, 21), *k = randn(n * d, 1.2, 22), *v = randn(n * d, 1, 23);
     float *o = calloc((size_t)n * d, sizeof(float));
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.delta=2.5");
-    set(&cfg, "policy.kind=oracle");
+    cfg_with(&cfg, "policy.delta=2.5", "policy.kind=oracle", NULL);
     sp_attn_op *orc = make("pruning", &cfg);
     set(&cfg, "policy.kind=onchip");
     sp_attn_op *onc = make("sprint", &cfg);
@@ -364,8 +361,7 @@ Test(sprint_op, hw_mode_close_to_float_mode_on_a_head) {
     float *q = randn(n * d, 1, 31), *k = randn(n * d, 1, 32), *v = randn(n * d, 1, 33);
     float *of = calloc((size_t)n * d, sizeof(float)), *oh = calloc((size_t)n * d, sizeof(float));
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.kind=oracle");
+    cfg_with(&cfg, "policy.kind=oracle", NULL);
     set(&cfg, "policy.delta=1.0"); /* few keys kept: the bound is tight */
     sp_attn_op *fo = make("sprint", &cfg);
     set(&cfg, "sprint.arith=hw");
@@ -390,13 +386,8 @@ Test(sprint_op, hw_mode_close_to_float_mode_on_a_head) {
 static void run_heads(int threads, float *out, sp_attn_stats *tot) {
     int H = 6, n = 96, d = 32;
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "reram.c2c_sigma=0.05");
-    set(&cfg, "reram.d2d_sigma=0.05");
-    set(&cfg, "reram.cmp_offset_sigma=0.0005");
-    set(&cfg, "reram.stuck_at_0=0.01");
-    set(&cfg, "policy.delta=3");
-    set(&cfg, "run.seed=99");
+    cfg_with(&cfg, "reram.c2c_sigma=0.05", "reram.d2d_sigma=0.05", "reram.cmp_offset_sigma=0.0005",
+             "reram.stuck_at_0=0.01", "policy.delta=3", "run.seed=99", NULL);
     sp_op_request req = {.mode = "sprint", .cfg = &cfg};
     sp_attn_op *op = NULL;
     sp_error err = {0};
@@ -439,12 +430,8 @@ Test(sprint_op, onchip_estimate_uses_exactly_the_keys_on_chip) {
     float *q = randn(n * d, 1.2, 81), *k = randn(n * d, 1.2, 82), *v = randn(n * d, 1, 83);
     float *o = calloc((size_t)n * d, sizeof(float));
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.kind=onchip");
-    set(&cfg, "policy.delta=2");
-    set(&cfg, "quant.msb_bits=8");
-    set(&cfg, "reram.dac_bits=8");
-    set(&cfg, "sprint.margin_mode=none");
+    cfg_with(&cfg, "policy.kind=onchip", "policy.delta=2", "quant.msb_bits=8", "reram.dac_bits=8",
+             "sprint.margin_mode=none", NULL);
     sp_attn_op *op = make("sprint", &cfg);
     rec_log *lg = log_new(n, n);
     op->observer = observer, op->observer_user = lg;
@@ -510,9 +497,7 @@ Test(sprint_op, padding_mask_equals_compacted_sequence) {
             if (!valid[i])
                 for (int c = 0; c < d; c++) q[i * d + c] = k[i * d + c] = v[i * d + c] = garbage;
         sp_config cfg;
-        sp_config_defaults(&cfg);
-        set(&cfg, "policy.kind=oracle");
-        set(&cfg, "policy.delta=2");
+        cfg_with(&cfg, "policy.kind=oracle", "policy.delta=2", NULL);
         sp_attn_op *op = make(modes[m % 3], &cfg), *opc = make(modes[m % 3], &cfg);
         rec_log *lg = log_new(n, n);
         op->observer = observer, op->observer_user = lg;
@@ -555,11 +540,7 @@ Test(sprint_op, noise_causes_false_prunes_without_margin) {
     float *q = randn(n * d, 1.2, 61), *k = randn(n * d, 1.2, 62), *v = randn(n * d, 1, 63);
     float *o = calloc((size_t)n * d, sizeof(float));
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.kind=oracle");
-    set(&cfg, "policy.delta=2");
-    set(&cfg, "sprint.margin_mode=none");
-    set(&cfg, "reram.c2c_sigma=0.3");
+    cfg_with(&cfg, "policy.kind=oracle", "policy.delta=2", "sprint.margin_mode=none", "reram.c2c_sigma=0.3", NULL);
     sp_attn_op *op = make("sprint", &cfg);
     sp_attn_head h = head(n, n, d, q, k, v, o, 1);
     sp_error err = {0};
@@ -592,9 +573,7 @@ Test(sprint_op, margin_covers_truncation_dac_and_quantisation_errors) {
         double fpr[2];
         for (int m = 0; m < 2; m++) {
             sp_config cfg;
-            sp_config_defaults(&cfg);
-            set(&cfg, "policy.kind=oracle");
-            set(&cfg, "policy.delta=2");
+            cfg_with(&cfg, "policy.kind=oracle", "policy.delta=2", NULL);
             set(&cfg, cases[t][0]);
             set(&cfg, cases[t][1]);
             set(&cfg, m ? "sprint.margin_mode=sigma" : "sprint.margin_mode=worst");
@@ -617,8 +596,7 @@ Test(sprint_op, margin_covers_truncation_dac_and_quantisation_errors) {
 Test(sprint_op, bad_inputs_are_clear_errors) {
     float q[4] = {1, 2, 3, NAN}, k[4] = {1, 2, 3, 4}, v[4] = {1, 1, 1, 1}, o[4];
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.delta=1");
+    cfg_with(&cfg, "policy.delta=1", NULL);
     const char *modes[3] = {"pruning", "sprint-norecompute", "sprint"};
     for (int m = 0; m < 3; m++) {
         sp_attn_op *op = make(modes[m], &cfg);
@@ -674,6 +652,10 @@ Test(sprint_op, bad_inputs_are_clear_errors) {
     cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_CONFIG);
     cr_assert(strstr(err.msg, "policy.topk_min"), "%s", err.msg);
     cfg.policy_topk_min = 1;
+    cfg.policy_delta = NAN; /* every comparison with a NaN threshold fails: nothing kept, silently */
+    cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_CONFIG);
+    cr_assert(strstr(err.msg, "policy.delta = nan"), "%s", err.msg);
+    cfg.policy_delta = 1;
     cr_assert_eq(sp_config_set(&cfg, "reram.onoff_ratio=0.5", "test", &err), SP_OK);
     req.mode = "sprint";
     cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_ERR_CONFIG);
@@ -702,10 +684,7 @@ Test(sprint_op, hw_scores_fast_path_equals_reference) {
     float *qf = randn(n * d, 1, 71), *kf = randn(n * d, 1, 72), *vf = randn(n * d, 1, 73);
     float *o = calloc((size_t)n * d, sizeof(float));
     sp_config cfg;
-    sp_config_defaults(&cfg);
-    set(&cfg, "policy.kind=layer");
-    set(&cfg, "policy.threshold=-1e30");
-    set(&cfg, "sprint.arith=hw");
+    cfg_with(&cfg, "policy.kind=layer", "policy.threshold=-1e30", "sprint.arith=hw", NULL);
     sp_attn_op *op = make("pruning", &cfg);
     sp_attn_head h = head(n, n, d, qf, kf, vf, o, 1);
     sp_error err = {0};
@@ -741,9 +720,7 @@ Test(sprint_op, outputs_off_keeps_masks_and_statistics) {
     const char *modes[] = {"pruning", "sprint", "sprint-norecompute"};
     for (int m = 0; m < 3; m++) {
         sp_config cfg;
-        sp_config_defaults(&cfg);
-        set(&cfg, "policy.kind=onchip");
-        set(&cfg, "policy.delta=2.5");
+        cfg_with(&cfg, "policy.kind=onchip", "policy.delta=2.5", NULL);
         sp_attn_op *on = make(modes[m], &cfg);
         set(&cfg, "sprint.outputs=0");
         sp_attn_op *off = make(modes[m], &cfg);

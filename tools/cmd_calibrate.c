@@ -82,10 +82,7 @@ int cmd_calibrate(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "nll", t->nll);
         cJSON_AddNumberToObject(o, "nll_change", dn);
         cJSON_AddNumberToObject(o, "kept_fraction", t->kept_fraction);
-        char *txt = cJSON_PrintUnformatted(o);
-        printf("%s\n", txt);
-        cJSON_free(txt);
-        cJSON_Delete(o);
+        fn_print_json(o);
     } else {
         printf("sprint calibrate: wrote %s\n", out);
         printf("%-22s %s for mode %s, %d calibration stories\n", "policy", t->kind, t->mode, t->calib_stories);

@@ -23,6 +23,13 @@ int fn_shared_option(cli_common *c, int argc, char **argv, int *i, void (*help)(
     return 0;
 }
 
+void fn_print_json(cJSON *o) {
+    char *txt = cJSON_PrintUnformatted(o);
+    printf("%s\n", txt);
+    cJSON_free(txt);
+    cJSON_Delete(o);
+}
+
 _Noreturn void fn_unknown_option(cli_common *c, const char *arg) {
     cli_die(c, 2, "unknown option '%s' (see sprint %s --help)", arg, c->cmd);
 }
@@ -97,10 +104,7 @@ void fn_print_rows(cli_common *c, const char *title, const fn_row *rows, int n, 
             cJSON_AddNumberToObject(x, "seconds", r->seconds);
             cJSON_AddItemToArray(arr, x);
         }
-        char *txt = cJSON_PrintUnformatted(o);
-        printf("%s\n", txt);
-        cJSON_free(txt);
-        cJSON_Delete(o);
+        fn_print_json(o);
     } else {
         printf("%s\n", title);
         if (sweep) printf("%-17s %9s ", "param", "value");

@@ -4,6 +4,8 @@
 #ifndef SPRINT_TOOLS_FN_COMMON_H
 #define SPRINT_TOOLS_FN_COMMON_H
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 #include "sprint/functional.h"
 #include "sprint/model.h"
@@ -19,6 +21,8 @@ int fn_path_option(cli_common *c, int argc, char **argv, int *i);
 /* The options every functional command takes: the common ones, --model/--tokenizer/--text,
  * and --help/-h (prints help() and exits 0). Returns 1 when argv[*i] was one of them. */
 int fn_shared_option(cli_common *c, int argc, char **argv, int *i, void (*help)(void));
+/* Prints o unformatted on one stdout line, then deletes it. */
+void fn_print_json(cJSON *o);
 /* Dies (exit 2) on an option the command does not know. */
 _Noreturn void fn_unknown_option(cli_common *c, const char *arg);
 /* After cli_finish: resolves paths like sprint eval and loads everything; dies on errors. */

@@ -36,6 +36,11 @@ sp_status sp_fn_params_from_config(const sp_config *cfg, int mode, sp_fn_params 
     if (cfg->sprint_hw_exp_frac_bits < 1 || cfg->sprint_hw_exp_frac_bits > 10)
         return sp_error_set(err, SP_ERR_CONFIG, "sprint.hw_exp_frac_bits = %ld: expected 1..10 bits",
                             cfg->sprint_hw_exp_frac_bits);
+    if (!(cfg->policy_delta >= -1) || !isfinite(cfg->policy_delta) || !(cfg->sprint_margin_sigma >= 0) ||
+        !isfinite(cfg->sprint_margin_sigma))
+        return sp_error_set(err, SP_ERR_CONFIG,
+                            "policy.delta = %g (expected -1 or >= 0 nats), sprint.margin_sigma = %g (expected >= 0 std)",
+                            cfg->policy_delta, cfg->sprint_margin_sigma);
     if (cfg->policy_topk_min < 1 || !(cfg->policy_topk_mem_factor >= 1))
         return sp_error_set(err, SP_ERR_CONFIG, "policy.topk_min = %ld, policy.topk_mem_factor = %g: expected >= 1",
                             cfg->policy_topk_min, cfg->policy_topk_mem_factor);
