@@ -133,6 +133,10 @@ sp_status sp_attn_head_check(const sp_attn_head *h, sp_error *err);
 /* Visible keys of query qi, written ascending into idx (capacity n_k); returns the count. */
 int sp_attn_visible(const sp_attn_head *h, int qi, int32_t *idx);
 
+/* Reference scores of query qi against keys idx[0..n): scores[j] = scale * q.k in double.
+ * Returns the first j whose score is not finite, or -1. */
+int sp_attn_scores_ref(const sp_attn_head *h, int qi, const int32_t *idx, int n, double *scores);
+
 /* Reference softmax-weighted sum over a subset of keys, in double: out_row = sum_j p_j v_j,
  * p = softmax(scores over idx). scores[j] holds the score of key idx[j]. Shared by the dense
  * operator and by the float arithmetic mode of the SPRINT operators, so that a threshold of

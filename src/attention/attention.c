@@ -139,6 +139,19 @@ static sp_status dense_check(sp_attn_op *op, const sp_attn_head *h, sp_attn_stat
     return SP_OK;
 }
 
+int sp_attn_scores_ref(const sp_attn_head *h, int qi, const int32_t *idx, int n, double *scores) {
+    const float *qr = h->q + (size_t)qi * (size_t)h->ldq;
+    int bad = -1;
+    for (int j = 0; j < n; j++) {
+        const float *kr = h->k + (size_t)idx[j] * (size_t)h->ldk;
+        double dot = 0.0;
+        for (int c = 0; c < h->d; c++) dot += (double)qr[c] * (double)kr[c];
+        scores[j] = dot * (double)h->scale;
+        if (bad < 0 && !isfinite(scores[j])) bad = j;
+    }
+    return bad;
+}
+
 /* Dense reference: out_i = softmax_j(scale * q_i.k_j) v_j over the visible keys. */
 static sp_status dense_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_attn_stats *st = NULL;
@@ -153,21 +166,14 @@ static sp_status dense_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err)
             memset(orow, 0, (size_t)h->d * sizeof *orow);
             continue;
         }
-        const float *qr = h->q + (size_t)i * (size_t)h->ldq;
         int n = sp_attn_visible(h, i, idx);
-        for (int j = 0; j < n; j++) {
-            const float *kr = h->k + (size_t)idx[j] * (size_t)h->ldk;
-            double dot = 0.0;
-            for (int c = 0; c < h->d; c++) dot += (double)qr[c] * (double)kr[c];
-            sc[j] = dot * (double)h->scale;
-            if (!isfinite(sc[j])) {
-                int key = idx[j];
-                free(idx);
-                free(sc);
-                return sp_error_set(err, SP_ERR_DATA,
-                                    "attention layer %d head %d: non-finite score at query %d key %d", h->layer,
-                                    h->head, i, key);
-            }
+        int bad = sp_attn_scores_ref(h, i, idx, n, sc);
+        if (bad >= 0) {
+            int key = idx[bad];
+            free(idx);
+            free(sc);
+            return sp_error_set(err, SP_ERR_DATA, "attention layer %d head %d: non-finite score at query %d key %d",
+                                h->layer, h->head, i, key);
         }
         sp_attn_softmax_wsum(h, idx, sc, n, orow);
         dense_count(st, n, &prev_n);

@@ -29,20 +29,14 @@ static sp_status relthresh_run(sp_attn_op *op, const sp_attn_head *h, sp_error *
             memset(orow, 0, (size_t)h->d * sizeof *orow);
             continue;
         }
-        const float *qr = h->q + (size_t)i * (size_t)h->ldq;
         int n = sp_attn_visible(h, i, idx);
-        double mx = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            const float *kr = h->k + (size_t)idx[j] * (size_t)h->ldk;
-            double dot = 0.0;
-            for (int c = 0; c < h->d; c++) dot += (double)qr[c] * (double)kr[c];
-            sc[j] = dot * (double)h->scale;
-            if (!isfinite(sc[j])) {
-                free(idx), free(keep), free(prev), free(sc), free(ksc);
-                return sp_error_set(err, SP_ERR_DATA, "relthresh: non-finite score at query %d", i);
-            }
-            if (sc[j] > mx) mx = sc[j];
+        if (sp_attn_scores_ref(h, i, idx, n, sc) >= 0) {
+            free(idx), free(keep), free(prev), free(sc), free(ksc);
+            return sp_error_set(err, SP_ERR_DATA, "relthresh: non-finite score at query %d", i);
         }
+        double mx = -INFINITY;
+        for (int j = 0; j < n; j++)
+            if (sc[j] > mx) mx = sc[j];
         int nk = 0;
         double lost = 0, tot = 0;
         for (int j = 0; j < n; j++) {
