@@ -57,6 +57,7 @@ static void bad_file(const char *text, sp_status want, const char *needle) {
 Test(policy, malformed_files_are_clear_errors) {
     bad_file("hello\n", SP_ERR_FORMAT, "not a sprint thresholds file");
     bad_file("sprint-thresholds 2\n", SP_ERR_FORMAT, "version 2");
+    bad_file("sprint-thresholds 1garbage\n", SP_ERR_FORMAT, "not a sprint thresholds file");
     bad_file("sprint-thresholds 1\nkind magic\n", SP_ERR_FORMAT, ":2: unknown policy kind 'magic'");
     bad_file("sprint-thresholds 1\nkind head\nlayers 1\nheads 2\nhead_dim 8\nvalues\n1 x\n", SP_ERR_FORMAT,
              ":7: layer 0: expected 2 numbers");

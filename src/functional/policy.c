@@ -97,7 +97,9 @@ sp_status sp_thresholds_load(const char *path, sp_thresholds **out, sp_error *er
     sp_thresholds tmp;
     memset(&tmp, 0, sizeof tmp);
     sp_thresholds *t = NULL;
-    if (!next_line(f, buf, sizeof buf, &line) || sscanf(buf, "sprint-thresholds %d", &version) != 1)
+    int used = 0;
+    if (!next_line(f, buf, sizeof buf, &line) || sscanf(buf, "sprint-thresholds %d%n", &version, &used) != 1 ||
+        strspn(buf + used, " \t\r\n") != strlen(buf + used))
         FAIL("%s:%d: not a sprint thresholds file (expected 'sprint-thresholds %d')", path, line,
              SP_THRESHOLDS_VERSION);
     if (version != SP_THRESHOLDS_VERSION)
