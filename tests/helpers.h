@@ -7,6 +7,13 @@
 /* Full path of shared/<rel> in buf, or NULL when absent (the test then skips with a clear
  * message naming where it looked and SPRINT_SHARED). */
 const char *th_shared_path(const char *rel, char *buf, size_t n);
+/* Declares `const char *var` = the path of shared/<rel>, or skips the calling test with a
+ * message naming the file and SPRINT_SHARED. Use at the top of a Test body. */
+#define TH_NEED_SHARED(var, rel)                                                              \
+    char var##_buf[4096];                                                                     \
+    const char *var = th_shared_path(rel, var##_buf, sizeof var##_buf);                       \
+    if (!var) cr_skip_test("%s not found in the shared directory (set SPRINT_SHARED)", rel)
+
 /* Writes len bytes to a fresh temporary file; returns its path (static storage, 16 slots). */
 const char *th_temp_file(const void *data, size_t len);
 /* Writes a NUL-terminated string to a fresh temporary file. */

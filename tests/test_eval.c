@@ -206,9 +206,7 @@ Test(windows, edges_against_per_target_reference) {
 
 /* Corpus splitting: at <|endoftext|>, trimmed, empty stories dropped, each with BOS. */
 Test(corpus, split_trim_drop) {
-    char buf[4096];
-    const char *p = th_shared_path("models/tok512.bin", buf, sizeof buf);
-    if (!p) cr_skip_test("models/tok512.bin not found (set SPRINT_SHARED)");
+    TH_NEED_SHARED(p, "models/tok512.bin");
     sp_tokenizer *t = NULL;
     cr_assert_eq(sp_tokenizer_load(p, 512, &t, NULL), SP_OK);
     const char *text = "  Hello world \n<|endoftext|>\n \n<|endoftext|><|endoftext|>a<|endoftext|>\n";

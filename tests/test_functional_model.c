@@ -106,8 +106,8 @@ Test(functional_model, default_sprint_calibrates_within_budget) {
 }
 
 Test(functional_model, commands_end_to_end) {
-    char buf[4096];
-    if (!th_shared_path("models/stories260K.bin", buf, sizeof buf)) cr_skip_test("shared model not found (set SPRINT_SHARED)");
+    TH_NEED_SHARED(model, "models/stories260K.bin");
+    (void)model;
     static char out[65536], err[65536];
     const char *th = th_temp_text("");
     char args[1024];
@@ -163,8 +163,8 @@ static void cli_fails(const char *args, int want_rc, const char *needle) {
 }
 
 Test(functional_model, cli_bad_inputs_are_clear_errors) {
-    char buf[4096];
-    if (!th_shared_path("models/stories260K.bin", buf, sizeof buf)) cr_skip_test("shared model not found (set SPRINT_SHARED)");
+    TH_NEED_SHARED(model, "models/stories260K.bin");
+    (void)model;
     char args[1024];
     /* truncated thresholds file (a row cut short), and a corrupt shape */
     const char *trunc = th_temp_text("sprint-thresholds 1\nkind head\nlayers 5\nheads 8\nhead_dim 8\nvalues\n1 2 3\n");

@@ -211,9 +211,7 @@ Test(forward, refuses_bad_arguments) {
 }
 
 Test(shared_model, loads_stories260k) {
-    char buf[4096];
-    const char *p = th_shared_path("models/stories260K.bin", buf, sizeof buf);
-    if (!p) cr_skip_test("models/stories260K.bin not found (set SPRINT_SHARED)");
+    TH_NEED_SHARED(p, "models/stories260K.bin");
     sp_model *m = NULL;
     sp_error err = {0};
     cr_assert_eq(sp_model_load(p, &m, &err), SP_OK, "%s", err.msg);

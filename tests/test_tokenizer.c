@@ -83,9 +83,7 @@ Test(tok512, decode_byte_tokens) {
  * port of llama2.c's encode() gives (59078 tokens including one BOS per story, 178 stories). */
 Test(tok512, dev_text_round_trip_and_count) {
     NEED_TOK512(t);
-    char buf[4096];
-    const char *p = th_shared_path("data/tinystories-valid-dev.txt", buf, sizeof buf);
-    if (!p) cr_skip_test("data/tinystories-valid-dev.txt not found (set SPRINT_SHARED)");
+    TH_NEED_SHARED(p, "data/tinystories-valid-dev.txt");
     char *text;
     size_t len;
     cr_assert_eq(sp_read_file(p, &text, &len, NULL), SP_OK);

@@ -77,7 +77,6 @@ int cmd_eval(int argc, char **argv) {
     /* dense: the float fast path; dense-ref: the double reference; others: SPRINT operators */
     if (sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
     cli_progress_done();
-    const char *label = !strcmp(mode, "dense-ref") ? "dense-ref" : op->name; /* both dense ops are named "dense" */
 
     sp_eval_opts eo = {.window = (int)c.cfg.eval_window, .threads = (int)c.cfg.run_threads,
                        .progress = cli_progress, .progress_user = &c};
@@ -94,7 +93,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", c.cfg.model_checkpoint);
         cJSON_AddStringToObject(o, "text", c.cfg.eval_text);
-        cJSON_AddStringToObject(o, "attention", label);
+        cJSON_AddStringToObject(o, "attention", op->name);
         cJSON_AddNumberToObject(o, "stories", (double)r.stories);
         cJSON_AddNumberToObject(o, "tokens", (double)r.tokens);
         cJSON_AddNumberToObject(o, "nll", r.nll);
@@ -115,7 +114,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_Delete(o);
     } else {
         char b[64];
-        printf("sprint eval: %s on %s, attention %s\n", c.cfg.model_checkpoint, c.cfg.eval_text, label);
+        printf("sprint eval: %s on %s, attention %s\n", c.cfg.model_checkpoint, c.cfg.eval_text, op->name);
         snprintf(b, sizeof b, "%ld", r.stories), row("stories", b, "stories");
         snprintf(b, sizeof b, "%ld", r.tokens), row("tokens", b, "predicted tokens");
         snprintf(b, sizeof b, "%.4f", r.nll), row("mean NLL", b, "nats/token");
@@ -135,7 +134,7 @@ int cmd_eval(int argc, char **argv) {
         if (!f) cli_die(&c, 1, "cannot write %s", c.csv_path);
         fprintf(f, "attention,stories,tokens,nll_nats_per_token,ppl,top1_fraction,tokens_per_s,kept_fraction,"
                    "mem_kept_fraction,false_prune_rate,locality,new_fetch_fraction,mass_lost_per_query\n");
-        fprintf(f, "%s,%ld,%ld,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g\n", label, r.stories, r.tokens,
+        fprintf(f, "%s,%ld,%ld,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g\n", op->name, r.stories, r.tokens,
                 r.nll, r.ppl, r.top1, r.tokens_per_s, kept, mem, fpr, loc, nff, mlq);
         if (fclose(f) != 0) cli_die(&c, 1, "cannot write %s", c.csv_path);
     }

@@ -115,12 +115,12 @@ void sp_attn_op_reset_stats(sp_attn_op *op);
 void sp_attn_stats_total(const sp_attn_op *op, sp_attn_stats *out);
 void sp_attn_stats_add(sp_attn_stats *acc, const sp_attn_stats *s);
 
-/* The dense reference operator: exact softmax(scale * q.k) v over the visible keys,
+/* The dense reference operator (named "dense-ref"): exact softmax(scale * q.k) v over the visible keys,
  * accumulated in double, written for clarity. Calls the observer with every visible key
  * kept. Returns SP_ERR_DATA on a NaN or infinite score. */
 sp_attn_op *sp_attn_dense_create(int n_layers, int n_heads);
 
-/* The fast dense operator (named "dense" too): the same attention in float arithmetic
+/* The fast dense operator (named "dense"): the same attention in float arithmetic
  * (vectorised scores, exp and weighted sum), the same statistics; tested against the
  * reference (relative difference ~1e-6). Heads with padding masks, non-finite scores, or an
  * op with an observer go through the reference code. `sprint eval --attention dense` uses it;
@@ -129,6 +129,11 @@ sp_attn_op *sp_attn_dense_fast_create(int n_layers, int n_heads);
 
 /* Validates a head description (dimensions, strides, pointers); SP_ERR_ARG on a bad one. */
 sp_status sp_attn_head_check(const sp_attn_head *h, sp_error *err);
+
+/* What every operator's run() checks first: the head description (sp_attn_head_check) and
+ * that (layer, head) has a stats slot in op; on success *st points at that slot. SP_ERR_ARG
+ * otherwise, so a bad head is refused instead of written out of bounds. */
+sp_status sp_attn_op_check(sp_attn_op *op, const sp_attn_head *h, sp_attn_stats **st, sp_error *err);
 
 /* Visible keys of query qi, written ascending into idx (capacity n_k); returns the count. */
 int sp_attn_visible(const sp_attn_head *h, int qi, int32_t *idx);

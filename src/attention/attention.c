@@ -129,7 +129,7 @@ static inline void dense_count(sp_attn_stats *st, int n, int *prev_n) {
 }
 
 /* The head's checks plus its (layer, head) inside the op's stats table: *st is its slot. */
-static sp_status dense_check(sp_attn_op *op, const sp_attn_head *h, sp_attn_stats **st, sp_error *err) {
+sp_status sp_attn_op_check(sp_attn_op *op, const sp_attn_head *h, sp_attn_stats **st, sp_error *err) {
     sp_status s = sp_attn_head_check(h, err);
     if (s != SP_OK) return s;
     if (h->layer < 0 || h->layer >= op->n_layers || h->head < 0 || h->head >= op->n_heads)
@@ -155,7 +155,7 @@ int sp_attn_scores_ref(const sp_attn_head *h, int qi, const int32_t *idx, int n,
 /* Dense reference: out_i = softmax_j(scale * q_i.k_j) v_j over the visible keys. */
 static sp_status dense_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_attn_stats *st = NULL;
-    sp_status s = dense_check(op, h, &st, err);
+    sp_status s = sp_attn_op_check(op, h, &st, err);
     if (s != SP_OK) return s;
     int32_t *idx = sp_xmalloc((size_t)h->n_k + 1, sizeof *idx);
     double *sc = sp_xmalloc((size_t)h->n_k + 1, sizeof *sc);
@@ -190,7 +190,7 @@ static sp_status dense_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err)
 }
 
 sp_attn_op *sp_attn_dense_create(int n_layers, int n_heads) {
-    sp_attn_op *op = sp_attn_op_alloc("dense", n_layers, n_heads);
+    sp_attn_op *op = sp_attn_op_alloc("dense-ref", n_layers, n_heads);
     op->run = dense_run;
     return op;
 }
@@ -273,7 +273,7 @@ SP_FAST_CLONES
 static sp_status dense_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (op->observer || h->key_valid || h->query_valid) return dense_run(op, h, err);
     sp_attn_stats *st = NULL;
-    sp_status s = dense_check(op, h, &st, err);
+    sp_status s = sp_attn_op_check(op, h, &st, err);
     if (s != SP_OK) return s;
     int d = h->d, nk = h->n_k;
     size_t NK = (size_t)nk;

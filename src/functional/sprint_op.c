@@ -182,11 +182,9 @@ static void gemm_nt(int m, int n, int d, const float *a, int lda, const float *b
 static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     fn_ctx *cx = op->ctx;
     const sp_fn_params *P = &cx->p;
-    sp_status s = sp_attn_head_check(h, err);
+    sp_attn_stats *slot = NULL;
+    sp_status s = sp_attn_op_check(op, h, &slot, err);
     if (s != SP_OK) return s;
-    if (h->layer < 0 || h->layer >= op->n_layers || h->head < 0 || h->head >= op->n_heads)
-        return sp_error_set(err, SP_ERR_ARG, "%s: head (layer %d, head %d) outside the op's %d x %d slots", op->name,
-                            h->layer, h->head, op->n_layers, op->n_heads);
     if (!(h->scale > 0) || !isfinite(h->scale))
         return sp_error_set(err, SP_ERR_ARG, "%s: score scale must be finite and > 0, got %g", op->name,
                             (double)h->scale);
@@ -215,7 +213,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     const double p2s = (double)(1 << sh); /* 2^(8-b): multiplying by it is exact, like ldexp */
     const double scale = (double)h->scale;
     const int kind = P->kind;
-    sp_attn_stats *st = &op->stats[h->layer * op->n_heads + h->head];
+    sp_attn_stats *st = slot;
     size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d, NQ = (size_t)(nq > 0 ? nq : 1);
 
     fn_work w;

@@ -13,10 +13,10 @@ typedef struct relthresh_ctx {
 } relthresh_ctx;
 
 static sp_status relthresh_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
-    sp_status s = sp_attn_head_check(h, err);
+    sp_attn_stats *st = NULL;
+    sp_status s = sp_attn_op_check(op, h, &st, err);
     if (s != SP_OK) return s;
     const relthresh_ctx *ctx = op->ctx;
-    sp_attn_stats *st = &op->stats[h->layer * op->n_heads + h->head];
     int32_t *idx = sp_xmalloc((size_t)h->n_k + 1, sizeof *idx);
     int32_t *keep = sp_xmalloc((size_t)h->n_k + 1, sizeof *keep);
     int32_t *prev = sp_xmalloc((size_t)h->n_k + 1, sizeof *prev);
