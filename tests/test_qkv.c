@@ -558,13 +558,15 @@ Test(qkv_cli, run_reports_the_set) {
  * dense model: the same tensor names and shapes, values within 1e-4 of each tensor's magnitude. */
 Test(qkv_cli, numpy_exporter_matches_the_c_capture, .timeout = 300) {
     TH_NEED_SHARED(model, "models/stories260K.bin");
+    TH_NEED_SHARED(tokp, "models/tok512.bin");
+    TH_NEED_SHARED(textp, "data/tinystories-valid-dev.txt");
     if (system("/usr/bin/python3 -c 'import numpy' 2>/dev/null") != 0)
         cr_skip_test("/usr/bin/python3 with numpy not found (scripts/install-deps installs python3-numpy)");
     char dir[] = "/tmp/sprint-qkvnp-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/scripts/export-qkv --model %s --stories 2 --out %s/np.safetensors 2>/dev/null",
-             SP_SOURCE_DIR, model, dir);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/scripts/export-qkv --model %s --tokenizer %s --text %s --stories 2 "
+             "--out %s/np.safetensors 2>/dev/null", SP_SOURCE_DIR, model, tokp, textp, dir);
     cr_assert_eq(system(cmd), 0, "%s", cmd);
     static char out[1 << 14], errb[1 << 14];
     snprintf(cmd, sizeof cmd, "trace --quiet --real --set sim.trace_stories=2 --set workload.mode=dense --out /dev/null "
