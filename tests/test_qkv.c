@@ -537,10 +537,24 @@ Test(qkv_cli, run_reports_the_set) {
             q->seq[s].q[i] = (float)sp_rng_next_normal(&r);
             if (i < (size_t)2 * ntok[s] * 16) q->seq[s].k[i] = (float)sp_rng_next_normal(&r), q->seq[s].v[i] = 1.0f;
         }
+    q->seq[1].valid = calloc(33, 1); /* sequence 1: 30 tokens, 3 padding */
+    memset(q->seq[1].valid, 1, 30);
+    q->seq[1].n_valid = 30;
     char path[] = "/tmp/sprint-qkvcli-XXXXXX";
     close(mkstemp(path));
     sp_error err = {0};
     cr_assert_eq(sp_qkv_save(q, path, &err), SP_OK, "%s", err.msg);
+    /* the simulator's totals do not depend on the thread count */
+    sp_config cfg;
+    sp_config_defaults(&cfg);
+    sp_wl_result *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    sp_sim_opts o1 = {.threads = 1}, o2 = {.threads = 2};
+    cr_assert_eq(sp_sim_run_qkv(&cfg, q, "t", &o1, a, &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(sp_sim_run_qkv(&cfg, q, "t", &o2, b, &err), SP_OK, "%s", err.msg);
+    cr_assert(!memcmp(a->r, b->r, sizeof a->r) && !memcmp(&a->stats, &b->stats, sizeof a->stats));
+    cr_assert_float_eq(a->wl.padding, 3.0 / 73.0, 1e-12);
+    cr_assert_eq(a->stats.queries, 2.0 * 2 * (40 + 30)); /* padding queries are not counted */
+    free(a), free(b);
     sp_qkv_free(q);
     static char out[1 << 16], errb[1 << 14];
     char args[512];
@@ -552,6 +566,7 @@ Test(qkv_cli, run_reports_the_set) {
     cr_assert(json_has(out, "d", "16,"), "%.300s", out);
     cr_assert(json_has(out, "causal", "false,"), "%.300s", out);
     cr_assert(json_has(out, "sim_heads", "8,"), "%.300s", out);
+    cr_assert(json_has(out, "padding", "0.0410"), "%.300s", out); /* 3 of 73 tokens */
 }
 
 /* The numpy exporter (scripts/export-qkv, an independent forward pass) against the C capture of the

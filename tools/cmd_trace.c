@@ -151,8 +151,15 @@ int cmd_trace(int argc, char **argv) {
         if (sp_qkv_capture_model(&c.cfg, m, &corpus, &so, write_record, &t, &qkv, &err) != SP_OK) cli_die_err(&c, &err);
         cli_progress_done();
         if (sp_qkv_save(qkv, export_qkv, &err) != SP_OK) cli_die_err(&c, &err);
-        if (!c.quiet)
+        if (!c.quiet) {
             fprintf(stderr, "[trace] wrote the Q/K/V of %d sequences to %s\n", qkv->n_seq, export_qkv);
+            int auto_cal = !c.cfg.policy_file[0] && strcmp(c.cfg.workload_mode, "dense") &&
+                           strcmp(c.cfg.workload_mode, "dense-ref") && strcmp(c.cfg.workload_mode, "builtin") &&
+                           (c.cfg.policy_delta < 0 || !strcmp(c.cfg.policy_kind, "layer") || !strcmp(c.cfg.policy_kind, "head"));
+            if (auto_cal)
+                fprintf(stderr, "[trace] note: this run calibrated its thresholds on the model; sprint run --qkv has no model "
+                        "and uses policy.delta_uncalibrated unless given the same thresholds (policy.file or policy.delta)\n");
+        }
         sp_qkv_free(qkv);
         sp_corpus_free(&corpus);
         free(text);
