@@ -91,6 +91,31 @@ class Toy(nn.Module):
         return x
 
 
+def interleaved_rope(x, theta=10000.0):  # llama2.c / Meta convention: pairs (2i, 2i+1)
+    T, d = x.shape[-2], x.shape[-1]
+    inv = 1.0 / (theta ** (torch.arange(0, d, 2).float() / d))
+    ang = torch.outer(torch.arange(T).float(), inv)
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack([a * ang.cos() - b * ang.sin(), a * ang.sin() + b * ang.cos()], dim=-1).flatten(-2)
+
+
+class FusedAttention(nn.Module):
+    """GPT-2-like fused projection [q | k | v], no grouped heads, interleaved rotary positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.c_attn = nn.Linear(DIM, 3 * DIM)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(DIM, dim=-1)
+        q = interleaved_rope(q.view(B, T, H, HD).transpose(1, 2))
+        k = interleaved_rope(k.view(B, T, H, HD).transpose(1, 2))
+        v = v.view(B, T, H, HD).transpose(1, 2)
+        self.seen = (q.detach().clone(), k.detach().clone(), v.detach().clone())
+        return x
+
+
 def check(cond, msg):
     if not cond:
         print("FAIL:", msg)
@@ -151,6 +176,22 @@ def main():
     check(run.returncode == 0 and "qkv:toy.safetensors" in run.stdout, f"sprint run --qkv-only exit {run.returncode}")
     # the hooks are gone after the export: a second forward records nothing
     check(all(len(m._forward_hooks) == 0 for m in model.modules()), "hooks removed after export")
+    # a fused projection with interleaved RoPE
+    fused = nn.Sequential(FusedAttention(), FusedAttention()).eval()
+    x = torch.randn(1, 10, DIM)
+    p2 = os.path.join(tmp, "fused")
+    export_qkv(fused, x, p2, num_heads=H, causal=False, fused=r"c_attn$", rope="interleaved")
+    got2 = sprint_qkv.read(p2)
+    check(sorted(got2) == ["000000/k", "000000/q", "000000/v", "causal"] and int(got2["causal"]) == 0,
+          "fused export: one unmasked sequence in a .npy directory, not causal")
+    worst = max(float(np.abs(got2[f"000000/{n}"][li] - m.seen[j][0].numpy()).max())
+                for li, m in enumerate(fused) for j, n in enumerate("qkv"))
+    check(worst < 1e-6, f"fused projection + interleaved RoPE equal the model's Q/K/V to {worst:.2g}")
+    try:
+        export_qkv(model, {"input_ids": ids, "attention_mask": mask}, p2, num_heads=H, patterns={"q": r"nothing$"})
+        check(False, "a pattern matching no module is refused")
+    except ValueError as e:
+        check("projection modules found" in str(e), f"a pattern matching no module is refused ({e})")
     print("all checks passed")
 
 
