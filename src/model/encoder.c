@@ -27,6 +27,9 @@
 
 #include "sprint/encoder.h"
 
+/* single-threaded OpenBLAS, as in forward.c: the same bits on every run */
+void openblas_set_num_threads(int num_threads);
+
 #define PA "module_apply_default/Encoder_en/KonaTransformer/Encode/"
 #define PM "module/Encoder_en/KonaTransformer/Encode/"
 
@@ -244,6 +247,8 @@ static sp_status attention(const sp_encoder *e, int l, const enc_ws *w, int n, i
         memcpy(w->k + (size_t)i * d, w->qkv + (size_t)i * 3 * d + d, (size_t)d * sizeof(float));
         memcpy(w->v + (size_t)i * d, w->qkv + (size_t)i * 3 * d + 2 * d, (size_t)d * sizeof(float));
     }
+    size_t pad = (size_t)(T - n) * d * sizeof(float); /* masked, but never stale */
+    memset(w->q + (size_t)n * d, 0, pad), memset(w->k + (size_t)n * d, 0, pad), memset(w->v + (size_t)n * d, 0, pad);
     for (int hh = 0; hh < H; hh++) {
         sp_attn_head h = {.layer = l, .head = hh, .kv_head = hh, .seq_id = seq_id, .n_q = T, .n_k = T, .d = hd,
                           .q = w->q + hh * hd, .k = w->k + hh * hd, .v = w->v + hh * hd, .out = w->o + hh * hd,
@@ -329,6 +334,7 @@ sp_status sp_encoder_embed(const sp_encoder *e, const int *const *ids, const int
     if (op->n_layers < 2 || op->n_heads < e->info.n_heads || (ref && (ref->n_layers < 2 || ref->n_heads < e->info.n_heads)))
         return sp_error_set(err, SP_ERR_ARG, "encoder: the attention operator has %d x %d stats slots, the encoder needs 2 x %d",
                             op->n_layers, op->n_heads, e->info.n_heads);
+    openblas_set_num_threads(1);
     int T = 0;
     for (int b = 0; b < B; b++) {
         if (lens[b] <= 0)
