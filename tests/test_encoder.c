@@ -125,6 +125,8 @@ Test(tfjs_manifest, malformed_are_refused) {
     expect_manifest_error(W("{\"name\":\"a\",\"dtype\":\"float32\"}"), "no \"shape\" array");
     expect_manifest_error(W("{\"name\":\"a\",\"shape\":[1]}"), "no \"dtype\"");
     expect_manifest_error(W("{\"name\":\"a\",\"shape\":[1],\"dtype\":\"string\"}"), "dtype 'string'");
+    /* strings from the file are quoted on one line (found by fuzz_tfjs_manifest) */
+    expect_manifest_error(W("{\"name\":\"a\\nb\",\"shape\":[1],\"dtype\":\"f\\n\"}"), "weight 'a?b' has dtype 'f?'");
     expect_manifest_error(W("{\"name\":\"a\",\"shape\":[1],\"dtype\":\"float32\",\"quantization\":{\"dtype\":\"uint8\"}}"),
                           "quantised");
     expect_manifest_error(W("{\"name\":\"a\",\"shape\":[-1],\"dtype\":\"float32\"}"), "shape[0] is not an integer");

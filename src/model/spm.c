@@ -130,6 +130,7 @@ sp_status sp_spm_parse(const char *json, size_t len, const char *origin, sp_spm 
             goto done;
         }
         int l = utf8_to_u16(p->valuestring, strlen(p->valuestring), &t->v[i].s);
+        t->n++; /* owns v[i].s from here, even on the errors below */
         if (l < 0) {
             s = sp_error_set(err, SP_ERR_FORMAT, "%s: entry %d: piece is not valid UTF-8", origin, i);
             goto done;
@@ -140,7 +141,6 @@ sp_status sp_spm_parse(const char *json, size_t len, const char *origin, sp_spm 
         }
         t->v[i].len = l;
         t->v[i].score = cJSON_IsNull(sc) ? 0.0 : sc->valuedouble; /* JS: null + x == x */
-        t->n++;
     }
     t->n_slots = 16;
     while (t->n_slots < 2 * (size_t)n) t->n_slots *= 2;

@@ -73,6 +73,14 @@ static char *xstrdup(const char *s) {
     return d;
 }
 
+/* s made printable for a one-line message: control bytes become '?', cut at n - 1 bytes. */
+static const char *clean(const char *s, char *buf, size_t n) {
+    size_t i = 0;
+    for (; s[i] && i + 1 < n; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    buf[i] = 0;
+    return buf;
+}
+
 /* A shard path must name a file beside model.json: no directories, no "..", not empty. */
 static int path_is_safe(const char *p) {
     return p[0] && strcmp(p, ".") && strcmp(p, "..") && !strchr(p, '/') && !strchr(p, '\\');
@@ -89,7 +97,8 @@ static sp_status parse_weight(const cJSON *w, const char *origin, int gi, int wi
     if (!cJSON_IsString(jn) || !jn->valuestring[0])
         return sp_error_set(err, SP_ERR_FORMAT, "%s: weightsManifest[%d].weights[%d] has no \"name\" string", origin,
                             gi, wi);
-    const char *nm = jn->valuestring;
+    char nmbuf[128], dtbuf[64];
+    const char *nm = clean(jn->valuestring, nmbuf, sizeof nmbuf);
     if (!cJSON_IsArray(js))
         return sp_error_set(err, SP_ERR_FORMAT, "%s: weight '%s' has no \"shape\" array", origin, nm);
     if (!cJSON_IsString(jd))
@@ -101,7 +110,7 @@ static sp_status parse_weight(const cJSON *w, const char *origin, int gi, int wi
     else if (!strcmp(jd->valuestring, "int32")) t->dtype = SP_TFJS_INT32;
     else
         return sp_error_set(err, SP_ERR_FORMAT, "%s: weight '%s' has dtype '%s'; expected float32 or int32", origin, nm,
-                            jd->valuestring);
+                            clean(jd->valuestring, dtbuf, sizeof dtbuf));
     int nd = cJSON_GetArraySize(js);
     if (nd > SP_TFJS_MAX_DIMS)
         return sp_error_set(err, SP_ERR_FORMAT, "%s: weight '%s' has %d dimensions (at most %d supported)", origin, nm,
@@ -122,7 +131,7 @@ static sp_status parse_weight(const cJSON *w, const char *origin, int gi, int wi
     }
     t->count = (size_t)count;
     t->group = gi;
-    *name = xstrdup(nm);
+    *name = xstrdup(jn->valuestring);
     t->name = *name;
     return SP_OK;
 }
@@ -192,7 +201,8 @@ sp_status sp_tfjs_manifest_parse(const char *json, size_t len, const char *origi
             if (s != SP_OK) goto done;
             m->n++;
             if (sp_tfjs_find(m, t->name) != t) {
-                s = sp_error_set(err, SP_ERR_FORMAT, "%s: weight '%s' appears twice", origin, t->name);
+                char nb[128];
+                s = sp_error_set(err, SP_ERR_FORMAT, "%s: weight '%s' appears twice", origin, clean(t->name, nb, sizeof nb));
                 goto done;
             }
             t->offset = (size_t)G->bytes;
