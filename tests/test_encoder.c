@@ -490,6 +490,22 @@ Test(encoder_cli, eval_json_and_errors, .timeout = 300) {
     cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 0, "%s", errb);
     cr_assert(strstr(out, "embedding cosine mean") && strstr(out, "to dense") && strstr(out, "of visible pairs"), "%s",
               out);
+    /* a separate calibration text: too short is an error; else all evaluated sentences are kept */
+    const char *cal = th_temp_text("The cat sat. The dog ran! Was it fun?");
+    snprintf(args, sizeof args, "eval --model %s --attention sprint --quiet --set encoder.calib_text=%s", dir, cal);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 1);
+    cr_assert(strstr(errb, "has 3 sentences, encoder.calib_sentences = 256"), "%s", errb);
+    snprintf(args, sizeof args,
+             "eval --model %s --attention sprint --quiet --json --set encoder.calib_text=%s --set encoder.calib_sentences=3 "
+             "--set encoder.max_sentences=5 --set policy.calib_iters=3",
+             dir, cal);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 0, "%s", errb);
+    j = cJSON_Parse(out);
+    cr_assert_not_null(j);
+    cr_assert_eq(cJSON_GetObjectItem(j, "calib_sentences")->valueint, 3);
+    cr_assert_eq(cJSON_GetObjectItem(j, "sentences")->valueint, 5);
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "calib_text")->valuestring, cal);
+    cJSON_Delete(j);
     /* a broken model directory: one line, exit 1 */
     size_t sz[1] = {4};
     const char *bad = make_dir("{\"weightsManifest\":[{\"paths\":[\"s1\"],\"weights\":[{\"name\":\"x\",\"shape\":[2],"

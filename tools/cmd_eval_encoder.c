@@ -61,7 +61,9 @@ int cmd_eval_encoder(cli_common *c, const char *mode, int tokenizer_given) {
         first_eval = ncal;
     } else {
         read_sentences(c, calib_path, &cs, &nc);
-        if (ncal > nc) ncal = nc;
+        if (ncal > nc)
+            cli_die(c, 1, "%s has %d sentences, encoder.calib_sentences = %d: lower it or give a longer text", calib_path,
+                    nc, ncal);
     }
     int n_eval = ne - first_eval;
     if (c->cfg.encoder_max_sentences > 0 && n_eval > c->cfg.encoder_max_sentences)

@@ -145,8 +145,9 @@ sp_status sp_encoder_eval(const sp_encoder *e, const sp_encoder_corpus *c, sp_at
                           const float *dense_emb, sp_progress_fn progress, void *progress_user,
                           sp_encoder_eval_result *res, sp_error *err);
 
-/* Calibrates the oracle/onchip policy's delta (nats) for mode: the largest delta bisected in
- * [0, 32] whose mean embedding cosine on c stays >= target (policy.calib_iters steps).
+/* Calibrates the oracle/onchip policy's delta (nats) for mode: the smallest delta (most
+ * pruning) found by bisection in [0, 32] (policy.calib_iters steps, resolution 32 / 2^iters)
+ * whose mean embedding cosine to dense on c is >= target.
  * Writes the thresholds object (kind = policy.kind, delta) to *out (sp_thresholds_free).
  * Other policy kinds: SP_ERR_CONFIG. */
 struct sp_thresholds;

@@ -135,7 +135,7 @@ sp_status sp_encoder_eval(const sp_encoder *e, const sp_encoder_corpus *c, sp_at
     float *emb = sp_xmalloc((size_t)batch * d, sizeof *emb);
     float *demb = sp_xmalloc((size_t)batch * d, sizeof *demb);
     sp_encoder_attn_err ae = {{0, 0}, {0, 0}};
-    double t0 = sp_now_seconds(), sum = 0, mn = 1.0 / 0.0;
+    double t0 = sp_now_seconds(), sum = 0, mn = INFINITY;
     long below = 0;
     sp_status s = SP_OK;
     for (int b0 = 0; b0 < c->n && s == SP_OK; b0 += batch) {
