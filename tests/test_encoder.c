@@ -90,6 +90,22 @@ Test(encoder_reference, ids_and_embeddings_match_tfjs, .timeout = 120) {
         n_checked++;
     }
     cr_assert_geq(n_checked, 36, "only %d sentences checked", n_checked);
+    /* the fixture's 32 dev sentences were picked by the JS port of sp_sentences_split: the C
+     * splitter finds the same count and the same sentences at the same indices */
+    {
+        TH_NEED_SHARED(dev, "data/tinystories-valid-dev.txt");
+        char *text = NULL, **s = NULL;
+        size_t len = 0;
+        int ns = 0;
+        cr_assert_eq(sp_read_file(dev, &text, &len, &err), SP_OK);
+        cr_assert_eq(sp_sentences_split(text, len, &s, &ns, &err), SP_OK);
+        cr_assert_eq(ns, cJSON_GetObjectItem(fx, "n_dev_sentences")->valueint, "C splits %d sentences, JS %d", ns,
+                     cJSON_GetObjectItem(fx, "n_dev_sentences")->valueint);
+        for (int i = 0; i < 32; i++)
+            cr_assert_str_eq(s[(long)i * ns / 32], cJSON_GetArrayItem(arr, i)->child->valuestring, "sentence %d", i);
+        sp_sentences_free(s, ns);
+        free(text);
+    }
     cr_assert_geq(n_long, 1, "no sentence longer than 128 tokens in the fixture");
     cr_log_info("dense vs TF.js: min cosine %.10f (1 - min = %.2g), max |difference| %.3g over %d sentences x 512", worst, 1 - worst, maxdiff,
                 n_checked);

@@ -24,7 +24,9 @@ const outPath = process.argv[4] || path.join(root, 'tests', 'fixtures', 'use_lit
 /* The sentence rule sprint's `eval` uses (src/model/encoder_eval.c, sp_sentences_split):
  * stories are separated by <|endoftext|>; a sentence ends after '.', '!' or '?' plus any
  * closing quotes ('"', U+201D) when whitespace or the end of the story follows; every
- * whitespace run becomes one space; sentences are trimmed; empty ones are dropped. */
+ * whitespace run becomes one space (C: ASCII whitespace; JS's \s also matches Unicode spaces,
+ * which the dev text does not hold: the test checks both agree there); sentences are trimmed;
+ * empty ones are dropped. */
 function splitSentences(text) {
   const out = [];
   for (const story of text.split('<|endoftext|>')) {
