@@ -15,7 +15,9 @@ static void help(void) {
            "(windows of eval.window tokens, default the model's context length; each target predicted\n"
            "once) and reports mean negative log-likelihood (nats/token), perplexity, top-1 accuracy,\n"
            "speed and the attention operator's statistics.\n\n"
-           "  --model M         llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin)\n"
+           "  --model M         llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin),\n"
+           "                    or an encoder directory (model.json + shards + vocab.json, e.g. the shared\n"
+           "                    models/use-lite): see ENCODER below\n"
            "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
            "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
            "  --attention MODE  attention operator: %s (default dense).\n"
@@ -24,7 +26,16 @@ static void help(void) {
            "  length), run.threads (threads, 0 = all cores); see docs/config.md\n\n"
            "Output (table, or one JSON object with --json): stories, predicted tokens, mean NLL\n"
            "(nats/token), perplexity (dimensionless), top-1 accuracy (%% of targets; a fraction in\n"
-           "JSON), speed (tokens/s), wall time (s, JSON), and the operator's statistics as fractions.\n\n%s",
+           "JSON), speed (tokens/s), wall time (s, JSON), and the operator's statistics as fractions.\n\n"
+           "ENCODER (--model DIR): the text is split into sentences (stories at <|endoftext|>, whitespace\n"
+           "runs to one space, a sentence ends after . ! or ? plus closing quotes before a space or the\n"
+           "end), tokenized with DIR/vocab.json (or --tokenizer) and embedded (at most 128 tokens each).\n"
+           "With onchip/oracle and policy.delta = -1, delta is calibrated on the first\n"
+           "encoder.calib_sentences sentences (of encoder.calib_text, else of the text, which are then not\n"
+           "evaluated) for mean cosine >= encoder.cosine_target. Reports, against dense embeddings:\n"
+           "embedding cosine mean and min, %% of sentences below 0.99, the attention-output relative L2\n"
+           "error per layer, kept / mem-kept fractions overall and per head, new-fetch fraction. JSON keys\n"
+           "embedding_cosine_mean, embedding_cosine_min, kept_fraction, ... (docs/model.md).\n\n%s",
            SP_ATTN_MODES, CLI_COMMON_HELP);
 }
 
@@ -52,6 +63,8 @@ int cmd_eval(int argc, char **argv) {
         cli_die(&c, 2, "unknown attention mode '%s' (expected one of %s)", mode, SP_ATTN_MODES);
     cli_finish(&c);
     cli_resolve_paths(&c, 1);
+    /* a directory with model.json: the USE-lite encoder (tools/cmd_eval_encoder.c) */
+    if (cli_is_encoder_dir(c.cfg.model_checkpoint)) return cmd_eval_encoder(&c, mode, c.path_opt[1] != NULL);
 
     sp_error err = {0};
     sp_model *m = NULL;

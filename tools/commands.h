@@ -9,4 +9,8 @@ int cmd_sweep(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_trace(int argc, char **argv);
+/* the encoder branch of eval (cmd_eval_encoder.c) */
+struct cli_common;
+int cli_is_encoder_dir(const char *path);
+int cmd_eval_encoder(struct cli_common *c, const char *mode, int tokenizer_given);
 #endif
