@@ -43,6 +43,8 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw);
 void sp_mem_free(sp_mem *m);
 /* Burst length of a vector of `bytes` on the bus, core cycles. */
 double sp_mem_burst(const sp_hw *hw, int bytes);
+/* Effective bandwidth of all channels streaming, bytes per core cycle. */
+double sp_mem_bandwidth(const sp_hw *hw);
 /* Bank (global index), channel and row of a request. */
 void sp_mem_map(const sp_hw *hw, const sp_mem_req *r, int *bank, int *channel, long long *row);
 /* One request issued at time t: returns the cycle at which its last byte has arrived
