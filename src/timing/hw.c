@@ -43,6 +43,11 @@ sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error 
     hw->pipeline_cycles = (int)cfg->chip_pipeline_cycles;
     hw->replacement = sp_config_enum_index("lru|fifo", cfg->chip_replacement);
     hw->tiled_query_share = cfg->chip_tiled_query_share;
+    hw->baseline_dataflow = sp_config_enum_index("restream|partial|tiled", cfg->chip_baseline_dataflow);
+    hw->baseline_masked = cfg->chip_baseline_masked_pairs;
+    hw->pv_bits_per_cycle = cfg->chip_pv_bits_per_cycle;
+    hw->index_buffer_bits = 8.0 * (double)cfg->chip_index_buffer_bytes;
+    hw->kmsb_contention = cfg->memory_kmsb_contention;
     hw->channels = (int)cfg->memory_channels;
     hw->banks = (int)cfg->memory_banks;
     hw->row_bytes = (int)cfg->memory_row_bytes;
