@@ -250,3 +250,125 @@ Test(timing, one_sprint_query_by_hand) {
     cr_assert_eq(s->busy_thr, 13.125); /* thresholder occupancy max(12.5, 8.75, 12.5 + 0.625) */
     cr_assert_eq(s->bound_mem + s->bound_lat + s->bound_thr + s->bound_comp, 118.125); /* units busy until 118.125 */
 }
+
+/* Feeds queries keeping the given single key each (non-causal head of n keys, all visible). */
+static void sim_queries(const sp_hw *hw, int n, const int32_t *keys, int nq, sp_design_result res[][SP_DESIGN_COUNT]) {
+    sp_head_shape sh = {.n_k = n, .d = 64, .causal = 0, .n_valid = n};
+    sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
+    for (int i = 0; i < nq; i++) {
+        sp_query_record r = {.qi = i, .pos = i, .n_k = n, .n_visible = n, .n_mem_kept = 1, .mem_kept = &keys[i],
+                             .n_kept = 1, .kept = &keys[i]};
+        sp_sim_head_query(h, &r);
+    }
+    memset(res, 0, sizeof(sp_design_result) * SP_SIZE_COUNT * SP_DESIGN_COUNT);
+    sp_sim_head_finish(h, 1.0, res, NULL);
+    sp_sim_head_free(h);
+}
+
+static void ddr3_hw(sp_hw hw[3], const char *set) {
+    sp_config c;
+    sp_config_defaults(&c);
+    ddr3(&c);
+    sp_error err = {0};
+    if (set) cr_assert_eq(sp_config_set(&c, set, "test", &err), SP_OK, "%s", err.msg);
+    unsigned mask;
+    cr_assert_eq(sp_sim_hw(&c, hw, &mask, &err), SP_OK, "%s", err.msg);
+}
+
+/* The one-query case above booked per category: the units wait from 0 to 118.125; the
+ * slowest stage by occupancy is thresholding (13.125 > bus 15/2 channels = 7.5 > compute
+ * 1 + pruning-vector scan ceil(16 / 4.5) = 5), so 13.125 goes to thresholding and the rest,
+ * 105, to exposed latency; nothing to memory bandwidth or compute. */
+Test(timing, stall_booked_per_category) {
+    sp_hw hw[3];
+    ddr3_hw(hw, NULL);
+    int32_t k[1] = {3};
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    sim_queries(hw, 16, k, 1, res);
+    const sp_design_result *s = &res[0][SP_DESIGN_SPRINT];
+    cr_assert_eq(s->bound_thr, 13.125, "thresholding %g", s->bound_thr);
+    cr_assert_eq(s->bound_lat, 105.0, "latency %g", s->bound_lat);
+    cr_assert_eq(s->bound_mem, 0.0);
+    cr_assert_eq(s->bound_comp, 0.0);
+}
+
+/* Lookahead and prefetch, two queries keeping key 3 (query 1 reuses it and fetches only Q1:
+ * bank 1, channel 1, a 47.5-cycle miss behind V3 on channel 1, whose data leaves at 118.125).
+ *  lookahead 8, prefetch: query 1 thresholds at 13.125 (thresholder free), its pruning vector
+ *    is back at 47.5, Q1 issues then, waits for the bus: 118.125 + 5 = 123.125; units free at
+ *    118.125 -> busy until 123.125, + tail 28 = 151.125.
+ *  lookahead 8, no prefetch: Q1 issues when query 0 has ended (146.125): data at 146.125 +
+ *    42.5 = 188.625, done 193.625, + 28 = 221.625.
+ *  lookahead 0: query 1 thresholds only after query 0 has ended: 146.125 + 34.375 = 180.5,
+ *    Q1 done 180.5 + 47.5 = 228, + 28 = 256. */
+Test(timing, lookahead_and_prefetch_by_hand) {
+    int32_t k[2] = {3, 3};
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    const char *set[3] = {NULL, "controller.prefetch=0", "controller.lookahead=0"};
+    const double want[3] = {151.125, 221.625, 256.0};
+    for (int i = 0; i < 3; i++) {
+        sp_hw hw[3];
+        ddr3_hw(hw, set[i]);
+        sim_queries(hw, 16, k, 2, res);
+        cr_assert_eq(res[0][SP_DESIGN_SPRINT].cycles, want[i], "%s: %g cycles, expected %g", set[i] ? set[i] : "defaults",
+                     res[0][SP_DESIGN_SPRINT].cycles, want[i]);
+    }
+}
+
+/* The unpruned-index buffer bounds the lookahead: 1 KB = 8192 bits holds 8 pruning vectors of
+ * 1024 keys (lookahead min(8, 7) = 7), 2 of 4096 (1), 1 of 8192 (0); 0 bytes = unbounded. */
+Test(timing, lookahead_bounded_by_index_buffer) {
+    sp_hw hw[3];
+    ddr3_hw(hw, NULL);
+    cr_assert_eq(hw[0].index_buffer_bits, 8192);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 16), 8);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 1024), 7);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 4096), 1);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 8192), 0);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 20000), 0);
+    hw[0].index_buffer_bits = 0;
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 20000), 8);
+}
+
+/* Pruning-vector processing on the CORELETs (issue 7): one query over 1024 visible keys on the
+ * reproduction interface (8 x 32 B) keeping key 3. Thresholding: CopyQ 12.5 + tAxTh 8.75 +
+ * ReadP 12.5 + 128 B burst 2.5 = 36.25. The S CORELET scans 1024 bits at 4.5 per cycle:
+ * ceil(1024 / 4.5) = 228 cycles, + 1 cycle for the key = 229 from 36.25 to 265.25, after V3
+ * has arrived (116.25), + tail 28 = 293.25 (without the scan 116.25 + 28 = 144.25); at M two
+ * CORELETs scan 512 bits each: ceil(512 / 4.5) = 114. The time is booked to compute. */
+Test(timing, pruning_vector_cost_by_hand) {
+    int32_t k[1] = {3};
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    for (int off = 0; off < 2; off++) {
+        sp_config c;
+        sp_config_defaults(&c);
+        sp_error err = {0};
+        if (off) sp_config_set(&c, "chip.pv_bits_per_cycle=0", "test", &err);
+        sp_hw hw[3];
+        unsigned mask;
+        cr_assert_eq(sp_sim_hw(&c, hw, &mask, &err), SP_OK);
+        cr_assert_eq(sp_sim_pv_cycles(&hw[0], 1024), off ? 0 : 228);
+        cr_assert_eq(sp_sim_pv_cycles(&hw[1], 1024), off ? 0 : 114);
+        sim_queries(hw, 1024, k, 1, res);
+        const sp_design_result *s = &res[0][SP_DESIGN_SPRINT];
+        cr_assert_eq(s->cycles, off ? 144.25 : 293.25, "pv %s: %g cycles", off ? "off" : "on", s->cycles);
+        cr_assert_eq(s->busy_pv, off ? 0 : 228);
+        if (!off) cr_assert_eq(s->bound_comp, 229, "compute-bound %g", s->bound_comp);
+    }
+}
+
+/* Thresholding vs transposed K_MSB reads (memory.kmsb_contention=1): query 1's thresholding
+ * waits until query 0's reads have left the arrays: bank 3 is ready after V3 (start 69.375 +
+ * tRP + tRCD + burst = 105.625), so query 1 thresholds at 105.625 instead of 13.125 (the
+ * thresholder alone) and ends later than without contention. */
+Test(timing, kmsb_contention_delays_thresholding) {
+    int32_t k[2] = {3, 5};
+    static sp_design_result a[3][SP_DESIGN_COUNT], b[3][SP_DESIGN_COUNT];
+    sp_hw hw[3];
+    ddr3_hw(hw, NULL);
+    sim_queries(hw, 16, k, 2, a);
+    ddr3_hw(hw, "memory.kmsb_contention=1");
+    sim_queries(hw, 16, k, 2, b);
+    cr_assert_gt(b[0][SP_DESIGN_SPRINT].cycles, a[0][SP_DESIGN_SPRINT].cycles, "contention %g vs none %g",
+                 b[0][SP_DESIGN_SPRINT].cycles, a[0][SP_DESIGN_SPRINT].cycles);
+}

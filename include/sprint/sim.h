@@ -124,6 +124,7 @@ typedef struct sp_design_result {
     /* busy cycles per unit (summed over CORELETs or channels; utilisation = busy / (cycles*count)) */
     double busy_qk, busy_v, busy_sm, busy_bus, busy_thr;
     double busy_pv;                  /* CORELET cycles spent scanning pruning vectors (address generation) */
+    double bytes_readp;              /* part of bytes_read: pruning vectors (ReadP) */
     /* busy time attributed to the slowest stage by occupancy: thresholding, memory bandwidth,
      * compute; bound_lat = exposed latency beyond all three (dependent fetch chains) */
     double bound_thr, bound_mem, bound_comp, bound_lat;
@@ -186,6 +187,7 @@ typedef struct sp_workload {
     int seq;             /* tokens, padding included */
     double padding;      /* share of padded tokens */
     int synthetic;       /* 1 preset generator, 0 real-model trace */
+    double temperature;  /* synthetic generator temperature, nats (per preset or workload.temperature) */
 } sp_workload;
 
 /* Names of the presets, "|"-separated. */
@@ -274,6 +276,20 @@ void sp_report_table(FILE *f, const sp_wl_result *res, int n);
 /* The reproduction summary beside the paper's printed values, one line per workload on what
  * differs and why. */
 void sp_report_paper(FILE *f, const sp_wl_result *res, int n);
+/* The workload-realism table (kept fractions, adjacent-query overlap, new keys per query; the
+ * real model's ReadP share) and one line per workload on what differs from the paper and why
+ * (printed by sp_report_paper too). */
+void sp_report_realism(FILE *f, const sp_wl_result *res, int n);
+/* The reproduction table first (issue 7): per workload speedup S/M/L (± standard error over
+ * the sampled heads), traffic left S/M/L (% of the S baseline, Fig. 10), energy reduction at M,
+ * ours beside the paper with fitted bars marked and counts within 25% (predictions apart from
+ * fitted points); the header names the preset and every key that differs from the built-in
+ * reproduction defaults, and the paper column is left out when a key that changes the model
+ * differs. */
+void sp_report_summary(FILE *f, const sp_wl_result *res, int n, const sp_config *cfg, const char *preset);
+/* Writes "sec.key=value, ..." for every key of cfg that differs from the defaults into buf;
+ * returns 1 when one of them changes the model (not only what is run or shown). */
+int sp_report_config_diff(const sp_config *cfg, char *buf, size_t n);
 /* One JSON object: {"workloads":[...], "results":[...]}; workloads holds each workload's shape
  * and statistics; results has one entry per workload, size, design and baseline dataflow
  * ("baseline": "paper" or "tiled", the baseline the ratios are against). */

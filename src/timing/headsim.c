@@ -563,6 +563,7 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
             /* the total by kind of event; sp_design_result_check compares the breakdown with it */
             r->energy_pj_total = sp_energy_total_by_event(&h->hw[s], &ds->n);
             r->bytes_read = ds->n.reram_read_bytes;
+            r->bytes_readp = ds->readp_bytes;
             r->bytes_written = ds->n.reram_write_bytes;
             r->requests = m->requests;
             r->row_hits = m->hits;
