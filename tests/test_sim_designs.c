@@ -121,7 +121,7 @@ Test(designs, sprint_traffic_equals_newly_fetched_vectors) {
         const sp_design_result *nr = &res[s][SP_DESIGN_SPRINT_NOREUSE];
         cr_assert_float_eq(nr->bytes_read, (double)n * d + 2.0 * kept * d + pv, 0.5);
         /* reuse never costs time; on the reproduction preset's 409.6 GB/s memory both are
-         * bound by the pruning-vector scan here (400 bits / 4.5 per cycle), so only <= holds */
+         * bound by the pruning-vector scan here (400 bits / 6 per cycle), so only <= holds */
         cr_assert_leq(r->cycles, nr->cycles);
     }
     /* pruning (LeOPArd-like): Q, every visible K, then only the kept V. At S (128 keys per
