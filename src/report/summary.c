@@ -34,6 +34,8 @@ int sp_report_config_diff(const sp_config *cfg, char *buf, size_t n) {
         sp_config_value_text(&def, &keys[i], b, sizeof b);
         if (!strcmp(a, b)) continue;
         if (!key_is_presentation(&keys[i])) model_changed = 1;
+        /* the model and text paths are filled in by the CLI (empty default = the shared files) */
+        if (!strcmp(keys[i].section, "model") || !strcmp(keys[i].section, "eval")) continue;
         if (used + 1 < n) {
             int w = snprintf(buf + used, n - used, "%s%s.%s=%s", used ? ", " : "", keys[i].section, keys[i].name, a);
             if (w > 0) used += (size_t)w < n - used ? (size_t)w : n - used - 1;
