@@ -103,6 +103,11 @@ double sp_sim_pv_cycles(const sp_hw *hw, int n_visible);
  * CORELET (chip.baseline_dataflow: restream all-or-nothing, partial the first cap*corelets). */
 long sp_sim_baseline_resident(const sp_hw *hw, long nkeys, int cap);
 
+/* The tiled baseline's geometry for head dimension d: queries per tile (q + 16-bit
+ * accumulators + max and sum, chip.tiled_query_share of the buffer) and K/V pairs per block
+ * (the rest). One definition for the simulator and the geometry check. */
+void sp_sim_tiled_geometry(const sp_hw *hw, int d, long *tile, long *block);
+
 /* Fills hw for size (0..2) from cfg; SP_ERR_CONFIG for impossible geometry (zero banks, a row
  * smaller than the bus, ...). Vector-size checks need d: see sp_hw_check_head. */
 sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error *err);

@@ -193,35 +193,7 @@ static double fetch_range(sp_sim_head *h, sp_mem *m, int event, int region, long
         for (size_t i = 0; i < n; i++) h->reqs[i] = (sp_mem_req){from + (long)i, region, h->sh.d};
         return sp_mem_batch(m, h->reqs, (int)n, t);
     }
-    /* the stream starts when the channels it uses are free of earlier transfers (vectors
-     * from..from+ch-1 cover distinct channels); the next stream may overlap its activation
-     * latency with this stream's transfers */
-    const sp_hw *w = m->hw;
-    int nb = w->channels * w->banks;
-    long used = to - from < w->channels ? to - from : w->channels;
-    for (long k = 0; k < used; k++) t = dmax(t, m->bus_free[((from + k) % nb) % w->channels]);
-    int g, c;
-    long long row;
-    sp_mem_req first = {from, region, h->sh.d};
-    sp_mem_map(w, &first, &g, &c, &row);
-    /* the stream's first access may find its row open (no activation) or another row open
-     * (precharge first) */
-    int hit_first = m->open_row[g] == row, conflict_first = m->open_row[g] >= 0 && !hit_first;
-    double end = t + sp_mem_stream_time(w, to - from, h->sh.d, m) - (hit_first ? w->t_rcd : 0) +
-                 (conflict_first ? w->t_rp : 0);
-    if (hit_first) m->hits += 1, m->misses -= 1;
-    if (conflict_first) m->conflicts += 1, m->misses -= 1;
-    double free_at = end - (w->t_rcd + w->t_cl);
-    for (long k = 0; k < used; k++) {
-        c = (int)(((from + k) % nb) % w->channels);
-        m->bus_free[c] = dmax(m->bus_free[c], free_at);
-    }
-    for (long v = to - nb > from ? to - nb : from; v < to; v++) {
-        sp_mem_req r = {v, region, h->sh.d};
-        sp_mem_map(w, &r, &g, &c, &row);
-        m->open_row[g] = row;
-    }
-    return end;
+    return sp_mem_stream(m, region, from, to, h->sh.d, t);
 }
 
 /* ---- event designs, one query record ------------------------------------------------------ */
@@ -482,9 +454,8 @@ static void tiled(sp_sim_head *h, int s, sp_design D, long n) {
     dstate *ds = &ss->d[D];
     sp_mem *m = &ss->mem[D];
     int d = h->sh.d, C = hw->corelets;
-    double buf = hw->k_buf_bytes + hw->v_buf_bytes;
-    long tile = (long)floor(hw->tiled_query_share * buf / (3.0 * d + 8.0));
-    long block = (long)floor((1.0 - hw->tiled_query_share) * buf / (2.0 * d));
+    long tile, block;
+    sp_sim_tiled_geometry(hw, d, &tile, &block);
     SP_ASSERT(tile >= 1 && block >= 1);
     /* K/V held on chip either in the block region or, like baseline-paper, in the whole buffer */
     int fits = n <= block || (n + C - 1) / C <= ss->cap;

@@ -86,6 +86,13 @@ sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error 
     return SP_OK;
 }
 
+void sp_sim_tiled_geometry(const sp_hw *hw, int d, long *tile, long *block) {
+    double buf = hw->k_buf_bytes + hw->v_buf_bytes;
+    /* a query of the tile holds q (d bytes) and 16-bit accumulators (2d) plus max and sum (8 B) */
+    *tile = (long)floor(hw->tiled_query_share * buf / (3.0 * d + 8.0));
+    *block = (long)floor((1.0 - hw->tiled_query_share) * buf / (2.0 * d));
+}
+
 sp_status sp_hw_check_head(const sp_hw *hw, int n_k, int d, sp_error *err) {
     const char *sz = sp_size_name(hw->size);
     if (n_k < 1 || d < 1) return sp_error_set(err, SP_ERR_ARG, "a head needs at least one key and d >= 1");
@@ -100,8 +107,8 @@ sp_status sp_hw_check_head(const sp_hw *hw, int n_k, int d, sp_error *err) {
     if (hw->row_bytes < d)
         return sp_error_set(err, SP_ERR_CONFIG, "memory.row_bytes=%d is smaller than one %d-byte vector",
                             hw->row_bytes, d);
-    double tile = floor(hw->tiled_query_share * (hw->k_buf_bytes + hw->v_buf_bytes) / (3.0 * d + 8.0));
-    double block = floor((1.0 - hw->tiled_query_share) * (hw->k_buf_bytes + hw->v_buf_bytes) / (2.0 * d));
+    long tile, block;
+    sp_sim_tiled_geometry(hw, d, &tile, &block);
     if (tile < 1 || block < 1)
         return sp_error_set(err, SP_ERR_CONFIG,
                             "%s: the tiled baseline cannot hold one query and one K/V pair (chip.tiled_query_share=%g)",
@@ -131,6 +138,12 @@ sp_status sp_sim_hw(const sp_config *cfg, sp_hw hw[SP_SIZE_COUNT], unsigned *siz
     }
     return SP_OK;
 }
+
+/* sp_design_result and sp_wl_stats are summed as arrays of doubles (here, in run.c, trace.c and
+ * headsim.c): every member must be a double, and a new member must be counted here (issue 11). */
+_Static_assert(sizeof(sp_design_result) == 33 * sizeof(double),
+               "sp_design_result is summed as an array of doubles: 33 double members expected");
+_Static_assert(sizeof(sp_wl_stats) == 8 * sizeof(double), "sp_wl_stats is summed as an array of 8 doubles");
 
 void sp_design_result_add(sp_design_result *acc, const sp_design_result *r, double scale) {
     const double *src = (const double *)r;
