@@ -70,7 +70,7 @@ static void cell(char *buf, size_t n, double ours, double se, double paper, int 
     else snprintf(o, sizeof o, "%.2f%s", ours, unit);
     if (show_paper && isfinite(paper)) snprintf(p, sizeof p, "/%.*f", paper < 10 && *unit ? 2 : 1, paper);
     else if (show_paper) snprintf(p, sizeof p, "/-");
-    snprintf(buf, n, "%s%s%s", o, p, fitted ? "*" : "");
+    snprintf(buf, n, "%s%s%s", o, p, fitted && show_paper ? "*" : "");
 }
 
 /* Whether a paper bar was fitted (the constants table of docs/simulator.md): the S traffic of
