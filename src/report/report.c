@@ -138,6 +138,9 @@ static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref, int
                 bb > 0 ? 100 * (b->bound_mem + b->bound_lat) / bb : 0);
     fprintf(f, " SPRINT keeps %.1f%% in memory and is bound by %s (%.0f%%)", 100 * kept, nm[k],
             bt > 0 ? 100 * sh[k] / bt : 0);
+    if (sp->busy_pv > 0) /* the CORELETs' time on pruning vectors against QK on the kept keys */
+        fprintf(f, ", its CORELETs spending %.0f%% of their busy time on pruning vectors (address generation)",
+                100 * sp->busy_pv / (sp->busy_pv + sp->busy_qk));
     if (sp->bytes_read > b->bytes_read) {
         /* what SPRINT reads beyond Q and the K/V vectors it fetched: the pruning vectors (ReadP) */
         double d = x->wl.d, qkv = d * (sp->queries + sp->vec_fetched), pv = sp->bytes_read - qkv;
