@@ -33,26 +33,32 @@ static int done_by(double completion, double t) { return t >= completion; }
 
 Test(timing, derived_cycles_from_config) {
     sp_hw hw = hw_default(0);
-    /* 800 MHz memory, 1 GHz core: 1.25 core cycles per memory cycle, rounded up */
+    /* 800 MHz memory, 1 GHz core: 1.25 core cycles per memory cycle, not rounded (issue 7:
+     * times are exact multiples of 1/8 core cycle) */
     cr_assert_float_eq(hw.mem_cycle, 1.25, 1e-12);
-    cr_assert_eq(hw.t_rcd, 30);  /* 24 * 1.25 */
-    cr_assert_eq(hw.t_cl, 13);   /* 10 * 1.25 = 12.5 -> 13 */
-    cr_assert_eq(hw.t_rp, 2);    /* 1.25 -> 2 */
-    cr_assert_eq(hw.t_axth, 9);  /* 7 * 1.25 = 8.75 -> 9 */
+    cr_assert_eq(hw.t_rcd, 30);    /* 24 * 1.25 */
+    cr_assert_eq(hw.t_cl, 12.5);   /* 10 * 1.25 */
+    cr_assert_eq(hw.t_rp, 1.25);
+    cr_assert_eq(hw.t_axth, 8.75); /* 7 * 1.25 */
     /* 64 B on an 8-byte DDR bus: 8 beats = 4 memory cycles = 5 core cycles */
     cr_assert_eq(sp_mem_burst(&hw, 64), 5);
-    cr_assert_eq(sp_mem_burst(&hw, 1), 2); /* 1 beat -> 1 memory cycle -> 1.25 -> 2 */
-    /* the default interface: 4 channels x 16 B DDR at 800 MHz = 102.4 GB/s (~1 d=64 key of K+V
-     * per 1.25 core cycles); 64 B = 4 beats = 2 memory cycles = 2.5 -> 3 core cycles */
+    cr_assert_eq(sp_mem_burst(&hw, 1), 0.625); /* 1 beat = half a memory cycle: no rounding */
+    cr_assert_eq(sp_mem_bandwidth(&hw), 2 * 2 * 8 / 1.25); /* 25.6 B per core cycle = 25.6 GB/s */
+    /* the physical interface (configs/sim-physical.ini): 4 channels x 16 B DDR at 800 MHz =
+     * 102.4 GB/s; 64 B = 4 beats = 2 memory cycles = 2.5 core cycles (no longer 3: the bus
+     * delivers its documented bandwidth) */
     sp_config c;
     sp_config_defaults(&c);
+    c.memory_channels = 4;
+    c.memory_bus_bytes = 16;
     sp_hw def;
     sp_error err = {0};
     cr_assert_eq(sp_hw_from_config(&c, 0, &def, &err), SP_OK, "%s", err.msg);
     cr_assert_eq(def.channels, 4);
     cr_assert_eq(def.bus_bytes, 16);
     cr_assert_float_eq(c.memory_channels * c.memory_bus_bytes * 2.0 * c.memory_clock_mhz * 1e6, 102.4e9, 1);
-    cr_assert_eq(sp_mem_burst(&def, 64), 3);
+    cr_assert_eq(sp_mem_burst(&def, 64), 2.5);
+    cr_assert_float_eq(sp_mem_bandwidth(&def), 102.4, 1e-9);
 }
 
 Test(timing, single_request_boundary) {
@@ -61,7 +67,7 @@ Test(timing, single_request_boundary) {
     sp_mem_init(&m, &hw);
     sp_mem_req r = {5, SP_REGION_K, 64};
     double t = sp_mem_access(&m, &r, 100);
-    double expect = 100 + 30 + 13 + 5; /* closed bank: tRCD + tCL + burst */
+    double expect = 100 + 30 + 12.5 + 5; /* closed bank: tRCD + tCL + burst */
     cr_assert(!done_by(t, expect - 1), "complete at %g, expected not before %g", t, expect);
     cr_assert(done_by(t, expect), "not complete at %g (completes at %g)", expect, t);
     cr_assert_eq(m.misses, 1);
@@ -70,13 +76,14 @@ Test(timing, single_request_boundary) {
     sp_mem_req r2 = {5 + 16, SP_REGION_K, 64};
     double t2 = sp_mem_access(&m, &r2, 100);
     cr_assert_eq(m.hits, 1);
-    /* start = 100 + 30 + max(tCCD 5, burst 5) = 135; data = max(135 + 13, bus free 148) = 148 */
-    cr_assert(!done_by(t2, 152) && done_by(t2, 153), "row hit completes at %g, expected 153", t2);
+    /* start = 100 + 30 + max(tCCD 5, burst 5) = 135; data = max(135 + 12.5, bus free 147.5) = 147.5 */
+    cr_assert(!done_by(t2, 152.5 - 0.125) && done_by(t2, 152.5), "row hit completes at %g, expected 152.5", t2);
     /* another row in the same bank: a conflict pays tRP + tRCD + tCL */
     sp_mem_req r3 = {5, SP_REGION_V, 64};
     double t3 = sp_mem_access(&m, &r3, 1000);
     cr_assert_eq(m.conflicts, 1);
-    cr_assert(!done_by(t3, 1000 + 2 + 30 + 13 + 5 - 1) && done_by(t3, 1000 + 2 + 30 + 13 + 5), "conflict at %g", t3);
+    double e3 = 1000 + 1.25 + 30 + 12.5 + 5;
+    cr_assert(!done_by(t3, e3 - 0.125) && done_by(t3, e3), "conflict at %g, expected %g", t3, e3);
     cr_assert_eq(m.bytes, 3 * 64);
     sp_mem_free(&m);
 }
@@ -94,8 +101,8 @@ Test(timing, adjacent_keys_in_different_banks_and_channels) {
     sp_mem m;
     sp_mem_init(&m, &hw);
     double ta = sp_mem_access(&m, &a, 0), tb = sp_mem_access(&m, &b, 0);
-    cr_assert_eq(ta, 48);
-    cr_assert_eq(tb, 48);
+    cr_assert_eq(ta, 47.5);
+    cr_assert_eq(tb, 47.5);
     sp_mem_free(&m);
 }
 
@@ -218,11 +225,13 @@ Test(timing, fast_frfcfs_matches_reference) {
         }
 }
 
-/* One SPRINT query by hand (S size, defaults with the 2 x 8 B interface): thresholding CopyQ 13 + one tAxTh round 9 + ReadP
- * 13 + 2-byte burst 2 = 37 cycles; then Q0 (bank 0, channel 0) and K3 (bank 3, channel 1) open
- * their rows and arrive at 37 + 30 + 13 + 5 = 85; V3 conflicts with K3 in bank 3: it starts when
- * the bank is ready (37 + 30 + 5 = 72), pays tRP + tRCD + tCL = 45 and arrives at 72 + 45 + 5 =
- * 122; compute (1 key) ends no earlier; the pipeline tail 12 + 64/4 = 28 gives 150. */
+/* One SPRINT query by hand (S size, defaults with the 2 x 8 B interface; exact times, no
+ * rounding to core cycles): thresholding CopyQ 12.5 + one tAxTh round 8.75 + ReadP 12.5 +
+ * 2-byte burst 0.625 = 34.375 cycles; then Q0 (bank 0, channel 0) and K3 (bank 3, channel 1)
+ * open their rows and arrive at 34.375 + 30 + 12.5 + 5 = 81.875; V3 conflicts with K3 in bank
+ * 3: it starts when the bank is ready (34.375 + 30 + 5 = 69.375), pays tRP + tRCD + tCL = 43.75
+ * and arrives at 69.375 + 43.75 + 5 = 118.125; compute (1 key) ends no earlier; the pipeline
+ * tail 12 + 64/4 = 28 gives 146.125. */
 Test(timing, one_sprint_query_by_hand) {
     sp_config c;
     sp_config_defaults(&c);
@@ -235,9 +244,131 @@ Test(timing, one_sprint_query_by_hand) {
     static sp_design_result res[3][SP_DESIGN_COUNT];
     th_sim_one_query(hw, 1u, 16, 64, idx, 1, idx, 1, res);
     const sp_design_result *s = &res[0][SP_DESIGN_SPRINT];
-    cr_assert_eq(s->cycles, 150, "SPRINT query ends at %g, expected 150", s->cycles);
+    cr_assert_eq(s->cycles, 146.125, "SPRINT query ends at %g, expected 146.125", s->cycles);
     cr_assert_eq(s->row_misses, 2);
     cr_assert_eq(s->row_conflicts, 1);
-    cr_assert_eq(s->busy_thr, 15); /* thresholder occupancy max(13, 9, 13 + 2) */
-    cr_assert_eq(s->bound_mem + s->bound_lat + s->bound_thr + s->bound_comp, 122); /* units busy until 122 */
+    cr_assert_eq(s->busy_thr, 13.125); /* thresholder occupancy max(12.5, 8.75, 12.5 + 0.625) */
+    cr_assert_eq(s->bound_mem + s->bound_lat + s->bound_thr + s->bound_comp, 118.125); /* units busy until 118.125 */
+}
+
+/* Feeds queries keeping the given single key each (non-causal head of n keys, all visible). */
+static void sim_queries(const sp_hw *hw, int n, const int32_t *keys, int nq, sp_design_result res[][SP_DESIGN_COUNT]) {
+    sp_head_shape sh = {.n_k = n, .d = 64, .causal = 0, .n_valid = n};
+    sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
+    for (int i = 0; i < nq; i++) {
+        sp_query_record r = {.qi = i, .pos = i, .n_k = n, .n_visible = n, .n_mem_kept = 1, .mem_kept = &keys[i],
+                             .n_kept = 1, .kept = &keys[i]};
+        sp_sim_head_query(h, &r);
+    }
+    memset(res, 0, sizeof(sp_design_result) * SP_SIZE_COUNT * SP_DESIGN_COUNT);
+    sp_sim_head_finish(h, 1.0, res, NULL);
+    sp_sim_head_free(h);
+}
+
+static void ddr3_hw(sp_hw hw[3], const char *set) {
+    sp_config c;
+    sp_config_defaults(&c);
+    ddr3(&c);
+    sp_error err = {0};
+    if (set) cr_assert_eq(sp_config_set(&c, set, "test", &err), SP_OK, "%s", err.msg);
+    unsigned mask;
+    cr_assert_eq(sp_sim_hw(&c, hw, &mask, &err), SP_OK, "%s", err.msg);
+}
+
+/* The one-query case above booked per category: the units wait from 0 to 118.125; the
+ * slowest stage by occupancy is thresholding (13.125 > bus 15/2 channels = 7.5 > compute
+ * 1 + pruning-vector scan ceil(16 / 6) = 4), so 13.125 goes to thresholding and the rest,
+ * 105, to exposed latency; nothing to memory bandwidth or compute. */
+Test(timing, stall_booked_per_category) {
+    sp_hw hw[3];
+    ddr3_hw(hw, NULL);
+    int32_t k[1] = {3};
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    sim_queries(hw, 16, k, 1, res);
+    const sp_design_result *s = &res[0][SP_DESIGN_SPRINT];
+    cr_assert_eq(s->bound_thr, 13.125, "thresholding %g", s->bound_thr);
+    cr_assert_eq(s->bound_lat, 105.0, "latency %g", s->bound_lat);
+    cr_assert_eq(s->bound_mem, 0.0);
+    cr_assert_eq(s->bound_comp, 0.0);
+}
+
+/* Lookahead and prefetch, two queries keeping key 3 (query 1 reuses it and fetches only Q1:
+ * bank 1, channel 1, a 47.5-cycle miss behind V3 on channel 1, whose data leaves at 118.125).
+ *  lookahead 8, prefetch: query 1 thresholds at 13.125 (thresholder free), its pruning vector
+ *    is back at 47.5, Q1 issues then, waits for the bus: 118.125 + 5 = 123.125; units free at
+ *    118.125 -> busy until 123.125, + tail 28 = 151.125.
+ *  lookahead 8, no prefetch: Q1 issues when query 0 has ended (146.125): data at 146.125 +
+ *    42.5 = 188.625, done 193.625, + 28 = 221.625.
+ *  lookahead 0: query 1 thresholds only after query 0 has ended: 146.125 + 34.375 = 180.5,
+ *    Q1 done 180.5 + 47.5 = 228, + 28 = 256. */
+Test(timing, lookahead_and_prefetch_by_hand) {
+    int32_t k[2] = {3, 3};
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    const char *set[3] = {NULL, "controller.prefetch=0", "controller.lookahead=0"};
+    const double want[3] = {151.125, 221.625, 256.0};
+    for (int i = 0; i < 3; i++) {
+        sp_hw hw[3];
+        ddr3_hw(hw, set[i]);
+        sim_queries(hw, 16, k, 2, res);
+        cr_assert_eq(res[0][SP_DESIGN_SPRINT].cycles, want[i], "%s: %g cycles, expected %g", set[i] ? set[i] : "defaults",
+                     res[0][SP_DESIGN_SPRINT].cycles, want[i]);
+    }
+}
+
+/* The unpruned-index buffer bounds the lookahead: 1 KB = 8192 bits holds 8 pruning vectors of
+ * 1024 keys (lookahead min(8, 7) = 7), 2 of 4096 (1), 1 of 8192 (0); 0 bytes = unbounded. */
+Test(timing, lookahead_bounded_by_index_buffer) {
+    sp_hw hw[3];
+    ddr3_hw(hw, NULL);
+    cr_assert_eq(hw[0].index_buffer_bits, 8192);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 16), 8);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 1024), 7);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 4096), 1);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 8192), 0);
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 20000), 0);
+    hw[0].index_buffer_bits = 0;
+    cr_assert_eq(sp_sim_lookahead(&hw[0], 20000), 8);
+}
+
+/* Pruning-vector processing on the CORELETs (issue 7): one query over 1024 visible keys on the
+ * reproduction interface (8 x 32 B) keeping key 3. Thresholding: CopyQ 12.5 + tAxTh 8.75 +
+ * ReadP 12.5 + 128 B burst 2.5 = 36.25. The S CORELET scans 1024 bits at 6 per cycle:
+ * ceil(1024 / 6) = 171 cycles, + 1 cycle for the key = 172 from 36.25 to 208.25, after V3
+ * has arrived (116.25), + tail 28 = 236.25 (without the scan 116.25 + 28 = 144.25); at M two
+ * CORELETs scan 512 bits each: ceil(512 / 6) = 86. The time is booked to compute. */
+Test(timing, pruning_vector_cost_by_hand) {
+    int32_t k[1] = {3};
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    for (int off = 0; off < 2; off++) {
+        sp_config c;
+        sp_config_defaults(&c);
+        sp_error err = {0};
+        if (off) sp_config_set(&c, "chip.pv_bits_per_cycle=0", "test", &err);
+        sp_hw hw[3];
+        unsigned mask;
+        cr_assert_eq(sp_sim_hw(&c, hw, &mask, &err), SP_OK);
+        cr_assert_eq(sp_sim_pv_cycles(&hw[0], 1024), off ? 0 : 171);
+        cr_assert_eq(sp_sim_pv_cycles(&hw[1], 1024), off ? 0 : 86);
+        sim_queries(hw, 1024, k, 1, res);
+        const sp_design_result *s = &res[0][SP_DESIGN_SPRINT];
+        cr_assert_eq(s->cycles, off ? 144.25 : 236.25, "pv %s: %g cycles", off ? "off" : "on", s->cycles);
+        cr_assert_eq(s->busy_pv, off ? 0 : 171);
+        if (!off) cr_assert_eq(s->bound_comp, 172, "compute-bound %g", s->bound_comp);
+    }
+}
+
+/* Thresholding vs transposed K_MSB reads (memory.kmsb_contention=1): query 1's thresholding
+ * waits until query 0's reads have left the arrays: bank 3 is ready after V3 (start 69.375 +
+ * tRP + tRCD + burst = 105.625), so query 1 thresholds at 105.625 instead of 13.125 (the
+ * thresholder alone) and ends later than without contention. */
+Test(timing, kmsb_contention_delays_thresholding) {
+    int32_t k[2] = {3, 5};
+    static sp_design_result a[3][SP_DESIGN_COUNT], b[3][SP_DESIGN_COUNT];
+    sp_hw hw[3];
+    ddr3_hw(hw, NULL);
+    sim_queries(hw, 16, k, 2, a);
+    ddr3_hw(hw, "memory.kmsb_contention=1");
+    sim_queries(hw, 16, k, 2, b);
+    cr_assert_gt(b[0][SP_DESIGN_SPRINT].cycles, a[0][SP_DESIGN_SPRINT].cycles, "contention %g vs none %g",
+                 b[0][SP_DESIGN_SPRINT].cycles, a[0][SP_DESIGN_SPRINT].cycles);
 }

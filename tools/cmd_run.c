@@ -16,8 +16,10 @@ static void help(void) {
            "                  [--sizes S,M,L] [options]\n\n"
            "Simulates baseline-paper, baseline-tiled, mask-only, pruning, sprint-noreuse and sprint at sizes\n"
            "S, M, L on the preset suite (workload.suite: %s) and, when the shared model is\n"
-           "found, on the real model's traces; prints a table per workload, the energy breakdown, and the\n"
-           "reproduction summary beside the paper's values. Defaults need no files and take under a minute.\n\n"
+           "found, on the real model's traces. Prints the reproduction table first (speedup S/M/L, traffic\n"
+           "S/M/L, energy at M beside the paper's; fitted bars marked), the preset and every changed key,\n"
+           "then the workload statistics; --detail adds the per-design tables (always in --json/--csv).\n"
+           "Defaults need no files and take under a minute.\n\n"
            "  --workload NAME   simulate this preset (repeatable; replaces workload.suite)\n"
            "  --no-real         skip the real-model traces (same as --set sim.real_traces=0)\n"
            "  --real-only       only the real-model traces\n"
@@ -27,7 +29,8 @@ static void help(void) {
            "  --qkv-only        only the --qkv tensor sets (no presets, no real-model traces)\n"
            "  --heads N         heads simulated per preset (workload.sim_heads)\n"
            "  --sizes LIST      chip sizes, e.g. S or S,M,L (chip.sizes)\n"
-           "  --summary         print only the reproduction summary\n\n%s",
+           "  --summary         print only the reproduction table\n"
+           "  --detail          also print every design's table, the energy breakdown and the per-size summary\n\n%s",
            SP_WORKLOAD_PRESETS, CLI_COMMON_HELP);
 }
 
@@ -63,7 +66,7 @@ int cmd_run(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "run");
     const char *names[64];
-    int n_names = 0, real_only = 0, summary = 0, n_qkv = 0, qkv_only = 0;
+    int n_names = 0, real_only = 0, summary = 0, detail = 0, n_qkv = 0, qkv_only = 0;
     const char *qkv[64];
     static char setbuf[4][300];
     for (int i = 1; i < argc; i++) {
@@ -87,6 +90,8 @@ int cmd_run(int argc, char **argv) {
             real_only = 1;
         } else if (!strcmp(a, "--summary")) {
             summary = 1;
+        } else if (!strcmp(a, "--detail")) {
+            detail = 1;
         } else if (!strcmp(a, "--heads") || !strcmp(a, "--sizes")) {
             const char *v = cli_value(&c, argc, argv, &i);
             if (a[2] == 'h') { /* a clear message before the key's range check */
@@ -152,8 +157,19 @@ int cmd_run(int argc, char **argv) {
     if (c.json) {
         if (sp_report_json(stdout, res, n, &err) != SP_OK) cli_die_err(&c, &err);
     } else {
-        if (!summary) sp_report_table(stdout, res, n);
-        sp_report_paper(stdout, res, n);
+        char preset[600] = "";
+        for (int i = 0; i < c.n_files; i++) {
+            size_t u = strlen(preset);
+            snprintf(preset + u, sizeof preset - u, "%s%s", i ? " + " : "", c.files[i]);
+        }
+        if (!c.n_files) snprintf(preset, sizeof preset, "paper-reproduction (built-in defaults = configs/sim-default.ini)");
+        sp_report_summary(stdout, res, n, &c.cfg, preset);
+        if (detail) {
+            sp_report_table(stdout, res, n);
+            sp_report_paper(stdout, res, n);
+        } else if (!summary) {
+            sp_report_realism(stdout, res, n);
+        }
     }
     if (c.csv_path && sp_report_csv(c.csv_path, res, n, &err) != SP_OK) cli_die_err(&c, &err);
     free(res);

@@ -4,6 +4,7 @@
  * the same head (the SLD split, paper section 2.4) and the kept key indices. */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,8 @@ static void help(void) {
            "layer,head,seq,qi,pos,n_visible,n_mem_kept,n_kept,new_vs_prev,reused_vs_prev,mem_kept\n"
            "(mem_kept = the in-memory survivors, ';'-separated). By default one head of a synthetic\n"
            "preset (workload.mode makes the masks); --real traces the shared model on\n"
-           "sim.trace_stories stories (all layers and heads, rows of different heads interleave).\n\n"
+           "sim.trace_stories stories (all layers and heads; rows sorted by sequence, layer, head, query,\n"
+           "whatever the thread timing).\n\n"
            "  --workload NAME   preset (default BERT-B; %s)\n"
            "  --layer L, --head H  which head of the preset (default 0, 0)\n"
            "  --real            trace the real model instead\n"
@@ -33,30 +35,67 @@ static void help(void) {
            SP_WORKLOAD_PRESETS, CLI_COMMON_HELP);
 }
 
+/* Records are buffered (they arrive from several threads, in an order that depends on thread
+ * timing) and written sorted by (sequence, layer, head, query) once the run is over; the SLD
+ * split is computed then, against the previous query of the same (sequence, layer, head). */
+typedef struct trow {
+    int layer, head, qi, pos, n_visible, n_mem_kept, n_kept;
+    long long seq;
+    int32_t *mem_kept;
+} trow;
+
 typedef struct tstate {
-    FILE *f;
-    int n_heads;
-    int32_t **prev; /* per (layer, head) previous survivors */
-    int *n_prev;
-    long long *seq;
+    pthread_mutex_t mu;
+    trow *rows;
+    size_t n, cap;
+    int oom;
 } tstate;
 
 static void write_record(void *user, const sp_query_record *r) {
     tstate *t = user;
-    int slot = r->layer * t->n_heads + r->head, reuse = 0, fetch = r->n_mem_kept;
-    if (t->prev[slot] && t->seq[slot] == r->seq_id) /* SLD split against the previous query */
-        sp_sld_split(t->prev[slot], t->n_prev[slot], r->mem_kept, r->n_mem_kept, &reuse, &fetch);
-    free(t->prev[slot]);
-    t->prev[slot] = malloc(sizeof(int32_t) * (size_t)(r->n_mem_kept + 1));
-    if (r->n_mem_kept) memcpy(t->prev[slot], r->mem_kept, sizeof(int32_t) * (size_t)r->n_mem_kept);
-    t->n_prev[slot] = r->n_mem_kept;
-    t->seq[slot] = r->seq_id;
-    flockfile(t->f);
-    fprintf(t->f, "%d,%d,%lld,%d,%d,%d,%d,%d,%d,%d,", r->layer, r->head, r->seq_id, r->qi, r->pos, r->n_visible,
-            r->n_mem_kept, r->n_kept, fetch, reuse);
-    for (int i = 0; i < r->n_mem_kept; i++) fprintf(t->f, i ? ";%d" : "%d", r->mem_kept[i]);
-    fputc('\n', t->f);
-    funlockfile(t->f);
+    int32_t *mk = malloc(sizeof(int32_t) * (size_t)(r->n_mem_kept + 1));
+    if (mk && r->n_mem_kept) memcpy(mk, r->mem_kept, sizeof(int32_t) * (size_t)r->n_mem_kept);
+    pthread_mutex_lock(&t->mu);
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? 2 * t->cap : 4096;
+        trow *nr = realloc(t->rows, nc * sizeof *nr);
+        if (nr) t->rows = nr, t->cap = nc;
+    }
+    if (!mk || t->n == t->cap) {
+        t->oom = 1;
+        free(mk);
+    } else {
+        t->rows[t->n++] = (trow){r->layer, r->head, r->qi, r->pos, r->n_visible, r->n_mem_kept, r->n_kept, r->seq_id, mk};
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+static int row_cmp(const void *pa, const void *pb) {
+    const trow *a = pa, *b = pb;
+    if (a->seq != b->seq) return a->seq < b->seq ? -1 : 1;
+    if (a->layer != b->layer) return a->layer - b->layer;
+    if (a->head != b->head) return a->head - b->head;
+    return a->qi - b->qi;
+}
+
+/* Sorts the rows and writes them with the SLD split against the previous query of the same
+ * (sequence, layer, head); frees the rows. */
+static void write_rows(tstate *t, FILE *f) {
+    qsort(t->rows, t->n, sizeof *t->rows, row_cmp);
+    for (size_t i = 0; i < t->n; i++) {
+        const trow *r = &t->rows[i], *p = i ? &t->rows[i - 1] : NULL;
+        int reuse = 0, fetch = r->n_mem_kept;
+        if (p && p->seq == r->seq && p->layer == r->layer && p->head == r->head)
+            sp_sld_split(p->mem_kept, p->n_mem_kept, r->mem_kept, r->n_mem_kept, &reuse, &fetch);
+        fprintf(f, "%d,%d,%lld,%d,%d,%d,%d,%d,%d,%d,", r->layer, r->head, r->seq, r->qi, r->pos, r->n_visible,
+                r->n_mem_kept, r->n_kept, fetch, reuse);
+        for (int k = 0; k < r->n_mem_kept; k++) fprintf(f, k ? ";%d" : "%d", r->mem_kept[k]);
+        fputc('\n', f);
+    }
+    for (size_t i = 0; i < t->n; i++) free(t->rows[i].mem_kept);
+    free(t->rows);
+    t->rows = NULL;
+    t->n = t->cap = 0;
 }
 
 int cmd_trace(int argc, char **argv) {
@@ -121,9 +160,8 @@ int cmd_trace(int argc, char **argv) {
     FILE *f = outp ? fopen(outp, "w") : stdout;
     if (!f) cli_die(&c, 1, "cannot write %s: %s", outp, strerror(errno));
     fprintf(f, "layer,head,seq,qi,pos,n_visible,n_mem_kept,n_kept,new_vs_prev,reused_vs_prev,mem_kept\n");
-    tstate t = {.f = f, .n_heads = heads, .prev = calloc((size_t)(layers * heads), sizeof(int32_t *)),
-                .n_prev = calloc((size_t)(layers * heads), sizeof(int)),
-                .seq = calloc((size_t)(layers * heads), sizeof(long long))};
+    tstate t = {.rows = NULL};
+    pthread_mutex_init(&t.mu, NULL);
     sp_config *ocfg = sp_sim_op_config(&c.cfg); /* the op feeding the trace: sprint.mass_lost off */
     if (real) ocfg->sprint_outputs = 1;        /* the model's next layer needs the outputs, as in sprint run */
     if (qkv) {
@@ -219,8 +257,9 @@ int cmd_trace(int argc, char **argv) {
     }
     free(ocfg);
     sp_attn_op_free(op);
-    for (int i = 0; i < layers * heads; i++) free(t.prev[i]);
-    free(t.prev), free(t.n_prev), free(t.seq);
+    if (t.oom) cli_die(&c, 1, "out of memory buffering the trace");
+    write_rows(&t, f);
+    pthread_mutex_destroy(&t.mu);
     if (outp && fclose(f) != 0) cli_die(&c, 1, "cannot write %s: %s", outp, strerror(errno));
     return 0;
 }

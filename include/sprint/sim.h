@@ -69,7 +69,15 @@ typedef struct sp_hw {
     int qk_lanes, v_lanes, lane_width, sm_per_cycle, pipeline_cycles;
     int replacement;           /* 0 lru, 1 fifo */
     double tiled_query_share;
-    /* memory, converted to core cycles (ceil) */
+    /* baseline dataflow (chip.baseline_dataflow: 0 restream, 1 partial, 2 tiled) and whether it
+     * computes causally masked and padded pairs (chip.baseline_masked_pairs) */
+    int baseline_dataflow, baseline_masked;
+    /* SPRINT per-query mechanisms (issue 7): pruning-vector bits each CORELET's address
+     * generator scans per cycle (0 = free), unpruned-index buffer bits bounding the lookahead
+     * (0 = unbounded), thresholding vs transposed K_MSB reads contention */
+    double pv_bits_per_cycle, index_buffer_bits;
+    int kmsb_contention;
+    /* memory, converted to core cycles exactly (no rounding) */
     int channels, banks;       /* banks per channel */
     int row_bytes, bus_bytes;
     double t_rcd, t_cl, t_rp, t_ccd, t_axth; /* core cycles */
@@ -82,6 +90,23 @@ typedef struct sp_hw {
     double e_reram_read_bit, e_reram_write_bit, e_imc_mac, e_comparator, e_sram_read_bit, e_sram_write_bit,
         e_qk_mac, e_v_mac, e_exp, e_div;
 } sp_hw;
+
+/* SPRINT's lookahead (queries thresholded ahead of compute) for a query of n_visible keys:
+ * controller.lookahead, bounded by the unpruned-index buffer (it holds
+ * floor(index_buffer_bits / n_visible) pruning vectors, the current one included). */
+int sp_sim_lookahead(const sp_hw *hw, int n_visible);
+/* CORELET cycles to process one pruning vector of n_visible bits: each CORELET scans its
+ * ceil(n_visible / corelets) bits at pv_bits_per_cycle (0 when the key is 0). */
+double sp_sim_pv_cycles(const sp_hw *hw, int n_visible);
+
+/* Keys of an iso-buffer baseline fetched once and kept on chip, out of nkeys, for cap keys per
+ * CORELET (chip.baseline_dataflow: restream all-or-nothing, partial the first cap*corelets). */
+long sp_sim_baseline_resident(const sp_hw *hw, long nkeys, int cap);
+
+/* The tiled baseline's geometry for head dimension d: queries per tile (q + 16-bit
+ * accumulators + max and sum, chip.tiled_query_share of the buffer) and K/V pairs per block
+ * (the rest). One definition for the simulator and the geometry check. */
+void sp_sim_tiled_geometry(const sp_hw *hw, int d, long *tile, long *block);
 
 /* Fills hw for size (0..2) from cfg; SP_ERR_CONFIG for impossible geometry (zero banks, a row
  * smaller than the bus, ...). Vector-size checks need d: see sp_hw_check_head. */
@@ -103,6 +128,8 @@ typedef struct sp_design_result {
     double queries;
     /* busy cycles per unit (summed over CORELETs or channels; utilisation = busy / (cycles*count)) */
     double busy_qk, busy_v, busy_sm, busy_bus, busy_thr;
+    double busy_pv;                  /* CORELET cycles spent scanning pruning vectors (address generation) */
+    double bytes_readp;              /* part of bytes_read: pruning vectors (ReadP) */
     /* busy time attributed to the slowest stage by occupancy: thresholding, memory bandwidth,
      * compute; bound_lat = exposed latency beyond all three (dependent fetch chains) */
     double bound_thr, bound_mem, bound_comp, bound_lat;
@@ -165,6 +192,7 @@ typedef struct sp_workload {
     int seq;             /* tokens, padding included */
     double padding;      /* share of padded tokens */
     int synthetic;       /* 1 preset generator, 0 real-model trace */
+    double temperature;  /* synthetic generator temperature, nats (per preset or workload.temperature) */
 } sp_workload;
 
 /* Names of the presets, "|"-separated. */
@@ -200,6 +228,10 @@ typedef struct sp_wl_result {
     char mask_source[160]; /* which operator produced the masks */
     int corelets[SP_SIZE_COUNT], channels; /* for utilisation */
     double seconds;        /* wall time */
+    /* standard error of sprint's speedup and energy reduction over baseline-paper across the
+     * sampled heads (ratio estimator, delta method); 0 for one head or real traces */
+    double speedup_se[SP_SIZE_COUNT], energy_se[SP_SIZE_COUNT];
+    double bw_bytes_per_cycle, chip_ghz; /* effective memory bandwidth (sp_mem_bandwidth), clock */
 } sp_wl_result;
 
 typedef struct sp_sim_opts {
@@ -210,6 +242,10 @@ typedef struct sp_sim_opts {
 
 /* Builds the hardware of every size in chip.sizes. */
 sp_status sp_sim_hw(const sp_config *cfg, sp_hw hw[SP_SIZE_COUNT], unsigned *sizes_mask, sp_error *err);
+
+/* Which (layer, head) the i-th of n_sample simulated heads of wl is: strided across layers and
+ * heads (not the first heads of the first layers). */
+void sp_sim_sample_head(const sp_workload *wl, int n_sample, int i, int *layer, int *head);
 
 /* Runs a synthetic preset: workload.sim_heads heads through the functional operator
  * workload.mode (or the built-in op for "builtin"), each fed to every design and size. An
@@ -245,6 +281,20 @@ void sp_report_table(FILE *f, const sp_wl_result *res, int n);
 /* The reproduction summary beside the paper's printed values, one line per workload on what
  * differs and why. */
 void sp_report_paper(FILE *f, const sp_wl_result *res, int n);
+/* The workload-realism table (kept fractions, adjacent-query overlap, new keys per query; the
+ * real model's ReadP share) and one line per workload on what differs from the paper and why
+ * (printed by sp_report_paper too). */
+void sp_report_realism(FILE *f, const sp_wl_result *res, int n);
+/* The reproduction table first (issue 7): per workload speedup S/M/L (± standard error over
+ * the sampled heads), traffic left S/M/L (% of the S baseline, Fig. 10), energy reduction at M,
+ * ours beside the paper with fitted bars marked and counts within 25% (predictions apart from
+ * fitted points); the header names the preset and every key that differs from the built-in
+ * reproduction defaults, and the paper column is left out when a key that changes the model
+ * differs. */
+void sp_report_summary(FILE *f, const sp_wl_result *res, int n, const sp_config *cfg, const char *preset);
+/* Writes "sec.key=value, ..." for every key of cfg that differs from the defaults into buf;
+ * returns 1 when one of them changes the model (not only what is run or shown). */
+int sp_report_config_diff(const sp_config *cfg, char *buf, size_t n);
 /* One JSON object: {"workloads":[...], "results":[...]}; workloads holds each workload's shape
  * and statistics; results has one entry per workload, size, design and baseline dataflow
  * ("baseline": "paper" or "tiled", the baseline the ratios are against). */

@@ -52,6 +52,10 @@ void sp_report_table(FILE *f, const sp_wl_result *res, int n) {
             for (int D = 0; D < SP_DESIGN_COUNT; D++) {
                 const sp_design_result *r = &x->r[s][D];
                 sp_ratios p = sp_result_ratios(x, s, D, 0), t = sp_result_ratios(x, s, D, 1);
+                /* Fig. 10: traffic relative to the S baseline for every size (no meaningless
+                 * negative reductions where the L baseline reads almost nothing) */
+                double b0 = x->r[0][SP_DESIGN_BASELINE].bytes_read;
+                if ((x->sizes_mask & 1u) && b0 > 0) p.traffic_reduction = 1.0 - r->bytes_read / b0;
                 double bt = r->bound_thr + r->bound_mem + r->bound_comp + r->bound_lat;
                 double C = x->corelets[s] > 0 ? x->corelets[s] : 1, ch = x->channels > 0 ? x->channels : 1;
                 fprintf(f, "   %-2s %-15s %13.4g %7.2fx %7.2fx %11.4g %7.2fx %7.2fx %10.4g %8.2f %7.1f %7.1f %3.0f/%3.0f/%3.0f/%3.0f %7.0f/%3.0f/%3.0f\n",
@@ -87,7 +91,8 @@ void sp_report_table(FILE *f, const sp_wl_result *res, int n) {
         }
     }
     fprintf(f, "\n   units: cycles at the accelerator clock; spd = speedup over baseline-paper (pap) / baseline-tiled (til);\n"
-               "   Ered = energy reduction (x); trf_red = main-memory read traffic reduction vs baseline-paper;\n"
+               "   Ered = energy reduction (x); trf_red = main-memory read traffic reduction vs the S baseline-paper (Fig. 10;\n"
+               "   vs the same size's when S is not simulated);\n"
                "   reuse = K/V vectors served by the residency table; bnd = share of time set by thresholding /\n"
                "   memory bandwidth / compute / exposed latency; util = busy cycles of QK-PU, V-PU (per CORELET) and memory bus (per channel).\n");
 }
@@ -133,6 +138,9 @@ static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref, int
                 bb > 0 ? 100 * (b->bound_mem + b->bound_lat) / bb : 0);
     fprintf(f, " SPRINT keeps %.1f%% in memory and is bound by %s (%.0f%%)", 100 * kept, nm[k],
             bt > 0 ? 100 * sh[k] / bt : 0);
+    if (sp->busy_pv > 0) /* the CORELETs' time on pruning vectors against QK on the kept keys */
+        fprintf(f, ", its CORELETs spending %.0f%% of their busy time on pruning vectors (address generation)",
+                100 * sp->busy_pv / (sp->busy_pv + sp->busy_qk));
     if (sp->bytes_read > b->bytes_read) {
         /* what SPRINT reads beyond Q and the K/V vectors it fetched: the pruning vectors (ReadP) */
         double d = x->wl.d, qkv = d * (sp->queries + sp->vec_fetched), pv = sp->bytes_read - qkv;
@@ -142,10 +150,10 @@ static void explain(FILE *f, const sp_wl_result *x, const sp_paper_ref *ref, int
                 100 * (sp->bytes_read / b->bytes_read - 1), sp->vec_fetched, b->vec_fetched,
                 sp->queries > 0 ? pv / sp->queries : 0, d, sp->bytes_read > 0 ? 100 * pv / sp->bytes_read : 0);
     }
-    if (sz == 0 && isfinite(ref->energy_ratio)) /* the paper's energy ratios: S (see the note above) */
-        fprintf(f, "; energy %.1fx vs %.1fx: ReRAM reads are %.0f%% of our baseline's energy (paper ~45-67%%); "
+    if (isfinite(ref->energy_ratio)) /* the paper's energy ratio is the M figure (paper notes 5.3) */
+        fprintf(f, "; energy at %s %.1fx (paper at M %.1fx): ReRAM reads are %.0f%% of our baseline's energy (paper ~45-67%%); "
                    "%.1fx without writing Q/K/V once, a write that is %.0f%% of SPRINT's energy",
-                p.energy_reduction, ref->energy_ratio,
+                sp_size_name(sz), p.energy_reduction, ref->energy_ratio,
                 b->energy_pj_total > 0 ? 100 * b->energy_pj[SP_E_RERAM_READ] / b->energy_pj_total : 0,
                 p.energy_reduction_excl_write,
                 sp->energy_pj_total > 0 ? 100 * sp->write_once_pj / sp->energy_pj_total : 0);
@@ -184,7 +192,7 @@ void sp_report_paper(FILE *f, const sp_wl_result *res, int n) {
             }
             char a[4][16];
             fmt_or_dash(a[0], ref.speedup[s], "%6.2fx");
-            fmt_or_dash(a[1], s == 0 ? ref.energy_ratio : NAN, "%8.2fx");
+            fmt_or_dash(a[1], s == 1 ? ref.energy_ratio : NAN, "%8.2fx");
             fmt_or_dash(a[2], ref.traffic_sprint[s], "%8.1f");
             fmt_or_dash(a[3], ref.traffic_mask[s], "%8.1f");
             fprintf(f, "   %-12s %-4s %9.2fx/%7s %8.2fx %11.2fx/%9s %9.1f/%8s %9.1f/%8s\n", x->wl.name, sp_size_name(s),
@@ -196,12 +204,16 @@ void sp_report_paper(FILE *f, const sp_wl_result *res, int n) {
             sp_paper_lookup("geomean", &g);
             fprintf(f, "   %-12s %-4s %9.2fx/%6.2fx %8.2fx %11.2fx/%9s %9.1f/%8.1f %9.1f/%8.1f   (presets only)\n",
                     "geomean", sp_size_name(s), exp(gs / ns), g.speedup[s], nt ? exp(gt / nt) : NAN,
-                    ne ? exp(ge / ne) : NAN, s == 0 ? "16.9x" : "-", 100 * ar / na, g.traffic_sprint[s],
+                    ne ? exp(ge / ne) : NAN, s == 1 ? "16.9x" : "-", 100 * ar / na, g.traffic_sprint[s],
                     100 * am / na, g.traffic_mask[s]);
         }
     }
-    fprintf(f, "   (paper S energy ratios span 2.10x-31.63x, geomean 16.9x of the printed bars; the abstract says 19.6x;\n"
-               "    the paper's energy figure does not state its size; ours at S, write-once Q/K/V included.)\n");
+    fprintf(f, "   (paper energy ratios are the energy figure's, most likely M (paper notes 5.3), shown here beside\n"
+               "    every size; the abstract's 19.6x is an S figure; write-once Q/K/V included.)\n");
+    sp_report_realism(f, res, n);
+}
+
+void sp_report_realism(FILE *f, const sp_wl_result *res, int n) {
     fprintf(f, "\n   Workload realism: synthetic presets beside the real model's traces (masks from the functional op)\n");
     fprintf(f, "   %-12s %8s %10s %12s %16s %8s\n", "workload", "kept_%", "inmem_kpt_%", "adj_overlap_%",
             "new_per_query_%", "tokens");
@@ -215,6 +227,15 @@ void sp_report_paper(FILE *f, const sp_wl_result *res, int n) {
                 res[w].wl.synthetic ? "" : "  (real model, mean story length)");
     }
     fprintf(f, "   (paper: 2.1%% of the sequence newly fetched per adjacent query, section 2.4)\n");
+    for (int w = 0; w < n; w++) {
+        if (res[w].wl.synthetic) continue;
+        int s0 = 0;
+        while (s0 < SP_SIZE_COUNT - 1 && !(res[w].sizes_mask & (1u << s0))) s0++;
+        const sp_design_result *sp = &res[w].r[s0][SP_DESIGN_SPRINT];
+        fprintf(f, "   %s traffic at %s: SPRINT reads %.3g MB, of which the pruning vectors (ReadP, %d-token stories) are %.0f%%\n",
+                res[w].wl.name, sp_size_name(s0), sp->bytes_read / 1e6, res[w].wl.seq,
+                sp->bytes_read > 0 ? 100 * sp->bytes_readp / sp->bytes_read : 0);
+    }
     /* at S, or at the smallest simulated size when S was not simulated */
     int sz = 0;
     while (n > 0 && sz < SP_SIZE_COUNT - 1 && !(res[0].sizes_mask & (1u << sz))) sz++;
@@ -237,6 +258,8 @@ static cJSON *result_json(const sp_design_result *r) {
     cJSON_AddNumberToObject(o, "traffic_bytes", r->bytes_read);
     cJSON_AddNumberToObject(o, "bytes_read", r->bytes_read);
     cJSON_AddNumberToObject(o, "bytes_written", r->bytes_written);
+    cJSON_AddNumberToObject(o, "bytes_pruning_vectors", r->bytes_readp);
+    cJSON_AddNumberToObject(o, "busy_pv_cycles", r->busy_pv);
     cJSON_AddNumberToObject(o, "requests", r->requests);
     cJSON_AddNumberToObject(o, "row_hits", r->row_hits);
     cJSON_AddNumberToObject(o, "row_misses", r->row_misses);
@@ -285,6 +308,14 @@ sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err)
         num(o, "adjacent_overlap", s->later_kept > 0 ? s->overlap_pairs / s->later_kept : NAN);
         num(o, "new_fetch_fraction", s->later_visible > 0 ? s->new_pairs / s->later_visible : NAN);
         cJSON_AddNumberToObject(o, "seconds", x->seconds);
+        cJSON *se = cJSON_AddObjectToObject(o, "speedup_se");
+        cJSON *ee = cJSON_AddObjectToObject(o, "energy_reduction_se");
+        for (int sz = 0; sz < SP_SIZE_COUNT; sz++)
+            if (x->sizes_mask & (1u << sz)) {
+                cJSON_AddNumberToObject(se, sp_size_name(sz), x->speedup_se[sz]);
+                cJSON_AddNumberToObject(ee, sp_size_name(sz), x->energy_se[sz]);
+            }
+        cJSON_AddNumberToObject(o, "memory_bandwidth_gbs", x->bw_bytes_per_cycle * x->chip_ghz);
         cJSON_AddItemToArray(wls, o);
         for (int sz = 0; sz < SP_SIZE_COUNT; sz++) {
             if (!(x->sizes_mask & (1u << sz))) continue;
@@ -300,6 +331,9 @@ sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err)
                     num(e, "energy_reduction", r.energy_reduction);
                     num(e, "energy_reduction_excl_write", r.energy_reduction_excl_write);
                     num(e, "traffic_reduction", r.traffic_reduction);
+                    /* Fig. 10: remaining traffic relative to the S baseline of the same dataflow */
+                    double b0 = x->r[0][b ? SP_DESIGN_TILED : SP_DESIGN_BASELINE].bytes_read;
+                    num(e, "traffic_left_vs_s_baseline", (x->sizes_mask & 1u) && b0 > 0 ? x->r[sz][D].bytes_read / b0 : NAN);
                     cJSON_AddItemToArray(arr, e);
                 }
         }

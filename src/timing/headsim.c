@@ -25,6 +25,7 @@ typedef struct dstate {
     double unit_free;      /* CORELET units free for the next query */
     double thr_free;       /* thresholder free for the next query */
     double fetch_issue;    /* issue time of the previous query's fetches (in order) */
+    double kmsb_free;      /* SPRINT: the K_MSB arrays are free of the previous query's transposed reads */
     double hist[SP_HIST];  /* comp_end of the last SP_HIST queries (ring) */
     long nq;               /* queries ended */
     long prefix_fetched;   /* regular designs / pruning with everything resident: keys [0, p) on chip */
@@ -121,6 +122,20 @@ static void counts_list(const int32_t *idx, int n, int C, long *out) {
 
 static double tail_cycles(const sp_hw *hw, int d) { return hw->pipeline_cycles + cdiv(d, hw->sm_per_cycle); }
 
+int sp_sim_lookahead(const sp_hw *hw, int n_visible) {
+    int la = hw->lookahead;
+    if (hw->index_buffer_bits > 0 && n_visible > 0) {
+        double held = floor(hw->index_buffer_bits / n_visible); /* vectors the buffer holds */
+        if (held - 1 < la) la = held >= 1 ? (int)held - 1 : 0;
+    }
+    return la;
+}
+
+double sp_sim_pv_cycles(const sp_hw *hw, int n_visible) {
+    if (hw->pv_bits_per_cycle <= 0 || n_visible <= 0) return 0;
+    return ceil(ceil((double)n_visible / hw->corelets) / hw->pv_bits_per_cycle);
+}
+
 /* Cycles of one query on the CORELETs: keys interleaved, each CORELET's QK-PU, softmax and
  * V-PU pipelined over its keys; the slowest CORELET and stage sets the time. */
 static double compute_cycles(const sp_hw *hw, int d, const long *nqk, const long *nsv, dstate *ds) {
@@ -178,35 +193,7 @@ static double fetch_range(sp_sim_head *h, sp_mem *m, int event, int region, long
         for (size_t i = 0; i < n; i++) h->reqs[i] = (sp_mem_req){from + (long)i, region, h->sh.d};
         return sp_mem_batch(m, h->reqs, (int)n, t);
     }
-    /* the stream starts when the channels it uses are free of earlier transfers (vectors
-     * from..from+ch-1 cover distinct channels); the next stream may overlap its activation
-     * latency with this stream's transfers */
-    const sp_hw *w = m->hw;
-    int nb = w->channels * w->banks;
-    long used = to - from < w->channels ? to - from : w->channels;
-    for (long k = 0; k < used; k++) t = dmax(t, m->bus_free[((from + k) % nb) % w->channels]);
-    int g, c;
-    long long row;
-    sp_mem_req first = {from, region, h->sh.d};
-    sp_mem_map(w, &first, &g, &c, &row);
-    /* the stream's first access may find its row open (no activation) or another row open
-     * (precharge first) */
-    int hit_first = m->open_row[g] == row, conflict_first = m->open_row[g] >= 0 && !hit_first;
-    double end = t + sp_mem_stream_time(w, to - from, h->sh.d, m) - (hit_first ? w->t_rcd : 0) +
-                 (conflict_first ? w->t_rp : 0);
-    if (hit_first) m->hits += 1, m->misses -= 1;
-    if (conflict_first) m->conflicts += 1, m->misses -= 1;
-    double free_at = end - (w->t_rcd + w->t_cl);
-    for (long k = 0; k < used; k++) {
-        c = (int)(((from + k) % nb) % w->channels);
-        m->bus_free[c] = dmax(m->bus_free[c], free_at);
-    }
-    for (long v = to - nb > from ? to - nb : from; v < to; v++) {
-        sp_mem_req r = {v, region, h->sh.d};
-        sp_mem_map(w, &r, &g, &c, &row);
-        m->open_row[g] = row;
-    }
-    return end;
+    return sp_mem_stream(m, region, from, to, h->sh.d, t);
 }
 
 /* ---- event designs, one query record ------------------------------------------------------ */
@@ -224,7 +211,14 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     /* CopyQ, array rounds and ReadP use different resources (query buffer, arrays, bus), so
      * consecutive queries pipeline: the thresholder accepts a query every T_occ cycles. */
     double T_occ = dmax(hw->t_cl, dmax(rounds * hw->t_axth, hw->t_cl + burst));
-    double thr_start = dmax(ds->thr_free, ended_before(ds, 1 + hw->lookahead));
+    /* Lookahead: thresholding may run ahead of compute by `lookahead` queries, but their
+     * pruning vectors wait in the unpruned-index buffer, which holds floor(bits / nv) of them
+     * (the one being consumed included). */
+    int la = sp_sim_lookahead(hw, nv);
+    double thr_start = dmax(ds->thr_free, ended_before(ds, 1 + la));
+    /* The K_MSB arrays both threshold and serve the transposed reads of survivors' K_MSB: a
+     * query's thresholding waits until the previous query's fetches have left the arrays. */
+    if (hw->kmsb_contention) thr_start = dmax(thr_start, ds->kmsb_free);
     ds->thr_free = thr_start + T_occ;
     double thr_end = thr_start + T;
     ds->r.busy_thr += T_occ;
@@ -250,7 +244,20 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     counts_list(rec->mem_kept, rec->n_mem_kept, hw->corelets, ss->ca);
     counts_list(rec->kept, rec->n_kept, hw->corelets, ss->cb);
     double comp = compute_cycles(hw, d, ss->ca, ss->cb, ds);
-    end_query(ds, thr_end, comp, fend, fend, tail_cycles(hw, d), T_occ, bw);
+    /* Pruning-vector processing (Fig. 7 address generators, paper section 2.3 step 3): each
+     * CORELET walks its share of the vector (keys are token-interleaved), looks every unpruned
+     * index up in the On-Chip? table and generates its address before the QK-PU can use it. */
+    double pv = sp_sim_pv_cycles(hw, nv);
+    ds->r.busy_pv += pv * hw->corelets;
+    end_query(ds, thr_end, comp + pv, fend, fend, tail_cycles(hw, d), T_occ, bw);
+    /* the arrays are busy with this query's transposed reads until the last activation and
+     * column read of its batch (bank_ready), not until the data has crossed the bus */
+    {
+        double busy = issue;
+        const sp_mem *mm = &ss->mem[D];
+        for (int g = 0; g < mm->nb; g++) busy = dmax(busy, mm->bank_ready[g]);
+        ds->kmsb_free = n > 1 ? busy : ds->kmsb_free;
+    }
     ds->thr_end = thr_end;
     ds->fetch_end = fend;
     double vec_bytes = (double)(1 + 2 * fetched) * d;
@@ -364,8 +371,20 @@ void sp_sim_head_query(sp_sim_head *h, const sp_query_record *rec) {
 }
 
 /* ---- regular designs, generated from the shape -------------------------------------------- */
-/* baseline-paper (masked=0) and mask-only (masked=1): per query, Q then every (visible) K and
- * V stream in; when all of them fit the per-CORELET buffers they are fetched once. */
+/* Keys of an iso-buffer baseline that stay on chip (fetched once) out of nkeys (issue 7,
+ * chip.baseline_dataflow): restream keeps all of them when every key fits the per-CORELET
+ * buffers and none otherwise; partial keeps the first cap*C keys (token-interleaved, so every
+ * CORELET holds cap of them) and streams the rest per query. */
+long sp_sim_baseline_resident(const sp_hw *hw, long nkeys, int cap) {
+    long all = (long)cap * hw->corelets;
+    if (hw->baseline_dataflow == 1) return nkeys < all ? nkeys : all;
+    return (nkeys + hw->corelets - 1) / hw->corelets <= cap ? nkeys : 0;
+}
+
+/* baseline-paper (masked=0) and mask-only (masked=1): per query, Q, then the (visible) K and V
+ * that are not resident stream in; resident keys (sp_sim_baseline_resident) are fetched the
+ * first time a query needs them. masked=1 drops padded queries and keys and, for causal
+ * heads, the keys after the query. */
 static void regular_stream(sp_sim_head *h, int s, sp_design D, long n, long nvalid, int causal, int masked) {
     const sp_hw *hw = &h->hw[s];
     size_state *ss = &h->s[s];
@@ -373,32 +392,39 @@ static void regular_stream(sp_sim_head *h, int s, sp_design D, long n, long nval
     sp_mem *m = &ss->mem[D];
     int d = h->sh.d, C = hw->corelets;
     long nq = masked ? nvalid : n, nkeys = masked ? nvalid : n;
-    int fits = (nkeys + C - 1) / C <= ss->cap;
+    long R = sp_sim_baseline_resident(hw, nkeys, ss->cap);
     /* the analytical model only for long streams; resident K/V mean a few vectors per query */
-    int event = n <= hw->event_max_keys || fits;
+    int event = n <= hw->event_max_keys || R >= nkeys;
     double tail = tail_cycles(hw, d);
     for (long i = 0; i < nq; i++) {
         long nvis = masked && causal ? (i + 1 < nvalid ? i + 1 : nvalid) : nkeys;
-        long from = fits ? ds->prefix_fetched : 0;
+        /* resident keys not yet on chip: [from, once_to); streamed keys: [R, nvis) */
+        long from = ds->prefix_fetched, once_to = nvis < R ? nvis : R;
+        long n_once = once_to > from ? once_to - from : 0, n_str = nvis > R ? nvis - R : 0;
         double issue = dmax(ds->fetch_issue, ended_before(ds, 1 + hw->lookahead)), end;
         ds->fetch_issue = issue;
         double bus0 = m->busy_bus;
         if (event) {
-            long nk = nvis > from ? nvis - from : 0;
-            reqs_reserve(h, 2 * (size_t)nk + 1);
+            reqs_reserve(h, 2 * (size_t)(n_once + n_str) + 1);
             int r = 0;
             h->reqs[r++] = (sp_mem_req){i, SP_REGION_Q, d};
-            for (long j = from; j < nvis; j++) h->reqs[r++] = (sp_mem_req){j, SP_REGION_K, d};
-            for (long j = from; j < nvis; j++) h->reqs[r++] = (sp_mem_req){j, SP_REGION_V, d};
+            for (int kv = 0; kv < 2; kv++) {
+                int region = kv ? SP_REGION_V : SP_REGION_K;
+                for (long j = from; j < from + n_once; j++) h->reqs[r++] = (sp_mem_req){j, region, d};
+                for (long j = R; j < R + n_str; j++) h->reqs[r++] = (sp_mem_req){j, region, d};
+            }
             end = sp_mem_batch(m, h->reqs, r, issue);
         } else {
             /* issued together; each stream waits for the channels the previous one holds */
             end = fetch_range(h, m, 0, SP_REGION_Q, i, i + 1, issue);
-            end = dmax(end, fetch_range(h, m, 0, SP_REGION_K, from, nvis, issue));
-            end = dmax(end, fetch_range(h, m, 0, SP_REGION_V, from, nvis, issue));
+            for (int kv = 0; kv < 2; kv++) {
+                int region = kv ? SP_REGION_V : SP_REGION_K;
+                end = dmax(end, fetch_range(h, m, 0, region, from, from + n_once, issue));
+                end = dmax(end, fetch_range(h, m, 0, region, R, R + n_str, issue));
+            }
         }
-        long nf = nvis > from ? nvis - from : 0;
-        if (fits && nvis > ds->prefix_fetched) ds->prefix_fetched = nvis;
+        long nf = n_once + n_str;
+        if (once_to > ds->prefix_fetched) ds->prefix_fetched = once_to;
         counts_range(nvis, C, ss->ca);
         double comp = compute_cycles(hw, d, ss->ca, ss->ca, ds);
         end_query(ds, issue, comp, end, end, tail, 0, (m->busy_bus - bus0) / hw->channels);
@@ -422,15 +448,14 @@ static void regular_stream(sp_sim_head *h, int s, sp_design D, long n, long nval
 /* Tiled baseline: a tile of queries (q + 16-bit accumulators, chip.tiled_query_share of the
  * buffer) stays on chip while every K/V block streams past it once (online softmax); the
  * tile's accumulators are read and written once per block. */
-static void tiled(sp_sim_head *h, int s, long n) {
+static void tiled(sp_sim_head *h, int s, sp_design D, long n) {
     const sp_hw *hw = &h->hw[s];
     size_state *ss = &h->s[s];
-    dstate *ds = &ss->d[SP_DESIGN_TILED];
-    sp_mem *m = &ss->mem[SP_DESIGN_TILED];
+    dstate *ds = &ss->d[D];
+    sp_mem *m = &ss->mem[D];
     int d = h->sh.d, C = hw->corelets;
-    double buf = hw->k_buf_bytes + hw->v_buf_bytes;
-    long tile = (long)floor(hw->tiled_query_share * buf / (3.0 * d + 8.0));
-    long block = (long)floor((1.0 - hw->tiled_query_share) * buf / (2.0 * d));
+    long tile, block;
+    sp_sim_tiled_geometry(hw, d, &tile, &block);
     SP_ASSERT(tile >= 1 && block >= 1);
     /* K/V held on chip either in the block region or, like baseline-paper, in the whole buffer */
     int fits = n <= block || (n + C - 1) / C <= ss->cap;
@@ -487,9 +512,12 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
         if (!(h->mask & (1u << s))) continue;
         size_state *ss = &h->s[s];
         if (n > 0) {
-            regular_stream(h, s, SP_DESIGN_BASELINE, n, nvalid, h->sh.causal, 0);
+            /* baseline-paper: the dataflow of chip.baseline_dataflow, with or without the
+             * masked pairs (chip.baseline_masked_pairs) */
+            if (h->hw[s].baseline_dataflow == 2) tiled(h, s, SP_DESIGN_BASELINE, n);
+            else regular_stream(h, s, SP_DESIGN_BASELINE, n, nvalid, h->sh.causal, !h->hw[s].baseline_masked);
             regular_stream(h, s, SP_DESIGN_MASK_ONLY, n, nvalid, h->sh.causal, 1);
-            tiled(h, s, n);
+            tiled(h, s, SP_DESIGN_TILED, n);
         }
         for (int D = 0; D < SP_DESIGN_COUNT; D++) {
             dstate *ds = &ss->d[D];
@@ -506,6 +534,7 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
             /* the total by kind of event; sp_design_result_check compares the breakdown with it */
             r->energy_pj_total = sp_energy_total_by_event(&h->hw[s], &ds->n);
             r->bytes_read = ds->n.reram_read_bytes;
+            r->bytes_readp = ds->readp_bytes;
             r->bytes_written = ds->n.reram_write_bytes;
             r->requests = m->requests;
             r->row_hits = m->hits;

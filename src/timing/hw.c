@@ -43,6 +43,11 @@ sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error 
     hw->pipeline_cycles = (int)cfg->chip_pipeline_cycles;
     hw->replacement = sp_config_enum_index("lru|fifo", cfg->chip_replacement);
     hw->tiled_query_share = cfg->chip_tiled_query_share;
+    hw->baseline_dataflow = sp_config_enum_index("restream|partial|tiled", cfg->chip_baseline_dataflow);
+    hw->baseline_masked = cfg->chip_baseline_masked_pairs;
+    hw->pv_bits_per_cycle = cfg->chip_pv_bits_per_cycle;
+    hw->index_buffer_bits = 8.0 * (double)cfg->chip_index_buffer_bytes;
+    hw->kmsb_contention = cfg->memory_kmsb_contention;
     hw->channels = (int)cfg->memory_channels;
     hw->banks = (int)cfg->memory_banks;
     hw->row_bytes = (int)cfg->memory_row_bytes;
@@ -54,11 +59,11 @@ sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error 
         return sp_error_set(err, SP_ERR_CONFIG, "memory.row_bytes=%d is smaller than memory.bus_bytes=%d", hw->row_bytes,
                             hw->bus_bytes);
     hw->mem_cycle = cfg->chip_clock_mhz / cfg->memory_clock_mhz;
-    hw->t_rcd = ceil((double)cfg->memory_t_rcd * hw->mem_cycle);
-    hw->t_cl = ceil((double)cfg->memory_t_cl * hw->mem_cycle);
-    hw->t_rp = ceil((double)cfg->memory_t_rp * hw->mem_cycle);
-    hw->t_ccd = ceil((double)cfg->memory_t_ccd * hw->mem_cycle);
-    hw->t_axth = ceil((double)cfg->memory_t_axth * hw->mem_cycle);
+    hw->t_rcd = (double)cfg->memory_t_rcd * hw->mem_cycle;
+    hw->t_cl = (double)cfg->memory_t_cl * hw->mem_cycle;
+    hw->t_rp = (double)cfg->memory_t_rp * hw->mem_cycle;
+    hw->t_ccd = (double)cfg->memory_t_ccd * hw->mem_cycle;
+    hw->t_axth = (double)cfg->memory_t_axth * hw->mem_cycle;
     hw->xbar_rows = (int)cfg->memory_xbar_rows;
     hw->xbar_cols = (int)cfg->memory_xbar_cols;
     hw->arrays_parallel = (int)cfg->memory_arrays_parallel;
@@ -81,6 +86,13 @@ sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error 
     return SP_OK;
 }
 
+void sp_sim_tiled_geometry(const sp_hw *hw, int d, long *tile, long *block) {
+    double buf = hw->k_buf_bytes + hw->v_buf_bytes;
+    /* a query of the tile holds q (d bytes) and 16-bit accumulators (2d) plus max and sum (8 B) */
+    *tile = (long)floor(hw->tiled_query_share * buf / (3.0 * d + 8.0));
+    *block = (long)floor((1.0 - hw->tiled_query_share) * buf / (2.0 * d));
+}
+
 sp_status sp_hw_check_head(const sp_hw *hw, int n_k, int d, sp_error *err) {
     const char *sz = sp_size_name(hw->size);
     if (n_k < 1 || d < 1) return sp_error_set(err, SP_ERR_ARG, "a head needs at least one key and d >= 1");
@@ -95,8 +107,8 @@ sp_status sp_hw_check_head(const sp_hw *hw, int n_k, int d, sp_error *err) {
     if (hw->row_bytes < d)
         return sp_error_set(err, SP_ERR_CONFIG, "memory.row_bytes=%d is smaller than one %d-byte vector",
                             hw->row_bytes, d);
-    double tile = floor(hw->tiled_query_share * (hw->k_buf_bytes + hw->v_buf_bytes) / (3.0 * d + 8.0));
-    double block = floor((1.0 - hw->tiled_query_share) * (hw->k_buf_bytes + hw->v_buf_bytes) / (2.0 * d));
+    long tile, block;
+    sp_sim_tiled_geometry(hw, d, &tile, &block);
     if (tile < 1 || block < 1)
         return sp_error_set(err, SP_ERR_CONFIG,
                             "%s: the tiled baseline cannot hold one query and one K/V pair (chip.tiled_query_share=%g)",
@@ -126,6 +138,12 @@ sp_status sp_sim_hw(const sp_config *cfg, sp_hw hw[SP_SIZE_COUNT], unsigned *siz
     }
     return SP_OK;
 }
+
+/* sp_design_result and sp_wl_stats are summed as arrays of doubles (here, in run.c, trace.c and
+ * headsim.c): every member must be a double, and a new member must be counted here (issue 11). */
+_Static_assert(sizeof(sp_design_result) == 33 * sizeof(double),
+               "sp_design_result is summed as an array of doubles: 33 double members expected");
+_Static_assert(sizeof(sp_wl_stats) == 8 * sizeof(double), "sp_wl_stats is summed as an array of 8 doubles");
 
 void sp_design_result_add(sp_design_result *acc, const sp_design_result *r, double scale) {
     const double *src = (const double *)r;

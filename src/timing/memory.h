@@ -43,6 +43,11 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw);
 void sp_mem_free(sp_mem *m);
 /* Burst length of a vector of `bytes` on the bus, core cycles. */
 double sp_mem_burst(const sp_hw *hw, int bytes);
+/* Effective bandwidth of all channels streaming, bytes per core cycle. */
+double sp_mem_bandwidth(const sp_hw *hw);
+/* Vectors [from, to) of a region, `bytes` each, issued at t, by the analytical stream model
+ * (sp_mem_stream_time); updates m's counters, bus and open rows; returns the completion time. */
+double sp_mem_stream(sp_mem *m, int region, long from, long to, int bytes, double t);
 /* Bank (global index), channel and row of a request. */
 void sp_mem_map(const sp_hw *hw, const sp_mem_req *r, int *bank, int *channel, long long *row);
 /* One request issued at time t: returns the cycle at which its last byte has arrived

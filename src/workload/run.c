@@ -44,6 +44,20 @@ sp_config *sp_sim_op_config(const sp_config *cfg) {
     return c;
 }
 
+void sp_sim_sample_head(const sp_workload *wl, int n_sample, int i, int *layer, int *head) {
+    SP_ASSERT(n_sample >= 1 && i >= 0 && i < n_sample);
+    /* strided over layers and, independently, over heads: sample i takes layer
+     * floor(i * layers / n) and head floor(i * heads / n) + a per-pass offset, so 12 samples of
+     * a 12x12 model are the diagonal and 36x20 GPT-2 gets every third layer */
+    long l = (long)i * wl->layers / n_sample, hh = (long)i * wl->heads / n_sample;
+    if (n_sample > wl->layers) { /* more samples than layers: walk the heads within a layer too */
+        l = i % wl->layers;
+        hh = ((long)(i / wl->layers) + (long)i * wl->heads / n_sample) % wl->heads;
+    }
+    *layer = (int)l;
+    *head = (int)(hh % wl->heads);
+}
+
 sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, const sp_sim_opts *o, sp_wl_result *out,
                                sp_error *err) {
     double t0 = sp_now_seconds();
@@ -59,6 +73,8 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
     }
     for (int s = 0; s < SP_SIZE_COUNT; s++) out->corelets[s] = hw[s].corelets;
     out->channels = hw[0].channels;
+    out->bw_bytes_per_cycle = hw[0].channels * 2.0 * hw[0].bus_bytes / hw[0].mem_cycle;
+    out->chip_ghz = cfg->chip_clock_mhz / 1000.0;
     double need = 3.0 * wl->seq * (double)wl->d * wl->layers * wl->heads;
     if (need > hw[0].capacity_bytes)
         return sp_error_set(err, SP_ERR_CONFIG,
@@ -102,7 +118,8 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
     const int n = wl->seq, d = wl->d, nvalid = n - (int)(wl->padding * n + 0.5);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int i = 0; i < nh; i++) {
-        int layer = i % wl->layers, head = (i / wl->layers) % wl->heads;
+        int layer, head;
+        sp_sim_sample_head(wl, nh, i, &layer, &head);
         float *q = sp_xmalloc((size_t)n * d, sizeof *q), *k = sp_xmalloc((size_t)n * d, sizeof *k);
         float *v = sp_xmalloc((size_t)n * d, sizeof *v), *outb = sp_xmalloc((size_t)n * d, sizeof *outb);
         unsigned char *valid = sp_xmalloc((size_t)n, 1);
@@ -136,6 +153,27 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
         const double *a = (const double *)&pst[i];
         double *b = (double *)&out->stats;
         for (size_t k = 0; k < sizeof pst[i] / sizeof(double); k++) b[k] += a[k];
+    }
+    /* spread over the sampled heads: standard error of the ratio estimator sum(b)/sum(x) of
+     * the speedup and the energy reduction of sprint over baseline-paper (delta method:
+     * SE = sqrt(sum (b_i - R x_i)^2 / (n (n - 1))) / mean(x)); 0 with one head */
+    for (int s = 0; s < SP_SIZE_COUNT && st == SP_OK; s++) {
+        for (int q = 0; q < 2; q++) {
+            double sb = 0, sx = 0;
+            for (int i = 0; i < nh; i++) {
+                sb += q ? per[i][s][SP_DESIGN_BASELINE].energy_pj_total : per[i][s][SP_DESIGN_BASELINE].cycles;
+                sx += q ? per[i][s][SP_DESIGN_SPRINT].energy_pj_total : per[i][s][SP_DESIGN_SPRINT].cycles;
+            }
+            double R = sx > 0 ? sb / sx : 0, ss = 0;
+            for (int i = 0; i < nh; i++) {
+                double b = q ? per[i][s][SP_DESIGN_BASELINE].energy_pj_total : per[i][s][SP_DESIGN_BASELINE].cycles;
+                double x = q ? per[i][s][SP_DESIGN_SPRINT].energy_pj_total : per[i][s][SP_DESIGN_SPRINT].cycles;
+                ss += (b - R * x) * (b - R * x);
+            }
+            double se = nh > 1 && sx > 0 ? sqrt(ss / ((double)nh * (nh - 1))) / (sx / nh) : 0;
+            if (q) out->energy_se[s] = se;
+            else out->speedup_se[s] = se;
+        }
     }
     /* the summed, scaled totals must still be consistent (each head was checked at its finish) */
     for (int s = 0; s < SP_SIZE_COUNT; s++)

@@ -48,7 +48,7 @@ void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int lay
     const double wb = sqrt(cfg->workload_band_weight / nf), wc = sqrt(cfg->workload_cluster_weight);
     const double wn = cfg->workload_noise / sqrt((double)dc), ws = sqrt(cfg->workload_sink_weight);
     /* queries carry the temperature; the op applies scale = 1/sqrt(d) */
-    const double qs = cfg->workload_temperature * sqrt((double)d);
+    const double qs = (wl->temperature > 0 ? wl->temperature : cfg->workload_temperature) * sqrt((double)d);
     const double p_new = 1.0 / cfg->workload_segment_len;
     int cl = 0;
     for (int t = 0; t < n; t++) {

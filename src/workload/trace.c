@@ -33,6 +33,8 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     }
     for (int s = 0; s < SP_SIZE_COUNT; s++) out->corelets[s] = hw[s].corelets;
     out->channels = hw[0].channels;
+    out->bw_bytes_per_cycle = hw[0].channels * 2.0 * hw[0].bus_bytes / hw[0].mem_cycle;
+    out->chip_ghz = cfg->chip_clock_mhz / 1000.0;
     sp_attn_op *op = NULL;
     sp_error oerr = {0};
     sp_config *ocfg = sp_sim_op_config(cfg); /* sprint.mass_lost off */
