@@ -1,6 +1,7 @@
 /* cli.c: common options, config assembly, error exits, progress. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#include "progress.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -172,8 +173,16 @@ void cli_progress(void *user, const char *what, double done, double total) {
     if (!final && now - progress_last < (tty ? 0.2 : 5.0)) return;
     progress_last = now;
     double eta = done > 0 && total > done ? el * (total - done) / done : 0;
-    fprintf(stderr, "%s[%s] %.0f/%.0f %s (%.0f%%), %.1f s elapsed, ~%.0f s left%s", tty ? "\r" : "",
-            c ? c->cmd : "sprint", done, total, what, total > 0 ? 100.0 * done / total : 0, el, eta,
+    /* within a run of several stages: the stage and the ETA of the whole run */
+    char pre[64];
+    double overall = progress_overall(total > 0 ? done / total : 0, pre, sizeof pre);
+    double run_el = progress_run_elapsed();
+    if (overall > 0.01 && run_el > el) {
+        el = run_el;
+        eta = el * (1 - overall) / overall;
+    }
+    fprintf(stderr, "%s[%s] %s%.0f/%.0f %s (%.0f%%), %.1f s elapsed, ~%.0f s left%s", tty ? "\r" : "",
+            c ? c->cmd : "sprint", pre, done, total, what, total > 0 ? 100.0 * done / total : 0, el, eta,
             tty ? "\033[K" : "\n");
     progress_open = tty;
     if (final) cli_progress_done();
@@ -183,4 +192,59 @@ void cli_progress_done(void) {
     if (progress_open) fputc('\n', stderr);
     progress_open = 0;
     progress_t0 = -1;
+}
+
+/* ---- names: "did you mean" ------------------------------------------------------------- */
+static int edit_distance(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    if (na > 64 || nb > 64) return 1000;
+    int d[65][65];
+    for (size_t i = 0; i <= na; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= nb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= na; i++)
+        for (size_t j = 1; j <= nb; j++) {
+            int ca = a[i - 1] >= 'A' && a[i - 1] <= 'Z' ? a[i - 1] + 32 : a[i - 1];
+            int cb = b[j - 1] >= 'A' && b[j - 1] <= 'Z' ? b[j - 1] + 32 : b[j - 1];
+            int best = d[i - 1][j - 1] + (ca != cb);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            d[i][j] = best;
+        }
+    return d[na][nb];
+}
+
+const char *cli_closest(const char *word, const char *const *cands, int n) {
+    int lim = (int)strlen(word) / 3, best = 1000;
+    if (lim < 2) lim = 2;
+    const char *out = NULL;
+    for (int i = 0; i < n; i++) {
+        int e = edit_distance(word, cands[i]);
+        if (e < best) best = e, out = cands[i];
+    }
+    return best <= lim ? out : NULL;
+}
+
+int cli_config_key(cli_common *c, const char *name, const char *what) {
+    size_t nk;
+    const sp_config_key *keys = sp_config_keys(&nk);
+    static char full[512][96];
+    static const char *fulls[512], *shorts[512];
+    int found = -1, nfound = 0;
+    for (size_t k = 0; k < nk && k < 512; k++) {
+        snprintf(full[k], sizeof full[k], "%s.%s", keys[k].section, keys[k].name);
+        fulls[k] = full[k];
+        shorts[k] = keys[k].name;
+        if (!strcmp(name, full[k])) return (int)k;
+        if (!strcmp(name, keys[k].name)) found = (int)k, nfound++;
+    }
+    if (nfound == 1) return found;
+    if (nfound > 1) cli_die(c, 2, "%s: '%s' is ambiguous, give section.key (see docs/config.md)", what, name);
+    const char *s = cli_closest(name, fulls, (int)(nk < 512 ? nk : 512));
+    if (!s) {
+        const char *t = cli_closest(name, shorts, (int)(nk < 512 ? nk : 512));
+        for (size_t k = 0; t && k < nk && k < 512; k++)
+            if (shorts[k] == t) s = fulls[k];
+    }
+    if (s) cli_die(c, 2, "%s: unknown config key '%s'; did you mean '%s'? (see docs/config.md)", what, name, s);
+    cli_die(c, 2, "%s: unknown config key '%s' (see docs/config.md)", what, name);
 }

@@ -55,3 +55,12 @@ void cli_progress_done(void);
 extern const char *CLI_COMMON_HELP;
 
 #endif
+
+/* ---- names (issue 10): "did you mean" and config-key lookup ------------------------------- */
+/* The candidate closest to word by edit distance (case-insensitive), or NULL when none is
+ * within max(2, strlen(word) / 3) edits. */
+const char *cli_closest(const char *word, const char *const *cands, int n);
+/* Resolves a config key given as section.key or, when unique, key alone; returns its index
+ * in sp_config_keys(), or dies (exit 2) naming the closest key ("did you mean"). what names
+ * the option for the message. */
+int cli_config_key(cli_common *c, const char *name, const char *what);
