@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "progress.h"
 #include "sprint/model.h"
 #include "sprint/sim.h"
 
@@ -112,8 +113,11 @@ int cmd_run(int argc, char **argv) {
     if (!res) cli_die(&c, 1, "out of memory");
     int n = 0;
     double t0 = sp_now_seconds();
+    progress_stages(n_names + (c.cfg.sim_real_traces || real_only));
     for (int i = 0; i < n_names; i++) {
-        if (!c.quiet) fprintf(stderr, "[run] %d/%d %s (%d tokens)...\n", i + 1, n_names, wls[i].name, wls[i].seq);
+        char what[96];
+        snprintf(what, sizeof what, "%.31s (%d tokens)", wls[i].name, wls[i].seq);
+        progress_stage(&c, what);
         sp_sim_opts o = {.threads = (int)c.cfg.run_threads, .progress = cli_progress, .progress_user = &c};
         if (sp_sim_run_synthetic(&c.cfg, &wls[i], &o, &res[n], &err) != SP_OK) cli_die_err(&c, &err);
         cli_progress_done();
@@ -122,7 +126,9 @@ int cmd_run(int argc, char **argv) {
     char why[1200] = "";
     if (c.cfg.sim_real_traces || real_only) {
         int skipped = 0;
-        if (!c.quiet) fprintf(stderr, "[run] real-model traces (%ld stories)...\n", c.cfg.sim_trace_stories);
+        char what[96];
+        snprintf(what, sizeof what, "real-model traces (%ld stories)", c.cfg.sim_trace_stories);
+        progress_stage(&c, what);
         if (run_real(&c, &res[n], &err, &skipped, why, sizeof why) != SP_OK) cli_die_err(&c, &err);
         if (skipped) {
             if (real_only) cli_die(&c, 1, "%s", why);

@@ -18,8 +18,9 @@ void progress_stage(const cli_common *c, const char *what) {
     stage++;
     if (run_t0 < 0) run_t0 = sp_now_seconds();
     if (c && c->quiet) return;
-    cli_progress_done();
     double el = sp_now_seconds() - run_t0;
+    if (el < 1.0) return; /* short runs stay silent; the progress lines carry the stage */
+    cli_progress_done();
     if (n_stages > 0) {
         double frac = (double)(stage - 1) / n_stages;
         if (frac > 0 && el > 1.0)

@@ -9,7 +9,8 @@
 
 /* Declares that the run has n stages (0 = unknown); resets the stage count and the clock. */
 void progress_stages(int n);
-/* Starts the next stage, named what; prints "[cmd] stage k/n: what" (unless --quiet). The
+/* Starts the next stage, named what; prints "[cmd] stage k/n: what" (unless --quiet or the run
+ * is younger than a second). The
  * library's progress callbacks (cli_progress) then show "stage k/n" and an overall ETA. */
 void progress_stage(const cli_common *c, const char *what);
 /* For cli_progress: writes the "stage k/n, " prefix (empty without stages) and returns the
