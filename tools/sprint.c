@@ -14,7 +14,8 @@ static const struct {
     {"eval", cmd_eval, "evaluate a model on text with dense or SPRINT attention (NLL, perplexity)"},
     {"calibrate", cmd_calibrate, "learn thresholds for a target kept fraction or loss budget"},
     {"compare", cmd_compare, "compare attention modes x threshold policies on a model in one run"},
-    {"sweep", cmd_sweep, "sweep MSB bit width and non-ideality magnitudes (NLL, false prunes)"},
+    {"sweep", cmd_sweep, "sweep any config keys over a grid in parallel: accuracy and simulator cost per point"},
+    {"plot", cmd_plot, "draw a paper figure (Fig. 5, 9, 10, 11, energy) or a sweep from sprint's outputs"},
     {"generate", cmd_generate, "generate text from a model (greedy or sampled), a smoke check"},
     {"config", cmd_config, "dump the effective config, write docs/config.md, or check a file"},
 };

@@ -23,6 +23,7 @@
  *   sim.h        sp_sim_hw, sp_hw_check_head, sp_sim_head_create/query/finish/free,
  *                sp_sim_run_synthetic, sp_sim_run_model, sp_workload_preset, sp_result_ratios,
  *                sp_design_name, sp_size_name, sp_energy_cat_name, sp_report_json/csv
+ *   paper.h      sp_paper_fig5, sp_paper_fig9 (the paper's values; sp_paper_lookup in sim.h)
  *
  * EXPERIMENTAL (may change in any release):
  *   - the field lists of sp_hw, sp_design_result, sp_wl_result and sp_wl_stats (read the
@@ -40,6 +41,7 @@
 #include "sprint/config.h"
 #include "sprint/functional.h"
 #include "sprint/model.h"
+#include "sprint/paper.h"
 #include "sprint/sim.h"
 
 #endif
