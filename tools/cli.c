@@ -65,8 +65,27 @@ void cli_finish(cli_common *c) {
     sp_error err = {0};
     for (int i = 0; i < c->n_files; i++)
         if (sp_config_load_file(&c->cfg, c->files[i], &err) != SP_OK) cli_die_err(c, &err);
-    for (int i = 0; i < c->n_sets; i++)
-        if (sp_config_set(&c->cfg, c->sets[i], "--set", &err) != SP_OK) cli_die_err(c, &err);
+    for (int i = 0; i < c->n_sets; i++) {
+        /* section-less or misspelt keys: resolved or refused with a suggestion */
+        const char *eq = strchr(c->sets[i], '=');
+        char key[128], full[512];
+        const char *as = c->sets[i];
+        if (eq && (size_t)(eq - c->sets[i]) < sizeof key) {
+            memcpy(key, c->sets[i], (size_t)(eq - c->sets[i]));
+            key[eq - c->sets[i]] = 0;
+            char *dot = strchr(key, '.');
+            if (dot) *dot = 0;
+            int known = dot && sp_config_find(key, dot + 1) >= 0;
+            if (dot) *dot = '.';
+            if (!known) {
+                size_t nk;
+                const sp_config_key *k = &sp_config_keys(&nk)[cli_config_key(c, key, "--set")];
+                snprintf(full, sizeof full, "%s.%s%s", k->section, k->name, eq);
+                as = full;
+            }
+        }
+        if (sp_config_set(&c->cfg, as, "--set", &err) != SP_OK) cli_die_err(c, &err);
+    }
     if (sp_config_check_required(&c->cfg, &err) != SP_OK) cli_die_err(c, &err);
 }
 
@@ -247,4 +266,32 @@ int cli_config_key(cli_common *c, const char *name, const char *what) {
     }
     if (s) cli_die(c, 2, "%s: unknown config key '%s'; did you mean '%s'? (see docs/config.md)", what, name, s);
     cli_die(c, 2, "%s: unknown config key '%s' (see docs/config.md)", what, name);
+}
+
+void cli_no_table_options(const cli_common *c) {
+    if (c->json) cli_die(c, 2, "--json: sprint %s prints no table (see sprint %s --help)", c->cmd, c->cmd);
+    if (c->csv_path) cli_die(c, 2, "--csv: sprint %s prints no table (see sprint %s --help)", c->cmd, c->cmd);
+}
+
+const char *CLI_WORKLOAD_HELP =
+    "  --seq N              sequence length of the presets run (tokens): workload.<preset>_seq\n"
+    "  --padding F          share of padded tokens of the presets run (fraction): workload.<preset>_padding\n";
+
+int cli_workload_option(cli_common *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i], *suffix = !strcmp(a, "--seq") ? "_seq" : !strcmp(a, "--padding") ? "_padding" : NULL;
+    if (!suffix) return 0;
+    const char *v = cli_value(c, argc, argv, i);
+    static char buf[64][96];
+    static int nbuf = 0;
+    size_t nk;
+    const sp_config_key *keys = sp_config_keys(&nk);
+    for (size_t k = 0; k < nk; k++) {
+        size_t ln = strlen(keys[k].name), ls = strlen(suffix);
+        if (strcmp(keys[k].section, "workload") || ln <= ls || strcmp(keys[k].name + ln - ls, suffix)) continue;
+        if (nbuf >= 64) cli_die(c, 2, "too many %s options", a);
+        if (snprintf(buf[nbuf], sizeof buf[0], "workload.%s=%s", keys[k].name, v) >= (int)sizeof buf[0])
+            cli_die(c, 2, "%s: value too long: '%.20s...'", a, v);
+        push_set(c, buf[nbuf++]);
+    }
+    return 1;
 }

@@ -31,7 +31,9 @@ void cli_init(cli_common *c, const char *cmd);
 int cli_common_option(cli_common *c, int argc, char **argv, int *i);
 /* Returns argv[*i + 1] and advances *i, or exits 2 with a message when the value is missing. */
 const char *cli_value(cli_common *c, int argc, char **argv, int *i);
-/* Applies the config files and overrides; exits 2 on the first config error. */
+/* Applies the config files and overrides; exits 2 on the first config error. A --set key may
+ * be given without its section when unique (--set msb_bits=3); an unknown key is an error
+ * naming the closest one ("did you mean"). */
 void cli_finish(cli_common *c);
 /* Prints "sprint <cmd>: <msg>" on stderr and exits with code (1 user error, 2 usage). */
 _Noreturn void cli_die(const cli_common *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -64,3 +66,11 @@ const char *cli_closest(const char *word, const char *const *cands, int n);
  * in sp_config_keys(), or dies (exit 2) naming the closest key ("did you mean"). what names
  * the option for the message. */
 int cli_config_key(cli_common *c, const char *name, const char *what);
+/* For commands whose output is not a table (generate, config, trace): --json and --csv, which
+ * the common options accept, are refused with an error instead of being ignored. */
+void cli_no_table_options(const cli_common *c);
+/* The per-workload keys under short names: --seq N sets workload.<preset>_seq and --padding F
+ * workload.<preset>_padding of every preset (the ones run are those --workload names).
+ * Returns 1 when argv[*i] was one of them. */
+int cli_workload_option(cli_common *c, int argc, char **argv, int *i);
+extern const char *CLI_WORKLOAD_HELP;

@@ -17,13 +17,14 @@ static void help(void) {
            "S, M, L on the preset suite (workload.suite: %s) and, when the shared model is\n"
            "found, on the real model's traces; prints a table per workload, the energy breakdown, and the\n"
            "reproduction summary beside the paper's values. Defaults need no files and take under a minute.\n\n"
-           "  --workload NAME   simulate this preset (repeatable; replaces workload.suite)\n"
+           "  --workload NAME   simulate only this preset, or 'real' for the real-model traces (repeatable;\n"
+           "                    replaces workload.suite and sim.real_traces)\n"
            "  --no-real         skip the real-model traces (same as --set sim.real_traces=0)\n"
            "  --real-only       only the real-model traces\n"
            "  --heads N         heads simulated per preset (workload.sim_heads)\n"
            "  --sizes LIST      chip sizes, e.g. S or S,M,L (chip.sizes)\n"
-           "  --summary         print only the reproduction summary\n\n%s",
-           SP_WORKLOAD_PRESETS, CLI_COMMON_HELP);
+           "  --summary         print only the reproduction summary\n%s\n%s",
+           SP_WORKLOAD_PRESETS, CLI_WORKLOAD_HELP, CLI_COMMON_HELP);
 }
 
 static sp_status run_real(cli_common *c, sp_wl_result *out, sp_error *err, int *skipped, char *why, size_t nwhy) {
@@ -61,7 +62,7 @@ int cmd_run(int argc, char **argv) {
     int n_names = 0, real_only = 0, summary = 0;
     static char setbuf[4][300];
     for (int i = 1; i < argc; i++) {
-        if (cli_common_option(&c, argc, argv, &i)) continue;
+        if (cli_common_option(&c, argc, argv, &i) || cli_workload_option(&c, argc, argv, &i)) continue;
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help();
@@ -94,6 +95,7 @@ int cmd_run(int argc, char **argv) {
     }
     cli_finish(&c);
     /* workload list */
+    int named = n_names > 0; /* --workload given */
     char suite[256];
     snprintf(suite, sizeof suite, "%s", c.cfg.workload_suite);
     if (!n_names && !real_only)
@@ -102,6 +104,14 @@ int cmd_run(int argc, char **argv) {
             if (*tok) names[n_names++] = tok;
         }
     if (real_only) n_names = 0;
+    /* --workload runs only what it names: the real-model traces only as --workload real */
+    int want_real = 0, kept_names = 0;
+    for (int i = 0; i < n_names; i++) {
+        if (!strcmp(names[i], "real")) want_real = 1;
+        else names[kept_names++] = names[i];
+    }
+    n_names = kept_names;
+    if (named && want_real && !n_names) real_only = 1;
     sp_error err = {0};
     sp_hw hw[SP_SIZE_COUNT];
     unsigned mask;
@@ -113,7 +123,7 @@ int cmd_run(int argc, char **argv) {
     if (!res) cli_die(&c, 1, "out of memory");
     int n = 0;
     double t0 = sp_now_seconds();
-    progress_stages(n_names + (c.cfg.sim_real_traces || real_only));
+    progress_stages(n_names + ((named ? want_real : c.cfg.sim_real_traces) || real_only));
     for (int i = 0; i < n_names; i++) {
         char what[96];
         snprintf(what, sizeof what, "%.31s (%d tokens)", wls[i].name, wls[i].seq);
@@ -124,7 +134,7 @@ int cmd_run(int argc, char **argv) {
         n++;
     }
     char why[1200] = "";
-    if (c.cfg.sim_real_traces || real_only) {
+    if ((named ? want_real : c.cfg.sim_real_traces) || real_only) {
         int skipped = 0;
         char what[96];
         snprintf(what, sizeof what, "real-model traces (%ld stories)", c.cfg.sim_trace_stories);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 
 static const struct {
@@ -38,6 +39,13 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < NCMD; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    const char *names[NCMD];
+    for (size_t i = 0; i < NCMD; i++) names[i] = COMMANDS[i].name;
+    const char *near = cli_closest(argv[1], names, (int)NCMD);
+    if (near) {
+        fprintf(stderr, "sprint: error: unknown command '%s'; did you mean '%s'?\n", argv[1], near);
+        return 2;
+    }
     fprintf(stderr, "sprint: error: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
