@@ -50,6 +50,7 @@ typedef struct plot_ctx {
 
 /* ---- inputs ---------------------------------------------------------------------------- */
 typedef struct csv {
+    char *text;   /* the file; every field points into it */
     char **cols;
     int ncol;
     char ***rows; /* rows[r][c] */
@@ -104,7 +105,15 @@ static void csv_load(plot_ctx *x, csv *t) {
         t->rows[t->nrow++] = f;
     }
     if (!t->cols || !t->nrow) cli_die(&x->c, 1, "%s: no rows (expected a CSV with a header line)", x->input);
-    /* text stays allocated: the fields point into it */
+    t->text = text;
+}
+
+static void csv_free(csv *t) {
+    for (int r = 0; r < t->nrow; r++) free(t->rows[r]);
+    free(t->rows);
+    free(t->cols);
+    free(t->text);
+    memset(t, 0, sizeof *t);
 }
 
 static int csv_col(const csv *t, const char *name) {
@@ -256,6 +265,7 @@ static void fig5(plot_ctx *x) {
     fclose(g);
     render(x, cost ? "1500,460" : "1000,440", cost ? "1500,460" : "1000,440", body);
     free(body);
+    csv_free(&t);
 }
 
 static void fig9(plot_ctx *x) {
@@ -283,6 +293,7 @@ static void fig9(plot_ctx *x) {
             for (int m = 0; m < 4 && pi >= 0; m++)
                 if (!strcmp(modes[m], mode)) val[pi][m] = v;
         }
+        csv_free(&t);
     } else {
         cJSON *o = json_load(x);
         const cJSON *rows = cJSON_GetObjectItemCaseSensitive(o, "rows"), *r;
@@ -551,6 +562,7 @@ static void sweep_plot(plot_ctx *x, const char *xcol, const char *ycols, const c
     fclose(g);
     render(x, "900,560", "900,560", body);
     free(body);
+    csv_free(&t);
 }
 
 static void remove_dir(const char *dir) {
