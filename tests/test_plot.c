@@ -109,7 +109,7 @@ Test(plot, accuracy_figures_and_sweeps, .init = setup, .fini = teardown, .timeou
     fclose(f);
     snprintf(prefix, sizeof prefix, "%s/fig9", dir);
     cr_assert_eq(run("plot fig9 %s --out %s --quiet", path, prefix, err, sizeof err), 0, "%s", err);
-    const char *want9[3] = {"onchip", "GPT-2-L", "SPRINT-w/o-recompute"};
+    const char *want9[3] = {"onchip", "GPT-2-L", "w/o-recompute"};
     check_outputs(prefix, want9, 3);
 }
 

@@ -314,7 +314,7 @@ static void fig9(plot_ctx *x) {
     if (!np) cli_die(&x->c, 1, "%s: no non-dense rows", x->input);
     char ours[400], paper[400];
     FILE *f = data_file(x, ours, sizeof ours);
-    static const char *const mlab[4] = {"dense", "runtime-pruning", "SPRINT-w/o-recompute", "SPRINT"};
+    static const char *const mlab[4] = {"dense", "pruning", "w/o-recompute", "SPRINT"};
     for (int m = 1; m < 4; m++) {
         fprintf(f, "%s", mlab[m]);
         for (int p = 0; p < np; p++) fprintf(f, " %g", isnan(val[p][m]) ? NAN : val[p][m] > 0.01 ? val[p][m] : 0.01);
