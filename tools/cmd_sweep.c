@@ -52,6 +52,7 @@ typedef struct plan {
     int each;                     /* 1: one axis at a time around the base (no grid) */
     long npoints;
     const char *out;              /* output directory */
+    int temp;                     /* out is a temporary directory, removed at the end */
 } plan;
 
 /* default value lists for the keys of the paper's figures (used when --values is absent) */
@@ -561,7 +562,7 @@ static void collect(cli_common *c, const plan *p) {
             }
         }
         printf("sprint sweep: %ld points in %s (units: nats/token, fractions, core cycles, pJ, bytes, s)\n",
-               p->npoints, p->out);
+               p->npoints, p->temp ? "a temporary directory (--out DIR keeps them)" : p->out);
         ci = 0;
         cJSON_ArrayForEach(col, first) {
             printf("%-*s%s", ci < 128 ? w[ci] : 8, col->string, ci + 1 < ncol ? " " : "\n");
@@ -822,6 +823,7 @@ int cmd_sweep(int argc, char **argv) {
         tmpdir = strdup(tmpl);
         if (!mkdtemp(tmpdir)) cli_die(&c, 1, "cannot create a temporary directory %s: %s", tmpl, strerror(errno));
         p.out = tmpdir;
+        p.temp = 1;
     }
     char pdir[1100], planf[1100];
     snprintf(pdir, sizeof pdir, "%s/points", p.out);
