@@ -91,7 +91,7 @@ static const char *default_lists(void) {
 static void help(void) {
     printf("usage: sprint sweep --param KEY [--values LIST] [--param KEY2 [--values LIST2]]...\n"
            "                    [--attention MODES] [--workload NAME] [--size S|M|L] [--measure accuracy,sim]\n"
-           "                    [--each] [--out DIR] [--jobs N] [--shard I/N] [--list] [--point K] [--calibrate base|point]\n"
+           "                    [--each] [--max-points N] [--out DIR] [--jobs N] [--shard I/N] [--list] [--point K] [--calibrate base|point]\n"
            "                    [--model M] [--tokenizer T] [--text F] [common options]\n\n"
            "Runs every point of the grid (the product of the --param values, times the --attention modes) as\n"
            "an independent process, in parallel, and prints one row per point with every config key that\n"
@@ -108,6 +108,7 @@ static void help(void) {
            "  --values LIST      comma-separated values of the preceding --param; default lists:\n"
            "%s"
            "  --each             one --param at a time around the base configuration instead of the grid\n"
+           "  --max-points N     refuse grids larger than N points (default 1000)\n"
            "  --attention MODES  accuracy: comma-separated modes (default sprint; pruning, sprint-norecompute);\n"
            "                     with sim too, the simulator's masks come from the same mode (workload.mode)\n"
            "  --workload NAME    sim: a preset (%s) or 'real' (the real model's traces)\n"
@@ -690,6 +691,7 @@ int cmd_sweep(int argc, char **argv) {
     const char *values[MAX_AXES] = {0}, *measure = NULL, *shard = NULL, *cal = NULL, *size = "S";
     char modes_buf[256] = "sprint";
     int jobs = 0, list = 0, modes_given = 0, threads_given = 0;
+    long max_points = 1000;
     long point = -1;
     char *tmpdir = NULL;
     for (int i = 1; i < argc; i++) {
@@ -730,6 +732,11 @@ int cmd_sweep(int argc, char **argv) {
             jobs = (int)n;
         } else if (!strcmp(a, "--shard")) {
             shard = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--max-points")) {
+            const char *v = cli_value(&c, argc, argv, &i);
+            char *end;
+            max_points = strtol(v, &end, 10);
+            if (end == v || *end || max_points < 1) cli_die(&c, 2, "--max-points: expected a whole number >= 1, got '%s'", v);
         } else if (!strcmp(a, "--each")) {
             p.each = 1;
         } else if (!strcmp(a, "--list")) {
@@ -803,6 +810,9 @@ int cmd_sweep(int argc, char **argv) {
     } else if (modes_given) {
         cli_die(&c, 2, "--attention is for --measure accuracy (the simulator's op is workload.mode)");
     }
+    if (p.npoints > max_points)
+        cli_die(&c, 2, "the grid has %ld points (the product of the value counts%s); sweep one key at a time with --each, "
+                "or allow it with --max-points %ld", p.npoints, p.nm > 1 ? " and modes" : "", p.npoints);
     long shard_i = 0, shard_n = 1;
     if (shard) {
         char *end;
@@ -812,7 +822,6 @@ int cmd_sweep(int argc, char **argv) {
             cli_die(&c, 2, "--shard: expected I/N with 0 <= I < N, got '%s'", shard);
     }
     if (point >= p.npoints) cli_die(&c, 2, "--point %ld: the sweep has points 0..%ld", point, p.npoints - 1);
-    if (p.acc && p.sim && strcmp(p.workload, "real") == 0 && 0) cli_die(&c, 2, "unreachable");
 
     /* the output directory and its plan */
     if (!p.out) {
