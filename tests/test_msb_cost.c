@@ -11,16 +11,18 @@
 
 /* Thresholding-bound geometry: one array at a time, so the rounds dominate CopyQ and ReadP. */
 static void run_bits(long bits, long cell_bits, sp_hw *hw_out, sp_design_result res[][SP_DESIGN_COUNT]) {
+    sp_hw hw[SP_SIZE_COUNT]; /* sp_sim_head_create copies every size */
     sp_config c;
     sp_config_defaults(&c);
     c.quant_msb_bits = bits;
     c.memory_cell_bits = cell_bits;
     c.memory_arrays_parallel = 1;
     sp_error err = {0};
-    cr_assert_eq(sp_hw_from_config(&c, 0, hw_out, &err), SP_OK, "%s", err.msg);
+    for (int s = 0; s < SP_SIZE_COUNT; s++) cr_assert_eq(sp_hw_from_config(&c, s, &hw[s], &err), SP_OK, "%s", err.msg);
+    *hw_out = hw[0];
     enum { N = 2048, D = 64 };
     static int32_t keep[8] = {0, 5, 9, 100, 500, 1000, 1500, 2047};
-    th_sim_one_query(hw_out, 1u, N, D, keep, 8, keep, 4, res);
+    th_sim_one_query(hw, 1u, N, D, keep, 8, keep, 4, res);
 }
 
 Test(msb_cost, cells_per_element_derived_from_bits) {

@@ -155,11 +155,12 @@ Test(sweep, refuses_another_sweeps_directory_and_suggests_keys) {
     cr_assert(strstr(err, "another sweep") != NULL, "%s", err);
     cr_assert_eq(th_run_sprint("sweep --param msb_bit --values 1", out, sizeof out, err, sizeof err), 2);
     cr_assert(strstr(err, "did you mean 'quant.msb_bits'") != NULL, "%s", err);
-    cr_assert_eq(th_run_sprint("sweep --param quant.msb_bits --values 9 --out /tmp/x", out, sizeof out, err, sizeof err), 1);
+    cr_assert_eq(th_run_sprint("sweep --param quant.msb_bits --values 9 --out /nonexistent/sp_sweep", out, sizeof out, err,
+                               sizeof err), 1);
     cr_assert(strstr(err, "msb_bits") != NULL, "%s", err);
     /* a huge grid is refused with directions instead of started */
     cr_assert_eq(th_run_sprint("sweep --param d2d_sigma --param c2c_sigma --param stuck_at_0 --param stuck_at_1 "
-                               "--param margin_sigma --param onoff_ratio --list --out /tmp/x", out, sizeof out, err,
+                               "--param margin_sigma --param onoff_ratio --list --out /nonexistent/sp_sweep", out, sizeof out, err,
                                sizeof err), 2);
     cr_assert(strstr(err, "--each") && strstr(err, "12000 points"), "%s", err);
     /* --each: one key at a time, 4 + 3 points */

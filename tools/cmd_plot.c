@@ -128,6 +128,10 @@ static int csv_need(plot_ctx *x, const csv *t, const char *name, const char *hin
     return i;
 }
 
+/* What the inputs were loaded into stays reachable from these until freed, so an error exit
+ * (cli_die) leaves no leak behind for the sanitizer build. */
+static cJSON *volatile loaded_json; /* volatile: the store is kept although never read */
+
 static cJSON *json_load(plot_ctx *x) {
     char *text = NULL;
     size_t len = 0;
@@ -136,6 +140,7 @@ static cJSON *json_load(plot_ctx *x) {
     cJSON *o = cJSON_Parse(text);
     free(text);
     if (!o) cli_die(&x->c, 1, "%s: not JSON (expected the --json output of a sprint command)", x->input);
+    loaded_json = o;
     return o;
 }
 
@@ -199,7 +204,7 @@ static const char *title_or(plot_ctx *x, char *buf, size_t n, const char *def) {
 }
 
 static void fig5(plot_ctx *x) {
-    csv t;
+    static csv t; /* static: reachable on an error exit */
     csv_load(x, &t);
     const char *hint = "expected sprint sweep --param quant.msb_bits with accuracy";
     int cb = csv_need(x, &t, "quant.msb_bits", hint), cm = csv_col(&t, "attention"),
@@ -278,7 +283,7 @@ static void fig9(plot_ctx *x) {
         for (int m = 0; m < 4; m++) val[p][m] = NAN;
     size_t il = strlen(x->input);
     if (il > 4 && !strcmp(x->input + il - 4, ".csv")) {
-        csv t;
+        static csv t; /* static: reachable on an error exit */
         csv_load(x, &t);
         int cm = csv_need(x, &t, "mode", "expected sprint compare --csv"), cp = csv_need(x, &t, "policy", "compare CSV"),
             cn = csv_need(x, &t, "nll_change_fraction", "compare CSV");
@@ -500,7 +505,7 @@ static void energy(plot_ctx *x, const char *size) {
 
 static void sweep_plot(plot_ctx *x, const char *xcol, const char *ycols, const char *bycol, int logy) {
     if (!xcol || !ycols) cli_die(&x->c, 2, "sweep plots need --x COL and --y COL[,COL...] (columns of %s)", x->input);
-    csv t;
+    static csv t; /* static: reachable on an error exit */
     csv_load(x, &t);
     int cx = csv_need(x, &t, xcol, "--x"), cb = bycol ? csv_need(x, &t, bycol, "--by") : -1;
     char ybuf[512];

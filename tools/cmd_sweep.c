@@ -838,9 +838,10 @@ int cmd_sweep(int argc, char **argv) {
     snprintf(pdir, sizeof pdir, "%s/points", p.out);
     mkdir_p(&c, pdir);
     snprintf(planf, sizeof planf, "%s/sweep.ini", p.out);
-    char *sig = signature(&c, &p);
+    static char *sig, *old; /* static: reachable on an error exit */
+    sig = signature(&c, &p);
     {
-        char *old = NULL;
+        old = NULL;
         size_t len = 0;
         if (sp_read_file(planf, &old, &len, &err) == SP_OK) {
             if (strcmp(old, sig))
