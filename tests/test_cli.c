@@ -99,3 +99,29 @@ Test(cli, run_workload_runs_only_what_it_names, .timeout = 120) {
     cr_assert(!strstr(out, "stories260K") && !strstr(out, "\"real"), "run --workload ViT-B also ran the real model");
     cr_assert(strstr(out, "\"seq\":\t64") || strstr(out, "\"seq\":64"), "--seq 64 not applied: %.300s", out);
 }
+
+/* compare --json and --csv name each quantity the same way (the CSV header = the JSON keys) */
+Test(cli, json_keys_are_csv_columns, .timeout = 300) {
+    TH_NEED_SHARED(model, "models/stories260K.bin");
+    char args[512];
+    const char *csv = "/tmp/sp_cli_compare.csv";
+    snprintf(args, sizeof args, "compare --policies oracle --modes sprint --set policy.delta=3 --set eval.max_stories=1 "
+                                "--json --csv %s --quiet", csv);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    FILE *f = fopen(csv, "r");
+    cr_assert(f != NULL);
+    char head[1024];
+    cr_assert(fgets(head, sizeof head, f) != NULL);
+    fclose(f);
+    remove(csv);
+    head[strcspn(head, "\n")] = 0;
+    const char *sprint_row = strstr(out, "\"mode\":\"sprint\"");
+    cr_assert(sprint_row != NULL, "%s", out);
+    int n = 0;
+    for (char *save = NULL, *col = strtok_r(head, ",", &save); col; col = strtok_r(NULL, ",", &save), n++) {
+        char key[80];
+        snprintf(key, sizeof key, "\"%s\":", col);
+        cr_assert(strstr(sprint_row, key) != NULL, "CSV column %s is not a JSON key: %s", col, sprint_row);
+    }
+    cr_assert(n >= 12, "%d columns", n);
+}

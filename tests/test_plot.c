@@ -103,8 +103,8 @@ Test(plot, accuracy_figures_and_sweeps, .init = setup, .fini = teardown, .timeou
     snprintf(path, sizeof path, "%s/compare.json", dir);
     f = fopen(path, "w");
     fputs("{\"command\":\"compare\",\"rows\":[{\"mode\":\"dense\",\"policy\":\"-\",\"nll_change\":0},"
-          "{\"mode\":\"pruning\",\"policy\":\"onchip\",\"nll_change\":0.001},"
-          "{\"mode\":\"sprint-norecompute\",\"policy\":\"onchip\",\"nll_change\":0.5},"
+          "{\"mode\":\"pruning\",\"policy\":\"onchip\",\"nll_change_fraction\":0.001},"
+          "{\"mode\":\"sprint-norecompute\",\"policy\":\"onchip\",\"nll_change_fraction\":0.5},"
           "{\"mode\":\"sprint\",\"policy\":\"onchip\",\"nll_change\":0.003}]}\n", f);
     fclose(f);
     snprintf(prefix, sizeof prefix, "%s/fig9", dir);

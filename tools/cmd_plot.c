@@ -306,7 +306,9 @@ static void fig9(plot_ctx *x) {
         cJSON_ArrayForEach(r, rows) {
             const char *mode = jstr(x, r, "mode"), *policy = jstr(x, r, "policy");
             if (!strcmp(mode, "dense")) continue;
-            double v = 100 * jnum(x, r, "nll_change");
+            /* nll_change_fraction (the CSV name, since issue 10); nll_change in older files */
+            const cJSON *nc = cJSON_GetObjectItemCaseSensitive(r, "nll_change_fraction");
+            double v = 100 * (cJSON_IsNumber(nc) ? nc->valuedouble : jnum(x, r, "nll_change"));
             int pi = -1;
             for (int p = 0; p < np; p++)
                 if (!strcmp(pol[p], policy)) pi = p;
