@@ -84,6 +84,14 @@ Test(cli, did_you_mean_and_short_keys) {
     cr_assert(strstr(err, "did you mean 'chip.buffer_kb_s'"), "%s", err);
 }
 
+Test(cli, modes_and_designs_not_confused) {
+    cr_assert_eq(th_run_sprint("compare --modes sprint-noreuse", out, sizeof out, err, sizeof err), 2);
+    cr_assert(strstr(err, "simulator design"), "%s", err);
+    cr_assert_eq(th_run_sprint("sweep --param msb_bits --values 4 --attention sprint-norecompte", out, sizeof out, err,
+                               sizeof err), 2);
+    cr_assert(strstr(err, "did you mean 'sprint-norecompute'"), "%s", err);
+}
+
 Test(cli, no_silently_ignored_output_options) {
     cr_assert_eq(th_run_sprint("config dump --json", out, sizeof out, err, sizeof err), 2);
     cr_assert(strstr(err, "--json"), "%s", err);

@@ -295,3 +295,20 @@ int cli_workload_option(cli_common *c, int argc, char **argv, int *i) {
     }
     return 1;
 }
+
+const char *cli_mode_hint(const char *name) {
+    static char buf[256];
+    static const char *const designs[] = {"baseline-paper", "baseline-tiled", "mask-only", "sprint-noreuse"};
+    static const char *const modes[] = {"dense", "dense-ref", "pruning", "sprint-norecompute", "sprint"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, designs[i])) {
+            snprintf(buf, sizeof buf, "; '%s' is a simulator design (a row of sprint run), not an attention mode", name);
+            return buf;
+        }
+    const char *m = cli_closest(name, modes, 5);
+    if (m) {
+        snprintf(buf, sizeof buf, "; did you mean '%s'?", m);
+        return buf;
+    }
+    return "";
+}

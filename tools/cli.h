@@ -74,3 +74,6 @@ void cli_no_table_options(const cli_common *c);
  * Returns 1 when argv[*i] was one of them. */
 int cli_workload_option(cli_common *c, int argc, char **argv, int *i);
 extern const char *CLI_WORKLOAD_HELP;
+/* For an unknown attention mode: a hint when the name is a simulator design (sprint-noreuse,
+ * baseline-paper, ...: `sprint run` results, not functional modes) or close to a mode, else "". */
+const char *cli_mode_hint(const char *name);

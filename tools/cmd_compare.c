@@ -60,7 +60,8 @@ int cmd_compare(int argc, char **argv) {
     int nm = split_list(modes_buf, modes, 8), np = split_list(pol_buf, pols, 8);
     for (int i = 0; i < nm; i++)
         if (strcmp(modes[i], "pruning") && strcmp(modes[i], "sprint-norecompute") && strcmp(modes[i], "sprint"))
-            cli_die(&c, 2, "--modes: unknown mode '%s' (pruning, sprint-norecompute, sprint)", modes[i]);
+            cli_die(&c, 2, "--modes: unknown mode '%s' (pruning, sprint-norecompute, sprint)%s", modes[i],
+                    cli_mode_hint(modes[i]));
     for (int i = 0; i < np; i++)
         if (strcmp(pols[i], "layer") && strcmp(pols[i], "head") && strcmp(pols[i], "topk") &&
             strcmp(pols[i], "oracle") && strcmp(pols[i], "onchip"))

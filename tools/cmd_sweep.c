@@ -802,7 +802,7 @@ int cmd_sweep(int argc, char **argv) {
     if (p.acc) {
         for (char *save = NULL, *t = strtok_r(modes_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
             if (strcmp(t, "pruning") && strcmp(t, "sprint-norecompute") && strcmp(t, "sprint"))
-                cli_die(&c, 2, "--attention: unknown mode '%s' (pruning, sprint-norecompute, sprint)", t);
+                cli_die(&c, 2, "--attention: unknown mode '%s' (pruning, sprint-norecompute, sprint)%s", t, cli_mode_hint(t));
             if (p.nm >= 4) cli_die(&c, 2, "--attention: at most 4 modes");
             p.modes[p.nm++] = t;
         }
