@@ -186,7 +186,7 @@ Test(functional_model, cli_bad_inputs_are_clear_errors) {
     snprintf(args, sizeof args,
              "compare --policies oracle --modes sprint --set policy.file=%s --set eval.max_stories=1 --json --quiet", good);
     cr_assert_eq(th_run_sprint(args, out, sizeof out, err, sizeof err), 0, "%s", err);
-    cr_assert(strstr(out, "\"delta\":0.75,"), "compare takes delta from the file: %s", out);
+    cr_assert(strstr(out, "\"delta_nats\":0.75,"), "compare takes delta from the file: %s", out);
     /* out-of-range bit widths, unknown policy and mode, topk calibration */
     cli_fails("eval --attention sprint --set quant.msb_bits=9 --quiet", 1, "quant.msb_bits");
     cli_fails("sweep --param dac_bits --values 1 --quiet", 1, "reram.dac_bits");

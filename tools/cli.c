@@ -1,6 +1,7 @@
 /* cli.c: common options, config assembly, error exits, progress. */
 #define _POSIX_C_SOURCE 200809L
 #include "cli.h"
+#include "progress.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -64,8 +65,27 @@ void cli_finish(cli_common *c) {
     sp_error err = {0};
     for (int i = 0; i < c->n_files; i++)
         if (sp_config_load_file(&c->cfg, c->files[i], &err) != SP_OK) cli_die_err(c, &err);
-    for (int i = 0; i < c->n_sets; i++)
-        if (sp_config_set(&c->cfg, c->sets[i], "--set", &err) != SP_OK) cli_die_err(c, &err);
+    for (int i = 0; i < c->n_sets; i++) {
+        /* section-less or misspelt keys: resolved or refused with a suggestion */
+        const char *eq = strchr(c->sets[i], '=');
+        char key[128], full[512];
+        const char *as = c->sets[i];
+        if (eq && (size_t)(eq - c->sets[i]) < sizeof key) {
+            memcpy(key, c->sets[i], (size_t)(eq - c->sets[i]));
+            key[eq - c->sets[i]] = 0;
+            char *dot = strchr(key, '.');
+            if (dot) *dot = 0;
+            int known = dot && sp_config_find(key, dot + 1) >= 0;
+            if (dot) *dot = '.';
+            if (!known) {
+                size_t nk;
+                const sp_config_key *k = &sp_config_keys(&nk)[cli_config_key(c, key, "--set")];
+                snprintf(full, sizeof full, "%s.%s%s", k->section, k->name, eq);
+                as = full;
+            }
+        }
+        if (sp_config_set(&c->cfg, as, "--set", &err) != SP_OK) cli_die_err(c, &err);
+    }
     if (sp_config_check_required(&c->cfg, &err) != SP_OK) cli_die_err(c, &err);
 }
 
@@ -172,8 +192,16 @@ void cli_progress(void *user, const char *what, double done, double total) {
     if (!final && now - progress_last < (tty ? 0.2 : 5.0)) return;
     progress_last = now;
     double eta = done > 0 && total > done ? el * (total - done) / done : 0;
-    fprintf(stderr, "%s[%s] %.0f/%.0f %s (%.0f%%), %.1f s elapsed, ~%.0f s left%s", tty ? "\r" : "",
-            c ? c->cmd : "sprint", done, total, what, total > 0 ? 100.0 * done / total : 0, el, eta,
+    /* within a run of several stages: the stage and the ETA of the whole run */
+    char pre[64];
+    double overall = progress_overall(total > 0 ? done / total : 0, pre, sizeof pre);
+    double run_el = progress_run_elapsed();
+    if (overall > 0.01 && run_el > el) {
+        el = run_el;
+        eta = el * (1 - overall) / overall;
+    }
+    fprintf(stderr, "%s[%s] %s%.0f/%.0f %s (%.0f%%), %.1f s elapsed, ~%.0f s left%s", tty ? "\r" : "",
+            c ? c->cmd : "sprint", pre, done, total, what, total > 0 ? 100.0 * done / total : 0, el, eta,
             tty ? "\033[K" : "\n");
     progress_open = tty;
     if (final) cli_progress_done();
@@ -183,4 +211,104 @@ void cli_progress_done(void) {
     if (progress_open) fputc('\n', stderr);
     progress_open = 0;
     progress_t0 = -1;
+}
+
+/* ---- names: "did you mean" ------------------------------------------------------------- */
+static int edit_distance(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    if (na > 64 || nb > 64) return 1000;
+    int d[65][65];
+    for (size_t i = 0; i <= na; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= nb; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= na; i++)
+        for (size_t j = 1; j <= nb; j++) {
+            int ca = a[i - 1] >= 'A' && a[i - 1] <= 'Z' ? a[i - 1] + 32 : a[i - 1];
+            int cb = b[j - 1] >= 'A' && b[j - 1] <= 'Z' ? b[j - 1] + 32 : b[j - 1];
+            int best = d[i - 1][j - 1] + (ca != cb);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            d[i][j] = best;
+        }
+    return d[na][nb];
+}
+
+const char *cli_closest(const char *word, const char *const *cands, int n) {
+    int lim = (int)strlen(word) / 3, best = 1000;
+    if (lim < 2) lim = 2;
+    const char *out = NULL;
+    for (int i = 0; i < n; i++) {
+        int e = edit_distance(word, cands[i]);
+        if (e < best) best = e, out = cands[i];
+    }
+    return best <= lim ? out : NULL;
+}
+
+int cli_config_key(cli_common *c, const char *name, const char *what) {
+    size_t nk;
+    const sp_config_key *keys = sp_config_keys(&nk);
+    static char full[512][96];
+    static const char *fulls[512], *shorts[512];
+    int found = -1, nfound = 0;
+    for (size_t k = 0; k < nk && k < 512; k++) {
+        snprintf(full[k], sizeof full[k], "%s.%s", keys[k].section, keys[k].name);
+        fulls[k] = full[k];
+        shorts[k] = keys[k].name;
+        if (!strcmp(name, full[k])) return (int)k;
+        if (!strcmp(name, keys[k].name)) found = (int)k, nfound++;
+    }
+    if (nfound == 1) return found;
+    if (nfound > 1) cli_die(c, 2, "%s: '%s' is ambiguous, give section.key (see docs/config.md)", what, name);
+    const char *s = cli_closest(name, fulls, (int)(nk < 512 ? nk : 512));
+    if (!s) {
+        const char *t = cli_closest(name, shorts, (int)(nk < 512 ? nk : 512));
+        for (size_t k = 0; t && k < nk && k < 512; k++)
+            if (shorts[k] == t) s = fulls[k];
+    }
+    if (s) cli_die(c, 2, "%s: unknown config key '%s'; did you mean '%s'? (see docs/config.md)", what, name, s);
+    cli_die(c, 2, "%s: unknown config key '%s' (see docs/config.md)", what, name);
+}
+
+void cli_no_table_options(const cli_common *c) {
+    if (c->json) cli_die(c, 2, "--json: sprint %s prints no table (see sprint %s --help)", c->cmd, c->cmd);
+    if (c->csv_path) cli_die(c, 2, "--csv: sprint %s prints no table (see sprint %s --help)", c->cmd, c->cmd);
+}
+
+const char *CLI_WORKLOAD_HELP =
+    "  --seq N              sequence length of the presets run (tokens): workload.<preset>_seq\n"
+    "  --padding F          share of padded tokens of the presets run (fraction): workload.<preset>_padding\n";
+
+int cli_workload_option(cli_common *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i], *suffix = !strcmp(a, "--seq") ? "_seq" : !strcmp(a, "--padding") ? "_padding" : NULL;
+    if (!suffix) return 0;
+    const char *v = cli_value(c, argc, argv, i);
+    static char buf[64][96];
+    static int nbuf = 0;
+    size_t nk;
+    const sp_config_key *keys = sp_config_keys(&nk);
+    for (size_t k = 0; k < nk; k++) {
+        size_t ln = strlen(keys[k].name), ls = strlen(suffix);
+        if (strcmp(keys[k].section, "workload") || ln <= ls || strcmp(keys[k].name + ln - ls, suffix)) continue;
+        if (nbuf >= 64) cli_die(c, 2, "too many %s options", a);
+        if (snprintf(buf[nbuf], sizeof buf[0], "workload.%s=%s", keys[k].name, v) >= (int)sizeof buf[0])
+            cli_die(c, 2, "%s: value too long: '%.20s...'", a, v);
+        push_set(c, buf[nbuf++]);
+    }
+    return 1;
+}
+
+const char *cli_mode_hint(const char *name) {
+    static char buf[256];
+    static const char *const designs[] = {"baseline-paper", "baseline-tiled", "mask-only", "sprint-noreuse"};
+    static const char *const modes[] = {"dense", "dense-ref", "pruning", "sprint-norecompute", "sprint"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, designs[i])) {
+            snprintf(buf, sizeof buf, "; '%s' is a simulator design (a row of sprint run), not an attention mode", name);
+            return buf;
+        }
+    const char *m = cli_closest(name, modes, 5);
+    if (m) {
+        snprintf(buf, sizeof buf, "; did you mean '%s'?", m);
+        return buf;
+    }
+    return "";
 }

@@ -31,7 +31,9 @@ void cli_init(cli_common *c, const char *cmd);
 int cli_common_option(cli_common *c, int argc, char **argv, int *i);
 /* Returns argv[*i + 1] and advances *i, or exits 2 with a message when the value is missing. */
 const char *cli_value(cli_common *c, int argc, char **argv, int *i);
-/* Applies the config files and overrides; exits 2 on the first config error. */
+/* Applies the config files and overrides; exits 2 on the first config error. A --set key may
+ * be given without its section when unique (--set msb_bits=3); an unknown key is an error
+ * naming the closest one ("did you mean"). */
 void cli_finish(cli_common *c);
 /* Prints "sprint <cmd>: <msg>" on stderr and exits with code (1 user error, 2 usage). */
 _Noreturn void cli_die(const cli_common *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -55,3 +57,23 @@ void cli_progress_done(void);
 extern const char *CLI_COMMON_HELP;
 
 #endif
+
+/* ---- names (issue 10): "did you mean" and config-key lookup ------------------------------- */
+/* The candidate closest to word by edit distance (case-insensitive), or NULL when none is
+ * within max(2, strlen(word) / 3) edits. */
+const char *cli_closest(const char *word, const char *const *cands, int n);
+/* Resolves a config key given as section.key or, when unique, key alone; returns its index
+ * in sp_config_keys(), or dies (exit 2) naming the closest key ("did you mean"). what names
+ * the option for the message. */
+int cli_config_key(cli_common *c, const char *name, const char *what);
+/* For commands whose output is not a table (generate, config, trace): --json and --csv, which
+ * the common options accept, are refused with an error instead of being ignored. */
+void cli_no_table_options(const cli_common *c);
+/* The per-workload keys under short names: --seq N sets workload.<preset>_seq and --padding F
+ * workload.<preset>_padding of every preset (the ones run are those --workload names).
+ * Returns 1 when argv[*i] was one of them. */
+int cli_workload_option(cli_common *c, int argc, char **argv, int *i);
+extern const char *CLI_WORKLOAD_HELP;
+/* For an unknown attention mode: a hint when the name is a simulator design (sprint-noreuse,
+ * baseline-paper, ...: `sprint run` results, not functional modes) or close to a mode, else "". */
+const char *cli_mode_hint(const char *name);

@@ -72,15 +72,16 @@ int cmd_calibrate(int argc, char **argv) {
         cJSON_AddStringToObject(o, "kind", t->kind);
         cJSON_AddStringToObject(o, "mode", t->mode);
         cJSON_AddNumberToObject(o, "calib_stories", t->calib_stories);
-        if (!nv) cJSON_AddNumberToObject(o, "delta", t->delta);
+        /* the keys are the CSV column names (units in the names) */
+        if (!nv) cJSON_AddNumberToObject(o, "delta_nats", t->delta);
         else {
-            cJSON_AddNumberToObject(o, "threshold_min", mn);
-            cJSON_AddNumberToObject(o, "threshold_mean", mean);
-            cJSON_AddNumberToObject(o, "threshold_max", mx);
+            cJSON_AddNumberToObject(o, "threshold_min_nats", mn);
+            cJSON_AddNumberToObject(o, "threshold_mean_nats", mean);
+            cJSON_AddNumberToObject(o, "threshold_max_nats", mx);
         }
-        cJSON_AddNumberToObject(o, "nll_dense", t->nll_dense);
-        cJSON_AddNumberToObject(o, "nll", t->nll);
-        cJSON_AddNumberToObject(o, "nll_change", dn);
+        cJSON_AddNumberToObject(o, "nll_dense_nats_per_token", t->nll_dense);
+        cJSON_AddNumberToObject(o, "nll_nats_per_token", t->nll);
+        cJSON_AddNumberToObject(o, "nll_change_fraction", dn);
         cJSON_AddNumberToObject(o, "kept_fraction", t->kept_fraction);
         fn_print_json(o);
     } else {
@@ -94,9 +95,13 @@ int cmd_calibrate(int argc, char **argv) {
     if (c.csv_path) {
         FILE *f = fopen(c.csv_path, "w");
         if (!f) cli_die(&c, 1, "cannot write %s", c.csv_path);
-        fprintf(f, "kind,mode,calib_stories,delta_nats,nll_dense_nats_per_token,nll_nats_per_token,kept_fraction\n");
-        fprintf(f, "%s,%s,%d,%.6g,%.8f,%.8f,%.6f\n", t->kind, t->mode, t->calib_stories, t->delta, t->nll_dense, t->nll,
-                t->kept_fraction);
+        /* the JSON keys; the thresholds of a layer/head file or the delta of oracle/onchip */
+        fprintf(f, "kind,mode,calib_stories,%snll_dense_nats_per_token,nll_nats_per_token,nll_change_fraction,"
+                   "kept_fraction\n", nv ? "threshold_min_nats,threshold_mean_nats,threshold_max_nats," : "delta_nats,");
+        fprintf(f, "%s,%s,%d,", t->kind, t->mode, t->calib_stories);
+        if (nv) fprintf(f, "%.6g,%.6g,%.6g,", mn, mean, mx);
+        else fprintf(f, "%.6g,", t->delta);
+        fprintf(f, "%.8f,%.8f,%.6f,%.6f\n", t->nll_dense, t->nll, dn, t->kept_fraction);
         fclose(f);
     }
     sp_thresholds_free(t);

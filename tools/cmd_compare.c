@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "fn_common.h"
+#include "progress.h"
 
 static void help(void) {
     printf("usage: sprint compare [--modes LIST] [--policies LIST] [--calibrate-mode MODE]\n"
@@ -59,7 +60,8 @@ int cmd_compare(int argc, char **argv) {
     int nm = split_list(modes_buf, modes, 8), np = split_list(pol_buf, pols, 8);
     for (int i = 0; i < nm; i++)
         if (strcmp(modes[i], "pruning") && strcmp(modes[i], "sprint-norecompute") && strcmp(modes[i], "sprint"))
-            cli_die(&c, 2, "--modes: unknown mode '%s' (pruning, sprint-norecompute, sprint)", modes[i]);
+            cli_die(&c, 2, "--modes: unknown mode '%s' (pruning, sprint-norecompute, sprint)%s", modes[i],
+                    cli_mode_hint(modes[i]));
     for (int i = 0; i < np; i++)
         if (strcmp(pols[i], "layer") && strcmp(pols[i], "head") && strcmp(pols[i], "topk") &&
             strcmp(pols[i], "oracle") && strcmp(pols[i], "onchip"))
@@ -89,6 +91,13 @@ int cmd_compare(int argc, char **argv) {
                     file_t->n_heads, file_t->head_dim, L, H, s.info->head_dim);
     }
 
+    /* stages: dense, then per policy its calibration (when needed) and one eval per mode */
+    int nstages = 1 + np * nm;
+    for (int p = 0; p < np; p++) {
+        int rel = !strcmp(pols[p], "oracle") || !strcmp(pols[p], "onchip");
+        nstages += !(file_t && !strcmp(pols[p], file_t->kind)) && strcmp(pols[p], "topk") && !(rel && c.cfg.policy_delta >= 0);
+    }
+    progress_stages(nstages);
     sp_op_request dreq = {.mode = "dense", .cfg = &c.cfg};
     sp_attn_op *op = NULL;
     if (sp_attn_op_create(&dreq, L, H, &op, &err) != SP_OK) cli_die_err(&c, &err);
@@ -96,7 +105,7 @@ int cmd_compare(int argc, char **argv) {
     snprintf(dr->mode, sizeof dr->mode, "dense");
     snprintf(dr->policy, sizeof dr->policy, "-");
     dr->delta = NAN;
-    if (!c.quiet) fprintf(stderr, "[compare] dense reference\n");
+    progress_stage(&c, "dense reference");
     fn_eval(&c, &s, op, 0, dr);
     sp_attn_op_free(op);
     double nll_dense = dr->nll;
@@ -114,7 +123,9 @@ int cmd_compare(int argc, char **argv) {
             file_t = NULL;
             if (!c.quiet) fprintf(stderr, "[compare] policy %s: thresholds from %s\n", pols[p], c.cfg.policy_file);
         } else if (need_cal) {
-            if (!c.quiet) fprintf(stderr, "[compare] calibrating policy %s for mode %s\n", pols[p], cal_mode);
+            char what[128];
+            snprintf(what, sizeof what, "calibrating policy %s for mode %s", pols[p], cal_mode);
+            progress_stage(&c, what);
             sp_op_request creq = {.mode = cal_mode, .cfg = &cfg, .model = s.model, .calib = &s.corpus,
                                   .progress = cli_progress, .progress_user = &c};
             if (sp_calibrate(&creq, &t, &err) != SP_OK) cli_die_err(&c, &err);
@@ -128,7 +139,9 @@ int cmd_compare(int argc, char **argv) {
             snprintf(r->mode, sizeof r->mode, "%s", modes[m]);
             snprintf(r->policy, sizeof r->policy, "%s", pols[p]);
             r->delta = relative ? (t ? t->delta : cfg.policy_delta) : NAN;
-            if (!c.quiet) fprintf(stderr, "[compare] %s / %s\n", modes[m], pols[p]);
+            char what[128];
+            snprintf(what, sizeof what, "%s / %s", modes[m], pols[p]);
+            progress_stage(&c, what);
             fn_eval(&c, &s, op, nll_dense, r);
             sp_attn_op_free(op);
         }

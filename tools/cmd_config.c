@@ -6,11 +6,12 @@
 #include "commands.h"
 
 static void help(void) {
-    printf("usage: sprint config dump [--config FILE]... [--set SEC.KEY=VALUE]...\n"
+    printf("usage: sprint config dump [--config FILE]... [--set SEC.KEY=VALUE]... [--seed N] [--threads N]\n"
            "       sprint config doc                 Markdown reference of every key (docs/config.md)\n"
            "       sprint config check FILE...       validate config files; exit 1 on the first error\n\n"
            "dump prints the effective configuration (defaults, then files, then --set) as an INI\n"
-           "file that --config loads back unchanged.\n\n%s", CLI_COMMON_HELP);
+           "file that --config loads back unchanged. (--json and --csv are refused: the output is INI.)\n\n%s",
+           CLI_COMMON_HELP);
 }
 
 int cmd_config(int argc, char **argv) {
@@ -45,6 +46,7 @@ int cmd_config(int argc, char **argv) {
         }
         cli_die(&c, 2, "unknown option '%s' (see sprint config --help)", argv[i]);
     }
+    cli_no_table_options(&c);
     cli_finish(&c);
     sp_config_dump(&c.cfg, stdout);
     return 0;

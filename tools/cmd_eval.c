@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "progress.h"
 #include "commands.h"
 #include "sprint/functional.h"
 #include "sprint/model.h"
@@ -87,6 +88,8 @@ int cmd_eval(int argc, char **argv) {
     sp_op_request req = {.mode = mode, .cfg = &c.cfg, .model = m, .calib = &corpus, .progress = cli_progress,
                          .progress_user = &c};
     sp_attn_op *op = NULL;
+    progress_stages(2);
+    progress_stage(&c, "operator (calibrating thresholds when needed)");
     /* dense: the float fast path; dense-ref: the double reference; others: SPRINT operators */
     if (sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
     cli_progress_done();
@@ -94,6 +97,7 @@ int cmd_eval(int argc, char **argv) {
     sp_eval_opts eo = {.window = (int)c.cfg.eval_window, .threads = (int)c.cfg.run_threads,
                        .progress = cli_progress, .progress_user = &c};
     sp_eval_result r;
+    progress_stage(&c, "evaluating");
     if (sp_eval_corpus(m, &corpus, op, &eo, &r, &err) != SP_OK) cli_die_err(&c, &err);
     cli_progress_done();
 

@@ -120,6 +120,7 @@ int cmd_generate(int argc, char **argv) {
             cli_die(&c, 2, "unknown option '%s' (see sprint generate --help)", a);
         }
     }
+    cli_no_table_options(&c); /* generated text, no table */
     cli_finish(&c);
     cli_resolve_paths(&c, 0);
 

@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "qkv_cli.h"
+#include "progress.h"
 #include "sprint/model.h"
 #include "sprint/sim.h"
 
@@ -20,7 +21,8 @@ static void help(void) {
            "S/M/L, energy at M beside the paper's; fitted bars marked), the preset and every changed key,\n"
            "then the workload statistics; --detail adds the per-design tables (always in --json/--csv).\n"
            "Defaults need no files and take under a minute.\n\n"
-           "  --workload NAME   simulate this preset (repeatable; replaces workload.suite)\n"
+           "  --workload NAME   simulate only this preset, or 'real' for the real-model traces (repeatable;\n"
+           "                    replaces workload.suite and sim.real_traces)\n"
            "  --no-real         skip the real-model traces (same as --set sim.real_traces=0)\n"
            "  --real-only       only the real-model traces\n"
            "  --qkv FILE        also simulate your own Q/K/V tensors: a safetensors file or a directory of .npy\n"
@@ -30,8 +32,8 @@ static void help(void) {
            "  --heads N         heads simulated per preset (workload.sim_heads)\n"
            "  --sizes LIST      chip sizes, e.g. S or S,M,L (chip.sizes)\n"
            "  --summary         print only the reproduction table\n"
-           "  --detail          also print every design's table, the energy breakdown and the per-size summary\n\n%s",
-           SP_WORKLOAD_PRESETS, CLI_COMMON_HELP);
+           "  --detail          also print every design's table, the energy breakdown and the per-size summary\n%s\n%s",
+           SP_WORKLOAD_PRESETS, CLI_WORKLOAD_HELP, CLI_COMMON_HELP);
 }
 
 static sp_status run_real(cli_common *c, sp_wl_result *out, sp_error *err, int *skipped, char *why, size_t nwhy) {
@@ -70,7 +72,7 @@ int cmd_run(int argc, char **argv) {
     const char *qkv[64];
     static char setbuf[4][300];
     for (int i = 1; i < argc; i++) {
-        if (cli_common_option(&c, argc, argv, &i)) continue;
+        if (cli_common_option(&c, argc, argv, &i) || cli_workload_option(&c, argc, argv, &i)) continue;
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help();
@@ -110,6 +112,7 @@ int cmd_run(int argc, char **argv) {
     }
     cli_finish(&c);
     /* workload list */
+    int named = n_names > 0; /* --workload given */
     char suite[256];
     snprintf(suite, sizeof suite, "%s", c.cfg.workload_suite);
     if (!n_names && !real_only)
@@ -119,6 +122,14 @@ int cmd_run(int argc, char **argv) {
         }
     if (qkv_only && !n_qkv) cli_die(&c, 2, "--qkv-only needs at least one --qkv FILE");
     if (real_only || qkv_only) n_names = 0;
+    /* --workload runs only what it names: the real-model traces only as --workload real */
+    int want_real = 0, kept_names = 0;
+    for (int i = 0; i < n_names; i++) {
+        if (!strcmp(names[i], "real")) want_real = 1;
+        else names[kept_names++] = names[i];
+    }
+    n_names = kept_names;
+    if (named && want_real && !n_names) real_only = 1;
     sp_error err = {0};
     sp_hw hw[SP_SIZE_COUNT];
     unsigned mask;
@@ -130,17 +141,22 @@ int cmd_run(int argc, char **argv) {
     if (!res) cli_die(&c, 1, "out of memory");
     int n = 0;
     double t0 = sp_now_seconds();
+    progress_stages(n_names + (((named ? want_real : c.cfg.sim_real_traces) || real_only) && !qkv_only) + n_qkv);
     for (int i = 0; i < n_names; i++) {
-        if (!c.quiet) fprintf(stderr, "[run] %d/%d %s (%d tokens)...\n", i + 1, n_names, wls[i].name, wls[i].seq);
+        char what[96];
+        snprintf(what, sizeof what, "%.31s (%d tokens)", wls[i].name, wls[i].seq);
+        progress_stage(&c, what);
         sp_sim_opts o = {.threads = (int)c.cfg.run_threads, .progress = cli_progress, .progress_user = &c};
         if (sp_sim_run_synthetic(&c.cfg, &wls[i], &o, &res[n], &err) != SP_OK) cli_die_err(&c, &err);
         cli_progress_done();
         n++;
     }
     char why[1200] = "";
-    if ((c.cfg.sim_real_traces || real_only) && !qkv_only) {
+    if (((named ? want_real : c.cfg.sim_real_traces) || real_only) && !qkv_only) {
         int skipped = 0;
-        if (!c.quiet) fprintf(stderr, "[run] real-model traces (%ld stories)...\n", c.cfg.sim_trace_stories);
+        char what[96];
+        snprintf(what, sizeof what, "real-model traces (%ld stories)", c.cfg.sim_trace_stories);
+        progress_stage(&c, what);
         if (run_real(&c, &res[n], &err, &skipped, why, sizeof why) != SP_OK) cli_die_err(&c, &err);
         if (skipped) {
             if (real_only) cli_die(&c, 1, "%s", why);
@@ -150,7 +166,9 @@ int cmd_run(int argc, char **argv) {
         }
     }
     for (int i = 0; i < n_qkv; i++) { /* the user's own tensors (issue 8), beside the presets */
-        if (!c.quiet) fprintf(stderr, "[run] tensor set %s...\n", qkv[i]);
+        char what[96];
+        snprintf(what, sizeof what, "tensor set %.80s", qkv[i]);
+        progress_stage(&c, what);
         qkv_cli_run(&c, qkv[i], &res[n++]);
     }
     if (!c.quiet) fprintf(stderr, "[run] done in %.1f s\n", sp_now_seconds() - t0);

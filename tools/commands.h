@@ -13,4 +13,5 @@ int cmd_trace(int argc, char **argv);
 struct cli_common;
 int cli_is_encoder_dir(const char *path);
 int cmd_eval_encoder(struct cli_common *c, const char *mode, int tokenizer_given);
+int cmd_plot(int argc, char **argv);
 #endif

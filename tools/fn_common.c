@@ -91,10 +91,11 @@ void fn_print_rows(cli_common *c, const char *title, const fn_row *rows, int n, 
             }
             cJSON_AddStringToObject(x, "mode", r->mode);
             cJSON_AddStringToObject(x, "policy", r->policy);
-            if (!isnan(r->delta)) cJSON_AddNumberToObject(x, "delta", r->delta);
-            cJSON_AddNumberToObject(x, "nll", r->nll);
+            /* the keys are the CSV column names (units in the names) */
+            if (!isnan(r->delta)) cJSON_AddNumberToObject(x, "delta_nats", r->delta);
+            cJSON_AddNumberToObject(x, "nll_nats_per_token", r->nll);
             cJSON_AddNumberToObject(x, "ppl", r->ppl);
-            cJSON_AddNumberToObject(x, "nll_change", r->dnll);
+            cJSON_AddNumberToObject(x, "nll_change_fraction", r->dnll);
             cJSON_AddNumberToObject(x, "kept_fraction", r->kept);
             cJSON_AddNumberToObject(x, "mem_kept_fraction", r->mem_kept);
             cJSON_AddNumberToObject(x, "false_prune_rate", r->fpr);

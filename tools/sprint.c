@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 
 static const struct {
@@ -14,7 +15,8 @@ static const struct {
     {"eval", cmd_eval, "evaluate a model on text with dense or SPRINT attention (NLL, perplexity)"},
     {"calibrate", cmd_calibrate, "learn thresholds for a target kept fraction or loss budget"},
     {"compare", cmd_compare, "compare attention modes x threshold policies on a model in one run"},
-    {"sweep", cmd_sweep, "sweep MSB bit width and non-ideality magnitudes (NLL, false prunes)"},
+    {"sweep", cmd_sweep, "sweep any config keys over a grid in parallel: accuracy and simulator cost per point"},
+    {"plot", cmd_plot, "draw a paper figure (Fig. 5, 9, 10, 11, energy) or a sweep from sprint's outputs"},
     {"generate", cmd_generate, "generate text from a model (greedy or sampled), a smoke check"},
     {"config", cmd_config, "dump the effective config, write docs/config.md, or check a file"},
 };
@@ -37,6 +39,13 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < NCMD; i++)
         if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].fn(argc - 1, argv + 1);
+    const char *names[NCMD];
+    for (size_t i = 0; i < NCMD; i++) names[i] = COMMANDS[i].name;
+    const char *near = cli_closest(argv[1], names, (int)NCMD);
+    if (near) {
+        fprintf(stderr, "sprint: error: unknown command '%s'; did you mean '%s'?\n", argv[1], near);
+        return 2;
+    }
     fprintf(stderr, "sprint: error: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

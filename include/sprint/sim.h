@@ -83,6 +83,8 @@ typedef struct sp_hw {
     double t_rcd, t_cl, t_rp, t_ccd, t_axth; /* core cycles */
     double mem_cycle;          /* core cycles per memory clock */
     int xbar_rows, xbar_cols, arrays_parallel;
+    int msb_cells;             /* MLC cells per K_MSB element: ceil(quant.msb_bits / memory.cell_bits); each slice
+                                * is one more array round and one more in-memory MAC per element */
     int queue_depth, frfcfs, prefetch, lookahead;
     double capacity_bytes;
     int event_max_keys;

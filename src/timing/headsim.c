@@ -204,7 +204,7 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     int d = h->sh.d, nv = rec->n_visible;
     /* Thresholding (paper section 2.3): CopyQ (tCL), ceil(keys / keys-per-round) rounds of
      * tAxTh (a key longer than a column spans ceil(d / rows) columns), ReadP of the vector. */
-    double rounds = cdiv(nv, (double)hw->xbar_cols * hw->arrays_parallel) * cdiv(d, hw->xbar_rows);
+    double rounds = cdiv(nv, (double)hw->xbar_cols * hw->arrays_parallel) * cdiv(d, hw->xbar_rows) * hw->msb_cells;
     long pbytes = (nv + 7) / 8;
     double burst = sp_mem_burst(hw, (int)(pbytes > 0 ? pbytes : 1));
     double T = hw->t_cl + rounds * hw->t_axth + hw->t_cl + burst; /* latency of one query */
@@ -264,7 +264,7 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     ds->expect_bytes += vec_bytes;
     ds->n.reram_read_bytes += vec_bytes + (double)pbytes;
     ds->readp_bytes += (double)pbytes;
-    ds->n.imc_macs += (double)nv * d;
+    ds->n.imc_macs += (double)nv * d * hw->msb_cells; /* one MAC per MLC slice */
     ds->n.compares += nv;
     ds->n.copyq_bytes += d;
     ds->n.sram_write_bytes += vec_bytes + (double)pbytes;

@@ -67,6 +67,7 @@ sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error 
     hw->xbar_rows = (int)cfg->memory_xbar_rows;
     hw->xbar_cols = (int)cfg->memory_xbar_cols;
     hw->arrays_parallel = (int)cfg->memory_arrays_parallel;
+    hw->msb_cells = (int)((cfg->quant_msb_bits + cfg->memory_cell_bits - 1) / cfg->memory_cell_bits);
     hw->capacity_bytes = (double)cfg->memory_capacity_mib * 1024.0 * 1024.0;
     hw->queue_depth = (int)cfg->controller_queue_depth;
     hw->frfcfs = !strcmp(cfg->controller_scheduler, "frfcfs");
