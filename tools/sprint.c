@@ -15,6 +15,7 @@ static const struct {
     {"calibrate", cmd_calibrate, "learn thresholds for a target kept fraction or loss budget"},
     {"compare", cmd_compare, "compare attention modes x threshold policies on a model in one run"},
     {"sweep", cmd_sweep, "sweep MSB bit width and non-ideality magnitudes (NLL, false prunes)"},
+    {"decode", cmd_decode, "decoding on a growing KV cache: SPRINT functional model, simulator, endurance"},
     {"generate", cmd_generate, "generate text from a model (greedy or sampled), a smoke check"},
     {"config", cmd_config, "dump the effective config, write docs/config.md, or check a file"},
 };
