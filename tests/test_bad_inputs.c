@@ -9,6 +9,7 @@
 
 #include "helpers.h"
 #include "sprint/model.h"
+#include "tiny_bitnet.h"
 #include "tiny_model.h"
 
 static const tiny_spec SPEC = {.dim = 16, .hidden = 24, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 30,
@@ -114,6 +115,84 @@ Test(checkpoint, size_does_not_match_header) {
     w[5] = 1.0f / 0.0f;
     lib_model_fails(tiny_write(&SPEC, w, 0), SP_ERR_FORMAT, "not finite");
     free(w);
+}
+
+/* ---- BitNet ("ak42" v1) checkpoints ------------------------------------------------------ */
+static const tiny_spec BSPEC = {.dim = 16, .hidden = 24, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 30,
+                                .seq_len = 8, .seed = 23};
+
+/* A valid tiny BitNet file with one edit: 4 bytes `val` written at byte offset `at` (at < 0:
+ * none), then cut or extended to `size` bytes; the loader must fail with `needle`. */
+static const char *bitnet_variant(size_t at, const void *val, size_t vlen, long extra) {
+    size_t n = tinybit_size(&BSPEC);
+    unsigned char *b = tinybit_bytes(&BSPEC);
+    unsigned char *c = calloc(n + (extra > 0 ? (size_t)extra : 0) + 1, 1);
+    memcpy(c, b, n);
+    if (val) memcpy(c + at, val, vlen);
+    const char *p = tinybit_write(c, (size_t)((long)n + extra));
+    free(b), free(c);
+    return p;
+}
+
+static void bitnet_header_fails(int field, int32_t v, const char *needle) {
+    lib_model_fails(bitnet_variant(8 + 4 * (size_t)field, &v, 4, 0), SP_ERR_FORMAT, needle);
+}
+
+Test(bitnet_checkpoint, header) {
+    /* the valid file loads, so every failure below is the edit's */
+    sp_model *m = NULL;
+    sp_error err = {0};
+    cr_assert_eq(sp_model_load(bitnet_variant(0, NULL, 0, 0), &m, &err), SP_OK, "%s", err.msg);
+    sp_model_free(m);
+    lib_model_fails(bitnet_variant(0, NULL, 0, 100 - (long)tinybit_size(&BSPEC)), SP_ERR_FORMAT,
+                    "truncated BitNet checkpoint: 100 bytes");
+    lib_model_fails(bitnet_variant(0, NULL, 0, 4 - (long)tinybit_size(&BSPEC)), SP_ERR_FORMAT, "truncated");
+    int32_t two = 2, neg = -1;
+    lib_model_fails(bitnet_variant(4, &two, 4, 0), SP_ERR_FORMAT, "version 2 is not supported");
+    lib_model_fails(bitnet_variant(4, &neg, 4, 0), SP_ERR_FORMAT, "version -1 is not supported");
+    bitnet_header_fails(0, 0, "dim = 0 is outside");
+    bitnet_header_fails(1, -24, "hidden_dim = -24");
+    bitnet_header_fails(2, 5000, "n_layers = 5000");
+    bitnet_header_fails(5, -30, "vocab_size = -30"); /* no sign convention in ak42: the flag says it */
+    bitnet_header_fails(6, 2000000000, "seq_len");
+    bitnet_header_fails(3, 5, "n_heads = 5 does not divide dim = 16");
+    bitnet_header_fails(4, 3, "n_kv_heads = 3 does not divide n_heads = 4");
+    bitnet_header_fails(3, 16, "odd");
+    /* dim 6, hidden 3, 3 heads of 2: w1 holds 18 codes, which do not fill whole bytes */
+    int32_t odd[3] = {6, 3, 1};
+    unsigned char *b = tinybit_bytes(&BSPEC);
+    memcpy(b + 8, odd, 8); /* dim 6, hidden 3 */
+    int32_t heads[2] = {3, 3};
+    memcpy(b + 20, heads, 8);
+    lib_model_fails(tinybit_write(b, 256), SP_ERR_FORMAT, "w1 has 3 x 6 weights, not a multiple of 4");
+    free(b);
+    unsigned char zero = 0, seven = 7, junk = 0x5a;
+    lib_model_fails(bitnet_variant(36, &zero, 1, 0), SP_ERR_FORMAT, "shared-classifier flag = 0");
+    lib_model_fails(bitnet_variant(36, &seven, 1, 0), SP_ERR_FORMAT, "shared-classifier flag = 7");
+    lib_model_fails(bitnet_variant(200, &junk, 1, 0), SP_ERR_FORMAT, "padding byte 200 is 0x5a");
+}
+
+Test(bitnet_checkpoint, size_and_weights) {
+    lib_model_fails(bitnet_variant(0, NULL, 0, -1), SP_ERR_FORMAT, "truncated checkpoint");
+    lib_model_fails(bitnet_variant(0, NULL, 0, 4), SP_ERR_FORMAT, "does not match the BitNet header");
+    float inf = 1.0f / 0.0f, nan = 0.0f / 0.0f, zero = 0.0f, negs = -0.5f;
+    lib_model_fails(bitnet_variant(256 + 4 * 3, &inf, 4, 0), SP_ERR_FORMAT, "final norm weight 3 (byte offset 268)");
+    lib_model_fails(bitnet_variant(256 + 4 * (16 + 17), &nan, 4, 0), SP_ERR_FORMAT,
+                    "token embedding weight (1, 1)");
+    size_t s0 = tinybit_mats_offset(&BSPEC); /* wq of layer 0: its scale, then 16 x 16 / 4 code bytes */
+    lib_model_fails(bitnet_variant(s0, &nan, 4, 0), SP_ERR_FORMAT, "wq of layer 0: scale");
+    lib_model_fails(bitnet_variant(s0, &zero, 4, 0), SP_ERR_FORMAT, "scale 0 (byte offset");
+    lib_model_fails(bitnet_variant(s0 + 4 + 64, &negs, 4, 0), SP_ERR_FORMAT, "wq of layer 1: scale -0.5");
+    /* code 10 (binary) is not ternary: in wk of layer 0 (after wq's 2 layers), code 2 of byte 3 */
+    size_t wk0 = s0 + 2 * (4 + 64);
+    unsigned char bad = 0x08; /* 00 00 10 00: element 4 * 3 + 2 = 14 of row 0 */
+    lib_model_fails(bitnet_variant(wk0 + 4 + 3, &bad, 1, 0), SP_ERR_FORMAT,
+                    "wk of layer 0: weight (0, 14) has the 2-bit code 10");
+    char a[512];
+    snprintf(a, sizeof a, "--model %s --tokenizer x --text y", bitnet_variant(wk0 + 4 + 3, &bad, 1, 0));
+    cli_fails(a, 1, "not a ternary code");
+    snprintf(a, sizeof a, "--model %s --tokenizer x --text y", bitnet_variant(0, NULL, 0, -1));
+    cli_fails(a, 1, "truncated checkpoint");
 }
 
 /* ---- tokenizer and text, with the shared model ------------------------------------------ */

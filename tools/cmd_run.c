@@ -7,11 +7,13 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "qkv_cli.h"
 #include "sprint/model.h"
 #include "sprint/sim.h"
 
 static void help(void) {
-    printf("usage: sprint run [--workload NAME]... [--no-real] [--real-only] [--heads N] [--sizes S,M,L] [options]\n\n"
+    printf("usage: sprint run [--workload NAME]... [--no-real] [--real-only] [--qkv FILE]... [--qkv-only] [--heads N]\n"
+           "                  [--sizes S,M,L] [options]\n\n"
            "Simulates baseline-paper, baseline-tiled, mask-only, pruning, sprint-noreuse and sprint at sizes\n"
            "S, M, L on the preset suite (workload.suite: %s) and, when the shared model is\n"
            "found, on the real model's traces; prints a table per workload, the energy breakdown, and the\n"
@@ -19,6 +21,10 @@ static void help(void) {
            "  --workload NAME   simulate this preset (repeatable; replaces workload.suite)\n"
            "  --no-real         skip the real-model traces (same as --set sim.real_traces=0)\n"
            "  --real-only       only the real-model traces\n"
+           "  --qkv FILE        also simulate your own Q/K/V tensors: a safetensors file or a directory of .npy\n"
+           "                    files (repeatable; layout in docs/formats.md); masks from workload.mode with\n"
+           "                    policy.file or the uncalibrated thresholds, as for the presets\n"
+           "  --qkv-only        only the --qkv tensor sets (no presets, no real-model traces)\n"
            "  --heads N         heads simulated per preset (workload.sim_heads)\n"
            "  --sizes LIST      chip sizes, e.g. S or S,M,L (chip.sizes)\n"
            "  --summary         print only the reproduction summary\n\n%s",
@@ -57,7 +63,8 @@ int cmd_run(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "run");
     const char *names[64];
-    int n_names = 0, real_only = 0, summary = 0;
+    int n_names = 0, real_only = 0, summary = 0, n_qkv = 0, qkv_only = 0;
+    const char *qkv[64];
     static char setbuf[4][300];
     for (int i = 1; i < argc; i++) {
         if (cli_common_option(&c, argc, argv, &i)) continue;
@@ -71,6 +78,11 @@ int cmd_run(int argc, char **argv) {
         } else if (!strcmp(a, "--no-real")) {
             if (c.n_sets >= CLI_MAX_SOURCES) cli_die(&c, 2, "too many options");
             c.sets[c.n_sets++] = "sim.real_traces=0";
+        } else if (!strcmp(a, "--qkv")) {
+            if (n_qkv >= 64) cli_die(&c, 2, "too many --qkv options");
+            qkv[n_qkv++] = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--qkv-only")) {
+            qkv_only = 1;
         } else if (!strcmp(a, "--real-only")) {
             real_only = 1;
         } else if (!strcmp(a, "--summary")) {
@@ -100,7 +112,8 @@ int cmd_run(int argc, char **argv) {
             while (*tok == ' ') tok++;
             if (*tok) names[n_names++] = tok;
         }
-    if (real_only) n_names = 0;
+    if (qkv_only && !n_qkv) cli_die(&c, 2, "--qkv-only needs at least one --qkv FILE");
+    if (real_only || qkv_only) n_names = 0;
     sp_error err = {0};
     sp_hw hw[SP_SIZE_COUNT];
     unsigned mask;
@@ -108,7 +121,7 @@ int cmd_run(int argc, char **argv) {
     sp_workload wls[64];
     for (int i = 0; i < n_names; i++)
         if (sp_workload_preset(&c.cfg, names[i], &wls[i], &err) != SP_OK) cli_die_err(&c, &err);
-    sp_wl_result *res = calloc((size_t)n_names + 1, sizeof *res);
+    sp_wl_result *res = calloc((size_t)n_names + 1 + (size_t)n_qkv, sizeof *res);
     if (!res) cli_die(&c, 1, "out of memory");
     int n = 0;
     double t0 = sp_now_seconds();
@@ -120,7 +133,7 @@ int cmd_run(int argc, char **argv) {
         n++;
     }
     char why[1200] = "";
-    if (c.cfg.sim_real_traces || real_only) {
+    if ((c.cfg.sim_real_traces || real_only) && !qkv_only) {
         int skipped = 0;
         if (!c.quiet) fprintf(stderr, "[run] real-model traces (%ld stories)...\n", c.cfg.sim_trace_stories);
         if (run_real(&c, &res[n], &err, &skipped, why, sizeof why) != SP_OK) cli_die_err(&c, &err);
@@ -130,6 +143,10 @@ int cmd_run(int argc, char **argv) {
         } else {
             n++;
         }
+    }
+    for (int i = 0; i < n_qkv; i++) { /* the user's own tensors (issue 8), beside the presets */
+        if (!c.quiet) fprintf(stderr, "[run] tensor set %s...\n", qkv[i]);
+        qkv_cli_run(&c, qkv[i], &res[n++]);
     }
     if (!c.quiet) fprintf(stderr, "[run] done in %.1f s\n", sp_now_seconds() - t0);
     if (c.json) {

@@ -11,11 +11,13 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "qkv_cli.h"
 #include "sprint/functional.h"
 #include "sprint/sim.h"
 
 static void help(void) {
-    printf("usage: sprint trace [--workload NAME] [--layer L] [--head H] [--real] [--out FILE] [options]\n\n"
+    printf("usage: sprint trace [--workload NAME] [--layer L] [--head H] [--real [--export-qkv FILE]] [--qkv FILE]\n"
+           "                    [--out FILE] [options]\n\n"
            "Writes the per-query pruning records that drive the simulator as CSV (stdout or FILE):\n"
            "layer,head,seq,qi,pos,n_visible,n_mem_kept,n_kept,new_vs_prev,reused_vs_prev,mem_kept\n"
            "(mem_kept = the in-memory survivors, ';'-separated). By default one head of a synthetic\n"
@@ -24,6 +26,9 @@ static void help(void) {
            "  --workload NAME   preset (default BERT-B; %s)\n"
            "  --layer L, --head H  which head of the preset (default 0, 0)\n"
            "  --real            trace the real model instead\n"
+           "  --export-qkv FILE with --real: also write the Q/K/V every attention call of that run received\n"
+           "                    (safetensors, docs/formats.md); workload.mode=dense gives the dense model's\n"
+           "  --qkv FILE        trace your own Q/K/V tensors (safetensors file or .npy directory) instead\n"
            "  --out FILE        write to FILE instead of stdout\n\n%s",
            SP_WORKLOAD_PRESETS, CLI_COMMON_HELP);
 }
@@ -57,7 +62,7 @@ static void write_record(void *user, const sp_query_record *r) {
 int cmd_trace(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "trace");
-    const char *name = "BERT-B", *outp = NULL;
+    const char *name = "BERT-B", *outp = NULL, *export_qkv = NULL, *qkv_path = NULL;
     int layer = 0, head = 0, real = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_common_option(&c, argc, argv, &i)) continue;
@@ -76,6 +81,10 @@ int cmd_trace(int argc, char **argv) {
             *(a[2] == 'l' ? &layer : &head) = (int)x;
         } else if (!strcmp(a, "--real")) {
             real = 1;
+        } else if (!strcmp(a, "--export-qkv")) {
+            export_qkv = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--qkv")) {
+            qkv_path = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--out")) {
             outp = cli_value(&c, argc, argv, &i);
         } else {
@@ -83,11 +92,18 @@ int cmd_trace(int argc, char **argv) {
         }
     }
     cli_finish(&c);
+    if (export_qkv && !real) cli_die(&c, 2, "--export-qkv needs --real (it exports the real model's Q/K/V)");
+    if (qkv_path && real) cli_die(&c, 2, "--qkv and --real are exclusive: trace either a tensor set or the model");
     sp_error err = {0};
     int layers, heads;
     sp_attn_op *op = NULL;
     sp_model *m = NULL;
-    if (real) {
+    sp_qkv *qkv = NULL;
+    if (qkv_path) {
+        qkv = qkv_cli_load(&c, qkv_path);
+        layers = qkv->layers;
+        heads = qkv->heads;
+    } else if (real) {
         char why[1200];
         if (!cli_resolve_shared(&c, why, sizeof why)) cli_die(&c, 1, "%s", why);
         if (sp_model_load(c.cfg.model_checkpoint, &m, &err) != SP_OK) cli_die_err(&c, &err);
@@ -109,7 +125,47 @@ int cmd_trace(int argc, char **argv) {
                 .n_prev = calloc((size_t)(layers * heads), sizeof(int)),
                 .seq = calloc((size_t)(layers * heads), sizeof(long long))};
     sp_config *ocfg = sp_sim_op_config(&c.cfg); /* the op feeding the trace: sprint.mass_lost off */
-    if (real) {
+    if (real) ocfg->sprint_outputs = 1;        /* the model's next layer needs the outputs, as in sprint run */
+    if (qkv) {
+        if (!strcmp(c.cfg.workload_mode, "builtin")) {
+            op = sp_relthresh_op_create(layers, heads, c.cfg.workload_margin_nats);
+        } else {
+            sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = ocfg};
+            if (sp_attn_op_create(&req, layers, heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
+        }
+        op->observer = write_record;
+        op->observer_user = &t;
+        if (sp_qkv_run_op(qkv, op, (int)c.cfg.run_threads, &err) != SP_OK) cli_die_err(&c, &err);
+        sp_qkv_free(qkv);
+    } else if (real && export_qkv) {
+        sp_tokenizer *tok = NULL;
+        char *text = NULL;
+        size_t len = 0;
+        sp_corpus corpus;
+        memset(&corpus, 0, sizeof corpus);
+        if (sp_tokenizer_load(c.cfg.model_tokenizer, sp_model_get_info(m)->vocab_size, &tok, &err) != SP_OK ||
+            sp_read_file(c.cfg.eval_text, &text, &len, &err) != SP_OK ||
+            sp_corpus_from_text(tok, text, len, (int)c.cfg.sim_trace_stories, &corpus, &err) != SP_OK)
+            cli_die_err(&c, &err);
+        sp_sim_opts so = {.threads = (int)c.cfg.run_threads, .progress = cli_progress, .progress_user = &c};
+        if (sp_qkv_capture_model(&c.cfg, m, &corpus, &so, write_record, &t, &qkv, &err) != SP_OK) cli_die_err(&c, &err);
+        cli_progress_done();
+        if (sp_qkv_save(qkv, export_qkv, &err) != SP_OK) cli_die_err(&c, &err);
+        if (!c.quiet) {
+            fprintf(stderr, "[trace] wrote the Q/K/V of %d sequences to %s\n", qkv->n_seq, export_qkv);
+            int auto_cal = !c.cfg.policy_file[0] && strcmp(c.cfg.workload_mode, "dense") &&
+                           strcmp(c.cfg.workload_mode, "dense-ref") && strcmp(c.cfg.workload_mode, "builtin") &&
+                           (c.cfg.policy_delta < 0 || !strcmp(c.cfg.policy_kind, "layer") || !strcmp(c.cfg.policy_kind, "head"));
+            if (auto_cal)
+                fprintf(stderr, "[trace] note: this run calibrated its thresholds on the model; sprint run --qkv has no model "
+                        "and uses policy.delta_uncalibrated unless given the same thresholds (policy.file or policy.delta)\n");
+        }
+        sp_qkv_free(qkv);
+        sp_corpus_free(&corpus);
+        free(text);
+        sp_tokenizer_free(tok);
+        sp_model_free(m);
+    } else if (real) {
         sp_tokenizer *tok = NULL;
         char *text = NULL;
         size_t len = 0;

@@ -1,5 +1,6 @@
-/* sprint/model.h: the transformer runner: llama2.c checkpoints and tokenizers, a forward
- * pass whose attention goes through an sp_attn_op, and evaluation on real text. */
+/* sprint/model.h: the transformer runner: llama2.c and BitNet (bitllama2.c "ak42" v1)
+ * checkpoints, tokenizers, a forward pass whose attention goes through an sp_attn_op, and
+ * evaluation on real text. */
 #ifndef SPRINT_MODEL_H
 #define SPRINT_MODEL_H
 
@@ -12,18 +13,31 @@
 extern "C" {
 #endif
 
+/* Checkpoint architectures, detected from the file's header (docs/model.md). */
+typedef enum sp_model_arch {
+    SP_MODEL_ARCH_LLAMA2 = 0, /* llama2.c legacy export: fp32, RMSNorm gains before attention and MLP */
+    SP_MODEL_ARCH_BITNET = 1  /* bitllama2.c "ak42" v1: ternary linears, every linear input scaled to
+                                 x / (||x|| sqrt(n)), no per-layer gains */
+} sp_model_arch;
+
 /* The llama2.c header: 7 int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size,
- * seq_len); a negative vocab_size means a separate classifier matrix follows the weights. */
+ * seq_len); a negative vocab_size means a separate classifier matrix follows the weights.
+ * BitNet files carry the same 7 fields after a magic and a version. */
 typedef struct sp_model_info {
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
     int head_dim;          /* dim / n_heads */
     int shared_classifier; /* 1 when the classifier is the token embedding */
+    sp_model_arch arch;    /* which forward pass the weights belong to */
 } sp_model_info;
+
+/* "llama2" or "bitnet". */
+const char *sp_model_arch_name(sp_model_arch arch);
 
 typedef struct sp_model sp_model;
 
-/* Loads a checkpoint. Every header field and the file size are validated against each other
- * before anything is read; SP_ERR_IO / SP_ERR_FORMAT with a one-line message on failure. */
+/* Loads a checkpoint: a BitNet "ak42" v1 file when it starts with the magic 0x616b3432, else a
+ * llama2.c legacy export. Every header field and the file size are validated against each
+ * other before anything is read; SP_ERR_IO / SP_ERR_FORMAT with a one-line message on failure. */
 sp_status sp_model_load(const char *path, sp_model **out, sp_error *err);
 void sp_model_free(sp_model *m);
 const sp_model_info *sp_model_get_info(const sp_model *m);

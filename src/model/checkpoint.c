@@ -5,7 +5,8 @@
  * rms_final, freq_cis_real and freq_cis_imag (seq_len * head_dim / 2 each, unused: RoPE is
  * recomputed), then wcls when vocab_size < 0 (separate classifier). Every header field and the
  * exact file size are checked before a single weight is read; the weights are read with one
- * fread into one allocation and carved into named pointers. */
+ * fread into one allocation and carved into named pointers. A file starting with the BitNet
+ * magic "ak42" is handed to bitnet.c instead. */
 #define _POSIX_C_SOURCE 200809L
 #include <limits.h>
 #include <math.h>
@@ -14,14 +15,6 @@
 #include <string.h>
 
 #include "model/model_internal.h"
-
-/* Plausibility limits of the header (project choice: far above any model this tool runs,
- * small enough that every size below fits in 64 bits without overflow). */
-#define SP_MAX_DIM 65536
-#define SP_MAX_HIDDEN (1 << 20)
-#define SP_MAX_LAYERS 4096
-#define SP_MAX_VOCAB (1 << 22)
-#define SP_MAX_SEQ (1 << 20)
 
 /* Number of floats after the header that the (validated) info implies. */
 static uint64_t expected_floats(const sp_model_info *p) {
@@ -104,6 +97,10 @@ sp_status sp_model_load(const char *path, sp_model **out, sp_error *err) {
     long long size;
     sp_status s = sp_open_regular(path, "checkpoint ", &fp, &size, err);
     if (s != SP_OK) return s;
+    uint32_t magic = 0;
+    if (size >= 4 && fread(&magic, 4, 1, fp) == 1 && magic == SP_BITNET_MAGIC)
+        return sp_bitnet_load(path, fp, size, out, err); /* a llama2.c dim can never be 0x616b3432 */
+    rewind(fp);
     int32_t h[7];
     if (size < (long long)sizeof h || fread(h, sizeof h, 1, fp) != 1) {
         fclose(fp);

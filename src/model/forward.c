@@ -1,4 +1,6 @@
-/* forward.c: the transformer forward pass (llama2.c architecture) over a whole sequence.
+/* forward.c: the transformer forward pass (llama2.c and BitNet architectures) over a whole
+ * sequence. The steps where the architectures differ (the inputs of the linear layers) come
+ * from sp_model_linear_input (arch.c); everything else is shared.
  *
  * Projections and the MLP are matrix-matrix products (cblas_sgemm, single-threaded OpenBLAS
  * so that results are reproducible and the cores go to the attention heads); RMSNorm, RoPE
@@ -17,18 +19,6 @@
 /* OpenBLAS's own threading is switched off: the forward pass parallelises over heads, and a
  * single-threaded sgemm gives the same bits on every run. */
 void openblas_set_num_threads(int num_threads);
-
-/* out (n, dim) = x (n, dim) normalised by its RMS, times w (dim). Sum of squares in double. */
-static void rmsnorm(float *out, const float *x, const float *w, int n, int dim) {
-    for (int t = 0; t < n; t++) {
-        const float *xr = x + (size_t)t * dim;
-        float *o = out + (size_t)t * dim;
-        double ss = 0.0;
-        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
-        float r = (float)(1.0 / sqrt(ss / dim + 1e-5));
-        for (int i = 0; i < dim; i++) o[i] = w[i] * (r * xr[i]);
-    }
-}
 
 /* RoPE as llama2.c applies it: pairs (i, i+1) of every head rotated by pos * 10000^(-j/hd),
  * j = i mod hd, computed in float as llama2.c does. The angles depend only on (pos, j), so
@@ -97,8 +87,9 @@ static void chunk_rows(const fwd_state *f, int c, int *r0, int *r1) {
     *r1 = *r0 + SP_ROW_CHUNK < f->n ? *r0 + SP_ROW_CHUNK : f->n;
 }
 
-/* Before attention in layer l (l = 0 also copies the embeddings): xb = RMSNorm(x), q, k, v
- * projections, RoPE, for the rows of chunk c. */
+/* Before attention in layer l (l = 0 also copies the embeddings): xb = the q/k/v input
+ * (llama2.c: RMSNorm(x) * rms_att[l]; BitNet: x / (||x|| sqrt(dim))), q, k, v projections,
+ * RoPE, for the rows of chunk c. */
 static void pre_attention(void *ctx, int c) {
     const fwd_state *f = ctx;
     const sp_model_weights *w = &f->m->w;
@@ -111,10 +102,10 @@ static void pre_attention(void *ctx, int c) {
             memcpy(f->x + (size_t)t * dim, w->token_embedding + (size_t)f->tokens[t] * dim, (size_t)dim * sizeof(float));
     float *xb = f->xb + (size_t)r0 * dim;
     float *q = f->q + (size_t)r0 * f->qdim, *k = f->k + (size_t)r0 * f->kvdim, *v = f->v + (size_t)r0 * f->kvdim;
-    rmsnorm(xb, f->x + (size_t)r0 * dim, w->rms_att + L * dim, nr, dim);
-    matmul(q, xb, w->wq + L * dim * f->qdim, nr, dim, f->qdim, 0.0f);
-    matmul(k, xb, w->wk + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
-    matmul(v, xb, w->wv + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
+    const float *in = sp_model_linear_input(f->m, SP_LIN_QKV, f->l, f->x + (size_t)r0 * dim, xb, nr);
+    matmul(q, in, w->wq + L * dim * f->qdim, nr, dim, f->qdim, 0.0f);
+    matmul(k, in, w->wk + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
+    matmul(v, in, w->wv + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
     rope(q, k, f->cs + (size_t)r0 * f->hd, nr, f->qdim, f->kvdim, f->hd);
 }
 
@@ -130,8 +121,9 @@ static void run_head(void *ctx, int h) {
     f->st[h] = f->op->run(f->op, &ah, &f->err[h]);
 }
 
-/* After attention in layer l: x += att wo^T; x += SwiGLU MLP of RMSNorm(x); after the last
- * layer also the final RMSNorm and the classifier, for the rows of chunk c. */
+/* After attention in layer l: x += in(att) wo^T; x += in(SwiGLU(in(x) w1^T, in(x) w3^T)) w2^T,
+ * in() the architecture's linear input (sp_model_linear_input); after the last layer also the
+ * final RMSNorm (with gain, both architectures) and the classifier, for the rows of chunk c. */
 static void post_attention(void *ctx, int c) {
     const fwd_state *f = ctx;
     const sp_model_weights *w = &f->m->w;
@@ -142,17 +134,20 @@ static void post_attention(void *ctx, int c) {
     size_t L = (size_t)f->l;
     float *x = f->x + (size_t)r0 * dim, *xb = f->xb + (size_t)r0 * dim;
     float *h1 = f->h1 + (size_t)r0 * hid, *h3 = f->h3 + (size_t)r0 * hid;
-    matmul(x, f->att + (size_t)r0 * f->qdim, w->wo + L * f->qdim * dim, nr, f->qdim, dim, 1.0f); /* x += att wo^T */
-    rmsnorm(xb, x, w->rms_ffn + L * dim, nr, dim);
-    matmul(h1, xb, w->w1 + L * dim * hid, nr, dim, hid, 0.0f);
-    matmul(h3, xb, w->w3 + L * dim * hid, nr, dim, hid, 0.0f);
+    /* xb (n, dim) doubles as the wo input's scratch: qdim = n_heads * head_dim = dim */
+    const float *in = sp_model_linear_input(f->m, SP_LIN_WO, f->l, f->att + (size_t)r0 * f->qdim, xb, nr);
+    matmul(x, in, w->wo + L * f->qdim * dim, nr, f->qdim, dim, 1.0f); /* x += in wo^T */
+    in = sp_model_linear_input(f->m, SP_LIN_W13, f->l, x, xb, nr);
+    matmul(h1, in, w->w1 + L * dim * hid, nr, dim, hid, 0.0f);
+    matmul(h3, in, w->w3 + L * dim * hid, nr, dim, hid, 0.0f);
     for (size_t i = 0; i < (size_t)nr * (size_t)hid; i++) { /* SwiGLU: silu(w1 x) * (w3 x) */
         float a = h1[i];
         h1[i] = a * (1.0f / (1.0f + expf(-a))) * h3[i];
     }
-    matmul(x, h1, w->w2 + L * hid * dim, nr, hid, dim, 1.0f); /* x += h w2^T */
+    in = sp_model_linear_input(f->m, SP_LIN_W2, f->l, h1, h1, nr);
+    matmul(x, in, w->w2 + L * hid * dim, nr, hid, dim, 1.0f); /* x += in(h) w2^T */
     if (f->l == p->n_layers - 1) {
-        rmsnorm(xb, x, w->rms_final, nr, dim);
+        sp_rmsnorm(xb, x, w->rms_final, nr, dim);
         matmul(f->logits + (size_t)r0 * p->vocab_size, xb, w->wcls, nr, dim, p->vocab_size, 0.0f);
     }
 }

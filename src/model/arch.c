@@ -1,0 +1,68 @@
+/* arch.c: the steps of the forward pass that depend on the checkpoint's architecture.
+ *
+ * llama2.c: RMSNorm with a learned gain before attention and before the MLP; wo and w2 take
+ * their inputs as they are. BitNet b1.58 (bitllama2.c's runbit.c and bitlinear.py): every
+ * linear layer (wq, wk, wv, wo, w1, w3, w2) normalises its own input with SimpleRMSNorm,
+ * F.normalize(x) * n^-1/2 = x / (max(||x||, 1e-12) sqrt(n)), no gain; bitllama2.c then
+ * quantises that input to 8 bits per token (absmax), which sprint does not model: activations
+ * stay in float (issue 8). Both end with an RMSNorm with gain before the classifier. */
+#include <math.h>
+#include <string.h>
+
+#include "model/model_internal.h"
+
+const char *sp_model_arch_name(sp_model_arch arch) {
+    switch (arch) {
+    case SP_MODEL_ARCH_LLAMA2: return "llama2";
+    case SP_MODEL_ARCH_BITNET: return "bitnet";
+    }
+    return "unknown";
+}
+
+void sp_rmsnorm(float *out, const float *x, const float *w, int rows, int dim) {
+    for (int t = 0; t < rows; t++) {
+        const float *xr = x + (size_t)t * dim;
+        float *o = out + (size_t)t * dim;
+        double ss = 0.0;
+        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        float r = (float)(1.0 / sqrt(ss / dim + 1e-5));
+        for (int i = 0; i < dim; i++) o[i] = w[i] * (r * xr[i]);
+    }
+}
+
+/* out (rows, n) = x / (max(||x||, 1e-12) sqrt(n)) per row (BitNet's SimpleRMSNorm; the
+ * 1e-12 floor is F.normalize's eps, so a zero row stays zero). Sum of squares in double. */
+static void unit_norm(float *out, const float *x, int rows, int n) {
+    for (int t = 0; t < rows; t++) {
+        const float *xr = x + (size_t)t * n;
+        float *o = out + (size_t)t * n;
+        double ss = 0.0;
+        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+        double nrm = sqrt(ss);
+        float r = (float)(1.0 / ((nrm > 1e-12 ? nrm : 1e-12) * sqrt((double)n)));
+        for (int i = 0; i < n; i++) o[i] = r * xr[i];
+    }
+}
+
+const float *sp_model_linear_input(const sp_model *m, sp_lin_input which, int l, const float *in, float *scratch,
+                                   int rows) {
+    const sp_model_info *p = &m->info;
+    int n = which == SP_LIN_WO ? p->n_heads * p->head_dim : which == SP_LIN_W2 ? p->hidden_dim : p->dim;
+    switch (p->arch) {
+    case SP_MODEL_ARCH_BITNET:
+        unit_norm(scratch, in, rows, n);
+        return scratch;
+    case SP_MODEL_ARCH_LLAMA2:
+        if (which == SP_LIN_QKV) {
+            sp_rmsnorm(scratch, in, m->w.rms_att + (size_t)l * (size_t)n, rows, n);
+            return scratch;
+        }
+        if (which == SP_LIN_W13) {
+            sp_rmsnorm(scratch, in, m->w.rms_ffn + (size_t)l * (size_t)n, rows, n);
+            return scratch;
+        }
+        return in;
+    }
+    SP_ASSERT(0 && "unknown model architecture");
+    return in;
+}
