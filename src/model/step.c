@@ -9,9 +9,9 @@
  * table values, single-row sgemm), so logits match the prefill path's to float rounding
  * (sgemm over 1 row and over 32 rows may order sums differently).
  *
- * Model families: model_step() dispatches on the checkpoint's architecture; the llama2.c
- * family is the one implemented here. Another family (BitNet, issue 8a) plugs in as its own
- * step function with the same contract: (weights, cache, token, op) -> logits. */
+ * Architectures: llama2.c and BitNet b1.58 differ only in the inputs of the linear layers,
+ * which come from the same per-architecture switch as in the forward pass
+ * (sp_model_linear_input, arch.c), so this step serves both. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -41,7 +41,7 @@ sp_status sp_model_kv_init(const sp_model *m, int capacity, sp_model_kv **out, s
     kv->k = sp_xmalloc(Lc, (size_t)kv->kvdim * sizeof(float));
     kv->v = sp_xmalloc(Lc, (size_t)kv->kvdim * sizeof(float));
     kv->x = sp_xmalloc((size_t)p->dim, sizeof(float));
-    kv->xb = sp_xmalloc((size_t)p->dim, sizeof(float));
+    kv->xb = sp_xmalloc((size_t)(p->dim > p->n_heads * p->head_dim ? p->dim : p->n_heads * p->head_dim), sizeof(float));
     kv->q = sp_xmalloc((size_t)p->n_heads * p->head_dim, sizeof(float));
     kv->att = sp_xmalloc((size_t)p->n_heads * p->head_dim, sizeof(float));
     kv->h1 = sp_xmalloc((size_t)p->hidden_dim, sizeof(float));
@@ -60,21 +60,14 @@ void sp_model_kv_free(sp_model_kv *kv) {
 void sp_model_kv_reset(sp_model_kv *kv) { kv->len = 0; }
 int sp_model_kv_len(const sp_model_kv *kv) { return kv->len; }
 
-/* As forward.c's rmsnorm for one row. */
-static void rmsnorm1(float *o, const float *x, const float *w, int dim) {
-    double ss = 0.0;
-    for (int i = 0; i < dim; i++) ss += (double)x[i] * x[i];
-    float r = (float)(1.0 / sqrt(ss / dim + 1e-5));
-    for (int i = 0; i < dim; i++) o[i] = w[i] * (r * x[i]);
-}
-
 /* c (out) = beta c + w (out, in) a (in), as forward.c's matmul with one row. */
 static void matvec(float *c, const float *a, const float *w, int in, int out, float beta) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, out, in, 1.0f, a, in, w, in, beta, c, out);
 }
 
-/* The llama2.c family's step (forward.c's arithmetic for one position). */
-static sp_status llama_step(const sp_model *m, sp_model_kv *kv, int token, sp_attn_op *op, long long seq_id,
+/* One position through every layer: forward.c's arithmetic for one row, the architecture's
+ * differences (llama2.c, BitNet) through the same switch (sp_model_linear_input). */
+static sp_status model_step(const sp_model *m, sp_model_kv *kv, int token, sp_attn_op *op, long long seq_id,
                             float *logits, sp_error *err) {
     const sp_model_info *p = &m->info;
     const sp_model_weights *w = &m->w;
@@ -96,10 +89,10 @@ static sp_status llama_step(const sp_model *m, sp_model_kv *kv, int token, sp_at
         size_t L = (size_t)l;
         float *kc = kv->k + (L * kv->cap) * (size_t)kvdim, *vc = kv->v + (L * kv->cap) * (size_t)kvdim;
         float *kr = kc + (size_t)pos * kvdim, *vr = vc + (size_t)pos * kvdim;
-        rmsnorm1(xb, x, w->rms_att + L * dim, dim);
-        matvec(q, xb, w->wq + L * dim * qdim, dim, qdim, 0.0f);
-        matvec(kr, xb, w->wk + L * dim * kvdim, dim, kvdim, 0.0f);
-        matvec(vr, xb, w->wv + L * dim * kvdim, dim, kvdim, 0.0f);
+        const float *in = sp_model_linear_input(m, SP_LIN_QKV, l, x, xb, 1);
+        matvec(q, in, w->wq + L * dim * qdim, dim, qdim, 0.0f);
+        matvec(kr, in, w->wk + L * dim * kvdim, dim, kvdim, 0.0f);
+        matvec(vr, in, w->wv + L * dim * kvdim, dim, kvdim, 0.0f);
         for (int i = 0; i < qdim; i += 2) {
             int j = i % hd;
             float fcr = cs[j], fci = cs[j + 1];
@@ -122,17 +115,19 @@ static sp_status llama_step(const sp_model *m, sp_model_kv *kv, int token, sp_at
             sp_status s = op->run(op, &ah, err);
             if (s != SP_OK) return s;
         }
-        matvec(x, att, w->wo + L * qdim * dim, qdim, dim, 1.0f);
-        rmsnorm1(xb, x, w->rms_ffn + L * dim, dim);
-        matvec(kv->h1, xb, w->w1 + L * dim * hid, dim, hid, 0.0f);
-        matvec(kv->h3, xb, w->w3 + L * dim * hid, dim, hid, 0.0f);
+        in = sp_model_linear_input(m, SP_LIN_WO, l, att, xb, 1); /* xb holds max(dim, qdim) */
+        matvec(x, in, w->wo + L * qdim * dim, qdim, dim, 1.0f);
+        in = sp_model_linear_input(m, SP_LIN_W13, l, x, xb, 1);
+        matvec(kv->h1, in, w->w1 + L * dim * hid, dim, hid, 0.0f);
+        matvec(kv->h3, in, w->w3 + L * dim * hid, dim, hid, 0.0f);
         for (int i = 0; i < hid; i++) {
             float a = kv->h1[i];
             kv->h1[i] = a * (1.0f / (1.0f + expf(-a))) * kv->h3[i];
         }
-        matvec(x, kv->h1, w->w2 + L * hid * dim, hid, dim, 1.0f);
+        in = sp_model_linear_input(m, SP_LIN_W2, l, kv->h1, kv->h1, 1);
+        matvec(x, in, w->w2 + L * hid * dim, hid, dim, 1.0f);
     }
-    rmsnorm1(xb, x, w->rms_final, dim);
+    sp_rmsnorm(xb, x, w->rms_final, 1, dim);
     matvec(logits, xb, w->wcls, dim, p->vocab_size, 0.0f);
     return SP_OK;
 }
@@ -151,7 +146,7 @@ sp_status sp_model_step(const sp_model *m, sp_model_kv *kv, int token, sp_attn_o
         return sp_error_set(err, SP_ERR_ARG, "decode step: token %d outside the vocabulary [0, %d)", token,
                             p->vocab_size);
     openblas_set_num_threads(1);
-    sp_status s = llama_step(m, kv, token, op, seq_id, logits, err);
+    sp_status s = model_step(m, kv, token, op, seq_id, logits, err);
     if (s == SP_OK) kv->len++;
     return s;
 }
