@@ -12,7 +12,9 @@
  * cache (bench exits 1 on a mismatch) and its error measured against the double reference
  * over the fp32 tensors (sp_decode_ref). Bandwidth = bytes the kernel must read per step
  * (dense: K and V; SPRINT: MSBs and key scales plus the fetched rows of K and V) / time, also
- * as a fraction of the read bandwidth measured here with the same thread count.
+ * as a fraction of the read bandwidth measured here with the same thread count: the median of
+ * 1 GiB read passes (sp_membw_read_pass) interleaved with the timed steps, so both see the same
+ * load on a shared machine.
  *
  * usage: bench_decode [--contexts 4096,16384,65536] [--threads 1,2] [--kv-heads 8] [--group 4]
  *                     [--d 128] [--kept 0.10] [--reps 7] [--json]
@@ -101,8 +103,13 @@ int main(int argc, char **argv) {
     for (int i = 0; i < H * d; i++) q[i] = (float)(3.0 * sp_rng_next_normal(&rng));
     float *out = sp_xmalloc((size_t)H * d, sizeof(float)), *ref = sp_xmalloc((size_t)H * d, sizeof(float));
     float *chk = sp_xmalloc((size_t)H * d, sizeof(float));
+    /* DRAM read bandwidth: a 1 GiB read pass timed in the same interleaved loop as the kernels
+     * (the machine is shared; bandwidth left to us changes by the minute) */
+    size_t bw_words = ((size_t)1 << 30) / sizeof(uint64_t);
+    uint64_t *bwbuf = sp_xmalloc(bw_words, sizeof(uint64_t));
+    for (size_t i = 0; i < bw_words; i++) bwbuf[i] = i;
     double dram[8];
-    for (int t = 0; t < nthr; t++) dram[t] = sp_membw_read_gbs((size_t)1 << 30, thr[t], 3);
+    for (int t = 0; t < nthr; t++) dram[t] = sp_membw_read_pass(bwbuf, bw_words, thr[t]);
     sp_kv_dtype types[3] = {SP_KV_F32, SP_KV_F16, SP_KV_BF16};
     result *res = sp_xmalloc((size_t)nctx * nthr * 6, sizeof *res);
     int nres = 0;
@@ -161,17 +168,21 @@ int main(int argc, char **argv) {
         /* timing: the six kernels interleaved rep by rep, so that load changes on a shared
          * machine hit all of them alike; the median step of each */
         for (int th = 0; th < nthr; th++) {
-            double t[6][64];
+            double t[6][64], bw[64];
             for (int k = 0; k < 6; k++) {
                 opts[k].threads = thr[th];
                 if (sp_decode_step(caches[k / 2], q, out, &opts[k], NULL, &e) != SP_OK) die("step", &e);
             }
-            for (int r = 0; r < reps; r++)
+            for (int r = 0; r < reps; r++) {
                 for (int k = 0; k < 6; k++) {
                     double t0 = sp_now_seconds();
                     if (sp_decode_step(caches[k / 2], q, out, &opts[k], NULL, &e) != SP_OK) die("step", &e);
                     t[k][r] = (sp_now_seconds() - t0) * 1e3;
                 }
+                bw[r] = sp_membw_read_pass(bwbuf, bw_words, thr[th]);
+            }
+            qsort(bw, (size_t)reps, sizeof bw[0], cmp_double);
+            dram[th] = bw[reps / 2];
             for (int k = 0; k < 6; k++) {
                 if (sp_decode_step(caches[k / 2], q, out, &opts[k], NULL, &e) != SP_OK) die("step", &e);
                 qsort(t[k], (size_t)reps, sizeof t[k][0], cmp_double);
@@ -213,6 +224,7 @@ int main(int argc, char **argv) {
         }
     }
     if (json) printf("\n]\n");
+    free(bwbuf);
     free(res), free(K), free(V), free(q), free(out), free(ref), free(chk);
     return 0;
 }

@@ -102,6 +102,9 @@ const char *sp_decode_level_name(int portable);
  * `bytes`-long buffer (make it several times the last-level cache) on `threads` threads
  * (0 = OpenMP default). A STREAM-like measurement; returns 0 on a zero size. */
 double sp_membw_read_gbs(size_t bytes, int threads, int reps);
+/* One timed read pass over buf (n 64-bit words, caller-owned and already touched): GB/s. For
+ * benchmarks that interleave the bandwidth measurement with the kernels they compare. */
+double sp_membw_read_pass(const uint64_t *buf, size_t n, int threads);
 
 #ifdef __cplusplus
 }
