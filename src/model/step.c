@@ -6,8 +6,8 @@
  * its key and value rows are appended to the layer's cache; each head's query attends to the
  * pos + 1 cached keys as an sp_attn_head with n_q = 1, q_offset = pos, causal. The arithmetic
  * per position is the forward pass's (RMSNorm with a double sum of squares, the same RoPE
- * table values, single-row sgemm), so logits match the prefill path's to float rounding
- * (sgemm over 1 row and over 32 rows may order sums differently).
+ * table values, sgemv for the projections), so logits match the prefill path's to float rounding
+ * (sgemv and the prefill's sgemm may order sums differently).
  *
  * Architectures: llama2.c and BitNet b1.58 differ only in the inputs of the linear layers,
  * which come from the same per-architecture switch as in the forward pass
@@ -60,9 +60,10 @@ void sp_model_kv_free(sp_model_kv *kv) {
 void sp_model_kv_reset(sp_model_kv *kv) { kv->len = 0; }
 int sp_model_kv_len(const sp_model_kv *kv) { return kv->len; }
 
-/* c (out) = beta c + w (out, in) a (in), as forward.c's matmul with one row. */
+/* c (out) = beta c + w (out, in) a (in): forward.c's matmul for one row, as a matrix-vector
+ * product (sgemm with one row repacks the whole weight matrix on every call: 10x slower). */
 static void matvec(float *c, const float *a, const float *w, int in, int out, float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, out, in, 1.0f, a, in, w, in, beta, c, out);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, a, 1, beta, c, 1);
 }
 
 /* One position through every layer: forward.c's arithmetic for one row, the architecture's
