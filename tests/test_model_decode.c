@@ -136,3 +136,19 @@ Test(model_decode, step_refuses_bad_input) {
     sp_model_kv_free(NULL);
     unload(&s);
 }
+
+/* `sprint generate` decodes with the KV cache; greedy text equals the whole-prefix path's. */
+Test(cli, generate_kv_cache_equals_no_cache) {
+    char a[8192], b[8192], e[4096];
+    char buf[4096];
+    if (!th_shared_path("models/stories260K.bin", buf, sizeof buf)) cr_skip_test("stories260K.bin not found");
+    cr_assert_eq(th_run_sprint("generate --temperature 0 --steps 60 --quiet", a, sizeof a, e, sizeof e), 0, "%s", e);
+    cr_assert_eq(th_run_sprint("generate --temperature 0 --steps 60 --quiet --no-kv-cache", b, sizeof b, e, sizeof e), 0,
+                 "%s", e);
+    cr_assert_gt(strlen(a), 100, "generated text too short: %s", a);
+    cr_assert_str_eq(a, b);
+    cr_assert_eq(th_run_sprint("generate --attention nope", b, sizeof b, e, sizeof e), 2, "unknown mode: usage error");
+    cr_assert_eq(th_run_sprint("eval --decode --set eval.max_stories=1 --quiet --json", b, sizeof b, e, sizeof e), 0,
+                 "%s", e);
+    cr_assert(strstr(b, "\"path\":\"decode\""), "eval --decode JSON: %s", b);
+}
