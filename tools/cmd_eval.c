@@ -11,7 +11,7 @@
 #include "sprint/model.h"
 
 static void help(void) {
-    printf("usage: sprint eval [--model M] [--tokenizer T] [--text F] [--attention MODE] [common options]\n\n"
+    printf("usage: sprint eval [--model M] [--tokenizer T] [--text F] [--attention MODE] [--decode] [common options]\n\n"
            "Splits the text into stories at <|endoftext|>, encodes each with BOS, evaluates every story\n"
            "(windows of eval.window tokens, default the model's context length; each target predicted\n"
            "once) and reports mean negative log-likelihood (nats/token), perplexity, top-1 accuracy,\n"
@@ -23,6 +23,8 @@ static void help(void) {
            "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
            "  --attention MODE  attention operator: %s (default dense).\n"
            "                    dense runs in float (fast path); dense-ref is the double reference\n"
+           "  --decode          teacher-forced decoding: one token per step through a KV cache (the\n"
+           "                    operator sees one query per head per step); same windows and targets\n"
            "  Keys: eval.max_stories (stories, 0 = all), eval.window (tokens, 0 = the model's context\n"
            "  length), run.threads (threads, 0 = all cores); see docs/config.md\n\n"
            "Output (table, or one JSON object with --json): stories, predicted tokens, mean NLL\n"
@@ -48,12 +50,15 @@ int cmd_eval(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "eval");
     const char *mode = "dense";
+    int decode = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_common_option(&c, argc, argv, &i) || cli_path_option(&c, argc, argv, &i, 1)) continue;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             help();
             return 0;
+        } else if (!strcmp(a, "--decode")) {
+            decode = 1;
         } else if (!strcmp(a, "--attention")) {
             mode = cli_value(&c, argc, argv, &i);
         } else {
@@ -98,7 +103,8 @@ int cmd_eval(int argc, char **argv) {
                        .progress = cli_progress, .progress_user = &c};
     sp_eval_result r;
     progress_stage(&c, "evaluating");
-    if (sp_eval_corpus(m, &corpus, op, &eo, &r, &err) != SP_OK) cli_die_err(&c, &err);
+    if ((decode ? sp_eval_corpus_decode : sp_eval_corpus)(m, &corpus, op, &eo, &r, &err) != SP_OK)
+        cli_die_err(&c, &err);
     cli_progress_done();
 
     double kept = sp_attn_stats_kept_fraction(&r.attn), mem = sp_attn_stats_mem_kept_fraction(&r.attn);
@@ -111,6 +117,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddStringToObject(o, "model", c.cfg.model_checkpoint);
         cJSON_AddStringToObject(o, "text", c.cfg.eval_text);
         cJSON_AddStringToObject(o, "attention", op->name);
+        cJSON_AddStringToObject(o, "path", decode ? "decode" : "prefill");
         cJSON_AddNumberToObject(o, "stories", (double)r.stories);
         cJSON_AddNumberToObject(o, "tokens", (double)r.tokens);
         cJSON_AddNumberToObject(o, "nll", r.nll);
@@ -131,7 +138,8 @@ int cmd_eval(int argc, char **argv) {
         cJSON_Delete(o);
     } else {
         char b[64];
-        printf("sprint eval: %s on %s, attention %s\n", c.cfg.model_checkpoint, c.cfg.eval_text, op->name);
+        printf("sprint eval: %s on %s, attention %s%s\n", c.cfg.model_checkpoint, c.cfg.eval_text, op->name,
+               decode ? ", decode path (KV cache)" : "");
         snprintf(b, sizeof b, "%ld", r.stories), row("stories", b, "stories");
         snprintf(b, sizeof b, "%ld", r.tokens), row("tokens", b, "predicted tokens");
         snprintf(b, sizeof b, "%.4f", r.nll), row("mean NLL", b, "nats/token");

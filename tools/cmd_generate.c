@@ -1,6 +1,7 @@
-/* sprint generate: text from a llama2.c model, greedy or top-p sampling (a smoke check of the
- * runner). Each step runs the forward pass over the whole prefix (at most the model's context
- * length) through the dense attention operator; simple and exact, not fast. */
+/* sprint generate: text from a llama2.c model, greedy or top-p sampling. Decodes one token per
+ * step through a KV cache (sp_model_step) and the chosen attention operator; --no-kv-cache
+ * re-runs the forward pass over the whole prefix at every step (the earlier path, kept to
+ * measure the cache's speed-up side by side). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,11 +9,12 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "sprint/functional.h"
 #include "sprint/model.h"
 
 static void help(void) {
     printf("usage: sprint generate [--model M] [--tokenizer T] [--prompt S] [--steps N] [--temperature X]\n"
-           "                       [--topp P] [common options]\n\n"
+           "                       [--topp P] [--attention MODE] [--no-kv-cache] [common options]\n\n"
            "Generates text from the model, starting from BOS and the prompt. Greedy (argmax) when the\n"
            "temperature is 0, otherwise samples from softmax(logits / temperature) restricted to the\n"
            "smallest set of tokens whose probability reaches P (top-p), seeded by run.seed (--seed).\n"
@@ -23,8 +25,11 @@ static void help(void) {
            "  --steps N          tokens to generate, integer in [1, 100000] (default 256 tokens)\n"
            "  --temperature X    softmax temperature, dimensionless, in [0, 100]; 0 = greedy (default 1.0)\n"
            "  --topp P           top-p probability mass, in (0, 1] (default 0.9)\n"
+           "  --attention MODE   attention operator: %s (default dense); SPRINT\n"
+           "                     operators take their thresholds from policy.* (no calibration data here)\n"
+           "  --no-kv-cache      re-run the whole prefix every step instead of decoding with the KV cache\n"
            "Prints the text on stdout; on stderr the token count, time (s) and speed (tokens/s).\n\n%s",
-           CLI_COMMON_HELP);
+           SP_ATTN_MODES, CLI_COMMON_HELP);
 }
 
 /* The number v of option opt, in [lo, hi] ((lo, hi] when lo_open), an integer when integral;
@@ -102,6 +107,8 @@ int cmd_generate(int argc, char **argv) {
     const char *prompt = "";
     int steps = 256;
     double temperature = 1.0, topp = 0.9;
+    const char *mode = "dense";
+    int use_cache = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_common_option(&c, argc, argv, &i) || cli_path_option(&c, argc, argv, &i, 0)) continue;
@@ -114,6 +121,12 @@ int cmd_generate(int argc, char **argv) {
             steps = (int)parse_num(&c, a, cli_value(&c, argc, argv, &i), 1, 100000, 0, 1);
         } else if (!strcmp(a, "--temperature")) {
             temperature = parse_num(&c, a, cli_value(&c, argc, argv, &i), 0, 100, 0, 0);
+        } else if (!strcmp(a, "--attention")) {
+            mode = cli_value(&c, argc, argv, &i);
+            if (sp_config_enum_index(SP_ATTN_MODES, mode) < 0)
+                cli_die(&c, 2, "unknown attention mode '%s' (expected one of %s)", mode, SP_ATTN_MODES);
+        } else if (!strcmp(a, "--no-kv-cache")) {
+            use_cache = 0;
         } else if (!strcmp(a, "--topp")) {
             topp = parse_num(&c, a, cli_value(&c, argc, argv, &i), 0, 1, 1, 0);
         } else {
@@ -140,18 +153,31 @@ int cmd_generate(int argc, char **argv) {
     memcpy(seq, ptok, (size_t)np * sizeof *seq);
     free(ptok);
     int V = info->vocab_size;
-    float *logits = sp_xmalloc((size_t)cap, (size_t)V * sizeof *logits);
+    float *logits = sp_xmalloc(use_cache ? 1 : (size_t)cap, (size_t)V * sizeof *logits);
     prob_index *scratch = sp_xmalloc((size_t)V, sizeof *scratch);
-    sp_attn_op *op = sp_attn_dense_fast_create(info->n_layers, info->n_heads);
+    sp_op_request req = {.mode = mode, .cfg = &c.cfg};
+    sp_attn_op *op = NULL;
+    if (sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
+    sp_model_kv *kv = NULL;
+    if (use_cache && sp_model_kv_init(m, cap, &kv, &err) != SP_OK) cli_die_err(&c, &err);
     sp_rng rng;
     sp_rng_seed(&rng, (uint64_t)c.cfg.run_seed);
     for (int i = 1; i < np; i++) print_piece(sp_tokenizer_decode(t, seq[i - 1], seq[i]));
     int n = np, made = 0;
     double t0 = sp_now_seconds();
     while (made < steps && n < cap) {
-        if (sp_model_forward(m, seq, n, op, made, (int)c.cfg.run_threads, logits, &err) != SP_OK) cli_die_err(&c, &err);
+        const float *last;
+        if (use_cache) { /* feed what the cache has not seen: the prompt, then each new token */
+            while (sp_model_kv_len(kv) < n)
+                if (sp_model_step(m, kv, seq[sp_model_kv_len(kv)], op, 0, logits, &err) != SP_OK) cli_die_err(&c, &err);
+            last = logits;
+        } else {
+            if (sp_model_forward(m, seq, n, op, made, (int)c.cfg.run_threads, logits, &err) != SP_OK)
+                cli_die_err(&c, &err);
+            last = logits + (size_t)(n - 1) * V;
+        }
         double coin = sp_rng_next_uniform(&rng);
-        int next = sample(logits + (size_t)(n - 1) * V, V, temperature, topp, coin, scratch);
+        int next = sample((float *)last, V, temperature, topp, coin, scratch);
         if (next == 1) break; /* BOS: the model ends the story */
         print_piece(sp_tokenizer_decode(t, seq[n - 1], next));
         fflush(stdout);
@@ -160,7 +186,10 @@ int cmd_generate(int argc, char **argv) {
     }
     printf("\n");
     double el = sp_now_seconds() - t0;
-    if (!c.quiet) fprintf(stderr, "sprint generate: %d tokens in %.2f s (%.1f tokens/s)\n", made, el, el > 0 ? made / el : 0.0);
+    if (!c.quiet)
+        fprintf(stderr, "sprint generate: %d tokens in %.2f s (%.1f tokens/s, %s, attention %s)\n", made, el,
+                el > 0 ? made / el : 0.0, use_cache ? "KV cache" : "no KV cache", op->name);
+    sp_model_kv_free(kv);
     sp_attn_op_free(op);
     free(scratch);
     free(logits);

@@ -14,4 +14,5 @@ struct cli_common;
 int cli_is_encoder_dir(const char *path);
 int cmd_eval_encoder(struct cli_common *c, const char *mode, int tokenizer_given);
 int cmd_plot(int argc, char **argv);
+int cmd_decode(int argc, char **argv);
 #endif

@@ -17,6 +17,7 @@ static const struct {
     {"compare", cmd_compare, "compare attention modes x threshold policies on a model in one run"},
     {"sweep", cmd_sweep, "sweep any config keys over a grid in parallel: accuracy and simulator cost per point"},
     {"plot", cmd_plot, "draw a paper figure (Fig. 5, 9, 10, 11, energy) or a sweep from sprint's outputs"},
+    {"decode", cmd_decode, "decoding on a growing KV cache: SPRINT functional model, simulator, endurance"},
     {"generate", cmd_generate, "generate text from a model (greedy or sampled), a smoke check"},
     {"config", cmd_config, "dump the effective config, write docs/config.md, or check a file"},
 };

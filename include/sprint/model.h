@@ -103,6 +103,26 @@ typedef struct sp_eval_result {
 sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
                          sp_eval_result *res, sp_error *err);
 
+/* ---- decoding with a KV cache (src/model/step.c, issue 12) ------------------------------ */
+typedef struct sp_model_kv sp_model_kv;
+/* A cache of every layer's key and value rows for up to `capacity` positions (<= seq_len).
+ * Caller frees with sp_model_kv_free (NULL is a no-op). */
+sp_status sp_model_kv_init(const sp_model *m, int capacity, sp_model_kv **out, sp_error *err);
+void sp_model_kv_free(sp_model_kv *kv);
+void sp_model_kv_reset(sp_model_kv *kv); /* a new sequence */
+int sp_model_kv_len(const sp_model_kv *kv);
+/* One decode step: token at position sp_model_kv_len(kv); appends its keys and values and
+ * writes logits (vocab_size). Attention goes through op as n_q = 1 heads (q_offset = pos).
+ * SP_ERR_ARG when the cache is full, the token is out of range or op does not fit the model. */
+sp_status sp_model_step(const sp_model *m, sp_model_kv *kv, int token, sp_attn_op *op, long long seq_id,
+                        float *logits, sp_error *err);
+/* sp_eval_corpus, teacher-forced one token per step through the KV cache (the same windows,
+ * targets and sequence ids); the NLL equals the prefill path's to float rounding for dense
+ * attention and for any operator whose per-query result depends only on keys up to its own
+ * position (tests/test_model_decode.c). */
+sp_status sp_eval_corpus_decode(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
+                                sp_eval_result *res, sp_error *err);
+
 #ifdef __cplusplus
 }
 #endif
