@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "sprint/cpu_attention.h"
 
 static const struct {
     const char *name;
@@ -32,7 +33,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("sprint %s\n", SP_VERSION);
+        printf("sprint %s (cpu kernels: %s)\n", SP_VERSION, sp_cpu_attention_level());
         return 0;
     }
     for (size_t i = 0; i < NCMD; i++)

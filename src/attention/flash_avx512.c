@@ -1,0 +1,130 @@
+/* flash_avx512.c: the flash-attention tile (flash.h) in AVX-512 F (needs d % 16 == 0).
+ * Scores of 4 queries x 64 keys live in 16 zmm registers (4 panel loads and 4 broadcasts per
+ * 16 FMAs); the weighted sum of V keeps 4 queries x 64 output dims in 16 zmm registers.
+ * Tested against sp_flash_tile_portable (tests/test_cpu_kernels.c). */
+#include "attention/flash.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#include <math.h>
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+
+/* 2^x for x <= 0, 0 below -126: the portable kernel's polynomial, lane-wise. */
+T512 static inline __m512 exp2_512(__m512 x) {
+    __mmask16 ok = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_GE_OQ);
+    x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(ok, p, n);
+}
+
+T512 static inline __mmask16 lim_mask(int lim, int p) {
+    int k = lim - p * 16;
+    return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1u);
+}
+
+T512 void sp_flash_tile_avx512(const sp_flash_tile *t) {
+    const int d = t->d, n = t->nkc;
+    const size_t PD = (size_t)d * 16;
+    __m512 s[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int p = 0; p < 4; p++) s[r][p] = _mm512_setzero_ps();
+    const float *q0 = t->q[0], *q1 = t->q[1], *q2 = t->q[2], *q3 = t->q[3];
+    const float *kp = t->kp;
+    for (int c = 0; c < d; c++, kp += 16) {
+        __m512 k0 = _mm512_loadu_ps(kp), k1 = _mm512_loadu_ps(kp + PD);
+        __m512 k2 = _mm512_loadu_ps(kp + 2 * PD), k3 = _mm512_loadu_ps(kp + 3 * PD);
+        __m512 b = _mm512_set1_ps(q0[c]);
+        s[0][0] = _mm512_fmadd_ps(b, k0, s[0][0]), s[0][1] = _mm512_fmadd_ps(b, k1, s[0][1]);
+        s[0][2] = _mm512_fmadd_ps(b, k2, s[0][2]), s[0][3] = _mm512_fmadd_ps(b, k3, s[0][3]);
+        b = _mm512_set1_ps(q1[c]);
+        s[1][0] = _mm512_fmadd_ps(b, k0, s[1][0]), s[1][1] = _mm512_fmadd_ps(b, k1, s[1][1]);
+        s[1][2] = _mm512_fmadd_ps(b, k2, s[1][2]), s[1][3] = _mm512_fmadd_ps(b, k3, s[1][3]);
+        b = _mm512_set1_ps(q2[c]);
+        s[2][0] = _mm512_fmadd_ps(b, k0, s[2][0]), s[2][1] = _mm512_fmadd_ps(b, k1, s[2][1]);
+        s[2][2] = _mm512_fmadd_ps(b, k2, s[2][2]), s[2][3] = _mm512_fmadd_ps(b, k3, s[2][3]);
+        b = _mm512_set1_ps(q3[c]);
+        s[3][0] = _mm512_fmadd_ps(b, k0, s[3][0]), s[3][1] = _mm512_fmadd_ps(b, k1, s[3][1]);
+        s[3][2] = _mm512_fmadd_ps(b, k2, s[3][2]), s[3][3] = _mm512_fmadd_ps(b, k3, s[3][3]);
+    }
+    float P[4][64] __attribute__((aligned(64)));
+    float alpha[4];
+    int nmax = 0;
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int r = 0; r < 4; r++) {
+        int lim = t->lim[r] < n ? t->lim[r] : n;
+        nmax = lim > nmax ? lim : nmax;
+        __m512 mx = ninf;
+        for (int p = 0; p < 4; p++) {
+            __m512 x = s[r][p];
+            if (t->bias) x = _mm512_add_ps(x, _mm512_loadu_ps(t->bias + p * 16));
+            x = _mm512_mask_blend_ps(lim_mask(lim, p), ninf, x);
+            s[r][p] = x;
+            mx = _mm512_max_ps(mx, x);
+        }
+        float bm = _mm512_reduce_max_ps(mx);
+        float mold = t->m[r], mnew = bm > mold ? bm : mold;
+        if (mnew == -INFINITY) {
+            alpha[r] = 1.0f;
+            for (int p = 0; p < 4; p++) _mm512_store_ps(&P[r][p * 16], _mm512_setzero_ps());
+            continue;
+        }
+        alpha[r] = mold == -INFINITY ? 0.0f : sp_flash_exp2(mold - mnew);
+        __m512 mv = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
+        for (int p = 0; p < 4; p++) {
+            __m512 e = exp2_512(_mm512_sub_ps(s[r][p], mv));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_store_ps(&P[r][p * 16], e);
+        }
+        t->m[r] = mnew;
+        t->l[r] = t->l[r] * alpha[r] + _mm512_reduce_add_ps(sum);
+    }
+    const size_t ldv = (size_t)t->ldv;
+    int c0 = 0;
+    for (; c0 + 64 <= d; c0 += 64) {
+        __m512 acc[4][4];
+        for (int r = 0; r < 4; r++) {
+            __m512 a = _mm512_set1_ps(alpha[r]);
+            const float *o = t->o + (size_t)r * (size_t)d + c0;
+            for (int v = 0; v < 4; v++) acc[r][v] = _mm512_mul_ps(a, _mm512_loadu_ps(o + 16 * v));
+        }
+        const float *vr = t->v + c0;
+        for (int u = 0; u < nmax; u++, vr += ldv) {
+            __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
+            __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
+            for (int r = 0; r < 4; r++) {
+                __m512 b = _mm512_set1_ps(P[r][u]);
+                acc[r][0] = _mm512_fmadd_ps(b, v0, acc[r][0]);
+                acc[r][1] = _mm512_fmadd_ps(b, v1, acc[r][1]);
+                acc[r][2] = _mm512_fmadd_ps(b, v2, acc[r][2]);
+                acc[r][3] = _mm512_fmadd_ps(b, v3, acc[r][3]);
+            }
+        }
+        for (int r = 0; r < 4; r++) {
+            float *o = t->o + (size_t)r * (size_t)d + c0;
+            for (int v = 0; v < 4; v++) _mm512_storeu_ps(o + 16 * v, acc[r][v]);
+        }
+    }
+    for (; c0 < d; c0 += 16) {
+        __m512 acc[4];
+        for (int r = 0; r < 4; r++)
+            acc[r] = _mm512_mul_ps(_mm512_set1_ps(alpha[r]), _mm512_loadu_ps(t->o + (size_t)r * (size_t)d + c0));
+        const float *vr = t->v + c0;
+        for (int u = 0; u < nmax; u++, vr += ldv) {
+            __m512 v0 = _mm512_loadu_ps(vr);
+            for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r][u]), v0, acc[r]);
+        }
+        for (int r = 0; r < 4; r++) _mm512_storeu_ps(t->o + (size_t)r * (size_t)d + c0, acc[r]);
+    }
+}
+#else
+void sp_flash_tile_avx512(const sp_flash_tile *t) { sp_flash_tile_portable(t); }
+#endif
