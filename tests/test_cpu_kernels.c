@@ -63,7 +63,7 @@ Test(cpu, environment_override) {
 
 /* One tile at every level against the portable tile: random scores, a causal limit per row, a
  * padding bias, two chunks folded in sequence (exercises the online rescale). */
-static void tile_case(int d, int nkc, int causal, int pad, uint64_t seed) {
+static void tile_case(int d, int nkc, int causal, int pad, int thr_on, uint64_t seed) {
     float *q = randn(4 * (size_t)d, seed, 0.4f), *k = randn(128 * (size_t)d, seed + 1, 1.0f);
     float *v = randn(128 * (size_t)d, seed + 2, 1.0f);
     float *kp = malloc(sp_flash_kpack_size(128, d) * sizeof *kp);
@@ -71,6 +71,7 @@ static void tile_case(int d, int nkc, int causal, int pad, uint64_t seed) {
     float bias[128 + 64] = {0};
     for (int j = 0; j < 128; j++) bias[j] = pad && j % 5 == 2 ? -INFINITY : 0.0f;
     float m[3][4], l[3][4], *o[3];
+    uint64_t kept[3][2][4];
     sp_flash_tile_fn fns[3] = {sp_flash_tile_portable, sp_flash_tile_avx2, sp_flash_tile_avx512};
     int nlev = sp_cpu_detect() + 1;
     if (d % 16) nlev = nlev > 2 ? 2 : nlev;
@@ -84,12 +85,17 @@ static void tile_case(int d, int nkc, int causal, int pad, uint64_t seed) {
             for (int r = 0; r < 4; r++) {
                 t.q[r] = q + (size_t)r * d;
                 t.lim[r] = causal ? 50 + 7 * r - 64 * ch + (ch ? 60 : 0) : 64;
+                t.thr[r] = thr_on ? 0.2f * (float)r - 0.3f : -INFINITY;
+                t.rbias[r] = pad && r == 2 ? bias + 1 + ch * 64 : NULL; /* row 2: its own mask */
             }
             fns[L](&t);
+            memcpy(kept[L][ch], t.kept, sizeof t.kept);
         }
     }
     for (int L = 1; L < nlev; L++)
         for (int r = 0; r < 4; r++) {
+            for (int ch = 0; ch < 2; ch++)
+                cr_assert_eq(kept[L][ch][r], kept[0][ch][r], "level %d row %d chunk %d: kept bits differ", L, r, ch);
             cr_assert(fabsf(m[L][r] - m[0][r]) <= 1e-5f * (1 + fabsf(m[0][r])), "level %d row %d m %g vs %g", L, r,
                       m[L][r], m[0][r]);
             cr_assert(fabsf(l[L][r] - l[0][r]) <= 1e-5f * l[0][r], "level %d row %d l %g vs %g", L, r, l[L][r],
@@ -107,10 +113,12 @@ static void tile_case(int d, int nkc, int causal, int pad, uint64_t seed) {
 Test(flash, tiles_match_portable) {
     int ds[] = {8, 16, 32, 48, 64, 80, 128};
     for (int i = 0; i < 7; i++) {
-        tile_case(ds[i], 64, 0, 0, 10 + (uint64_t)i);
-        tile_case(ds[i], 37, 1, 0, 20 + (uint64_t)i);
-        tile_case(ds[i], 64, 1, 1, 30 + (uint64_t)i);
-        tile_case(ds[i], 5, 0, 1, 40 + (uint64_t)i);
+        tile_case(ds[i], 64, 0, 0, 0, 10 + (uint64_t)i);
+        tile_case(ds[i], 37, 1, 0, 0, 20 + (uint64_t)i);
+        tile_case(ds[i], 64, 1, 1, 0, 30 + (uint64_t)i);
+        tile_case(ds[i], 5, 0, 1, 0, 40 + (uint64_t)i);
+        tile_case(ds[i], 64, 0, 1, 1, 50 + (uint64_t)i);
+        tile_case(ds[i], 50, 1, 0, 1, 60 + (uint64_t)i);
     }
 }
 

@@ -38,7 +38,7 @@ static inline float exp2_poly(float x) {
 
 float sp_flash_exp2(float x) { return exp2_poly(x); }
 
-void sp_flash_tile_portable(const sp_flash_tile *t) {
+void sp_flash_tile_portable(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
     float s[SP_FLASH_ROWS][SP_FLASH_CHUNK]; /* scores (log2 units), then weights */
     for (int r = 0; r < SP_FLASH_ROWS; r++)
@@ -53,12 +53,17 @@ void sp_flash_tile_portable(const sp_flash_tile *t) {
         }
     for (int r = 0; r < SP_FLASH_ROWS; r++) {
         int lim = t->lim[r] < n ? t->lim[r] : n;
-        float mx = -INFINITY;
+        float mx = -INFINITY, thr = t->thr[r] > -FLT_MAX ? t->thr[r] : -FLT_MAX;
+        const float *bias = t->rbias[r] ? t->rbias[r] : t->bias;
+        uint64_t kept = 0;
         for (int u = 0; u < SP_FLASH_CHUNK; u++) {
-            float x = u < lim ? s[r][u] + (t->bias ? t->bias[u] : 0.0f) : -INFINITY;
+            float x = u < lim ? s[r][u] + (bias ? bias[u] : 0.0f) : -INFINITY;
+            if (!(x >= thr)) x = -INFINITY;
+            kept |= (uint64_t)(x != -INFINITY) << u;
             s[r][u] = x;
             mx = x > mx ? x : mx;
         }
+        t->kept[r] = kept;
         float mold = t->m[r], mnew = mx > mold ? mx : mold;
         if (mnew == -INFINITY) continue; /* nothing visible yet: state unchanged */
         float alpha = mold == -INFINITY ? 0.0f : exp2_poly(mold - mnew);
@@ -127,6 +132,7 @@ void sp_flash_rows(const sp_attn_head *h, const float *kp, const float *bias, in
             t.v = h->v + (size_t)jb * (size_t)h->ldv;
             t.ldv = h->ldv;
             t.bias = bias ? bias + jb : NULL;
+            for (int r = 0; r < SP_FLASH_ROWS; r++) t.rbias[r] = NULL, t.thr[r] = -INFINITY;
             for (int r0 = 0; r0 < nb; r0 += SP_FLASH_ROWS) {
                 int any = 0;
                 for (int r = 0; r < SP_FLASH_ROWS; r++) {

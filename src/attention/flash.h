@@ -28,16 +28,19 @@ typedef struct sp_flash_tile {
     int ldv;
     int lim[4];             /* row r sees chunk key u iff u < lim[r] (lim >= nkc: all) */
     const float *bias;      /* (nkc) 0 or -inf per key (padding mask); NULL = none */
+    const float *rbias[4];  /* per-row (nkc) 0 / -inf masks used instead of bias; NULL = bias */
+    float thr[4];           /* row r keeps only scores >= thr[r] (log2 units); -inf = all */
+    uint64_t kept[4];       /* out: bit u set when row r's key u entered the softmax */
     float *m, *l;           /* (4) running max (log2 units, -inf at start) and denominators */
     float *o;               /* (4, d) running unnormalised outputs, row stride d */
 } sp_flash_tile;
 
-void sp_flash_tile_portable(const sp_flash_tile *t);
-void sp_flash_tile_avx2(const sp_flash_tile *t);   /* d % 8 == 0 */
-void sp_flash_tile_avx512(const sp_flash_tile *t); /* d % 16 == 0 */
+void sp_flash_tile_portable(sp_flash_tile *t);
+void sp_flash_tile_avx2(sp_flash_tile *t);   /* d % 8 == 0 */
+void sp_flash_tile_avx512(sp_flash_tile *t); /* d % 16 == 0 */
 
 /* The tile function for a level and head dim (lower levels where d does not fit). */
-typedef void (*sp_flash_tile_fn)(const sp_flash_tile *t);
+typedef void (*sp_flash_tile_fn)(sp_flash_tile *t);
 sp_flash_tile_fn sp_flash_tile_for(sp_cpu_level level, int d);
 
 /* Floats of the packed K of n_k keys, and the packing. */

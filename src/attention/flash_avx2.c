@@ -5,6 +5,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <float.h>
 #include <math.h>
 
 #define TAVX2 __attribute__((target("avx2,fma")))
@@ -39,7 +40,7 @@ TAVX2 static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(a);
 }
 
-TAVX2 void sp_flash_tile_avx2(const sp_flash_tile *t) {
+TAVX2 void sp_flash_tile_avx2(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
     const size_t PD = (size_t)d * 16;
     float S[4][64] __attribute__((aligned(32)));
@@ -65,10 +66,16 @@ TAVX2 void sp_flash_tile_avx2(const sp_flash_tile *t) {
     for (int r = 0; r < 4; r++) {
         int lim = t->lim[r] < n ? t->lim[r] : n;
         nmax = lim > nmax ? lim : nmax;
+        const float *bias = t->rbias[r] ? t->rbias[r] : t->bias;
+        float thr = t->thr[r] > -FLT_MAX ? t->thr[r] : -FLT_MAX;
+        uint64_t kept = 0;
         for (int u = 0; u < 64; u++) {
-            float x = S[r][u] + (t->bias ? t->bias[u] : 0.0f);
-            S[r][u] = u < lim ? x : -INFINITY;
+            float x = S[r][u] + (bias ? bias[u] : 0.0f);
+            x = u < lim && x >= thr ? x : -INFINITY;
+            kept |= (uint64_t)(x != -INFINITY) << u;
+            S[r][u] = x;
         }
+        t->kept[r] = kept;
         __m256 mx = _mm256_set1_ps(-INFINITY);
         for (int u = 0; u < 64; u += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(&S[r][u]));
         float bm = hmax256(mx);
@@ -122,5 +129,5 @@ TAVX2 void sp_flash_tile_avx2(const sp_flash_tile *t) {
     }
 }
 #else
-void sp_flash_tile_avx2(const sp_flash_tile *t) { sp_flash_tile_portable(t); }
+void sp_flash_tile_avx2(sp_flash_tile *t) { sp_flash_tile_portable(t); }
 #endif

@@ -6,6 +6,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <float.h>
 #include <math.h>
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
@@ -31,7 +32,7 @@ T512 static inline __mmask16 lim_mask(int lim, int p) {
     return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1u);
 }
 
-T512 void sp_flash_tile_avx512(const sp_flash_tile *t) {
+T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
     const size_t PD = (size_t)d * 16;
     __m512 s[4][4];
@@ -63,13 +64,19 @@ T512 void sp_flash_tile_avx512(const sp_flash_tile *t) {
         int lim = t->lim[r] < n ? t->lim[r] : n;
         nmax = lim > nmax ? lim : nmax;
         __m512 mx = ninf;
+        const float *bias = t->rbias[r] ? t->rbias[r] : t->bias;
+        const __m512 thr = _mm512_set1_ps(t->thr[r] > -FLT_MAX ? t->thr[r] : -FLT_MAX);
+        uint64_t kept = 0;
         for (int p = 0; p < 4; p++) {
             __m512 x = s[r][p];
-            if (t->bias) x = _mm512_add_ps(x, _mm512_loadu_ps(t->bias + p * 16));
-            x = _mm512_mask_blend_ps(lim_mask(lim, p), ninf, x);
+            if (bias) x = _mm512_add_ps(x, _mm512_loadu_ps(bias + p * 16));
+            __mmask16 km = lim_mask(lim, p) & _mm512_cmp_ps_mask(x, thr, _CMP_GE_OQ);
+            x = _mm512_mask_blend_ps(km, ninf, x);
+            kept |= (uint64_t)km << (16 * p);
             s[r][p] = x;
             mx = _mm512_max_ps(mx, x);
         }
+        t->kept[r] = kept;
         float bm = _mm512_reduce_max_ps(mx);
         float mold = t->m[r], mnew = bm > mold ? bm : mold;
         if (mnew == -INFINITY) {
@@ -126,5 +133,5 @@ T512 void sp_flash_tile_avx512(const sp_flash_tile *t) {
     }
 }
 #else
-void sp_flash_tile_avx512(const sp_flash_tile *t) { sp_flash_tile_portable(t); }
+void sp_flash_tile_avx512(sp_flash_tile *t) { sp_flash_tile_portable(t); }
 #endif
