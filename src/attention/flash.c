@@ -77,7 +77,7 @@ void sp_flash_tile_portable(sp_flash_tile *t) {
         float *o = t->o + (size_t)r * (size_t)d;
         for (int c = 0; c < d; c++) o[c] *= alpha;
         for (int u = 0; u < lim; u++) {
-            const float *vr = t->v + (size_t)u * (size_t)t->ldv;
+            const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * (size_t)t->ldv;
             float pu = s[r][u];
             for (int c = 0; c < d; c++) o[c] += pu * vr[c];
         }
@@ -131,6 +131,7 @@ void sp_flash_rows(const sp_attn_head *h, const float *kp, const float *bias, in
             t.kp = kp + (size_t)jb * D;
             t.v = h->v + (size_t)jb * (size_t)h->ldv;
             t.ldv = h->ldv;
+            t.vidx = NULL;
             t.bias = bias ? bias + jb : NULL;
             for (int r = 0; r < SP_FLASH_ROWS; r++) t.rbias[r] = NULL, t.thr[r] = -INFINITY;
             for (int r0 = 0; r0 < nb; r0 += SP_FLASH_ROWS) {
@@ -178,7 +179,7 @@ static double max_norm(const float *x, int n, int d, int ld, const unsigned char
 }
 
 /* Inputs the kernel handles: finite Q, K, V and |q| |k| scale log2(e) well inside fp32. */
-static sp_status flash_inputs_ok(const sp_attn_head *h, sp_error *err) {
+sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err) {
     double qn = max_norm(h->q, h->n_q, h->d, h->ldq, h->query_valid);
     double kn = max_norm(h->k, h->n_k, h->d, h->ldk, h->key_valid);
     double vn = max_norm(h->v, h->n_k, h->d, h->ldv, h->key_valid);
@@ -204,7 +205,7 @@ sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level le
     if (s != SP_OK) return s;
     if (h->d > SP_FLASH_MAX_D)
         return sp_error_set(err, SP_ERR_ARG, "flash attention: head dim %d > %d", h->d, SP_FLASH_MAX_D);
-    s = flash_inputs_ok(h, err);
+    s = sp_flash_check_inputs(h, err);
     if (s != SP_OK) return s;
     if (h->n_q == 0) return SP_OK;
     float *kp = sp_xmalloc(sp_flash_kpack_size(h->n_k, h->d), sizeof *kp);
@@ -242,7 +243,7 @@ static sp_status flash_op_run(sp_attn_op *op, const sp_attn_head *h, sp_error *e
     if (s != SP_OK) return s;
     /* The observer wants kept-key lists, non-finite inputs want the reference's message
      * with the query and key: both through the reference code. */
-    if (op->observer || h->d > SP_FLASH_MAX_D || flash_inputs_ok(h, NULL) != SP_OK) return cx->ref_run(op, h, err);
+    if (op->observer || h->d > SP_FLASH_MAX_D || sp_flash_check_inputs(h, NULL) != SP_OK) return cx->ref_run(op, h, err);
     if (h->n_q > 0) {
         float *kp = sp_xmalloc(sp_flash_kpack_size(h->n_k, h->d), sizeof *kp);
         sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);

@@ -26,6 +26,7 @@ typedef struct sp_flash_tile {
     const float *kp;        /* packed K of the chunk: 4 panels of (d, 16) */
     const float *v;         /* V row of the chunk's first key */
     int ldv;
+    const int32_t *vidx;    /* NULL: key u's V row is v + u ldv; else v + vidx[u] ldv */
     int lim[4];             /* row r sees chunk key u iff u < lim[r] (lim >= nkc: all) */
     const float *bias;      /* (nkc) 0 or -inf per key (padding mask); NULL = none */
     const float *rbias[4];  /* per-row (nkc) 0 / -inf masks used instead of bias; NULL = bias */
@@ -56,6 +57,10 @@ void sp_flash_rows(const sp_attn_head *h, const float *kp, const float *bias, in
  * SP_ERR_ARG on a bad head or d > 512, SP_ERR_DATA when |q| |k| scale could overflow fp32 or
  * an input is not finite. Same bits for any thread count. */
 sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level level, sp_error *err);
+
+/* SP_ERR_DATA unless Q, K, V (valid rows) are finite and |q| |k| scale log2(e) stays well
+ * inside fp32 (so no score or sum can overflow). */
+sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err);
 
 /* 2^x for x <= 0 in float (the kernels' polynomial; exactly 0 below -126, 1 at 0). */
 float sp_flash_exp2(float x);

@@ -105,9 +105,9 @@ TAVX2 void sp_flash_tile_avx2(sp_flash_tile *t) {
             acc[r][0] = _mm256_mul_ps(a, _mm256_loadu_ps(o));
             acc[r][1] = two ? _mm256_mul_ps(a, _mm256_loadu_ps(o + 8)) : _mm256_setzero_ps();
         }
-        const float *vr = t->v + c0;
         if (two) {
-            for (int u = 0; u < nmax; u++, vr += ldv) {
+            for (int u = 0; u < nmax; u++) {
+                const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
                 __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
                 for (int r = 0; r < 4; r++) {
                     __m256 b = _mm256_broadcast_ss(&S[r][u]);
@@ -116,7 +116,8 @@ TAVX2 void sp_flash_tile_avx2(sp_flash_tile *t) {
                 }
             }
         } else {
-            for (int u = 0; u < nmax; u++, vr += ldv) {
+            for (int u = 0; u < nmax; u++) {
+                const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
                 __m256 v0 = _mm256_loadu_ps(vr);
                 for (int r = 0; r < 4; r++) acc[r][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&S[r][u]), v0, acc[r][0]);
             }

@@ -103,8 +103,8 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
             const float *o = t->o + (size_t)r * (size_t)d + c0;
             for (int v = 0; v < 4; v++) acc[r][v] = _mm512_mul_ps(a, _mm512_loadu_ps(o + 16 * v));
         }
-        const float *vr = t->v + c0;
-        for (int u = 0; u < nmax; u++, vr += ldv) {
+        for (int u = 0; u < nmax; u++) {
+            const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
             __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
             __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
             for (int r = 0; r < 4; r++) {
@@ -124,8 +124,8 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
         __m512 acc[4];
         for (int r = 0; r < 4; r++)
             acc[r] = _mm512_mul_ps(_mm512_set1_ps(alpha[r]), _mm512_loadu_ps(t->o + (size_t)r * (size_t)d + c0));
-        const float *vr = t->v + c0;
-        for (int u = 0; u < nmax; u++, vr += ldv) {
+        for (int u = 0; u < nmax; u++) {
+            const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
             __m512 v0 = _mm512_loadu_ps(vr);
             for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r][u]), v0, acc[r]);
         }
