@@ -80,13 +80,15 @@ static void tile_case(int d, int nkc, int causal, int pad, int thr_on, uint64_t 
         o[L] = calloc(4 * (size_t)d, sizeof(float));
         for (int r = 0; r < 4; r++) m[L][r] = -INFINITY, l[L][r] = 0;
         for (int ch = 0; ch < 2; ch++) {
-            sp_flash_tile t = {.d = d, .nkc = ch ? nkc : 64, .kp = kp + (size_t)ch * 64 * d, .v = v + (size_t)ch * 64 * d,
+            uint64_t rm[4] = {~0ull, ~0ull, 0x5555555555555555ull, ~0ull}; /* row 2: every other key */
+            sp_flash_tile t = {.d = d, .nkc = ch ? nkc : 64, .kpan = {kp + (size_t)ch * 64 * d, kp + (size_t)(ch * 64 + 16) * d,
+                               kp + (size_t)(ch * 64 + 32) * d, kp + (size_t)(ch * 64 + 48) * d}, .v = v + (size_t)ch * 64 * d,
                                .ldv = d, .bias = pad ? bias + ch * 64 : NULL, .m = m[L], .l = l[L], .o = o[L]};
             for (int r = 0; r < 4; r++) {
                 t.q[r] = q + (size_t)r * d;
                 t.lim[r] = causal ? 50 + 7 * r - 64 * ch + (ch ? 60 : 0) : 64;
                 t.thr[r] = thr_on ? 0.2f * (float)r - 0.3f : -INFINITY;
-                t.rbias[r] = pad && r == 2 ? bias + 1 + ch * 64 : NULL; /* row 2: its own mask */
+                t.rmask = pad ? rm : NULL;
             }
             fns[L](&t);
             memcpy(kept[L][ch], t.kept, sizeof t.kept);

@@ -15,28 +15,8 @@
 
 #define QBLOCK 32 /* queries per outer block (a multiple of SP_FLASH_ROWS) */
 
-/* 2^x, x <= 0: x = n + f, n integer (nearest), |f| <= 1/2; 2^f by the Cephes exp2f
- * polynomial; 0 below -126 (the scale bits would leave the normal range). */
-static inline float exp2_poly(float x) {
-    float xc = x < -126.0f ? -126.0f : x;
-    int32_t ni = (int32_t)(xc - 0.5f); /* xc <= 0: truncation of xc - 1/2 rounds to nearest */
-    float f = xc - (float)ni;
-    float p = 1.535336188319500e-4f;
-    p = p * f + 1.339887440266574e-3f;
-    p = p * f + 9.618437357674640e-3f;
-    p = p * f + 5.550332471162809e-2f;
-    p = p * f + 2.402264791363012e-1f;
-    p = p * f + 6.931472028550421e-1f;
-    p = p * f + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } u = {.i = (ni + 127) << 23};
-    float r = p * u.f;
-    return x < -126.0f ? 0.0f : r;
-}
+static inline float exp2_poly(float x) { return sp_flash_exp2(x); }
 
-float sp_flash_exp2(float x) { return exp2_poly(x); }
 
 void sp_flash_tile_portable(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
@@ -45,7 +25,7 @@ void sp_flash_tile_portable(sp_flash_tile *t) {
         for (int u = 0; u < SP_FLASH_CHUNK; u++) s[r][u] = 0.0f;
     for (int c = 0; c < d; c++)
         for (int p = 0; p < SP_FLASH_CHUNK / 16; p++) {
-            const float *kc = t->kp + ((size_t)p * (size_t)d + (size_t)c) * 16;
+            const float *kc = t->kpan[p] + (size_t)c * 16;
             for (int r = 0; r < SP_FLASH_ROWS; r++) {
                 float qc = t->q[r][c];
                 for (int u = 0; u < 16; u++) s[r][p * 16 + u] += qc * kc[u];
@@ -54,10 +34,11 @@ void sp_flash_tile_portable(sp_flash_tile *t) {
     for (int r = 0; r < SP_FLASH_ROWS; r++) {
         int lim = t->lim[r] < n ? t->lim[r] : n;
         float mx = -INFINITY, thr = t->thr[r] > -FLT_MAX ? t->thr[r] : -FLT_MAX;
-        const float *bias = t->rbias[r] ? t->rbias[r] : t->bias;
+        const float *bias = t->bias;
+        const uint64_t allow = t->rmask ? t->rmask[r] : ~(uint64_t)0;
         uint64_t kept = 0;
         for (int u = 0; u < SP_FLASH_CHUNK; u++) {
-            float x = u < lim ? s[r][u] + (bias ? bias[u] : 0.0f) : -INFINITY;
+            float x = u < lim && ((allow >> u) & 1) ? s[r][u] + (bias ? bias[u] : 0.0f) : -INFINITY;
             if (!(x >= thr)) x = -INFINITY;
             kept |= (uint64_t)(x != -INFINITY) << u;
             s[r][u] = x;
@@ -128,12 +109,13 @@ void sp_flash_rows(const sp_attn_head *h, const float *kp, const float *bias, in
             sp_flash_tile t;
             t.d = d;
             t.nkc = nk - jb < SP_FLASH_CHUNK ? nk - jb : SP_FLASH_CHUNK;
-            t.kp = kp + (size_t)jb * D;
+            for (int p = 0; p < 4; p++) t.kpan[p] = kp + ((size_t)jb + 16 * (size_t)p) * D;
+            t.rmask = NULL;
             t.v = h->v + (size_t)jb * (size_t)h->ldv;
             t.ldv = h->ldv;
             t.vidx = NULL;
             t.bias = bias ? bias + jb : NULL;
-            for (int r = 0; r < SP_FLASH_ROWS; r++) t.rbias[r] = NULL, t.thr[r] = -INFINITY;
+            for (int r = 0; r < SP_FLASH_ROWS; r++) t.thr[r] = -INFINITY;
             for (int r0 = 0; r0 < nb; r0 += SP_FLASH_ROWS) {
                 int any = 0;
                 for (int r = 0; r < SP_FLASH_ROWS; r++) {

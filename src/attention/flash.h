@@ -23,13 +23,13 @@ typedef struct sp_flash_tile {
     int d;                  /* head dim */
     int nkc;                /* keys in the chunk, 1..64 */
     const float *q[4];      /* prescaled query rows (d floats each) */
-    const float *kp;        /* packed K of the chunk: 4 panels of (d, 16) */
+    const float *kpan[4];   /* the chunk's 4 packed K panels of (d, 16) (any 4 panels) */
     const float *v;         /* V row of the chunk's first key */
     int ldv;
     const int32_t *vidx;    /* NULL: key u's V row is v + u ldv; else v + vidx[u] ldv */
     int lim[4];             /* row r sees chunk key u iff u < lim[r] (lim >= nkc: all) */
     const float *bias;      /* (nkc) 0 or -inf per key (padding mask); NULL = none */
-    const float *rbias[4];  /* per-row (nkc) 0 / -inf masks used instead of bias; NULL = bias */
+    const uint64_t *rmask;  /* (4) NULL, or bit u of rmask[r]: row r may see key u (and-ed) */
     float thr[4];           /* row r keeps only scores >= thr[r] (log2 units); -inf = all */
     uint64_t kept[4];       /* out: bit u set when row r's key u entered the softmax */
     float *m, *l;           /* (4) running max (log2 units, -inf at start) and denominators */
@@ -62,7 +62,26 @@ sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level le
  * inside fp32 (so no score or sum can overflow). */
 sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err);
 
-/* 2^x for x <= 0 in float (the kernels' polynomial; exactly 0 below -126, 1 at 0). */
-float sp_flash_exp2(float x);
+/* 2^x for x <= 0 in float (the kernels' polynomial; exactly 0 below -126, 1 at 0): x = n + f,
+ * n integer (nearest), |f| <= 1/2; 2^f by the Cephes exp2f polynomial; 2^n in the exponent
+ * bits. Inline: the tiles call it once per row per tile for the rescale factor. */
+static inline float sp_flash_exp2(float x) {
+    float xc = x < -126.0f ? -126.0f : x;
+    int32_t ni = (int32_t)(xc - 0.5f); /* xc <= 0: truncation of xc - 1/2 rounds to nearest */
+    float f = xc - (float)ni;
+    float p = 1.535336188319500e-4f;
+    p = p * f + 1.339887440266574e-3f;
+    p = p * f + 9.618437357674640e-3f;
+    p = p * f + 5.550332471162809e-2f;
+    p = p * f + 2.402264791363012e-1f;
+    p = p * f + 6.931472028550421e-1f;
+    p = p * f + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } u = {.i = (ni + 127) << 23};
+    float r = p * u.f;
+    return x < -126.0f ? 0.0f : r;
+}
 
 #endif

@@ -42,12 +42,11 @@ TAVX2 static inline float hsum256(__m256 v) {
 
 TAVX2 void sp_flash_tile_avx2(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
-    const size_t PD = (size_t)d * 16;
     float S[4][64] __attribute__((aligned(32)));
     for (int p = 0; p < 4; p++) {
         __m256 a[4][2];
         for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
-        const float *kp = t->kp + p * PD;
+        const float *kp = t->kpan[p];
         for (int c = 0; c < d; c++, kp += 16) {
             __m256 k0 = _mm256_loadu_ps(kp), k1 = _mm256_loadu_ps(kp + 8);
             for (int r = 0; r < 4; r++) {
@@ -62,20 +61,21 @@ TAVX2 void sp_flash_tile_avx2(sp_flash_tile *t) {
         }
     }
     float alpha[4];
-    int nmax = 0;
+    uint64_t any = 0; /* keys some row kept: the weighted sum skips the others (weights 0) */
     for (int r = 0; r < 4; r++) {
         int lim = t->lim[r] < n ? t->lim[r] : n;
-        nmax = lim > nmax ? lim : nmax;
-        const float *bias = t->rbias[r] ? t->rbias[r] : t->bias;
+        const float *bias = t->bias;
+        const uint64_t allow = t->rmask ? t->rmask[r] : ~(uint64_t)0;
         float thr = t->thr[r] > -FLT_MAX ? t->thr[r] : -FLT_MAX;
         uint64_t kept = 0;
         for (int u = 0; u < 64; u++) {
             float x = S[r][u] + (bias ? bias[u] : 0.0f);
-            x = u < lim && x >= thr ? x : -INFINITY;
+            x = u < lim && x >= thr && ((allow >> u) & 1) ? x : -INFINITY;
             kept |= (uint64_t)(x != -INFINITY) << u;
             S[r][u] = x;
         }
         t->kept[r] = kept;
+        any |= kept;
         __m256 mx = _mm256_set1_ps(-INFINITY);
         for (int u = 0; u < 64; u += 8) mx = _mm256_max_ps(mx, _mm256_load_ps(&S[r][u]));
         float bm = hmax256(mx);
@@ -106,7 +106,8 @@ TAVX2 void sp_flash_tile_avx2(sp_flash_tile *t) {
             acc[r][1] = two ? _mm256_mul_ps(a, _mm256_loadu_ps(o + 8)) : _mm256_setzero_ps();
         }
         if (two) {
-            for (int u = 0; u < nmax; u++) {
+            for (uint64_t bits = any; bits; bits &= bits - 1) {
+                const int u = __builtin_ctzll(bits);
                 const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
                 __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
                 for (int r = 0; r < 4; r++) {
@@ -116,7 +117,8 @@ TAVX2 void sp_flash_tile_avx2(sp_flash_tile *t) {
                 }
             }
         } else {
-            for (int u = 0; u < nmax; u++) {
+            for (uint64_t bits = any; bits; bits &= bits - 1) {
+                const int u = __builtin_ctzll(bits);
                 const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
                 __m256 v0 = _mm256_loadu_ps(vr);
                 for (int r = 0; r < 4; r++) acc[r][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&S[r][u]), v0, acc[r][0]);

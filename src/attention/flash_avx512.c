@@ -34,15 +34,14 @@ T512 static inline __mmask16 lim_mask(int lim, int p) {
 
 T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
-    const size_t PD = (size_t)d * 16;
     __m512 s[4][4];
     for (int r = 0; r < 4; r++)
         for (int p = 0; p < 4; p++) s[r][p] = _mm512_setzero_ps();
     const float *q0 = t->q[0], *q1 = t->q[1], *q2 = t->q[2], *q3 = t->q[3];
-    const float *kp = t->kp;
-    for (int c = 0; c < d; c++, kp += 16) {
-        __m512 k0 = _mm512_loadu_ps(kp), k1 = _mm512_loadu_ps(kp + PD);
-        __m512 k2 = _mm512_loadu_ps(kp + 2 * PD), k3 = _mm512_loadu_ps(kp + 3 * PD);
+    const float *kp0 = t->kpan[0], *kp1 = t->kpan[1], *kp2 = t->kpan[2], *kp3 = t->kpan[3];
+    for (int c = 0; c < d; c++, kp0 += 16, kp1 += 16, kp2 += 16, kp3 += 16) {
+        __m512 k0 = _mm512_loadu_ps(kp0), k1 = _mm512_loadu_ps(kp1);
+        __m512 k2 = _mm512_loadu_ps(kp2), k3 = _mm512_loadu_ps(kp3);
         __m512 b = _mm512_set1_ps(q0[c]);
         s[0][0] = _mm512_fmadd_ps(b, k0, s[0][0]), s[0][1] = _mm512_fmadd_ps(b, k1, s[0][1]);
         s[0][2] = _mm512_fmadd_ps(b, k2, s[0][2]), s[0][3] = _mm512_fmadd_ps(b, k3, s[0][3]);
@@ -58,25 +57,26 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
     }
     float P[4][64] __attribute__((aligned(64)));
     float alpha[4];
-    int nmax = 0;
+    uint64_t any = 0; /* keys some row kept: the weighted sum skips the others (weights 0) */
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
     for (int r = 0; r < 4; r++) {
         int lim = t->lim[r] < n ? t->lim[r] : n;
-        nmax = lim > nmax ? lim : nmax;
         __m512 mx = ninf;
-        const float *bias = t->rbias[r] ? t->rbias[r] : t->bias;
+        const float *bias = t->bias;
+        const uint64_t allow = t->rmask ? t->rmask[r] : ~(uint64_t)0;
         const __m512 thr = _mm512_set1_ps(t->thr[r] > -FLT_MAX ? t->thr[r] : -FLT_MAX);
         uint64_t kept = 0;
         for (int p = 0; p < 4; p++) {
             __m512 x = s[r][p];
             if (bias) x = _mm512_add_ps(x, _mm512_loadu_ps(bias + p * 16));
-            __mmask16 km = lim_mask(lim, p) & _mm512_cmp_ps_mask(x, thr, _CMP_GE_OQ);
+            __mmask16 km = lim_mask(lim, p) & (__mmask16)(allow >> (16 * p)) & _mm512_cmp_ps_mask(x, thr, _CMP_GE_OQ);
             x = _mm512_mask_blend_ps(km, ninf, x);
             kept |= (uint64_t)km << (16 * p);
             s[r][p] = x;
             mx = _mm512_max_ps(mx, x);
         }
         t->kept[r] = kept;
+        any |= kept;
         float bm = _mm512_reduce_max_ps(mx);
         float mold = t->m[r], mnew = bm > mold ? bm : mold;
         if (mnew == -INFINITY) {
@@ -97,34 +97,50 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
     const size_t ldv = (size_t)t->ldv;
     int c0 = 0;
     for (; c0 + 64 <= d; c0 += 64) {
-        __m512 acc[4][4];
-        for (int r = 0; r < 4; r++) {
-            __m512 a = _mm512_set1_ps(alpha[r]);
-            const float *o = t->o + (size_t)r * (size_t)d + c0;
-            for (int v = 0; v < 4; v++) acc[r][v] = _mm512_mul_ps(a, _mm512_loadu_ps(o + 16 * v));
-        }
-        for (int u = 0; u < nmax; u++) {
+        /* 16 named accumulators (an array indexed in a loop would live on the stack) */
+        float *o0 = t->o + c0, *o1 = o0 + d, *o2 = o1 + d, *o3 = o2 + d;
+        __m512 a0 = _mm512_set1_ps(alpha[0]), a1 = _mm512_set1_ps(alpha[1]);
+        __m512 a2 = _mm512_set1_ps(alpha[2]), a3 = _mm512_set1_ps(alpha[3]);
+#define LD4(R) __m512 c##R##0 = _mm512_mul_ps(a##R, _mm512_loadu_ps(o##R)),          \
+                      c##R##1 = _mm512_mul_ps(a##R, _mm512_loadu_ps(o##R + 16)),     \
+                      c##R##2 = _mm512_mul_ps(a##R, _mm512_loadu_ps(o##R + 32)),     \
+                      c##R##3 = _mm512_mul_ps(a##R, _mm512_loadu_ps(o##R + 48))
+        LD4(0);
+        LD4(1);
+        LD4(2);
+        LD4(3);
+#undef LD4
+        for (uint64_t bits = any; bits; bits &= bits - 1) {
+            const int u = __builtin_ctzll(bits);
             const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
             __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
             __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
-            for (int r = 0; r < 4; r++) {
-                __m512 b = _mm512_set1_ps(P[r][u]);
-                acc[r][0] = _mm512_fmadd_ps(b, v0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(b, v1, acc[r][1]);
-                acc[r][2] = _mm512_fmadd_ps(b, v2, acc[r][2]);
-                acc[r][3] = _mm512_fmadd_ps(b, v3, acc[r][3]);
-            }
+#define FM4(R)                                                                            \
+    do {                                                                                  \
+        __m512 b = _mm512_set1_ps(P[R][u]);                                               \
+        c##R##0 = _mm512_fmadd_ps(b, v0, c##R##0), c##R##1 = _mm512_fmadd_ps(b, v1, c##R##1); \
+        c##R##2 = _mm512_fmadd_ps(b, v2, c##R##2), c##R##3 = _mm512_fmadd_ps(b, v3, c##R##3); \
+    } while (0)
+            FM4(0);
+            FM4(1);
+            FM4(2);
+            FM4(3);
+#undef FM4
         }
-        for (int r = 0; r < 4; r++) {
-            float *o = t->o + (size_t)r * (size_t)d + c0;
-            for (int v = 0; v < 4; v++) _mm512_storeu_ps(o + 16 * v, acc[r][v]);
-        }
+#define ST4(R) _mm512_storeu_ps(o##R, c##R##0), _mm512_storeu_ps(o##R + 16, c##R##1), \
+               _mm512_storeu_ps(o##R + 32, c##R##2), _mm512_storeu_ps(o##R + 48, c##R##3)
+        ST4(0);
+        ST4(1);
+        ST4(2);
+        ST4(3);
+#undef ST4
     }
     for (; c0 < d; c0 += 16) {
         __m512 acc[4];
         for (int r = 0; r < 4; r++)
             acc[r] = _mm512_mul_ps(_mm512_set1_ps(alpha[r]), _mm512_loadu_ps(t->o + (size_t)r * (size_t)d + c0));
-        for (int u = 0; u < nmax; u++) {
+        for (uint64_t bits = any; bits; bits &= bits - 1) {
+            const int u = __builtin_ctzll(bits);
             const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
             __m512 v0 = _mm512_loadu_ps(vr);
             for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r][u]), v0, acc[r]);

@@ -10,10 +10,13 @@
  *      estimate's error reaches the threshold: the functional model's sigma margin with an
  *      ideal device (sprint_op.c), so the decision is the same integer comparison A >= tau.
  *   3. Exact pass over the union of the 4 queries' survivors (adjacent queries share most of
- *      them, paper sec. 2.4): K rows of the union are gathered 64 at a time into one packed
- *      tile (L1), V rows are read in place; the flash tile computes exact fp32 scores, masks
+ *      them, paper sec. 2.4), at the granularity of 16-key panels of the packed fp32 K (packed
+ *      once per call): panels holding no survivor of any of the 4 queries are skipped, the
+ *      others go 4 at a time through the flash tile, which computes exact fp32 scores, masks
  *      each query to its own survivors, applies the exact threshold and folds the kept keys
- *      into an online softmax. No pair outside the union is ever scored in fp32.
+ *      into an online softmax; the weighted sum of V touches only kept keys. Measured first
+ *      with gathered survivor rows (copy + repack per 64 survivors): slower than flash, the
+ *      repacking cost as much as the scores.
  * The float kernels round differently from the double reference, so a score within ~1e-6
  * relative of the threshold may be decided differently from sprint_op.c; outputs are compared
  * with the double reference over the same kept keys in the tests. */
@@ -36,7 +39,10 @@ typedef struct sx_shared {
     const sp_attn_head *h;
     const sp_cpu_sprint_opts *o;
     int d8;
-    const uint8_t *kp;     /* packed key MSBs */
+    const uint8_t *kp;     /* packed key MSBs (int_screen.h) */
+    const float *kpf;      /* packed fp32 K panels (flash.h) */
+    const uint64_t *kvw;   /* (n_k / 64 + 1) key-valid bits; NULL = all valid */
+    const int *nvalid;     /* (n_k + 1) valid keys below j; NULL = all valid */
     const int8_t *qd;      /* (n_q, d8) query levels */
     const float *sq, *sk;  /* quantisation scales */
     double k_ms;           /* mean square of the valid 8-bit key elements */
@@ -45,13 +51,10 @@ typedef struct sx_shared {
 } sx_shared;
 
 typedef struct sx_work {
-    int32_t *A;            /* (4, n_k + 64) charges */
-    int32_t *uidx;         /* (n_k) union of survivors */
-    uint8_t *surv;         /* (n_k) bit r: survivor of row r */
-    float *gk, *kp;        /* (64, d) gathered K rows and their packed panels */
+    int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
+    uint64_t *mask;        /* (4, n_k / 64 + 1) screen survivors, visibility applied */
     float *qs;             /* (4, d) prescaled queries */
     float *o;              /* (4, d) running outputs */
-    float rb[4][64];       /* per-row 0 / -inf masks of a chunk */
     sp_attn_stats st;
 } sx_work;
 
@@ -61,6 +64,14 @@ static double exact_dot(const float *q, const float *k, int d) {
     return a;
 }
 
+static int32_t tau_int(double tau) { /* A >= tau  <=>  A >= ceil(tau) for integer A */
+    if (!(tau > -2e9)) return INT32_MIN + 1;
+    if (tau > 2e9) return INT32_MAX;
+    return (int32_t)ceil(tau);
+}
+
+static uint64_t below(int n) { return n >= 64 ? ~(uint64_t)0 : n <= 0 ? 0 : ((uint64_t)1 << n) - 1; }
+
 /* One group of up to 4 queries [i0, i0 + nr). */
 static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
     const sp_attn_head *h = S->h;
@@ -68,92 +79,97 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
     const int d = h->d, nk = h->n_k, d8 = S->d8, G = d8 / 8;
     const size_t D = (size_t)d;
     const double scale = (double)h->scale, lf = scale * (double)S->sq[0] * (double)S->sk[0];
-    int end[4], valid[4];
-    int endmax = 0;
+    const int need_A = o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats;
+    int end[4], valid[4], endmax = 0;
     for (int r = 0; r < 4; r++) {
         int i = i0 + (r < nr ? r : nr - 1);
         valid[r] = r < nr && (!h->query_valid || h->query_valid[i]);
         end[r] = valid[r] ? (h->causal ? h->q_offset + i + 1 : nk) : 0;
         if (end[r] > endmax) endmax = end[r];
     }
-    const size_t LDA = (size_t)nk + SP_ISCREEN_CHUNK;
-    /* ---- screen: integer charges of the 4 rows against keys [0, endmax) ---- */
-    {
-        const int8_t *rows[4];
-        for (int r = 0; r < 4; r++) rows[r] = S->qd + (size_t)(i0 + (r < nr ? r : nr - 1)) * (size_t)d8;
-        int32_t T[4][64];
-        for (int j0 = 0; j0 < endmax; j0 += SP_ISCREEN_CHUNK) {
-            S->screen(S->kp + (size_t)(j0 / 16) * (size_t)G * 64, G, rows, T);
-            for (int r = 0; r < 4; r++) memcpy(w->A + (size_t)r * LDA + j0, T[r], sizeof T[r]);
-        }
-    }
-    /* ---- per-row thresholds: exact (nats) and screen (integer tau) ---- */
-    double thr[4], tau[4];
+    const size_t LDA = (size_t)nk + SP_ISCREEN_CHUNK, NW = (size_t)nk / 64 + 1;
+    const int nchunk = (endmax + 63) / 64;
+    const int8_t *rows[4];
+    for (int r = 0; r < 4; r++) rows[r] = S->qd + (size_t)(i0 + (r < nr ? r : nr - 1)) * (size_t)d8;
+    /* ---- per-row margins and, for fixed thresholds, the comparator references ---- */
+    double thr[4], marg[4], oi[4];
+    int32_t tau[4];
     for (int r = 0; r < 4; r++) {
-        thr[r] = INFINITY;
-        tau[r] = INFINITY;
+        thr[r] = INFINITY, marg[r] = 0, oi[r] = 0;
         if (!valid[r]) continue;
-        int i = i0 + r;
-        const int8_t *qr = S->qd + (size_t)i * (size_t)d8;
         double sqd = 0, sqd2 = 0;
-        for (int c = 0; c < d; c++) sqd += qr[c], sqd2 += (double)qr[c] * qr[c];
+        for (int c = 0; c < d; c++) sqd += rows[r][c], sqd2 += (double)rows[r][c] * rows[r][c];
         /* sigma margin (integer units): LSB centring (uniform over 16 levels) and the 8-bit
          * rounding of q and k; as sprint_op.c with an ideal device and an 8-bit DAC */
-        double marg = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * S->k_ms) / 12.0);
-        double oi = (7.5 - 128.0) * sqd;
-        const int32_t *Ar = w->A + (size_t)r * LDA;
-        if (o->policy == SP_CPU_POLICY_FIXED) {
-            thr[r] = o->threshold;
-        } else { /* exact max over the keys whose estimate is within 2 margins of the best */
+        marg[r] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * S->k_ms) / 12.0);
+        oi[r] = (7.5 - 128.0) * sqd;
+        if (o->policy == SP_CPU_POLICY_FIXED) thr[r] = o->threshold;
+    }
+    for (int r = 0; r < 4; r++)
+        tau[r] = !valid[r] ? INT32_MAX : thr[r] == -INFINITY ? INT32_MIN + 1
+                                                             : tau_int((thr[r] / lf - marg[r] - oi[r]) / 16.0);
+    /* ---- screen: integer charges and comparator bits of 4 rows x 64 keys per tile ---- */
+    int32_t T[4][64];
+    uint64_t mk[4];
+    for (int ch = 0; ch < nchunk; ch++) {
+        S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
+        for (int r = 0; r < 4; r++) {
+            w->mask[(size_t)r * NW + ch] = mk[r];
+            if (need_A) memcpy(w->A + (size_t)r * LDA + (size_t)ch * 64, T[r], sizeof T[r]);
+        }
+    }
+    if (o->policy == SP_CPU_POLICY_RELATIVE) {
+        /* exact max over the keys whose estimate is within 2 margins of the best estimate,
+         * then the comparator bits again from the stored charges */
+        for (int r = 0; r < 4; r++) {
+            if (!valid[r]) continue;
+            const int32_t *Ar = w->A + (size_t)r * LDA;
             int32_t amax = INT32_MIN;
             for (int j = 0; j < end[r]; j++)
                 if ((!h->key_valid || h->key_valid[j]) && Ar[j] > amax) amax = Ar[j];
             double mx = -INFINITY;
-            const float *qrow = h->q + (size_t)i * (size_t)h->ldq;
+            const float *qrow = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
             for (int j = 0; j < end[r]; j++)
-                if ((!h->key_valid || h->key_valid[j]) && (double)Ar[j] >= amax - 2 * marg / 16.0 - 1) {
-                    double s = exact_dot(qrow, h->k + (size_t)j * (size_t)h->ldk, d) * scale;
-                    mx = s > mx ? s : mx;
+                if ((!h->key_valid || h->key_valid[j]) && (double)Ar[j] >= amax - 2 * marg[r] / 16.0 - 1) {
+                    double sc = exact_dot(qrow, h->k + (size_t)j * (size_t)h->ldk, d) * scale;
+                    mx = sc > mx ? sc : mx;
                 }
             thr[r] = mx - o->delta;
-        }
-        tau[r] = thr[r] == -INFINITY ? -INFINITY : (thr[r] / lf - marg - oi) / 16.0;
-    }
-    /* ---- union of the survivors ---- */
-    int nu = 0;
-    for (int j = 0; j < endmax; j++) {
-        unsigned bits = 0;
-        if (!h->key_valid || h->key_valid[j])
-            for (int r = 0; r < 4; r++)
-                bits |= (unsigned)(j < end[r] && (double)w->A[(size_t)r * LDA + j] >= tau[r]) << r;
-        if (bits) {
-            w->uidx[nu] = j;
-            w->surv[nu++] = (uint8_t)bits;
+            tau[r] = tau_int((thr[r] / lf - marg[r] - oi[r]) / 16.0);
+            for (int ch = 0; ch < nchunk; ch++) {
+                uint64_t m = 0;
+                for (int u = 0; u < 64; u++) m |= (uint64_t)(Ar[ch * 64 + u] >= tau[r]) << u;
+                w->mask[(size_t)r * NW + ch] = m;
+            }
         }
     }
-    /* statistics of the screen */
+    /* ---- visibility (causal, padding) and the screen's statistics ---- */
     for (int r = 0; r < 4; r++) {
+        uint64_t *mr = w->mask + (size_t)r * NW;
+        double nmem = 0;
+        for (int ch = 0; ch < nchunk; ch++) {
+            uint64_t m = mr[ch] & below(end[r] - ch * 64);
+            if (S->kvw) m &= S->kvw[ch];
+            mr[ch] = m;
+            nmem += __builtin_popcountll(m);
+        }
         if (!valid[r]) continue;
-        int nvis = 0, nmem = 0;
-        for (int j = 0; j < end[r]; j++) nvis += !h->key_valid || h->key_valid[j];
-        for (int t = 0; t < nu; t++) nmem += (w->surv[t] >> r) & 1;
         w->st.queries += 1;
-        w->st.pairs_visible += nvis;
+        w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
         w->st.pairs_mem_kept += nmem;
         if (o->want_exact_stats) {
             const float *qrow = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
-            const int32_t *Ar = w->A + (size_t)r * LDA;
             for (int j = 0; j < end[r]; j++) {
                 if (h->key_valid && !h->key_valid[j]) continue;
                 int pass = exact_dot(qrow, h->k + (size_t)j * (size_t)h->ldk, d) * scale >= thr[r];
-                int keep = (double)Ar[j] >= tau[r];
+                int keep = (int)((mr[j / 64] >> (j % 64)) & 1);
                 w->st.exact_pass += pass;
                 w->st.false_prunes += pass && !keep;
                 w->st.false_keeps += keep && !pass;
             }
         }
     }
-    /* ---- exact pass over the union, 64 keys at a time ---- */
+    /* ---- exact pass: only 16-key panels holding a survivor of some row, 4 per tile ---- */
     const float qmul = (float)(scale * LOG2E);
     float m[4], l[4];
     for (int r = 0; r < 4; r++) {
@@ -165,35 +181,52 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
     memset(w->o, 0, 4 * D * sizeof *w->o);
     sp_flash_tile t;
     memset(&t, 0, sizeof t);
+    int32_t vidx[64];
+    uint64_t rm[4] = {0, 0, 0, 0};
     t.d = d;
+    t.nkc = SP_FLASH_CHUNK;
     t.v = h->v;
     t.ldv = h->ldv;
-    t.kp = w->kp;
+    t.vidx = vidx;
+    t.rmask = rm;
     t.m = m, t.l = l, t.o = w->o;
     for (int r = 0; r < 4; r++) {
         t.q[r] = w->qs + (size_t)r * D;
-        t.rbias[r] = w->rb[r];
         t.thr[r] = (float)(thr[r] * LOG2E);
         t.lim[r] = SP_FLASH_CHUNK;
     }
-    for (int u0 = 0; u0 < nu; u0 += SP_FLASH_CHUNK) {
-        int n = nu - u0 < SP_FLASH_CHUNK ? nu - u0 : SP_FLASH_CHUNK;
-        for (int u = 0; u < n; u++)
-            memcpy(w->gk + (size_t)u * D, h->k + (size_t)w->uidx[u0 + u] * (size_t)h->ldk, D * sizeof(float));
-        sp_flash_pack_k(w->gk, d, n, d, w->kp);
-        for (int r = 0; r < 4; r++)
-            for (int u = 0; u < SP_FLASH_CHUNK; u++)
-                w->rb[r][u] = u < n && ((w->surv[u0 + u] >> r) & 1) ? 0.0f : -INFINITY;
-        t.nkc = n;
-        t.vidx = w->uidx + u0;
-        S->tile(&t);
-        for (int r = 0; r < 4; r++) {
-            if (!valid[r]) continue;
-            w->st.pairs_kept += __builtin_popcountll(t.kept[r]);
-            if (o->kept) {
-                unsigned char *row = o->kept + (size_t)(i0 + r) * (size_t)nk;
-                for (uint64_t b = t.kept[r]; b; b &= b - 1) row[w->uidx[u0 + __builtin_ctzll(b)]] = 1;
+    int slot = 0;
+    const int npanel = nchunk * 4;
+    for (int pi = 0; pi <= npanel; pi++) {
+        unsigned piece[4] = {0, 0, 0, 0}, any = 0;
+        if (pi < npanel)
+            for (int r = 0; r < 4; r++) {
+                piece[r] = (unsigned)(w->mask[(size_t)r * NW + (size_t)(pi / 4)] >> (16 * (pi % 4))) & 0xFFFFu;
+                any |= piece[r];
             }
+        if (any) {
+            t.kpan[slot] = S->kpf + (size_t)pi * 16 * D;
+            for (int u = 0; u < 16; u++) vidx[slot * 16 + u] = pi * 16 + u;
+            for (int r = 0; r < 4; r++) rm[r] |= (uint64_t)piece[r] << (16 * slot);
+            slot++;
+        }
+        if (slot == 4 || (pi == npanel && slot > 0)) {
+            for (int sl = slot; sl < 4; sl++) { /* unused slots: any panel, masked off */
+                t.kpan[sl] = t.kpan[0];
+                for (int u = 0; u < 16; u++) vidx[sl * 16 + u] = vidx[u];
+            }
+            S->tile(&t);
+            for (int r = 0; r < 4; r++) {
+                if (!valid[r]) continue;
+                w->st.pairs_kept += __builtin_popcountll(t.kept[r]);
+                if (o->kept) {
+                    unsigned char *row = o->kept + (size_t)(i0 + r) * (size_t)nk;
+                    for (uint64_t b = t.kept[r]; b; b &= b - 1) row[vidx[__builtin_ctzll(b)]] = 1;
+                }
+                rm[r] = 0;
+            }
+            for (int r = 0; r < 4; r++) rm[r] = 0;
+            slot = 0;
         }
     }
     for (int r = 0; r < nr; r++) {
@@ -257,9 +290,22 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     uint8_t *kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
     sp_iscreen_pack(msb, nk, d, d, kp);
     free(msb);
+    float *kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof *kpf);
+    sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
+    uint64_t *kvw = NULL;
+    int *nvalid = NULL;
+    if (h->key_valid) {
+        kvw = sp_xcalloc(NK / 64 + 1, sizeof *kvw);
+        nvalid = sp_xmalloc(NK + 1, sizeof *nvalid);
+        nvalid[0] = 0;
+        for (int j = 0; j < nk; j++) {
+            kvw[j / 64] |= (uint64_t)(h->key_valid[j] != 0) << (j % 64);
+            nvalid[j + 1] = nvalid[j] + (h->key_valid[j] != 0);
+        }
+    }
     sp_cpu_level lv = sp_cpu_detect();
-    sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .qd = qd, .sq = sq, .sk = sk, .k_ms = k_ms,
-                   .screen = sp_iscreen_tile_for(lv), .tile = sp_flash_tile_for(lv, d)};
+    sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kpf = kpf, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
+                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .tile = sp_flash_tile_for(lv, d)};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -268,11 +314,9 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     {
         sx_work w;
         memset(&w, 0, sizeof w);
-        w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
-        w.uidx = sp_xmalloc(NK, sizeof *w.uidx);
-        w.surv = sp_xmalloc(NK, 1);
-        w.gk = sp_xmalloc((size_t)SP_FLASH_CHUNK * D, sizeof *w.gk);
-        w.kp = sp_xmalloc(sp_flash_kpack_size(SP_FLASH_CHUNK, d), sizeof *w.kp);
+        if (o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats)
+            w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
+        w.mask = sp_xmalloc(4 * (NK / 64 + 1), sizeof *w.mask);
         w.qs = sp_xmalloc(4 * D, sizeof *w.qs);
         w.o = sp_xmalloc(4 * D, sizeof *w.o);
 #pragma omp for schedule(dynamic, 1)
@@ -282,10 +326,10 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             for (int i0 = b * QBLK; i0 < i1; i0 += 4) sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4);
             bst[b] = w.st;
         }
-        free(w.A), free(w.uidx), free(w.surv), free(w.gk), free(w.kp), free(w.qs), free(w.o);
+        free(w.A), free(w.mask), free(w.qs), free(w.o);
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp);
+    free(bst), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kpf), free(kvw), free(nvalid);
     return SP_OK;
 }

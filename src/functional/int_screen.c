@@ -24,7 +24,8 @@ void sp_iscreen_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp) {
     }
 }
 
-void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]) {
+void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
+                              const int32_t *tau, uint64_t *mask) {
     for (int r = 0; r < 4; r++)
         for (int u = 0; u < 64; u++) A[r][u] = 0;
     for (int p = 0; p < 4; p++)
@@ -42,6 +43,12 @@ void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4]
                 }
             }
         }
+    if (tau)
+        for (int r = 0; r < 4; r++) {
+            uint64_t m = 0;
+            for (int u = 0; u < 64; u++) m |= (uint64_t)(A[r][u] >= tau[r]) << u;
+            mask[r] = m;
+        }
 }
 
 sp_iscreen_tile_fn sp_iscreen_tile_for(sp_cpu_level level) {
@@ -58,7 +65,7 @@ void sp_iscreen_block(const uint8_t *kp, int n_k, int d, const int8_t *q, int nq
         const int8_t *rows[4];
         for (int r = 0; r < 4; r++) rows[r] = q + (size_t)(i0 + r < nq ? i0 + r : nq - 1) * (size_t)d8;
         for (int j0 = 0; j0 < n_k; j0 += SP_ISCREEN_CHUNK) {
-            fn(kp + (size_t)(j0 / 16) * (size_t)G * 64, G, rows, T);
+            fn(kp + (size_t)(j0 / 16) * (size_t)G * 64, G, rows, T, NULL, NULL);
             int nu = n_k - j0 < SP_ISCREEN_CHUNK ? n_k - j0 : SP_ISCREEN_CHUNK;
             for (int r = 0; r < 4 && i0 + r < nq; r++)
                 memcpy(A + (size_t)(i0 + r) * (size_t)lda + j0, T[r], (size_t)nu * sizeof(int32_t));

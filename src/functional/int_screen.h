@@ -27,11 +27,16 @@ size_t sp_iscreen_pack_size(int n_k, int d);
 void sp_iscreen_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp);
 
 /* A[r][u] = sum_c q[r][c] m[key u of the tile][c] for 4 query rows (d8 levels each, s8) and
- * the 64 keys of the tile starting at kp (G groups per panel). Integer, exact. */
-typedef void (*sp_iscreen_tile_fn)(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]);
-void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]);
-void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]);
-void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]);
+ * the 64 keys of the tile starting at kp (G groups per panel). Integer, exact. With tau
+ * non-NULL also mask[r] bit u = (A[r][u] >= tau[r]) (the comparator). */
+typedef void (*sp_iscreen_tile_fn)(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
+                                   const int32_t *tau, uint64_t *mask);
+void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
+                              const int32_t *tau, uint64_t *mask);
+void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64], const int32_t *tau,
+                          uint64_t *mask);
+void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
+                            const int32_t *tau, uint64_t *mask);
 sp_iscreen_tile_fn sp_iscreen_tile_for(sp_cpu_level level);
 
 /* All charges of nq query rows (q: nq x d8, s8 levels) against n_k packed keys into A (nq x

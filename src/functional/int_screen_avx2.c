@@ -9,7 +9,10 @@
 
 #define TAVX2 __attribute__((target("avx2")))
 
-TAVX2 void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]) {
+TAVX2 void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
+                                const int32_t *tau, uint64_t *mask) {
+    if (tau)
+        for (int r = 0; r < 4; r++) mask[r] = 0;
     const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const size_t PS = (size_t)G * 64;
     for (int p = 0; p < 4; p++) {
@@ -34,11 +37,18 @@ TAVX2 void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[
         for (int r = 0; r < 4; r++) {
             _mm256_storeu_si256((__m256i *)&A[r][16 * p], acc[r][0]);
             _mm256_storeu_si256((__m256i *)&A[r][16 * p + 8], acc[r][1]);
+            if (tau) { /* A >= tau  <=>  A > tau - 1 (tau > INT32_MIN) */
+                __m256i t = _mm256_set1_epi32(tau[r] - 1);
+                unsigned m0 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(acc[r][0], t)));
+                unsigned m1 = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(acc[r][1], t)));
+                mask[r] |= (uint64_t)(m0 | m1 << 8) << (16 * p);
+            }
         }
     }
 }
 #else
-void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]) {
-    sp_iscreen_tile_portable(kp, G, q, A);
+void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64], const int32_t *tau,
+                          uint64_t *mask) {
+    sp_iscreen_tile_portable(kp, G, q, A, tau, mask);
 }
 #endif

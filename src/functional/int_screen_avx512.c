@@ -10,7 +10,8 @@
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-T512 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]) {
+T512 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
+                                  const int32_t *tau, uint64_t *mask) {
     __m512i acc[4][4];
     for (int r = 0; r < 4; r++)
         for (int p = 0; p < 4; p++) acc[r][p] = _mm512_setzero_si512();
@@ -36,9 +37,17 @@ T512 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q
     }
     for (int r = 0; r < 4; r++)
         for (int p = 0; p < 4; p++) _mm512_storeu_si512((void *)&A[r][16 * p], acc[r][p]);
+    if (tau)
+        for (int r = 0; r < 4; r++) {
+            __m512i t = _mm512_set1_epi32(tau[r]);
+            uint64_t m = 0;
+            for (int p = 0; p < 4; p++) m |= (uint64_t)_mm512_cmpge_epi32_mask(acc[r][p], t) << (16 * p);
+            mask[r] = m;
+        }
 }
 #else
-void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64]) {
-    sp_iscreen_tile_portable(kp, G, q, A);
+void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
+                            const int32_t *tau, uint64_t *mask) {
+    sp_iscreen_tile_portable(kp, G, q, A, tau, mask);
 }
 #endif
