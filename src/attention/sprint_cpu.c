@@ -9,14 +9,13 @@
  *      lf (16 A_ij + (7.5 - 128) sum_c q_ic) plus margin_sigma standard deviations of the
  *      estimate's error reaches the threshold: the functional model's sigma margin with an
  *      ideal device (sprint_op.c), so the decision is the same integer comparison A >= tau.
- *   3. Exact pass over the union of the 4 queries' survivors (adjacent queries share most of
- *      them, paper sec. 2.4), at the granularity of 16-key panels of the packed fp32 K (packed
- *      once per call): panels holding no survivor of any of the 4 queries are skipped, the
- *      others go 4 at a time through the flash tile, which computes exact fp32 scores, masks
- *      each query to its own survivors, applies the exact threshold and folds the kept keys
- *      into an online softmax; the weighted sum of V touches only kept keys. Measured first
- *      with gathered survivor rows (copy + repack per 64 survivors): slower than flash, the
- *      repacking cost as much as the scores.
+ *   3. Digital stage per query over its compact survivor list (sprint_exact.h): exact fp32
+ *      scores of 16 survivors at a time (row dots summed by a shuffle tree), the exact
+ *      threshold, softmax and the weighted sum of V over the kept keys only.
+ *      Tried first and measured slower (docs/RESULTS.md, part 9): the union of 4 adjacent
+ *      queries' survivors gathered and repacked per 64 keys for the flash tile (the repacking
+ *      cost as much as the scores), and whole 16-key panels holding a survivor of one of the 4
+ *      queries (about half the panels are touched at 10% kept: too coarse).
  * The float kernels round differently from the double reference, so a score within ~1e-6
  * relative of the threshold may be decided differently from sprint_op.c; outputs are compared
  * with the double reference over the same kept keys in the tests. */
@@ -27,6 +26,7 @@
 #include <string.h>
 
 #include "attention/flash.h"
+#include "attention/sprint_exact.h"
 #include "cpu/cpu.h"
 #include "functional/fn_internal.h"
 #include "functional/int_screen.h"
@@ -40,21 +40,22 @@ typedef struct sx_shared {
     const sp_cpu_sprint_opts *o;
     int d8;
     const uint8_t *kp;     /* packed key MSBs (int_screen.h) */
-    const float *kpf;      /* packed fp32 K panels (flash.h) */
     const uint64_t *kvw;   /* (n_k / 64 + 1) key-valid bits; NULL = all valid */
     const int *nvalid;     /* (n_k + 1) valid keys below j; NULL = all valid */
     const int8_t *qd;      /* (n_q, d8) query levels */
     const float *sq, *sk;  /* quantisation scales */
     double k_ms;           /* mean square of the valid 8-bit key elements */
     sp_iscreen_tile_fn screen;
-    sp_flash_tile_fn tile;
+    sp_sx_row_fn row;
 } sx_shared;
 
 typedef struct sx_work {
     int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
     uint64_t *mask;        /* (4, n_k / 64 + 1) screen survivors, visibility applied */
-    float *qs;             /* (4, d) prescaled queries */
-    float *o;              /* (4, d) running outputs */
+    int32_t *idx, *kidx;   /* (n_k + 16) survivors of one query, kept keys */
+    float *sbuf, *pbuf;    /* (n_k + 16) scores, weights */
+    float *qs;             /* (d) prescaled query */
+    float *o;              /* (d) output row */
     sp_attn_stats st;
 } sx_work;
 
@@ -169,74 +170,28 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
             }
         }
     }
-    /* ---- exact pass: only 16-key panels holding a survivor of some row, 4 per tile ---- */
+    /* ---- digital stage, one query at a time over its compact survivor list ---- */
     const float qmul = (float)(scale * LOG2E);
-    float m[4], l[4];
-    for (int r = 0; r < 4; r++) {
-        const float *qr = h->q + (size_t)(i0 + (r < nr ? r : nr - 1)) * (size_t)h->ldq;
-        for (int c = 0; c < d; c++) w->qs[(size_t)r * D + (size_t)c] = qr[c] * qmul;
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-    }
-    memset(w->o, 0, 4 * D * sizeof *w->o);
-    sp_flash_tile t;
-    memset(&t, 0, sizeof t);
-    int32_t vidx[64];
-    uint64_t rm[4] = {0, 0, 0, 0};
-    t.d = d;
-    t.nkc = SP_FLASH_CHUNK;
-    t.v = h->v;
-    t.ldv = h->ldv;
-    t.vidx = vidx;
-    t.rmask = rm;
-    t.m = m, t.l = l, t.o = w->o;
-    for (int r = 0; r < 4; r++) {
-        t.q[r] = w->qs + (size_t)r * D;
-        t.thr[r] = (float)(thr[r] * LOG2E);
-        t.lim[r] = SP_FLASH_CHUNK;
-    }
-    int slot = 0;
-    const int npanel = nchunk * 4;
-    for (int pi = 0; pi <= npanel; pi++) {
-        unsigned piece[4] = {0, 0, 0, 0}, any = 0;
-        if (pi < npanel)
-            for (int r = 0; r < 4; r++) {
-                piece[r] = (unsigned)(w->mask[(size_t)r * NW + (size_t)(pi / 4)] >> (16 * (pi % 4))) & 0xFFFFu;
-                any |= piece[r];
-            }
-        if (any) {
-            t.kpan[slot] = S->kpf + (size_t)pi * 16 * D;
-            for (int u = 0; u < 16; u++) vidx[slot * 16 + u] = pi * 16 + u;
-            for (int r = 0; r < 4; r++) rm[r] |= (uint64_t)piece[r] << (16 * slot);
-            slot++;
-        }
-        if (slot == 4 || (pi == npanel && slot > 0)) {
-            for (int sl = slot; sl < 4; sl++) { /* unused slots: any panel, masked off */
-                t.kpan[sl] = t.kpan[0];
-                for (int u = 0; u < 16; u++) vidx[sl * 16 + u] = vidx[u];
-            }
-            S->tile(&t);
-            for (int r = 0; r < 4; r++) {
-                if (!valid[r]) continue;
-                w->st.pairs_kept += __builtin_popcountll(t.kept[r]);
-                if (o->kept) {
-                    unsigned char *row = o->kept + (size_t)(i0 + r) * (size_t)nk;
-                    for (uint64_t b = t.kept[r]; b; b &= b - 1) row[vidx[__builtin_ctzll(b)]] = 1;
-                }
-                rm[r] = 0;
-            }
-            for (int r = 0; r < 4; r++) rm[r] = 0;
-            slot = 0;
-        }
-    }
     for (int r = 0; r < nr; r++) {
         float *orow = h->out + (size_t)(i0 + r) * (size_t)h->ldo;
-        if (!valid[r] || !(l[r] > 0)) {
+        if (!valid[r]) {
             memset(orow, 0, D * sizeof *orow);
             continue;
         }
-        float inv = 1.0f / l[r];
-        for (int c = 0; c < d; c++) orow[c] = w->o[(size_t)r * D + (size_t)c] * inv;
+        const uint64_t *mr = w->mask + (size_t)r * NW;
+        int n = 0;
+        for (int ch = 0; ch < nchunk; ch++)
+            for (uint64_t bits = mr[ch]; bits; bits &= bits - 1) w->idx[n++] = ch * 64 + __builtin_ctzll(bits);
+        const float *qr = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
+        for (int c = 0; c < d; c++) w->qs[c] = qr[c] * qmul;
+        int nkept = S->row(w->qs, h->k, h->ldk, h->v, h->ldv, d, w->idx, n, (float)(thr[r] * LOG2E), w->o, w->sbuf,
+                           w->pbuf, w->kidx);
+        memcpy(orow, w->o, D * sizeof *orow);
+        w->st.pairs_kept += nkept;
+        if (o->kept) {
+            unsigned char *row = o->kept + (size_t)(i0 + r) * (size_t)nk;
+            for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
+        }
     }
 }
 
@@ -290,8 +245,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     uint8_t *kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
     sp_iscreen_pack(msb, nk, d, d, kp);
     free(msb);
-    float *kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof *kpf);
-    sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
     uint64_t *kvw = NULL;
     int *nvalid = NULL;
     if (h->key_valid) {
@@ -304,8 +257,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         }
     }
     sp_cpu_level lv = sp_cpu_detect();
-    sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kpf = kpf, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
-                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .tile = sp_flash_tile_for(lv, d)};
+    sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
+                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .row = sp_sx_row_for(lv, d)};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -317,8 +270,12 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         if (o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats)
             w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
         w.mask = sp_xmalloc(4 * (NK / 64 + 1), sizeof *w.mask);
-        w.qs = sp_xmalloc(4 * D, sizeof *w.qs);
-        w.o = sp_xmalloc(4 * D, sizeof *w.o);
+        w.idx = sp_xmalloc(NK + 16, sizeof *w.idx);
+        w.kidx = sp_xmalloc(NK + 16, sizeof *w.kidx);
+        w.sbuf = sp_xmalloc(NK + 16, sizeof *w.sbuf);
+        w.pbuf = sp_xmalloc(NK + 16, sizeof *w.pbuf);
+        w.qs = sp_xmalloc(D, sizeof *w.qs);
+        w.o = sp_xmalloc(D, sizeof *w.o);
 #pragma omp for schedule(dynamic, 1)
         for (int b = nblk - 1; b >= 0; b--) {
             memset(&w.st, 0, sizeof w.st);
@@ -326,10 +283,10 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             for (int i0 = b * QBLK; i0 < i1; i0 += 4) sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4);
             bst[b] = w.st;
         }
-        free(w.A), free(w.mask), free(w.qs), free(w.o);
+        free(w.A), free(w.mask), free(w.idx), free(w.kidx), free(w.sbuf), free(w.pbuf), free(w.qs), free(w.o);
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kpf), free(kvw), free(nvalid);
+    free(bst), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }
