@@ -11,6 +11,7 @@
 
 #include "attention/flash.h"
 #include "cpu/cpu.h"
+#include "cpu/gemm.h"
 #include "helpers.h"
 
 static float *randn(size_t n, uint64_t seed, float sd) {
@@ -194,4 +195,36 @@ Test(flash, edges) {
     sp_error err = {0};
     cr_assert_eq(sp_flash_attention(&h, 1, sp_cpu_detect(), &err), SP_ERR_DATA);
     cr_assert(strstr(err.msg, "fp32"), "%s", err.msg);
+}
+
+/* C = A B^T at every level: within the fp32 rounding bound gamma_d sum|a||b| of the double
+ * product, strided operands, ragged shapes; small-integer operands exactly. */
+Test(gemm, matches_double_reference_and_is_exact_on_integers) {
+    int shapes[][3] = {{64, 300, 64}, {5, 17, 8}, {1, 1, 1}, {67, 129, 32}, {3, 64, 130}};
+    for (int s = 0; s < 5; s++) {
+        int m = shapes[s][0], n = shapes[s][1], d = shapes[s][2], lda = d + 3, ldb = d + 1, ldc = n + 5;
+        float *a = randn((size_t)m * lda, 70 + (uint64_t)s, 1.0f), *b = randn((size_t)n * ldb, 80 + (uint64_t)s, 1.0f);
+        float *c = malloc((size_t)m * ldc * sizeof *c);
+        for (int integer = 0; integer < 2; integer++) {
+            if (integer) {
+                for (int t = 0; t < m * lda; t++) a[t] = (float)((int)(a[t] * 60) % 127);
+                for (int t = 0; t < n * ldb; t++) b[t] = (float)((int)fabsf(b[t] * 8) % 16);
+            }
+            for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
+                sp_gemm_nt_level((sp_cpu_level)L, m, n, d, a, lda, b, ldb, c, ldc);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        double ex = 0, mag = 0;
+                        for (int k = 0; k < d; k++) {
+                            ex += (double)a[i * lda + k] * b[j * ldb + k];
+                            mag += fabs((double)a[i * lda + k] * b[j * ldb + k]);
+                        }
+                        double bound = integer ? 0.0 : 1.01 * d * ldexp(1.0, -24) * mag;
+                        cr_assert(fabs(c[i * ldc + j] - ex) <= bound, "level %d shape %d (%d,%d): %g vs %g (bound %g)", L,
+                                  s, i, j, c[i * ldc + j], ex, bound);
+                    }
+            }
+        }
+        free(a), free(b), free(c);
+    }
 }
