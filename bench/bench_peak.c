@@ -2,7 +2,11 @@
  * AVX2 and AVX-512 (register-only FMA chains; see fma_peak.h). The reference for the flash
  * kernel's "fraction of peak" in bench_attention.
  *
+ * One thread: GFLOP per CPU second of the thread (robust on a shared machine); all threads: per
+ * wall second.
+ *
  * usage: bench_peak [--json]   env BENCH_REPS (default 5) */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

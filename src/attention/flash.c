@@ -2,9 +2,10 @@
  * the AVX2 and AVX-512 tiles are tested against), K packing, the blocked driver, the
  * multi-threaded entry point and the "dense" attention operator built on it.
  *
- * Blocking: 32 queries (8 tiles of 4) share every 64-key chunk of K and V while it is in L1
- * (64 keys x d = 64: 16 KB of K, 16 KB of V); the running state of the 32 queries (m, l, o:
- * 8 KB at d = 64) stays in L1 too. */
+ * Blocking: 256 queries (64 tiles of 4) share every 64-key chunk of K and V while it is in L1
+ * (64 keys x d = 64: 16 KB of K, 16 KB of V); their running state (m, l, o: 64 KB at d = 64)
+ * streams from L2. Larger query blocks amortise the chunk's loads: at L = 4096, d = 64, one
+ * thread, 32 queries gave 41% of the measured FMA peak, 64 gave 57%, 256 gave 59%. */
 #include "attention/flash.h"
 
 #include <float.h>
@@ -13,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define QBLOCK 32 /* queries per outer block (a multiple of SP_FLASH_ROWS) */
+#define QBLOCK 256 /* queries per outer block (a multiple of SP_FLASH_ROWS) */
 
 static inline float exp2_poly(float x) { return sp_flash_exp2(x); }
 
