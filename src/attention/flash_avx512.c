@@ -35,7 +35,9 @@ T512 static inline __mmask16 lim_mask(int lim, int p) {
 T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
     __m512 s[4][4];
+    #pragma GCC unroll 4
     for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 4
         for (int p = 0; p < 4; p++) s[r][p] = _mm512_setzero_ps();
     const float *q0 = t->q[0], *q1 = t->q[1], *q2 = t->q[2], *q3 = t->q[3];
     const float *kp0 = t->kpan[0], *kp1 = t->kpan[1], *kp2 = t->kpan[2], *kp3 = t->kpan[3];
@@ -59,6 +61,7 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
     float alpha[4];
     uint64_t any = 0; /* keys some row kept: the weighted sum skips the others (weights 0) */
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    #pragma GCC unroll 4
     for (int r = 0; r < 4; r++) {
         int lim = t->lim[r] < n ? t->lim[r] : n;
         __m512 mx = ninf;
@@ -66,6 +69,7 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
         const uint64_t allow = t->rmask ? t->rmask[r] : ~(uint64_t)0;
         const __m512 thr = _mm512_set1_ps(t->thr[r] > -FLT_MAX ? t->thr[r] : -FLT_MAX);
         uint64_t kept = 0;
+        #pragma GCC unroll 4
         for (int p = 0; p < 4; p++) {
             __m512 x = s[r][p];
             if (bias) x = _mm512_add_ps(x, _mm512_loadu_ps(bias + p * 16));
@@ -81,11 +85,13 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
         float mold = t->m[r], mnew = bm > mold ? bm : mold;
         if (mnew == -INFINITY) {
             alpha[r] = 1.0f;
+            #pragma GCC unroll 4
             for (int p = 0; p < 4; p++) _mm512_store_ps(&P[r][p * 16], _mm512_setzero_ps());
             continue;
         }
         alpha[r] = mold == -INFINITY ? 0.0f : sp_flash_exp2(mold - mnew);
         __m512 mv = _mm512_set1_ps(mnew), sum = _mm512_setzero_ps();
+        #pragma GCC unroll 4
         for (int p = 0; p < 4; p++) {
             __m512 e = exp2_512(_mm512_sub_ps(s[r][p], mv));
             sum = _mm512_add_ps(sum, e);
@@ -137,6 +143,7 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
     }
     for (; c0 < d; c0 += 16) {
         __m512 acc[4];
+        #pragma GCC unroll 4
         for (int r = 0; r < 4; r++)
             acc[r] = _mm512_mul_ps(_mm512_set1_ps(alpha[r]), _mm512_loadu_ps(t->o + (size_t)r * (size_t)d + c0));
         for (uint64_t bits = any; bits; bits &= bits - 1) {
@@ -145,6 +152,7 @@ T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
             __m512 v0 = _mm512_loadu_ps(vr);
             for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r][u]), v0, acc[r]);
         }
+        #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) _mm512_storeu_ps(t->o + (size_t)r * (size_t)d + c0, acc[r]);
     }
 }

@@ -16,13 +16,15 @@ TAVX2 void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[
     const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
     const size_t PS = (size_t)G * 64;
     for (int p = 0; p < 4; p++) {
-        __m256i acc[4][2];
+        __m256i acc[4][2]; /* loops over r unrolled: the accumulators live in registers */
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
         for (int g = 0; g < G; g++) {
             const uint8_t *blk = kp + p * PS + (size_t)g * 64;
             __m256i x0 = _mm256_loadu_si256((const __m256i *)blk), x1 = _mm256_loadu_si256((const __m256i *)(blk + 32));
             __m256i l0 = _mm256_and_si256(x0, lo4), h0 = _mm256_and_si256(_mm256_srli_epi16(x0, 4), lo4);
             __m256i l1 = _mm256_and_si256(x1, lo4), h1 = _mm256_and_si256(_mm256_srli_epi16(x1, 4), lo4);
+#pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {
                 int32_t a, b;
                 memcpy(&a, q[r] + 8 * g, 4);
@@ -34,6 +36,7 @@ TAVX2 void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[
                 acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(s1, ones));
             }
         }
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             _mm256_storeu_si256((__m256i *)&A[r][16 * p], acc[r][0]);
             _mm256_storeu_si256((__m256i *)&A[r][16 * p + 8], acc[r][1]);
