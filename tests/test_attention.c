@@ -90,12 +90,16 @@ Test(dense, padding_mask_equals_compacted_sequence) {
     }
     cr_assert_eq(op->stats[0].queries, m);
     cr_assert_eq(op->stats[0].pairs_visible, m * m);
-    /* the fast operator hands masked heads to the reference: same bits */
+    /* the fast (flash) operator applies the masks itself: within float rounding, padded rows
+     * exactly zero */
     sp_attn_op *op3 = sp_attn_dense_fast_create(1, 1);
     float out3[N * D];
+    memset(out3, 0x7f, sizeof out3);
     h.out = out3;
     cr_assert_eq(op3->run(op3, &h, NULL), SP_OK);
-    cr_assert_eq(memcmp(out, out3, sizeof out), 0);
+    for (int t = 0; t < N * D; t++)
+        cr_assert(fabsf(out[t] - out3[t]) <= 1e-5f * (1 + fabsf(out[t])) && (valid[t / D] || out3[t] == 0.0f),
+                  "element %d: %g vs %g", t, out3[t], out[t]);
     sp_attn_op_free(op);
     sp_attn_op_free(op2);
     sp_attn_op_free(op3);

@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "sprint/cpu_attention.h"
 
 static const struct {
     const char *name;
@@ -35,7 +36,7 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("sprint %s\n", SP_VERSION);
+        printf("sprint %s (cpu kernels: %s)\n", SP_VERSION, sp_cpu_attention_level());
         return 0;
     }
     for (size_t i = 0; i < NCMD; i++)

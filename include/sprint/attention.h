@@ -120,12 +120,16 @@ void sp_attn_stats_add(sp_attn_stats *acc, const sp_attn_stats *s);
  * kept. Returns SP_ERR_DATA on a NaN or infinite score. */
 sp_attn_op *sp_attn_dense_create(int n_layers, int n_heads);
 
-/* The fast dense operator (named "dense"): the same attention in float arithmetic
- * (vectorised scores, exp and weighted sum), the same statistics; tested against the
- * reference (relative difference ~1e-6). Heads with padding masks, non-finite scores, or an
- * op with an observer go through the reference code. `sprint eval --attention dense` uses it;
- * the reference stays the definition every other operator is compared with. */
+/* The fast dense operator (named "dense"): the flash operator below (it was a separate
+ * float path before issue 9); tested against the reference. */
 sp_attn_op *sp_attn_dense_fast_create(int n_layers, int n_heads);
+
+/* The flash operator (also named "dense", the one sp_attn_op_create gives for mode dense and
+ * the model runner uses): cache-blocked flash attention with an online softmax and a
+ * vectorised exp, AVX-512 / AVX2 / portable chosen at run time (src/cpu/cpu.h); statistics
+ * as the reference counts them. An op with an observer, d > 512 or a head with non-finite
+ * inputs goes through the reference code (which reports the bad query and key). */
+sp_attn_op *sp_attn_flash_create(int n_layers, int n_heads);
 
 /* Validates a head description (dimensions, strides, pointers); SP_ERR_ARG on a bad one. */
 sp_status sp_attn_head_check(const sp_attn_head *h, sp_error *err);

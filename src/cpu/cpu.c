@@ -1,24 +1,44 @@
-/* cpu.c: runtime CPU dispatch (see cpu.h). gcc's __builtin_cpu_supports reads CPUID and, for
- * AVX and AVX-512, checks with XGETBV that the OS saves the wide registers. */
+/* cpu.c: runtime CPU dispatch (see cpu.h). AVX2 level: AVX2 + FMA with the OS saving YMM
+ * state and F16C. AVX-512 level: AVX-512 F, DQ, BW, VL and VNNI (vpdpbusd) with the OS saving ZMM and
+ * opmask state (XCR0 bits 1, 2, 5, 6, 7). */
 #include "cpu/cpu.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static sp_cpu_level hw_level(void) {
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
-        return SP_CPU_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SP_CPU_AVX2;
-#endif
-    return SP_CPU_PORTABLE;
+#include <cpuid.h>
+
+static unsigned long long xgetbv0(void) {
+    unsigned int lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
 }
 
+static sp_cpu_level hw_level(void) {
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return SP_CPU_PORTABLE;
+    int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
+    if (!osxsave || !avx) return SP_CPU_PORTABLE;
+    unsigned long long xcr0 = xgetbv0();
+    if ((xcr0 & 0x6) != 0x6) return SP_CPU_PORTABLE; /* SSE and YMM state */
+    if (__get_cpuid_max(0, NULL) < 7) return SP_CPU_PORTABLE;
+    __cpuid_count(7, 0, a, b, c, d);
+    int avx2 = (b >> 5) & 1;
+    int f512 = (b >> 16) & 1, dq512 = (b >> 17) & 1, bw512 = (b >> 30) & 1, vl512 = (b >> 31) & 1, vnni512 = (c >> 11) & 1;
+    if (!avx2 || !fma || !f16c) return SP_CPU_PORTABLE; /* the decode kernels' AVX2 file uses F16C */
+    if (f512 && dq512 && bw512 && vl512 && vnni512 && (xcr0 & 0xE6) == 0xE6) return SP_CPU_AVX512;
+    return SP_CPU_AVX2;
+}
+#else
+static sp_cpu_level hw_level(void) { return SP_CPU_PORTABLE; }
+#endif
+
+static int cached = -1;
+
 sp_cpu_level sp_cpu_detect(void) {
-    static int cached = -1; /* a benign race: every thread computes the same value */
-    if (cached >= 0) return (sp_cpu_level)cached;
+    int v = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+    if (v >= 0) return (sp_cpu_level)v;
     sp_cpu_level lv = hw_level();
     const char *env = getenv("SPRINT_CPU");
     if (env) {
@@ -26,9 +46,9 @@ sp_cpu_level sp_cpu_detect(void) {
         if (!strcmp(env, "portable")) want = SP_CPU_PORTABLE;
         else if (!strcmp(env, "avx2")) want = SP_CPU_AVX2;
         else if (!strcmp(env, "avx512")) want = SP_CPU_AVX512;
-        if (want < lv) lv = want;
+        if (want < lv) lv = want; /* only lowers: a level above the CPU's is ignored */
     }
-    cached = (int)lv;
+    __atomic_store_n(&cached, (int)lv, __ATOMIC_RELEASE);
     return lv;
 }
 
@@ -38,5 +58,5 @@ const char *sp_cpu_level_name(sp_cpu_level level) {
     case SP_CPU_AVX2: return "avx2";
     case SP_CPU_AVX512: return "avx512";
     }
-    return "unknown";
+    return "?";
 }

@@ -1,17 +1,26 @@
-/* cpu.h: runtime CPU dispatch (internal). Picks the best instruction-set level the CPU and the
- * OS support, so that AVX2 / AVX-512 kernels (each in its own .c file built with per-file
- * target flags) run only where they can, while the build itself stays portable. */
+/* cpu.h: runtime CPU dispatch. The build targets x86-64-v2 (portable); hot kernels also come
+ * compiled for AVX2+FMA and for AVX-512 (F/BW/VL + VNNI) in their own files, and the caller
+ * picks one at run time with sp_cpu_detect(). Every fast kernel has a portable reference it is
+ * tested against (tests/test_cpu_kernels.c). */
 #ifndef SPRINT_CPU_H
 #define SPRINT_CPU_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { SP_CPU_PORTABLE = 0, SP_CPU_AVX2 = 1, SP_CPU_AVX512 = 2 } sp_cpu_level;
 
-/* Best level the CPU and OS support, lowered by the environment variable
- * SPRINT_CPU=portable|avx2|avx512 (unknown value or a level above the CPU's: the detected
- * level; cached after the first call). */
+/* Best level the CPU and the OS support (CPUID feature bits and the XCR0 register saving the
+ * YMM / ZMM state), lowered by the environment variable SPRINT_CPU=portable|avx2|avx512. An
+ * unknown value, or a level above the CPU's, gives the detected level. The result is cached
+ * after the first call (thread-safe: every call computes the same value). */
 sp_cpu_level sp_cpu_detect(void);
 
-/* "portable", "avx2", "avx512". */
+/* "portable", "avx2", "avx512" (static strings); "?" for a value outside the enum. */
 const char *sp_cpu_level_name(sp_cpu_level level);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

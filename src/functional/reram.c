@@ -10,6 +10,7 @@
 #include <cblas.h>
 #include <math.h>
 
+#include "cpu/gemm.h"
 #include "fn_internal.h"
 
 uint64_t sp_reram_stream(int purpose, int layer, int kv_head) {
@@ -88,5 +89,5 @@ void sp_reram_charge_block(int nq, int nk, int d, const float *qd, const float *
      * product and partial sum is an integer representable in fp32, so the result is exact
      * whatever the summation order of the BLAS kernel. */
     if (nq <= 0 || nk <= 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, d, 1.0f, qd, d, g, d, 0.0f, A, nk);
+    sp_gemm_nt(nq, nk, d, qd, d, g, d, A, nk); /* AVX-512 or OpenBLAS (cpu/gemm.h) */
 }

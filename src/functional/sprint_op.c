@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/gemm.h"
 #include "fn_internal.h"
 
 #define SP_FN_BLOCK 64     /* queries per sgemm block */
@@ -175,8 +176,9 @@ static void exact_scores(fn_work *w, int stamp_now, const float *q, const sp_att
 }
 
 static void gemm_nt(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    /* c (m x n) = a (m x d) . b (n x d)^T */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+    /* c (m x n) = a (m x d) . b (n x d)^T; AVX-512 kernel or OpenBLAS (cpu/gemm.h): any
+     * summation order keeps the rounding bound the screening relies on */
+    sp_gemm_nt(m, n, d, a, lda, b, ldb, c, ldc);
 }
 
 static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {

@@ -12,6 +12,8 @@
 #include "sprint/functional.h"
 #include "sprint/sim.h"
 
+void openblas_set_num_threads(int num_threads); /* OpenBLAS extension (not in cblas.h) */
+
 typedef struct run_ctx {
     sp_sim_head **slot; /* (layers * heads) */
     int n_heads;
@@ -114,6 +116,9 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
     sp_status *hst = sp_xcalloc((size_t)nh, sizeof *hst);
     sp_error *herr = sp_xcalloc((size_t)nh, sizeof *herr);
     int nthreads = o && o->threads > 0 ? o->threads : omp_get_max_threads();
+    /* heads run in parallel on run.threads threads; OpenBLAS inside a head stays on its
+     * thread (otherwise --threads 1 still burns a second core in OpenBLAS's pool) */
+    openblas_set_num_threads(1);
     int done = 0;
     const int n = wl->seq, d = wl->d, nvalid = n - (int)(wl->padding * n + 0.5);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)

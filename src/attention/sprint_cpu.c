@@ -1,0 +1,292 @@
+/* sprint_cpu.c: SPRINT's algorithm as a CPU attention kernel (include/sprint/cpu_attention.h;
+ * paper sec. 1.3-1.5: in-memory screen on the 4 key MSBs, fetch survivors, recompute exactly,
+ * threshold again, softmax).
+ *
+ *   1. Q and K are quantised to 8 bits (one scale per tensor, quant.c); the key MSBs are packed
+ *      two per byte (int_screen.h); the query reaches the "crossbar" as its 8-bit levels.
+ *   2. Screen: the integer charge A_ij = sum_c q_ic m_jc of 4 queries x 64 keys per tile
+ *      (VNNI / AVX2 / portable). Key j survives for query i when its estimate
+ *      lf (16 A_ij + (7.5 - 128) sum_c q_ic) plus margin_sigma standard deviations of the
+ *      estimate's error reaches the threshold: the functional model's sigma margin with an
+ *      ideal device (sprint_op.c), so the decision is the same integer comparison A >= tau.
+ *   3. Digital stage per query over its compact survivor list (sprint_exact.h): exact fp32
+ *      scores of 16 survivors at a time (row dots summed by a shuffle tree), the exact
+ *      threshold, softmax and the weighted sum of V over the kept keys only.
+ *      Tried first and measured slower (docs/RESULTS.md, part 9): the union of 4 adjacent
+ *      queries' survivors gathered and repacked per 64 keys for the flash tile (the repacking
+ *      cost as much as the scores), and whole 16-key panels holding a survivor of one of the 4
+ *      queries (about half the panels are touched at 10% kept: too coarse).
+ * The float kernels round differently from the double reference, so a score within ~1e-6
+ * relative of the threshold may be decided differently from sprint_op.c; outputs are compared
+ * with the double reference over the same kept keys in the tests. */
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention/flash.h"
+#include "attention/sprint_exact.h"
+#include "cpu/cpu.h"
+#include "functional/fn_internal.h"
+#include "functional/int_screen.h"
+#include "sprint/cpu_attention.h"
+
+#define QBLK 32 /* queries per parallel work item (8 groups of 4) */
+#define LOG2E 1.4426950408889634
+
+typedef struct sx_shared {
+    const sp_attn_head *h;
+    const sp_cpu_sprint_opts *o;
+    int d8;
+    const uint8_t *kp;     /* packed key MSBs (int_screen.h) */
+    const uint64_t *kvw;   /* (n_k / 64 + 1) key-valid bits; NULL = all valid */
+    const int *nvalid;     /* (n_k + 1) valid keys below j; NULL = all valid */
+    const int8_t *qd;      /* (n_q, d8) query levels */
+    const float *sq, *sk;  /* quantisation scales */
+    double k_ms;           /* mean square of the valid 8-bit key elements */
+    sp_iscreen_tile_fn screen;
+    sp_sx_row_fn row;
+} sx_shared;
+
+typedef struct sx_work {
+    int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
+    uint64_t *mask;        /* (4, n_k / 64 + 1) screen survivors, visibility applied */
+    int32_t *idx, *kidx;   /* (n_k + 16) survivors of one query, kept keys */
+    float *sbuf, *pbuf;    /* (n_k + 16) scores, weights */
+    float *qs;             /* (d) prescaled query */
+    float *o;              /* (d) output row */
+    sp_attn_stats st;
+} sx_work;
+
+static double exact_dot(const float *q, const float *k, int d) {
+    double a = 0;
+    for (int c = 0; c < d; c++) a += (double)q[c] * (double)k[c];
+    return a;
+}
+
+static int32_t tau_int(double tau) { /* A >= tau  <=>  A >= ceil(tau) for integer A */
+    if (!(tau > -2e9)) return INT32_MIN + 1;
+    if (tau > 2e9) return INT32_MAX;
+    return (int32_t)ceil(tau);
+}
+
+static uint64_t below(int n) { return n >= 64 ? ~(uint64_t)0 : n <= 0 ? 0 : ((uint64_t)1 << n) - 1; }
+
+/* One group of up to 4 queries [i0, i0 + nr). */
+static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
+    const sp_attn_head *h = S->h;
+    const sp_cpu_sprint_opts *o = S->o;
+    const int d = h->d, nk = h->n_k, d8 = S->d8, G = d8 / 8;
+    const size_t D = (size_t)d;
+    const double scale = (double)h->scale, lf = scale * (double)S->sq[0] * (double)S->sk[0];
+    const int need_A = o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats;
+    int end[4], valid[4], endmax = 0;
+    for (int r = 0; r < 4; r++) {
+        int i = i0 + (r < nr ? r : nr - 1);
+        valid[r] = r < nr && (!h->query_valid || h->query_valid[i]);
+        end[r] = valid[r] ? (h->causal ? h->q_offset + i + 1 : nk) : 0;
+        if (end[r] > endmax) endmax = end[r];
+    }
+    const size_t LDA = (size_t)nk + SP_ISCREEN_CHUNK, NW = (size_t)nk / 64 + 1;
+    const int nchunk = (endmax + 63) / 64;
+    const int8_t *rows[4];
+    for (int r = 0; r < 4; r++) rows[r] = S->qd + (size_t)(i0 + (r < nr ? r : nr - 1)) * (size_t)d8;
+    /* ---- per-row margins and, for fixed thresholds, the comparator references ---- */
+    double thr[4], marg[4], oi[4];
+    int32_t tau[4];
+    for (int r = 0; r < 4; r++) {
+        thr[r] = INFINITY, marg[r] = 0, oi[r] = 0;
+        if (!valid[r]) continue;
+        double sqd = 0, sqd2 = 0;
+        for (int c = 0; c < d; c++) sqd += rows[r][c], sqd2 += (double)rows[r][c] * rows[r][c];
+        /* sigma margin (integer units): LSB centring (uniform over 16 levels) and the 8-bit
+         * rounding of q and k; as sprint_op.c with an ideal device and an 8-bit DAC */
+        marg[r] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * S->k_ms) / 12.0);
+        oi[r] = (7.5 - 128.0) * sqd;
+        if (o->policy == SP_CPU_POLICY_FIXED) thr[r] = o->threshold;
+    }
+    for (int r = 0; r < 4; r++)
+        tau[r] = !valid[r] ? INT32_MAX : thr[r] == -INFINITY ? INT32_MIN + 1
+                                                             : tau_int((thr[r] / lf - marg[r] - oi[r]) / 16.0);
+    /* ---- screen: integer charges and comparator bits of 4 rows x 64 keys per tile ---- */
+    int32_t T[4][64];
+    uint64_t mk[4];
+    for (int ch = 0; ch < nchunk; ch++) {
+        S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
+        for (int r = 0; r < 4; r++) {
+            w->mask[(size_t)r * NW + ch] = mk[r];
+            if (need_A) memcpy(w->A + (size_t)r * LDA + (size_t)ch * 64, T[r], sizeof T[r]);
+        }
+    }
+    if (o->policy == SP_CPU_POLICY_RELATIVE) {
+        /* exact max over the keys whose estimate is within 2 margins of the best estimate,
+         * then the comparator bits again from the stored charges */
+        for (int r = 0; r < 4; r++) {
+            if (!valid[r]) continue;
+            const int32_t *Ar = w->A + (size_t)r * LDA;
+            int32_t amax = INT32_MIN;
+            for (int j = 0; j < end[r]; j++)
+                if ((!h->key_valid || h->key_valid[j]) && Ar[j] > amax) amax = Ar[j];
+            double mx = -INFINITY;
+            const float *qrow = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
+            for (int j = 0; j < end[r]; j++)
+                if ((!h->key_valid || h->key_valid[j]) && (double)Ar[j] >= amax - 2 * marg[r] / 16.0 - 1) {
+                    double sc = exact_dot(qrow, h->k + (size_t)j * (size_t)h->ldk, d) * scale;
+                    mx = sc > mx ? sc : mx;
+                }
+            thr[r] = mx - o->delta;
+            tau[r] = tau_int((thr[r] / lf - marg[r] - oi[r]) / 16.0);
+            for (int ch = 0; ch < nchunk; ch++) {
+                uint64_t m = 0;
+                for (int u = 0; u < 64; u++) m |= (uint64_t)(Ar[ch * 64 + u] >= tau[r]) << u;
+                w->mask[(size_t)r * NW + ch] = m;
+            }
+        }
+    }
+    /* ---- visibility (causal, padding) and the screen's statistics ---- */
+    for (int r = 0; r < 4; r++) {
+        uint64_t *mr = w->mask + (size_t)r * NW;
+        double nmem = 0;
+        for (int ch = 0; ch < nchunk; ch++) {
+            uint64_t m = mr[ch] & below(end[r] - ch * 64);
+            if (S->kvw) m &= S->kvw[ch];
+            mr[ch] = m;
+            nmem += __builtin_popcountll(m);
+        }
+        if (!valid[r]) continue;
+        w->st.queries += 1;
+        w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
+        w->st.pairs_mem_kept += nmem;
+        if (o->want_exact_stats) {
+            const float *qrow = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
+            for (int j = 0; j < end[r]; j++) {
+                if (h->key_valid && !h->key_valid[j]) continue;
+                int pass = exact_dot(qrow, h->k + (size_t)j * (size_t)h->ldk, d) * scale >= thr[r];
+                int keep = (int)((mr[j / 64] >> (j % 64)) & 1);
+                w->st.exact_pass += pass;
+                w->st.false_prunes += pass && !keep;
+                w->st.false_keeps += keep && !pass;
+            }
+        }
+    }
+    /* ---- digital stage, one query at a time over its compact survivor list ---- */
+    const float qmul = (float)(scale * LOG2E);
+    for (int r = 0; r < nr; r++) {
+        float *orow = h->out + (size_t)(i0 + r) * (size_t)h->ldo;
+        if (!valid[r]) {
+            memset(orow, 0, D * sizeof *orow);
+            continue;
+        }
+        const uint64_t *mr = w->mask + (size_t)r * NW;
+        int n = 0;
+        for (int ch = 0; ch < nchunk; ch++)
+            for (uint64_t bits = mr[ch]; bits; bits &= bits - 1) w->idx[n++] = ch * 64 + __builtin_ctzll(bits);
+        const float *qr = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
+        for (int c = 0; c < d; c++) w->qs[c] = qr[c] * qmul;
+        int nkept = S->row(w->qs, h->k, h->ldk, h->v, h->ldv, d, w->idx, n, (float)(thr[r] * LOG2E), w->o, w->sbuf,
+                           w->pbuf, w->kidx);
+        memcpy(orow, w->o, D * sizeof *orow);
+        w->st.pairs_kept += nkept;
+        if (o->kept) {
+            unsigned char *row = o->kept + (size_t)(i0 + r) * (size_t)nk;
+            for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
+        }
+    }
+}
+
+static sp_status check_inputs(const sp_attn_head *h, const sp_cpu_sprint_opts *o, sp_error *err) {
+    sp_status s = sp_attn_head_check(h, err);
+    if (s != SP_OK) return s;
+    if (!o) return sp_error_set(err, SP_ERR_ARG, "sprint attention: no options");
+    if (h->d > SP_FLASH_MAX_D)
+        return sp_error_set(err, SP_ERR_ARG, "sprint attention: head dim %d > %d", h->d, SP_FLASH_MAX_D);
+    if (!(h->scale > 0) || !isfinite(h->scale))
+        return sp_error_set(err, SP_ERR_ARG, "sprint attention: scale must be finite and > 0, got %g", (double)h->scale);
+    if (o->policy != SP_CPU_POLICY_FIXED && o->policy != SP_CPU_POLICY_RELATIVE)
+        return sp_error_set(err, SP_ERR_ARG, "sprint attention: unknown policy %d", (int)o->policy);
+    if (o->policy == SP_CPU_POLICY_FIXED && (isnan(o->threshold) || o->threshold == INFINITY))
+        return sp_error_set(err, SP_ERR_ARG, "sprint attention: threshold %g nats (expected finite or -inf)",
+                            o->threshold);
+    if (o->policy == SP_CPU_POLICY_RELATIVE && !(o->delta >= 0 && isfinite(o->delta)))
+        return sp_error_set(err, SP_ERR_ARG, "sprint attention: delta %g nats (expected finite >= 0)", o->delta);
+    if (!(o->margin_sigma >= 0) || !isfinite(o->margin_sigma))
+        return sp_error_set(err, SP_ERR_ARG, "sprint attention: margin_sigma %g (expected finite >= 0)",
+                            o->margin_sigma);
+    return SP_OK;
+}
+
+sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opts *o, sp_error *err) {
+    sp_status s = check_inputs(h, o, err);
+    if (s != SP_OK) return s;
+    const int nq = h->n_q, nk = h->n_k, d = h->d, d8 = sp_iscreen_d8(d);
+    s = sp_flash_check_inputs(h, err); /* finite inputs, scores inside fp32 */
+    if (s != SP_OK) return s;
+    if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
+    if (nq == 0) return SP_OK;
+    const size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d;
+    int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
+    float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
+    sp_quant_rows(h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
+    sp_quant_rows(h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
+    for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
+    uint8_t *msb = sp_xmalloc(NK * D, 1);
+    double k_ms = 0, ncell = 0;
+    for (int j = 0; j < nk; j++) {
+        int valid = !h->key_valid || h->key_valid[j];
+        for (int c = 0; c < d; c++) {
+            int kv = ki[(size_t)j * D + (size_t)c];
+            msb[(size_t)j * D + (size_t)c] = (uint8_t)sp_key_msb(kv, 4);
+            if (valid) k_ms += (double)kv * kv, ncell += 1;
+        }
+    }
+    if (ncell > 0) k_ms /= ncell;
+    uint8_t *kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
+    sp_iscreen_pack(msb, nk, d, d, kp);
+    free(msb);
+    uint64_t *kvw = NULL;
+    int *nvalid = NULL;
+    if (h->key_valid) {
+        kvw = sp_xcalloc(NK / 64 + 1, sizeof *kvw);
+        nvalid = sp_xmalloc(NK + 1, sizeof *nvalid);
+        nvalid[0] = 0;
+        for (int j = 0; j < nk; j++) {
+            kvw[j / 64] |= (uint64_t)(h->key_valid[j] != 0) << (j % 64);
+            nvalid[j + 1] = nvalid[j] + (h->key_valid[j] != 0);
+        }
+    }
+    sp_cpu_level lv = sp_cpu_detect();
+    sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
+                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .row = sp_sx_row_for(lv, d)};
+    const int nblk = (nq + QBLK - 1) / QBLK;
+    int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
+    if (nt > nblk) nt = nblk;
+    sp_attn_stats *bst = sp_xcalloc((size_t)nblk, sizeof *bst);
+#pragma omp parallel num_threads(nt > 0 ? nt : 1)
+    {
+        sx_work w;
+        memset(&w, 0, sizeof w);
+        if (o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats)
+            w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
+        w.mask = sp_xmalloc(4 * (NK / 64 + 1), sizeof *w.mask);
+        w.idx = sp_xmalloc(NK + 16, sizeof *w.idx);
+        w.kidx = sp_xmalloc(NK + 16, sizeof *w.kidx);
+        w.sbuf = sp_xmalloc(NK + 16, sizeof *w.sbuf);
+        w.pbuf = sp_xmalloc(NK + 16, sizeof *w.pbuf);
+        w.qs = sp_xmalloc(D, sizeof *w.qs);
+        w.o = sp_xmalloc(D, sizeof *w.o);
+#pragma omp for schedule(dynamic, 1)
+        for (int b = nblk - 1; b >= 0; b--) {
+            memset(&w.st, 0, sizeof w.st);
+            int i1 = (b + 1) * QBLK < nq ? (b + 1) * QBLK : nq;
+            for (int i0 = b * QBLK; i0 < i1; i0 += 4) sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4);
+            bst[b] = w.st;
+        }
+        free(w.A), free(w.mask), free(w.idx), free(w.kidx), free(w.sbuf), free(w.pbuf), free(w.qs), free(w.o);
+    }
+    if (o->stats) /* summed in block order: the same doubles for any thread count */
+        for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
+    free(bst), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
+    return SP_OK;
+}

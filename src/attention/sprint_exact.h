@@ -1,0 +1,26 @@
+/* sprint_exact.h: the digital stage of the SPRINT CPU kernel for one query (paper sec. 1.4-1.5:
+ * fetch the survivors, recompute exactly, threshold, softmax, weighted sum of V), on a compact
+ * list of survivor keys. Internal to sprint_cpu.c; the AVX-512 version is tested against the
+ * portable one (tests/test_cpu_sprint.c). */
+#ifndef SPRINT_SPRINT_EXACT_H
+#define SPRINT_SPRINT_EXACT_H
+
+#include <stdint.h>
+
+#include "cpu/cpu.h"
+
+/* q: the query prescaled to log2 units (scale log2 e q), d floats; k, v: the head's keys and
+ * values (row strides ldk, ldv); idx[0..n): survivor key indices; thr: the exact threshold in
+ * log2 units (-inf: keep every survivor). Writes out (d) = softmax-weighted sum of V over the
+ * survivors whose fp32 score s = q.k_j >= thr (zero row when none), kept[0..return) = their
+ * indices (ascending). sbuf, pbuf: scratch of n + 16 floats. */
+typedef int (*sp_sx_row_fn)(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                            const int32_t *idx, int n, float thr, float *out, float *sbuf, float *pbuf,
+                            int32_t *kept);
+int sp_sx_row_portable(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
+                       int n, float thr, float *out, float *sbuf, float *pbuf, int32_t *kept);
+int sp_sx_row_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
+                     int n, float thr, float *out, float *sbuf, float *pbuf, int32_t *kept); /* d % 16 == 0 */
+sp_sx_row_fn sp_sx_row_for(sp_cpu_level level, int d);
+
+#endif

@@ -1,0 +1,230 @@
+/* test_cpu_kernels.c: does runtime dispatch pick a level the CPU has and honour SPRINT_CPU, and
+ * does every fast kernel (flash tile AVX2 / AVX-512) agree with its portable reference and
+ * with the double dense reference, under causal, padding and query masks, for any thread
+ * count? */
+#define _POSIX_C_SOURCE 200809L
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention/flash.h"
+#include "cpu/cpu.h"
+#include "cpu/gemm.h"
+#include "helpers.h"
+
+static float *randn(size_t n, uint64_t seed, float sd) {
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = sd * (float)sp_rng_normal(sp_rng_key(seed, 3, (uint64_t)i, 0, 0));
+    return x;
+}
+
+Test(cpu, level_names_and_detection) {
+    cr_assert_str_eq(sp_cpu_level_name(SP_CPU_PORTABLE), "portable");
+    cr_assert_str_eq(sp_cpu_level_name(SP_CPU_AVX2), "avx2");
+    cr_assert_str_eq(sp_cpu_level_name(SP_CPU_AVX512), "avx512");
+    sp_cpu_level a = sp_cpu_detect(), b = sp_cpu_detect();
+    cr_assert_eq(a, b, "cached");
+    cr_assert(a >= SP_CPU_PORTABLE && a <= SP_CPU_AVX512);
+#if defined(__x86_64__)
+    if (!getenv("SPRINT_CPU")) {
+        /* the detected level agrees with the compiler's view of this CPU */
+        __builtin_cpu_init();
+        int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        int has512 = has2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                     __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+        cr_assert_eq(a, has512 ? SP_CPU_AVX512 : has2 ? SP_CPU_AVX2 : SP_CPU_PORTABLE, "detected %s",
+                     sp_cpu_level_name(a));
+    }
+#endif
+}
+
+/* SPRINT_CPU lowers the level, never raises it, and an unknown value is ignored (checked in a
+ * child process: the level is cached per process). */
+Test(cpu, environment_override) {
+    const char *cases[][2] = {{"portable", "portable"}, {"avx2", NULL}, {"bogus", NULL}, {"avx512", NULL}};
+    if (getenv("SPRINT_CPU")) cr_skip_test("SPRINT_CPU is set: the detected level is not the CPU's");
+    sp_cpu_level hw = sp_cpu_detect();
+    for (int i = 0; i < 4; i++) {
+        char out[256] = {0}, errb[256];
+        setenv("SPRINT_CPU", cases[i][0], 1);
+        int rc = th_run_sprint("--version", out, sizeof out, errb, sizeof errb);
+        unsetenv("SPRINT_CPU");
+        cr_assert_eq(rc, 0, "%s", errb);
+        const char *want = cases[i][1];
+        sp_cpu_level wl = hw;
+        if (!strcmp(cases[i][0], "avx2") && hw > SP_CPU_AVX2) wl = SP_CPU_AVX2;
+        if (!want) want = sp_cpu_level_name(wl);
+        char needle[64];
+        snprintf(needle, sizeof needle, "cpu kernels: %s", want);
+        cr_assert(strstr(out, needle), "SPRINT_CPU=%s: expected '%s' in: %s", cases[i][0], needle, out);
+    }
+}
+
+/* One tile at every level against the portable tile: random scores, a causal limit per row, a
+ * padding bias, two chunks folded in sequence (exercises the online rescale). */
+static void tile_case(int d, int nkc, int causal, int pad, int thr_on, uint64_t seed) {
+    float *q = randn(4 * (size_t)d, seed, 0.4f), *k = randn(128 * (size_t)d, seed + 1, 1.0f);
+    float *v = randn(128 * (size_t)d, seed + 2, 1.0f);
+    float *kp = malloc(sp_flash_kpack_size(128, d) * sizeof *kp);
+    sp_flash_pack_k(k, d, 128, d, kp);
+    float bias[128 + 64] = {0};
+    for (int j = 0; j < 128; j++) bias[j] = pad && j % 5 == 2 ? -INFINITY : 0.0f;
+    float m[3][4], l[3][4], *o[3];
+    uint64_t kept[3][2][4];
+    sp_flash_tile_fn fns[3] = {sp_flash_tile_portable, sp_flash_tile_avx2, sp_flash_tile_avx512};
+    int nlev = sp_cpu_detect() + 1;
+    if (d % 16) nlev = nlev > 2 ? 2 : nlev;
+    if (d % 8) nlev = 1;
+    for (int L = 0; L < nlev; L++) {
+        o[L] = calloc(4 * (size_t)d, sizeof(float));
+        for (int r = 0; r < 4; r++) m[L][r] = -INFINITY, l[L][r] = 0;
+        for (int ch = 0; ch < 2; ch++) {
+            uint64_t rm[4] = {~0ull, ~0ull, 0x5555555555555555ull, ~0ull}; /* row 2: every other key */
+            sp_flash_tile t = {.d = d, .nkc = ch ? nkc : 64, .kpan = {kp + (size_t)ch * 64 * d, kp + (size_t)(ch * 64 + 16) * d,
+                               kp + (size_t)(ch * 64 + 32) * d, kp + (size_t)(ch * 64 + 48) * d}, .v = v + (size_t)ch * 64 * d,
+                               .ldv = d, .bias = pad ? bias + ch * 64 : NULL, .m = m[L], .l = l[L], .o = o[L]};
+            for (int r = 0; r < 4; r++) {
+                t.q[r] = q + (size_t)r * d;
+                t.lim[r] = causal ? 50 + 7 * r - 64 * ch + (ch ? 60 : 0) : 64;
+                t.thr[r] = thr_on ? 0.2f * (float)r - 0.3f : -INFINITY;
+                t.rmask = pad ? rm : NULL;
+            }
+            fns[L](&t);
+            memcpy(kept[L][ch], t.kept, sizeof t.kept);
+        }
+    }
+    for (int L = 1; L < nlev; L++)
+        for (int r = 0; r < 4; r++) {
+            for (int ch = 0; ch < 2; ch++)
+                cr_assert_eq(kept[L][ch][r], kept[0][ch][r], "level %d row %d chunk %d: kept bits differ", L, r, ch);
+            cr_assert(fabsf(m[L][r] - m[0][r]) <= 1e-5f * (1 + fabsf(m[0][r])), "level %d row %d m %g vs %g", L, r,
+                      m[L][r], m[0][r]);
+            cr_assert(fabsf(l[L][r] - l[0][r]) <= 1e-5f * l[0][r], "level %d row %d l %g vs %g", L, r, l[L][r],
+                      l[0][r]);
+            for (int c = 0; c < d; c++) {
+                float a = o[L][r * d + c], b = o[0][r * d + c];
+                cr_assert(fabsf(a - b) <= 1e-5f * (1 + fabsf(b)), "level %d d %d row %d col %d: %g vs %g", L, d, r, c,
+                          a, b);
+            }
+        }
+    for (int L = 0; L < nlev; L++) free(o[L]);
+    free(q), free(k), free(v), free(kp);
+}
+
+Test(flash, tiles_match_portable) {
+    int ds[] = {8, 16, 32, 48, 64, 80, 128};
+    for (int i = 0; i < 7; i++) {
+        tile_case(ds[i], 64, 0, 0, 0, 10 + (uint64_t)i);
+        tile_case(ds[i], 37, 1, 0, 0, 20 + (uint64_t)i);
+        tile_case(ds[i], 64, 1, 1, 0, 30 + (uint64_t)i);
+        tile_case(ds[i], 5, 0, 1, 0, 40 + (uint64_t)i);
+        tile_case(ds[i], 64, 0, 1, 1, 50 + (uint64_t)i);
+        tile_case(ds[i], 50, 1, 0, 1, 60 + (uint64_t)i);
+    }
+}
+
+/* Whole heads: every level and 1 or 2 threads against the double reference operator, with
+ * causal and padding masks; the thread count never changes a bit. */
+static void head_case(int nq, int nk, int d, int causal, int qoff, int pad, uint64_t seed) {
+    float *q = randn((size_t)nq * d, seed, 0.5f), *k = randn((size_t)nk * d, seed + 1, 1.0f);
+    float *v = randn((size_t)nk * d, seed + 2, 1.0f);
+    float *ref = malloc((size_t)nq * d * sizeof *ref), *o1 = malloc((size_t)nq * d * sizeof *o1);
+    float *o2 = malloc((size_t)nq * d * sizeof *o2);
+    unsigned char *kv = NULL, *qv = NULL;
+    if (pad) {
+        kv = malloc((size_t)nk), qv = malloc((size_t)nq);
+        for (int j = 0; j < nk; j++) kv[j] = (j * 7 + 3) % 11 != 0;
+        for (int i = 0; i < nq; i++) qv[i] = i % 13 != 4;
+    }
+    sp_attn_head h = {.n_q = nq, .n_k = nk, .d = d, .q = q, .k = k, .v = v, .out = ref, .ldq = d, .ldk = d,
+                      .ldv = d, .ldo = d, .causal = causal, .q_offset = qoff, .key_valid = kv, .query_valid = qv,
+                      .scale = 1.0f / sqrtf((float)d)};
+    sp_attn_op *dr = sp_attn_dense_create(1, 1), *fl = sp_attn_flash_create(1, 1);
+    sp_error err = {0};
+    cr_assert_eq(dr->run(dr, &h, &err), SP_OK, "%s", err.msg);
+    for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
+        h.out = o1;
+        cr_assert_eq(sp_flash_attention(&h, 1, (sp_cpu_level)L, &err), SP_OK, "%s", err.msg);
+        h.out = o2;
+        cr_assert_eq(sp_flash_attention(&h, 2, (sp_cpu_level)L, &err), SP_OK, "%s", err.msg);
+        cr_assert(!memcmp(o1, o2, (size_t)nq * d * sizeof *o1), "level %d: 1 and 2 threads differ", L);
+        for (size_t t = 0; t < (size_t)nq * d; t++)
+            cr_assert(fabsf(o1[t] - ref[t]) <= 2e-5f * (1 + fabsf(ref[t])), "level %d nq %d nk %d d %d: [%zu] %g vs %g",
+                      L, nq, nk, d, t, o1[t], ref[t]);
+    }
+    /* the operator: same statistics as the reference */
+    h.out = o1;
+    cr_assert_eq(fl->run(fl, &h, &err), SP_OK, "%s", err.msg);
+    cr_assert(!memcmp(&fl->stats[0], &dr->stats[0], sizeof fl->stats[0]), "operator statistics differ");
+    sp_attn_op_free(dr), sp_attn_op_free(fl);
+    free(q), free(k), free(v), free(ref), free(o1), free(o2), free(kv), free(qv);
+}
+
+Test(flash, heads_match_reference) {
+    head_case(100, 100, 64, 1, 0, 0, 1);
+    head_case(100, 100, 64, 0, 0, 0, 2);
+    head_case(70, 130, 64, 1, 60, 1, 3);
+    head_case(33, 200, 32, 0, 0, 1, 4);
+    head_case(65, 65, 8, 1, 0, 1, 5);
+    head_case(1, 1, 16, 1, 0, 0, 6);
+    head_case(129, 129, 128, 1, 0, 0, 7);
+    head_case(40, 77, 24, 0, 0, 0, 8);
+}
+
+/* A key far below the max underflows to exactly 0, a query whose keys are all padding gets a
+ * zero row, and a huge input is a data error rather than an overflow. */
+Test(flash, edges) {
+    float q[2 * 16] = {0}, k[2 * 16] = {0}, v[2 * 16], out[2 * 16];
+    for (int c = 0; c < 16; c++) v[c] = 1, v[16 + c] = 2;
+    q[0] = 1000, k[0] = 1, k[16] = -1; /* query 0: scores +1000 / -1000 */
+    q[16] = 1;
+    unsigned char kv[2] = {1, 1}, qv[2] = {1, 1};
+    sp_attn_head h = {.n_q = 2, .n_k = 2, .d = 16, .q = q, .k = k, .v = v, .out = out, .ldq = 16, .ldk = 16,
+                      .ldv = 16, .ldo = 16, .key_valid = kv, .query_valid = qv, .scale = 1.0f};
+    for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
+        cr_assert_eq(sp_flash_attention(&h, 1, (sp_cpu_level)L, NULL), SP_OK);
+        cr_assert_eq(out[0], 1.0f, "level %d: %g", L, out[0]);
+        kv[0] = kv[1] = 0;
+        cr_assert_eq(sp_flash_attention(&h, 1, (sp_cpu_level)L, NULL), SP_OK);
+        for (int c = 0; c < 32; c++) cr_assert_eq(out[c], 0.0f);
+        kv[0] = kv[1] = 1;
+    }
+    q[0] = 3e38f;
+    sp_error err = {0};
+    cr_assert_eq(sp_flash_attention(&h, 1, sp_cpu_detect(), &err), SP_ERR_DATA);
+    cr_assert(strstr(err.msg, "fp32"), "%s", err.msg);
+}
+
+/* C = A B^T at every level: within the fp32 rounding bound gamma_d sum|a||b| of the double
+ * product, strided operands, ragged shapes; small-integer operands exactly. */
+Test(gemm, matches_double_reference_and_is_exact_on_integers) {
+    int shapes[][3] = {{64, 300, 64}, {5, 17, 8}, {1, 1, 1}, {67, 129, 32}, {3, 64, 130}};
+    for (int s = 0; s < 5; s++) {
+        int m = shapes[s][0], n = shapes[s][1], d = shapes[s][2], lda = d + 3, ldb = d + 1, ldc = n + 5;
+        float *a = randn((size_t)m * lda, 70 + (uint64_t)s, 1.0f), *b = randn((size_t)n * ldb, 80 + (uint64_t)s, 1.0f);
+        float *c = malloc((size_t)m * ldc * sizeof *c);
+        for (int integer = 0; integer < 2; integer++) {
+            if (integer) {
+                for (int t = 0; t < m * lda; t++) a[t] = (float)((int)(a[t] * 60) % 127);
+                for (int t = 0; t < n * ldb; t++) b[t] = (float)((int)fabsf(b[t] * 8) % 16);
+            }
+            for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
+                sp_gemm_nt_level((sp_cpu_level)L, m, n, d, a, lda, b, ldb, c, ldc);
+                for (int i = 0; i < m; i++)
+                    for (int j = 0; j < n; j++) {
+                        double ex = 0, mag = 0;
+                        for (int k = 0; k < d; k++) {
+                            ex += (double)a[i * lda + k] * b[j * ldb + k];
+                            mag += fabs((double)a[i * lda + k] * b[j * ldb + k]);
+                        }
+                        double bound = integer ? 0.0 : 1.01 * d * ldexp(1.0, -24) * mag;
+                        cr_assert(fabs(c[i * ldc + j] - ex) <= bound, "level %d shape %d (%d,%d): %g vs %g (bound %g)", L,
+                                  s, i, j, c[i * ldc + j], ex, bound);
+                    }
+            }
+        }
+        free(a), free(b), free(c);
+    }
+}

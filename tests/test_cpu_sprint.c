@@ -1,0 +1,169 @@
+/* test_cpu_sprint.c: does the public SPRINT CPU kernel (cpu_attention.h) screen exactly as the
+ * functional model's sprint operator (same in-memory survivors on an ideal device), keep the
+ * same keys up to float rounding at the threshold, compute softmax over its kept keys as the
+ * double reference does, equal dense attention at threshold -inf, and give the same bits for
+ * any thread count and CPU level? */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/cpu.h"
+#include "sprint/cpu_attention.h"
+#include "sprint/functional.h"
+
+static float *randn(size_t n, uint64_t seed, float sd) {
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = sd * (float)sp_rng_normal(sp_rng_key(seed, 9, (uint64_t)i, 0, 0));
+    return x;
+}
+
+/* Clustered keys: queries and keys near a few centroids, so each query has a few strong keys. */
+static void clustered(int n, int d, uint64_t seed, float *q, float *k, float *v) {
+    for (int i = 0; i < n; i++) {
+        int cl = (int)(sp_rng_uniform(sp_rng_key(seed, 1, (uint64_t)i / 16, 0, 0)) * 8);
+        for (int c = 0; c < d; c++) {
+            double cen = sp_rng_normal(sp_rng_key(seed, 2, (uint64_t)cl, (uint64_t)c, 0));
+            q[(size_t)i * d + c] = (float)(2.5 * cen + 0.7 * sp_rng_normal(sp_rng_key(seed, 3, (uint64_t)i, (uint64_t)c, 0)));
+            k[(size_t)i * d + c] = (float)(cen + 0.7 * sp_rng_normal(sp_rng_key(seed, 4, (uint64_t)i, (uint64_t)c, 0)));
+            v[(size_t)i * d + c] = (float)sp_rng_normal(sp_rng_key(seed, 5, (uint64_t)i, (uint64_t)c, 0));
+        }
+    }
+}
+
+typedef struct obs {
+    int n_k;
+    unsigned char *mem, *kept;
+} obs;
+
+static void observe(void *user, const sp_query_record *r) {
+    obs *o = user;
+    for (int t = 0; t < r->n_mem_kept; t++) o->mem[(size_t)r->qi * o->n_k + r->mem_kept[t]] = 1;
+    for (int t = 0; t < r->n_kept; t++) o->kept[(size_t)r->qi * o->n_k + r->kept[t]] = 1;
+}
+
+/* The slow reference: sprint_op.c, mode sprint, fixed threshold, ideal device, float arith. */
+static void reference_op(const sp_attn_head *h0, double thr, float *out, obs *ob, sp_attn_stats *st) {
+    sp_config cfg;
+    sp_config_defaults(&cfg);
+    char tv[64];
+    snprintf(tv, sizeof tv, "policy.threshold=%.17g", thr == -INFINITY ? -1e30 : thr);
+    const char *sets[] = {"policy.kind=layer", tv, "sprint.margin_mode=sigma", "sprint.margin_sigma=3",
+                          "sprint.outputs=1"};
+    sp_error err = {0};
+    for (int i = 0; i < 5; i++) cr_assert_eq(sp_config_set(&cfg, sets[i], "test", &err), SP_OK, "%s", err.msg);
+    sp_op_request req = {.mode = "sprint", .cfg = &cfg};
+    sp_attn_op *op = NULL;
+    cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_OK, "%s", err.msg);
+    op->observer = observe;
+    op->observer_user = ob;
+    sp_attn_head h = *h0;
+    h.out = out;
+    cr_assert_eq(op->run(op, &h, &err), SP_OK, "%s", err.msg);
+    *st = op->stats[0];
+    sp_attn_op_free(op);
+}
+
+static void against_reference(int n, int d, int causal, int pad, int clus, double thr, uint64_t seed) {
+    size_t N = (size_t)n * d;
+    float *q = randn(N, seed, 1.0f), *k = randn(N, seed + 1, 1.0f), *v = randn(N, seed + 2, 1.0f);
+    if (clus) clustered(n, d, seed, q, k, v);
+    float *o_ref = malloc(N * sizeof(float)), *o1 = malloc(N * sizeof(float)), *o2 = malloc(N * sizeof(float));
+    unsigned char *kv = NULL, *qv = NULL;
+    if (pad) {
+        kv = malloc((size_t)n), qv = malloc((size_t)n);
+        for (int j = 0; j < n; j++) kv[j] = qv[j] = j < n - n / 5;
+    }
+    sp_attn_head h = {.n_q = n, .n_k = n, .d = d, .q = q, .k = k, .v = v, .out = o1, .ldq = d, .ldk = d, .ldv = d,
+                      .ldo = d, .causal = causal, .key_valid = kv, .query_valid = qv, .scale = 1.0f / sqrtf((float)d)};
+    obs ob = {.n_k = n, .mem = calloc((size_t)n * n, 1), .kept = calloc((size_t)n * n, 1)};
+    sp_attn_stats rst;
+    reference_op(&h, thr, o_ref, &ob, &rst);
+    unsigned char *kept = malloc((size_t)n * n);
+    sp_attn_stats st = {0};
+    sp_cpu_sprint_opts o = {.policy = SP_CPU_POLICY_FIXED, .threshold = thr, .margin_sigma = 3, .threads = 1,
+                            .kept = kept, .stats = &st, .want_exact_stats = 1};
+    sp_error err = {0};
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_OK, "%s", err.msg);
+    /* the screen is the same integer comparison: identical survivor counts and exact-pass counts */
+    cr_assert_eq(st.pairs_mem_kept, rst.pairs_mem_kept, "survivors %.0f vs reference %.0f", st.pairs_mem_kept,
+                 rst.pairs_mem_kept);
+    cr_assert_eq(st.pairs_visible, rst.pairs_visible);
+    cr_assert_eq(st.queries, rst.queries);
+    cr_assert_eq(st.false_prunes, rst.false_prunes);
+    long diff = 0;
+    for (size_t t = 0; t < (size_t)n * n; t++) diff += kept[t] != ob.kept[t];
+    cr_assert(diff <= 2, "kept masks differ in %ld pairs (float vs double rounding at the threshold)", diff);
+    cr_assert(fabs(st.pairs_kept - rst.pairs_kept) <= 2);
+    double md = 0;
+    for (size_t t = 0; t < N; t++) md = fmax(md, fabs((double)o1[t] - o_ref[t]));
+    cr_assert(md <= (diff ? 5e-2 : 2e-5), "max |out - reference| = %g (kept masks differ in %ld pairs)", md, diff);
+    cr_assert(st.pairs_kept < st.pairs_visible || thr == -INFINITY, "nothing pruned: the test would be vacuous");
+    /* 2 threads and every CPU level: the same bits (levels: within float rounding) */
+    o.threads = 2;
+    o.stats = NULL;
+    h.out = o2;
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_OK, "%s", err.msg);
+    cr_assert(!memcmp(o1, o2, N * sizeof(float)), "1 and 2 threads differ");
+    free(q), free(k), free(v), free(o_ref), free(o1), free(o2), free(kv), free(qv), free(ob.mem), free(ob.kept), free(kept);
+}
+
+Test(cpu_sprint, matches_functional_operator) {
+    against_reference(300, 64, 1, 0, 0, 0.5, 1);
+    against_reference(300, 64, 0, 0, 0, 1.0, 2);
+    against_reference(257, 32, 1, 1, 0, 0.0, 3);
+    against_reference(200, 64, 0, 1, 1, 3.0, 4);
+    against_reference(130, 128, 1, 0, 1, 2.0, 5);
+    against_reference(100, 20, 0, 0, 0, -INFINITY, 6);
+}
+
+Test(cpu_sprint, minus_infinity_is_dense) {
+    int n = 200, d = 64;
+    size_t N = (size_t)n * d;
+    float *q = randn(N, 11, 1.0f), *k = randn(N, 12, 1.0f), *v = randn(N, 13, 1.0f);
+    float *o1 = malloc(N * sizeof(float)), *o2 = malloc(N * sizeof(float));
+    for (int causal = 0; causal < 2; causal++) {
+        sp_attn_head h = {.n_q = n, .n_k = n, .d = d, .q = q, .k = k, .v = v, .out = o1, .ldq = d, .ldk = d,
+                          .ldv = d, .ldo = d, .causal = causal, .scale = 0.125f};
+        cr_assert_eq(sp_cpu_attention_dense(&h, 1, NULL), SP_OK);
+        sp_attn_stats st = {0};
+        sp_cpu_sprint_opts o = {.policy = SP_CPU_POLICY_FIXED, .threshold = -INFINITY, .threads = 1, .stats = &st};
+        h.out = o2;
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o, NULL), SP_OK);
+        for (size_t t = 0; t < N; t++) cr_assert_float_eq(o1[t], o2[t], 1e-6, "[%zu]", t);
+        cr_assert_eq(st.pairs_kept, st.pairs_visible);
+        cr_assert_eq(st.pairs_visible, causal ? n * (n + 1) / 2.0 : (double)n * n);
+        /* relative policy with a huge delta keeps everything too */
+        o.policy = SP_CPU_POLICY_RELATIVE;
+        o.delta = 1e6;
+        memset(&st, 0, sizeof st);
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o, NULL), SP_OK);
+        cr_assert_eq(st.pairs_kept, st.pairs_visible);
+        /* a tiny delta keeps the best key of each query and hardly any other (random data) */
+        o.delta = 1e-2;
+        o.margin_sigma = 3; /* without a margin the screen may prune the best key (false prune) */
+        memset(&st, 0, sizeof st);
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o, NULL), SP_OK);
+        cr_assert(st.pairs_kept >= n && st.pairs_kept <= n * 1.1, "kept %.0f for %d queries", st.pairs_kept, n);
+    }
+    free(q), free(k), free(v), free(o1), free(o2);
+}
+
+Test(cpu_sprint, bad_options) {
+    float x[64] = {0};
+    sp_attn_head h = {.n_q = 1, .n_k = 1, .d = 64, .q = x, .k = x, .v = x, .out = x, .ldq = 64, .ldk = 64, .ldv = 64,
+                      .ldo = 64, .scale = 0.125f};
+    sp_error err = {0};
+    sp_cpu_sprint_opts o = {.policy = SP_CPU_POLICY_RELATIVE, .delta = -1};
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_ARG);
+    cr_assert(strstr(err.msg, "delta"), "%s", err.msg);
+    o = (sp_cpu_sprint_opts){.policy = SP_CPU_POLICY_FIXED, .threshold = NAN};
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_ARG);
+    o = (sp_cpu_sprint_opts){.policy = SP_CPU_POLICY_FIXED, .margin_sigma = -1};
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_ARG);
+    cr_assert_eq(sp_cpu_attention_sprint(&h, NULL, &err), SP_ERR_ARG);
+    x[3] = NAN;
+    o = (sp_cpu_sprint_opts){.policy = SP_CPU_POLICY_FIXED};
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_DATA);
+}

@@ -1,0 +1,128 @@
+/* test_int_screen.c: is the integer in-memory score (packed int4 key MSBs x int8 DAC levels,
+ * integer accumulation) bit-for-bit the fp32 emulation sp_reram_charge_block computes, at every
+ * CPU level, on random heads and on real heads of the shared stories260K model? */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "functional/fn_internal.h"
+#include "functional/int_screen.h"
+#include "helpers.h"
+
+/* Integer charges at every level against the float emulation for one head. */
+static void check_head(const float *q, const float *k, int nq, int nk, int d, int b, int dac_bits, const char *what) {
+    int8_t *qi = malloc((size_t)nq * d), *ki = malloc((size_t)nk * d);
+    float *sq = malloc((size_t)nq * sizeof *sq), *sk = malloc((size_t)nk * sizeof *sk);
+    sp_quant_rows(q, nq, d, d, 0, NULL, qi, sq);
+    sp_quant_rows(k, nk, d, d, 0, NULL, ki, sk);
+    const int d8 = sp_iscreen_d8(d);
+    float *qdf = malloc((size_t)nq * d * sizeof *qdf), *g = malloc((size_t)nk * d * sizeof *g);
+    int8_t *qd = calloc((size_t)nq * d8, 1);
+    uint8_t *m = malloc((size_t)nk * d);
+    for (int i = 0; i < nq; i++)
+        for (int c = 0; c < d; c++) {
+            int lv = sp_dac_level(qi[i * d + c], dac_bits);
+            qdf[i * d + c] = (float)lv;
+            qd[i * d8 + c] = (int8_t)lv;
+        }
+    for (int j = 0; j < nk * d; j++) {
+        m[j] = (uint8_t)sp_key_msb(ki[j], b);
+        g[j] = (float)m[j];
+    }
+    float *Af = malloc((size_t)nq * nk * sizeof *Af);
+    sp_reram_charge_block(nq, nk, d, qdf, g, Af);
+    uint8_t *kp = malloc(sp_iscreen_pack_size(nk, d));
+    sp_iscreen_pack(m, nk, d, d, kp);
+    int32_t *Ai = malloc((size_t)nq * nk * sizeof *Ai);
+    for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
+        memset(Ai, 0x55, (size_t)nq * nk * sizeof *Ai);
+        sp_iscreen_block(kp, nk, d, qd, nq, Ai, nk, sp_iscreen_tile_for((sp_cpu_level)L));
+        for (int t = 0; t < nq * nk; t++)
+            cr_assert_eq((double)Ai[t], (double)Af[t], "%s level %s d %d b %d dac %d: pair %d integer %d vs float %.1f",
+                         what, sp_cpu_level_name((sp_cpu_level)L), d, b, dac_bits, t, Ai[t], (double)Af[t]);
+    }
+    free(qi), free(ki), free(sq), free(sk), free(qdf), free(g), free(qd), free(m), free(Af), free(kp), free(Ai);
+}
+
+static float *randn(size_t n, uint64_t seed, float sd) {
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = sd * (float)sp_rng_normal(sp_rng_key(seed, 5, (uint64_t)i, 0, 0));
+    return x;
+}
+
+Test(int_screen, random_heads_bit_exact) {
+    int ds[] = {8, 20, 32, 64, 128};
+    for (int t = 0; t < 5; t++) {
+        int d = ds[t], nq = 13, nk = 150;
+        float *q = randn((size_t)nq * d, 100 + (uint64_t)t, 1.0f), *k = randn((size_t)nk * d, 200 + (uint64_t)t, 1.0f);
+        check_head(q, k, nq, nk, d, 4, 8, "random");
+        check_head(q, k, nq, nk, d, 3, 6, "random");
+        check_head(q, k, nq, nk, d, 2, 8, "random");
+        free(q), free(k);
+    }
+}
+
+/* Extreme levels: every MSB 15 against every query level +-127 (the largest sums). */
+Test(int_screen, extreme_levels) {
+    enum { D = 64, NK = 64 };
+    uint8_t m[NK * D];
+    memset(m, 15, sizeof m);
+    int8_t q[4 * D];
+    for (int c = 0; c < 4 * D; c++) q[c] = (int8_t)(c < 2 * D ? 127 : -127);
+    uint8_t kp[NK * D / 2];
+    cr_assert_eq(sp_iscreen_pack_size(NK, D), sizeof kp);
+    sp_iscreen_pack(m, NK, D, D, kp);
+    int32_t A[4 * NK];
+    for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
+        sp_iscreen_block(kp, NK, D, q, 4, A, NK, sp_iscreen_tile_for((sp_cpu_level)L));
+        for (int t = 0; t < 4 * NK; t++) cr_assert_eq(A[t], (t < 2 * NK ? 1 : -1) * 15 * 127 * D, "level %d", L);
+    }
+}
+
+/* Real heads: Q and K of every layer and head of stories260K on a 200-token sequence. */
+typedef struct capture {
+    int n, d, want_layer;
+    float *q[8], *k[8];
+} capture;
+
+static sp_status capture_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
+    capture *c = op->ctx;
+    for (int i = 0; i < h->n_q; i++) memset(h->out + (size_t)i * h->ldo, 0, (size_t)h->d * sizeof(float));
+    if (h->layer != c->want_layer || h->head >= 8) return SP_OK;
+    c->n = h->n_k, c->d = h->d;
+    float *q = malloc((size_t)h->n_q * h->d * sizeof *q), *k = malloc((size_t)h->n_k * h->d * sizeof *k);
+    for (int i = 0; i < h->n_q; i++) memcpy(q + (size_t)i * h->d, h->q + (size_t)i * h->ldq, (size_t)h->d * sizeof *q);
+    for (int j = 0; j < h->n_k; j++) memcpy(k + (size_t)j * h->d, h->k + (size_t)j * h->ldk, (size_t)h->d * sizeof *k);
+    c->q[h->head] = q, c->k[h->head] = k;
+    (void)err;
+    return SP_OK;
+}
+
+Test(int_screen, real_heads_bit_exact) {
+    TH_NEED_SHARED(path, "models/stories260K.bin");
+    sp_model *m = NULL;
+    sp_error err = {0};
+    cr_assert_eq(sp_model_load(path, &m, &err), SP_OK, "%s", err.msg);
+    const sp_model_info *mi = sp_model_get_info(m);
+    enum { N = 200 };
+    int tok[N];
+    for (int i = 0; i < N; i++) tok[i] = 1 + (i * 37 + 11) % (mi->vocab_size - 1);
+    float *logits = malloc((size_t)N * mi->vocab_size * sizeof *logits);
+    for (int layer = 0; layer < mi->n_layers; layer++) {
+        capture c = {.want_layer = layer};
+        sp_attn_op *op = sp_attn_op_alloc("capture", mi->n_layers, mi->n_heads);
+        op->ctx = &c;
+        op->run = capture_run;
+        cr_assert_eq(sp_model_forward(m, tok, N, op, 0, 1, logits, &err), SP_OK, "%s", err.msg);
+        op->ctx = NULL;
+        sp_attn_op_free(op);
+        for (int h = 0; h < mi->n_heads && h < 8; h++) {
+            cr_assert(c.q[h] && c.k[h]);
+            check_head(c.q[h], c.k[h], N, c.n, c.d, 4, 8, "stories260K");
+            free(c.q[h]), free(c.k[h]);
+        }
+    }
+    free(logits);
+    sp_model_free(m);
+}
