@@ -17,18 +17,7 @@
 #include "model/pool.h"
 
 sp_status sp_open_regular(const char *path, const char *what, FILE **fp, long long *size, sp_error *err) {
-    *fp = NULL;
-    *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot open %s%s: %s", what, path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return sp_error_set(err, SP_ERR_IO, "cannot read %s%s: not a regular file", what, path);
-    }
-    *fp = f;
-    *size = (long long)st.st_size;
-    return SP_OK;
+    return sp_fopen_regular(path, what, "rb", fp, size, err);
 }
 
 sp_status sp_read_file(const char *path, char **text, size_t *len, sp_error *err) {
