@@ -92,12 +92,11 @@ int cmd_calibrate(int argc, char **argv) {
         printf("%-22s %.2f %% of visible pairs\n", "kept fraction", 100 * t->kept_fraction);
     }
     if (c.csv_path) {
-        FILE *f = fopen(c.csv_path, "w");
-        if (!f) cli_die(&c, 1, "cannot write %s", c.csv_path);
+        FILE *f = cli_output_open(&c, c.csv_path);
         fprintf(f, "kind,mode,calib_stories,delta_nats,nll_dense_nats_per_token,nll_nats_per_token,kept_fraction\n");
         fprintf(f, "%s,%s,%d,%.6g,%.8f,%.8f,%.6f\n", t->kind, t->mode, t->calib_stories, t->delta, t->nll_dense, t->nll,
                 t->kept_fraction);
-        fclose(f);
+        cli_output_commit(&c);
     }
     sp_thresholds_free(t);
     fn_session_free(&s);

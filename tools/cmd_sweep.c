@@ -57,7 +57,8 @@ int cmd_sweep(int argc, char **argv) {
     const char *sel[NPARAMS];
     int nsel = 0;
     const char *values = NULL;
-    char modes_buf[256] = "sprint";
+    const char *modes_text = "sprint";
+    char modes_buf[256];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (fn_shared_option(&c, argc, argv, &i, help)) continue;
@@ -74,7 +75,7 @@ int cmd_sweep(int argc, char **argv) {
         } else if (!strcmp(a, "--values")) {
             values = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--attention")) {
-            snprintf(modes_buf, sizeof modes_buf, "%s", cli_value(&c, argc, argv, &i));
+            modes_text = cli_value(&c, argc, argv, &i);
         } else {
             fn_unknown_option(&c, a);
         }
@@ -83,23 +84,25 @@ int cmd_sweep(int argc, char **argv) {
     cli_finish(&c);
     if (!nsel)
         for (int k = 0; k < NPARAMS; k++) sel[nsel++] = PARAMS[k].key;
-    char *modes[4];
-    int nm = 0;
-    for (char *tok = strtok(modes_buf, ","); tok && nm < 4; tok = strtok(NULL, ",")) {
-        if (strcmp(tok, "pruning") && strcmp(tok, "sprint-norecompute") && strcmp(tok, "sprint"))
-            cli_die(&c, 2, "--attention: unknown mode '%s' (pruning, sprint-norecompute, sprint)", tok);
-        modes[nm++] = tok;
-    }
-    /* validate every value before the long run */
+    char *modes[3];
+    int nm = cli_list(&c, "--attention", modes_text, modes_buf, sizeof modes_buf, modes, 3);
+    for (int m = 0; m < nm; m++)
+        if (strcmp(modes[m], "pruning") && strcmp(modes[m], "sprint-norecompute") && strcmp(modes[m], "sprint"))
+            cli_die(&c, 2, "--attention: unknown mode '%s' (pruning, sprint-norecompute, sprint)", modes[m]);
+    /* split and validate every value before the long run: nothing is cut or dropped */
     sp_error err = {0};
+    enum { MAX_VALUES = 256 };
+    static char vbuf[NPARAMS][8192];
+    static char *vals[NPARAMS][MAX_VALUES];
+    int nv[NPARAMS];
     for (int p = 0; p < nsel; p++) {
-        char buf[512];
-        snprintf(buf, sizeof buf, "%s", param_values(sel[p], values));
-        for (char *v = strtok(buf, ","); v; v = strtok(NULL, ",")) {
+        nv[p] = cli_list(&c, "--values", param_values(sel[p], values), vbuf[p], sizeof vbuf[p], vals[p], MAX_VALUES);
+        for (int j = 0; j < nv[p]; j++) {
             sp_config tmp = c.cfg;
-            char kv[300];
-            snprintf(kv, sizeof kv, "%s=%s", sel[p], v);
-            if (sp_config_set(&tmp, kv, "--values", &err) != SP_OK) cli_die_err(&c, &err);
+            char kv[1400];
+            if (snprintf(kv, sizeof kv, "%s=%s", sel[p], vals[p][j]) >= (int)sizeof kv)
+                cli_die(&c, 2, "--values: value %d is too long", j + 1);
+            if (sp_config_set(&tmp, kv, "--values", &err) != SP_OK) cli_die(&c, 2, "%s", err.msg);
         }
     }
     fn_session s;
@@ -127,12 +130,10 @@ int cmd_sweep(int argc, char **argv) {
     int cap = 64, nr = 0;
     fn_row *rows = calloc((size_t)cap, sizeof *rows);
     for (int p = 0; p < nsel; p++) {
-        char buf[512];
-        snprintf(buf, sizeof buf, "%s", param_values(sel[p], values));
-        char *save = NULL;
-        for (char *v = strtok_r(buf, ",", &save); v; v = strtok_r(NULL, ",", &save)) {
+        for (int j = 0; j < nv[p]; j++) {
+            const char *v = vals[p][j];
             sp_config cfg = c.cfg;
-            char kv[300];
+            char kv[1400];
             snprintf(kv, sizeof kv, "%s=%s", sel[p], v);
             if (sp_config_set(&cfg, kv, "sweep", &err) != SP_OK) cli_die_err(&c, &err);
             for (int m = 0; m < nm; m++) {

@@ -102,8 +102,7 @@ int cmd_trace(int argc, char **argv) {
             cli_die(&c, 2, "%s has %d layers x %d heads: --layer %d --head %d is out of range", wl.name, layers, heads,
                     layer, head);
     }
-    FILE *f = outp ? fopen(outp, "w") : stdout;
-    if (!f) cli_die(&c, 1, "cannot write %s: %s", outp, strerror(errno));
+    FILE *f = outp ? cli_output_open(&c, outp) : stdout; /* complete or absent */
     fprintf(f, "layer,head,seq,qi,pos,n_visible,n_mem_kept,n_kept,new_vs_prev,reused_vs_prev,mem_kept\n");
     tstate t = {.f = f, .n_heads = heads, .prev = calloc((size_t)(layers * heads), sizeof(int32_t *)),
                 .n_prev = calloc((size_t)(layers * heads), sizeof(int)),
@@ -165,6 +164,6 @@ int cmd_trace(int argc, char **argv) {
     sp_attn_op_free(op);
     for (int i = 0; i < layers * heads; i++) free(t.prev[i]);
     free(t.prev), free(t.n_prev), free(t.seq);
-    if (outp && fclose(f) != 0) cli_die(&c, 1, "cannot write %s: %s", outp, strerror(errno));
+    if (outp) cli_output_commit(&c);
     return 0;
 }

@@ -1,7 +1,9 @@
 /* sprint: the command-line tool. Dispatches to one subcommand per file (tools/cmd_*.c). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 
 static const struct {
@@ -27,6 +29,8 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* every command's output reaches stdout or the exit status says it did not */
+    atexit(cli_check_stdout_at_exit);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

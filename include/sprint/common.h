@@ -53,6 +53,10 @@ _Noreturn void sp_assert_fail(const char *cond, const char *file, int line);
  * meaningfully recover from inside a kernel). Sizes are checked for overflow. */
 void *sp_xmalloc(size_t n, size_t size);
 void *sp_xcalloc(size_t n, size_t size);
+/* SP_ERR_NOMEM with a one-line message ("<what> would need X GiB, more than this machine's Y
+ * GiB") when an allocation of `bytes` cannot succeed: called before any allocation whose size
+ * comes from a file or an option, so a hostile size is an error, not an abort. */
+sp_status sp_alloc_check(double bytes, const char *what, sp_error *err);
 
 /* Progress reporting: the library calls this (if set) during long runs; the tool prints it
  * to stderr. done/total are in units named by `what` (e.g. "stories", "workloads"). */

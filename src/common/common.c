@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Length of the valid UTF-8 sequence at s (2-4 bytes), or 0. */
 static size_t utf8_seq(const unsigned char *s) {
@@ -104,6 +105,15 @@ void *sp_xcalloc(size_t n, size_t size) {
         abort();
     }
     return p;
+}
+
+sp_status sp_alloc_check(double bytes, const char *what, sp_error *err) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double phys = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+    if (bytes > (double)SIZE_MAX / 2 || (phys > 0 && bytes > phys))
+        return sp_error_set(err, SP_ERR_NOMEM, "%s would need %.3g GiB, more than this machine's %.3g GiB of memory",
+                            what, bytes / 1073741824.0, phys / 1073741824.0);
+    return SP_OK;
 }
 
 uint64_t sp_hash64(uint64_t x) {

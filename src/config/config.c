@@ -141,6 +141,9 @@ static sp_status set_index(sp_config *c, size_t idx, const char *raw, const char
                  *k->unit && strcmp(k->unit, "-") ? k->unit : "", v)
     switch (k->type) {
     case SP_CFG_INT: {
+        /* decimal digits only: strtod would take "0x10" as 16, "1e3" as 1000, "inf" */
+        size_t sign = v[0] == '-' || v[0] == '+';
+        if (!v[sign] || strspn(v + sign, "0123456789") != strlen(v + sign)) return BAD();
         char *end;
         errno = 0;
         double d = strtod(v, &end);
@@ -150,6 +153,7 @@ static sp_status set_index(sp_config *c, size_t idx, const char *raw, const char
     }
     case SP_CFG_REAL: {
         char *end;
+        if (strpbrk(v, "xX")) return BAD(); /* no hexadecimal floats: decimal text only */
         errno = 0;
         double d = strtod(v, &end);
         if (!*v || *end || errno || !isfinite(d) || d < k->min || d > k->max) return BAD();
