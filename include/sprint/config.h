@@ -1,6 +1,6 @@
 /* sprint/config.h: the one configuration table.
  *
- * Every key of sprint is declared once, in src/config/keys_*.def, with its section, name,
+ * Every key of sprint is declared once, in include/sprint/keys_*.def, with its section, name,
  * type, range, default (or "required"), unit, one-line doc and the source of its default.
  * That table drives parsing of INI files (inih), validation, `--set section.key=value`
  * overrides, `sprint config dump` (a loadable INI file) and docs/config.md.
