@@ -369,7 +369,7 @@ static int load_shared(fixture *f, int stories) {
 /* sp_sim_run_model (what `sprint run` simulates for the real model): the simulator's pair
  * counts are the functional operator's own statistics on the same stories (the observer sees
  * every (layer, head, query) record), and every design ran. */
-Test(real_trace, simulated_counts_are_the_operators_and_sprint_saves_traffic) {
+Test(real_trace, simulated_counts_are_the_operators_own) {
     fixture f;
     if (!load_shared(&f, 2)) cr_skip_test("shared model or text not found (set SPRINT_SHARED)");
     sp_config cfg;
