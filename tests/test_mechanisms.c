@@ -274,6 +274,15 @@ Test(saturation, score_trees_saturate_at_16_bits) {
     s = sp_hw_score(q, k, 64, 4, &sat);
     cr_assert_eq(sat, 1);
     cr_assert_eq(s, -32768 * 16 - 32768 + 128 * 127 * 64, "got %d", s);
+    /* just past 16 bits (127 x 15 x 32 = 60960 < 2^16): saturates all the same */
+    for (int c = 0; c < 64; c++) q[c] = 127;
+    s = sp_hw_score(q, k, 32, 4, &sat);
+    cr_assert_eq(sat, 1);
+    cr_assert_eq(s, 32767 * 16 + 32767 - 128 * 127 * 32, "got %d", s);
+    /* and 127 x 15 x 17 = 32385 fits: no saturation, the exact score */
+    s = sp_hw_score(q, k, 17, 4, &sat);
+    cr_assert_eq(sat, 0);
+    cr_assert_eq(s, 127 * 127 * 17, "got %d", s);
 }
 
 Test(saturation, softmax_denominator_and_value_accumulators_saturate) {
