@@ -188,5 +188,11 @@ Test(config, over_long_line_is_refused_not_split) {
     sp_error err = {0};
     const char *path;
     cr_assert_eq(load_text(&c, text, &path, &err), SP_ERR_CONFIG);
+    /* the whole value reaches the key's check (inih's 200-byte line buffer does not split it) */
+    cr_assert(strstr(err.msg, ":2:") && strstr(err.msg, "eval.text") && strstr(err.msg, "up to 255 bytes"), "%s",
+              err.msg);
+    char big[3000];
+    snprintf(big, sizeof big, "[eval]\ntext = /%01500d\n[run]\nseed = 5\n", 0);
+    cr_assert_eq(load_text(&c, big, &path, &err), SP_ERR_CONFIG);
     cr_assert(strstr(err.msg, ":2:") && strstr(err.msg, "longer than"), "%s", err.msg);
 }

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "progress.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,13 +85,17 @@ void cli_finish(cli_common *c) {
                 as = full;
             }
         }
-        if (sp_config_set(&c->cfg, as, "--set", &err) != SP_OK) cli_die_err(c, &err);
+        if (sp_config_set(&c->cfg, as, "--set", &err) != SP_OK) cli_die(c, CLI_EXIT_USAGE, "%s", err.msg); /* a usage error (exit 2) */
     }
     if (sp_config_check_required(&c->cfg, &err) != SP_OK) cli_die_err(c, &err);
 }
 
+static sp_outfile *pending_output; /* removed if the command dies before committing it */
+
 _Noreturn void cli_die(const cli_common *c, int code, const char *fmt, ...) {
     cli_progress_done();
+    sp_outfile_abort(pending_output);
+    pending_output = NULL;
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "sprint %s: error: ", c ? c->cmd : "");
@@ -102,6 +107,61 @@ _Noreturn void cli_die(const cli_common *c, int code, const char *fmt, ...) {
 
 _Noreturn void cli_die_err(const cli_common *c, const sp_error *err) {
     cli_die(c, err->status == SP_ERR_ARG ? 2 : 1, "%s", err->msg[0] ? err->msg : sp_status_name(err->status));
+}
+
+int cli_list(const cli_common *c, const char *opt, const char *text, char *buf, size_t bufsize, char **items,
+             int max) {
+    if (strlen(text) >= bufsize)
+        cli_die(c, CLI_EXIT_USAGE, "%s: list longer than %zu bytes", opt, bufsize - 1);
+    memcpy(buf, text, strlen(text) + 1);
+    int n = 0;
+    for (char *p = buf;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = 0;
+        while (*p == ' ') p++;
+        size_t len = strlen(p);
+        while (len && p[len - 1] == ' ') p[--len] = 0;
+        if (!*p) {
+            if (!comma && n == 0) cli_die(c, CLI_EXIT_USAGE, "%s: empty list", opt);
+            cli_die(c, CLI_EXIT_USAGE, "%s: empty entry %d in '%s'", opt, n + 1, text);
+        }
+        if (n == max) cli_die(c, CLI_EXIT_USAGE, "%s: more than %d entries in '%s'", opt, max, text);
+        items[n++] = p;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return n;
+}
+
+FILE *cli_output_open(const cli_common *c, const char *path) {
+    sp_error err = {0};
+    SP_ASSERT(!pending_output); /* one output file at a time */
+    if (sp_outfile_open(path, &pending_output, &err) != SP_OK) cli_die(c, CLI_EXIT_ERROR, "%s", err.msg);
+    return sp_outfile_stream(pending_output);
+}
+
+void cli_output_commit(const cli_common *c) {
+    sp_error err = {0};
+    sp_outfile *o = pending_output;
+    pending_output = NULL;
+    if (sp_outfile_commit(o, &err) != SP_OK) cli_die(c, CLI_EXIT_ERROR, "%s", err.msg);
+}
+
+void cli_check_stdout_at_exit(void) {
+    int bad = ferror(stdout);
+    errno = 0;
+    if (fflush(stdout) != 0) bad = 1;
+    int e = errno;
+    if (fclose(stdout) != 0) {
+        bad = 1;
+        if (!e) e = errno;
+    }
+    sp_outfile_abort(pending_output);
+    pending_output = NULL;
+    if (bad) {
+        fprintf(stderr, "sprint: error: cannot write standard output: %s\n", e ? strerror(e) : "write error");
+        _exit(CLI_EXIT_ERROR);
+    }
 }
 
 static int exists(const char *p) {

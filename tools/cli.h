@@ -53,6 +53,26 @@ void cli_resolve_paths(cli_common *c, int with_text);
 void cli_progress(void *user, const char *what, double done, double total);
 /* Ends a progress line (newline) if one was printed. */
 void cli_progress_done(void);
+/* Splits the comma-separated list `text` given to option opt into items (pointers into buf,
+ * bufsize bytes). Exits 2 (usage) when the text does not fit buf, when an entry is empty,
+ * when the list is empty or when it has more than max entries: nothing is dropped silently.
+ * Returns the number of entries. */
+int cli_list(const cli_common *c, const char *opt, const char *text, char *buf, size_t bufsize, char **items,
+             int max);
+/* Opens an output file that is complete or absent (sp_outfile): exits 1 when it cannot be
+ * created. Until cli_output_commit, an exit through cli_die removes the partial file. */
+FILE *cli_output_open(const cli_common *c, const char *path);
+/* Checks every write, closes and renames the file opened by cli_output_open; exits 1 (and
+ * leaves no file) on a write error. */
+void cli_output_commit(const cli_common *c);
+/* Registered with atexit by main: flushes and closes stdout, and turns a write error
+ * (`sprint run --json > /dev/full`) into a message and exit status 1. */
+void cli_check_stdout_at_exit(void);
+/* Exit status: 0 success; 1 an error in an input file, the data or the run (message names the
+ * file, line or key); 2 a usage error: unknown command or option, a missing or bad option
+ * value, a bad --set/--seed/--threads override, a bad list entry (README.md, "Exit status"). */
+#define CLI_EXIT_ERROR 1
+#define CLI_EXIT_USAGE 2
 /* Common options help text. */
 extern const char *CLI_COMMON_HELP;
 

@@ -93,8 +93,7 @@ int cmd_calibrate(int argc, char **argv) {
         printf("%-22s %.2f %% of visible pairs\n", "kept fraction", 100 * t->kept_fraction);
     }
     if (c.csv_path) {
-        FILE *f = fopen(c.csv_path, "w");
-        if (!f) cli_die(&c, 1, "cannot write %s", c.csv_path);
+        FILE *f = cli_output_open(&c, c.csv_path); /* complete or absent */
         /* the JSON keys; the thresholds of a layer/head file or the delta of oracle/onchip */
         fprintf(f, "kind,mode,calib_stories,%snll_dense_nats_per_token,nll_nats_per_token,nll_change_fraction,"
                    "kept_fraction\n", nv ? "threshold_min_nats,threshold_mean_nats,threshold_max_nats," : "delta_nats,");
@@ -102,7 +101,7 @@ int cmd_calibrate(int argc, char **argv) {
         if (nv) fprintf(f, "%.6g,%.6g,%.6g,", mn, mean, mx);
         else fprintf(f, "%.6g,", t->delta);
         fprintf(f, "%.8f,%.8f,%.6f,%.6f\n", t->nll_dense, t->nll, dn, t->kept_fraction);
-        fclose(f);
+        cli_output_commit(&c);
     }
     sp_thresholds_free(t);
     fn_session_free(&s);

@@ -31,24 +31,19 @@ static void help(void) {
            FN_PATH_HELP, CLI_COMMON_HELP);
 }
 
-static int split_list(char *s, char **items, int max) {
-    int n = 0;
-    for (char *tok = strtok(s, ","); tok && n < max; tok = strtok(NULL, ",")) items[n++] = tok;
-    return n;
-}
-
 int cmd_compare(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "compare");
-    char modes_buf[256] = "pruning,sprint-norecompute,sprint", pol_buf[256] = "layer,head,topk,oracle,onchip";
+    const char *modes_text = "pruning,sprint-norecompute,sprint", *pol_text = "layer,head,topk,oracle,onchip";
+    char modes_buf[256], pol_buf[256];
     const char *cal_mode = "sprint";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (fn_shared_option(&c, argc, argv, &i, help)) continue;
         if (!strcmp(a, "--modes")) {
-            snprintf(modes_buf, sizeof modes_buf, "%s", cli_value(&c, argc, argv, &i));
+            modes_text = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--policies")) {
-            snprintf(pol_buf, sizeof pol_buf, "%s", cli_value(&c, argc, argv, &i));
+            pol_text = cli_value(&c, argc, argv, &i);
         } else if (!strcmp(a, "--calibrate-mode")) {
             cal_mode = cli_value(&c, argc, argv, &i);
         } else {
@@ -57,7 +52,8 @@ int cmd_compare(int argc, char **argv) {
     }
     cli_finish(&c);
     char *modes[8], *pols[8];
-    int nm = split_list(modes_buf, modes, 8), np = split_list(pol_buf, pols, 8);
+    int nm = cli_list(&c, "--modes", modes_text, modes_buf, sizeof modes_buf, modes, 8);
+    int np = cli_list(&c, "--policies", pol_text, pol_buf, sizeof pol_buf, pols, 8);
     for (int i = 0; i < nm; i++)
         if (strcmp(modes[i], "pruning") && strcmp(modes[i], "sprint-norecompute") && strcmp(modes[i], "sprint"))
             cli_die(&c, 2, "--modes: unknown mode '%s' (pruning, sprint-norecompute, sprint)%s", modes[i],

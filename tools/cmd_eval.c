@@ -155,13 +155,12 @@ int cmd_eval(int argc, char **argv) {
         snprintf(b, sizeof b, "%.3g", mlq), row("mass lost", b, "softmax mass per query (fraction)");
     }
     if (c.csv_path) {
-        FILE *f = fopen(c.csv_path, "w");
-        if (!f) cli_die(&c, 1, "cannot write %s", c.csv_path);
+        FILE *f = cli_output_open(&c, c.csv_path);
         fprintf(f, "attention,stories,tokens,nll_nats_per_token,ppl,top1_fraction,tokens_per_s,kept_fraction,"
                    "mem_kept_fraction,false_prune_rate,locality,new_fetch_fraction,mass_lost_per_query\n");
         fprintf(f, "%s,%ld,%ld,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g\n", op->name, r.stories, r.tokens,
                 r.nll, r.ppl, r.top1, r.tokens_per_s, kept, mem, fpr, loc, nff, mlq);
-        if (fclose(f) != 0) cli_die(&c, 1, "cannot write %s", c.csv_path);
+        cli_output_commit(&c);
     }
     sp_attn_op_free(op);
     sp_corpus_free(&corpus);

@@ -149,11 +149,17 @@ int cmd_generate(int argc, char **argv) {
     }
     int cap = info->seq_len;
     if (np > cap) cli_die(&c, 1, "prompt is %d tokens, longer than the model's context of %d", np, cap);
+    /* buffers follow the work requested (prompt + steps), not the model's context length */
+    if ((long)np + steps < cap) cap = np + steps;
+    int V = info->vocab_size;
+    size_t logit_rows = use_cache ? 1 : (size_t)cap; /* with the cache only the last position's logits */
+    if (sp_alloc_check((double)logit_rows * V * sizeof(float), "the logits of the generated sequence", &err) != SP_OK)
+        cli_die_err(&c, &err);
     int *seq = sp_xmalloc((size_t)cap, sizeof *seq);
     memcpy(seq, ptok, (size_t)np * sizeof *seq);
     free(ptok);
-    int V = info->vocab_size;
-    float *logits = sp_xmalloc(use_cache ? 1 : (size_t)cap, (size_t)V * sizeof *logits);
+    float *logits = malloc(logit_rows * (size_t)V * sizeof *logits);
+    if (!logits) cli_die(&c, 1, "cannot allocate %.3g GiB of logits", (double)logit_rows * V * 4 / 1073741824.0);
     prob_index *scratch = sp_xmalloc((size_t)V, sizeof *scratch);
     sp_op_request req = {.mode = mode, .cfg = &c.cfg};
     sp_attn_op *op = NULL;

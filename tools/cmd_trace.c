@@ -157,8 +157,7 @@ int cmd_trace(int argc, char **argv) {
             cli_die(&c, 2, "%s has %d layers x %d heads: --layer %d --head %d is out of range", wl.name, layers, heads,
                     layer, head);
     }
-    FILE *f = outp ? fopen(outp, "w") : stdout;
-    if (!f) cli_die(&c, 1, "cannot write %s: %s", outp, strerror(errno));
+    FILE *f = outp ? cli_output_open(&c, outp) : stdout; /* complete or absent */
     fprintf(f, "layer,head,seq,qi,pos,n_visible,n_mem_kept,n_kept,new_vs_prev,reused_vs_prev,mem_kept\n");
     tstate t = {.rows = NULL};
     pthread_mutex_init(&t.mu, NULL);
@@ -260,6 +259,6 @@ int cmd_trace(int argc, char **argv) {
     if (t.oom) cli_die(&c, 1, "out of memory buffering the trace");
     write_rows(&t, f);
     pthread_mutex_destroy(&t.mu);
-    if (outp && fclose(f) != 0) cli_die(&c, 1, "cannot write %s: %s", outp, strerror(errno));
+    if (outp) cli_output_commit(&c);
     return 0;
 }

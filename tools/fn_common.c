@@ -125,8 +125,7 @@ void fn_print_rows(cli_common *c, const char *title, const fn_row *rows, int n, 
         }
     }
     if (c->csv_path) {
-        FILE *f = fopen(c->csv_path, "w");
-        if (!f) cli_die(c, 1, "cannot write %s", c->csv_path);
+        FILE *f = cli_output_open(c, c->csv_path);
         fprintf(f, "%smode,policy,delta_nats,nll_nats_per_token,ppl,nll_change_fraction,kept_fraction,"
                    "mem_kept_fraction,false_prune_rate,new_fetch_fraction,locality,mass_lost_per_query,seconds\n",
                 sweep ? "param,value," : "");
@@ -137,6 +136,6 @@ void fn_print_rows(cli_common *c, const char *title, const fn_row *rows, int n, 
                     r->nll, r->ppl, r->dnll, r->kept, r->mem_kept, r->fpr, r->nff, r->locality, r->mass_lost,
                     r->seconds);
         }
-        if (fclose(f) != 0) cli_die(c, 1, "cannot write %s", c->csv_path);
+        cli_output_commit(c);
     }
 }

@@ -1,5 +1,6 @@
 /* sprint: the command-line tool. Dispatches to one subcommand per file (tools/cmd_*.c). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -31,6 +32,8 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* every command's output reaches stdout or the exit status says it did not */
+    atexit(cli_check_stdout_at_exit);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

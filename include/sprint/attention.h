@@ -2,7 +2,7 @@
  *
  * The model runner hands every (layer, head) of every sequence to an operator through this
  * interface; the operator writes the head's output and counts what it kept. The dense
- * reference operator lives in src/attention/dense.c; the SPRINT operators (pruning,
+ * reference operator lives in src/attention/attention.c; the SPRINT operators (pruning,
  * SPRINT without recompute, SPRINT) in src/functional/ plug in the same way, so the runner
  * never changes when an operator is added.
  *

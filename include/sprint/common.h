@@ -35,6 +35,11 @@ typedef struct sp_error {
 sp_status sp_error_set(sp_error *err, sp_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void sp_error_clear(sp_error *err);
+/* Copies in to out (outsize bytes, always NUL-terminated, cut at a whole character) with
+ * control bytes and bytes that are not valid UTF-8 written as \xNN, so any text can be quoted
+ * on one line of a terminal (idempotent on its own output). sp_error_set applies it to every
+ * message. */
+void sp_escape_text(const char *in, char *out, size_t outsize);
 const char *sp_status_name(sp_status s);
 
 /* Aborts with file:line in every build: for broken invariants (bugs), never for user input. */
@@ -48,6 +53,10 @@ _Noreturn void sp_assert_fail(const char *cond, const char *file, int line);
  * meaningfully recover from inside a kernel). Sizes are checked for overflow. */
 void *sp_xmalloc(size_t n, size_t size);
 void *sp_xcalloc(size_t n, size_t size);
+/* SP_ERR_NOMEM with a one-line message ("<what> would need X GiB, more than this machine's Y
+ * GiB") when an allocation of `bytes` cannot succeed: called before any allocation whose size
+ * comes from a file or an option, so a hostile size is an error, not an abort. */
+sp_status sp_alloc_check(double bytes, const char *what, sp_error *err);
 
 /* Progress reporting: the library calls this (if set) during long runs; the tool prints it
  * to stderr. done/total are in units named by `what` (e.g. "stories", "workloads"). */
@@ -68,6 +77,27 @@ void sp_rng_seed(sp_rng *r, uint64_t seed);
 uint64_t sp_rng_next(sp_rng *r);
 double sp_rng_next_uniform(sp_rng *r);                /* [0, 1) */
 double sp_rng_next_normal(sp_rng *r);
+
+/* ---- Files (src/common/fileio.c) ---------------------------------------------------------
+ * Opens path for reading only if it is a regular file: a FIFO, directory or device is an
+ * SP_ERR_IO error naming what it is, without blocking (it is opened O_NONBLOCK and checked with
+ * fstat before any read). what prefixes the path in messages ("checkpoint ", may be NULL);
+ * mode is the fdopen mode ("rb", "r"); *size (if not NULL) gets the file size in bytes. The
+ * caller fcloses *fp. */
+#include <stdio.h>
+sp_status sp_fopen_regular(const char *path, const char *what, const char *mode, FILE **fp, long long *size,
+                           sp_error *err);
+
+/* An output file that is complete or absent: sp_outfile_open writes to a temporary name next
+ * to path; sp_outfile_commit checks every write, the flush and the close, then renames it to
+ * path (on any failure the temporary is removed and path is untouched); sp_outfile_abort
+ * discards it. A path that exists and is not a regular file (/dev/stdout) is written in place.
+ * Both commit and abort free the handle; abort(NULL) is a no-op. */
+typedef struct sp_outfile sp_outfile;
+sp_status sp_outfile_open(const char *path, sp_outfile **out, sp_error *err);
+FILE *sp_outfile_stream(sp_outfile *o);
+sp_status sp_outfile_commit(sp_outfile *o, sp_error *err);
+void sp_outfile_abort(sp_outfile *o);
 
 /* ---- Shared data (../shared) ----------------------------------------------------------
  * Directory holding models/ and data/: $SPRINT_SHARED if set, else "../shared" relative to

@@ -1,6 +1,6 @@
 /* sprint/config.h: the one configuration table.
  *
- * Every key of sprint is declared once, in src/config/keys_*.def, with its section, name,
+ * Every key of sprint is declared once, in include/sprint/keys_*.def, with its section, name,
  * type, range, default (or "required"), unit, one-line doc and the source of its default.
  * That table drives parsing of INI files (inih), validation, `--set section.key=value`
  * overrides, `sprint config dump` (a loadable INI file) and docs/config.md.
@@ -62,7 +62,10 @@ sp_status sp_config_set_value(sp_config *c, const char *section, const char *nam
 /* Checks that every required key has a value. */
 sp_status sp_config_check_required(const sp_config *c, sp_error *err);
 
-/* Text of one key's current value (buffer must hold 300 bytes). */
+/* Text of one key's current value as a dump writes it: a string that would not read back
+ * plain (newline, ';', '#', blanks at the ends, leading '"') is quoted with \\ \" \n \t \r
+ * \xNN escapes, which the loader decodes. buf must hold SP_CFG_VALUE_TEXT_MAX bytes. */
+#define SP_CFG_VALUE_TEXT_MAX 1100
 void sp_config_value_text(const sp_config *c, const sp_config_key *k, char *buf, size_t n);
 /* Prints the effective configuration as a loadable INI file, each key with its doc and unit. */
 void sp_config_dump(const sp_config *c, FILE *f);

@@ -10,7 +10,7 @@
  *   sprint           in-ReRAM pruning + residency table reuse between adjacent queries (Fig. 7)
  * Timing: ReRAM banks/rows/bus event model (src/timing/memory.c) or, for long regular streams,
  * the analytical stream model (tested against it); CORELET compute; thresholding / fetch /
- * compute overlap (src/timing/pipeline.c). Energy: per-event counts times per-event energies
+ * compute overlap (src/timing/headsim.c). Energy: per-event counts times per-event energies
  * (src/energy/energy.c), eight categories of the paper's breakdown.
  *
  * Workloads (src/workload/): the paper's eight presets built by a synthetic generator and run

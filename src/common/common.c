@@ -9,17 +9,54 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+/* Length of the valid UTF-8 sequence at s (2-4 bytes), or 0. */
+static size_t utf8_seq(const unsigned char *s) {
+    size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : 0;
+    if (!n || s[0] >= 0xf5) return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if (n == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0))) return 0;
+    if (n == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90))) return 0;
+    return n;
+}
+
+void sp_escape_text(const char *in, char *out, size_t outsize) {
+    const unsigned char *s = (const unsigned char *)in;
+    size_t o = 0;
+    if (!outsize) return;
+    while (*s) {
+        size_t n = *s >= 0x80 ? utf8_seq(s) : 1;
+        char esc[5];
+        const char *piece = (const char *)s;
+        size_t plen = n;
+        if (n == 0 || *s < 0x20 || *s == 0x7f) {
+            snprintf(esc, sizeof esc, "\\x%02x", *s);
+            piece = esc;
+            plen = 4;
+            n = 1;
+        }
+        if (o + plen >= outsize) break;
+        memcpy(out + o, piece, plen);
+        o += plen;
+        s += n;
+    }
+    out[o] = 0;
+}
 
 sp_status sp_error_set(sp_error *err, sp_status status, const char *fmt, ...) {
     if (err) {
         /* formatted into a local buffer first: callers may pass err->msg itself as an argument
-         * ("context: %s", err->msg), which vsnprintf into err->msg would make undefined */
+         * ("context: %s", err->msg), which vsnprintf into err->msg would make undefined. The
+         * message is one line of text whatever it quotes: control bytes and bytes that are not
+         * UTF-8 (a binary file, a value holding a newline) are shown as \xNN. */
         char buf[sizeof err->msg];
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(buf, sizeof buf, fmt, ap);
         va_end(ap);
-        memcpy(err->msg, buf, sizeof buf);
+        sp_escape_text(buf, err->msg, sizeof err->msg);
         err->status = status;
     }
     return status;
@@ -68,6 +105,15 @@ void *sp_xcalloc(size_t n, size_t size) {
         abort();
     }
     return p;
+}
+
+sp_status sp_alloc_check(double bytes, const char *what, sp_error *err) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double phys = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+    if (bytes > (double)SIZE_MAX / 2 || (phys > 0 && bytes > phys))
+        return sp_error_set(err, SP_ERR_NOMEM, "%s would need %.3g GiB, more than this machine's %.3g GiB of memory",
+                            what, bytes / 1073741824.0, phys / 1073741824.0);
+    return SP_OK;
 }
 
 uint64_t sp_hash64(uint64_t x) {

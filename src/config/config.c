@@ -80,19 +80,70 @@ static void trim(char *s) {
     if (i) memmove(s, s + i, n - i + 1);
 }
 
+/* Longest value text accepted (a STRING holds at most 255 bytes, but its quoted form in a
+ * dump may be longer); longer text is an error, never cut. */
+#define SP_CFG_MAX_VALUE 1100
+
+/* Decodes a quoted string value ("..." with \\ \" \n \t \r \xNN escapes, the form
+ * sp_config_dump writes for strings that would not read back plain) in place. Returns 0 on a
+ * malformed quoted string. */
+static int unquote(char *v) {
+    size_t n = strlen(v), o = 0;
+    if (n < 2 || v[n - 1] != '"') return 0;
+    for (size_t i = 1; i < n - 1; i++) {
+        char ch = v[i];
+        if (ch == '"') return 0;
+        if (ch == '\\') {
+            if (i + 1 >= n - 1) return 0;
+            char e = v[++i];
+            if (e == 'n') ch = '\n';
+            else if (e == 't') ch = '\t';
+            else if (e == 'r') ch = '\r';
+            else if (e == '\\' || e == '"') ch = e;
+            else if (e == 'x' && i + 2 < n - 1 && strchr("0123456789abcdefABCDEF", v[i + 1]) && v[i + 1] &&
+                     strchr("0123456789abcdefABCDEF", v[i + 2]) && v[i + 2]) {
+                char hex[3] = {v[i + 1], v[i + 2], 0};
+                ch = (char)strtol(hex, NULL, 16);
+                if (!ch) return 0;
+                i += 2;
+            } else return 0;
+        }
+        v[o++] = ch;
+    }
+    v[o] = 0;
+    return 1;
+}
+
+/* 1 when the string s reads back unchanged from `key = s` in an INI file (inih trims blanks,
+ * strips inline ';' comments; the reader unquotes a leading '"'). */
+static int plain_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n && (s[0] == ' ' || s[0] == '\t' || s[0] == '"' || s[n - 1] == ' ' || s[n - 1] == '\t')) return 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || *p == ';' || *p == '#') return 0;
+    return 1;
+}
+
 static sp_status set_index(sp_config *c, size_t idx, const char *raw, const char *origin, sp_error *err) {
     const sp_config_key *k = &KEYS[idx];
     char *field = (char *)c + k->offset;
-    char v[300], exp[200];
-    snprintf(v, sizeof v, "%s", raw ? raw : "");
+    char v[SP_CFG_MAX_VALUE + 1], exp[200];
+    if (!raw) raw = "";
+    if (strlen(raw) > SP_CFG_MAX_VALUE)
+        return sp_error_set(err, SP_ERR_CONFIG, "%s: key %s.%s: value is %zu bytes long, longer than the %d accepted",
+                            origin, k->section, k->name, strlen(raw), SP_CFG_MAX_VALUE);
+    memcpy(v, raw, strlen(raw) + 1);
     trim(v);
     expected_text(k, exp, sizeof exp);
 #define BAD()                                                                                     \
-    sp_error_set(err, SP_ERR_CONFIG, "%s: key %s.%s: expected %s%s%s, got '%s'", origin, k->section, \
+    sp_error_set(err, SP_ERR_CONFIG, "%s: key %s.%s: expected %s%s%s, got '%.300s'", origin, k->section, \
                  k->name, exp, *k->unit && strcmp(k->unit, "-") ? " in " : "",                    \
                  *k->unit && strcmp(k->unit, "-") ? k->unit : "", v)
     switch (k->type) {
     case SP_CFG_INT: {
+        /* decimal digits only: strtod would take "0x10" as 16, "1e3" as 1000, "inf" */
+        size_t sign = v[0] == '-' || v[0] == '+';
+        if (!v[sign] || strspn(v + sign, "0123456789") != strlen(v + sign)) return BAD();
         char *end;
         errno = 0;
         double d = strtod(v, &end);
@@ -102,6 +153,7 @@ static sp_status set_index(sp_config *c, size_t idx, const char *raw, const char
     }
     case SP_CFG_REAL: {
         char *end;
+        if (strpbrk(v, "xX")) return BAD(); /* no hexadecimal floats: decimal text only */
         errno = 0;
         double d = strtod(v, &end);
         if (!*v || *end || errno || !isfinite(d) || d < k->min || d > k->max) return BAD();
@@ -120,6 +172,10 @@ static sp_status set_index(sp_config *c, size_t idx, const char *raw, const char
         break;
     }
     case SP_CFG_STRING:
+        if (v[0] == '"' && !unquote(v))
+            return sp_error_set(err, SP_ERR_CONFIG,
+                                "%s: key %s.%s: malformed quoted string %.300s (escapes: \\\\ \\\" \\n \\t \\r \\xNN)",
+                                origin, k->section, k->name, v);
         if (strlen(v) > 255) return BAD();
         memcpy(field, v, strlen(v) + 1);
         break;
@@ -177,7 +233,11 @@ sp_status sp_config_set(sp_config *c, const char *assignment, const char *origin
 
 /* inih does not pass line numbers to the handler in Debian's build, so we read the file
  * ourselves through ini_parse_stream and count lines in the reader: inih calls the handler
- * right after reading the line that holds the key. */
+ * right after reading the line that holds the key. The reader also guards what inih cannot
+ * see: a NUL byte (inih would stop reading the line there, so text hidden after it in a
+ * comment would be applied) is an error, and a `key = value` line longer than inih's line
+ * buffer is handed over as `key = <placeholder>` with the value kept here (quoted strings in
+ * a dump can exceed it), instead of being split in two. */
 typedef struct load_state {
     FILE *f;
     const char *path;
@@ -185,25 +245,63 @@ typedef struct load_state {
     sp_config *c;
     sp_error *err;
     sp_status status;
+    char *buf;           /* the current physical line (getline) */
+    size_t cap;
+    char *long_value;    /* value of an over-long key line, or NULL */
     unsigned char seen[sizeof(((sp_config *)0)->is_set)];
     int seen_line[sizeof(((sp_config *)0)->is_set)];
 } load_state;
 
+#define LONG_VALUE_MARK "\x01long-value\x01"
+
 static char *reader(char *str, int num, void *stream) {
     load_state *st = stream;
-    char *r = fgets(str, num, st->f);
-    if (!r) return NULL;
+    if (st->status != SP_OK) return NULL; /* stop at the first error */
+    ssize_t n = getline(&st->buf, &st->cap, st->f);
+    if (n < 0) return NULL;
     st->line++;
-    size_t n = strlen(r);
-    if (n == (size_t)num - 1 && r[n - 1] != '\n' && !feof(st->f) && st->status == SP_OK) {
-        /* inih would silently split an over-long line in two; refuse it instead. */
-        st->status = sp_error_set(st->err, SP_ERR_CONFIG, "%s:%d: line longer than %d characters", st->path,
-                                  st->line, num - 2);
-        int ch;
-        while ((ch = fgetc(st->f)) != EOF && ch != '\n') {
-        }
+    if (memchr(st->buf, 0, (size_t)n)) {
+        st->status = sp_error_set(st->err, SP_ERR_CONFIG, "%s:%d: NUL byte in the line (not a text file?)", st->path,
+                                  st->line);
+        return NULL;
     }
-    return r;
+    const char *p = st->buf;
+    while (*p == ' ' || *p == '\t') p++;
+    const char *eq = strchr(p, '=');
+    if (*p == '[' && !strchr(p, ']')) {
+        st->status = sp_error_set(st->err, SP_ERR_CONFIG, "%s:%d: section header without its closing ']'", st->path,
+                                  st->line);
+        return NULL;
+    }
+    if (*p && *p != '\n' && *p != '\r' && *p != ';' && *p != '#' && *p != '[' && !eq && !strchr(p, ':')) {
+        st->status = sp_error_set(st->err, SP_ERR_CONFIG, "%s:%d: syntax error (expected [section] or key = value)",
+                                  st->path, st->line);
+        return NULL;
+    }
+    if (n <= num - 1) {
+        memcpy(str, st->buf, (size_t)n + 1);
+        return str;
+    }
+    /* over-long: a comment is dropped; a key line keeps its value aside */
+    if (*p == ';' || *p == '#') {
+        snprintf(str, (size_t)num, ";\n");
+        return str;
+    }
+    if (*p != '[' && eq && eq - p < 100 && n <= SP_CFG_MAX_VALUE + 100) {
+        free(st->long_value);
+        st->long_value = strdup(eq + 1);
+        /* inih strips an inline comment (';' after a blank) from the value: do the same */
+        for (char *q = st->long_value; *q; q++)
+            if (*q == ';' && q > st->long_value && (q[-1] == ' ' || q[-1] == '\t')) {
+                *q = 0;
+                break;
+            }
+        snprintf(str, (size_t)num, "%.*s= %s\n", (int)(eq - p), p, LONG_VALUE_MARK);
+        return str;
+    }
+    st->status = sp_error_set(st->err, SP_ERR_CONFIG, "%s:%d: line longer than %d characters", st->path, st->line,
+                              eq && *p != '[' ? SP_CFG_MAX_VALUE + 100 : num - 2);
+    return NULL;
 }
 
 static int handler(void *user, const char *section, const char *name, const char *value) {
@@ -216,6 +314,7 @@ static int handler(void *user, const char *section, const char *name, const char
         st->status = sp_error_set(st->err, SP_ERR_CONFIG, "%s: key '%s' outside any [section]", origin, name);
         return 0;
     }
+    if (value && !strcmp(value, LONG_VALUE_MARK) && st->long_value) value = st->long_value;
     int idx = sp_config_find(section, name);
     if (idx >= 0 && st->seen[idx]) {
         st->status = sp_error_set(st->err, SP_ERR_CONFIG, "%s: duplicate key %s.%s (first set at line %d)",
@@ -233,8 +332,9 @@ static int handler(void *user, const char *section, const char *name, const char
 }
 
 sp_status sp_config_load_file(sp_config *c, const char *path, sp_error *err) {
-    FILE *f = fopen(path, "r");
-    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
+    FILE *f;
+    sp_status s = sp_fopen_regular(path, "config file ", "r", &f, NULL, err);
+    if (s != SP_OK) return s;
     load_state *st = sp_xcalloc(1, sizeof *st);
     st->f = f;
     st->path = path;
@@ -242,10 +342,12 @@ sp_status sp_config_load_file(sp_config *c, const char *path, sp_error *err) {
     st->err = err;
     int rc = ini_parse_stream(reader, st, handler, st);
     fclose(f);
-    sp_status s = st->status;
+    s = st->status;
     if (s == SP_OK && rc != 0)
         s = sp_error_set(err, SP_ERR_CONFIG, "%s:%d: syntax error (expected [section] or key = value)", path,
                          rc > 0 ? rc : st->line);
+    free(st->buf);
+    free(st->long_value);
     free(st);
     return s;
 }
@@ -278,6 +380,27 @@ void sp_config_value_text(const sp_config *c, const sp_config_key *k, char *buf,
     }
     case SP_CFG_BOOL: snprintf(buf, n, "%s", *(const int *)field ? "true" : "false"); break;
     case SP_CFG_STRING:
+        if (!plain_ok(field)) {
+            /* quoted, so that `config dump` loads back unchanged (a newline would otherwise
+             * end the value and could inject keys; a leading ';' would read as a comment) */
+            size_t o = 0;
+            if (n < 3) break;
+            buf[o++] = '"';
+            for (const unsigned char *p = (const unsigned char *)field; *p && o + 5 < n; p++) {
+                if (*p == '\\' || *p == '"') o += (size_t)snprintf(buf + o, n - o, "\\%c", *p);
+                else if (*p == '\n') o += (size_t)snprintf(buf + o, n - o, "\\n");
+                else if (*p == '\t') o += (size_t)snprintf(buf + o, n - o, "\\t");
+                else if (*p == '\r') o += (size_t)snprintf(buf + o, n - o, "\\r");
+                else if (*p < 0x20 || *p == 0x7f || *p == ';' || *p == '#')
+                    o += (size_t)snprintf(buf + o, n - o, "\\x%02x", *p);
+                else buf[o++] = (char)*p;
+            }
+            buf[o++] = '"';
+            buf[o] = 0;
+            break;
+        }
+        snprintf(buf, n, "%s", field);
+        break;
     case SP_CFG_ENUM: snprintf(buf, n, "%s", field); break;
     }
 }
@@ -291,7 +414,7 @@ void sp_config_dump(const sp_config *c, FILE *f) {
             fprintf(f, "\n[%s]\n", k->section);
             sec = k->section;
         }
-        char v[300];
+        char v[SP_CFG_VALUE_TEXT_MAX];
         sp_config_value_text(c, k, v, sizeof v);
         /* inih reads lines of at most INI_MAX_LINE (200) bytes: wrap the doc comment. */
         char doc[1200];

@@ -115,12 +115,21 @@ typedef enum sp_fn_mode { SP_FN_DENSE = 0, SP_FN_PRUNING, SP_FN_NORECOMPUTE, SP_
 int sp_fn_mode_parse(const char *name); /* -1 when unknown */
 const char *sp_fn_mode_name(int mode);   /* static string */
 
+/* sprint.margin_mode, in the order of its choices "sigma|worst|none" (docs/functional.md sec. 4) */
+typedef enum sp_fn_margin_mode { SP_FN_MARGIN_SIGMA = 0, SP_FN_MARGIN_WORST = 1, SP_FN_MARGIN_NONE = 2 } sp_fn_margin_mode;
+/* policy.onchip_source, in the order of its choices "both|prev|anchors" */
+typedef enum sp_fn_onchip_source {
+    SP_FN_ONCHIP_BOTH = 0,    /* previous survivors and the first and last visible keys */
+    SP_FN_ONCHIP_PREV = 1,    /* previous query's survivors (anchors only when there are none) */
+    SP_FN_ONCHIP_ANCHORS = 2  /* first and last visible keys */
+} sp_fn_onchip_source;
+
 typedef struct sp_fn_params {
     int mode;             /* sp_fn_mode */
     int arith_hw;         /* sprint.arith = hw */
     int quant_row;        /* quant.granularity = row */
     sp_reram_params rr;
-    int margin_mode;      /* 0 sigma, 1 worst, 2 none */
+    int margin_mode;      /* sp_fn_margin_mode */
     double margin_sigma;
     int mass_lost;
     int outputs; /* sprint.outputs: 0 = masks and statistics only */
@@ -131,7 +140,7 @@ typedef struct sp_fn_params {
     double topk_fraction;
     long topk_min;
     double topk_mem_factor;
-    int onchip_source;    /* 0 both, 1 prev, 2 anchors */
+    int onchip_source;    /* sp_fn_onchip_source */
     int head_dim;         /* expected head dim from a thresholds file; 0 = any */
 } sp_fn_params;
 

@@ -46,8 +46,10 @@ void sp_thresholds_free(sp_thresholds *t) {
 }
 
 sp_status sp_thresholds_save(const sp_thresholds *t, const char *path, sp_error *err) {
-    FILE *f = fopen(path, "w");
-    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot write thresholds file %s: %s", path, strerror(errno));
+    sp_outfile *of;
+    sp_status s = sp_outfile_open(path, &of, err);
+    if (s != SP_OK) return s;
+    FILE *f = sp_outfile_stream(of);
     fprintf(f, "# sprint thresholds file (docs/functional.md). Scores s = scale * q.k in nats.\n");
     fprintf(f, "sprint-thresholds %d\n", SP_THRESHOLDS_VERSION);
     fprintf(f, "kind %s\nlayers %d\nheads %d\nhead_dim %d\n", t->kind, t->n_layers, t->n_heads, t->head_dim);
@@ -64,8 +66,7 @@ sp_status sp_thresholds_save(const sp_thresholds *t, const char *path, sp_error 
             fputc('\n', f);
         }
     }
-    if (fclose(f) != 0) return sp_error_set(err, SP_ERR_IO, "cannot write thresholds file %s", path);
-    return SP_OK;
+    return sp_outfile_commit(of, err); /* complete or absent */
 }
 
 /* Next non-comment, non-empty line into buf (newline stripped); 0 at EOF. */
@@ -84,8 +85,9 @@ static int next_line(FILE *f, char *buf, size_t n, int *line) {
 
 sp_status sp_thresholds_load(const char *path, sp_thresholds **out, sp_error *err) {
     *out = NULL;
-    FILE *f = fopen(path, "r");
-    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot open thresholds file %s: %s", path, strerror(errno));
+    FILE *f;
+    sp_status st0 = sp_fopen_regular(path, "thresholds file ", "r", &f, NULL, err);
+    if (st0 != SP_OK) return st0;
     char buf[65536];
     int line = 0, version = 0;
     sp_status st = SP_OK;
@@ -110,11 +112,14 @@ sp_status sp_thresholds_load(const char *path, sp_thresholds **out, sp_error *er
     int got_values = 0;
     while (next_line(f, buf, sizeof buf, &line)) {
         char key[64], val[256];
+        int tail = 0;
         if (!strcmp(buf, "values")) {
             got_values = 1;
             break;
         }
-        if (sscanf(buf, "%63s %255s", key, val) != 2) FAIL("%s:%d: expected 'key value', got '%s'", path, line, buf);
+        if (sscanf(buf, "%63s %255s %n", key, val, &tail) != 2 || !tail)
+            FAIL("%s:%d: expected 'key value', got '%.200s'", path, line, buf);
+        if (buf[tail]) FAIL("%s:%d: key %s: unexpected text after the value: '%.200s'", path, line, key, buf + tail);
         char *end;
         double num = strtod(val, &end);
         int isnum = *end == 0;

@@ -133,6 +133,8 @@ typedef struct fn_work {
     int32_t *zint;
     double *lscale;
     const int8_t **vrows;
+    float *qd2;  /* (block x d) squared DAC levels, for the read-noise variance */
+    int n_prev;  /* survivors of the previous valid query in this call (in prev), -1 = none yet */
 } fn_work;
 
 static void work_free(fn_work *w) {
@@ -143,6 +145,7 @@ static void work_free(fn_work *w) {
     free(w->prevmark), free(w->passmark);
     free(w->ex), free(w->tmp), free(w->scores), free(w->stamp), free(w->zint), free(w->lscale);
     free((void *)w->vrows);
+    free(w->qd2);
 }
 
 static void exact_scores(fn_work *w, int stamp_now, const float *q, const sp_attn_head *h, double scale,
@@ -181,11 +184,708 @@ static void gemm_nt(int m, int n, int d, const float *a, int lda, const float *b
     sp_gemm_nt(m, n, d, a, lda, b, ldb, c, ldc);
 }
 
+/* ==== The operator: one (layer, head) call as named passes =================================
+ *
+ * Like a layer of llm.c, fn_run is a list of passes over caller-visible buffers, each with its
+ * contract stated above it:
+ *
+ *   quantise            Q, K (V) -> 8-bit integers and scales                      sec. 1.2
+ *   program_array       K_MSB -> cell conductances g; query -> DAC levels; the head
+ *                       statistics of the stored keys the margin uses                sec. 1.3
+ *   score_block         per block of 64 queries: screening scores S (fp32 q.k, or the
+ *                       Fig. 7 integer score), analog charges A = qd . g, and the
+ *                       MSB-only digital scores Bm                                Fig. 6a, 7
+ *   then per query:
+ *     visible_keys          which keys the query may see; the max screening logit
+ *     policy_threshold      thr_ref: the policy's threshold on exact logits          sec. 6*
+ *     comparator_margin     marg: conservative margin, integer score units           sec. 4*
+ *     memory_reference      tau: the comparator reference in charge units (or the
+ *                           analog top-k ranking)                                  Fig. 6a
+ *     compare_and_select    one pass over the visible keys: exact pass/fail, in-memory
+ *                           keep/prune (the pruning vector), counts
+ *     digital_stage         survivors -> the keys and scores entering softmax:
+ *                           recompute + exact threshold (sprint), MSB-only scores
+ *                           (norecompute), exact scores of the kept (pruning)        sec. 1.4
+ *     softmax_and_values    out = softmax(scores) . V (float or the Fig. 7 datapath) Fig. 7c
+ *     record_statistics     counters, observer record, survivors become "previous"
+ *
+ * (* sections of docs/functional.md.) Logit of key j from an integer score z: lf_j z with
+ * lf_j = scale sq_i sk_j (key_logit_scale). */
+
+/* Per-call constants: the head, the parameters, and what is known once K is written. */
+typedef struct fn_call {
+    const sp_fn_params *P;
+    const sp_attn_head *h;
+    sp_attn_op *op;
+    int nq, nk, d, mode, hw, inmem, b, sh, kind;
+    int uni;          /* one logit factor for every key's screening score (not hw with per-row keys) */
+    double cmid;      /* (2^(8-b) - 1) / 2: the LSB value the in-memory score assumes */
+    double p2s;       /* 2^(8-b): an MSB level in integer key units (exact multiply) */
+    double scale;     /* h->scale: logits per unit of q.k */
+    double step;      /* query-integer units per DAC level */
+    double gamma;     /* fp32 dot-product rounding factor gamma_d (Higham), with 1% slack */
+    double kmaxnorm;  /* largest valid key norm (float mode), for the screening bound */
+    size_t NK, D;
+    /* head statistics of the stored keys over valid cells (integer units), inputs of the
+     * margin: E[k^2], max |k|, E[(m + g_off)^2], E[m^2], E[(2^b - 1 - m)^2] */
+    double k_ms, kmax, e_g2, e_m2, e_top2;
+    double full_scale; /* comparator input swing, integer score units */
+} fn_call;
+
+/* Per-query state shared by the passes. */
+typedef struct fn_query {
+    int i, r;                    /* query index in the call; row in the current block */
+    const float *qrow;           /* float query (d) */
+    const int8_t *qirow;         /* 8-bit query (d) */
+    const float *Srow;           /* screening scores of this query, (n_k) */
+    const unsigned char *kvalid; /* h->key_valid (NULL = all valid) */
+    int end;                     /* keys [0, end) can be visible (causal mask) */
+    double sq;                   /* query scale */
+    double xs;                   /* logits per screening-score unit when uni */
+    double tol;                  /* fp32 rounding bound of the screening logits (0 in hw) */
+    int stamp;                   /* exact-score cache generation */
+    int n_vis, first_vis, last_vis;
+    double smax;                 /* max screening logit over the visible keys */
+    double sqi;                  /* sum of the 8-bit query elements */
+} fn_query;
+
+/* lf_j: logits per integer score unit of key j (scale x query scale x key scale). */
+static inline double key_logit_scale(const fn_call *C, const fn_work *w, const fn_query *Q, int j) {
+    return C->scale * Q->sq * (double)w->sk[j];
+}
+
+/* Screening logit of key j: fp32 score (float mode) or the exact Fig. 7 score (hw). */
+static inline double screen_logit(const fn_call *C, const fn_work *w, const fn_query *Q, int j) {
+    return C->uni ? Q->xs * (double)Q->Srow[j] : key_logit_scale(C, w, Q, j) * (double)Q->Srow[j];
+}
+
+/* Exact logit of key j (float: the reference order of exact_dot; hw: the Fig. 7 integer
+ * score), computed once per query and cached in w->ex under the query's stamp. */
+static inline double exact_logit(const fn_call *C, fn_work *w, const fn_query *Q, int j) {
+    if (w->stamp[j] == Q->stamp) return w->ex[j];
+    w->stamp[j] = Q->stamp;
+    return w->ex[j] = C->hw ? screen_logit(C, w, Q, j)
+                            : exact_dot(Q->qrow, C->h->k + (size_t)j * (size_t)C->h->ldk, C->d) * C->scale;
+}
+
+/* Exact decision "logit of key j >= thr" from the screening logit; an exact dot product only
+ * when the screening logit lies within its rounding bound of thr. */
+static inline int passes(const fn_call *C, fn_work *w, const fn_query *Q, int j, double thr) {
+    double x = screen_logit(C, w, Q, j);
+    if (C->hw) return x >= thr;
+    return x >= thr + Q->tol ? 1 : x < thr - Q->tol ? 0 : exact_logit(C, w, Q, j) >= thr;
+}
+
+/* Exact max of the logits over list[0..cnt): the fp32 max, then exact scores of the keys
+ * within the rounding bound of it (2 tol), so only a few exact dots per query. -inf if empty. */
+static double screened_max(const fn_call *C, fn_work *w, const fn_query *Q, const int32_t *list, int cnt) {
+    double fm = -INFINITY;
+    for (int t = 0; t < cnt; t++) {
+        double x = screen_logit(C, w, Q, list[t]);
+        fm = x > fm ? x : fm;
+    }
+    double out = -INFINITY;
+    for (int t = 0; t < cnt; t++)
+        if (screen_logit(C, w, Q, list[t]) >= fm - 2 * Q->tol) {
+            double e = exact_logit(C, w, Q, list[t]);
+            out = e > out ? e : out;
+        }
+    return out;
+}
+
+/* Pass quantise (sec. 1.2): qi, sq (n_q x d, n_q) and ki, sk (n_k x d, n_k) per
+ * quant.granularity; in hw arithmetic also V (one scale) and the integer sgemm operands of the
+ * Fig. 7 q x K_MSB and q x K_LSB trees (qif, mf, lf) and the softmax scratch. */
+static void quantise(const fn_call *C, fn_work *w) {
+    const sp_attn_head *h = C->h;
+    const sp_fn_params *P = C->P;
+    const int nq = C->nq, nk = C->nk, d = C->d, b = C->b;
+    const size_t NQ = (size_t)(nq > 0 ? nq : 1), NK = C->NK, D = C->D;
+    w->qi = sp_xmalloc(NQ * D, 1);
+    w->ki = sp_xmalloc(NK * D, 1);
+    w->sq = sp_xmalloc(NQ, sizeof(float));
+    w->sk = sp_xmalloc(NK, sizeof(float));
+    sp_quant_rows(h->q, nq, d, h->ldq, P->quant_row, h->query_valid, w->qi, w->sq);
+    sp_quant_rows(h->k, nk, d, h->ldk, P->quant_row, h->key_valid, w->ki, w->sk);
+    if (!C->hw) return;
+    w->vi = sp_xmalloc(NK * D, 1);
+    w->sv = sp_xmalloc(NK, sizeof(float));
+    sp_quant_rows(h->v, nk, d, h->ldv, 0, h->key_valid, w->vi, w->sv); /* V: one scale (16-bit acc) */
+    w->qif = sp_xmalloc(NQ * D, sizeof(float));
+    w->mf = sp_xmalloc(NK * D, sizeof(float));
+    w->lf = sp_xmalloc(NK * D, sizeof(float));
+    for (size_t i = 0; i < NQ * D && nq; i++) w->qif[i] = w->qi[i];
+    for (size_t i = 0; i < NK * D && nk; i++) {
+        w->mf[i] = (float)sp_key_msb(w->ki[i], b);
+        w->lf[i] = (float)sp_key_lsb(w->ki[i], b);
+    }
+    w->zint = sp_xmalloc(NK, sizeof(int32_t));
+    w->lscale = sp_xmalloc(NK, sizeof(double));
+    w->vrows = sp_xmalloc(NK, sizeof(int8_t *));
+}
+
+/* Pass program_array (sec. 1.3, Fig. 6a): for the in-memory modes, the DAC levels of every
+ * query (qd, and as floats qdf), the conductance of every cell holding K_MSB (g, n_k x d; with
+ * every non-ideality zero g = m exactly), g^2 for the read-noise variance, each comparator's
+ * fixed offset, and the head statistics of the stored keys (C->k_ms ... C->full_scale) that
+ * the margin uses. Without the memory stage only max |k| is needed. */
+static void program_array(fn_call *C, fn_work *w) {
+    const sp_attn_head *h = C->h;
+    const sp_fn_params *P = C->P;
+    const int nq = C->nq, nk = C->nk, d = C->d, b = C->b;
+    const size_t NQ = (size_t)(nq > 0 ? nq : 1), NK = C->NK, D = C->D;
+    double k_ms = 0, kmax = 0, e_g2 = 0, e_m2 = 0, e_top2 = 0, n_cells = 0;
+    const double top = (double)((1 << b) - 1); /* highest MSB level */
+    if (!C->inmem) {
+        for (int j = 0; j < nk; j++)
+            if (!h->key_valid || h->key_valid[j])
+                for (int c = 0; c < d; c++) {
+                    double kv = w->ki[(size_t)j * D + (size_t)c];
+                    if (fabs(kv) > kmax) kmax = fabs(kv);
+                }
+        C->kmax = kmax;
+        return;
+    }
+    w->qd = sp_xmalloc(NQ * D, sizeof(int));
+    w->qdf = sp_xmalloc(NQ * D, sizeof(float));
+    for (int i = 0; i < nq; i++)
+        for (int c = 0; c < d; c++) {
+            int v = sp_dac_level(w->qi[(size_t)i * D + (size_t)c], P->rr.dac_bits);
+            w->qd[(size_t)i * D + (size_t)c] = v;
+            w->qdf[(size_t)i * D + (size_t)c] = (float)v;
+        }
+    w->g = sp_xmalloc(NK * D, sizeof(float));
+    int ideal = sp_reram_ideal(&P->rr);
+    double goff = P->rr.onoff_ratio > 1 ? top / (P->rr.onoff_ratio - 1) : 0; /* off-state conductance */
+    for (int j = 0; j < nk; j++) {
+        int valid = !h->key_valid || h->key_valid[j];
+        for (int c = 0; c < d; c++) {
+            int kv = w->ki[(size_t)j * D + (size_t)c];
+            int m = sp_key_msb(kv, b);
+            double gv = ideal ? (double)m : sp_reram_cell(&P->rr, h->layer, h->kv_head, j, c, m);
+            w->g[(size_t)j * D + (size_t)c] = (float)gv;
+            if (valid) {
+                k_ms += (double)kv * kv;
+                if (fabs((double)kv) > kmax) kmax = fabs((double)kv);
+                e_g2 += (m + goff) * (m + goff);
+                e_m2 += (double)m * m;
+                e_top2 += (top - m) * (top - m);
+                n_cells += 1;
+            }
+        }
+    }
+    if (n_cells > 0) {
+        k_ms /= n_cells;
+        e_g2 /= n_cells;
+        e_m2 /= n_cells;
+        e_top2 /= n_cells;
+    }
+    C->k_ms = k_ms, C->kmax = kmax, C->e_g2 = e_g2, C->e_m2 = e_m2, C->e_top2 = e_top2;
+    C->full_scale = sp_reram_full_scale(&P->rr, d);
+    w->off = sp_xcalloc(NK, sizeof(double));
+    if (P->rr.cmp_offset_sigma > 0)
+        for (int j = 0; j < nk; j++) w->off[j] = sp_reram_cmp_offset(&P->rr, h->layer, h->kv_head, j, d);
+    if (P->rr.c2c_sigma > 0) {
+        w->g2 = sp_xmalloc(NK * D, sizeof(float));
+        for (size_t i = 0; i < NK * D && nk; i++) w->g2[i] = w->g[i] * w->g[i];
+    }
+    if (C->mode == SP_FN_NORECOMPUTE && !w->mf) { /* operands of the MSB-only digital scores */
+        w->mf = sp_xmalloc(NK * D, sizeof(float));
+        for (int j = 0; j < nk; j++)
+            for (int c = 0; c < d; c++)
+                w->mf[(size_t)j * D + (size_t)c] = (float)sp_key_msb(w->ki[(size_t)j * D + (size_t)c], b);
+        if (!w->qif) {
+            w->qif = sp_xmalloc(NQ * D, sizeof(float));
+            for (size_t i = 0; i < NQ * D && nq; i++) w->qif[i] = w->qi[i];
+        }
+    }
+}
+
+/* Pass score_block: for queries i0 .. i0 + bq - 1 against every key, each (bq x n_k):
+ *   S  screening scores: fp32 q . k (float), or the Fig. 7 integer score (hw): the 16-bit
+ *      saturating MSB and LSB trees recombined, (sat(q.m) 2^(8-b) + sat(q.l) - 128 sum q);
+ *      sp_hw_score is its reference and every value is an exact fp32 integer;
+ *   A  analog charges qd . g (sp_reram_charge_block; sp_reram_score_ref is the reference);
+ *   V2 sum (qd g)^2, the read-noise variance factor (c2c noise only);
+ *   Bm q . K_MSB, the MSB-only digital score (norecompute, hw). */
+static void score_block(const fn_call *C, fn_work *w, int i0, int bq) {
+    const sp_attn_head *h = C->h;
+    const int nk = C->nk, d = C->d;
+    const size_t NK = C->NK, D = C->D;
+    if (nk <= 0) return;
+    if (!C->hw) gemm_nt(bq, nk, d, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, h->k, h->ldk, w->S, nk);
+    if (C->inmem) sp_reram_charge_block(bq, nk, d, w->qdf + (size_t)i0 * D, w->g, w->A);
+    if (w->V2) {
+        for (size_t t = 0; t < (size_t)bq * D; t++) {
+            float v = w->qdf[(size_t)i0 * D + t];
+            w->qd2[t] = v * v;
+        }
+        gemm_nt(bq, nk, d, w->qd2, d, w->g2, d, w->V2, nk);
+    }
+    if (w->Bm) gemm_nt(bq, nk, d, w->qif + (size_t)i0 * D, d, w->mf, d, w->Bm, nk);
+    if (C->hw) {
+        gemm_nt(bq, nk, d, w->qif + (size_t)i0 * D, d, w->lf, d, w->Bl, nk);
+        for (int r = 0; r < bq; r++) {
+            double qs = 0;
+            for (int c = 0; c < d; c++) qs += w->qi[(size_t)(i0 + r) * D + (size_t)c];
+            const float *bm = w->Bm + (size_t)r * NK, *bl = w->Bl + (size_t)r * NK;
+            float *sr = w->S + (size_t)r * NK;
+            for (int j = 0; j < nk; j++) {
+                float m = bm[j] > 32767.0f ? 32767.0f : bm[j] < -32768.0f ? -32768.0f : bm[j]; /* 16-bit tree */
+                float l = bl[j] > 32767.0f ? 32767.0f : bl[j] < -32768.0f ? -32768.0f : bl[j];
+                sr[j] = (float)((double)m * C->p2s + (double)l - 128.0 * qs);
+            }
+        }
+    }
+}
+
+/* Pass visible_keys: n_vis, first_vis, last_vis and smax (max screening logit) of the keys in
+ * [0, end) that are not padding. */
+static void visible_keys(const fn_call *C, const fn_work *w, fn_query *Q) {
+    const int end = Q->end;
+    Q->n_vis = 0, Q->first_vis = -1, Q->last_vis = -1, Q->smax = -INFINITY;
+    if (!Q->kvalid && C->uni) { /* x = xs S is monotone in S (xs > 0): max on the floats */
+        float fm = -INFINITY;
+        for (int j = 0; j < end; j++) fm = Q->Srow[j] > fm ? Q->Srow[j] : fm;
+        Q->n_vis = end;
+        Q->first_vis = end > 0 ? 0 : -1;
+        Q->last_vis = end - 1;
+        if (end > 0) Q->smax = Q->xs * (double)fm;
+        return;
+    }
+    for (int j = 0; j < end; j++) {
+        if (Q->kvalid && !Q->kvalid[j]) continue;
+        double x = screen_logit(C, w, Q, j);
+        if (Q->first_vis < 0) Q->first_vis = j;
+        Q->last_vis = j;
+        Q->n_vis++;
+        if (x > Q->smax) Q->smax = x;
+    }
+}
+
+/* Pass policy_threshold (docs/functional.md sec. 6): the policy's threshold on exact logits,
+ * thr_ref: the calibrated T[layer][head] (layer, head), the true max of the exact logits minus
+ * delta (oracle, onchip; *tmax gets that max), or the topk-th largest screening logit (topk;
+ * *topk gets k, and w->vis the visible keys). */
+static double policy_threshold(const fn_call *C, fn_work *w, fn_query *Q, double *tmax, long *topk) {
+    const sp_fn_params *P = C->P;
+    const int kind = C->kind, relative = kind == SP_POLICY_ORACLE || kind == SP_POLICY_ONCHIP;
+    *tmax = Q->smax;
+    *topk = 0;
+    if (!C->hw && relative) {
+        *tmax = -INFINITY;
+        const double lim = Q->smax - 2 * Q->tol;
+        for (int j = 0; j < Q->end; j++)
+            if (screen_logit(C, w, Q, j) >= lim && (!Q->kvalid || Q->kvalid[j])) {
+                double e = exact_logit(C, w, Q, j);
+                *tmax = e > *tmax ? e : *tmax;
+            }
+    }
+    if (kind == SP_POLICY_TOPK) {
+        int nv2 = sp_attn_visible(C->h, Q->i, w->vis);
+        SP_ASSERT(nv2 == Q->n_vis);
+    }
+    if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) return P->thr[C->h->layer * C->op->n_heads + C->h->head];
+    if (relative) return *tmax - P->delta;
+    /* top-k, ranked by the screening logit */
+    long k = (long)ceil(P->topk_fraction * Q->n_vis);
+    if (k < P->topk_min) k = P->topk_min;
+    if (k > Q->n_vis) k = Q->n_vis;
+    for (int t = 0; t < Q->n_vis; t++) w->tmp[t] = screen_logit(C, w, Q, w->vis[t]);
+    *topk = k;
+    return kth_largest(w->tmp, Q->n_vis, (int)k);
+}
+
+/* Sums over the elements c of one query that the margin and the reference need: of the DAC
+ * levels qd_c, of qd_c^2, of the DAC rounding error e_c = q_c - step qd_c squared, of q_c^2,
+ * and the absolute sums of qd, e and q. */
+typedef struct fn_dac_sums {
+    double sqd, sqd2, eq2, sqi2, sabs_qd, sabs_eq, sabs_qi;
+} fn_dac_sums;
+
+static fn_dac_sums dac_sums(const fn_call *C, const fn_work *w, const fn_query *Q) {
+    fn_dac_sums s = {0, 0, 0, 0, 0, 0, 0};
+    const int *qdrow = w->qd + (size_t)Q->i * C->D;
+    for (int c = 0; c < C->d; c++) {
+        double qv = Q->qirow[c], dv = qdrow[c], eq = qv - C->step * dv;
+        s.sqd += dv;
+        s.sqd2 += dv * dv;
+        s.eq2 += eq * eq;
+        s.sqi2 += qv * qv;
+        s.sabs_qd += fabs(dv);
+        s.sabs_eq += fabs(eq);
+        s.sabs_qi += fabs(qv);
+    }
+    return s;
+}
+
+/* Pass comparator_margin (docs/functional.md sec. 4, sprint.margin_mode): the conservative
+ * margin marg in integer score units (q_int . k_int) by which the comparator reference is
+ * lowered, so that a key whose exact score passes is rarely pruned by the approximate one.
+ * Only mode sprint has one (without recompute nothing would undo the extra keys). The in-memory
+ * score q.k ~ step qd . (m 2^(8-b) + c - 128) differs from the exact integer score q.k by
+ *   truncation  step qd . (l - c)               l the dropped LSBs, c their centre
+ *   DAC         (q - step qd) . k               the query's DAC rounding error e
+ *   quantise    float mode only: q.k of the floats against the 8-bit integers
+ *   analog      u (sum_c qd_c dg_c + off)      c2c/d2d variation, stuck cells, comparator offset
+ * sigma: z sqrt of the sum of their variances (LSBs uniform: (4^(8-b) - 1) / 12 per element);
+ * worst: the sum of the worst-case bounds of the first three plus z analog std. */
+static double comparator_margin(const fn_call *C, const fn_dac_sums *s) {
+    const sp_fn_params *P = C->P;
+    if (C->mode != SP_FN_SPRINT || P->margin_mode == SP_FN_MARGIN_NONE) return 0.0;
+    const sp_reram_params *rr = &P->rr;
+    const double u = C->step * ldexp(1.0, C->sh); /* integer score units per unit of charge */
+    const double analog_var = u * u *
+                                  (s->sqd2 * (rr->c2c_sigma * rr->c2c_sigma * C->e_g2 +
+                                              rr->d2d_sigma * rr->d2d_sigma * C->e_g2 + rr->stuck_at_0 * C->e_m2 +
+                                              rr->stuck_at_1 * C->e_top2) +
+                                   pow(rr->cmp_offset_sigma * C->full_scale, 2));
+    if (P->margin_mode == SP_FN_MARGIN_SIGMA) {
+        double truncation_var = C->step * C->step * s->sqd2 * (ldexp(1.0, 2 * C->sh) - 1) / 12.0;
+        double dac_var = s->eq2 * C->k_ms;
+        double v = truncation_var + dac_var + analog_var;
+        if (!C->hw) v += (s->sqi2 + C->d * C->k_ms) / 12.0; /* quantise: rounding of q and k */
+        return P->margin_sigma * sqrt(v);
+    }
+    /* SP_FN_MARGIN_WORST: |l - c| <= c, |e_c| exact, |k| <= kmax */
+    double truncation = C->step * s->sabs_qd * C->cmid;
+    double dac = s->sabs_eq * C->kmax;
+    double m = truncation + dac + P->margin_sigma * sqrt(analog_var);
+    if (!C->hw) m += (s->sabs_qi + C->d * C->kmax) / 2.0 + C->d / 4.0; /* quantise: |rounding| <= 1/2 */
+    return m;
+}
+
+/* The comparator's reference for one query (Fig. 6a). Key j is kept iff
+ *   u (A_j + off_j) + o + marg >= thr_mem / lf_j,   i.e.   A_j + off_j >= tau_j,
+ *   tau_j = (thr_mem / lf_j - marg - o) / u,  u = step 2^(8-b),  o = step (c - 128) sum qd,
+ * where u A + o is the in-memory integer score and thr_mem the threshold the memory stage aims
+ * at (logits). With one key scale tau is the same for every key. mem_all: nothing can be
+ * pruned (no memory stage, or thr_mem = -inf); mem_topk: the analog top-k ranking decides. */
+typedef struct fn_memref {
+    double thr_mem, marg, o, u, tau;
+    int mem_all, mem_topk;
+} fn_memref;
+
+/* Pass memory_reference: thr_mem per policy (layer/head: T; oracle: true max - delta; onchip:
+ * max over the keys already on chip - delta, exact when recomputing, else their MSB-only
+ * scores; topk: the analog top-k, see analog_topk), then o, u, tau. */
+static fn_memref memory_reference(const fn_call *C, fn_work *w, const fn_query *Q, double thr_ref, double tmax,
+                                  const fn_dac_sums *s) {
+    const sp_fn_params *P = C->P;
+    fn_memref m = {.thr_mem = -INFINITY, .marg = 0, .o = 0, .u = 1, .tau = -INFINITY, .mem_all = !C->inmem,
+                   .mem_topk = 0};
+    if (!C->inmem) return m;
+    m.marg = comparator_margin(C, s);
+    const int kind = C->kind;
+    if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) m.thr_mem = thr_ref;
+    else if (kind == SP_POLICY_ORACLE) m.thr_mem = tmax - P->delta;
+    else if (kind == SP_POLICY_ONCHIP) {
+        /* estimate of the max from keys already on chip: the previous query's survivors
+         * and/or the first and last visible keys */
+        int ns = 0;
+        if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0)
+            for (int t = 0; t < w->n_prev; t++)
+                if (w->prev[t] < Q->end) w->src[ns++] = w->prev[t];
+        if (P->onchip_source != SP_FN_ONCHIP_PREV || ns == 0) {
+            w->src[ns++] = Q->first_vis;
+            w->src[ns++] = Q->last_vis;
+        }
+        double est = -INFINITY;
+        if (C->mode == SP_FN_SPRINT) {
+            est = screened_max(C, w, Q, w->src, ns);
+        } else { /* without recompute only the MSB-only digital scores exist */
+            for (int t = 0; t < ns; t++) {
+                int j = w->src[t];
+                double e = key_logit_scale(C, w, Q, j) *
+                           ((double)w->Bm[(size_t)Q->r * C->NK + (size_t)j] * C->p2s + (C->cmid - 128) * Q->sqi);
+                if (e > est) est = e;
+            }
+        }
+        m.thr_mem = est - P->delta;
+    } else {
+        m.mem_topk = 1;
+    }
+    m.o = C->step * (C->cmid - 128.0) * s->sqd;
+    m.u = C->step * ldexp(1.0, C->sh);
+    if (!m.mem_topk) {
+        if (m.thr_mem == -INFINITY) m.mem_all = 1;
+        else m.tau = (m.thr_mem / key_logit_scale(C, w, Q, Q->first_vis) - m.marg - m.o) / m.u;
+    }
+    return m;
+}
+
+/* Read noise of key j's charge for this query: sd * N(0,1) truncated at 8 std. */
+static double read_noise(const fn_call *C, const fn_query *Q, int j, double sd) {
+    const sp_attn_head *h = C->h;
+    return sd * sp_reram_read_normal(&C->P->rr, h->layer, h->head, h->kv_head, h->seq_id, h->q_offset + Q->i, j);
+}
+
+/* Pass analog_topk (policy topk in memory): w->passmark[j] = 1 for the km = ceil(topk x
+ * policy.topk_mem_factor) visible keys with the largest noisy approximate logits. */
+static void analog_topk(const fn_call *C, fn_work *w, const fn_query *Q, long topk, const fn_dac_sums *s) {
+    const sp_fn_params *P = C->P;
+    const float *Arow = w->A + (size_t)Q->r * C->NK;
+    const float *V2row = w->V2 ? w->V2 + (size_t)Q->r * C->NK : NULL;
+    const double c2 = P->rr.c2c_sigma;
+    long km = (long)ceil(topk * P->topk_mem_factor);
+    if (km > Q->n_vis) km = Q->n_vis;
+    for (int t = 0; t < Q->n_vis; t++) {
+        int j = w->vis[t];
+        double a = Arow[j] + w->off[j];
+        if (V2row && c2 > 0)
+            a += c2 * sqrt((double)V2row[j]) *
+                 sp_reram_read_normal(&P->rr, C->h->layer, C->h->head, C->h->kv_head, C->h->seq_id,
+                                      C->h->q_offset + Q->i, j);
+        w->scores[t] = key_logit_scale(C, w, Q, j) * C->step * (a * C->p2s + (C->cmid - 128.0) * s->sqd);
+        w->tmp[t] = w->scores[t];
+    }
+    double kth = kth_largest(w->tmp, Q->n_vis, (int)km);
+    for (int t = 0; t < Q->n_vis; t++) w->passmark[w->vis[t]] = w->scores[t] >= kth;
+}
+
+/* Counts of one query's decisions. */
+typedef struct fn_counts {
+    int n_mem;   /* kept by the comparator: fetched (w->mem) */
+    int n_kept;  /* entering softmax (w->kept) */
+    int n_pass;  /* exact logit >= thr_ref */
+    int n_fp;    /* false prunes: pass but pruned in memory */
+    int n_fk;    /* false keeps: kept in memory but fail */
+    int reuse;   /* kept in memory and by the previous query too */
+} fn_counts;
+
+/* Pass compare_and_select: one pass over the visible keys. For each: pass = exact logit >=
+ * thr_ref (from the screening logit, exact dot only within tol); keep = the comparator's
+ * decision (the pruning vector, Fig. 6a): A_j + off_j (+ read noise) >= tau_j, or the analog
+ * top-k mark, or 1 without a memory stage. Appends kept keys to w->mem (ascending); in mode
+ * pruning, keys that pass (and are kept) to w->kept. */
+static fn_counts compare_and_select(const fn_call *C, fn_work *w, const fn_query *Q, double thr_ref,
+                                    const fn_memref *M) {
+    const sp_fn_params *P = C->P;
+    fn_counts n = {0, 0, 0, 0, 0, 0};
+    const float *Arow = C->inmem ? w->A + (size_t)Q->r * C->NK : NULL;
+    const float *V2row = w->V2 ? w->V2 + (size_t)Q->r * C->NK : NULL;
+    const double c2 = P->rr.c2c_sigma;
+    const int prune_digital = C->mode == SP_FN_PRUNING;
+    const int exact_band = !C->hw && C->kind != SP_POLICY_TOPK; /* else the screening logit is exact */
+    const double hi = exact_band ? thr_ref + Q->tol : thr_ref, lo = exact_band ? thr_ref - Q->tol : thr_ref;
+    const int has_off = P->rr.cmp_offset_sigma > 0;
+    const int fast = C->uni && !Q->kvalid && !M->mem_all && !M->mem_topk && !P->quant_row && !has_off &&
+                     !(V2row && c2 > 0);
+    if (fast) {
+        /* the common case, branch-free: ideal or d2d/stuck/on-off devices, one scale */
+        int32_t *mem = w->mem, *kept = w->kept;
+        const unsigned char *pm = w->prevmark;
+        const double xs = Q->xs, tau = M->tau;
+        for (int j = 0; j < Q->end; j++) {
+            const double x = xs * (double)Q->Srow[j];
+            int pass = x >= hi;
+            if ((x >= lo) & !pass) pass = exact_logit(C, w, Q, j) >= thr_ref; /* rare: within the fp32 bound */
+            const int keep = (double)Arow[j] >= tau;
+            mem[n.n_mem] = j;
+            n.n_mem += keep;
+            kept[n.n_kept] = j;
+            n.n_kept += prune_digital & pass & keep;
+            n.n_pass += pass;
+            n.reuse += pm[j] & keep;
+            n.n_fk += keep & !pass;
+            n.n_fp += pass & !keep;
+        }
+        return n;
+    }
+    for (int j = 0; j < Q->end; j++) {
+        if (Q->kvalid && !Q->kvalid[j]) continue;
+        const double x = screen_logit(C, w, Q, j);
+        int pass = x >= hi ? 1 : x < lo ? 0 : exact_logit(C, w, Q, j) >= thr_ref;
+        int keep;
+        if (M->mem_all) keep = 1;
+        else if (M->mem_topk) keep = w->passmark[j];
+        else {
+            double tj = P->quant_row ? (M->thr_mem / key_logit_scale(C, w, Q, j) - M->marg - M->o) / M->u : M->tau;
+            double a = has_off ? (double)Arow[j] + w->off[j] : (double)Arow[j];
+            if (V2row && c2 > 0) {
+                /* read noise: drawn only when it can change the decision (truncated at 8 std) */
+                double sd = c2 * sqrt((double)V2row[j]);
+                if (a - tj > 8 * sd) keep = 1;
+                else if (a - tj < -8 * sd) keep = 0;
+                else keep = a + read_noise(C, Q, j, sd) >= tj;
+            } else {
+                keep = a >= tj;
+            }
+        }
+        n.n_pass += pass;
+        if (keep) {
+            w->mem[n.n_mem++] = j;
+            n.reuse += w->prevmark[j];
+            n.n_fk += !pass;
+            if (prune_digital && pass) w->kept[n.n_kept++] = j;
+        } else {
+            n.n_fp += pass;
+        }
+    }
+    return n;
+}
+
+/* Dense softmax denominator over the visible keys, relative to smax (for mass_lost). */
+static double mass_denominator(const fn_call *C, const fn_work *w, const fn_query *Q) {
+    double Z = 0;
+    if (C->uni) {
+        for (int j = 0; j < Q->end; j++) {
+            double t = Q->xs * (double)Q->Srow[j] - Q->smax;
+            t = t < -SP_MASS_CUT ? -60.0 : t; /* e^-60 ~ 1e-26: nothing */
+            double e = mass_exp(t);
+            Z += (Q->kvalid && !Q->kvalid[j]) ? 0.0 : e;
+        }
+    } else {
+        for (int j = 0; j < Q->end; j++)
+            if ((!Q->kvalid || Q->kvalid[j]) && screen_logit(C, w, Q, j) - Q->smax >= -SP_MASS_CUT)
+                Z += mass_exp(screen_logit(C, w, Q, j) - Q->smax);
+    }
+    return Z;
+}
+
+/* Pass digital_stage (sec. 1.4): which keys enter softmax, with which logits (w->kept,
+ * w->scores). pruning: the kept keys of compare_and_select, exact logits. norecompute: every
+ * survivor, with its MSB-only digital logit lf_j (Bm 2^(8-b) + (c - 128) sum q). sprint: the
+ * survivors recomputed with the full 8-bit key and thresholded exactly again (onchip: max over
+ * the survivors - delta; topk: the topk-th largest survivor; else thr_ref). */
+static void digital_stage(const fn_call *C, fn_work *w, const fn_query *Q, double thr_ref, long topk, fn_counts *n) {
+    const sp_fn_params *P = C->P;
+    if (C->mode == SP_FN_PRUNING) {
+        if (C->hw) for (int t = 0; t < n->n_kept; t++) w->scores[t] = screen_logit(C, w, Q, w->kept[t]);
+        else if (P->outputs) exact_scores(w, Q->stamp, Q->qrow, C->h, C->scale, w->kept, n->n_kept, w->scores);
+        return;
+    }
+    if (C->mode == SP_FN_NORECOMPUTE) {
+        for (int t = 0; t < n->n_mem; t++) {
+            int j = w->mem[t];
+            w->kept[n->n_kept] = j;
+            double z = (double)w->Bm[(size_t)Q->r * C->NK + (size_t)j] * C->p2s + (C->cmid - 128) * Q->sqi;
+            if (C->hw) z = round(z);
+            w->scores[n->n_kept++] = key_logit_scale(C, w, Q, j) * z;
+        }
+        return;
+    }
+    double thr_x;
+    if (C->kind == SP_POLICY_ONCHIP) {
+        double mx = screened_max(C, w, Q, w->mem, n->n_mem);
+        thr_x = mx - P->delta;
+    } else if (C->kind == SP_POLICY_TOPK) { /* ranked by the screening score, as thr_ref */
+        long kk = topk < n->n_mem ? topk : n->n_mem;
+        for (int t = 0; t < n->n_mem; t++) w->tmp[t] = screen_logit(C, w, Q, w->mem[t]);
+        thr_x = kk > 0 ? kth_largest(w->tmp, n->n_mem, (int)kk) : INFINITY;
+    } else {
+        thr_x = thr_ref;
+    }
+    for (int t = 0; t < n->n_mem; t++) {
+        int j = w->mem[t];
+        int keep = C->kind == SP_POLICY_TOPK ? screen_logit(C, w, Q, j) >= thr_x : passes(C, w, Q, j, thr_x);
+        if (keep) w->kept[n->n_kept++] = j;
+    }
+    if (C->hw) for (int t = 0; t < n->n_kept; t++) w->scores[t] = screen_logit(C, w, Q, w->kept[t]);
+    else if (P->outputs) exact_scores(w, Q->stamp, Q->qrow, C->h, C->scale, w->kept, n->n_kept, w->scores);
+}
+
+/* Dense softmax mass of the keys not kept: 1 - sum_kept e^(x - smax) / Z (clamped at 0). */
+static double mass_lost(const fn_call *C, const fn_work *w, const fn_query *Q, const fn_counts *n, double Z) {
+    double Kp = 0;
+    for (int t = 0; t < n->n_kept; t++) {
+        double x = screen_logit(C, w, Q, w->kept[t]) - Q->smax;
+        if (x >= -SP_MASS_CUT) Kp += mass_exp(x);
+    }
+    double ml = Z > 0 ? 1.0 - Kp / Z : 0.0;
+    return ml < 0 ? 0 : ml;
+}
+
+/* Pass softmax_and_values: orow (d) = softmax over the kept keys' logits, times V: the float
+ * reference (sp_attn_softmax_wsum) or the Fig. 7c datapath (sp_hw_softmax_wsum, 8-bit V);
+ * zeros when sprint.outputs is off. */
+static void softmax_and_values(const fn_call *C, fn_work *w, const fn_query *Q, int n_kept, float *orow) {
+    if (!C->P->outputs) {
+        memset(orow, 0, (size_t)C->d * sizeof *orow);
+    } else if (!C->hw) {
+        sp_attn_softmax_wsum(C->h, w->kept, w->scores, n_kept, orow);
+    } else {
+        for (int t = 0; t < n_kept; t++) {
+            int j = w->kept[t];
+            w->lscale[t] = key_logit_scale(C, w, Q, j);
+            w->zint[t] = (int32_t)llround(w->scores[t] / key_logit_scale(C, w, Q, j));
+            w->vrows[t] = w->vi + (size_t)j * C->D;
+        }
+        sp_hw_softmax_wsum(n_kept, w->zint, w->lscale, w->vrows, C->d, (double)(C->nk > 0 ? w->sv[0] : 1.0f),
+                           C->P->hw_frac_bits, orow);
+    }
+}
+
+/* Pass record_statistics: the op's counters, the observer's record, and this query's
+ * survivors become the previous query's (reuse, onchip estimate). */
+static void record_statistics(const fn_call *C, fn_work *w, const fn_query *Q, const fn_counts *n, double ml,
+                              sp_attn_stats *st) {
+    const sp_attn_head *h = C->h;
+    st->queries += 1;
+    st->pairs_visible += Q->n_vis;
+    st->pairs_kept += n->n_kept;
+    st->pairs_mem_kept += n->n_mem;
+    st->exact_pass += n->n_pass;
+    st->false_prunes += n->n_fp;
+    st->false_keeps += n->n_fk;
+    st->mass_lost += ml;
+    if (w->n_prev >= 0) {
+        st->reuse_pairs += n->reuse;
+        st->new_fetch += n->n_mem - n->reuse;
+        st->prev_kept += n->n_mem;
+        st->later_visible += Q->n_vis;
+    }
+    if (C->op->observer) {
+        sp_query_record rec = {.layer = h->layer, .head = h->head, .seq_id = h->seq_id, .qi = Q->i,
+                               .pos = h->q_offset + Q->i, .n_k = C->nk, .n_visible = Q->n_vis, .n_mem_kept = n->n_mem,
+                               .mem_kept = w->mem, .n_kept = n->n_kept, .kept = w->kept, .n_false_prunes = n->n_fp,
+                               .n_false_keeps = n->n_fk, .mass_lost = ml};
+        C->op->observer(C->op->observer_user, &rec);
+    }
+    for (int t = 0; t < (w->n_prev > 0 ? w->n_prev : 0); t++) w->prevmark[w->prev[t]] = 0;
+    for (int t = 0; t < n->n_mem; t++) w->prevmark[w->mem[t]] = 1;
+    memcpy(w->prev, w->mem, (size_t)n->n_mem * sizeof *w->prev);
+    w->n_prev = n->n_mem;
+}
+
+/* One query through every pass after score_block. */
+static void run_query(const fn_call *C, fn_work *w, fn_query *Q, sp_attn_stats *st) {
+    const sp_attn_head *h = C->h;
+    const sp_fn_params *P = C->P;
+    visible_keys(C, w, Q);
+    double qn = 0;
+    if (!C->hw) {
+        for (int c = 0; c < C->d; c++) qn += (double)Q->qrow[c] * Q->qrow[c];
+        qn = sqrt(qn);
+    }
+    /* fp32 rounding bound of the screening logits: |fl(q.k) - q.k| <= gamma_d |q| |k| */
+    Q->tol = C->hw ? 0.0 : C->gamma * qn * C->kmaxnorm * C->scale + 1e-300;
+    fn_counts n = {0, 0, 0, 0, 0, 0};
+    double ml = 0;
+    if (Q->n_vis > 0) {
+        double tmax;
+        long topk;
+        double thr_ref = policy_threshold(C, w, Q, &tmax, &topk);
+        Q->sqi = 0;
+        for (int c = 0; c < C->d; c++) Q->sqi += Q->qirow[c];
+        fn_dac_sums s = {0, 0, 0, 0, 0, 0, 0};
+        if (C->inmem) s = dac_sums(C, w, Q);
+        fn_memref M = memory_reference(C, w, Q, thr_ref, tmax, &s);
+        if (M.mem_topk) analog_topk(C, w, Q, topk, &s);
+        n = compare_and_select(C, w, Q, thr_ref, &M);
+        double Z = P->mass_lost ? mass_denominator(C, w, Q) : 0;
+        digital_stage(C, w, Q, thr_ref, topk, &n);
+        if (P->mass_lost) ml = mass_lost(C, w, Q, &n, Z);
+    }
+    softmax_and_values(C, w, Q, n.n_kept, h->out + (size_t)Q->i * (size_t)h->ldo);
+    record_statistics(C, w, Q, &n, ml, st);
+}
+
 static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     fn_ctx *cx = op->ctx;
     const sp_fn_params *P = &cx->p;
-    sp_attn_stats *slot = NULL;
-    sp_status s = sp_attn_op_check(op, h, &slot, err);
+    sp_attn_stats *st = NULL;
+    sp_status s = sp_attn_op_check(op, h, &st, err);
     if (s != SP_OK) return s;
     if (!(h->scale > 0) || !isfinite(h->scale))
         return sp_error_set(err, SP_ERR_ARG, "%s: score scale must be finite and > 0, got %g", op->name,
@@ -208,130 +908,51 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         return sp_error_set(err, SP_ERR_DATA, "%s layer %d head %d: NaN or infinite value in V row %d", op->name,
                             h->layer, h->head, bad);
 
-    const int nq = h->n_q, nk = h->n_k, d = h->d, mode = P->mode, hw = P->arith_hw;
-    const int inmem = mode == SP_FN_SPRINT || mode == SP_FN_NORECOMPUTE;
-    const int b = P->rr.msb_bits, sh = 8 - b;
-    const double cmid = sp_key_msb_center(b);
-    const double p2s = (double)(1 << sh); /* 2^(8-b): multiplying by it is exact, like ldexp */
-    const double scale = (double)h->scale;
-    const int kind = P->kind;
-    sp_attn_stats *st = slot;
-    size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d, NQ = (size_t)(nq > 0 ? nq : 1);
+    fn_call C;
+    memset(&C, 0, sizeof C);
+    C.P = P, C.h = h, C.op = op;
+    C.nq = h->n_q, C.nk = h->n_k, C.d = h->d, C.mode = P->mode, C.hw = P->arith_hw, C.kind = P->kind;
+    C.inmem = C.mode == SP_FN_SPRINT || C.mode == SP_FN_NORECOMPUTE;
+    C.b = P->rr.msb_bits, C.sh = 8 - C.b;
+    C.cmid = sp_key_msb_center(C.b);
+    C.p2s = (double)(1 << C.sh); /* 2^(8-b): multiplying by it is exact, like ldexp */
+    C.scale = (double)h->scale;
+    C.step = sp_dac_step(P->rr.dac_bits);
+    C.uni = !(C.hw && P->quant_row);
+    C.NK = (size_t)(C.nk > 0 ? C.nk : 1), C.D = (size_t)C.d;
+    const size_t NK = C.NK, D = C.D;
 
     fn_work w;
     memset(&w, 0, sizeof w);
-    w.qi = sp_xmalloc(NQ * D, 1);
-    w.ki = sp_xmalloc(NK * D, 1);
-    w.sq = sp_xmalloc(NQ, sizeof(float));
-    w.sk = sp_xmalloc(NK, sizeof(float));
-    sp_quant_rows(h->q, nq, d, h->ldq, P->quant_row, h->query_valid, w.qi, w.sq);
-    sp_quant_rows(h->k, nk, d, h->ldk, P->quant_row, h->key_valid, w.ki, w.sk);
-    if (hw) {
-        w.vi = sp_xmalloc(NK * D, 1);
-        w.sv = sp_xmalloc(NK, sizeof(float));
-        sp_quant_rows(h->v, nk, d, h->ldv, 0, h->key_valid, w.vi, w.sv); /* V: one scale (16-bit acc) */
-        /* Fig. 7 q x K_MSB and q x K_LSB trees: integer sgemm operands (exact in fp32) */
-        w.qif = sp_xmalloc(NQ * D, sizeof(float));
-        w.mf = sp_xmalloc(NK * D, sizeof(float));
-        w.lf = sp_xmalloc(NK * D, sizeof(float));
-        for (size_t i = 0; i < NQ * D && nq; i++) w.qif[i] = w.qi[i];
-        for (size_t i = 0; i < NK * D && nk; i++) {
-            w.mf[i] = (float)sp_key_msb(w.ki[i], b);
-            w.lf[i] = (float)sp_key_lsb(w.ki[i], b);
-        }
-        w.zint = sp_xmalloc(NK, sizeof(int32_t));
-        w.lscale = sp_xmalloc(NK, sizeof(double));
-        w.vrows = sp_xmalloc(NK, sizeof(int8_t *));
-    }
-    /* Head-level statistics of the stored keys, known when K is written (used by the margin). */
-    double k_ms = 0, kmax = 0, e_g2 = 0, e_m2 = 0, e_top2 = 0, n_cells = 0;
-    const double top = (double)((1 << b) - 1);
-    const double step = sp_dac_step(P->rr.dac_bits);
-    double full_scale = 0;
-    if (inmem) {
-        w.qd = sp_xmalloc(NQ * D, sizeof(int));
-        w.qdf = sp_xmalloc(NQ * D, sizeof(float));
-        for (int i = 0; i < nq; i++)
-            for (int c = 0; c < d; c++) {
-                int v = sp_dac_level(w.qi[(size_t)i * D + (size_t)c], P->rr.dac_bits);
-                w.qd[(size_t)i * D + (size_t)c] = v;
-                w.qdf[(size_t)i * D + (size_t)c] = (float)v;
-            }
-        w.g = sp_xmalloc(NK * D, sizeof(float));
-        int ideal = sp_reram_ideal(&P->rr);
-        double goff = P->rr.onoff_ratio > 1 ? top / (P->rr.onoff_ratio - 1) : 0;
-        for (int j = 0; j < nk; j++) {
-            int valid = !h->key_valid || h->key_valid[j];
-            for (int c = 0; c < d; c++) {
-                int kv = w.ki[(size_t)j * D + (size_t)c];
-                int m = sp_key_msb(kv, b);
-                double gv = ideal ? (double)m : sp_reram_cell(&P->rr, h->layer, h->kv_head, j, c, m);
-                w.g[(size_t)j * D + (size_t)c] = (float)gv;
-                if (valid) {
-                    k_ms += (double)kv * kv;
-                    if (fabs((double)kv) > kmax) kmax = fabs((double)kv);
-                    e_g2 += (m + goff) * (m + goff);
-                    e_m2 += (double)m * m;
-                    e_top2 += (top - m) * (top - m);
-                    n_cells += 1;
-                }
-            }
-        }
-        if (n_cells > 0) {
-            k_ms /= n_cells;
-            e_g2 /= n_cells;
-            e_m2 /= n_cells;
-            e_top2 /= n_cells;
-        }
-        full_scale = sp_reram_full_scale(&P->rr, d);
-        w.off = sp_xcalloc(NK, sizeof(double));
-        if (P->rr.cmp_offset_sigma > 0)
-            for (int j = 0; j < nk; j++) w.off[j] = sp_reram_cmp_offset(&P->rr, h->layer, h->kv_head, j, d);
-        if (P->rr.c2c_sigma > 0) {
-            w.g2 = sp_xmalloc(NK * D, sizeof(float));
-            for (size_t i = 0; i < NK * D && nk; i++) w.g2[i] = w.g[i] * w.g[i];
-        }
-        if (mode == SP_FN_NORECOMPUTE && !w.mf) {
-            w.mf = sp_xmalloc(NK * D, sizeof(float));
-            for (int j = 0; j < nk; j++)
-                for (int c = 0; c < d; c++) w.mf[(size_t)j * D + (size_t)c] = (float)sp_key_msb(w.ki[(size_t)j * D + (size_t)c], b);
-            if (!w.qif) {
-                w.qif = sp_xmalloc(NQ * D, sizeof(float));
-                for (size_t i = 0; i < NQ * D && nq; i++) w.qif[i] = w.qi[i];
-            }
-        }
-    } else {
-        for (int j = 0; j < nk; j++)
-            if (!h->key_valid || h->key_valid[j])
-                for (int c = 0; c < d; c++) {
-                    double kv = w.ki[(size_t)j * D + (size_t)c];
-                    if (fabs(kv) > kmax) kmax = fabs(kv);
-                }
-    }
+    quantise(&C, &w);
+    program_array(&C, &w);
     /* Largest valid key norm (float) for the fp32 rounding bound of the screening scores
      * (padded keys are never scored: their garbage must not widen the bound). */
-    double kmaxnorm = hw ? 0 : max_row_norm2(h->k, nk, d, h->ldk, h->key_valid);
-    double qmaxnorm = hw ? 0 : max_row_norm2(h->q, nq, d, h->ldq, h->query_valid);
-    kmaxnorm = sqrt(kmaxnorm);
+    double kmaxnorm = C.hw ? 0 : max_row_norm2(h->k, C.nk, C.d, h->ldk, h->key_valid);
+    double qmaxnorm = C.hw ? 0 : max_row_norm2(h->q, C.nq, C.d, h->ldq, h->query_valid);
+    C.kmaxnorm = sqrt(kmaxnorm);
     /* |q.k| <= |q| |k| (Cauchy-Schwarz): below FLT_MAX / 2 every fp32 product, partial sum
      * and score of the screening sgemm is finite. Larger (finite) inputs are refused rather
      * than screened with infinite scores. */
-    if (sqrt(qmaxnorm) * kmaxnorm >= 0.5 * (double)FLT_MAX) {
+    if (sqrt(qmaxnorm) * C.kmaxnorm >= 0.5 * (double)FLT_MAX) {
         work_free(&w);
         return sp_error_set(err, SP_ERR_DATA,
                             "%s layer %d head %d: |q| |k| = %g exceeds the fp32 range of the score screening "
                             "(max %g); rescale Q and K",
-                            op->name, h->layer, h->head, sqrt(qmaxnorm) * kmaxnorm, 0.5 * (double)FLT_MAX);
+                            op->name, h->layer, h->head, sqrt(qmaxnorm) * C.kmaxnorm, 0.5 * (double)FLT_MAX);
     }
-    const double gamma = 1.01 * d * ldexp(1.0, -24) / (1 - d * ldexp(1.0, -24));
+    C.gamma = 1.01 * C.d * ldexp(1.0, -24) / (1 - C.d * ldexp(1.0, -24));
 
+    /* block buffers (block x n_k) and per-query scratch (n_k) */
     size_t BN = (size_t)SP_FN_BLOCK * NK;
     w.S = sp_xmalloc(BN, sizeof(float));
-    if (inmem) w.A = sp_xmalloc(BN, sizeof(float));
-    if (inmem && P->rr.c2c_sigma > 0) w.V2 = sp_xmalloc(BN, sizeof(float));
-    if (mode == SP_FN_NORECOMPUTE || hw) w.Bm = sp_xmalloc(BN, sizeof(float));
-    if (hw) w.Bl = sp_xmalloc(BN, sizeof(float));
-    float *qd2 = (inmem && P->rr.c2c_sigma > 0) ? sp_xmalloc((size_t)SP_FN_BLOCK * D, sizeof(float)) : NULL;
+    if (C.inmem) w.A = sp_xmalloc(BN, sizeof(float));
+    if (C.inmem && P->rr.c2c_sigma > 0) {
+        w.V2 = sp_xmalloc(BN, sizeof(float));
+        w.qd2 = sp_xmalloc((size_t)SP_FN_BLOCK * D, sizeof(float));
+    }
+    if (C.mode == SP_FN_NORECOMPUTE || C.hw) w.Bm = sp_xmalloc(BN, sizeof(float));
+    if (C.hw) w.Bl = sp_xmalloc(BN, sizeof(float));
     w.vis = sp_xmalloc(NK, sizeof(int32_t));
     w.mem = sp_xmalloc(NK, sizeof(int32_t));
     w.kept = sp_xmalloc(NK, sizeof(int32_t));
@@ -343,397 +964,32 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.tmp = sp_xmalloc(NK, sizeof(double));
     w.scores = sp_xmalloc(NK, sizeof(double));
     w.stamp = sp_xcalloc(NK, sizeof(int));
-    int n_prev = -1; /* -1: no previous valid query in this call */
-    int stamp_now = 0;
+    w.n_prev = -1; /* no previous valid query in this call */
 
-    for (int i0 = 0; i0 < nq; i0 += SP_FN_BLOCK) {
-        int bq = nq - i0 < SP_FN_BLOCK ? nq - i0 : SP_FN_BLOCK;
-        if (nk > 0) {
-            if (!hw) gemm_nt(bq, nk, d, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, h->k, h->ldk, w.S, nk);
-            if (inmem) sp_reram_charge_block(bq, nk, d, w.qdf + (size_t)i0 * D, w.g, w.A);
-            if (w.V2) {
-                for (size_t t = 0; t < (size_t)bq * D; t++) {
-                    float v = w.qdf[(size_t)i0 * D + t];
-                    qd2[t] = v * v;
-                }
-                gemm_nt(bq, nk, d, qd2, d, w.g2, d, w.V2, nk);
-            }
-            if (w.Bm) gemm_nt(bq, nk, d, w.qif + (size_t)i0 * D, d, w.mf, d, w.Bm, nk);
-            if (hw) {
-                /* S = the Fig. 7 integer score: 16-bit saturating MSB and LSB trees recombined
-                 * (sp_hw_score is the reference; every value here is an exact fp32 integer) */
-                gemm_nt(bq, nk, d, w.qif + (size_t)i0 * D, d, w.lf, d, w.Bl, nk);
-                for (int r = 0; r < bq; r++) {
-                    double qs = 0;
-                    for (int c = 0; c < d; c++) qs += w.qi[(size_t)(i0 + r) * D + (size_t)c];
-                    const float *bm = w.Bm + (size_t)r * NK, *bl = w.Bl + (size_t)r * NK;
-                    float *sr = w.S + (size_t)r * NK;
-                    for (int j = 0; j < nk; j++) {
-                        float m = bm[j] > 32767.0f ? 32767.0f : bm[j] < -32768.0f ? -32768.0f : bm[j];
-                        float l = bl[j] > 32767.0f ? 32767.0f : bl[j] < -32768.0f ? -32768.0f : bl[j];
-                        sr[j] = (float)((double)m * p2s + (double)l - 128.0 * qs);
-                    }
-                }
-            }
-        }
+    int stamp = 0;
+    for (int i0 = 0; i0 < C.nq; i0 += SP_FN_BLOCK) {
+        int bq = C.nq - i0 < SP_FN_BLOCK ? C.nq - i0 : SP_FN_BLOCK;
+        score_block(&C, &w, i0, bq);
         for (int r = 0; r < bq; r++) {
             int i = i0 + r;
-            float *orow = h->out + (size_t)i * (size_t)h->ldo;
             if (h->query_valid && !h->query_valid[i]) {
-                memset(orow, 0, D * sizeof *orow);
+                memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float));
                 continue;
             }
-            stamp_now++;
-            const float *qrow = h->q + (size_t)i * (size_t)h->ldq;
-            const int8_t *qirow = w.qi + (size_t)i * D;
-            const float *Srow = w.S + (size_t)r * NK;
-            const unsigned char *kvalid = h->key_valid;
-            const int end = h->causal ? h->q_offset + i + 1 : nk;
-            const double sq = w.sq[i];
-            /* logit of key j from an integer score: lf_j * z */
-#define LF(j) (scale * sq * (double)w.sk[(j)])
-            /* screening logit of key j: fp32 score (float) or the exact Fig. 7 score (hw); one
-             * factor xs for every key unless hw with per-row key scales */
-            const int uni = !(hw && P->quant_row);
-            const double xs = hw ? scale * sq * (double)w.sk[0] : scale;
-#define SXL(j) (uni ? xs * (double)Srow[(j)] : LF(j) * (double)Srow[(j)])
-            int n_vis = 0, first_vis = -1, last_vis = -1;
-            double smax = -INFINITY;
-            if (!kvalid && uni) { /* x = xs S is monotone in S (xs > 0): max on the floats */
-                float fm = -INFINITY;
-                for (int j = 0; j < end; j++) fm = Srow[j] > fm ? Srow[j] : fm;
-                n_vis = end;
-                first_vis = end > 0 ? 0 : -1;
-                last_vis = end - 1;
-                if (end > 0) smax = xs * (double)fm;
-            } else {
-                for (int j = 0; j < end; j++) {
-                    if (kvalid && !kvalid[j]) continue;
-                    double x = SXL(j);
-                    if (first_vis < 0) first_vis = j;
-                    last_vis = j;
-                    n_vis++;
-                    if (x > smax) smax = x;
-                }
-            }
-            double qn = 0;
-            if (!hw) {
-                for (int c = 0; c < d; c++) qn += (double)qrow[c] * qrow[c];
-                qn = sqrt(qn);
-            }
-            /* fp32 rounding bound of the screening logits: |fl(q.k) - q.k| <= gamma_d |q| |k| */
-            const double tol = hw ? 0.0 : gamma * qn * kmaxnorm * scale + 1e-300;
-            /* exact score of key j (float: reference order; hw: the Fig. 7 integer score) */
-#define EX(j) ((w.stamp[(j)] == stamp_now) ? w.ex[(j)] : exact_score((j)))
-#define exact_score(j) (w.stamp[(j)] = stamp_now,                                                       \
-                        w.ex[(j)] = hw ? SXL(j) : exact_dot(qrow, h->k + (size_t)(j) * (size_t)h->ldk, d) * scale)
-            /* exact decision x >= thr from the screening logit; exact dot only within tol */
-#define PASSES(j, thr) (hw ? SXL(j) >= (thr) : SXL(j) >= (thr) + tol ? 1 : SXL(j) < (thr) - tol ? 0 : EX(j) >= (thr))
-            /* exact max over a key list: fp32 max, then exact scores of the keys within the
-             * rounding bound of it (2 tol), so only a few exact dots per query */
-#define SCREENED_MAX(out, list, cnt)                                                                  \
-    do {                                                                                              \
-        double fm_ = -INFINITY;                                                                       \
-        for (int t_ = 0; t_ < (cnt); t_++) {                                                          \
-            double x_ = SXL((list)[t_]);                                                              \
-            fm_ = x_ > fm_ ? x_ : fm_;                                                                \
-        }                                                                                             \
-        (out) = -INFINITY;                                                                            \
-        for (int t_ = 0; t_ < (cnt); t_++)                                                           \
-            if (SXL((list)[t_]) >= fm_ - 2 * tol) {                                                   \
-                double e_ = EX((list)[t_]);                                                           \
-                (out) = e_ > (out) ? e_ : (out);                                                      \
-            }                                                                                         \
-    } while (0)
-            int n_mem = 0, n_kept = 0, n_fp = 0, n_fk = 0, n_pass = 0, reuse = 0;
-            double mass_lost = 0;
-            if (n_vis > 0) {
-                const int relative = kind == SP_POLICY_ORACLE || kind == SP_POLICY_ONCHIP;
-                /* true max of the exact scores over the visible keys (relative policies) */
-                double tmax = smax;
-                if (!hw && relative) {
-                    tmax = -INFINITY;
-                    const double lim = smax - 2 * tol;
-                    for (int j = 0; j < end; j++)
-                        if (SXL(j) >= lim && (!kvalid || kvalid[j])) {
-                            double e = EX(j);
-                            tmax = e > tmax ? e : tmax;
-                        }
-                }
-                /* the policy's reference threshold (exact scores) */
-                double thr_ref;
-                long topk = 0;
-                int nv2 = 0;
-                if (kind == SP_POLICY_TOPK) {
-                    nv2 = sp_attn_visible(h, i, w.vis);
-                    SP_ASSERT(nv2 == n_vis);
-                }
-                if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD)
-                    thr_ref = P->thr[h->layer * op->n_heads + h->head];
-                else if (relative)
-                    thr_ref = tmax - P->delta;
-                else { /* top-k, ranked by the screening logit */
-                    topk = (long)ceil(P->topk_fraction * n_vis);
-                    if (topk < P->topk_min) topk = P->topk_min;
-                    if (topk > n_vis) topk = n_vis;
-                    for (int t = 0; t < n_vis; t++) w.tmp[t] = SXL(w.vis[t]);
-                    thr_ref = kth_largest(w.tmp, n_vis, (int)topk);
-                }
-                /* ---- memory stage setup: per-query reference of the comparators ---- */
-                const float *Arow = inmem ? w.A + (size_t)r * NK : NULL;
-                const float *V2row = w.V2 ? w.V2 + (size_t)r * NK : NULL;
-                const double c2 = P->rr.c2c_sigma;
-                double thr_mem = -INFINITY, marg = 0, o_i = 0, u_i = 1, tau = -INFINITY, sqi = 0;
-                int mem_all = !inmem, mem_topk = 0;
-                for (int c = 0; c < d; c++) sqi += qirow[c];
-                if (inmem) {
-                    const int *qdrow = w.qd + (size_t)i * D;
-                    double sqd = 0, sqd2 = 0, eq2 = 0, sqi2 = 0, sabs_qd = 0, sabs_eq = 0, sabs_qi = 0;
-                    for (int c = 0; c < d; c++) {
-                        double qv = qirow[c], dv = qdrow[c], eq = qv - step * dv;
-                        sqd += dv;
-                        sqd2 += dv * dv;
-                        eq2 += eq * eq;
-                        sqi2 += qv * qv;
-                        sabs_qd += fabs(dv);
-                        sabs_eq += fabs(eq);
-                        sabs_qi += fabs(qv);
-                    }
-                    /* margin in integer score units (q_int . k_int) */
-                    if (mode == SP_FN_SPRINT && P->margin_mode != 2) {
-                        double u = step * ldexp(1.0, sh);
-                        double an2 = u * u *
-                                     (sqd2 * (P->rr.c2c_sigma * P->rr.c2c_sigma * e_g2 +
-                                              P->rr.d2d_sigma * P->rr.d2d_sigma * e_g2 +
-                                              P->rr.stuck_at_0 * e_m2 + P->rr.stuck_at_1 * e_top2) +
-                                      pow(P->rr.cmp_offset_sigma * full_scale, 2));
-                        if (P->margin_mode == 0) {
-                            double v = step * step * sqd2 * (ldexp(1.0, 2 * sh) - 1) / 12.0 + eq2 * k_ms + an2;
-                            if (!hw) v += (sqi2 + d * k_ms) / 12.0;
-                            marg = P->margin_sigma * sqrt(v);
-                        } else {
-                            double cm = cmid; /* largest |l - c| of the centred LSBs, (2^(8-b) - 1) / 2 */
-                            marg = step * sabs_qd * cm + sabs_eq * kmax + P->margin_sigma * sqrt(an2);
-                            if (!hw) marg += (sabs_qi + d * kmax) / 2.0 + d / 4.0;
-                        }
-                    }
-                    /* threshold the memory stage aims at (logits) */
-                    if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
-                    else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
-                    else if (kind == SP_POLICY_ONCHIP) {
-                        /* estimate of the max from keys already on chip: the previous query's
-                         * survivors and/or the first and last visible keys */
-                        int ns = 0;
-                        if (P->onchip_source != 2 && n_prev > 0)
-                            for (int t = 0; t < n_prev; t++)
-                                if (w.prev[t] < end) w.src[ns++] = w.prev[t];
-                        if (P->onchip_source != 1 || ns == 0) {
-                            w.src[ns++] = first_vis;
-                            w.src[ns++] = last_vis;
-                        }
-                        double est = -INFINITY;
-                        if (mode == SP_FN_SPRINT) {
-                            SCREENED_MAX(est, w.src, ns);
-                        } else { /* without recompute only the MSB-only digital scores exist */
-                            for (int t = 0; t < ns; t++) {
-                                int j = w.src[t];
-                                double e = LF(j) * ((double)w.Bm[(size_t)r * NK + (size_t)j] * p2s + (cmid - 128) * sqi);
-                                if (e > est) est = e;
-                            }
-                        }
-                        thr_mem = est - P->delta;
-                    } else {
-                        mem_topk = 1;
-                    }
-                    o_i = step * (cmid - 128.0) * sqd;
-                    u_i = step * ldexp(1.0, sh);
-                    /* keep j iff u_i (a + off_j) + o_i + marg >= thr_mem / lf_j, i.e.
-                     * a + off_j >= tau_j = (thr_mem / lf_j - marg - o_i) / u_i */
-                    if (!mem_topk) {
-                        if (thr_mem == -INFINITY) mem_all = 1;
-                        else tau = (thr_mem / LF(first_vis) - marg - o_i) / u_i;
-                    }
-                    if (mem_topk) { /* analog top-k: the km largest noisy approximate scores */
-                        long km = (long)ceil(topk * P->topk_mem_factor);
-                        if (km > n_vis) km = n_vis;
-                        for (int t = 0; t < n_vis; t++) {
-                            int j = w.vis[t];
-                            double a = Arow[j] + w.off[j];
-                            if (V2row && c2 > 0)
-                                a += c2 * sqrt((double)V2row[j]) *
-                                     sp_reram_read_normal(&P->rr, h->layer, h->head, h->kv_head, h->seq_id,
-                                                          h->q_offset + i, j);
-                            w.scores[t] = LF(j) * step * (a * p2s + (cmid - 128.0) * sqd);
-                            w.tmp[t] = w.scores[t];
-                        }
-                        double kth = kth_largest(w.tmp, n_vis, (int)km);
-                        for (int t = 0; t < n_vis; t++) w.passmark[w.vis[t]] = w.scores[t] >= kth;
-                    }
-                }
-                /* ---- one pass over the visible keys: exact pass, in-memory decision, counts ---- */
-                const int prune_digital = mode == SP_FN_PRUNING;
-                const int exact_band = !hw && kind != SP_POLICY_TOPK; /* else the screening logit is exact */
-                const double hi = exact_band ? thr_ref + tol : thr_ref, lo = exact_band ? thr_ref - tol : thr_ref;
-                const int has_off = P->rr.cmp_offset_sigma > 0;
-                double Z = 0;
-                const int fast = uni && !kvalid && !mem_all && !mem_topk && !P->quant_row && !has_off && !(V2row && c2 > 0);
-                if (fast) {
-                    /* the common case, branch-free: ideal or d2d/stuck/on-off devices, one scale */
-                    int32_t *mem = w.mem, *kept = w.kept;
-                    const unsigned char *pm = w.prevmark;
-                    for (int j = 0; j < end; j++) {
-                        const double x = xs * (double)Srow[j];
-                        int pass = x >= hi;
-                        if ((x >= lo) & !pass) pass = EX(j) >= thr_ref; /* rare: within the fp32 bound */
-                        const int keep = (double)Arow[j] >= tau;
-                        mem[n_mem] = j;
-                        n_mem += keep;
-                        kept[n_kept] = j;
-                        n_kept += prune_digital & pass & keep;
-                        n_pass += pass;
-                        reuse += pm[j] & keep;
-                        n_fk += keep & !pass;
-                        n_fp += pass & !keep;
-                    }
-                } else
-                for (int j = 0; j < end; j++) {
-                    if (kvalid && !kvalid[j]) continue;
-                    const double x = SXL(j);
-                    int pass = x >= hi ? 1 : x < lo ? 0 : EX(j) >= thr_ref;
-                    int keep;
-                    if (mem_all) keep = 1;
-                    else if (mem_topk) keep = w.passmark[j];
-                    else {
-                        double tj = P->quant_row ? (thr_mem / LF(j) - marg - o_i) / u_i : tau;
-                        double a = has_off ? (double)Arow[j] + w.off[j] : (double)Arow[j];
-                        if (V2row && c2 > 0) {
-                            double sd = c2 * sqrt((double)V2row[j]);
-                            if (a - tj > 8 * sd) keep = 1;
-                            else if (a - tj < -8 * sd) keep = 0;
-                            else
-                                keep = a + sd * sp_reram_read_normal(&P->rr, h->layer, h->head, h->kv_head, h->seq_id,
-                                                                      h->q_offset + i, j) >= tj;
-                        } else {
-                            keep = a >= tj;
-                        }
-                    }
-                    n_pass += pass;
-                    if (keep) {
-                        w.mem[n_mem++] = j;
-                        reuse += w.prevmark[j];
-                        n_fk += !pass;
-                        if (prune_digital && pass) w.kept[n_kept++] = j;
-                    } else {
-                        n_fp += pass;
-                    }
-                }
-                if (P->mass_lost) { /* dense softmax denominator over the visible keys */
-                    if (uni) {
-                        for (int j = 0; j < end; j++) {
-                            double t = xs * (double)Srow[j] - smax;
-                            t = t < -SP_MASS_CUT ? -60.0 : t; /* e^-60 ~ 1e-26: nothing */
-                            double e = mass_exp(t);
-                            Z += (kvalid && !kvalid[j]) ? 0.0 : e;
-                        }
-                    } else {
-                        for (int j = 0; j < end; j++)
-                            if ((!kvalid || kvalid[j]) && SXL(j) - smax >= -SP_MASS_CUT) Z += mass_exp(SXL(j) - smax);
-                    }
-                }
-                /* ---- digital stage: which keys enter softmax, with which scores ---- */
-                if (mode == SP_FN_PRUNING) {
-                    if (hw) for (int t = 0; t < n_kept; t++) w.scores[t] = SXL(w.kept[t]);
-                    else if (P->outputs) exact_scores(&w, stamp_now, qrow, h, scale, w.kept, n_kept, w.scores);
-                } else if (mode == SP_FN_NORECOMPUTE) {
-                    for (int t = 0; t < n_mem; t++) {
-                        int j = w.mem[t];
-                        w.kept[n_kept] = j;
-                        double z = (double)w.Bm[(size_t)r * NK + (size_t)j] * p2s + (cmid - 128) * sqi;
-                        if (hw) z = round(z);
-                        w.scores[n_kept++] = LF(j) * z;
-                    }
-                } else { /* sprint: recompute the survivors, exact threshold */
-                    double thr_x;
-                    if (kind == SP_POLICY_ONCHIP) {
-                        double mx;
-                        SCREENED_MAX(mx, w.mem, n_mem);
-                        thr_x = mx - P->delta;
-                    } else if (kind == SP_POLICY_TOPK) { /* ranked by the screening score, as thr_ref */
-                        long kk = topk < n_mem ? topk : n_mem;
-                        for (int t = 0; t < n_mem; t++) w.tmp[t] = SXL(w.mem[t]);
-                        thr_x = kk > 0 ? kth_largest(w.tmp, n_mem, (int)kk) : INFINITY;
-                    } else {
-                        thr_x = thr_ref;
-                    }
-                    for (int t = 0; t < n_mem; t++) {
-                        int j = w.mem[t];
-                        int keep = kind == SP_POLICY_TOPK ? SXL(j) >= thr_x : PASSES(j, thr_x);
-                        if (keep) w.kept[n_kept++] = j;
-                    }
-                    if (hw) for (int t = 0; t < n_kept; t++) w.scores[t] = SXL(w.kept[t]);
-                    else if (P->outputs) exact_scores(&w, stamp_now, qrow, h, scale, w.kept, n_kept, w.scores);
-                }
-                if (P->mass_lost) {
-                    double Kp = 0;
-                    for (int t = 0; t < n_kept; t++) {
-                        double x = SXL(w.kept[t]) - smax;
-                        if (x >= -SP_MASS_CUT) Kp += mass_exp(x);
-                    }
-                    mass_lost = Z > 0 ? 1.0 - Kp / Z : 0.0;
-                    if (mass_lost < 0) mass_lost = 0;
-                }
-            }
-            /* ---- output ---- */
-            if (!P->outputs) {
-                memset(orow, 0, (size_t)d * sizeof *orow);
-            } else if (!hw) {
-                sp_attn_softmax_wsum(h, w.kept, w.scores, n_kept, orow);
-            } else {
-                for (int t = 0; t < n_kept; t++) {
-                    int j = w.kept[t];
-                    w.lscale[t] = LF(j);
-                    w.zint[t] = (int32_t)llround(w.scores[t] / LF(j));
-                    w.vrows[t] = w.vi + (size_t)j * D;
-                }
-                sp_hw_softmax_wsum(n_kept, w.zint, w.lscale, w.vrows, d, (double)(nk > 0 ? w.sv[0] : 1.0f),
-                                   P->hw_frac_bits, orow);
-            }
-            /* counters */
-            st->queries += 1;
-            st->pairs_visible += n_vis;
-            st->pairs_kept += n_kept;
-            st->pairs_mem_kept += n_mem;
-            st->exact_pass += n_pass;
-            st->false_prunes += n_fp;
-            st->false_keeps += n_fk;
-            st->mass_lost += mass_lost;
-            if (n_prev >= 0) {
-                st->reuse_pairs += reuse;
-                st->new_fetch += n_mem - reuse;
-                st->prev_kept += n_mem;
-                st->later_visible += n_vis;
-            }
-            if (op->observer) {
-                sp_query_record rec = {.layer = h->layer, .head = h->head, .seq_id = h->seq_id, .qi = i,
-                                       .pos = h->q_offset + i, .n_k = nk, .n_visible = n_vis, .n_mem_kept = n_mem,
-                                       .mem_kept = w.mem, .n_kept = n_kept, .kept = w.kept, .n_false_prunes = n_fp,
-                                       .n_false_keeps = n_fk, .mass_lost = mass_lost};
-                op->observer(op->observer_user, &rec);
-            }
-            /* this query's survivors become the previous query's */
-            for (int t = 0; t < (n_prev > 0 ? n_prev : 0); t++) w.prevmark[w.prev[t]] = 0;
-            for (int t = 0; t < n_mem; t++) w.prevmark[w.mem[t]] = 1;
-            memcpy(w.prev, w.mem, (size_t)n_mem * sizeof *w.prev);
-            n_prev = n_mem;
-#undef LF
-#undef SXL
-#undef EX
-#undef exact_score
-#undef SCREENED_MAX
-#undef PASSES
+            fn_query Q;
+            memset(&Q, 0, sizeof Q);
+            Q.i = i, Q.r = r, Q.stamp = ++stamp;
+            Q.qrow = h->q + (size_t)i * (size_t)h->ldq;
+            Q.qirow = w.qi + (size_t)i * D;
+            Q.Srow = w.S + (size_t)r * NK;
+            Q.kvalid = h->key_valid;
+            Q.end = h->causal ? h->q_offset + i + 1 : C.nk;
+            Q.sq = w.sq[i];
+            /* one factor xs for every key unless hw with per-row key scales */
+            Q.xs = C.hw ? C.scale * Q.sq * (double)w.sk[0] : C.scale;
+            run_query(&C, &w, &Q, st);
         }
     }
-    free(qd2);
     work_free(&w);
     return SP_OK;
 }

@@ -17,18 +17,7 @@
 #include "model/pool.h"
 
 sp_status sp_open_regular(const char *path, const char *what, FILE **fp, long long *size, sp_error *err) {
-    *fp = NULL;
-    *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot open %s%s: %s", what, path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return sp_error_set(err, SP_ERR_IO, "cannot read %s%s: not a regular file", what, path);
-    }
-    *fp = f;
-    *size = (long long)st.st_size;
-    return SP_OK;
+    return sp_fopen_regular(path, what, "rb", fp, size, err);
 }
 
 sp_status sp_read_file(const char *path, char **text, size_t *len, sp_error *err) {
@@ -166,20 +155,30 @@ sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, 
     if (c->n <= 0) return sp_error_set(err, SP_ERR_DATA, "empty corpus: no story to evaluate");
     sp_attn_op_reset_stats(op);
     int V = p->vocab_size;
-    float *logits = sp_xmalloc((size_t)W, (size_t)V * sizeof(float)); /* (W, vocab) */
-    double *tnll = sp_xmalloc((size_t)W, sizeof *tnll);                 /* (W) NLL per position */
-    int *thit = sp_xmalloc((size_t)W, sizeof *thit);                    /* (W) argmax == target */
+    /* buffers follow the work requested: the longest window actually evaluated, not the
+     * model's context (a header may claim 2^20 positions for a story of 50 tokens) */
+    int Wa = 1;
+    for (int i = 0; i < c->n; i++)
+        if (c->len[i] - 1 > Wa) Wa = c->len[i] - 1 < W ? c->len[i] - 1 : W;
+    sp_status s = sp_alloc_check((double)Wa * V * sizeof(float), "the logits of one evaluation window", err);
+    if (s != SP_OK) return s;
+    float *logits = malloc((size_t)Wa * (size_t)V * sizeof(float)); /* (Wa, vocab) */
+    if (!logits)
+        return sp_error_set(err, SP_ERR_NOMEM, "cannot allocate %.3g GiB for the logits of a %d-position window",
+                            (double)Wa * V * 4 / 1073741824.0, Wa);
+    double *tnll = sp_xmalloc((size_t)Wa, sizeof *tnll); /* (Wa) NLL per position */
+    int *thit = sp_xmalloc((size_t)Wa, sizeof *thit);    /* (Wa) argmax == target */
     int nthreads = o->threads > 0 ? o->threads : sp_pool_default_threads();
     double t0 = sp_now_seconds();
     long long seq_id = 0;
     double nll_sum = 0.0;
     long hits = 0, ntok = 0;
-    sp_status s = SP_OK;
     for (int i = 0; i < c->n && s == SP_OK; i++) {
         const int *tok = c->tokens[i];
         int len = c->len[i];
         for (int st = 0; st + 1 < len && s == SP_OK; st += W) {
             int n = len - 1 - st < W ? len - 1 - st : W; /* inputs [st, st + n), targets st+1 .. st+n */
+            SP_ASSERT(n <= Wa);
             s = sp_model_forward(m, tok + st, n, op, seq_id++, o->threads, logits, err);
             if (s != SP_OK) break;
             /* per-position NLL and hit in parallel, summed in position order (deterministic) */

@@ -348,8 +348,10 @@ sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err)
 }
 
 sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_error *err) {
-    FILE *f = fopen(path, "w");
-    if (!f) return sp_error_set(err, SP_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    sp_outfile *of;
+    sp_status st = sp_outfile_open(path, &of, err); /* complete or absent */
+    if (st != SP_OK) return st;
+    FILE *f = sp_outfile_stream(of);
     fprintf(f, "workload,size,design,cycles,speedup_vs_paper_x,speedup_vs_tiled_x,energy_pj,energy_reduction_vs_paper_x,"
                "energy_reduction_vs_tiled_x,write_once_pj");
     for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, ",%s_pj", sp_energy_cat_name(c));
@@ -376,6 +378,5 @@ sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_err
             }
         }
     }
-    if (fclose(f) != 0) return sp_error_set(err, SP_ERR_IO, "cannot write %s: %s", path, strerror(errno));
-    return SP_OK;
+    return sp_outfile_commit(of, err);
 }
