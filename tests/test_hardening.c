@@ -242,17 +242,17 @@ Test(lists, extra_empty_and_overlong_lists_are_usage_errors) {
               "more than 8 entries");
     cli_fails("compare --policies '' --quiet", 2, "empty list");
     cli_fails("compare --modes sprint,,pruning --quiet", 2, "empty entry 2");
-    cli_fails("sweep --attention sprint,sprint,sprint,sprint --quiet", 2, "more than 3 entries");
+    cli_fails("sweep --param msb_bits --attention sprint,sprint,sprint,sprint,sprint --quiet", 2, "more than 4 entries");
     /* a 600-byte --values list used to be cut at 511 bytes: its last (bad) value was dropped
      * and the sweep ran; now the whole list is read and the bad value refused up front */
     char args[1024] = "sweep --param msb_bits --quiet --values ";
-    for (int i = 0; i < 200; i++) strcat(args, "08,");
+    for (int i = 0; i < 60; i++) strcat(args, "00000000008,"); /* 720 bytes, 61 values */
     strcat(args, "9");
     cli_fails(args, 2, "quant.msb_bits");
 }
 
 Test(exit_codes, usage_errors_exit_2_everywhere) {
-    const char *cmds[] = {"run", "trace", "eval", "calibrate --out /tmp/never-written", "compare", "sweep", "generate",
+    const char *cmds[] = {"run", "trace", "eval", "calibrate --out /tmp/never-written", "compare", "sweep --param msb_bits", "generate",
                           "config dump"};
     char args[256];
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {

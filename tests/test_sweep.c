@@ -155,8 +155,9 @@ Test(sweep, refuses_another_sweeps_directory_and_suggests_keys) {
     cr_assert(strstr(err, "another sweep") != NULL, "%s", err);
     cr_assert_eq(th_run_sprint("sweep --param msb_bit --values 1", out, sizeof out, err, sizeof err), 2);
     cr_assert(strstr(err, "did you mean 'quant.msb_bits'") != NULL, "%s", err);
+    /* a value out of the key's range is a usage error (exit 2, as for --set), before any work */
     cr_assert_eq(th_run_sprint("sweep --param quant.msb_bits --values 9 --out /nonexistent/sp_sweep", out, sizeof out, err,
-                               sizeof err), 1);
+                               sizeof err), 2);
     cr_assert(strstr(err, "msb_bits") != NULL, "%s", err);
     /* a huge grid is refused with directions instead of started */
     cr_assert_eq(th_run_sprint("sweep --param d2d_sigma --param c2c_sigma --param stuck_at_0 --param stuck_at_1 "

@@ -673,14 +673,18 @@ static int remove_tree(const char *dir) {
 }
 
 static void split_values(cli_common *c, axis *x, char *list) {
+    /* every entry is kept or refused: an empty entry or list is a usage error, never skipped */
     x->nv = 0;
-    for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    int idx = 0;
+    for (char *t = list; t; idx++) {
+        char *comma = strchr(t, ',');
+        if (comma) *comma = 0;
         while (*t == ' ') t++;
-        if (!*t) continue;
+        if (!*t) cli_die(c, 2, "--values for %s: empty entry %d", x->name, idx + 1);
         if (x->nv >= MAX_VALUES) cli_die(c, 2, "--values: at most %d values per --param", MAX_VALUES);
         x->vals[x->nv++] = t;
+        t = comma ? comma + 1 : NULL;
     }
-    if (!x->nv) cli_die(c, 2, "--values for %s is empty", x->name);
 }
 
 int cmd_sweep(int argc, char **argv) {
@@ -689,7 +693,8 @@ int cmd_sweep(int argc, char **argv) {
     plan p;
     memset(&p, 0, sizeof p);
     const char *values[MAX_AXES] = {0}, *measure = NULL, *shard = NULL, *cal = NULL, *size = "S";
-    char modes_buf[256] = "sprint";
+    char modes_buf[256];
+    const char *modes_text = "sprint";
     int jobs = 0, list = 0, modes_given = 0, threads_given = 0;
     long max_points = 1000;
     long point = -1;
@@ -714,7 +719,7 @@ int cmd_sweep(int argc, char **argv) {
             if (values[p.nax - 1]) cli_die(&c, 2, "two --values for --param %s", p.ax[p.nax - 1].name);
             values[p.nax - 1] = v;
         } else if (!strcmp(a, "--attention")) {
-            snprintf(modes_buf, sizeof modes_buf, "%s", cli_value(&c, argc, argv, &i));
+            modes_text = cli_value(&c, argc, argv, &i);
             modes_given = 1;
         } else if (!strcmp(a, "--workload")) {
             snprintf(p.workload, sizeof p.workload, "%s", cli_value(&c, argc, argv, &i));
@@ -764,13 +769,15 @@ int cmd_sweep(int argc, char **argv) {
         for (int d = 0; d < NDEFAULTS && !v; d++)
             if (!strcmp(DEFAULTS[d].key, x->name)) v = DEFAULTS[d].values;
         if (!v) cli_die(&c, 2, "--param %s needs --values (no default list for it)", x->name);
+        if (strlen(v) >= sizeof vbuf[a]) cli_die(&c, 2, "--values for %s: list longer than %zu bytes", x->name, sizeof vbuf[a] - 1);
         snprintf(vbuf[a], sizeof vbuf[a], "%s", v);
         split_values(&c, x, vbuf[a]);
         size_t nk;
         const sp_config_key *k = &sp_config_keys(&nk)[x->key];
         for (int j = 0; j < x->nv; j++) {
             sp_config tmp = c.cfg;
-            if (sp_config_set_value(&tmp, k->section, k->name, x->vals[j], "--values", &err) != SP_OK) cli_die_err(&c, &err);
+            if (sp_config_set_value(&tmp, k->section, k->name, x->vals[j], "--values", &err) != SP_OK)
+                cli_die(&c, 2, "%s", err.msg); /* a bad value is a usage error (exit 2), as for --set */
         }
         p.npoints = p.each ? p.npoints + x->nv : p.npoints * x->nv;
         if (!strcmp(k->section, "policy") && !cal) cal = "point";
@@ -800,11 +807,12 @@ int cmd_sweep(int argc, char **argv) {
         cli_die(&c, 2, "--calibrate: expected base or point, got '%s'", cal);
     p.cal_point = cal && !strcmp(cal, "point");
     if (p.acc) {
-        for (char *save = NULL, *t = strtok_r(modes_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        /* the whole list or a usage error: never cut, no empty entry (cli_list) */
+        p.nm = cli_list(&c, "--attention", modes_text, modes_buf, sizeof modes_buf, p.modes, 4);
+        for (int m = 0; m < p.nm; m++) {
+            const char *t = p.modes[m];
             if (strcmp(t, "pruning") && strcmp(t, "sprint-norecompute") && strcmp(t, "sprint"))
                 cli_die(&c, 2, "--attention: unknown mode '%s' (pruning, sprint-norecompute, sprint)%s", t, cli_mode_hint(t));
-            if (p.nm >= 4) cli_die(&c, 2, "--attention: at most 4 modes");
-            p.modes[p.nm++] = t;
         }
         p.npoints *= p.nm;
     } else if (modes_given) {
