@@ -1,23 +1,35 @@
-/* sprint eval: evaluate a llama2.c model on text with attention through a chosen operator. */
+/* sprint eval: evaluate a language model (llama2.c or BitNet checkpoint) on text with attention
+ * through a chosen operator. Thresholds that need calibration are calibrated explicitly here
+ * on stories that are not evaluated (fn_session_load: --calib-text, else the first half). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "commands.h"
+#include "fn_common.h"
 #include "sprint/functional.h"
 #include "sprint/model.h"
 
 static void help(void) {
-    printf("usage: sprint eval [--model M] [--tokenizer T] [--text F] [--attention MODE] [common options]\n\n"
+    printf("usage: sprint eval [--model M] [--tokenizer T] [--text F] [--calib-text F] [--attention MODE]\n"
+           "                  [common options]\n\n"
            "Splits the text into stories at <|endoftext|>, encodes each with BOS, evaluates every story\n"
            "(windows of eval.window tokens, default the model's context length; each target predicted\n"
            "once) and reports mean negative log-likelihood (nats/token), perplexity, top-1 accuracy,\n"
-           "speed and the attention operator's statistics.\n\n"
-           "  --model M         llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin)\n"
-           "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
+           "speed and the attention operator's statistics. A pruning mode whose thresholds need\n"
+           "calibration calibrates them first on other stories: --calib-text F, else the first half of\n"
+           "the text's stories, and then evaluates the second half only (eval.split); it also reports the\n"
+           "dense NLL of the evaluated stories and the change against it.\n\n"
+           "  --model M         llama2.c or BitNet (ak42 v1) checkpoint, detected from its header (default:\n"
+           "                    model.checkpoint, else the shared stories260K.bin); a directory is the TF.js\n"
+           "                    sentence encoder (not in this build yet)\n"
+           "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok<V>.bin\n"
+           "                    for the model's vocabulary of V tokens: tok512.bin for both shared models)\n"
            "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
+           "  --calib-text F    calibration stories (policy.calib_text); eval warns when F is the text itself\n"
            "  --attention MODE  attention operator: %s (default dense).\n"
            "                    dense runs in float (fast path); dense-ref is the double reference\n"
            "  Keys: eval.max_stories (stories, 0 = all), eval.window (tokens, 0 = the model's context\n"
@@ -38,11 +50,8 @@ int cmd_eval(int argc, char **argv) {
     const char *mode = "dense";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (cli_common_option(&c, argc, argv, &i) || cli_path_option(&c, argc, argv, &i, 1)) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(a, "--attention")) {
+        if (fn_shared_option(&c, argc, argv, &i, help)) continue;
+        if (!strcmp(a, "--attention")) {
             mode = cli_value(&c, argc, argv, &i);
         } else {
             cli_die(&c, 2, "unknown option '%s' (see sprint eval --help)", a);
@@ -51,31 +60,29 @@ int cmd_eval(int argc, char **argv) {
     if (sp_config_enum_index(SP_ATTN_MODES, mode) < 0) /* before loading anything: a usage error */
         cli_die(&c, 2, "unknown attention mode '%s' (expected one of %s)", mode, SP_ATTN_MODES);
     cli_finish(&c);
-    cli_resolve_paths(&c, 1);
+    if (c.path_opt[0] && cli_is_dir(c.path_opt[0]))
+        /* hook for the TF.js sentence encoder (issue 8): a model directory is its graph model */
+        cli_die(&c, 1, "%s is a directory: the TF.js sentence encoder (model.json + shards) is not supported by this "
+                "build; give a llama2.c or BitNet checkpoint file", c.path_opt[0]);
 
     sp_error err = {0};
-    sp_model *m = NULL;
-    sp_tokenizer *t = NULL;
-    char *text = NULL;
-    size_t text_len = 0;
-    sp_corpus corpus = {0};
-    if (sp_model_load(c.cfg.model_checkpoint, &m, &err) != SP_OK) cli_die_err(&c, &err);
-    const sp_model_info *info = sp_model_get_info(m);
-    if (sp_tokenizer_load(c.cfg.model_tokenizer, info->vocab_size, &t, &err) != SP_OK) cli_die_err(&c, &err);
-    if (sp_read_file(c.cfg.eval_text, &text, &text_len, &err) != SP_OK) cli_die_err(&c, &err);
-    if (sp_corpus_from_text(t, text, text_len, (int)c.cfg.eval_max_stories, &corpus, &err) != SP_OK) {
-        char msg[sizeof err.msg];
-        snprintf(msg, sizeof msg, "%s", err.msg);
-        sp_error_set(&err, err.status, "%s: %s", c.cfg.eval_text, msg);
-        cli_die_err(&c, &err);
-    }
-    free(text);
-
-    sp_op_request req = {.mode = mode, .cfg = &c.cfg, .model = m, .calib = &corpus, .progress = cli_progress,
-                         .progress_user = &c};
+    sp_op_request req = {.mode = mode, .cfg = &c.cfg, .progress = cli_progress, .progress_user = &c};
+    int calibrates = sp_op_needs_calibration(&req);
+    fn_session s;
+    fn_session_load(&c, &s, calibrates);
+    sp_model *m = s.model;
+    const sp_model_info *info = s.info;
+    sp_corpus corpus = s.corpus;
+    req.model = m;
+    req.calib = &s.calib;
     sp_attn_op *op = NULL;
-    /* dense: the float fast path; dense-ref: the double reference; others: SPRINT operators */
-    if (sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
+    /* dense: the float fast path; dense-ref: the double reference; others: SPRINT operators,
+     * calibrated here when their policy needs it (an explicit step, issue 11) */
+    if (calibrates && !c.quiet)
+        fprintf(stderr, "[eval] calibrating policy %s on %d stories of %s\n", c.cfg.policy_kind,
+                c.cfg.policy_calib_stories < s.calib.n ? (int)c.cfg.policy_calib_stories : s.calib.n, s.calib_from);
+    if (sp_attn_op_create_calibrated(&req, info->n_layers, info->n_heads, &op, NULL, &err) != SP_OK)
+        cli_die_err(&c, &err);
     cli_progress_done();
 
     sp_eval_opts eo = {.window = (int)c.cfg.eval_window, .threads = (int)c.cfg.run_threads,
@@ -83,6 +90,18 @@ int cmd_eval(int argc, char **argv) {
     sp_eval_result r;
     if (sp_eval_corpus(m, &corpus, op, &eo, &r, &err) != SP_OK) cli_die_err(&c, &err);
     cli_progress_done();
+    /* a pruning mode: the dense NLL of the same stories, for the change the budget is about */
+    double nll_dense = NAN;
+    if (strcmp(mode, "dense") && strcmp(mode, "dense-ref")) {
+        sp_attn_op *dop = sp_attn_dense_fast_create(info->n_layers, info->n_heads);
+        sp_eval_result rd;
+        sp_eval_opts deo = eo;
+        deo.progress = NULL;
+        if (sp_eval_corpus(m, &corpus, dop, &deo, &rd, &err) != SP_OK) cli_die_err(&c, &err);
+        nll_dense = rd.nll;
+        sp_attn_op_free(dop);
+    }
+    double dnll = (r.nll - nll_dense) / nll_dense;
 
     double kept = sp_attn_stats_kept_fraction(&r.attn), mem = sp_attn_stats_mem_kept_fraction(&r.attn);
     double fpr = sp_attn_stats_false_prune_rate(&r.attn), loc = sp_attn_stats_locality(&r.attn);
@@ -108,16 +127,35 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "new_fetch_fraction", nff);
         cJSON_AddNumberToObject(o, "mass_lost_per_query", mlq);
         cJSON_AddNumberToObject(o, "window", eo.window ? eo.window : info->seq_len);
-        char *s = cJSON_PrintUnformatted(o);
-        printf("%s\n", s);
-        cJSON_free(s);
+        cJSON_AddStringToObject(o, "arch", sp_model_arch_name(info->arch));
+        cJSON_AddNumberToObject(o, "first_story", s.first_story);
+        if (!isnan(nll_dense)) {
+            cJSON_AddNumberToObject(o, "nll_dense", nll_dense);
+            cJSON_AddNumberToObject(o, "nll_change", dnll);
+        }
+        if (calibrates) {
+            cJSON_AddStringToObject(o, "calib_text", s.calib_from);
+            cJSON_AddNumberToObject(o, "calib_stories",
+                                    c.cfg.policy_calib_stories < s.calib.n ? (double)c.cfg.policy_calib_stories : s.calib.n);
+        }
+        char *js = cJSON_PrintUnformatted(o);
+        printf("%s\n", js);
+        cJSON_free(js);
         cJSON_Delete(o);
     } else {
         char b[64];
-        printf("sprint eval: %s on %s, attention %s\n", c.cfg.model_checkpoint, c.cfg.eval_text, op->name);
+        printf("sprint eval: %s (%s) on %s, attention %s\n", c.cfg.model_checkpoint, sp_model_arch_name(info->arch),
+               c.cfg.eval_text, op->name);
+        if (s.split || calibrates)
+            printf("evaluated stories %d-%d of the text%s%s\n", s.first_story, s.first_story + corpus.n - 1,
+                   calibrates ? "; thresholds calibrated on " : "", calibrates ? s.calib_from : "");
         snprintf(b, sizeof b, "%ld", r.stories), row("stories", b, "stories");
         snprintf(b, sizeof b, "%ld", r.tokens), row("tokens", b, "predicted tokens");
         snprintf(b, sizeof b, "%.4f", r.nll), row("mean NLL", b, "nats/token");
+        if (!isnan(nll_dense)) {
+            snprintf(b, sizeof b, "%.4f", nll_dense), row("dense NLL", b, "nats/token, same stories");
+            snprintf(b, sizeof b, "%+.3f", 100 * dnll), row("NLL change", b, "% vs dense");
+        }
         snprintf(b, sizeof b, "%.4f", r.ppl), row("perplexity", b, "(dimensionless, exp NLL)");
         snprintf(b, sizeof b, "%.2f", 100.0 * r.top1), row("top-1 accuracy", b, "%");
         snprintf(b, sizeof b, "%.0f", r.tokens_per_s), row("speed", b, "tokens/s");
@@ -139,8 +177,6 @@ int cmd_eval(int argc, char **argv) {
         if (fclose(f) != 0) cli_die(&c, 1, "cannot write %s", c.csv_path);
     }
     sp_attn_op_free(op);
-    sp_corpus_free(&corpus);
-    sp_tokenizer_free(t);
-    sp_model_free(m);
+    fn_session_free(&s);
     return 0;
 }

@@ -103,7 +103,9 @@ int cmd_sweep(int argc, char **argv) {
         }
     }
     fn_session s;
-    fn_session_load(&c, &s);
+    int relative0 = !strcmp(c.cfg.policy_kind, "oracle") || !strcmp(c.cfg.policy_kind, "onchip");
+    fn_session_load(&c, &s, strcmp(c.cfg.policy_kind, "topk") && !c.cfg.policy_file[0] &&
+                                !(relative0 && c.cfg.policy_delta >= 0));
     int L = s.info->n_layers, H = s.info->n_heads;
 
     /* dense reference and the fixed thresholds */
@@ -119,7 +121,7 @@ int cmd_sweep(int argc, char **argv) {
     int relative = !strcmp(c.cfg.policy_kind, "oracle") || !strcmp(c.cfg.policy_kind, "onchip");
     if (strcmp(c.cfg.policy_kind, "topk") && !c.cfg.policy_file[0] && !(relative && c.cfg.policy_delta >= 0)) {
         if (!c.quiet) fprintf(stderr, "[sweep] calibrating policy %s at the base configuration\n", c.cfg.policy_kind);
-        sp_op_request creq = {.mode = "sprint", .cfg = &c.cfg, .model = s.model, .calib = &s.corpus,
+        sp_op_request creq = {.mode = "sprint", .cfg = &c.cfg, .model = s.model, .calib = &s.calib,
                               .progress = cli_progress, .progress_user = &c};
         if (sp_calibrate(&creq, &t, &err) != SP_OK) cli_die_err(&c, &err);
         cli_progress_done();
@@ -136,8 +138,7 @@ int cmd_sweep(int argc, char **argv) {
             snprintf(kv, sizeof kv, "%s=%s", sel[p], v);
             if (sp_config_set(&cfg, kv, "sweep", &err) != SP_OK) cli_die_err(&c, &err);
             for (int m = 0; m < nm; m++) {
-                sp_op_request req = {.mode = modes[m], .cfg = &cfg, .model = s.model, .calib = &s.corpus,
-                                     .thresholds = t};
+                sp_op_request req = {.mode = modes[m], .cfg = &cfg, .model = s.model, .thresholds = t};
                 if (sp_attn_op_create(&req, L, H, &op, &err) != SP_OK) cli_die_err(&c, &err);
                 if (nr == cap) rows = realloc(rows, sizeof *rows * (size_t)(cap *= 2));
                 fn_row *r = &rows[nr++];

@@ -41,7 +41,7 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
                          .progress = o ? o->progress : NULL, .progress_user = o ? o->progress_user : NULL};
     if (!strcmp(cfg->workload_mode, "builtin")) {
         /* the built-in op below */
-    } else if (sp_attn_op_create(&req, mi->n_layers, mi->n_heads, &op, &oerr) == SP_OK) {
+    } else if (sp_attn_op_create_calibrated(&req, mi->n_layers, mi->n_heads, &op, NULL, &oerr) == SP_OK) {
         snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
     } else {
         free(ocfg);
