@@ -30,6 +30,7 @@ static void help(void) {
            "                    for the model's vocabulary of V tokens: tok512.bin for both shared models)\n"
            "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
            "  --calib-text F    calibration stories (policy.calib_text); eval warns when F is the text itself\n"
+           "  --per-head FILE   also write the operator's statistics per (layer, head) as CSV (fractions)\n"
            "  --attention MODE  attention operator: %s (default dense).\n"
            "                    dense runs in float (fast path); dense-ref is the double reference\n"
            "  Keys: eval.max_stories (stories, 0 = all), eval.window (tokens, 0 = the model's context\n"
@@ -44,15 +45,39 @@ static void row(const char *name, const char *value, const char *unit) {
     printf("%-24s %14s  %s\n", name, value, unit);
 }
 
+/* The op's statistics per (layer, head), written to a temporary name and renamed on success
+ * so that the file is complete or absent. */
+static void write_per_head(cli_common *c, const char *path, const sp_attn_op *op) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) cli_die(c, 1, "cannot write %s", tmp);
+    fprintf(f, "layer,head,queries,kept_fraction,mem_kept_fraction,new_fetch_fraction,locality,false_prune_rate\n");
+    for (int l = 0; l < op->n_layers; l++)
+        for (int h = 0; h < op->n_heads; h++) {
+            const sp_attn_stats *st = &op->stats[l * op->n_heads + h];
+            fprintf(f, "%d,%d,%.0f,%.6f,%.6f,%.6f,%.6f,%.6g\n", l, h, (double)st->queries,
+                    sp_attn_stats_kept_fraction(st), sp_attn_stats_mem_kept_fraction(st),
+                    sp_attn_stats_new_fetch_fraction(st), sp_attn_stats_locality(st), sp_attn_stats_false_prune_rate(st));
+        }
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        cli_die(c, 1, "cannot write %s", path);
+    }
+}
+
 int cmd_eval(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "eval");
     const char *mode = "dense";
+    const char *per_head = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (fn_shared_option(&c, argc, argv, &i, help)) continue;
         if (!strcmp(a, "--attention")) {
             mode = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--per-head")) {
+            per_head = cli_value(&c, argc, argv, &i);
         } else {
             cli_die(&c, 2, "unknown option '%s' (see sprint eval --help)", a);
         }
@@ -176,6 +201,7 @@ int cmd_eval(int argc, char **argv) {
                 r.nll, r.ppl, r.top1, r.tokens_per_s, kept, mem, fpr, loc, nff, mlq);
         if (fclose(f) != 0) cli_die(&c, 1, "cannot write %s", c.csv_path);
     }
+    if (per_head) write_per_head(&c, per_head, op);
     sp_attn_op_free(op);
     fn_session_free(&s);
     return 0;

@@ -48,7 +48,7 @@ typedef struct sp_op_request {
     const sp_corpus *calib;       /* calibration stories (sp_calibrate); may be NULL */
     sp_progress_fn progress;      /* may be NULL */
     void *progress_user;
-    /* Thresholds to use instead of policy.file / automatic calibration; may be NULL. The op
+    /* Thresholds to use instead of policy.file / the config values; may be NULL. The op
      * copies what it needs. */
     const sp_thresholds *thresholds;
 } sp_op_request;
