@@ -106,7 +106,8 @@ int cmd_eval(int argc, char **argv) {
     if (calibrates && !c.quiet)
         fprintf(stderr, "[eval] calibrating policy %s on %d stories of %s\n", c.cfg.policy_kind,
                 c.cfg.policy_calib_stories < s.calib.n ? (int)c.cfg.policy_calib_stories : s.calib.n, s.calib_from);
-    if (sp_attn_op_create_calibrated(&req, info->n_layers, info->n_heads, &op, NULL, &err) != SP_OK)
+    sp_thresholds *used = NULL;
+    if (sp_attn_op_create_calibrated(&req, info->n_layers, info->n_heads, &op, &used, &err) != SP_OK)
         cli_die_err(&c, &err);
     cli_progress_done();
 
@@ -159,6 +160,8 @@ int cmd_eval(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "nll_change", dnll);
         }
         if (calibrates) {
+            if (used && (!strcmp(used->kind, "oracle") || !strcmp(used->kind, "onchip")))
+                cJSON_AddNumberToObject(o, "delta", used->delta);
             cJSON_AddStringToObject(o, "calib_text", s.calib_from);
             cJSON_AddNumberToObject(o, "calib_stories",
                                     c.cfg.policy_calib_stories < s.calib.n ? (double)c.cfg.policy_calib_stories : s.calib.n);
@@ -202,6 +205,7 @@ int cmd_eval(int argc, char **argv) {
         if (fclose(f) != 0) cli_die(&c, 1, "cannot write %s", c.csv_path);
     }
     if (per_head) write_per_head(&c, per_head, op);
+    sp_thresholds_free(used);
     sp_attn_op_free(op);
     fn_session_free(&s);
     return 0;
