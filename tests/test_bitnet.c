@@ -322,3 +322,18 @@ Test(bitnet_shared, dense_nll_matches_reference_forward, .timeout = 1800) {
     free(text);
     sp_model_free(m);
 }
+
+/* The simulator's real-model traces run on a BitNet checkpoint unchanged: every layer and
+ * head of the 8 x 8 heads of 32, named after the file. */
+Test(bitnet_shared, simulator_real_traces) {
+    TH_NEED_SHARED(pm, "models/bitnet-3M.bin");
+    static char out[1 << 16], errb[1 << 14];
+    char a[8192];
+    snprintf(a, sizeof a, "run --real-only --set model.checkpoint=%s --set sim.trace_stories=1 --set policy.delta=3 "
+             "--quiet --json", pm);
+    int rc = th_run_sprint(a, out, sizeof out, errb, sizeof errb);
+    cr_assert_eq(rc, 0, "%s", errb);
+    cr_assert(strstr(out, "\"workload\":\t\"bitnet-3M\"") && strstr(out, "\"d\":\t32") &&
+                  strstr(out, "\"sim_heads\":\t64") && strstr(out, "\"synthetic\":\tfalse"),
+              "%.600s", out);
+}
