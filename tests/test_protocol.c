@@ -3,11 +3,13 @@
  * first half of the text calibrates and the second half is evaluated, with a warning whenever
  * the calibration stories are evaluated too), and does `sprint eval --model` pick the
  * tokenizer that matches the model? */
+#define _POSIX_C_SOURCE 200809L /* mkstemp, close */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 #include "sprint/functional.h"
@@ -173,4 +175,41 @@ Test(cli_protocol, model_picks_its_tokenizer) {
     rc = th_run_sprint("eval --model /tmp --quiet", out, sizeof out, errb, sizeof errb);
     cr_assert_eq(rc, 1, "%s", errb);
     cr_assert(strstr(errb, "/tmp is a directory: the TF.js sentence encoder"), "%s", errb);
+}
+
+/* --per-head writes one row per (layer, head) with the op's statistics, complete or absent. */
+Test(cli_protocol, per_head_csv) {
+    TH_NEED_SHARED(model, "models/stories260K.bin");
+    (void)model;
+    char path[] = "/tmp/sprint-perhead-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    close(fd);
+    char a[512];
+    snprintf(a, sizeof a, "eval --attention pruning --set policy.kind=oracle --set policy.delta=2 "
+             "--set eval.max_stories=1 --per-head %s --json --quiet", path);
+    int rc = th_run_sprint(a, out, sizeof out, errb, sizeof errb);
+    cr_assert_eq(rc, 0, "%s", errb);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char line[512];
+    int n = 0, below = 0;
+    cr_assert_not_null(fgets(line, sizeof line, f));
+    cr_assert(!strncmp(line, "layer,head,queries,kept_fraction,mem_kept_fraction", 50), "%s", line);
+    while (fgets(line, sizeof line, f)) {
+        int l, h;
+        double q, kept;
+        cr_assert_eq(sscanf(line, "%d,%d,%lf,%lf", &l, &h, &q, &kept), 4, "%s", line);
+        cr_assert(l == n / 8 && h == n % 8 && q > 0 && kept > 0 && kept <= 1, "%s", line);
+        below += kept < 1;
+        n++;
+    }
+    fclose(f);
+    remove(path);
+    cr_assert_eq(n, 5 * 8, "one row per layer and head of stories260K");
+    cr_assert(below > 0, "delta 2 nats prunes some pairs in some head");
+    rc = th_run_sprint("eval --set eval.max_stories=1 --per-head /nonexistent/dir/x.csv --quiet", out, sizeof out, errb,
+                       sizeof errb);
+    cr_assert_eq(rc, 1, "%s", errb);
+    cr_assert(strstr(errb, "cannot write /nonexistent/dir/x.csv"), "%s", errb);
 }
