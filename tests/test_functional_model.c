@@ -112,7 +112,7 @@ Test(functional_model, commands_end_to_end) {
     const char *th = th_temp_text("");
     char args[1024];
     snprintf(args, sizeof args,
-             "calibrate --out %s --set policy.kind=head --set policy.target_kept=0.3 --set eval.max_stories=1 "
+             "calibrate --out %s --set policy.kind=head --set policy.target_kept=0.3 --set eval.max_stories=2 "
              "--set policy.calib_stories=1 --quiet --json", th);
     cr_assert_eq(th_run_sprint(args, out, sizeof out, err, sizeof err), 0, "%s", err);
     cr_assert(strstr(out, "\"kind\":\"head\""), "%s", out);
@@ -126,10 +126,12 @@ Test(functional_model, commands_end_to_end) {
     int rc = th_run_sprint(args, out, sizeof out, err, sizeof err);
     cr_assert_eq(rc, 1, "rc %d: %s", rc, err);
     cr_assert(strstr(err, "5 layers x 4 heads") && strstr(err, "5 x 8"), "%s", err);
-    /* default eval --attention sprint calibrates itself (here on the 2 evaluated stories) */
-    cr_assert_eq(th_run_sprint("eval --attention sprint --set eval.max_stories=1 --set policy.calib_iters=4 --json --quiet",
+    /* default eval --attention sprint calibrates explicitly on story 1 and evaluates story 2 */
+    cr_assert_eq(th_run_sprint("eval --attention sprint --set eval.max_stories=2 --set policy.calib_iters=4 --json --quiet",
                                out, sizeof out, err, sizeof err),
                  0, "%s", err);
+    cr_assert(strstr(out, "\"first_story\":2,") && strstr(out, "\"calib_stories\":1") &&
+                  strstr(out, "\"nll_change\":"), "%s", out);
     char *kf = strstr(out, "\"kept_fraction\":");
     cr_assert_not_null(kf, "%s", out);
     cr_assert(atof(kf + 16) < 0.5 && atof(kf + 16) > 0.01, "%s", out);

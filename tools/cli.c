@@ -4,6 +4,8 @@
 #include "progress.h"
 
 #include <errno.h>
+#include "sprint/model.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +228,7 @@ void cli_resolve_paths(cli_common *c, int with_text) {
         }
         was_empty[k] = !fields[k][0];
     }
+    c->tokenizer_auto = was_empty[1];
     char msg[1024];
     cli_resolve_shared(c, msg, sizeof msg);
     /* a file found from the shared directory must exist; one named explicitly is left to its
@@ -235,6 +238,24 @@ void cli_resolve_paths(cli_common *c, int with_text) {
             shared_directions(fields[k], msg, sizeof msg);
             cli_die(c, 1, "%s", msg);
         }
+}
+
+void cli_pick_tokenizer(cli_common *c, const sp_model_info *info) {
+    if (!c->tokenizer_auto) return;
+    char rel[64], dir[3000], path[3100];
+    if (info->vocab_size == 32000) snprintf(rel, sizeof rel, "models/tokenizer.bin");
+    else snprintf(rel, sizeof rel, "models/tok%d.bin", info->vocab_size);
+    if (!sp_shared_find(rel, dir, sizeof dir))
+        cli_die(c, 1, "no tokenizer for the model's vocabulary of %d tokens: %s/%s not found; pass --tokenizer",
+                info->vocab_size, dir, rel);
+    snprintf(path, sizeof path, "%s/%s", dir, rel);
+    if (strlen(path) >= sizeof c->cfg.model_tokenizer) cli_die(c, 1, "shared directory path too long: %s", dir);
+    memcpy(c->cfg.model_tokenizer, path, strlen(path) + 1);
+}
+
+int cli_is_dir(const char *path) {
+    struct stat st;
+    return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 static double progress_t0 = -1, progress_last = 0;

@@ -22,6 +22,7 @@ typedef struct cli_common {
     const char *sets[CLI_MAX_SOURCES];
     int n_sets;
     const char *path_opt[3]; /* --model, --tokenizer, --text as given (cli_path_option) */
+    int tokenizer_auto;      /* model.tokenizer came from the shared directory (cli_pick_tokenizer) */
 } cli_common;
 
 void cli_init(cli_common *c, const char *cmd);
@@ -48,6 +49,14 @@ int cli_path_option(cli_common *c, int argc, char **argv, int *i, int with_text)
  * directory, and a shared file that is missing exits 1 with directions. Paths named explicitly
  * are left to the loaders (their messages say what is wrong). */
 void cli_resolve_paths(cli_common *c, int with_text);
+/* After the model is loaded: when the tokenizer was not named (--tokenizer, model.tokenizer),
+ * picks the shared one matching the model's vocabulary of V tokens: models/tok<V>.bin
+ * (tok512.bin for stories260K and bitnet-3M), models/tokenizer.bin for V = 32000 (llama2.c's
+ * name for the Llama 2 tokenizer); exits 1 naming what it looked for when it is missing. */
+struct sp_model_info;
+void cli_pick_tokenizer(cli_common *c, const struct sp_model_info *info);
+/* 1 when path names a directory (sprint eval --model DIR: the TF.js encoder's hook). */
+int cli_is_dir(const char *path);
 /* Progress callback (sp_progress_fn) printing to stderr, silent for the first second and
  * with --quiet; user must be the cli_common. */
 void cli_progress(void *user, const char *what, double done, double total);

@@ -50,8 +50,8 @@ int cmd_calibrate(int argc, char **argv) {
     if (!strcmp(c.cfg.policy_kind, "topk"))
         cli_die(&c, 2, "policy topk has no thresholds to calibrate (set policy.topk_fraction)");
     fn_session s;
-    fn_session_load(&c, &s);
-    sp_op_request req = {.mode = mode, .cfg = &c.cfg, .model = s.model, .calib = &s.corpus, .progress = cli_progress,
+    fn_session_load(&c, &s, 1);
+    sp_op_request req = {.mode = mode, .cfg = &c.cfg, .model = s.model, .calib = &s.calib, .progress = cli_progress,
                          .progress_user = &c};
     sp_thresholds *t = NULL;
     sp_error err = {0};

@@ -65,11 +65,6 @@ int cmd_compare(int argc, char **argv) {
     if (strcmp(cal_mode, "pruning") && strcmp(cal_mode, "sprint-norecompute") && strcmp(cal_mode, "sprint"))
         cli_die(&c, 2, "--calibrate-mode: expected pruning, sprint-norecompute or sprint, got '%s'", cal_mode);
 
-    fn_session s;
-    fn_session_load(&c, &s);
-    int L = s.info->n_layers, H = s.info->n_heads;
-    fn_row *rows = calloc((size_t)(1 + nm * np), sizeof *rows);
-    int nr = 0;
     sp_error err = {0};
     /* policy.file: used for the policy of its kind instead of calibrating it (it was once
      * silently ignored); checked against the model before the long run */
@@ -81,11 +76,23 @@ int cmd_compare(int argc, char **argv) {
         if (!used)
             cli_die(&c, 2, "policy.file %s holds thresholds of policy '%s', which --policies does not list",
                     c.cfg.policy_file, file_t->kind);
-        if (file_t->n_layers != L || file_t->n_heads != H || file_t->head_dim != s.info->head_dim)
-            cli_die(&c, 1, "thresholds file %s is for a model of %d layers x %d heads (head dim %d), this one has %d x %d "
-                    "(head dim %d): calibrate for this model (sprint calibrate)", c.cfg.policy_file, file_t->n_layers,
-                    file_t->n_heads, file_t->head_dim, L, H, s.info->head_dim);
     }
+    /* the text is split in halves when some policy is calibrated on it (eval.split = auto) */
+    int any_cal = 0;
+    for (int p = 0; p < np; p++) {
+        int rel = !strcmp(pols[p], "oracle") || !strcmp(pols[p], "onchip");
+        int from_file = file_t && !strcmp(pols[p], file_t->kind);
+        any_cal |= !from_file && strcmp(pols[p], "topk") && !(rel && c.cfg.policy_delta >= 0);
+    }
+    fn_session s;
+    fn_session_load(&c, &s, any_cal);
+    int L = s.info->n_layers, H = s.info->n_heads;
+    fn_row *rows = calloc((size_t)(1 + nm * np), sizeof *rows);
+    int nr = 0;
+    if (file_t && (file_t->n_layers != L || file_t->n_heads != H || file_t->head_dim != s.info->head_dim))
+        cli_die(&c, 1, "thresholds file %s is for a model of %d layers x %d heads (head dim %d), this one has %d x %d "
+                "(head dim %d): calibrate for this model (sprint calibrate)", c.cfg.policy_file, file_t->n_layers,
+                file_t->n_heads, file_t->head_dim, L, H, s.info->head_dim);
 
     /* stages: dense, then per policy its calibration (when needed) and one eval per mode */
     int nstages = 1 + np * nm;
@@ -122,14 +129,13 @@ int cmd_compare(int argc, char **argv) {
             char what[128];
             snprintf(what, sizeof what, "calibrating policy %s for mode %s", pols[p], cal_mode);
             progress_stage(&c, what);
-            sp_op_request creq = {.mode = cal_mode, .cfg = &cfg, .model = s.model, .calib = &s.corpus,
+            sp_op_request creq = {.mode = cal_mode, .cfg = &cfg, .model = s.model, .calib = &s.calib,
                                   .progress = cli_progress, .progress_user = &c};
             if (sp_calibrate(&creq, &t, &err) != SP_OK) cli_die_err(&c, &err);
             cli_progress_done();
         }
         for (int m = 0; m < nm; m++) {
-            sp_op_request req = {.mode = modes[m], .cfg = &cfg, .model = s.model, .calib = &s.corpus,
-                                 .thresholds = t};
+            sp_op_request req = {.mode = modes[m], .cfg = &cfg, .model = s.model, .thresholds = t};
             if (sp_attn_op_create(&req, L, H, &op, &err) != SP_OK) cli_die_err(&c, &err);
             fn_row *r = &rows[nr++];
             snprintf(r->mode, sizeof r->mode, "%s", modes[m]);
@@ -145,10 +151,11 @@ int cmd_compare(int argc, char **argv) {
     }
     char title[1400];
     snprintf(title, sizeof title,
-             "sprint compare: %s on %s (%d stories, %ld predicted tokens); thresholds calibrated for %s on the "
-             "first %ld stories, loss budget %.2f%%",
-             c.cfg.model_checkpoint, c.cfg.eval_text, s.corpus.n, s.corpus.total_targets, cal_mode,
-             c.cfg.policy_calib_stories, 100 * c.cfg.policy_loss_budget);
+             "sprint compare: %s on %s (stories %d-%d, %ld predicted tokens); thresholds calibrated for %s on the "
+             "first %ld stories of %s%s, loss budget %.2f%%",
+             c.cfg.model_checkpoint, c.cfg.eval_text, s.first_story, s.first_story + s.corpus.n - 1,
+             s.corpus.total_targets, cal_mode, c.cfg.policy_calib_stories, s.calib_from,
+             s.split ? " (first half)" : "", 100 * c.cfg.policy_loss_budget);
     fn_print_rows(&c, title, rows, nr, 0);
     free(rows);
     fn_session_free(&s);

@@ -1,5 +1,8 @@
-/* sprint eval: evaluate a llama2.c model on text with attention through a chosen operator. */
+/* sprint eval: evaluate a language model (llama2.c or BitNet checkpoint) on text with attention
+ * through a chosen operator. Thresholds that need calibration are calibrated explicitly here
+ * on stories that are not evaluated (fn_session_load: --calib-text, else the first half). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,20 +10,28 @@
 #include "cli.h"
 #include "progress.h"
 #include "commands.h"
+#include "fn_common.h"
 #include "sprint/functional.h"
 #include "sprint/model.h"
 
 static void help(void) {
-    printf("usage: sprint eval [--model M] [--tokenizer T] [--text F] [--attention MODE] [--decode] [common options]\n\n"
+    printf("usage: sprint eval [--model M] [--tokenizer T] [--text F] [--calib-text F] [--attention MODE]\n"
+           "                  [--decode] [--per-head FILE] [common options]\n\n"
            "Splits the text into stories at <|endoftext|>, encodes each with BOS, evaluates every story\n"
            "(windows of eval.window tokens, default the model's context length; each target predicted\n"
            "once) and reports mean negative log-likelihood (nats/token), perplexity, top-1 accuracy,\n"
-           "speed and the attention operator's statistics.\n\n"
-           "  --model M         llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin),\n"
-           "                    or an encoder directory (model.json + shards + vocab.json, e.g. the shared\n"
-           "                    models/use-lite): see ENCODER below\n"
-           "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
+           "speed and the attention operator's statistics. A pruning mode whose thresholds need\n"
+           "calibration calibrates them first on other stories: --calib-text F, else the first half of\n"
+           "the text's stories, and then evaluates the second half only (eval.split); it also reports the\n"
+           "dense NLL of the evaluated stories and the change against it.\n\n"
+           "  --model M         llama2.c or BitNet (ak42 v1) checkpoint, detected from its header (default:\n"
+           "                    model.checkpoint, else the shared stories260K.bin), or an encoder directory\n"
+           "                    (model.json + shards + vocab.json, e.g. the shared models/use-lite): see ENCODER below\n"
+           "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok<V>.bin\n"
+           "                    for the model's vocabulary of V tokens: tok512.bin for both shared models)\n"
            "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
+           "  --calib-text F    calibration stories (policy.calib_text); eval warns when F is the text itself\n"
+           "  --per-head FILE   also write the operator's statistics per (layer, head) as CSV (fractions)\n"
            "  --attention MODE  attention operator: %s (default dense).\n"
            "                    dense runs in float (fast path); dense-ref is the double reference\n"
            "  --decode          teacher-forced decoding: one token per step through a KV cache (the\n"
@@ -46,21 +57,42 @@ static void row(const char *name, const char *value, const char *unit) {
     printf("%-24s %14s  %s\n", name, value, unit);
 }
 
+/* The op's statistics per (layer, head), written to a temporary name and renamed on success
+ * so that the file is complete or absent. */
+static void write_per_head(cli_common *c, const char *path, const sp_attn_op *op) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) cli_die(c, 1, "cannot write %s", tmp);
+    fprintf(f, "layer,head,queries,kept_fraction,mem_kept_fraction,new_fetch_fraction,locality,false_prune_rate\n");
+    for (int l = 0; l < op->n_layers; l++)
+        for (int h = 0; h < op->n_heads; h++) {
+            const sp_attn_stats *st = &op->stats[l * op->n_heads + h];
+            fprintf(f, "%d,%d,%.0f,%.6f,%.6f,%.6f,%.6f,%.6g\n", l, h, (double)st->queries,
+                    sp_attn_stats_kept_fraction(st), sp_attn_stats_mem_kept_fraction(st),
+                    sp_attn_stats_new_fetch_fraction(st), sp_attn_stats_locality(st), sp_attn_stats_false_prune_rate(st));
+        }
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        remove(tmp);
+        cli_die(c, 1, "cannot write %s", path);
+    }
+}
+
 int cmd_eval(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "eval");
     const char *mode = "dense";
+    const char *per_head = NULL;
     int decode = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (cli_common_option(&c, argc, argv, &i) || cli_path_option(&c, argc, argv, &i, 1)) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(a, "--decode")) {
+        if (fn_shared_option(&c, argc, argv, &i, help)) continue;
+        if (!strcmp(a, "--decode")) {
             decode = 1;
         } else if (!strcmp(a, "--attention")) {
             mode = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--per-head")) {
+            per_head = cli_value(&c, argc, argv, &i);
         } else {
             cli_die(&c, 2, "unknown option '%s' (see sprint eval --help)", a);
         }
@@ -68,35 +100,34 @@ int cmd_eval(int argc, char **argv) {
     if (sp_config_enum_index(SP_ATTN_MODES, mode) < 0) /* before loading anything: a usage error */
         cli_die(&c, 2, "unknown attention mode '%s' (expected one of %s)", mode, SP_ATTN_MODES);
     cli_finish(&c);
-    cli_resolve_paths(&c, 1);
     /* a directory with model.json: the USE-lite encoder (tools/cmd_eval_encoder.c) */
-    if (cli_is_encoder_dir(c.cfg.model_checkpoint)) return cmd_eval_encoder(&c, mode, c.path_opt[1] != NULL);
+    if (c.path_opt[0] && cli_is_encoder_dir(c.path_opt[0])) {
+        cli_resolve_paths(&c, 1);
+        return cmd_eval_encoder(&c, mode, c.path_opt[1] != NULL);
+    }
 
     sp_error err = {0};
-    sp_model *m = NULL;
-    sp_tokenizer *t = NULL;
-    char *text = NULL;
-    size_t text_len = 0;
-    sp_corpus corpus = {0};
-    if (sp_model_load(c.cfg.model_checkpoint, &m, &err) != SP_OK) cli_die_err(&c, &err);
-    const sp_model_info *info = sp_model_get_info(m);
-    if (sp_tokenizer_load(c.cfg.model_tokenizer, info->vocab_size, &t, &err) != SP_OK) cli_die_err(&c, &err);
-    if (sp_read_file(c.cfg.eval_text, &text, &text_len, &err) != SP_OK) cli_die_err(&c, &err);
-    if (sp_corpus_from_text(t, text, text_len, (int)c.cfg.eval_max_stories, &corpus, &err) != SP_OK) {
-        char msg[sizeof err.msg];
-        snprintf(msg, sizeof msg, "%s", err.msg);
-        sp_error_set(&err, err.status, "%s: %s", c.cfg.eval_text, msg);
-        cli_die_err(&c, &err);
-    }
-    free(text);
-
-    sp_op_request req = {.mode = mode, .cfg = &c.cfg, .model = m, .calib = &corpus, .progress = cli_progress,
-                         .progress_user = &c};
+    sp_op_request req = {.mode = mode, .cfg = &c.cfg, .progress = cli_progress, .progress_user = &c};
+    int calibrates = sp_op_needs_calibration(&req);
+    fn_session s;
+    fn_session_load(&c, &s, calibrates);
+    sp_model *m = s.model;
+    const sp_model_info *info = s.info;
+    sp_corpus corpus = s.corpus;
+    req.model = m;
+    req.calib = &s.calib;
     sp_attn_op *op = NULL;
-    progress_stages(2);
-    progress_stage(&c, "operator (calibrating thresholds when needed)");
-    /* dense: the float fast path; dense-ref: the double reference; others: SPRINT operators */
-    if (sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
+    int pruning_mode = strcmp(mode, "dense") && strcmp(mode, "dense-ref");
+    progress_stages(pruning_mode ? 3 : 2);
+    progress_stage(&c, calibrates ? "calibrating thresholds" : "operator");
+    /* dense: the float fast path; dense-ref: the double reference; others: SPRINT operators,
+     * calibrated here when their policy needs it (an explicit step, issue 11) */
+    if (calibrates && !c.quiet)
+        fprintf(stderr, "[eval] calibrating policy %s on %d stories of %s\n", c.cfg.policy_kind,
+                c.cfg.policy_calib_stories < s.calib.n ? (int)c.cfg.policy_calib_stories : s.calib.n, s.calib_from);
+    sp_thresholds *used = NULL;
+    if (sp_attn_op_create_calibrated(&req, info->n_layers, info->n_heads, &op, &used, &err) != SP_OK)
+        cli_die_err(&c, &err);
     cli_progress_done();
 
     sp_eval_opts eo = {.window = (int)c.cfg.eval_window, .threads = (int)c.cfg.run_threads,
@@ -106,6 +137,19 @@ int cmd_eval(int argc, char **argv) {
     if ((decode ? sp_eval_corpus_decode : sp_eval_corpus)(m, &corpus, op, &eo, &r, &err) != SP_OK)
         cli_die_err(&c, &err);
     cli_progress_done();
+    /* a pruning mode: the dense NLL of the same stories, for the change the budget is about */
+    double nll_dense = NAN;
+    if (pruning_mode) {
+        progress_stage(&c, "dense reference on the same stories");
+        sp_attn_op *dop = sp_attn_dense_fast_create(info->n_layers, info->n_heads);
+        sp_eval_result rd;
+        sp_eval_opts deo = eo;
+        deo.progress = NULL;
+        if (sp_eval_corpus(m, &corpus, dop, &deo, &rd, &err) != SP_OK) cli_die_err(&c, &err);
+        nll_dense = rd.nll;
+        sp_attn_op_free(dop);
+    }
+    double dnll = (r.nll - nll_dense) / nll_dense;
 
     double kept = sp_attn_stats_kept_fraction(&r.attn), mem = sp_attn_stats_mem_kept_fraction(&r.attn);
     double fpr = sp_attn_stats_false_prune_rate(&r.attn), loc = sp_attn_stats_locality(&r.attn);
@@ -132,17 +176,38 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "new_fetch_fraction", nff);
         cJSON_AddNumberToObject(o, "mass_lost_per_query", mlq);
         cJSON_AddNumberToObject(o, "window", eo.window ? eo.window : info->seq_len);
-        char *s = cJSON_PrintUnformatted(o);
-        printf("%s\n", s);
-        cJSON_free(s);
+        cJSON_AddStringToObject(o, "arch", sp_model_arch_name(info->arch));
+        cJSON_AddNumberToObject(o, "first_story", s.first_story);
+        if (!isnan(nll_dense)) {
+            cJSON_AddNumberToObject(o, "nll_dense", nll_dense);
+            cJSON_AddNumberToObject(o, "nll_change", dnll);
+        }
+        if (calibrates) {
+            if (used && (!strcmp(used->kind, "oracle") || !strcmp(used->kind, "onchip")))
+                cJSON_AddNumberToObject(o, "delta", used->delta);
+            cJSON_AddStringToObject(o, "calib_text", s.calib_from);
+            cJSON_AddNumberToObject(o, "calib_stories",
+                                    c.cfg.policy_calib_stories < s.calib.n ? (double)c.cfg.policy_calib_stories : s.calib.n);
+        }
+        char *js = cJSON_PrintUnformatted(o);
+        printf("%s\n", js);
+        cJSON_free(js);
         cJSON_Delete(o);
     } else {
         char b[64];
-        printf("sprint eval: %s on %s, attention %s%s\n", c.cfg.model_checkpoint, c.cfg.eval_text, op->name,
-               decode ? ", decode path (KV cache)" : "");
+        printf("sprint eval: %s (%s) on %s, attention %s\n", c.cfg.model_checkpoint, sp_model_arch_name(info->arch),
+               c.cfg.eval_text, op->name);
+        if (decode) printf("decode path: one token per step through a KV cache\n");
+        if (s.split || calibrates)
+            printf("evaluated stories %d-%d of the text%s%s\n", s.first_story, s.first_story + corpus.n - 1,
+                   calibrates ? "; thresholds calibrated on " : "", calibrates ? s.calib_from : "");
         snprintf(b, sizeof b, "%ld", r.stories), row("stories", b, "stories");
         snprintf(b, sizeof b, "%ld", r.tokens), row("tokens", b, "predicted tokens");
         snprintf(b, sizeof b, "%.4f", r.nll), row("mean NLL", b, "nats/token");
+        if (!isnan(nll_dense)) {
+            snprintf(b, sizeof b, "%.4f", nll_dense), row("dense NLL", b, "nats/token, same stories");
+            snprintf(b, sizeof b, "%+.3f", 100 * dnll), row("NLL change", b, "% vs dense");
+        }
         snprintf(b, sizeof b, "%.4f", r.ppl), row("perplexity", b, "(dimensionless, exp NLL)");
         snprintf(b, sizeof b, "%.2f", 100.0 * r.top1), row("top-1 accuracy", b, "%");
         snprintf(b, sizeof b, "%.0f", r.tokens_per_s), row("speed", b, "tokens/s");
@@ -162,9 +227,9 @@ int cmd_eval(int argc, char **argv) {
                 r.nll, r.ppl, r.top1, r.tokens_per_s, kept, mem, fpr, loc, nff, mlq);
         cli_output_commit(&c);
     }
+    if (per_head) write_per_head(&c, per_head, op);
+    sp_thresholds_free(used);
     sp_attn_op_free(op);
-    sp_corpus_free(&corpus);
-    sp_tokenizer_free(t);
-    sp_model_free(m);
+    fn_session_free(&s);
     return 0;
 }

@@ -142,6 +142,7 @@ int cmd_generate(int argc, char **argv) {
     sp_tokenizer *t = NULL;
     if (sp_model_load(c.cfg.model_checkpoint, &m, &err) != SP_OK) cli_die_err(&c, &err);
     const sp_model_info *info = sp_model_get_info(m);
+    cli_pick_tokenizer(&c, info);
     if (sp_tokenizer_load(c.cfg.model_tokenizer, info->vocab_size, &t, &err) != SP_OK) cli_die_err(&c, &err);
     int *ptok = NULL, np = 0;
     if (sp_tokenizer_encode(t, prompt, strlen(prompt), 1, 0, &ptok, &np, &err) != SP_OK) {

@@ -311,7 +311,7 @@ static sp_thresholds *base_thresholds(cli_common *c, const plan *p, const sp_con
         return t;
     }
     sp_config cfg = *base;
-    sp_op_request creq = {.mode = "sprint", .cfg = &cfg, .model = s->model, .calib = &s->corpus,
+    sp_op_request creq = {.mode = "sprint", .cfg = &cfg, .model = s->model, .calib = &s->calib,
                           .progress = cli_progress, .progress_user = c};
     if (sp_calibrate(&creq, &t, &err) != SP_OK) cli_die_err(c, &err);
     cli_progress_done();
@@ -326,7 +326,7 @@ static void add_accuracy(cli_common *c, const plan *p, const sp_config *base, co
     fn_session s;
     sp_config pcfg = c->cfg;
     c->cfg = *base; /* thresholds and the dense reference at the base configuration */
-    fn_session_load(c, &s);
+    fn_session_load(c, &s, 1); /* calibrate on the first half of the stories, evaluate the second (issue 8) */
     sp_thresholds *t = base_thresholds(c, p, base, &s);
     /* the paths as resolved (shared directory) for the point too */
     memcpy(pcfg.model_checkpoint, c->cfg.model_checkpoint, sizeof pcfg.model_checkpoint);
@@ -334,7 +334,7 @@ static void add_accuracy(cli_common *c, const plan *p, const sp_config *base, co
     memcpy(pcfg.eval_text, c->cfg.eval_text, sizeof pcfg.eval_text);
     c->cfg = pcfg;
     double nll_dense = dense_nll(c, p, &s);
-    sp_op_request req = {.mode = mode, .cfg = &c->cfg, .model = s.model, .calib = &s.corpus, .thresholds = t};
+    sp_op_request req = {.mode = mode, .cfg = &c->cfg, .model = s.model, .calib = &s.calib, .thresholds = t};
     sp_attn_op *op = NULL;
     sp_error err = {0};
     if (sp_attn_op_create(&req, s.info->n_layers, s.info->n_heads, &op, &err) != SP_OK) cli_die_err(c, &err);
@@ -367,7 +367,7 @@ static void add_sim(cli_common *c, const plan *p, const char *mode, cJSON *m) {
         sp_config save = c->cfg;
         c->cfg = cfg;
         fn_session s;
-        fn_session_load(c, &s);
+        fn_session_load(c, &s, 0); /* masks and cost of the traced stories, as sprint run */
         cfg = c->cfg;
         c->cfg = save;
         char thr[1100];
@@ -891,7 +891,7 @@ int cmd_sweep(int argc, char **argv) {
             progress_stage(&c, "calibrating thresholds at the base configuration");
             fn_session s;
             sp_config base = c.cfg;
-            fn_session_load(&c, &s);
+            fn_session_load(&c, &s, 1);
             sp_thresholds_free(base_thresholds(&c, &p, &base, &s));
             dense_nll(&c, &p, &s);
             fn_session_free(&s);

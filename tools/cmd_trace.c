@@ -217,7 +217,7 @@ int cmd_trace(int argc, char **argv) {
         } else {
             sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = ocfg, .model = m, .calib = &corpus,
                                  .progress = cli_progress, .progress_user = &c};
-            if (sp_attn_op_create(&req, layers, heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
+            if (sp_attn_op_create_calibrated(&req, layers, heads, &op, NULL, &err) != SP_OK) cli_die_err(&c, &err);
         }
         op->observer = write_record;
         op->observer_user = &t;

@@ -6,13 +6,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *FN_PATH_HELP =
     "  --model M         llama2.c checkpoint (default: model.checkpoint, else the shared stories260K.bin)\n"
     "  --tokenizer T     llama2.c tokenizer.bin (default: model.tokenizer, else the shared tok512.bin)\n"
-    "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n";
+    "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
+    "  --calib-text F    calibrate thresholds on the stories of F (policy.calib_text); default: the first\n"
+    "                    half of the text's stories calibrate, the second half is evaluated (eval.split)\n";
 
-int fn_path_option(cli_common *c, int argc, char **argv, int *i) { return cli_path_option(c, argc, argv, i, 1); }
+static const char *calib_text_opt = NULL;
+
+int fn_path_option(cli_common *c, int argc, char **argv, int *i) {
+    if (!strcmp(argv[*i], "--calib-text")) {
+        calib_text_opt = cli_value(c, argc, argv, i);
+        return 1;
+    }
+    return cli_path_option(c, argc, argv, i, 1);
+}
 
 int fn_shared_option(cli_common *c, int argc, char **argv, int *i, void (*help)(void)) {
     if (cli_common_option(c, argc, argv, i) || fn_path_option(c, argc, argv, i)) return 1;
@@ -34,25 +45,69 @@ _Noreturn void fn_unknown_option(cli_common *c, const char *arg) {
     cli_die(c, 2, "unknown option '%s' (see sprint %s --help)", arg, c->cmd);
 }
 
-void fn_session_load(cli_common *c, fn_session *s) {
+/* Stories of the text at path (eval.max_stories does not apply: calibration text). */
+static void load_corpus(cli_common *c, const sp_tokenizer *t, const char *path, int max_stories, sp_corpus *out) {
+    sp_error err = {0};
+    char *text = NULL;
+    size_t len = 0;
+    if (sp_read_file(path, &text, &len, &err) != SP_OK) cli_die_err(c, &err);
+    if (sp_corpus_from_text(t, text, len, max_stories, out, &err) != SP_OK) cli_die(c, 1, "%s: %s", path, err.msg);
+    free(text);
+}
+
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+void fn_session_load(cli_common *c, fn_session *s, int calibrates) {
+    if (calib_text_opt) {
+        if (strlen(calib_text_opt) >= sizeof c->cfg.policy_calib_text) cli_die(c, 2, "--calib-text path longer than 255 bytes");
+        memcpy(c->cfg.policy_calib_text, calib_text_opt, strlen(calib_text_opt) + 1);
+    }
     cli_resolve_paths(c, 1);
     memset(s, 0, sizeof *s);
     sp_error err = {0};
     sp_tokenizer *t = NULL;
-    char *text = NULL;
-    size_t len = 0;
     if (sp_model_load(c->cfg.model_checkpoint, &s->model, &err) != SP_OK) cli_die_err(c, &err);
     s->info = sp_model_get_info(s->model);
+    cli_pick_tokenizer(c, s->info);
     if (sp_tokenizer_load(c->cfg.model_tokenizer, s->info->vocab_size, &t, &err) != SP_OK) cli_die_err(c, &err);
-    if (sp_read_file(c->cfg.eval_text, &text, &len, &err) != SP_OK) cli_die_err(c, &err);
-    if (sp_corpus_from_text(t, text, len, (int)c->cfg.eval_max_stories, &s->corpus, &err) != SP_OK)
-        cli_die(c, 1, "%s: %s", c->cfg.eval_text, err.msg);
-    free(text);
+    sp_corpus all;
+    load_corpus(c, t, c->cfg.eval_text, (int)c->cfg.eval_max_stories, &all);
+    const char *split = c->cfg.eval_split, *ct = c->cfg.policy_calib_text;
+    s->split = !strcmp(split, "halves") || (!strcmp(split, "auto") && calibrates && !ct[0]);
+    if (s->split && all.n < 2)
+        cli_die(c, 1, "%s has %d story: cannot calibrate on one half of the stories and evaluate on the other; "
+                "give --calib-text FILE or --set eval.split=none", c->cfg.eval_text, all.n);
+    int half = s->split ? all.n / 2 : 0;
+    if (ct[0]) {
+        load_corpus(c, t, ct, 0, &s->calib);
+        snprintf(s->calib_from, sizeof s->calib_from, "%s", ct);
+        if (calibrates && same_file(ct, c->cfg.eval_text))
+            fprintf(stderr, "sprint %s: warning: the calibration text %s is the evaluated text: the NLL change "
+                    "is optimistic%s\n", c->cmd, ct, s->split ? "" : " (the calibration stories are evaluated too)");
+    } else {
+        if (sp_corpus_slice(&all, 0, s->split ? half : all.n, &s->calib, &err) != SP_OK) cli_die_err(c, &err);
+        snprintf(s->calib_from, sizeof s->calib_from, "%s", c->cfg.eval_text);
+        if (calibrates && !s->split)
+            fprintf(stderr, "sprint %s: warning: calibrating on the first %ld stories of the evaluated text "
+                    "(eval.split = none): the NLL change is optimistic; see --calib-text\n", c->cmd,
+                    c->cfg.policy_calib_stories < all.n ? c->cfg.policy_calib_stories : (long)all.n);
+    }
+    if (s->split) {
+        if (sp_corpus_slice(&all, half, all.n, &s->corpus, &err) != SP_OK) cli_die_err(c, &err);
+        sp_corpus_free(&all);
+    } else {
+        s->corpus = all;
+    }
+    s->first_story = half + 1;
     sp_tokenizer_free(t);
 }
 
 void fn_session_free(fn_session *s) {
     sp_corpus_free(&s->corpus);
+    sp_corpus_free(&s->calib);
     sp_model_free(s->model);
 }
 

@@ -13,10 +13,14 @@
 typedef struct fn_session {
     sp_model *model;
     const sp_model_info *info;
-    sp_corpus corpus;
+    sp_corpus corpus;      /* the evaluated stories */
+    sp_corpus calib;       /* the calibration stories (sp_calibrate uses the first policy.calib_stories) */
+    int split;             /* 1: calibrate on the first half of the text's stories, evaluate the second */
+    int first_story;       /* 1-based index in the text of the first evaluated story */
+    char calib_from[300];  /* the calibration text's path */
 } fn_session;
 
-/* Handles --model/--tokenizer/--text (returns 1 when argv[*i] was one). */
+/* Handles --model/--tokenizer/--text and --calib-text (returns 1 when argv[*i] was one). */
 int fn_path_option(cli_common *c, int argc, char **argv, int *i);
 /* The options every functional command takes: the common ones, --model/--tokenizer/--text,
  * and --help/-h (prints help() and exits 0). Returns 1 when argv[*i] was one of them. */
@@ -25,8 +29,12 @@ int fn_shared_option(cli_common *c, int argc, char **argv, int *i, void (*help)(
 void fn_print_json(cJSON *o);
 /* Dies (exit 2) on an option the command does not know. */
 _Noreturn void fn_unknown_option(cli_common *c, const char *arg);
-/* After cli_finish: resolves paths like sprint eval and loads everything; dies on errors. */
-void fn_session_load(cli_common *c, fn_session *s);
+/* After cli_finish: resolves paths like sprint eval and loads everything; dies on errors.
+ * calibrates = 1 when the command will calibrate thresholds on s->calib: with eval.split =
+ * auto and no policy.calib_text the text's stories are then split in halves (calibrate on
+ * the first, evaluate the second); warns on stderr when the calibration stories are evaluated
+ * too (eval.split = none, or policy.calib_text is the evaluated file). */
+void fn_session_load(cli_common *c, fn_session *s, int calibrates);
 void fn_session_free(fn_session *s);
 
 typedef struct fn_row {

@@ -44,22 +44,36 @@ sp_status sp_thresholds_load(const char *path, sp_thresholds **out, sp_error *er
 typedef struct sp_op_request {
     const char *mode;             /* dense | pruning | sprint-norecompute | sprint */
     const sp_config *cfg;         /* quant, reram, sprint, policy sections */
-    const sp_model *model;        /* for automatic calibration; may be NULL */
-    const sp_corpus *calib;       /* calibration stories; may be NULL */
+    const sp_model *model;        /* checks a thresholds object's head_dim; calibration; may be NULL */
+    const sp_corpus *calib;       /* calibration stories (sp_calibrate); may be NULL */
     sp_progress_fn progress;      /* may be NULL */
     void *progress_user;
-    /* Thresholds to use instead of policy.file / automatic calibration; may be NULL. The op
+    /* Thresholds to use instead of policy.file / the config values; may be NULL. The op
      * copies what it needs. */
     const sp_thresholds *thresholds;
 } sp_op_request;
 
 /* Builds the operator for req->mode with n_layers x n_heads stats slots. Unknown mode,
  * invalid config combination or thresholds file for another model shape: an error.
- * Thresholds come from req->thresholds, else policy.file, else (layer/head kinds, or
- * oracle/onchip with policy.delta = -1) automatic calibration when req->model and req->calib
- * are given, else policy.threshold / policy.delta_uncalibrated. */
+ * Thresholds come from req->thresholds, else policy.file, else policy.threshold /
+ * policy.delta_uncalibrated (the simulator's synthetic heads). It never runs the model: when
+ * the policy needs calibration (sp_op_needs_calibration) and req->calib is given, it is an
+ * error (SP_ERR_ARG) naming the ways to get thresholds, rather than a silent fallback. */
 sp_status sp_attn_op_create(const sp_op_request *req, int n_layers, int n_heads, sp_attn_op **out,
                             sp_error *err);
+
+/* 1 when req's mode and policy need calibrated thresholds that no source gives: a pruning
+ * mode, no req->thresholds, no policy.file, and policy layer/head, or oracle/onchip with
+ * policy.delta = -1. */
+int sp_op_needs_calibration(const sp_op_request *req);
+
+/* The explicit form of "calibrate if needed, then create": when sp_op_needs_calibration(req),
+ * calibrates for mode sprint on req->calib (sp_calibrate: a dozen evaluations of the
+ * calibration stories) and builds the op with those thresholds; otherwise exactly
+ * sp_attn_op_create. *used (if not NULL) receives the calibrated thresholds (caller frees;
+ * NULL when none were calibrated). */
+sp_status sp_attn_op_create_calibrated(const sp_op_request *req, int n_layers, int n_heads, sp_attn_op **out,
+                                       sp_thresholds **used, sp_error *err);
 
 /* The mode names accepted by sp_attn_op_create, "|"-separated. */
 extern const char *const SP_ATTN_MODES;

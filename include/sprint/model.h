@@ -78,6 +78,9 @@ sp_status sp_corpus_from_text(const sp_tokenizer *t, const char *text, size_t le
 /* Reads a whole file (caller frees *text). */
 sp_status sp_read_file(const char *path, char **text, size_t *len, sp_error *err);
 void sp_corpus_free(sp_corpus *c);
+/* out = a deep copy of stories [from, to) of c (free with sp_corpus_free); SP_ERR_ARG for an
+ * empty or out-of-range slice. */
+sp_status sp_corpus_slice(const sp_corpus *c, int from, int to, sp_corpus *out, sp_error *err);
 
 typedef struct sp_eval_opts {
     int window;               /* 0 = the model's seq_len */

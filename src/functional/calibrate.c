@@ -230,3 +230,28 @@ sp_status sp_calibrate(const sp_op_request *req, sp_thresholds **out, sp_error *
     *out = t;
     return SP_OK;
 }
+
+sp_status sp_attn_op_create_calibrated(const sp_op_request *req, int n_layers, int n_heads, sp_attn_op **out,
+                                       sp_thresholds **used, sp_error *err) {
+    *out = NULL;
+    if (used) *used = NULL;
+    if (!sp_op_needs_calibration(req)) {
+        sp_op_request r = *req;
+        r.calib = NULL; /* nothing to calibrate: the factory's usual sources */
+        return sp_attn_op_create(&r, n_layers, n_heads, out, err);
+    }
+    sp_thresholds *t = NULL;
+    sp_op_request r2 = *req;
+    /* thresholds are calibrated for mode sprint whatever the requested mode, so pruning,
+     * sprint-norecompute and sprint share them (as in sprint compare): calibrating
+     * norecompute for a loss budget it cannot meet would only return delta's upper end */
+    r2.mode = "sprint";
+    sp_status s = sp_calibrate(&r2, &t, err);
+    if (s != SP_OK) return s;
+    sp_op_request r = *req;
+    r.thresholds = t;
+    s = sp_attn_op_create(&r, n_layers, n_heads, out, err);
+    if (s == SP_OK && used) *used = t;
+    else sp_thresholds_free(t);
+    return s;
+}

@@ -1,6 +1,8 @@
 /* factory.c: builds an attention operator by mode name, from the config's quant, reram,
  * sprint and policy sections, and decides where its thresholds come from (a thresholds
- * object, policy.file, automatic calibration, or the uncalibrated config values). */
+ * object, policy.file, or the uncalibrated config values). It never calibrates: calibration
+ * is an explicit call (sp_calibrate, or sp_attn_op_create_calibrated in calibrate.c), so
+ * creating an operator never runs the model (issue 11). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +103,22 @@ static sp_status apply_thresholds(const sp_thresholds *t, const char *origin, co
     return SP_OK;
 }
 
+int sp_op_needs_calibration(const sp_op_request *req) {
+    if (req->thresholds || !req->mode) return 0;
+    int mode = sp_fn_mode_parse(req->mode);
+    if (mode <= SP_FN_DENSE) return 0; /* dense, dense-ref, unknown */
+    sp_config defcfg;
+    const sp_config *cfg = req->cfg;
+    if (!cfg) {
+        sp_config_defaults(&defcfg);
+        cfg = &defcfg;
+    }
+    int kind = sp_policy_kind_parse(cfg->policy_kind);
+    if (kind < 0 || kind == SP_POLICY_TOPK || cfg->policy_file[0]) return 0;
+    if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) return 1;
+    return cfg->policy_delta < 0; /* oracle, onchip */
+}
+
 sp_status sp_attn_op_create(const sp_op_request *req, int n_layers, int n_heads, sp_attn_op **out,
                             sp_error *err) {
     *out = NULL;
@@ -142,17 +160,13 @@ sp_status sp_attn_op_create(const sp_op_request *req, int n_layers, int n_heads,
             s = apply_thresholds(t, origin, req, n_layers, n_heads, &p, err);
         }
         sp_thresholds_free(t);
-    } else if ((fixed || (relative && p.delta < 0)) && req->model && req->calib) {
-        sp_thresholds *t = NULL;
-        sp_op_request r2 = *req;
-        r2.cfg = cfg;
-        /* thresholds are calibrated for mode sprint whatever the requested mode, so pruning,
-         * sprint-norecompute and sprint share them (as in sprint compare): calibrating
-         * norecompute for a loss budget it cannot meet would only return delta's upper end */
-        r2.mode = "sprint";
-        s = sp_calibrate(&r2, &t, err);
-        if (s == SP_OK) s = apply_thresholds(t, "calibration", req, n_layers, n_heads, &p, err);
-        sp_thresholds_free(t);
+    } else if ((fixed || (relative && p.delta < 0)) && req->calib) {
+        /* the caller has calibration data, so it wants calibrated thresholds: say how to get
+         * them rather than silently using the uncalibrated config values */
+        s = sp_error_set(err, SP_ERR_ARG,
+                         "policy %s needs calibrated thresholds: calibrate first (sp_calibrate, "
+                         "sp_attn_op_create_calibrated or sprint calibrate), or set policy.file%s",
+                         sp_policy_kind_name(p.kind), fixed ? " or policy.threshold" : " or policy.delta >= 0");
     } else if (fixed) {
         p.thr = sp_xmalloc((size_t)n_layers * (size_t)n_heads, sizeof *p.thr);
         double v = cfg->policy_threshold <= -1e30 ? -INFINITY : cfg->policy_threshold;

@@ -13,7 +13,14 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     double t0 = sp_now_seconds();
     memset(out, 0, sizeof *out);
     const sp_model_info *mi = sp_model_get_info(m);
-    snprintf(out->wl.name, sizeof out->wl.name, "stories260K");
+    /* the workload is named after the checkpoint file (stories260K, bitnet-3M, ...) */
+    const char *base = strrchr(cfg->model_checkpoint, '/');
+    base = base ? base + 1 : cfg->model_checkpoint;
+    size_t bl = strlen(base);
+    if (bl > 4 && !strcmp(base + bl - 4, ".bin")) bl -= 4;
+    if (!bl) base = "stories260K", bl = strlen(base);
+    snprintf(out->wl.name, sizeof out->wl.name, "%.*s", (int)(bl < sizeof out->wl.name - 1 ? bl : sizeof out->wl.name - 1),
+             base);
     out->wl.layers = mi->n_layers;
     out->wl.heads = mi->n_heads;
     out->wl.d = mi->head_dim;
@@ -43,7 +50,7 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
                          .progress = o ? o->progress : NULL, .progress_user = o ? o->progress_user : NULL};
     if (!strcmp(cfg->workload_mode, "builtin")) {
         /* the built-in op below */
-    } else if (sp_attn_op_create(&req, mi->n_layers, mi->n_heads, &op, &oerr) == SP_OK) {
+    } else if (sp_attn_op_create_calibrated(&req, mi->n_layers, mi->n_heads, &op, NULL, &oerr) == SP_OK) {
         snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
     } else {
         free(ocfg);
