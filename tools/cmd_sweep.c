@@ -326,7 +326,8 @@ static void add_accuracy(cli_common *c, const plan *p, const sp_config *base, co
     fn_session s;
     sp_config pcfg = c->cfg;
     c->cfg = *base; /* thresholds and the dense reference at the base configuration */
-    fn_session_load(c, &s, 1); /* calibrate on the first half of the stories, evaluate the second (issue 8) */
+    /* when thresholds are calibrated: on the first half of the stories, evaluate the second (issue 8) */
+    fn_session_load(c, &s, needs_calibration(base) || p->cal_point);
     sp_thresholds *t = base_thresholds(c, p, base, &s);
     /* the paths as resolved (shared directory) for the point too */
     memcpy(pcfg.model_checkpoint, c->cfg.model_checkpoint, sizeof pcfg.model_checkpoint);
