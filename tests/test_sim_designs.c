@@ -124,13 +124,48 @@ Test(designs, sprint_traffic_equals_newly_fetched_vectors) {
          * bound by the pruning-vector scan here (400 bits / 6 per cycle), so only <= holds */
         cr_assert_leq(r->cycles, nr->cycles);
     }
-    /* pruning (LeOPArd-like): Q, every visible K, then only the kept V. At S (128 keys per
-     * CORELET < 400) K streams for every query; at L (4 x 128 >= 400) K and V are fetched once. */
-    cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].bytes_read, (double)n * d + (double)n * n * d + kept * d, 0.5);
-    cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].vec_fetched, (double)n * n + kept, 0.5);
+    /* pruning (LeOPArd-like): Q, every visible K, then only the kept V, with the baseline's
+     * partial residency (chip.baseline_dataflow): at S the first R = 128 keys (1 CORELET x 128)
+     * keep K and V on chip (fetched once: every one of them is some query's survivor), K 128..399
+     * streams for every query, and a survivor >= 128 has its V fetched by every query keeping
+     * it; at M R = 2 x 128 = 256; at L (4 x 128 >= 400) K and V are fetched once. */
+    for (int s = 0; s < 2; s++) {
+        const int R = s ? 256 : 128;
+        double kept_hi = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = i - w; j <= i + w; j++) kept_hi += j >= R && j < n;
+        double vec = R + (double)n * (n - R) + R + kept_hi;
+        cr_assert_float_eq(res[s][SP_DESIGN_PRUNING].vec_fetched, vec, 0.5, "size %d: %g", s,
+                           res[s][SP_DESIGN_PRUNING].vec_fetched);
+        cr_assert_float_eq(res[s][SP_DESIGN_PRUNING].bytes_read, (double)n * d + vec * d, 0.5);
+    }
     cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].pairs_qk, (double)n * n, 0.5);
     cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].pairs_sv, kept, 0.5);
     cr_assert_float_eq(res[2][SP_DESIGN_PRUNING].bytes_read, 3.0 * n * d, 0.5);
+}
+
+/* The pruning design's residency follows chip.baseline_dataflow: with restream (the
+ * all-or-nothing rule) nothing stays on chip at S (400 keys > 128), so every query streams all
+ * 400 K and the V of each of its survivors; with partial the first 128 stay (hand count in
+ * sprint_traffic_equals_newly_fetched_vectors). */
+Test(designs, pruning_residency_follows_baseline_dataflow) {
+    sp_hw hw[3];
+    unsigned mask;
+    hw_sizes(hw, &mask, "chip.baseline_dataflow=restream");
+    const int n = 400, d = 64, w = 5;
+    sp_head_shape sh = {.n_k = n, .d = d, .causal = 0, .n_valid = n};
+    sp_sim_head *h = sp_sim_head_create(hw, 7u, &sh);
+    feed_window(h, n, w);
+    static sp_design_result res[3][SP_DESIGN_COUNT];
+    memset(res, 0, sizeof res);
+    sp_sim_head_finish(h, 1.0, res, NULL);
+    sp_sim_head_free(h);
+    double kept = 0;
+    for (int i = 0; i < n; i++) kept += (i + w < n ? i + w : n - 1) - (i - w > 0 ? i - w : 0) + 1;
+    cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].vec_fetched, (double)n * n + kept, 0.5);
+    cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].bytes_read, (double)n * d + (double)n * n * d + kept * d, 0.5);
+    cr_assert_float_eq(res[1][SP_DESIGN_PRUNING].vec_fetched, (double)n * n + kept, 0.5); /* 2 x 128 < 400 */
+    cr_assert_float_eq(res[2][SP_DESIGN_PRUNING].bytes_read, 3.0 * n * d, 0.5);          /* 4 x 128 >= 400 */
 }
 
 Test(designs, residency_lru_and_fifo) {

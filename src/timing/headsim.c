@@ -28,7 +28,7 @@ typedef struct dstate {
     double kmsb_free;      /* SPRINT: the K_MSB arrays are free of the previous query's transposed reads */
     double hist[SP_HIST];  /* comp_end of the last SP_HIST queries (ring) */
     long nq;               /* queries ended */
-    long prefix_fetched;   /* regular designs / pruning with everything resident: keys [0, p) on chip */
+    long prefix_fetched;   /* regular designs and pruning: resident keys [0, p) on chip */
     sp_counts n;
     sp_design_result r;
     double expect_bytes;   /* bytes of the vectors this design decided to fetch (checked against memory) */
@@ -38,7 +38,7 @@ typedef struct dstate {
 typedef struct size_state {
     sp_mem mem[SP_DESIGN_COUNT];
     sp_residency res;          /* sprint's On-Chip? table */
-    unsigned char *v_fetched;  /* pruning: V already on chip when every valid V fits */
+    unsigned char *v_fetched;  /* pruning: V of a resident key (< R) already on chip */
     int cap;                   /* residency entries per CORELET */
     dstate d[SP_DESIGN_COUNT];
     long *ca, *cb;             /* per-CORELET counts scratch */
@@ -281,8 +281,11 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
 }
 
 /* Digital runtime pruning, LeOPArd-like: every visible K streams in, scores are computed and
- * thresholded on chip, then only the survivors' V are fetched. When every valid K (V) fits
- * the buffer, each is fetched once per head. Survivors = the record's kept set. */
+ * thresholded on chip, then only the survivors' V are fetched. Residency follows
+ * chip.baseline_dataflow like the baseline (sp_sim_baseline_resident): keys [0, R) keep their K
+ * (and, once a query keeps them, their V) on chip, fetched once per head; K [R, visible) streams
+ * for every query and a survivor's V >= R is fetched for every query that keeps it.
+ * Survivors = the record's kept set. */
 static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
     const sp_hw *hw = &h->hw[s];
     size_state *ss = &h->s[s];
@@ -290,17 +293,21 @@ static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
     sp_mem *m = &ss->mem[SP_DESIGN_PRUNING];
     int d = h->sh.d, C = hw->corelets, nv = rec->n_visible;
     long nvalid = h->dynamic ? h->n_alloc : h->sh.n_valid;
-    int fits = (nvalid + C - 1) / C <= ss->cap;
+    long R = sp_sim_baseline_resident(hw, nvalid, ss->cap);
+    int fits = R >= nvalid;
     /* resident K: a few vectors per query, always the event model */
     int event = h->n_alloc <= hw->event_max_keys || fits;
     double issue = dmax(ds->fetch_issue, ended_before(ds, 1 + hw->lookahead));
     ds->fetch_issue = issue;
     double bus0 = m->busy_bus;
     double t = fetch_range(h, m, 1, SP_REGION_Q, rec->pos, rec->pos + 1, issue);
-    long kfrom = fits ? ds->prefix_fetched : 0;
-    double kend = fetch_range(h, m, event, SP_REGION_K, kfrom, nv, t);
-    long kf = nv > kfrom ? nv - kfrom : 0;
-    if (fits && nv > ds->prefix_fetched) ds->prefix_fetched = nv;
+    /* resident K not yet on chip: [from, once_to); streamed K: [R, nv); issued together */
+    long from = ds->prefix_fetched, once_to = nv < R ? nv : R;
+    long n_once = once_to > from ? once_to - from : 0, n_str = nv > R ? nv - R : 0;
+    double kend = fetch_range(h, m, event, SP_REGION_K, from, from + n_once, t);
+    kend = dmax(kend, fetch_range(h, m, event, SP_REGION_K, R, R + n_str, t));
+    long kf = n_once + n_str;
+    if (once_to > ds->prefix_fetched) ds->prefix_fetched = once_to;
     counts_range(nv, C, ss->ca);
     double qk = 0, dc = cdiv(d, hw->lane_width);
     for (int c = 0; c < C; c++) qk = dmax(qk, cdiv((double)ss->ca[c], hw->qk_lanes) * dc);
@@ -310,7 +317,7 @@ static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
     reqs_reserve(h, (size_t)rec->n_kept + 1);
     for (int i = 0; i < rec->n_kept; i++) {
         int32_t j = rec->kept[i];
-        if (fits) {
+        if (j < R) {
             if (ss->v_fetched[j]) continue;
             ss->v_fetched[j] = 1;
         }
