@@ -98,6 +98,21 @@ Test(cli, no_silently_ignored_output_options) {
     cr_assert_eq(th_run_sprint("config dump --csv /tmp/x.csv", out, sizeof out, err, sizeof err), 2);
     cr_assert_eq(th_run_sprint("generate --json --steps 2", out, sizeof out, err, sizeof err), 2);
     cr_assert(strstr(err, "--json"), "%s", err);
+    /* trace: --json refused, --csv FILE writes the trace (it used to write nothing) */
+    cr_assert_eq(th_run_sprint("trace --workload ViT-B --set workload.vit_b_seq=32 --json --quiet", out, sizeof out, err, sizeof err), 2);
+    cr_assert(strstr(err, "--json"), "%s", err);
+    const char *csv = "/tmp/sp_cli_trace.csv";
+    remove(csv);
+    char args[256];
+    snprintf(args, sizeof args, "trace --workload ViT-B --set workload.vit_b_seq=32 --csv %s --quiet", csv);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, err, sizeof err), 0, "%s", err);
+    FILE *f = fopen(csv, "r");
+    cr_assert(f != NULL, "trace --csv wrote nothing");
+    int lines = 0;
+    for (int ch; (ch = fgetc(f)) != EOF;) lines += ch == '\n';
+    fclose(f);
+    remove(csv);
+    cr_assert_eq(lines, 1 + 32, "header + one row per query, got %d lines", lines);
 }
 
 Test(cli, run_workload_runs_only_what_it_names, .timeout = 120) {

@@ -31,7 +31,7 @@ static void help(void) {
            "  --export-qkv FILE with --real: also write the Q/K/V every attention call of that run received\n"
            "                    (safetensors, docs/formats.md); workload.mode=dense gives the dense model's\n"
            "  --qkv FILE        trace your own Q/K/V tensors (safetensors file or .npy directory) instead\n"
-           "  --out FILE        write to FILE instead of stdout\n\n%s",
+           "  --out FILE        write to FILE instead of stdout (--csv FILE is the same; --json is refused)\n\n%s",
            SP_WORKLOAD_PRESETS, CLI_COMMON_HELP);
 }
 
@@ -131,6 +131,12 @@ int cmd_trace(int argc, char **argv) {
         }
     }
     cli_finish(&c);
+    /* the trace is CSV: --csv FILE is the same as --out FILE; there is no JSON form (issue 10) */
+    if (c.json) cli_die(&c, 2, "--json: sprint trace writes CSV rows (stdout, --out FILE or --csv FILE)");
+    if (c.csv_path) {
+        if (outp && strcmp(outp, c.csv_path)) cli_die(&c, 2, "--out %s and --csv %s: give one output file", outp, c.csv_path);
+        outp = c.csv_path;
+    }
     if (export_qkv && !real) cli_die(&c, 2, "--export-qkv needs --real (it exports the real model's Q/K/V)");
     if (qkv_path && real) cli_die(&c, 2, "--qkv and --real are exclusive: trace either a tensor set or the model");
     sp_error err = {0};
