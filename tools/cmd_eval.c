@@ -167,6 +167,9 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "nll", r.nll);
         cJSON_AddNumberToObject(o, "ppl", r.ppl);
         cJSON_AddNumberToObject(o, "top1", r.top1);
+        /* the CSV columns' names (units in the name) are JSON keys too (issue 10) */
+        cJSON_AddNumberToObject(o, "nll_nats_per_token", r.nll);
+        cJSON_AddNumberToObject(o, "top1_fraction", r.top1);
         cJSON_AddNumberToObject(o, "tokens_per_s", r.tokens_per_s);
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "kept_fraction", kept);
