@@ -98,6 +98,22 @@ static void write_rows(tstate *t, FILE *f) {
     t->n = t->cap = 0;
 }
 
+/* The first sim.trace_stories stories of the evaluated text, encoded with the model's
+ * tokenizer: what the real-model trace runs on (as sprint run's traces). Exits on error. */
+static void load_trace_stories(cli_common *c, const sp_model *m, sp_corpus *corpus) {
+    sp_error err = {0};
+    sp_tokenizer *tok = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    memset(corpus, 0, sizeof *corpus);
+    if (sp_tokenizer_load(c->cfg.model_tokenizer, sp_model_get_info(m)->vocab_size, &tok, &err) != SP_OK ||
+        sp_read_file(c->cfg.eval_text, &text, &len, &err) != SP_OK ||
+        sp_corpus_from_text(tok, text, len, (int)c->cfg.sim_trace_stories, corpus, &err) != SP_OK)
+        cli_die_err(c, &err);
+    free(text);
+    sp_tokenizer_free(tok);
+}
+
 int cmd_trace(int argc, char **argv) {
     cli_common c;
     cli_init(&c, "trace");
@@ -181,15 +197,8 @@ int cmd_trace(int argc, char **argv) {
         if (sp_qkv_run_op(qkv, op, (int)c.cfg.run_threads, &err) != SP_OK) cli_die_err(&c, &err);
         sp_qkv_free(qkv);
     } else if (real && export_qkv) {
-        sp_tokenizer *tok = NULL;
-        char *text = NULL;
-        size_t len = 0;
         sp_corpus corpus;
-        memset(&corpus, 0, sizeof corpus);
-        if (sp_tokenizer_load(c.cfg.model_tokenizer, sp_model_get_info(m)->vocab_size, &tok, &err) != SP_OK ||
-            sp_read_file(c.cfg.eval_text, &text, &len, &err) != SP_OK ||
-            sp_corpus_from_text(tok, text, len, (int)c.cfg.sim_trace_stories, &corpus, &err) != SP_OK)
-            cli_die_err(&c, &err);
+        load_trace_stories(&c, m, &corpus);
         sp_sim_opts so = {.threads = (int)c.cfg.run_threads, .progress = cli_progress, .progress_user = &c};
         if (sp_qkv_capture_model(&c.cfg, m, &corpus, &so, write_record, &t, &qkv, &err) != SP_OK) cli_die_err(&c, &err);
         cli_progress_done();
@@ -205,19 +214,10 @@ int cmd_trace(int argc, char **argv) {
         }
         sp_qkv_free(qkv);
         sp_corpus_free(&corpus);
-        free(text);
-        sp_tokenizer_free(tok);
         sp_model_free(m);
     } else if (real) {
-        sp_tokenizer *tok = NULL;
-        char *text = NULL;
-        size_t len = 0;
         sp_corpus corpus;
-        memset(&corpus, 0, sizeof corpus);
-        if (sp_tokenizer_load(c.cfg.model_tokenizer, sp_model_get_info(m)->vocab_size, &tok, &err) != SP_OK ||
-            sp_read_file(c.cfg.eval_text, &text, &len, &err) != SP_OK ||
-            sp_corpus_from_text(tok, text, len, (int)c.cfg.sim_trace_stories, &corpus, &err) != SP_OK)
-            cli_die_err(&c, &err);
+        load_trace_stories(&c, m, &corpus);
         if (!strcmp(c.cfg.workload_mode, "builtin")) {
             op = sp_relthresh_op_create(layers, heads, c.cfg.workload_margin_nats);
         } else {
@@ -233,8 +233,6 @@ int cmd_trace(int argc, char **argv) {
         if (sp_eval_corpus(m, &corpus, op, &eo, &er, &err) != SP_OK) cli_die_err(&c, &err);
         cli_progress_done();
         sp_corpus_free(&corpus);
-        free(text);
-        sp_tokenizer_free(tok);
         sp_model_free(m);
     } else {
         sp_workload wl;

@@ -142,6 +142,22 @@ static void nll_chunk(void *ctx, int i) {
     }
 }
 
+/* Fills res from the sums of an evaluation that started at t0 (sp_now_seconds): NLL and
+ * perplexity per predicted token, top-1 accuracy, speed, and the operator's statistics. Used by
+ * the prefill (sp_eval_corpus) and decode (sp_eval_corpus_decode) paths. */
+void sp_eval_result_finish(sp_eval_result *res, int stories, long ntok, double nll_sum, long hits, double t0,
+                           const sp_attn_op *op) {
+    res->seconds = sp_now_seconds() - t0;
+    res->stories = stories;
+    res->tokens = ntok;
+    res->nll_sum = nll_sum;
+    res->nll = ntok ? nll_sum / (double)ntok : 0.0;
+    res->ppl = exp(res->nll);
+    res->top1 = ntok ? (double)hits / (double)ntok : 0.0;
+    res->tokens_per_s = res->seconds > 0 ? (double)ntok / res->seconds : 0.0;
+    sp_attn_stats_total(op, &res->attn);
+}
+
 sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
                          sp_eval_result *res, sp_error *err) {
     memset(res, 0, sizeof *res);
@@ -196,14 +212,6 @@ sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, 
     free(tnll);
     free(thit);
     if (s != SP_OK) return s;
-    res->seconds = sp_now_seconds() - t0;
-    res->stories = c->n;
-    res->tokens = ntok;
-    res->nll_sum = nll_sum;
-    res->nll = ntok ? nll_sum / (double)ntok : 0.0;
-    res->ppl = exp(res->nll);
-    res->top1 = ntok ? (double)hits / (double)ntok : 0.0;
-    res->tokens_per_s = res->seconds > 0 ? (double)ntok / res->seconds : 0.0;
-    sp_attn_stats_total(op, &res->attn);
+    sp_eval_result_finish(res, c->n, ntok, nll_sum, hits, t0, op);
     return SP_OK;
 }

@@ -75,4 +75,8 @@ const float *sp_model_linear_input(const sp_model *m, sp_lin_input which, int l,
 /* out (rows, dim) = RMSNorm(x) * w (dim), sum of squares in double, eps 1e-5 (llama2.c). */
 void sp_rmsnorm(float *out, const float *x, const float *w, int rows, int dim);
 
+/* eval.c: fills an sp_eval_result from an evaluation's sums (prefill and decode paths). */
+void sp_eval_result_finish(sp_eval_result *res, int stories, long ntok, double nll_sum, long hits, double t0,
+                           const sp_attn_op *op);
+
 #endif

@@ -199,14 +199,6 @@ sp_status sp_eval_corpus_decode(const sp_model *m, const sp_corpus *c, sp_attn_o
     free(logits);
     sp_model_kv_free(kv);
     if (s != SP_OK) return s;
-    res->seconds = sp_now_seconds() - t0;
-    res->stories = c->n;
-    res->tokens = ntok;
-    res->nll_sum = nll_sum;
-    res->nll = ntok ? nll_sum / (double)ntok : 0.0;
-    res->ppl = exp(res->nll);
-    res->top1 = ntok ? (double)hits / (double)ntok : 0.0;
-    res->tokens_per_s = res->seconds > 0 ? (double)ntok / res->seconds : 0.0;
-    sp_attn_stats_total(op, &res->attn);
+    sp_eval_result_finish(res, c->n, ntok, nll_sum, hits, t0, op);
     return SP_OK;
 }
