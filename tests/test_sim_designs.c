@@ -336,12 +336,24 @@ Test(designs, cli_errors_and_json) {
     char line[4096];
     cr_assert(fgets(line, sizeof line, f) != NULL);
     cr_assert(strstr(line, "energy_pj") && strstr(line, "reram_read_pj") && strstr(line, "bytes_read") &&
-                  strstr(line, "speedup_vs_paper_x"),
+                  strstr(line, "speedup") && strstr(line, "baseline"),
               "%s", line);
+    /* JSON keys = CSV columns (issue 10): every column is a key of the JSON report */
+    snprintf(args, sizeof args, "run --no-real --quiet --workload ViT-B --sizes S --heads 1 --json");
+    static char js[1 << 20];
+    cr_assert_eq(th_run_sprint(args, js, sizeof js, errb, sizeof errb), 0, "%s", errb);
+    char head[4096];
+    snprintf(head, sizeof head, "%s", line);
+    head[strcspn(head, "\n")] = 0;
+    for (char *save = NULL, *col = strtok_r(head, ",", &save); col; col = strtok_r(NULL, ",", &save)) {
+        char key[96];
+        snprintf(key, sizeof key, "\"%s\":", col);
+        cr_assert(strstr(js, key) != NULL, "CSV column %s is not a key of the JSON report", col);
+    }
     int rows = 0;
     while (fgets(line, sizeof line, f)) rows++;
     fclose(f);
-    cr_assert_eq(rows, SP_DESIGN_COUNT);
+    cr_assert_eq(rows, 2 * SP_DESIGN_COUNT, "one row per design and baseline (the JSON results entries)");
     /* text table: every row of a workload's design table and of its energy breakdown is as
      * long as its header (right-aligned columns end under their names) */
     rc = th_run_sprint("run --no-real --quiet --detail --workload ViT-B --sizes S,M --heads 1", out, sizeof out, errb,

@@ -254,6 +254,11 @@ static cJSON *result_json(const sp_design_result *r) {
     cJSON_AddNumberToObject(o, "energy_pj", r->energy_pj_total);
     cJSON *e = cJSON_AddObjectToObject(o, "energy_breakdown_pj");
     for (int c = 0; c < SP_E_COUNT; c++) cJSON_AddNumberToObject(e, sp_energy_cat_name(c), r->energy_pj[c]);
+    char key[64];
+    for (int c = 0; c < SP_E_COUNT; c++) { /* the same, flat (the CSV's columns) */
+        snprintf(key, sizeof key, "%s_pj", sp_energy_cat_name(c));
+        cJSON_AddNumberToObject(o, key, r->energy_pj[c]);
+    }
     cJSON_AddNumberToObject(o, "write_once_pj", r->write_once_pj);
     cJSON_AddNumberToObject(o, "traffic_bytes", r->bytes_read);
     cJSON_AddNumberToObject(o, "bytes_read", r->bytes_read);
@@ -282,6 +287,26 @@ static cJSON *result_json(const sp_design_result *r) {
 static void num(cJSON *o, const char *k, double v) {
     if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
     else cJSON_AddNullToObject(o, k);
+}
+
+/* One "results" entry: a design at a size, with its ratios against one baseline (b = 0: paper,
+ * 1: tiled). The JSON report and the CSV (one row per entry) are both made from it, so every
+ * CSV column is a JSON key (issue 10). */
+static cJSON *result_entry(const sp_wl_result *x, int sz, int D, int b) {
+    cJSON *e = result_json(&x->r[sz][D]);
+    sp_ratios r = sp_result_ratios(x, sz, D, b);
+    cJSON_AddStringToObject(e, "workload", x->wl.name);
+    cJSON_AddStringToObject(e, "size", sp_size_name(sz));
+    cJSON_AddStringToObject(e, "design", sp_design_name(D));
+    cJSON_AddStringToObject(e, "baseline", b ? "tiled" : "paper");
+    num(e, "speedup", r.speedup);
+    num(e, "energy_reduction", r.energy_reduction);
+    num(e, "energy_reduction_excl_write", r.energy_reduction_excl_write);
+    num(e, "traffic_reduction", r.traffic_reduction);
+    /* Fig. 10: remaining traffic relative to the S baseline of the same dataflow */
+    double b0 = x->r[0][b ? SP_DESIGN_TILED : SP_DESIGN_BASELINE].bytes_read;
+    num(e, "traffic_left_vs_s_baseline", (x->sizes_mask & 1u) && b0 > 0 ? x->r[sz][D].bytes_read / b0 : NAN);
+    return e;
 }
 
 sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err) {
@@ -320,22 +345,7 @@ sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err)
         for (int sz = 0; sz < SP_SIZE_COUNT; sz++) {
             if (!(x->sizes_mask & (1u << sz))) continue;
             for (int D = 0; D < SP_DESIGN_COUNT; D++)
-                for (int b = 0; b < 2; b++) {
-                    cJSON *e = result_json(&x->r[sz][D]);
-                    sp_ratios r = sp_result_ratios(x, sz, D, b);
-                    cJSON_AddStringToObject(e, "workload", x->wl.name);
-                    cJSON_AddStringToObject(e, "size", sp_size_name(sz));
-                    cJSON_AddStringToObject(e, "design", sp_design_name(D));
-                    cJSON_AddStringToObject(e, "baseline", b ? "tiled" : "paper");
-                    num(e, "speedup", r.speedup);
-                    num(e, "energy_reduction", r.energy_reduction);
-                    num(e, "energy_reduction_excl_write", r.energy_reduction_excl_write);
-                    num(e, "traffic_reduction", r.traffic_reduction);
-                    /* Fig. 10: remaining traffic relative to the S baseline of the same dataflow */
-                    double b0 = x->r[0][b ? SP_DESIGN_TILED : SP_DESIGN_BASELINE].bytes_read;
-                    num(e, "traffic_left_vs_s_baseline", (x->sizes_mask & 1u) && b0 > 0 ? x->r[sz][D].bytes_read / b0 : NAN);
-                    cJSON_AddItemToArray(arr, e);
-                }
+                for (int b = 0; b < 2; b++) cJSON_AddItemToArray(arr, result_entry(x, sz, D, b));
         }
     }
     char *txt = cJSON_Print(root);
@@ -348,34 +358,48 @@ sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err)
 }
 
 sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_error *err) {
+    /* one row per JSON "results" entry, its scalar keys as columns (units in the names: _pj,
+     * _cycles, _bytes, fractions), then the workload's statistics under their JSON keys */
+    static const char *const WL_KEYS[] = {"kept_fraction", "mem_kept_fraction", "adjacent_overlap", "new_fetch_fraction"};
     sp_outfile *of;
     sp_status st = sp_outfile_open(path, &of, err); /* complete or absent */
     if (st != SP_OK) return st;
     FILE *f = sp_outfile_stream(of);
-    fprintf(f, "workload,size,design,cycles,speedup_vs_paper_x,speedup_vs_tiled_x,energy_pj,energy_reduction_vs_paper_x,"
-               "energy_reduction_vs_tiled_x,write_once_pj");
-    for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, ",%s_pj", sp_energy_cat_name(c));
-    fprintf(f, ",bytes_read,bytes_written,traffic_reduction_vs_paper_fraction,requests,row_hits,vectors_fetched,"
-               "vectors_reused,busy_qk_cycles,busy_v_cycles,busy_softmax_cycles,busy_bus_cycles,bound_threshold_cycles,"
-               "bound_memory_cycles,bound_compute_cycles,kept_fraction,adjacent_overlap_fraction\n");
+    int header = 0;
     for (int w = 0; w < n; w++) {
         const sp_wl_result *x = &res[w];
         const sp_wl_stats *s = &x->stats;
+        double wl[4] = {s->pairs_visible > 0 ? s->pairs_kept / s->pairs_visible : NAN,
+                        s->pairs_visible > 0 ? s->pairs_mem_kept / s->pairs_visible : NAN,
+                        s->later_kept > 0 ? s->overlap_pairs / s->later_kept : NAN,
+                        s->later_visible > 0 ? s->new_pairs / s->later_visible : NAN};
         for (int sz = 0; sz < SP_SIZE_COUNT; sz++) {
             if (!(x->sizes_mask & (1u << sz))) continue;
-            for (int D = 0; D < SP_DESIGN_COUNT; D++) {
-                const sp_design_result *r = &x->r[sz][D];
-                sp_ratios p = sp_result_ratios(x, sz, D, 0), t = sp_result_ratios(x, sz, D, 1);
-                fprintf(f, "%s,%s,%s,%.17g,%.6g,%.6g,%.17g,%.6g,%.6g,%.17g", x->wl.name, sp_size_name(sz),
-                        sp_design_name(D), r->cycles, p.speedup, t.speedup, r->energy_pj_total, p.energy_reduction,
-                        t.energy_reduction, r->write_once_pj);
-                for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, ",%.17g", r->energy_pj[c]);
-                fprintf(f, ",%.17g,%.17g,%.6g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.6g,%.6g\n",
-                        r->bytes_read, r->bytes_written, p.traffic_reduction, r->requests, r->row_hits, r->vec_fetched,
-                        r->vec_reused, r->busy_qk, r->busy_v, r->busy_sm, r->busy_bus, r->bound_thr, r->bound_mem,
-                        r->bound_comp, s->pairs_visible > 0 ? s->pairs_kept / s->pairs_visible : 0,
-                        s->later_kept > 0 ? s->overlap_pairs / s->later_kept : 0);
-            }
+            for (int D = 0; D < SP_DESIGN_COUNT; D++)
+                for (int b = 0; b < 2; b++) {
+                    cJSON *e = result_entry(x, sz, D, b);
+                    if (!header) {
+                        int k = 0;
+                        for (cJSON *it = e->child; it; it = it->next)
+                            if (!cJSON_IsObject(it)) fprintf(f, "%s%s", k++ ? "," : "", it->string);
+                        for (size_t j = 0; j < sizeof WL_KEYS / sizeof WL_KEYS[0]; j++) fprintf(f, ",%s", WL_KEYS[j]);
+                        fputc('\n', f);
+                        header = 1;
+                    }
+                    int k = 0;
+                    for (cJSON *it = e->child; it; it = it->next) {
+                        if (cJSON_IsObject(it)) continue;
+                        if (k++) fputc(',', f);
+                        if (cJSON_IsString(it)) fputs(it->valuestring, f);
+                        else if (cJSON_IsNumber(it)) fprintf(f, "%.17g", it->valuedouble);
+                        /* null (a ratio with no baseline): an empty field */
+                    }
+                    for (size_t j = 0; j < sizeof WL_KEYS / sizeof WL_KEYS[0]; j++)
+                        if (isfinite(wl[j])) fprintf(f, ",%.6g", wl[j]);
+                        else fputc(',', f);
+                    fputc('\n', f);
+                    cJSON_Delete(e);
+                }
         }
     }
     return sp_outfile_commit(of, err);
