@@ -47,7 +47,7 @@ Test(msb_cost, more_bits_more_rounds_and_energy) {
     for (int D = SP_DESIGN_SPRINT_NOREUSE; D <= SP_DESIGN_SPRINT; D++) {
         const sp_design_result *a = &r4[0][D], *b = &r8[0][D], *c = &r1[0][D];
         /* 2048 keys / 128 columns = 16 rounds of tAxTh at 4 bits, 32 at 8 bits */
-        double rounds4 = 16 * h4.t_axth;
+        double rounds4 = 16 * h4.t_axth_cyc;
         cr_assert(a->busy_thr >= rounds4 && a->busy_thr < rounds4 + 1e-9, "%s: busy_thr %g, expected %g",
                   sp_design_name(D), a->busy_thr, rounds4);
         cr_assert(fabs(b->busy_thr - 2 * rounds4) < 1e-9, "%s: 8-bit busy_thr %g, expected %g", sp_design_name(D),

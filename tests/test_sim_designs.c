@@ -476,9 +476,9 @@ Test(designs, thresholding_rounds_span_columns) {
     th_sim_one_query(hw, 1u, n, d, kp, 1, kp, 1, res);
     double rounds = ceil((double)n / hw[0].xbar_cols) * ceil((double)d / hw[0].xbar_rows);
     cr_assert_eq(rounds, 8.0); /* 4 groups of 128 keys x 2 column spans */
-    double readp = hw[0].t_cl + sp_mem_burst(&hw[0], n / 8);
-    cr_assert_gt(rounds * hw[0].t_axth, readp); /* the arrays are the slowest step */
-    cr_assert_float_eq(res[0][SP_DESIGN_SPRINT].busy_thr, rounds * hw[0].t_axth, 1e-9);
+    double readp = hw[0].t_cl_cyc + sp_mem_burst(&hw[0], n / 8);
+    cr_assert_gt(rounds * hw[0].t_axth_cyc, readp); /* the arrays are the slowest step */
+    cr_assert_float_eq(res[0][SP_DESIGN_SPRINT].busy_thr, rounds * hw[0].t_axth_cyc, 1e-9);
 }
 
 /* A subset of heads stands for the whole model: the mask-independent baseline totals equal

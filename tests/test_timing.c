@@ -36,10 +36,10 @@ Test(timing, derived_cycles_from_config) {
     /* 800 MHz memory, 1 GHz core: 1.25 core cycles per memory cycle, not rounded (issue 7:
      * times are exact multiples of 1/8 core cycle) */
     cr_assert_float_eq(hw.mem_cycle, 1.25, 1e-12);
-    cr_assert_eq(hw.t_rcd, 30);    /* 24 * 1.25 */
-    cr_assert_eq(hw.t_cl, 12.5);   /* 10 * 1.25 */
-    cr_assert_eq(hw.t_rp, 1.25);
-    cr_assert_eq(hw.t_axth, 8.75); /* 7 * 1.25 */
+    cr_assert_eq(hw.t_rcd_cyc, 30);    /* 24 * 1.25 */
+    cr_assert_eq(hw.t_cl_cyc, 12.5);   /* 10 * 1.25 */
+    cr_assert_eq(hw.t_rp_cyc, 1.25);
+    cr_assert_eq(hw.t_axth_cyc, 8.75); /* 7 * 1.25 */
     /* 64 B on an 8-byte DDR bus: 8 beats = 4 memory cycles = 5 core cycles */
     cr_assert_eq(sp_mem_burst(&hw, 64), 5);
     cr_assert_eq(sp_mem_burst(&hw, 1), 0.625); /* 1 beat = half a memory cycle: no rounding */

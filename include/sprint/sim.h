@@ -80,7 +80,7 @@ typedef struct sp_hw {
     /* memory, converted to core cycles exactly (no rounding) */
     int channels, banks;       /* banks per channel */
     int row_bytes, bus_bytes;
-    double t_rcd, t_cl, t_rp, t_ccd, t_axth; /* core cycles */
+    double t_rcd_cyc, t_cl_cyc, t_rp_cyc, t_ccd_cyc, t_axth_cyc; /* core cycles (the memory.t_* keys are memory cycles) */
     double mem_cycle;          /* core cycles per memory clock */
     int xbar_rows, xbar_cols, arrays_parallel;
     int msb_cells;             /* MLC cells per K_MSB element: ceil(quant.msb_bits / memory.cell_bits); each slice

@@ -44,7 +44,7 @@ void sp_decode_sim_step(const sp_hw *hw, const sp_decode_record *r, int d, int m
         double e[SP_E_COUNT] = {0};
         double write_cyc = r->write_pulses * write_ns * clock_mhz * 1e-3;
         double rounds = ceil(n / hw->xbar_cols);                      /* arrays holding the n keys */
-        double screen = ceil(g * rounds / hw->arrays_parallel) * hw->t_axth; /* g reads per array */
+        double screen = ceil(g * rounds / hw->arrays_parallel) * hw->t_axth_cyc; /* g reads per array */
         int lsb_bytes = (int)ceil(d * (8.0 - msb_bits) / 8.0);
         double fetch = stream(hw, F, lsb_bytes) + stream(hw, F, d);  /* K LSBs + V of the union */
         double comp = pu_cycles(hw, r->mem_kept, d, hw->qk_lanes) + ceil(r->kept / hw->sm_per_cycle) +

@@ -207,10 +207,10 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     double rounds = cdiv(nv, (double)hw->xbar_cols * hw->arrays_parallel) * cdiv(d, hw->xbar_rows) * hw->msb_cells;
     long pbytes = (nv + 7) / 8;
     double burst = sp_mem_burst(hw, (int)(pbytes > 0 ? pbytes : 1));
-    double T = hw->t_cl + rounds * hw->t_axth + hw->t_cl + burst; /* latency of one query */
+    double T = hw->t_cl_cyc + rounds * hw->t_axth_cyc + hw->t_cl_cyc + burst; /* latency of one query */
     /* CopyQ, array rounds and ReadP use different resources (query buffer, arrays, bus), so
      * consecutive queries pipeline: the thresholder accepts a query every T_occ cycles. */
-    double T_occ = dmax(hw->t_cl, dmax(rounds * hw->t_axth, hw->t_cl + burst));
+    double T_occ = dmax(hw->t_cl_cyc, dmax(rounds * hw->t_axth_cyc, hw->t_cl_cyc + burst));
     /* Lookahead: thresholding may run ahead of compute by `lookahead` queries, but their
      * pruning vectors wait in the unpruned-index buffer, which holds floor(bits / nv) of them
      * (the one being consumed included). */

@@ -59,11 +59,11 @@ sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error 
         return sp_error_set(err, SP_ERR_CONFIG, "memory.row_bytes=%d is smaller than memory.bus_bytes=%d", hw->row_bytes,
                             hw->bus_bytes);
     hw->mem_cycle = cfg->chip_clock_mhz / cfg->memory_clock_mhz;
-    hw->t_rcd = (double)cfg->memory_t_rcd * hw->mem_cycle;
-    hw->t_cl = (double)cfg->memory_t_cl * hw->mem_cycle;
-    hw->t_rp = (double)cfg->memory_t_rp * hw->mem_cycle;
-    hw->t_ccd = (double)cfg->memory_t_ccd * hw->mem_cycle;
-    hw->t_axth = (double)cfg->memory_t_axth * hw->mem_cycle;
+    hw->t_rcd_cyc = (double)cfg->memory_t_rcd * hw->mem_cycle;
+    hw->t_cl_cyc = (double)cfg->memory_t_cl * hw->mem_cycle;
+    hw->t_rp_cyc = (double)cfg->memory_t_rp * hw->mem_cycle;
+    hw->t_ccd_cyc = (double)cfg->memory_t_ccd * hw->mem_cycle;
+    hw->t_axth_cyc = (double)cfg->memory_t_axth * hw->mem_cycle;
     hw->xbar_rows = (int)cfg->memory_xbar_rows;
     hw->xbar_cols = (int)cfg->memory_xbar_cols;
     hw->arrays_parallel = (int)cfg->memory_arrays_parallel;

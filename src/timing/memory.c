@@ -72,22 +72,22 @@ static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, 
     if (bytes != m->c_bytes) {
         m->c_bytes = bytes;
         m->c_burst = sp_mem_burst(hw, bytes);
-        m->c_col = dmax(hw->t_ccd, m->c_burst);
+        m->c_col = dmax(hw->t_ccd_cyc, m->c_burst);
     }
     double burst = m->c_burst, col = m->c_col;
     double start = dmax(t, m->bank_ready[g]);
     double lat, occupy;
     if (m->open_row[g] == row) {
-        lat = hw->t_cl;
+        lat = hw->t_cl_cyc;
         occupy = col;
         m->hits += 1;
     } else if (m->open_row[g] < 0) {
-        lat = hw->t_rcd + hw->t_cl;
-        occupy = hw->t_rcd + col;
+        lat = hw->t_rcd_cyc + hw->t_cl_cyc;
+        occupy = hw->t_rcd_cyc + col;
         m->misses += 1;
     } else {
-        lat = hw->t_rp + hw->t_rcd + hw->t_cl;
-        occupy = hw->t_rp + hw->t_rcd + col;
+        lat = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
+        occupy = hw->t_rp_cyc + hw->t_rcd_cyc + col;
         m->conflicts += 1;
     }
     m->open_row[g] = row;
@@ -253,14 +253,14 @@ double sp_mem_stream_time(const sp_hw *hw, long n, int bytes, sp_mem *st) {
     int vpr = hw->row_bytes / bytes;
     SP_ASSERT(vpr >= 1);
     double burst = sp_mem_burst(hw, bytes);
-    double col = dmax(hw->t_ccd, burst);
+    double col = dmax(hw->t_ccd_cyc, burst);
     /* Bus bound: the busiest channel moves ceil(n / channels) bursts after the first access. */
     long n_ch = (n + hw->channels - 1) / hw->channels;
-    double t_bus = hw->t_rcd + hw->t_cl + (double)n_ch * burst;
+    double t_bus = hw->t_rcd_cyc + hw->t_cl_cyc + (double)n_ch * burst;
     /* Bank bound: the busiest bank serves ceil(n / nb) column reads and opens its rows. */
     long n_b = (n + nb - 1) / nb;
     long rows = (n_b + vpr - 1) / vpr;
-    double t_bank = hw->t_rcd + (double)(rows - 1) * (hw->t_rp + hw->t_rcd) + (double)(n_b - 1) * col + hw->t_cl + burst;
+    double t_bank = hw->t_rcd_cyc + (double)(rows - 1) * (hw->t_rp_cyc + hw->t_rcd_cyc) + (double)(n_b - 1) * col + hw->t_cl_cyc + burst;
     if (st) {
         long act = 0, first = 0;
         for (int g = 0; g < nb && g < n; g++) {
@@ -298,11 +298,11 @@ double sp_mem_stream(sp_mem *m, int region, long from, long to, int bytes, doubl
     /* the stream's first access may find its row open (no activation) or another row open
      * (precharge first) */
     int hit_first = m->open_row[g] == row, conflict_first = m->open_row[g] >= 0 && !hit_first;
-    double end = t + sp_mem_stream_time(w, to - from, bytes, m) - (hit_first ? w->t_rcd : 0) +
-                 (conflict_first ? w->t_rp : 0);
+    double end = t + sp_mem_stream_time(w, to - from, bytes, m) - (hit_first ? w->t_rcd_cyc : 0) +
+                 (conflict_first ? w->t_rp_cyc : 0);
     if (hit_first) m->hits += 1, m->misses -= 1;
     if (conflict_first) m->conflicts += 1, m->misses -= 1;
-    double free_at = end - (w->t_rcd + w->t_cl);
+    double free_at = end - (w->t_rcd_cyc + w->t_cl_cyc);
     for (long k = 0; k < used; k++) {
         c = (int)(((from + k) % nb) % w->channels);
         m->bus_free[c] = dmax(m->bus_free[c], free_at);
