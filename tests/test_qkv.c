@@ -602,3 +602,22 @@ Test(qkv_cli, numpy_exporter_matches_the_c_capture, .timeout = 300) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* `trace --real --export-qkv` on the defaults (the onchip policy, which needs calibrated
+ * thresholds): the capture calibrates on the traced stories, as sprint run does, instead of
+ * refusing (a regression when operator creation stopped calibrating implicitly). */
+Test(qkv_cli, export_on_the_defaults_calibrates, .timeout = 300) {
+    TH_NEED_SHARED(model, "models/stories260K.bin");
+    char path[] = "/tmp/sprint-qkvexp-XXXXXX";
+    close(mkstemp(path));
+    unlink(path);
+    static char out[1 << 16], errb[1 << 14];
+    char args[512];
+    snprintf(args, sizeof args, "trace --real --quiet --set sim.trace_stories=1 --export-qkv %s --out /dev/null", path);
+    int rc = th_run_sprint(args, out, sizeof out, errb, sizeof errb);
+    struct stat st;
+    int exists = stat(path, &st) == 0 && st.st_size > 0;
+    unlink(path);
+    cr_assert_eq(rc, 0, "exit %d: %s", rc, errb);
+    cr_assert(exists, "no tensor file written");
+}

@@ -183,15 +183,10 @@ int cmd_trace(int argc, char **argv) {
     fprintf(f, "layer,head,seq,qi,pos,n_visible,n_mem_kept,n_kept,new_vs_prev,reused_vs_prev,mem_kept\n");
     tstate t = {.rows = NULL};
     pthread_mutex_init(&t.mu, NULL);
-    sp_config *ocfg = sp_sim_op_config(&c.cfg); /* the op feeding the trace: sprint.mass_lost off */
-    if (real) ocfg->sprint_outputs = 1;        /* the model's next layer needs the outputs, as in sprint run */
     if (qkv) {
-        if (!strcmp(c.cfg.workload_mode, "builtin")) {
-            op = sp_relthresh_op_create(layers, heads, c.cfg.workload_margin_nats);
-        } else {
-            sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = ocfg};
-            if (sp_attn_op_create(&req, layers, heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
-        }
+        /* the same mask operator as sprint run (sp_sim_mask_op_create) */
+        if (sp_sim_mask_op_create(&c.cfg, layers, heads, NULL, NULL, 0, NULL, NULL, &op, NULL, 0, &err) != SP_OK)
+            cli_die_err(&c, &err);
         op->observer = write_record;
         op->observer_user = &t;
         if (sp_qkv_run_op(qkv, op, (int)c.cfg.run_threads, &err) != SP_OK) cli_die_err(&c, &err);
@@ -218,13 +213,9 @@ int cmd_trace(int argc, char **argv) {
     } else if (real) {
         sp_corpus corpus;
         load_trace_stories(&c, m, &corpus);
-        if (!strcmp(c.cfg.workload_mode, "builtin")) {
-            op = sp_relthresh_op_create(layers, heads, c.cfg.workload_margin_nats);
-        } else {
-            sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = ocfg, .model = m, .calib = &corpus,
-                                 .progress = cli_progress, .progress_user = &c};
-            if (sp_attn_op_create_calibrated(&req, layers, heads, &op, NULL, &err) != SP_OK) cli_die_err(&c, &err);
-        }
+        /* as sprint run's real-model traces: outputs on (later layers read them), calibrated */
+        if (sp_sim_mask_op_create(&c.cfg, layers, heads, m, &corpus, 1, cli_progress, &c, &op, NULL, 0, &err) != SP_OK)
+            cli_die_err(&c, &err);
         op->observer = write_record;
         op->observer_user = &t;
         sp_eval_opts eo = {.window = (int)c.cfg.eval_window, .threads = (int)c.cfg.run_threads,
@@ -244,12 +235,9 @@ int cmd_trace(int argc, char **argv) {
         if (!q || !k || !v || !o || !valid) cli_die(&c, 1, "out of memory");
         for (int i = 0; i < n; i++) valid[i] = i < nvalid;
         sp_workload_synth_head(&c.cfg, &wl, layer, head, q, k, v);
-        if (!strcmp(c.cfg.workload_mode, "builtin")) {
-            op = sp_relthresh_op_create(layers, heads, c.cfg.workload_margin_nats);
-        } else {
-            sp_op_request req = {.mode = c.cfg.workload_mode, .cfg = ocfg};
-            if (sp_attn_op_create(&req, layers, heads, &op, &err) != SP_OK) cli_die_err(&c, &err);
-        }
+        /* the same mask operator as sprint run (sp_sim_mask_op_create) */
+        if (sp_sim_mask_op_create(&c.cfg, layers, heads, NULL, NULL, 0, NULL, NULL, &op, NULL, 0, &err) != SP_OK)
+            cli_die_err(&c, &err);
         op->observer = write_record;
         op->observer_user = &t;
         sp_attn_head h = {.layer = layer, .head = head, .kv_head = head, .n_q = n, .n_k = n, .d = d, .q = q, .k = k,
@@ -258,7 +246,6 @@ int cmd_trace(int argc, char **argv) {
         if (op->run(op, &h, &err) != SP_OK) cli_die_err(&c, &err);
         free(q), free(k), free(v), free(o), free(valid);
     }
-    free(ocfg);
     sp_attn_op_free(op);
     if (t.oom) cli_die(&c, 1, "out of memory buffering the trace");
     write_rows(&t, f);

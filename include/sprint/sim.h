@@ -215,6 +215,19 @@ void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int lay
  * free() it. */
 sp_config *sp_sim_op_config(const sp_config *cfg);
 
+/* The operator that makes a workload's masks, the one choice every simulator path shares
+ * (sprint run's presets, real-model traces and tensor sets, sprint trace, Q/K/V capture):
+ * workload.mode=builtin gives the relative-threshold op (sp_relthresh_op_create); any mode of
+ * SP_ATTN_MODES gives that functional op on sp_sim_op_config(cfg), with attention outputs on
+ * when `outputs` (a model's later layers read them), calibrated on `calib` with `model` when
+ * its policy needs thresholds (sp_attn_op_create_calibrated; model and calib may be NULL, as
+ * for synthetic heads, which then use the uncalibrated thresholds). An unknown mode:
+ * SP_ERR_CONFIG. mask_source (may be NULL) gets a one-line description for the report.
+ * The caller frees *out with sp_attn_op_free. */
+sp_status sp_sim_mask_op_create(const sp_config *cfg, int n_layers, int n_heads, const sp_model *model,
+                                const sp_corpus *calib, int outputs, sp_progress_fn progress, void *progress_user,
+                                sp_attn_op **out, char *mask_source, size_t mask_source_size, sp_error *err);
+
 /* The built-in relative-threshold operator (workload.mode=builtin): keeps key j iff
  * scale*q.k_j >= max - margin_nats; mem_kept == kept. */
 sp_attn_op *sp_relthresh_op_create(int n_layers, int n_heads, double margin_nats);

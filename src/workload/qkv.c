@@ -570,18 +570,10 @@ sp_status sp_sim_run_qkv(const sp_config *cfg, const sp_qkv *q, const char *name
         return sp_error_set(err, SP_ERR_CONFIG, "tensor set %s needs %.0f MiB of main memory for Q, K, V of one sequence, more "
                             "than memory.capacity_mib=%.0f", out->wl.name, need / 1048576.0, hw[0].capacity_bytes / 1048576.0);
     sp_attn_op *op = NULL;
-    if (!strcmp(cfg->workload_mode, "builtin")) {
-        op = sp_relthresh_op_create(q->layers, q->heads, cfg->workload_margin_nats);
-        snprintf(out->mask_source, sizeof out->mask_source, "built-in relthresh op (margin %.2f nats)", cfg->workload_margin_nats);
-    } else {
-        sp_config *ocfg = sp_sim_op_config(cfg);
-        sp_op_request req = {.mode = cfg->workload_mode, .cfg = ocfg};
-        sp_error oerr = {0};
-        st = sp_attn_op_create(&req, q->layers, q->heads, &op, &oerr);
-        free(ocfg);
-        if (st != SP_OK) return sp_error_set(err, st, "tensor set %s: %s", out->wl.name, oerr.msg);
-        snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
-    }
+    sp_error oerr = {0};
+    st = sp_sim_mask_op_create(cfg, q->layers, q->heads, NULL, NULL, 0, NULL, NULL, &op, out->mask_source,
+                               sizeof out->mask_source, &oerr);
+    if (st != SP_OK) return sp_error_set(err, st, "tensor set %s: %s", out->wl.name, oerr.msg);
     int slots = q->layers * q->heads;
     qsim_ctx ctx = {.cur = sp_xcalloc((size_t)slots, sizeof *ctx.cur), .n_heads = q->heads};
     op->observer = qsim_observer;
@@ -715,17 +707,8 @@ sp_status sp_qkv_capture_model(const sp_config *cfg, const sp_model *m, const sp
     free(ntok);
     /* the op of the real-model traces (trace.c): workload.mode, calibrated on the corpus */
     sp_attn_op *inner = NULL;
-    sp_config *ocfg = sp_sim_op_config(cfg);
-    ocfg->sprint_outputs = 1;
-    sp_status st = SP_OK;
-    if (!strcmp(cfg->workload_mode, "builtin")) {
-        inner = sp_relthresh_op_create(mi->n_layers, mi->n_heads, cfg->workload_margin_nats);
-    } else {
-        sp_op_request req = {.mode = cfg->workload_mode, .cfg = ocfg, .model = m, .calib = corpus,
-                             .progress = o ? o->progress : NULL, .progress_user = o ? o->progress_user : NULL};
-        st = sp_attn_op_create(&req, mi->n_layers, mi->n_heads, &inner, err);
-    }
-    free(ocfg);
+    sp_status st = sp_sim_mask_op_create(cfg, mi->n_layers, mi->n_heads, m, corpus, 1, o ? o->progress : NULL,
+                                         o ? o->progress_user : NULL, &inner, NULL, 0, err);
     if (st != SP_OK) {
         sp_qkv_free(q);
         return sp_error_set(err, st, "Q/K/V capture: %s", err->msg);

@@ -46,6 +46,33 @@ sp_config *sp_sim_op_config(const sp_config *cfg) {
     return c;
 }
 
+sp_status sp_sim_mask_op_create(const sp_config *cfg, int n_layers, int n_heads, const sp_model *model,
+                                const sp_corpus *calib, int outputs, sp_progress_fn progress, void *progress_user,
+                                sp_attn_op **out, char *mask_source, size_t mask_source_size, sp_error *err) {
+    *out = NULL;
+    if (!strcmp(cfg->workload_mode, "builtin")) {
+        *out = sp_relthresh_op_create(n_layers, n_heads, cfg->workload_margin_nats);
+        if (mask_source)
+            snprintf(mask_source, mask_source_size, "built-in relthresh op (margin %.2f nats)", cfg->workload_margin_nats);
+        return SP_OK;
+    }
+    if (!mode_available(cfg->workload_mode))
+        return sp_error_set(err, SP_ERR_CONFIG, "workload.mode='%.40s' is not an attention mode of this build (%.200s|builtin)",
+                            cfg->workload_mode, SP_ATTN_MODES);
+    sp_config *ocfg = sp_sim_op_config(cfg);
+    ocfg->sprint_outputs = outputs ? 1 : 0;
+    sp_op_request req = {.mode = cfg->workload_mode, .cfg = ocfg, .model = model, .calib = calib,
+                         .progress = progress, .progress_user = progress_user};
+    /* with stories: calibrated when the policy needs it; without (synthetic heads): the
+     * factory's uncalibrated thresholds (policy.delta_uncalibrated) */
+    sp_status st = calib ? sp_attn_op_create_calibrated(&req, n_layers, n_heads, out, NULL, err)
+                         : sp_attn_op_create(&req, n_layers, n_heads, out, err);
+    free(ocfg);
+    if (st != SP_OK) return st;
+    if (mask_source) snprintf(mask_source, mask_source_size, "functional op '%.40s'", cfg->workload_mode);
+    return SP_OK;
+}
+
 void sp_sim_sample_head(const sp_workload *wl, int n_sample, int i, int *layer, int *head) {
     SP_ASSERT(n_sample >= 1 && i >= 0 && i < n_sample);
     /* strided over layers and, independently, over heads: sample i takes layer
@@ -90,24 +117,9 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
 
     sp_attn_op *op = NULL;
     sp_error oerr = {0};
-    if (!strcmp(cfg->workload_mode, "builtin")) {
-        /* the built-in op below */
-    } else if (mode_available(cfg->workload_mode)) {
-        sp_config *ocfg = sp_sim_op_config(cfg);
-        sp_op_request req = {.mode = cfg->workload_mode, .cfg = ocfg};
-        sp_status ost = sp_attn_op_create(&req, wl->layers, wl->heads, &op, &oerr);
-        free(ocfg);
-        if (ost != SP_OK) return sp_error_set(err, oerr.status, "workload %s: %s", wl->name, oerr.msg);
-        snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
-    } else {
-        return sp_error_set(err, SP_ERR_CONFIG, "workload.mode='%.40s' is not an attention mode of this build (%.200s|builtin)",
-                            cfg->workload_mode, SP_ATTN_MODES);
-    }
-    if (!op) {
-        op = sp_relthresh_op_create(wl->layers, wl->heads, cfg->workload_margin_nats);
-        snprintf(out->mask_source, sizeof out->mask_source, "built-in relthresh op (margin %.2f nats)",
-                 cfg->workload_margin_nats);
-    }
+    if (sp_sim_mask_op_create(cfg, wl->layers, wl->heads, NULL, NULL, 0, NULL, NULL, &op, out->mask_source,
+                              sizeof out->mask_source, &oerr) != SP_OK)
+        return sp_error_set(err, oerr.status, "workload %s: %s", wl->name, oerr.msg);
     run_ctx ctx = {.slot = sp_xcalloc((size_t)total, sizeof *ctx.slot), .n_heads = wl->heads};
     op->observer = run_observer;
     op->observer_user = &ctx;

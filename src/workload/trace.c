@@ -44,24 +44,10 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     out->chip_ghz = cfg->chip_clock_mhz / 1000.0;
     sp_attn_op *op = NULL;
     sp_error oerr = {0};
-    sp_config *ocfg = sp_sim_op_config(cfg); /* sprint.mass_lost off */
-    ocfg->sprint_outputs = 1;                 /* the model's next layer needs the outputs */
-    sp_op_request req = {.mode = cfg->workload_mode, .cfg = ocfg, .model = m, .calib = corpus,
-                         .progress = o ? o->progress : NULL, .progress_user = o ? o->progress_user : NULL};
-    if (!strcmp(cfg->workload_mode, "builtin")) {
-        /* the built-in op below */
-    } else if (sp_attn_op_create_calibrated(&req, mi->n_layers, mi->n_heads, &op, NULL, &oerr) == SP_OK) {
-        snprintf(out->mask_source, sizeof out->mask_source, "functional op '%.40s'", cfg->workload_mode);
-    } else {
-        free(ocfg);
+    /* the model's next layer needs the outputs; thresholds calibrated on the traced stories */
+    if (sp_sim_mask_op_create(cfg, mi->n_layers, mi->n_heads, m, corpus, 1, o ? o->progress : NULL,
+                              o ? o->progress_user : NULL, &op, out->mask_source, sizeof out->mask_source, &oerr) != SP_OK)
         return sp_error_set(err, oerr.status, "real-model traces: %s", oerr.msg);
-    }
-    free(ocfg);
-    if (!op) {
-        op = sp_relthresh_op_create(mi->n_layers, mi->n_heads, cfg->workload_margin_nats);
-        snprintf(out->mask_source, sizeof out->mask_source, "built-in relthresh op (margin %.2f nats)",
-                 cfg->workload_margin_nats);
-    }
     sp_sim_observer *obs = sp_sim_observer_create(hw, out->sizes_mask, mi->n_layers, mi->n_heads, mi->head_dim, 1);
     op->observer = sp_sim_observer_fn;
     op->observer_user = obs;
