@@ -416,7 +416,7 @@ sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_err
     for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, ",%s_pj", sp_energy_cat_name(c));
     fprintf(f, ",bytes_read,bytes_written,traffic_reduction_vs_paper_fraction,requests,row_hits,vectors_fetched,"
                "vectors_reused,busy_qk_cycles,busy_v_cycles,busy_softmax_cycles,busy_bus_cycles,bound_threshold_cycles,"
-               "bound_memory_cycles,bound_compute_cycles,kept_fraction,adjacent_overlap_fraction\n");
+               "bound_memory_cycles,bound_compute_cycles,kept_fraction,adjacent_overlap_fraction,score_spread_nats\n");
     for (int w = 0; w < n; w++) {
         const sp_wl_result *x = &res[w];
         const sp_wl_stats *s = &x->stats;
@@ -429,11 +429,11 @@ sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_err
                         sp_design_name(D), r->cycles, p.speedup, t.speedup, r->energy_pj_total, p.energy_reduction,
                         t.energy_reduction, r->write_once_pj);
                 for (int c = 0; c < SP_E_COUNT; c++) fprintf(f, ",%.17g", r->energy_pj[c]);
-                fprintf(f, ",%.17g,%.17g,%.6g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.6g,%.6g\n",
+                fprintf(f, ",%.17g,%.17g,%.6g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.17g,%.6g,%.6g,%.6g\n",
                         r->bytes_read, r->bytes_written, p.traffic_reduction, r->requests, r->row_hits, r->vec_fetched,
                         r->vec_reused, r->busy_qk, r->busy_v, r->busy_sm, r->busy_bus, r->bound_thr, r->bound_mem,
                         r->bound_comp, s->pairs_visible > 0 ? s->pairs_kept / s->pairs_visible : 0,
-                        s->later_kept > 0 ? s->overlap_pairs / s->later_kept : 0);
+                        s->later_kept > 0 ? s->overlap_pairs / s->later_kept : 0, spread_mean(s));
             }
         }
     }
