@@ -554,6 +554,15 @@ Test(qkv_cli, run_reports_the_set) {
     cr_assert(!memcmp(a->r, b->r, sizeof a->r) && !memcmp(&a->stats, &b->stats, sizeof a->stats));
     cr_assert_float_eq(a->wl.padding, 3.0 / 73.0, 1e-12);
     cr_assert_eq(a->stats.queries, 2.0 * 2 * (40 + 30)); /* padding queries are not counted */
+    /* per-head statistics (issue 8): every (layer, head) in order, summing to the totals */
+    cr_assert_eq(a->n_head_stats, 4);
+    double qsum = 0;
+    for (int i = 0; i < 4; i++) {
+        cr_assert(a->head_stats[i].layer == i / 2 && a->head_stats[i].head == i % 2);
+        qsum += a->head_stats[i].st.queries;
+    }
+    cr_assert_eq(qsum, a->stats.queries);
+    cr_assert(a->stats.spread_queries > 0 && a->stats.spread_sum > 0, "score spread not reported");
     free(a), free(b);
     sp_qkv_free(q);
     static char out[1 << 16], errb[1 << 14];

@@ -87,6 +87,8 @@ typedef struct sp_query_record {
     const int32_t *kept;      /* sorted ascending */
     int n_false_prunes, n_false_keeps;
     double mass_lost;         /* dense softmax mass of the keys not kept */
+    int has_score_spread;     /* 1 when score_spread is set (ops reporting to an observer) */
+    double score_spread;      /* std of the scaled scores over the visible keys, nats */
 } sp_query_record;
 
 typedef void (*sp_query_observer)(void *user, const sp_query_record *rec);

@@ -149,7 +149,19 @@ typedef struct sp_wl_stats {
     double later_kept;      /* sum over i>0 of |M_i| */
     double new_pairs;       /* sum over i>0 of |M_i minus M_{i-1}| */
     double later_visible;   /* sum over i>0 of n_visible */
+    /* score spread (issue 8): sum over queries with a spread of the standard deviation of the
+     * scaled scores q.k/sqrt(d) over the query's visible keys, nats; and how many queries had
+     * one (an op that does not report it leaves both 0) */
+    double spread_sum, spread_queries;
 } sp_wl_stats;
+
+/* Statistics of one (layer, head) of a workload: every head of a real model, the sampled
+ * heads of a preset (issue 8: per-head figures in the JSON). */
+typedef struct sp_head_stats {
+    int layer, head;
+    sp_wl_stats st;
+} sp_head_stats;
+#define SP_SIM_MAX_HEAD_STATS 256
 
 /* SLD between consecutive pruning results (each sorted ascending): counts of keys of cur also
  * in prev (reuse vector) and not in prev (memory request vector), paper section 2.4. Shared by
@@ -185,6 +197,10 @@ void sp_sim_observer_fn(void *user, const sp_query_record *rec);
 /* Finishes every open instance and sums every slot in (layer, head) order. */
 void sp_sim_observer_finish(sp_sim_observer *o, double scale, sp_design_result res[][SP_DESIGN_COUNT],
                             sp_wl_stats *stats);
+/* As sp_sim_observer_finish, and per_head (n_layers * n_heads, index layer*n_heads+head; may be
+ * NULL) gets each slot's statistics added. */
+void sp_sim_observer_finish_heads(sp_sim_observer *o, double scale, sp_design_result res[][SP_DESIGN_COUNT],
+                                  sp_wl_stats *stats, sp_wl_stats *per_head);
 void sp_sim_observer_free(sp_sim_observer *o);
 
 /* ---- workloads ---------------------------------------------------------------------------- */
@@ -247,6 +263,10 @@ typedef struct sp_wl_result {
      * sampled heads (ratio estimator, delta method); 0 for one head or real traces */
     double speedup_se[SP_SIZE_COUNT], energy_se[SP_SIZE_COUNT];
     double bw_bytes_per_cycle, chip_ghz; /* effective memory bandwidth (sp_mem_bandwidth), clock */
+    /* per (layer, head) statistics: every head of a real model, the sampled heads of a preset
+     * (at most SP_SIM_MAX_HEAD_STATS; 0 when not recorded) */
+    int n_head_stats;
+    sp_head_stats head_stats[SP_SIM_MAX_HEAD_STATS];
 } sp_wl_result;
 
 typedef struct sp_sim_opts {

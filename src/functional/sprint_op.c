@@ -816,6 +816,23 @@ static void softmax_and_values(const fn_call *C, fn_work *w, const fn_query *Q, 
     }
 }
 
+/* Score spread of a query (issue 8, for the simulator's workload statistics): the standard
+ * deviation of the scaled scores (screening logits: fp32 q.k/sqrt(d) in float mode, the Fig. 7
+ * integer score times its scale in hw mode) over the visible keys, nats; -1 with fewer than
+ * two visible keys. Computed only when an observer listens. */
+static double score_spread(const fn_call *C, const fn_work *w, const fn_query *Q) {
+    double s = 0, s2 = 0;
+    long n = 0;
+    for (int j = 0; j < Q->end; j++) {
+        if (Q->kvalid && !Q->kvalid[j]) continue;
+        double x = screen_logit(C, w, Q, j) - Q->smax; /* shifted: no cancellation */
+        s += x, s2 += x * x, n++;
+    }
+    if (n < 2) return -1;
+    double m = s / (double)n, v = s2 / (double)n - m * m;
+    return v > 0 ? sqrt(v) : 0;
+}
+
 /* Pass record_statistics: the op's counters, the observer's record, and this query's
  * survivors become the previous query's (reuse, onchip estimate). */
 static void record_statistics(const fn_call *C, fn_work *w, const fn_query *Q, const fn_counts *n, double ml,
@@ -840,6 +857,8 @@ static void record_statistics(const fn_call *C, fn_work *w, const fn_query *Q, c
                                .pos = h->q_offset + Q->i, .n_k = C->nk, .n_visible = Q->n_vis, .n_mem_kept = n->n_mem,
                                .mem_kept = w->mem, .n_kept = n->n_kept, .kept = w->kept, .n_false_prunes = n->n_fp,
                                .n_false_keeps = n->n_fk, .mass_lost = ml};
+        double spread = Q->n_vis > 1 ? score_spread(C, w, Q) : -1;
+        if (spread >= 0) rec.has_score_spread = 1, rec.score_spread = spread;
         C->op->observer(C->op->observer_user, &rec);
     }
     for (int t = 0; t < (w->n_prev > 0 ? w->n_prev : 0); t++) w->prevmark[w->prev[t]] = 0;

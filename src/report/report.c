@@ -213,17 +213,49 @@ void sp_report_paper(FILE *f, const sp_wl_result *res, int n) {
     sp_report_realism(f, res, n);
 }
 
+/* Range and unweighted mean over the recorded (layer, head)s of a per-head fraction num/den
+ * (which: 0 kept, 1 in-memory kept); NAN without per-head statistics. */
+static void head_range(const sp_wl_result *w, int which, double *mn, double *mx, double *mean) {
+    *mn = *mx = *mean = NAN;
+    int k = 0;
+    double sum = 0;
+    for (int i = 0; i < w->n_head_stats; i++) {
+        const sp_wl_stats *s = &w->head_stats[i].st;
+        if (!(s->pairs_visible > 0)) continue;
+        double v = (which ? s->pairs_mem_kept : s->pairs_kept) / s->pairs_visible;
+        if (!k || v < *mn) *mn = v;
+        if (!k || v > *mx) *mx = v;
+        sum += v, k++;
+    }
+    if (k) *mean = sum / k;
+}
+
+static double spread_mean(const sp_wl_stats *s) { return s->spread_queries > 0 ? s->spread_sum / s->spread_queries : NAN; }
+
 void sp_report_realism(FILE *f, const sp_wl_result *res, int n) {
-    fprintf(f, "\n   Workload realism: synthetic presets beside the real model's traces (masks from the functional op)\n");
-    fprintf(f, "   %-12s %8s %10s %12s %16s %8s\n", "workload", "kept_%", "inmem_kpt_%", "adj_overlap_%",
-            "new_per_query_%", "tokens");
+    fprintf(f, "\n   Workload realism: synthetic presets beside the real models' traces (masks from the functional op;\n"
+               "   kept = %% of visible pairs over all heads [min-max over the heads: every head of a real model,\n"
+               "   the sampled heads of a preset]; spread = mean over queries of the std of q.k/sqrt(d) over the\n"
+               "   visible keys, nats)\n");
+    fprintf(f, "   %-12s %20s %20s %13s %15s %10s %8s\n", "workload", "kept_% [heads]", "inmem_kept_% [heads]",
+            "adj_overlap_%", "new_per_query_%", "spread_nat", "tokens");
     for (int w = 0; w < n; w++) {
         const sp_wl_stats *st = &res[w].stats;
-        fprintf(f, "   %-12s %8.2f %10.2f %12.1f %16.2f %8d%s\n", res[w].wl.name,
-                st->pairs_visible > 0 ? 100 * st->pairs_kept / st->pairs_visible : 0,
-                st->pairs_visible > 0 ? 100 * st->pairs_mem_kept / st->pairs_visible : 0,
+        double r[2][3];
+        char cell[2][48];
+        for (int k = 0; k < 2; k++) {
+            head_range(&res[w], k, &r[k][0], &r[k][1], &r[k][2]);
+            double pooled = st->pairs_visible > 0 ? 100 * (k ? st->pairs_mem_kept : st->pairs_kept) / st->pairs_visible : 0;
+            if (isnan(r[k][0])) snprintf(cell[k], sizeof cell[k], "%6.2f [    -    ]", pooled);
+            else snprintf(cell[k], sizeof cell[k], "%6.2f [%4.1f-%4.1f]", pooled, 100 * r[k][0], 100 * r[k][1]);
+        }
+        double sp = spread_mean(st);
+        char spc[24];
+        if (isnan(sp)) snprintf(spc, sizeof spc, "-");
+        else snprintf(spc, sizeof spc, "%.2f", sp);
+        fprintf(f, "   %-12s %20s %20s %13.1f %15.2f %10s %8d%s\n", res[w].wl.name, cell[0], cell[1],
                 st->later_kept > 0 ? 100 * st->overlap_pairs / st->later_kept : 0,
-                st->later_visible > 0 ? 100 * st->new_pairs / st->later_visible : 0, res[w].wl.seq,
+                st->later_visible > 0 ? 100 * st->new_pairs / st->later_visible : 0, spc, res[w].wl.seq,
                 res[w].wl.synthetic ? "" : "  (real model, mean story length)");
     }
     fprintf(f, "   (paper: 2.1%% of the sequence newly fetched per adjacent query, section 2.4)\n");
@@ -332,6 +364,33 @@ sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err)
         num(o, "mem_kept_fraction", s->pairs_visible > 0 ? s->pairs_mem_kept / s->pairs_visible : NAN);
         num(o, "adjacent_overlap", s->later_kept > 0 ? s->overlap_pairs / s->later_kept : NAN);
         num(o, "new_fetch_fraction", s->later_visible > 0 ? s->new_pairs / s->later_visible : NAN);
+        num(o, "score_spread_nats", spread_mean(s));
+        {
+            double r[2][3];
+            for (int k = 0; k < 2; k++) head_range(x, k, &r[k][0], &r[k][1], &r[k][2]);
+            num(o, "kept_fraction_head_min", r[0][0]);
+            num(o, "kept_fraction_head_max", r[0][1]);
+            num(o, "kept_fraction_head_mean", r[0][2]);
+            num(o, "mem_kept_fraction_head_min", r[1][0]);
+            num(o, "mem_kept_fraction_head_max", r[1][1]);
+            num(o, "mem_kept_fraction_head_mean", r[1][2]);
+            /* one entry per recorded (layer, head): every head of a real model */
+            cJSON *ph = cJSON_AddArrayToObject(o, "per_head");
+            for (int i = 0; i < x->n_head_stats; i++) {
+                const sp_head_stats *hs = &x->head_stats[i];
+                const sp_wl_stats *t = &hs->st;
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddNumberToObject(e, "layer", hs->layer);
+                cJSON_AddNumberToObject(e, "head", hs->head);
+                cJSON_AddNumberToObject(e, "queries", t->queries);
+                num(e, "kept_fraction", t->pairs_visible > 0 ? t->pairs_kept / t->pairs_visible : NAN);
+                num(e, "mem_kept_fraction", t->pairs_visible > 0 ? t->pairs_mem_kept / t->pairs_visible : NAN);
+                num(e, "adjacent_overlap", t->later_kept > 0 ? t->overlap_pairs / t->later_kept : NAN);
+                num(e, "new_fetch_fraction", t->later_visible > 0 ? t->new_pairs / t->later_visible : NAN);
+                num(e, "score_spread_nats", spread_mean(t));
+                cJSON_AddItemToArray(ph, e);
+            }
+        }
         cJSON_AddNumberToObject(o, "seconds", x->seconds);
         cJSON *se = cJSON_AddObjectToObject(o, "speedup_se");
         cJSON *ee = cJSON_AddObjectToObject(o, "energy_reduction_se");
@@ -360,7 +419,8 @@ sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err)
 sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_error *err) {
     /* one row per JSON "results" entry, its scalar keys as columns (units in the names: _pj,
      * _cycles, _bytes, fractions), then the workload's statistics under their JSON keys */
-    static const char *const WL_KEYS[] = {"kept_fraction", "mem_kept_fraction", "adjacent_overlap", "new_fetch_fraction"};
+    static const char *const WL_KEYS[] = {"kept_fraction", "mem_kept_fraction", "adjacent_overlap", "new_fetch_fraction",
+                                          "score_spread_nats"};
     sp_outfile *of;
     sp_status st = sp_outfile_open(path, &of, err); /* complete or absent */
     if (st != SP_OK) return st;
@@ -369,10 +429,10 @@ sp_status sp_report_csv(const char *path, const sp_wl_result *res, int n, sp_err
     for (int w = 0; w < n; w++) {
         const sp_wl_result *x = &res[w];
         const sp_wl_stats *s = &x->stats;
-        double wl[4] = {s->pairs_visible > 0 ? s->pairs_kept / s->pairs_visible : NAN,
+        double wl[5] = {s->pairs_visible > 0 ? s->pairs_kept / s->pairs_visible : NAN,
                         s->pairs_visible > 0 ? s->pairs_mem_kept / s->pairs_visible : NAN,
                         s->later_kept > 0 ? s->overlap_pairs / s->later_kept : NAN,
-                        s->later_visible > 0 ? s->new_pairs / s->later_visible : NAN};
+                        s->later_visible > 0 ? s->new_pairs / s->later_visible : NAN, spread_mean(s)};
         for (int sz = 0; sz < SP_SIZE_COUNT; sz++) {
             if (!(x->sizes_mask & (1u << sz))) continue;
             for (int D = 0; D < SP_DESIGN_COUNT; D++)

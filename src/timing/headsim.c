@@ -358,6 +358,10 @@ void sp_sim_head_query(sp_sim_head *h, const sp_query_record *rec) {
     st->pairs_visible += rec->n_visible;
     st->pairs_kept += rec->n_kept;
     st->pairs_mem_kept += rec->n_mem_kept;
+    if (rec->has_score_spread) {
+        st->spread_sum += rec->score_spread;
+        st->spread_queries += 1;
+    }
     if (h->has_prev) {
         int reuse, fetch;
         sp_sld_split(h->prev, h->n_prev, rec->mem_kept, rec->n_mem_kept, &reuse, &fetch);
@@ -611,6 +615,11 @@ void sp_sim_observer_fn(void *user, const sp_query_record *rec) {
 
 void sp_sim_observer_finish(sp_sim_observer *o, double scale, sp_design_result res[][SP_DESIGN_COUNT],
                             sp_wl_stats *stats) {
+    sp_sim_observer_finish_heads(o, scale, res, stats, NULL);
+}
+
+void sp_sim_observer_finish_heads(sp_sim_observer *o, double scale, sp_design_result res[][SP_DESIGN_COUNT],
+                                  sp_wl_stats *stats, sp_wl_stats *per_head) {
     int n = o->n_layers * o->n_heads;
     for (int i = 0; i < n; i++) {
         obs_slot *sl = &o->slots[i];
@@ -620,6 +629,11 @@ void sp_sim_observer_finish(sp_sim_observer *o, double scale, sp_design_result r
         if (stats) {
             const double *a = (const double *)&sl->st;
             double *b = (double *)stats;
+            for (size_t k = 0; k < sizeof sl->st / sizeof(double); k++) b[k] += a[k];
+        }
+        if (per_head) {
+            const double *a = (const double *)&sl->st;
+            double *b = (double *)&per_head[i];
             for (size_t k = 0; k < sizeof sl->st / sizeof(double); k++) b[k] += a[k];
         }
         memset(sl->res, 0, sizeof sl->res);

@@ -144,7 +144,7 @@ sp_status sp_sim_hw(const sp_config *cfg, sp_hw hw[SP_SIZE_COUNT], unsigned *siz
  * headsim.c): every member must be a double, and a new member must be counted here (issue 11). */
 _Static_assert(sizeof(sp_design_result) == 33 * sizeof(double),
                "sp_design_result is summed as an array of doubles: 33 double members expected");
-_Static_assert(sizeof(sp_wl_stats) == 8 * sizeof(double), "sp_wl_stats is summed as an array of 8 doubles");
+_Static_assert(sizeof(sp_wl_stats) == 10 * sizeof(double), "sp_wl_stats is summed as an array of 10 doubles");
 
 void sp_design_result_add(sp_design_result *acc, const sp_design_result *r, double scale) {
     const double *src = (const double *)r;

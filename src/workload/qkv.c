@@ -625,6 +625,10 @@ sp_status sp_sim_run_qkv(const sp_config *cfg, const sp_qkv *q, const char *name
         const double *a = (const double *)&per[sl].st;
         double *b = (double *)&out->stats;
         for (size_t k = 0; k < sizeof per[sl].st / sizeof(double); k++) b[k] += a[k];
+        if (out->n_head_stats < SP_SIM_MAX_HEAD_STATS) { /* every (layer, head), as for real models */
+            sp_head_stats *hs = &out->head_stats[out->n_head_stats++];
+            hs->layer = sl / q->heads, hs->head = sl % q->heads, hs->st = per[sl].st;
+        }
     }
     if (st == SP_OK)
         for (int s = 0; s < SP_SIZE_COUNT; s++)

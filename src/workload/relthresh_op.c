@@ -71,6 +71,13 @@ static sp_status relthresh_run(sp_attn_op *op, const sp_attn_head *h, sp_error *
                                  .pos = h->q_offset + i, .n_k = h->n_k, .n_visible = n, .n_mem_kept = nk,
                                  .mem_kept = keep, .n_kept = nk, .kept = keep,
                                  .mass_lost = tot > 0 ? lost / tot : 0};
+            if (n > 1) { /* score spread: std of the scaled scores over the visible keys, nats */
+                double s1 = 0, s2 = 0;
+                for (int j = 0; j < n; j++) s1 += sc[j] - mx, s2 += (sc[j] - mx) * (sc[j] - mx);
+                double m = s1 / n, v = s2 / n - m * m;
+                r.has_score_spread = 1;
+                r.score_spread = v > 0 ? sqrt(v) : 0;
+            }
             op->observer(op->observer_user, &r);
         }
     }

@@ -170,6 +170,11 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
         const double *a = (const double *)&pst[i];
         double *b = (double *)&out->stats;
         for (size_t k = 0; k < sizeof pst[i] / sizeof(double); k++) b[k] += a[k];
+        if (out->n_head_stats < SP_SIM_MAX_HEAD_STATS) { /* the sampled head's own statistics */
+            sp_head_stats *hs = &out->head_stats[out->n_head_stats++];
+            sp_sim_sample_head(wl, nh, i, &hs->layer, &hs->head);
+            hs->st = pst[i];
+        }
     }
     /* spread over the sampled heads: standard error of the ratio estimator sum(b)/sum(x) of
      * the speedup and the energy reduction of sprint over baseline-paper (delta method:

@@ -56,7 +56,15 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     sp_eval_result er;
     st = sp_eval_corpus(m, corpus, op, &eo, &er, err);
     if (st == SP_OK) {
-        sp_sim_observer_finish(obs, 1.0, out->r, &out->stats);
+        int nhs = mi->n_layers * mi->n_heads;
+        sp_wl_stats *per = sp_xcalloc((size_t)nhs, sizeof *per);
+        sp_sim_observer_finish_heads(obs, 1.0, out->r, &out->stats, per);
+        /* every (layer, head) of the model (the first SP_SIM_MAX_HEAD_STATS) */
+        for (int i = 0; i < nhs && out->n_head_stats < SP_SIM_MAX_HEAD_STATS; i++) {
+            sp_head_stats *hs = &out->head_stats[out->n_head_stats++];
+            hs->layer = i / mi->n_heads, hs->head = i % mi->n_heads, hs->st = per[i];
+        }
+        free(per);
         for (int s = 0; s < SP_SIZE_COUNT; s++)
             for (int D = 0; D < SP_DESIGN_COUNT; D++) sp_design_result_check(&out->r[s][D]);
         out->sim_heads = (int)(corpus->n * mi->n_layers * mi->n_heads);
