@@ -630,3 +630,30 @@ Test(qkv_cli, export_on_the_defaults_calibrates, .timeout = 300) {
     cr_assert_eq(rc, 0, "exit %d: %s", rc, errb);
     cr_assert(exists, "no tensor file written");
 }
+
+/* More (layer, head) pairs than the per-head list holds: every head is in the totals, the list
+ * keeps the first SP_SIM_MAX_HEAD_STATS and the result says how many it left out. */
+Test(qkv, per_head_list_reports_what_it_omits) {
+    int ntok[1] = {12};
+    int layers = SP_SIM_MAX_HEAD_STATS / 16 + 1, heads = 16;
+    sp_qkv *q = sp_qkv_new(layers, heads, heads, 8, 1, 1, ntok);
+    sp_rng r;
+    sp_rng_seed(&r, 5);
+    for (size_t i = 0; i < (size_t)layers * heads * ntok[0] * 8; i++) {
+        q->seq[0].q[i] = (float)sp_rng_next_normal(&r);
+        q->seq[0].k[i] = (float)sp_rng_next_normal(&r);
+        q->seq[0].v[i] = 1.0f;
+    }
+    sp_config cfg;
+    sp_config_defaults(&cfg);
+    snprintf(cfg.chip_sizes, sizeof cfg.chip_sizes, "S");
+    sp_wl_result *a = calloc(1, sizeof *a);
+    sp_error err = {0};
+    sp_sim_opts o = {.threads = 1};
+    cr_assert_eq(sp_sim_run_qkv(&cfg, q, "many", &o, a, &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(a->n_head_stats, SP_SIM_MAX_HEAD_STATS);
+    cr_assert_eq(a->n_head_stats_omitted, layers * heads - SP_SIM_MAX_HEAD_STATS);
+    cr_assert_eq(a->stats.queries, (double)layers * heads * ntok[0], "every head is in the totals");
+    free(a);
+    sp_qkv_free(q);
+}

@@ -266,6 +266,7 @@ typedef struct sp_wl_result {
     /* per (layer, head) statistics: every head of a real model, the sampled heads of a preset
      * (at most SP_SIM_MAX_HEAD_STATS; 0 when not recorded) */
     int n_head_stats;
+    int n_head_stats_omitted; /* heads beyond SP_SIM_MAX_HEAD_STATS: in the totals, not listed (the JSON says so) */
     sp_head_stats head_stats[SP_SIM_MAX_HEAD_STATS];
 } sp_wl_result;
 

@@ -390,6 +390,8 @@ sp_status sp_report_json(FILE *f, const sp_wl_result *res, int n, sp_error *err)
                 num(e, "score_spread_nats", spread_mean(t));
                 cJSON_AddItemToArray(ph, e);
             }
+            /* heads past the list's capacity are in every total but not listed: say how many */
+            cJSON_AddNumberToObject(o, "per_head_omitted", x->n_head_stats_omitted);
         }
         cJSON_AddNumberToObject(o, "seconds", x->seconds);
         cJSON *se = cJSON_AddObjectToObject(o, "speedup_se");

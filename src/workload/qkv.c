@@ -628,6 +628,8 @@ sp_status sp_sim_run_qkv(const sp_config *cfg, const sp_qkv *q, const char *name
         if (out->n_head_stats < SP_SIM_MAX_HEAD_STATS) { /* every (layer, head), as for real models */
             sp_head_stats *hs = &out->head_stats[out->n_head_stats++];
             hs->layer = sl / q->heads, hs->head = sl % q->heads, hs->st = per[sl].st;
+        } else {
+            out->n_head_stats_omitted++;
         }
     }
     if (st == SP_OK)

@@ -174,6 +174,8 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
             sp_head_stats *hs = &out->head_stats[out->n_head_stats++];
             sp_sim_sample_head(wl, nh, i, &hs->layer, &hs->head);
             hs->st = pst[i];
+        } else {
+            out->n_head_stats_omitted++;
         }
     }
     /* spread over the sampled heads: standard error of the ratio estimator sum(b)/sum(x) of

@@ -60,7 +60,11 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
         sp_wl_stats *per = sp_xcalloc((size_t)nhs, sizeof *per);
         sp_sim_observer_finish_heads(obs, 1.0, out->r, &out->stats, per);
         /* every (layer, head) of the model (the first SP_SIM_MAX_HEAD_STATS) */
-        for (int i = 0; i < nhs && out->n_head_stats < SP_SIM_MAX_HEAD_STATS; i++) {
+        for (int i = 0; i < nhs; i++) {
+            if (out->n_head_stats == SP_SIM_MAX_HEAD_STATS) {
+                out->n_head_stats_omitted++;
+                continue;
+            }
             sp_head_stats *hs = &out->head_stats[out->n_head_stats++];
             hs->layer = i / mi->n_heads, hs->head = i % mi->n_heads, hs->st = per[i];
         }
