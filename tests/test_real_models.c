@@ -135,6 +135,8 @@ Test(real_models, every_model_is_a_row_with_its_statistics) {
         cr_assert(strstr(realism, n), "%s not in the workload table:\n%s", n, out);
     }
     cr_assert(strstr(realism, "spread_nat"), "%s", realism);
+    /* the header states the run's memory even without a preset (it used to print 0.0 GB/s) */
+    cr_assert(strstr(out, "409.6 GB/s effective") && strstr(out, "no preset in this run"), "%.400s", out);
 }
 
 /* A model named explicitly that does not exist is an error naming it; a bad :N is refused. */

@@ -82,18 +82,21 @@ void sp_report_summary(FILE *f, const sp_wl_result *res, int n, const sp_config 
     char diff[4096];
     int changed = sp_report_config_diff(cfg, diff, sizeof diff);
     int show = !changed; /* the paper column only for the configuration it is compared against */
-    double bw = 0, ghz = 1;
-    int heads = 0;
+    /* the memory of the run (the same for every workload); the head sample of the presets */
+    double bw = n > 0 ? res[0].bw_bytes_per_cycle : 0, ghz = n > 0 ? res[0].chip_ghz : 1;
+    int heads = 0, presets = 0;
     for (int w = 0; w < n; w++)
         if (res[w].wl.synthetic) {
-            bw = res[w].bw_bytes_per_cycle, ghz = res[w].chip_ghz, heads = res[w].sim_heads;
+            heads = res[w].sim_heads, presets = 1;
             break;
         }
     fprintf(f, "== sprint run: preset %s%s\n", preset,
             changed ? " with changed keys (NOT the paper-reproduction configuration: paper values omitted)" : "");
     fprintf(f, "   keys differing from the reproduction defaults: %s\n", diff[0] ? diff : "none");
-    fprintf(f, "   memory: %.1f GB/s effective (%d channels); %d heads simulated per preset, strided over layers and heads\n",
-            bw * ghz, cfg->memory_channels > 0 ? (int)cfg->memory_channels : 0, heads);
+    fprintf(f, "   memory: %.1f GB/s effective (%d channels); ", bw * ghz,
+            cfg->memory_channels > 0 ? (int)cfg->memory_channels : 0);
+    if (presets) fprintf(f, "%d heads simulated per preset, strided over layers and heads\n", heads);
+    else fprintf(f, "no preset in this run (real models and tensor sets: every head)\n");
     fprintf(f, "\n== Reproduction table: SPRINT over the iso-buffer baseline%s\n",
             show ? " (ours/paper; * = fitted to this bar, see docs/simulator.md \"Fitted constants\")" : "");
     fprintf(f, "   speedup: Fig. 11, ±standard error over the sampled heads; traffic left: main-memory bytes read, %% of the\n"
