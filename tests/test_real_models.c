@@ -169,3 +169,33 @@ Test(real_models, shared_models_by_name) {
     cr_assert_eq((int)numv(cJSON_GetArrayItem(wls, 1), "d"), 32);
     cJSON_Delete(j);
 }
+
+/* sim_heads of a real model counts head instances: one per (layer, head, evaluation window), so
+ * a story split into windows counts once per window (it used to count stories x heads). The
+ * windows are counted independently from sprint trace's sequence ids. */
+Test(real_models, head_instances_count_windows, .timeout = 120) {
+    char p[4096];
+    if (!th_shared_path("models/stories260K.bin", p, sizeof p)) cr_skip_test("shared model not found (set SPRINT_SHARED)");
+    const char *keys = "--set sim.trace_stories=1 --set eval.window=64 --set policy.delta=3 --quiet";
+    char args[512];
+    snprintf(args, sizeof args, "trace --real %s", keys);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 0, "%s", errb);
+    long long seqs[64];
+    int nseq = 0;
+    for (const char *line = strchr(out, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        int l, h;
+        long long s;
+        if (sscanf(line + 1, "%d,%d,%lld,", &l, &h, &s) != 3) continue;
+        int seen = 0;
+        for (int i = 0; i < nseq; i++) seen |= seqs[i] == s;
+        if (!seen && nseq < 64) seqs[nseq++] = s;
+    }
+    cr_assert(nseq >= 2, "the story should span several 64-token windows, got %d", nseq);
+    snprintf(args, sizeof args, "run --real-only --json --sizes S --set sim.real_models=stories260K.bin %s", keys);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 0, "%s", errb);
+    cJSON *j = cJSON_Parse(out);
+    cr_assert(j);
+    const cJSON *w = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "workloads"), 0);
+    cr_assert_eq((int)numv(w, "sim_heads"), nseq * 5 * 8, "sim_heads %d, windows %d", (int)numv(w, "sim_heads"), nseq);
+    cJSON_Delete(j);
+}

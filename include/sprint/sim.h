@@ -201,6 +201,9 @@ void sp_sim_observer_finish(sp_sim_observer *o, double scale, sp_design_result r
  * NULL) gets each slot's statistics added. */
 void sp_sim_observer_finish_heads(sp_sim_observer *o, double scale, sp_design_result res[][SP_DESIGN_COUNT],
                                   sp_wl_stats *stats, sp_wl_stats *per_head);
+/* Head instances the observer has seen: one per (layer, head, sequence window), e.g. two for
+ * a story longer than the evaluation window. */
+long long sp_sim_observer_instances(const sp_sim_observer *o);
 void sp_sim_observer_free(sp_sim_observer *o);
 
 /* ---- workloads ---------------------------------------------------------------------------- */

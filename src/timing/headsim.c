@@ -567,6 +567,7 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
 typedef struct obs_slot {
     sp_sim_head *cur;
     long long seq;
+    long long instances; /* head instances finished: (sequence window) of this (layer, head) */
     sp_design_result res[SP_SIZE_COUNT][SP_DESIGN_COUNT];
     sp_wl_stats st;
 } obs_slot;
@@ -593,6 +594,7 @@ sp_sim_observer *sp_sim_observer_create(const sp_hw *hw, unsigned sizes_mask, in
 
 static void slot_close(sp_sim_observer *o, obs_slot *sl) {
     if (!sl->cur) return;
+    sl->instances++;
     sp_sim_head_finish(sl->cur, 1.0, sl->res, &sl->st);
     sp_sim_head_free(sl->cur);
     sl->cur = NULL;
@@ -639,6 +641,12 @@ void sp_sim_observer_finish_heads(sp_sim_observer *o, double scale, sp_design_re
         memset(sl->res, 0, sizeof sl->res);
         memset(&sl->st, 0, sizeof sl->st);
     }
+}
+
+long long sp_sim_observer_instances(const sp_sim_observer *o) {
+    long long n = 0;
+    for (int i = 0; i < o->n_layers * o->n_heads; i++) n += o->slots[i].instances + (o->slots[i].cur != NULL);
+    return n;
 }
 
 void sp_sim_observer_free(sp_sim_observer *o) {

@@ -71,7 +71,7 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
         free(per);
         for (int s = 0; s < SP_SIZE_COUNT; s++)
             for (int D = 0; D < SP_DESIGN_COUNT; D++) sp_design_result_check(&out->r[s][D]);
-        out->sim_heads = (int)(corpus->n * mi->n_layers * mi->n_heads);
+        out->sim_heads = (int)sp_sim_observer_instances(obs); /* windows x layers x heads */
         out->scale = 1.0;
         /* the sequence length reported is the mean story length */
         long tot = 0;
