@@ -293,7 +293,19 @@ static int parse_list(const char *s, int *out, int cap) {
     return n;
 }
 
+int bench_decode_main(int argc, char **argv); /* bench/decode_cases.c */
+
 int main(int argc, char **argv) {
+    /* --mode decode [decode options]: the decode cases (issue 12), in the same JSON object */
+    if (argc >= 3 && !strcmp(argv[1], "--mode") && !strcmp(argv[2], "decode")) {
+        int json = 0;
+        for (int i = 3; i < argc; i++) json |= !strcmp(argv[i], "--json");
+        argv[2] = argv[0];
+        if (json) printf("{\"cases\": "), fflush(stdout);
+        int rc = bench_decode_main(argc - 2, argv + 2);
+        if (json) printf("}\n");
+        return rc;
+    }
     int json = 0, curve = 0;
     int Ls[8] = {1024, 4096, 16384}, nL = 3, ths[4] = {1, 0}, nth = 2, cs[2] = {1, 0}, nc = 2;
     const char *datas[2] = {"bert-l", "clustered"};
