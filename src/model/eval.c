@@ -158,18 +158,30 @@ void sp_eval_result_finish(sp_eval_result *res, int stories, long ntok, double n
     sp_attn_stats_total(op, &res->attn);
 }
 
-sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
-                         sp_eval_result *res, sp_error *err) {
+/* The checks and resets every evaluation path starts with (prefill sp_eval_corpus, decode
+ * sp_eval_corpus_decode): res zeroed, the window (o->window, 0 = the model's context) checked
+ * into *W, an empty corpus refused, the operator's statistics reset. */
+sp_status sp_eval_begin(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
+                        sp_eval_result *res, int *W, sp_error *err) {
     memset(res, 0, sizeof *res);
     const sp_model_info *p = &m->info;
-    sp_eval_opts def = {0};
-    if (!o) o = &def;
-    int W = o->window ? o->window : p->seq_len;
-    if (W < 1 || W > p->seq_len)
-        return sp_error_set(err, SP_ERR_ARG, "evaluation window %d outside [1, %d] (the model's context length)", W,
+    *W = o->window ? o->window : p->seq_len;
+    if (*W < 1 || *W > p->seq_len)
+        return sp_error_set(err, SP_ERR_ARG, "evaluation window %d outside [1, %d] (the model's context length)", *W,
                             p->seq_len);
     if (c->n <= 0) return sp_error_set(err, SP_ERR_DATA, "empty corpus: no story to evaluate");
     sp_attn_op_reset_stats(op);
+    return SP_OK;
+}
+
+sp_status sp_eval_corpus(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
+                         sp_eval_result *res, sp_error *err) {
+    const sp_model_info *p = &m->info;
+    sp_eval_opts def = {0};
+    if (!o) o = &def;
+    int W;
+    sp_status s0 = sp_eval_begin(m, c, op, o, res, &W, err);
+    if (s0 != SP_OK) return s0;
     int V = p->vocab_size;
     /* buffers follow the work requested: the longest window actually evaluated, not the
      * model's context (a header may claim 2^20 positions for a story of 50 tokens) */

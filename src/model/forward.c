@@ -23,18 +23,18 @@ void openblas_set_num_threads(int num_threads);
 /* RoPE as llama2.c applies it: pairs (i, i+1) of every head rotated by pos * 10000^(-j/hd),
  * j = i mod hd, computed in float as llama2.c does. The angles depend only on (pos, j), so
  * they are tabulated once per forward pass: cs (n, hd/2, 2) = (cos, sin). */
-static void rope_table(float *cs, int n, int hd) {
+void sp_rope_table(float *cs, int pos0, int n, int hd) {
     for (int t = 0; t < n; t++)
         for (int j = 0; j < hd; j += 2) {
             float freq = 1.0f / powf(10000.0f, (float)j / (float)hd);
-            float val = (float)t * freq;
+            float val = (float)(pos0 + t) * freq;
             cs[(size_t)t * hd + j] = cosf(val);
             cs[(size_t)t * hd + j + 1] = sinf(val);
         }
 }
 
 /* q (n, qdim), k (n, kvdim) rotated in place with the table of rope_table. */
-static void rope(float *q, float *k, const float *cs, int n, int qdim, int kvdim, int hd) {
+void sp_rope(float *q, float *k, const float *cs, int n, int qdim, int kvdim, int hd) {
     for (int t = 0; t < n; t++) {
         float *qr = q + (size_t)t * qdim, *kr = k + (size_t)t * kvdim;
         const float *ct = cs + (size_t)t * hd;
@@ -106,7 +106,7 @@ static void pre_attention(void *ctx, int c) {
     matmul(q, in, w->wq + L * dim * f->qdim, nr, dim, f->qdim, 0.0f);
     matmul(k, in, w->wk + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
     matmul(v, in, w->wv + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
-    rope(q, k, f->cs + (size_t)r0 * f->hd, nr, f->qdim, f->kvdim, f->hd);
+    sp_rope(q, k, f->cs + (size_t)r0 * f->hd, nr, f->qdim, f->kvdim, f->hd);
 }
 
 /* Attention of layer l, head h: the head's view into the Q/K/V buffers, through the op. */
@@ -184,7 +184,7 @@ sp_status sp_model_forward(const sp_model *m, const int *tokens, int n, sp_attn_
     f.st = sp_xmalloc((size_t)H, sizeof *f.st);
     f.err = sp_xcalloc((size_t)H, sizeof *f.err);
     sp_status status = SP_OK;
-    rope_table(cs, n, hd);
+    sp_rope_table(cs, 0, n, hd);
     int nthreads = threads > 0 ? threads : sp_pool_default_threads();
     if (n < 32) nthreads = 1; /* short sequences: dispatch costs more than it saves */
     int nchunks = (n + SP_ROW_CHUNK - 1) / SP_ROW_CHUNK;

@@ -79,4 +79,13 @@ void sp_rmsnorm(float *out, const float *x, const float *w, int rows, int dim);
 void sp_eval_result_finish(sp_eval_result *res, int stories, long ntok, double nll_sum, long hits, double t0,
                            const sp_attn_op *op);
 
+/* forward.c: RoPE as llama2.c applies it. sp_rope_table fills cs (n, hd) with (cos, sin) of
+ * positions pos0 .. pos0+n-1; sp_rope rotates q (n, qdim) and k (n, kvdim) in place with it.
+ * Shared by the prefill forward pass and the decode step (step.c). */
+void sp_rope_table(float *cs, int pos0, int n, int hd);
+void sp_rope(float *q, float *k, const float *cs, int n, int qdim, int kvdim, int hd);
+/* eval.c: the checks and resets that start every evaluation path (prefill and decode). */
+sp_status sp_eval_begin(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
+                        sp_eval_result *res, int *W, sp_error *err);
+
 #endif

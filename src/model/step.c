@@ -77,15 +77,10 @@ static sp_status model_step(const sp_model *m, sp_model_kv *kv, int token, sp_at
     float scale = (float)(1.0 / sqrt((double)hd));
     float *x = kv->x, *xb = kv->xb, *q = kv->q, *att = kv->att;
     memcpy(x, w->token_embedding + (size_t)token * dim, (size_t)dim * sizeof *x);
-    /* RoPE values of forward.c's rope_table row `pos` */
+    /* RoPE values of position pos: the row of forward.c's table */
     float cs[2048];
     SP_ASSERT(hd <= 2048);
-    for (int j = 0; j < hd; j += 2) {
-        float freq = 1.0f / powf(10000.0f, (float)j / (float)hd);
-        float val = (float)pos * freq;
-        cs[j] = cosf(val);
-        cs[j + 1] = sinf(val);
-    }
+    sp_rope_table(cs, pos, 1, hd);
     for (int l = 0; l < p->n_layers; l++) {
         size_t L = (size_t)l;
         float *kc = kv->k + (L * kv->cap) * (size_t)kvdim, *vc = kv->v + (L * kv->cap) * (size_t)kvdim;
@@ -94,19 +89,7 @@ static sp_status model_step(const sp_model *m, sp_model_kv *kv, int token, sp_at
         matvec(q, in, w->wq + L * dim * qdim, dim, qdim, 0.0f);
         matvec(kr, in, w->wk + L * dim * kvdim, dim, kvdim, 0.0f);
         matvec(vr, in, w->wv + L * dim * kvdim, dim, kvdim, 0.0f);
-        for (int i = 0; i < qdim; i += 2) {
-            int j = i % hd;
-            float fcr = cs[j], fci = cs[j + 1];
-            float a = q[i], b = q[i + 1];
-            q[i] = a * fcr - b * fci;
-            q[i + 1] = a * fci + b * fcr;
-            if (i < kvdim) {
-                a = kr[i];
-                b = kr[i + 1];
-                kr[i] = a * fcr - b * fci;
-                kr[i + 1] = a * fci + b * fcr;
-            }
-        }
+        sp_rope(q, kr, cs, 1, qdim, kvdim, hd);
         for (int h = 0; h < H; h++) {
             int kvh = h / group;
             sp_attn_head ah = {.layer = l, .head = h, .kv_head = kvh, .seq_id = seq_id, .n_q = 1, .n_k = pos + 1,
@@ -154,16 +137,12 @@ sp_status sp_model_step(const sp_model *m, sp_model_kv *kv, int token, sp_attn_o
 
 sp_status sp_eval_corpus_decode(const sp_model *m, const sp_corpus *c, sp_attn_op *op, const sp_eval_opts *o,
                                 sp_eval_result *res, sp_error *err) {
-    memset(res, 0, sizeof *res);
     const sp_model_info *p = &m->info;
     sp_eval_opts def = {0};
     if (!o) o = &def;
-    int W = o->window ? o->window : p->seq_len;
-    if (W < 1 || W > p->seq_len)
-        return sp_error_set(err, SP_ERR_ARG, "evaluation window %d outside [1, %d] (the model's context length)", W,
-                            p->seq_len);
-    if (c->n <= 0) return sp_error_set(err, SP_ERR_DATA, "empty corpus: no story to evaluate");
-    sp_attn_op_reset_stats(op);
+    int W;
+    sp_status s0 = sp_eval_begin(m, c, op, o, res, &W, err);
+    if (s0 != SP_OK) return s0;
     sp_model_kv *kv = NULL;
     sp_status s = sp_model_kv_init(m, W, &kv, err);
     if (s != SP_OK) return s;
