@@ -4,7 +4,8 @@ paper's Fig. 10 S-SPRINT main-memory traffic (issue 7 item 6: density from traff
 never to speed or energy). Bisection on log(remaining traffic) in the temperature; prints one
 line per preset and the keys to paste into include/sprint/keys_hardware.def.
 
-Usage: scripts/fit-density.py [build/sprint] [PRESET...]
+Usage: scripts/fit-density.py [build/sprint] [--set key=value ...] [PRESET...]
+(--set keys are passed to every run, e.g. a sensitivity key such as chip.reuse_share)
 Each evaluation is `sprint run --no-real --json --sizes S --workload P` on the current defaults
 (workload.sim_heads heads), so refit after changing the generator or the head sample."""
 import json, math, subprocess, sys
@@ -16,9 +17,12 @@ KEY = {"BERT-B": "bert_b", "BERT-L": "bert_l", "ALBERT-XL": "albert_xl", "ALBERT
        "ViT-B": "vit_b", "GPT-2-L": "gpt2_l", "Synth-1": "synth1", "Synth-2": "synth2"}
 
 
+EXTRA = []
+
+
 def remaining(sprint, preset, temp):
     out = subprocess.run([sprint, "run", "--no-real", "--json", "--quiet", "--sizes", "S", "--workload", preset,
-                          "--set", "workload.%s_temperature=%g" % (KEY[preset], temp)],
+                          "--set", "workload.%s_temperature=%g" % (KEY[preset], temp)] + EXTRA,
                          check=True, capture_output=True, text=True).stdout
     for r in json.loads(out)["results"]:
         if r["design"] == "sprint" and r["baseline"] == "paper":
@@ -29,6 +33,10 @@ def remaining(sprint, preset, temp):
 def main():
     args = sys.argv[1:]
     sprint = args.pop(0) if args and "/" in args[0] else "build/sprint"
+    while "--set" in args:
+        i = args.index("--set")
+        EXTRA.extend(["--set", args[i + 1]])
+        del args[i:i + 2]
     presets = args or list(FIG10_S)
     for p in presets:
         target = 100.0 - FIG10_S[p]

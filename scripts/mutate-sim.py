@@ -18,6 +18,8 @@ M = [
  ("trace --real with outputs off", "tools/cmd_trace.c", "ocfg->sprint_outputs = 1;", "ocfg->sprint_outputs = 0;", "test_sim_designs", "designs/trace_real_matches_run_real"),
  ("trace rows unsorted", "tools/cmd_trace.c", "qsort(t->rows, t->n, sizeof *t->rows, row_cmp);", "(void)row_cmp;", "test_sim_designs", "designs/trace_real_matches_run_real"),
  ("paper column shown for a changed config", "src/report/summary.c", "int show = !changed;", "int show = 1;", "test_sim_designs", "designs/report_summary_first_paper_only_when_compared"),
+ ("pruning design drops masked pairs", "src/timing/headsim.c", "    int all = pruning_scores_all(hw);", "    int all = 0 && pruning_scores_all(hw);", "test_sim_designs", "designs/pruning_scores_padded_and_masked_pairs"),
+ ("reuse share ignored", "src/timing/headsim.c", "int rcap = (int)floor(ss->cap * (w->reuse_share > 0 ? w->reuse_share : 1.0));", "int rcap = ss->cap;", "test_sim_designs", "designs/reuse_share_bounds_residency"),
  ("fitted energies lost", "include/sprint/keys_hardware.def", 'qk_mac_pj, REAL, 0, 1e6, "3.55"', 'qk_mac_pj, REAL, 0, 1e6, "0.36"', "test_energy", "energy/defaults_reproduce_baseline_bars"),
 ]
 only = sys.argv[1:] 

@@ -168,6 +168,84 @@ Test(designs, pruning_residency_follows_baseline_dataflow) {
     cr_assert_float_eq(res[2][SP_DESIGN_PRUNING].bytes_read, 3.0 * n * d, 0.5);          /* 4 x 128 >= 400 */
 }
 
+/* chip.pruning_masked_pairs (issue 7): the pruning design scores what baseline-paper scores.
+ * Padded head, n = 300 with 200 valid tokens, valid query i keeps keys [i-5, i+5] within the
+ * valid ones. With the key on (default) every one of the 300 queries streams the K of all 300
+ * keys (partial residency at S: the first 128 fetched once, the other 172 per query), and the 100
+ * padded queries, which the functional op does not record, keep what the last valid query kept
+ * (keys 194..199, all >= 128, so their V is fetched by each); with the key off only the 200
+ * valid queries score the 200 valid keys (128 resident, 72 streamed). */
+Test(designs, pruning_scores_padded_and_masked_pairs) {
+    const int n = 300, nvalid = 200, d = 64, w = 5, R = 128;
+    for (int on = 0; on < 2; on++) {
+        sp_hw hw[3];
+        unsigned mask;
+        hw_sizes(hw, &mask, on ? NULL : "chip.pruning_masked_pairs=0");
+        sp_head_shape sh = {.n_k = n, .d = d, .causal = 0, .n_valid = nvalid};
+        sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
+        int32_t idx[16];
+        double kept = 0, kept_hi = 0;
+        for (int i = 0; i < nvalid; i++) {
+            int m = 0;
+            for (int j = i - w; j <= i + w; j++)
+                if (j >= 0 && j < nvalid) idx[m++] = j, kept_hi += j >= R;
+            kept += m;
+            sp_query_record r = {.qi = i, .pos = i, .n_k = n, .n_visible = nvalid, .n_mem_kept = m, .mem_kept = idx,
+                                 .n_kept = m, .kept = idx};
+            sp_sim_head_query(h, &r);
+        }
+        static sp_design_result res[3][SP_DESIGN_COUNT];
+        memset(res, 0, sizeof res);
+        sp_sim_head_finish(h, 1.0, res, NULL);
+        sp_sim_head_free(h);
+        const sp_design_result *p = &res[0][SP_DESIGN_PRUNING];
+        if (on) {
+            const double last = 6; /* keys 194..199 */
+            double vec = R + (double)n * (n - R) + R + kept_hi + (n - nvalid) * last;
+            cr_assert_float_eq(p->pairs_qk, (double)n * n, 0.5);
+            cr_assert_float_eq(p->pairs_sv, kept + (n - nvalid) * last, 0.5);
+            cr_assert_float_eq(p->queries, n, 0.5);
+            cr_assert_float_eq(p->vec_fetched, vec, 0.5, "%g vs %g", p->vec_fetched, vec);
+            cr_assert_float_eq(p->bytes_read, (double)n * d + vec * d, 0.5);
+        } else {
+            double vec = R + (double)nvalid * (nvalid - R) + R + kept_hi;
+            cr_assert_float_eq(p->pairs_qk, (double)nvalid * nvalid, 0.5);
+            cr_assert_float_eq(p->pairs_sv, kept, 0.5);
+            cr_assert_float_eq(p->queries, nvalid, 0.5);
+            cr_assert_float_eq(p->vec_fetched, vec, 0.5, "%g vs %g", p->vec_fetched, vec);
+        }
+    }
+}
+
+/* chip.reuse_share: the On-Chip? table keeps that share of the entries. At S (one CORELET, 128
+ * entries of 64 B) 200 queries that each keep keys 0..99 fetch them once with the whole buffer;
+ * with half of it (64 entries) LRU over a cyclic 100-key access misses every time, so every
+ * query fetches all 100 again. */
+Test(designs, reuse_share_bounds_residency) {
+    const int n = 200, d = 64, k = 100;
+    int32_t idx[100];
+    for (int j = 0; j < k; j++) idx[j] = j;
+    for (int half = 0; half < 2; half++) {
+        sp_hw hw[3];
+        unsigned mask;
+        hw_sizes(hw, &mask, half ? "chip.reuse_share=0.5" : NULL);
+        sp_head_shape sh = {.n_k = n, .d = d, .causal = 0, .n_valid = n};
+        sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
+        for (int i = 0; i < n; i++) {
+            sp_query_record r = {.qi = i, .pos = i, .n_k = n, .n_visible = n, .n_mem_kept = k, .mem_kept = idx,
+                                 .n_kept = k, .kept = idx};
+            sp_sim_head_query(h, &r);
+        }
+        static sp_design_result res[3][SP_DESIGN_COUNT];
+        memset(res, 0, sizeof res);
+        sp_sim_head_finish(h, 1.0, res, NULL);
+        sp_sim_head_free(h);
+        const sp_design_result *r = &res[0][SP_DESIGN_SPRINT];
+        double want = half ? 2.0 * n * k : 2.0 * k; /* K and V */
+        cr_assert_float_eq(r->vec_fetched, want, 0.5, "share %s: %g", half ? "0.5" : "1", r->vec_fetched);
+    }
+}
+
 Test(designs, residency_lru_and_fifo) {
     sp_residency r;
     const int32_t seq[] = {0, 2, 0, 4, 2, 0};

@@ -72,6 +72,8 @@ typedef struct sp_hw {
     /* baseline dataflow (chip.baseline_dataflow: 0 restream, 1 partial, 2 tiled) and whether it
      * computes causally masked and padded pairs (chip.baseline_masked_pairs) */
     int baseline_dataflow, baseline_masked;
+    int pruning_masked;  /* the pruning design scores padded and masked pairs (chip.pruning_masked_pairs) */
+    double reuse_share;  /* SPRINT: share of the K/V buffer entries kept for reuse (chip.reuse_share) */
     /* SPRINT per-query mechanisms (issue 7): pruning-vector bits each CORELET's address
      * generator scans per cycle (0 = free), unpruned-index buffer bits bounding the lookahead
      * (0 = unbounded), thresholding vs transposed K_MSB reads contention */

@@ -53,6 +53,8 @@ struct sp_sim_head {
     size_state s[SP_SIZE_COUNT];
     int32_t *prev;
     int n_prev, has_prev;
+    int32_t *last_kept;        /* kept set of the last query record (the pruning design's padded queries) */
+    int n_last_kept;
     sp_wl_stats st;
     sp_mem_req *reqs;
     size_t reqs_cap;
@@ -85,12 +87,15 @@ sp_sim_head *sp_sim_head_create(const sp_hw *hw, unsigned sizes_mask, const sp_h
         double per = fmin(w->k_buf_bytes, w->v_buf_bytes) / w->corelets;
         ss->cap = (int)floor(per / shape->d);
         SP_ASSERT(ss->cap >= 1); /* sp_hw_check_head rejects smaller buffers */
-        sp_residency_init(&ss->res, h->n_alloc, w->corelets, ss->cap, w->replacement);
+        /* SPRINT's On-Chip? table: chip.reuse_share of the entries (at least one) */
+        int rcap = (int)floor(ss->cap * (w->reuse_share > 0 ? w->reuse_share : 1.0));
+        sp_residency_init(&ss->res, h->n_alloc, w->corelets, rcap >= 1 ? rcap : 1, w->replacement);
         ss->v_fetched = sp_xcalloc((size_t)h->n_alloc, 1);
         ss->ca = sp_xcalloc((size_t)w->corelets, sizeof *ss->ca);
         ss->cb = sp_xcalloc((size_t)w->corelets, sizeof *ss->cb);
     }
     h->prev = sp_xmalloc((size_t)h->n_alloc, sizeof *h->prev);
+    h->last_kept = sp_xmalloc((size_t)h->n_alloc, sizeof *h->last_kept);
     reqs_reserve(h, 2 * (size_t)h->n_alloc + 8);
     return h;
 }
@@ -107,6 +112,7 @@ void sp_sim_head_free(sp_sim_head *h) {
         free(ss->cb);
     }
     free(h->prev);
+    free(h->last_kept);
     free(h->reqs);
     free(h);
 }
@@ -280,19 +286,28 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     ds->r.queries += 1;
 }
 
-/* Digital runtime pruning, LeOPArd-like: every visible K streams in, scores are computed and
- * thresholded on chip, then only the survivors' V are fetched. Residency follows
- * chip.baseline_dataflow like the baseline (sp_sim_baseline_resident): keys [0, R) keep their K
- * (and, once a query keeps them, their V) on chip, fetched once per head; K [R, visible) streams
- * for every query and a survivor's V >= R is fetched for every query that keeps it.
- * Survivors = the record's kept set. */
+/* Digital runtime pruning, LeOPArd-like: the K of every key the query scores streams in, scores
+ * are computed and thresholded on chip, then only the survivors' V are fetched. Which keys are
+ * scored (chip.pruning_masked_pairs): like baseline-paper, all n keys of the sequence, padded and
+ * causally masked ones included (they are then pruned), or only the visible ones as mask-only.
+ * Residency follows chip.baseline_dataflow like the baseline (sp_sim_baseline_resident): keys
+ * [0, R) keep their K (and, once a query keeps them, their V) on chip, fetched once per head;
+ * K [R, scored) streams for every query and a survivor's V >= R is fetched for every query that
+ * keeps it. Survivors = the record's kept set. */
+static int pruning_scores_all(const sp_hw *hw) { return hw->pruning_masked && hw->baseline_dataflow != 2; }
+
 static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
     const sp_hw *hw = &h->hw[s];
     size_state *ss = &h->s[s];
     dstate *ds = &ss->d[SP_DESIGN_PRUNING];
     sp_mem *m = &ss->mem[SP_DESIGN_PRUNING];
-    int d = h->sh.d, C = hw->corelets, nv = rec->n_visible;
-    long nvalid = h->dynamic ? h->n_alloc : h->sh.n_valid;
+    int d = h->sh.d, C = hw->corelets;
+    /* keys scored per query (nv): all keys of the sequence (the record's n_k) or the visible
+     * ones; keys that compete for residency (nvalid) */
+    int all = pruning_scores_all(hw);
+    int nv = all && rec->n_k > rec->n_visible ? rec->n_k : rec->n_visible;
+    SP_ASSERT(nv <= h->n_alloc);
+    long nvalid = all ? rec->n_k : h->dynamic ? h->n_alloc : h->sh.n_valid;
     long R = sp_sim_baseline_resident(hw, nvalid, ss->cap);
     int fits = R >= nvalid;
     /* resident K: a few vectors per query, always the event model */
@@ -373,6 +388,8 @@ void sp_sim_head_query(sp_sim_head *h, const sp_query_record *rec) {
     memcpy(h->prev, rec->mem_kept, (size_t)rec->n_mem_kept * sizeof *h->prev);
     h->n_prev = rec->n_mem_kept;
     h->has_prev = 1;
+    memcpy(h->last_kept, rec->kept, (size_t)rec->n_kept * sizeof *h->last_kept);
+    h->n_last_kept = rec->n_kept;
     for (int s = 0; s < SP_SIZE_COUNT; s++) {
         if (!(h->mask & (1u << s))) continue;
         sprint_query(h, s, SP_DESIGN_SPRINT_NOREUSE, rec);
@@ -529,6 +546,15 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
             else regular_stream(h, s, SP_DESIGN_BASELINE, n, nvalid, h->sh.causal, !h->hw[s].baseline_masked);
             regular_stream(h, s, SP_DESIGN_MASK_ONLY, n, nvalid, h->sh.causal, 1);
             tiled(h, s, SP_DESIGN_TILED, n);
+            /* pruning design scoring padded pairs: the padded queries (after the valid tokens),
+             * which the functional op does not record, keep what the last valid query kept */
+            if (pruning_scores_all(&h->hw[s]))
+                for (long i = nvalid; i < n; i++) {
+                    sp_query_record pq = {.pos = (int)i, .n_k = (int)n, .n_visible = (int)nvalid,
+                                          .n_mem_kept = h->n_last_kept, .mem_kept = h->last_kept,
+                                          .n_kept = h->n_last_kept, .kept = h->last_kept};
+                    pruning_query(h, s, &pq);
+                }
         }
         for (int D = 0; D < SP_DESIGN_COUNT; D++) {
             dstate *ds = &ss->d[D];

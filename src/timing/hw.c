@@ -45,6 +45,8 @@ sp_status sp_hw_from_config(const sp_config *cfg, int size, sp_hw *hw, sp_error 
     hw->tiled_query_share = cfg->chip_tiled_query_share;
     hw->baseline_dataflow = sp_config_enum_index("restream|partial|tiled", cfg->chip_baseline_dataflow);
     hw->baseline_masked = cfg->chip_baseline_masked_pairs;
+    hw->pruning_masked = cfg->chip_pruning_masked_pairs;
+    hw->reuse_share = cfg->chip_reuse_share;
     hw->pv_bits_per_cycle = cfg->chip_pv_bits_per_cycle;
     hw->index_buffer_bits = 8.0 * (double)cfg->chip_index_buffer_bytes;
     hw->kmsb_contention = cfg->memory_kmsb_contention;
