@@ -168,6 +168,13 @@ Test(designs, pruning_residency_follows_baseline_dataflow) {
     cr_assert_float_eq(res[2][SP_DESIGN_PRUNING].bytes_read, 3.0 * n * d, 0.5);          /* 4 x 128 >= 400 */
 }
 
+/* Finishes a head into res (zeroed first, scale 1) and frees it. */
+static void finish_head(sp_sim_head *h, sp_design_result res[3][SP_DESIGN_COUNT]) {
+    memset(res, 0, 3 * sizeof *res);
+    sp_sim_head_finish(h, 1.0, res, NULL);
+    sp_sim_head_free(h);
+}
+
 /* chip.pruning_masked_pairs (issue 7): the pruning design scores what baseline-paper scores.
  * Padded head, n = 300 with 200 valid tokens, valid query i keeps keys [i-5, i+5] within the
  * valid ones. With the key on (default) every one of the 300 queries streams the K of all 300
@@ -195,9 +202,7 @@ Test(designs, pruning_scores_padded_and_masked_pairs) {
             sp_sim_head_query(h, &r);
         }
         static sp_design_result res[3][SP_DESIGN_COUNT];
-        memset(res, 0, sizeof res);
-        sp_sim_head_finish(h, 1.0, res, NULL);
-        sp_sim_head_free(h);
+        finish_head(h, res);
         const sp_design_result *p = &res[0][SP_DESIGN_PRUNING];
         if (on) {
             const double last = 6; /* keys 194..199 */
@@ -237,9 +242,7 @@ Test(designs, reuse_share_bounds_residency) {
             sp_sim_head_query(h, &r);
         }
         static sp_design_result res[3][SP_DESIGN_COUNT];
-        memset(res, 0, sizeof res);
-        sp_sim_head_finish(h, 1.0, res, NULL);
-        sp_sim_head_free(h);
+        finish_head(h, res);
         const sp_design_result *r = &res[0][SP_DESIGN_SPRINT];
         double want = half ? 2.0 * n * k : 2.0 * k; /* K and V */
         cr_assert_float_eq(r->vec_fetched, want, 0.5, "share %s: %g", half ? "0.5" : "1", r->vec_fetched);
