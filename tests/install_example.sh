@@ -20,12 +20,13 @@ cc=${CC:-cc}
 # 1. shared, flags from pkg-config only
 $cc -std=c11 -Wall -Werror "$src/examples/sprint_example.c" $(pkg-config --cflags --libs sprint) -lm -o "$prefix/ex_shared"
 LD_LIBRARY_PATH="$libdir" "$prefix/ex_shared" > "$prefix/out_shared"
-LD_LIBRARY_PATH="$libdir" ldd "$prefix/ex_shared" | grep -q "$libdir/libsprint.so" || { echo "FAIL: ex_shared not linked to the installed libsprint.so"; exit 1; }
+# grep reads all of ldd's output (no -q): with pipefail an early grep exit could SIGPIPE ldd
+LD_LIBRARY_PATH="$libdir" ldd "$prefix/ex_shared" | grep "$libdir/libsprint.so" >/dev/null || { echo "FAIL: ex_shared not linked to the installed libsprint.so"; exit 1; }
 # 2. static: the archive plus the private dependencies pkg-config --static lists
 $cc -std=c11 -Wall -Werror "$src/examples/sprint_example.c" $(pkg-config --cflags sprint) "$libdir/libsprint.a" \
     $(pkg-config --static --libs sprint | sed 's/-lsprint//') -lm -o "$prefix/ex_static"
 "$prefix/ex_static" > "$prefix/out_static"
-if ldd "$prefix/ex_static" | grep -q libsprint; then echo "FAIL: ex_static uses a shared libsprint"; exit 1; fi
+if ldd "$prefix/ex_static" | grep libsprint >/dev/null; then echo "FAIL: ex_static uses a shared libsprint"; exit 1; fi
 cmp "$prefix/out_shared" "$prefix/out_static" || { echo "FAIL: shared and static results differ"; exit 1; }
 # 3. CMake package
 "$cmake" -S "$src/examples" -B "$prefix/build-ex" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
