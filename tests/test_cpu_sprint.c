@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/sprint_exact.h"
 #include "cpu/cpu.h"
 #include "sprint/cpu_attention.h"
 #include "sprint/functional.h"
@@ -166,4 +167,71 @@ Test(cpu_sprint, bad_options) {
     x[3] = NAN;
     o = (sp_cpu_sprint_opts){.policy = SP_CPU_POLICY_FIXED};
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_DATA);
+}
+
+/* The online-softmax chunk step (sprint_exact.h) at the detected level against the portable one
+ * and against a double softmax over the same kept keys: random survivor lists fed in pieces of
+ * 1..40 keys (partial and full score trees, rescales when a later piece holds a larger score),
+ * d = 64 (the specialised path) and 48, 128 (the generic one). */
+static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
+    float *q = randn((size_t)d, seed, 1.0f), *k = randn((size_t)nk * d, seed + 1, 1.0f);
+    float *v = randn((size_t)nk * d, seed + 2, 1.0f);
+    int32_t *idx = malloc((size_t)nk * sizeof *idx), *kept = malloc((size_t)(nk + 16) * sizeof *kept);
+    float *sbuf = malloc((size_t)(nk + 16) * sizeof *sbuf);
+    int n = 0;
+    for (int j = 0; j < nk; j++)
+        if (sp_rng_uniform(sp_rng_key(seed, 7, (uint64_t)j, 0, 0)) < keep_frac) idx[n++] = j;
+    const float thr = 0.3f; /* log2 units: prunes about a third of the survivors */
+    sp_sx_chunk_fn fns[2] = {sp_sx_chunk_portable, sp_sx_chunk_for(sp_cpu_detect(), d)};
+    float out[2][128];
+    int nkept[2] = {0, 0};
+    for (int f = 0; f < 2; f++) {
+        float m = -INFINITY, l = 0, acc[128] = {0};
+        unsigned char *mark = calloc((size_t)nk, 1);
+        for (int t0 = 0, piece = 1; t0 < n; t0 += piece, piece = piece % 40 + 7) {
+            int cnt = n - t0 < piece ? n - t0 : piece;
+            int r = fns[f](q, k, d, v, d, d, idx + t0, cnt, thr, &m, &l, acc, sbuf, kept);
+            for (int t = 0; t < r; t++) {
+                cr_assert(kept[t] >= idx[t0] && kept[t] <= idx[t0 + cnt - 1], "kept index outside the piece");
+                cr_assert(t == 0 || kept[t] > kept[t - 1], "kept indices not ascending");
+                mark[kept[t]] = 1;
+            }
+            nkept[f] += r;
+        }
+        /* double reference over the keys this level kept, each of which must pass thr */
+        double mx = -INFINITY, den = 0, ref[128] = {0};
+        for (int j = 0; j < nk; j++)
+            if (mark[j]) {
+                double s = 0;
+                for (int c = 0; c < d; c++) s += (double)q[c] * k[(size_t)j * d + c];
+                cr_assert(s >= thr - 1e-5, "key %d kept with score %g < %g", j, s, (double)thr);
+                mx = s > mx ? s : mx;
+            }
+        for (int j = 0; j < nk; j++)
+            if (mark[j]) {
+                double s = 0;
+                for (int c = 0; c < d; c++) s += (double)q[c] * k[(size_t)j * d + c];
+                double p = exp2(s - mx);
+                den += p;
+                for (int c = 0; c < d; c++) ref[c] += p * v[(size_t)j * d + c];
+            }
+        cr_assert(nkept[f] > 0 && nkept[f] < n, "vacuous: kept %d of %d", nkept[f], n);
+        double md = 0;
+        for (int c = 0; c < d; c++) {
+            out[f][c] = acc[c] / l;
+            md = fmax(md, fabs(out[f][c] - ref[c] / den));
+        }
+        cr_assert(md < 2e-5, "level %d: max |out - double reference| = %g", f, md);
+        free(mark);
+    }
+    cr_assert(abs(nkept[0] - nkept[1]) <= 1, "kept %d (portable) vs %d", nkept[0], nkept[1]);
+    for (int c = 0; c < d; c++) cr_assert_float_eq(out[0][c], out[1][c], 2e-5, "[%d]", c);
+    free(q), free(k), free(v), free(idx), free(kept), free(sbuf);
+}
+
+Test(cpu_sprint, chunk_step_matches_portable_and_reference) {
+    chunk_case(64, 700, 0.3, 21);
+    chunk_case(64, 97, 0.9, 22);
+    chunk_case(48, 300, 0.5, 23);
+    chunk_case(128, 400, 0.2, 24);
 }

@@ -32,7 +32,9 @@
 #include "functional/int_screen.h"
 #include "sprint/cpu_attention.h"
 
-#define QBLK 32 /* queries per parallel work item (8 groups of 4) */
+#define QBLK 32     /* queries per parallel work item (8 groups of 4) */
+#define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
+#define SX_PEND (SX_CHUNK + 16) /* survivors waiting per query: < 16 left over + one chunk */
 #define LOG2E 1.4426950408889634
 
 typedef struct sx_shared {
@@ -46,16 +48,21 @@ typedef struct sx_shared {
     const float *sq, *sk;  /* quantisation scales */
     double k_ms;           /* mean square of the valid 8-bit key elements */
     sp_iscreen_tile_fn screen;
-    sp_sx_row_fn row;
+    sp_sx_chunk_fn chunk;
 } sx_shared;
 
 typedef struct sx_work {
     int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
-    uint64_t *mask;        /* (4, n_k / 64 + 1) screen survivors, visibility applied */
-    int32_t *idx, *kidx;   /* (n_k + 16) survivors of one query, kept keys */
-    float *sbuf, *pbuf;    /* (n_k + 16) scores, weights */
-    float *qs;             /* (d) prescaled query */
-    float *o;              /* (d) output row */
+    uint64_t *mask;        /* (QBLK, n_k / 64 + 1) screen survivors of the block, visibility applied */
+    double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
+    int *valid;            /* (QBLK) query valid */
+    int32_t *pend;         /* (QBLK, SX_PEND) survivors waiting for a full score tree */
+    int *npend;            /* (QBLK) */
+    int32_t *kidx;         /* (SX_PEND + 16) kept keys of one call */
+    float *sbuf;           /* (SX_PEND + 16) scores, weights */
+    float *qs;             /* (QBLK, d) prescaled queries */
+    float *acc;            /* (QBLK, d) unnormalised outputs */
+    float *mrun, *lrun;    /* (QBLK) running max and sum */
     sp_attn_stats st;
 } sx_work;
 
@@ -73,12 +80,12 @@ static int32_t tau_int(double tau) { /* A >= tau  <=>  A >= ceil(tau) for intege
 
 static uint64_t below(int n) { return n >= 64 ? ~(uint64_t)0 : n <= 0 ? 0 : ((uint64_t)1 << n) - 1; }
 
-/* One group of up to 4 queries [i0, i0 + nr). */
-static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
+/* The screen of one group of up to 4 queries [i0, i0 + nr), rows rb .. rb + 3 of the block:
+ * survivor masks (visibility applied), exact thresholds and the screen's statistics. */
+static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb) {
     const sp_attn_head *h = S->h;
     const sp_cpu_sprint_opts *o = S->o;
     const int d = h->d, nk = h->n_k, d8 = S->d8, G = d8 / 8;
-    const size_t D = (size_t)d;
     const double scale = (double)h->scale, lf = scale * (double)S->sq[0] * (double)S->sk[0];
     const int need_A = o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats;
     int end[4], valid[4], endmax = 0;
@@ -115,7 +122,7 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
     for (int ch = 0; ch < nchunk; ch++) {
         S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
         for (int r = 0; r < 4; r++) {
-            w->mask[(size_t)r * NW + ch] = mk[r];
+            w->mask[(size_t)(rb + r) * NW + ch] = mk[r];
             if (need_A) memcpy(w->A + (size_t)r * LDA + (size_t)ch * 64, T[r], sizeof T[r]);
         }
     }
@@ -140,13 +147,13 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
             for (int ch = 0; ch < nchunk; ch++) {
                 uint64_t m = 0;
                 for (int u = 0; u < 64; u++) m |= (uint64_t)(Ar[ch * 64 + u] >= tau[r]) << u;
-                w->mask[(size_t)r * NW + ch] = m;
+                w->mask[(size_t)(rb + r) * NW + ch] = m;
             }
         }
     }
     /* ---- visibility (causal, padding) and the screen's statistics ---- */
     for (int r = 0; r < 4; r++) {
-        uint64_t *mr = w->mask + (size_t)r * NW;
+        uint64_t *mr = w->mask + (size_t)(rb + r) * NW;
         double nmem = 0;
         for (int ch = 0; ch < nchunk; ch++) {
             uint64_t m = mr[ch] & below(end[r] - ch * 64);
@@ -170,28 +177,72 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
             }
         }
     }
-    /* ---- digital stage, one query at a time over its compact survivor list ---- */
-    const float qmul = (float)(scale * LOG2E);
-    for (int r = 0; r < nr; r++) {
-        float *orow = h->out + (size_t)(i0 + r) * (size_t)h->ldo;
-        if (!valid[r]) {
+    for (int r = 0; r < 4 && rb + r < QBLK; r++) {
+        w->thr[rb + r] = thr[r];
+        w->valid[rb + r] = valid[r];
+    }
+}
+
+/* The digital stage of a block of nb queries [b0, b0 + nb) (paper sec. 1.4-1.5), key chunk by
+ * key chunk: each query's survivors in the chunk get exact scores, the exact threshold and an
+ * online-softmax update, so the chunk's K and V rows are fetched into L1 once for the whole
+ * block rather than once per query (the per-query pass over all keys was bound by L2 traffic). */
+static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
+    const sp_attn_head *h = S->h;
+    const int d = h->d, nk = h->n_k;
+    const size_t D = (size_t)d, NW = (size_t)nk / 64 + 1;
+    const float qmul = (float)((double)h->scale * LOG2E);
+    int endmax = 0;
+    for (int r = 0; r < nb; r++) {
+        w->mrun[r] = -INFINITY, w->lrun[r] = 0.0f;
+        memset(w->acc + (size_t)r * D, 0, D * sizeof *w->acc);
+        const float *qr = h->q + (size_t)(b0 + r) * (size_t)h->ldq;
+        for (int c = 0; c < d; c++) w->qs[(size_t)r * D + (size_t)c] = qr[c] * qmul;
+        if (!w->valid[r]) continue;
+        int e = h->causal ? h->q_offset + b0 + r + 1 : nk;
+        if (e > endmax) endmax = e;
+    }
+    const int nch = (endmax + SX_CHUNK - 1) / SX_CHUNK;
+    /* Survivors wait in a per-query list until 16 of them fill the score tree (a query has ~11
+     * survivors per 64-key chunk at 17% screened; partial trees waste a third of the work);
+     * the waiting rows are the last chunk's, still in L1. */
+    int *np = w->npend;
+    for (int r = 0; r < nb; r++) np[r] = 0;
+    for (int ch = 0; ch <= nch; ch++)
+        for (int r = 0; r < nb; r++) {
+            if (!w->valid[r]) continue;
+            int32_t *pend = w->pend + (size_t)r * SX_PEND;
+            int n = np[r];
+            if (ch < nch) {
+                const uint64_t *mr = w->mask + (size_t)r * NW + (size_t)ch * (SX_CHUNK / 64);
+                for (int u = 0; u < SX_CHUNK / 64; u++)
+                    for (uint64_t bits = mr[u]; bits; bits &= bits - 1)
+                        pend[n++] = ch * SX_CHUNK + u * 64 + __builtin_ctzll(bits);
+            }
+            int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
+            if (take > 0) {
+                int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, d, pend, take,
+                                     (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r], w->acc + (size_t)r * D,
+                                     w->sbuf, w->kidx);
+                w->st.pairs_kept += nkept;
+                if (S->o->kept) {
+                    unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)nk;
+                    for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
+                }
+                for (int t = take; t < n; t++) pend[t - take] = pend[t];
+                n -= take;
+            }
+            np[r] = n;
+        }
+    for (int r = 0; r < nb; r++) {
+        float *orow = h->out + (size_t)(b0 + r) * (size_t)h->ldo;
+        const float *a = w->acc + (size_t)r * D;
+        if (!w->valid[r] || !(w->lrun[r] > 0.0f)) {
             memset(orow, 0, D * sizeof *orow);
             continue;
         }
-        const uint64_t *mr = w->mask + (size_t)r * NW;
-        int n = 0;
-        for (int ch = 0; ch < nchunk; ch++)
-            for (uint64_t bits = mr[ch]; bits; bits &= bits - 1) w->idx[n++] = ch * 64 + __builtin_ctzll(bits);
-        const float *qr = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
-        for (int c = 0; c < d; c++) w->qs[c] = qr[c] * qmul;
-        int nkept = S->row(w->qs, h->k, h->ldk, h->v, h->ldv, d, w->idx, n, (float)(thr[r] * LOG2E), w->o, w->sbuf,
-                           w->pbuf, w->kidx);
-        memcpy(orow, w->o, D * sizeof *orow);
-        w->st.pairs_kept += nkept;
-        if (o->kept) {
-            unsigned char *row = o->kept + (size_t)(i0 + r) * (size_t)nk;
-            for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
-        }
+        const float inv = 1.0f / w->lrun[r];
+        for (int c = 0; c < d; c++) orow[c] = a[c] * inv;
     }
 }
 
@@ -258,7 +309,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     sp_cpu_level lv = sp_cpu_detect();
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
-                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .row = sp_sx_row_for(lv, d)};
+                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d)};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -269,21 +320,27 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         memset(&w, 0, sizeof w);
         if (o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats)
             w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
-        w.mask = sp_xmalloc(4 * (NK / 64 + 1), sizeof *w.mask);
-        w.idx = sp_xmalloc(NK + 16, sizeof *w.idx);
-        w.kidx = sp_xmalloc(NK + 16, sizeof *w.kidx);
-        w.sbuf = sp_xmalloc(NK + 16, sizeof *w.sbuf);
-        w.pbuf = sp_xmalloc(NK + 16, sizeof *w.pbuf);
-        w.qs = sp_xmalloc(D, sizeof *w.qs);
-        w.o = sp_xmalloc(D, sizeof *w.o);
+        w.mask = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.mask);
+        w.thr = sp_xmalloc(QBLK, sizeof *w.thr);
+        w.valid = sp_xmalloc(QBLK, sizeof *w.valid);
+        w.pend = sp_xmalloc(QBLK * SX_PEND, sizeof *w.pend);
+        w.npend = sp_xmalloc(QBLK, sizeof *w.npend);
+        w.kidx = sp_xmalloc(SX_PEND + 16, sizeof *w.kidx);
+        w.sbuf = sp_xmalloc(SX_PEND + 16, sizeof *w.sbuf);
+        w.qs = sp_xmalloc(QBLK * D, sizeof *w.qs);
+        w.acc = sp_xmalloc(QBLK * D, sizeof *w.acc);
+        w.mrun = sp_xmalloc(QBLK, sizeof *w.mrun);
+        w.lrun = sp_xmalloc(QBLK, sizeof *w.lrun);
 #pragma omp for schedule(dynamic, 1)
         for (int b = nblk - 1; b >= 0; b--) {
             memset(&w.st, 0, sizeof w.st);
             int i1 = (b + 1) * QBLK < nq ? (b + 1) * QBLK : nq;
-            for (int i0 = b * QBLK; i0 < i1; i0 += 4) sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4);
+            for (int i0 = b * QBLK; i0 < i1; i0 += 4) sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK);
+            sx_digital(&S, &w, b * QBLK, i1 - b * QBLK);
             bst[b] = w.st;
         }
-        free(w.A), free(w.mask), free(w.idx), free(w.kidx), free(w.sbuf), free(w.pbuf), free(w.qs), free(w.o);
+        free(w.A), free(w.mask), free(w.thr), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
+            free(w.acc), free(w.mrun), free(w.lrun);
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
