@@ -34,7 +34,7 @@
 
 #define QBLK 32     /* queries per parallel work item (8 groups of 4) */
 #define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
-#define SX_PEND (SX_CHUNK + 16) /* survivors waiting per query: < 16 left over + one chunk */
+#define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
 typedef struct sx_shared {
@@ -49,6 +49,7 @@ typedef struct sx_shared {
     double k_ms;           /* mean square of the valid 8-bit key elements */
     sp_iscreen_tile_fn screen;
     sp_sx_chunk_fn chunk;
+    sp_sx_bits_fn bits;
 } sx_shared;
 
 typedef struct sx_work {
@@ -215,9 +216,7 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             int n = np[r];
             if (ch < nch) {
                 const uint64_t *mr = w->mask + (size_t)r * NW + (size_t)ch * (SX_CHUNK / 64);
-                for (int u = 0; u < SX_CHUNK / 64; u++)
-                    for (uint64_t bits = mr[u]; bits; bits &= bits - 1)
-                        pend[n++] = ch * SX_CHUNK + u * 64 + __builtin_ctzll(bits);
+                n += S->bits(mr, SX_CHUNK / 64, ch * SX_CHUNK, pend + n);
             }
             int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
             if (take > 0) {
@@ -309,7 +308,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     sp_cpu_level lv = sp_cpu_detect();
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
-                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d)};
+                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
+                   .bits = sp_sx_bits_for(lv)};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;

@@ -80,3 +80,14 @@ sp_sx_chunk_fn sp_sx_chunk_for(sp_cpu_level level, int d) {
     if (level >= SP_CPU_AVX512 && d % 16 == 0) return sp_sx_chunk_avx512;
     return sp_sx_chunk_portable;
 }
+
+int sp_sx_bits_portable(const uint64_t *m, int nw, int32_t base, int32_t *out) {
+    int n = 0;
+    for (int u = 0; u < nw; u++)
+        for (uint64_t bits = m[u]; bits; bits &= bits - 1) out[n++] = base + 64 * u + __builtin_ctzll(bits);
+    return n;
+}
+
+sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_sx_bits_avx512 : sp_sx_bits_portable;
+}

@@ -39,4 +39,11 @@ int sp_sx_chunk_avx512(const float *q, const float *k, int ldk, const float *v, 
                        int n, float thr, float *m, float *l, float *acc, float *sbuf, int32_t *kept); /* d % 16 == 0 */
 sp_sx_chunk_fn sp_sx_chunk_for(sp_cpu_level level, int d);
 
+/* Appends base + b for every set bit b of the nw 64-bit words m (bit b of word u is key
+ * 64 u + b) to out, ascending; returns the count. out needs room for 64 nw + 16 entries
+ * (the AVX-512 version stores 16 at a time). */
+typedef int (*sp_sx_bits_fn)(const uint64_t *m, int nw, int32_t base, int32_t *out);
+int sp_sx_bits_portable(const uint64_t *m, int nw, int32_t base, int32_t *out);
+int sp_sx_bits_avx512(const uint64_t *m, int nw, int32_t base, int32_t *out);
+sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level);
 #endif
