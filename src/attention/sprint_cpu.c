@@ -27,6 +27,7 @@
 
 #include "attention/flash.h"
 #include "attention/sprint_exact.h"
+#include "attention/sprint_quant.h"
 #include "cpu/cpu.h"
 #include "functional/fn_internal.h"
 #include "functional/int_screen.h"
@@ -277,8 +278,10 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     const size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d;
     int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
-    sp_quant_rows(h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-    sp_quant_rows(h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    sp_cpu_level lv = sp_cpu_detect();
+    sp_sx_quant_fn quant = sp_sx_quant_for(lv);
+    quant(h->q, nq, d, h->ldq, h->query_valid, qi, sq);
+    quant(h->k, nk, d, h->ldk, h->key_valid, ki, sk);
     int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
     for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     uint8_t *msb = sp_xmalloc(NK * D, 1);
@@ -306,7 +309,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             nvalid[j + 1] = nvalid[j] + (h->key_valid[j] != 0);
         }
     }
-    sp_cpu_level lv = sp_cpu_detect();
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
                    .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .bits = sp_sx_bits_for(lv)};
