@@ -35,6 +35,10 @@
 
 #define QBLK 32     /* queries per parallel work item (8 groups of 4) */
 #define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
+/* Survivors (of 4 x 64 pairs) from which a query group's chunk runs through the dense flash
+ * tile instead of the gathers: a speed choice only (both compute the same kept set and
+ * softmax up to float rounding); measured in docs/RESULTS.md part 9b. */
+#define SX_DENSE_MIN 64
 #define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
@@ -51,6 +55,8 @@ typedef struct sx_shared {
     sp_iscreen_tile_fn screen;
     sp_sx_chunk_fn chunk;
     sp_sx_bits_fn bits;
+    const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
+    sp_flash_tile_fn tile;
 } sx_shared;
 
 typedef struct sx_work {
@@ -195,9 +201,10 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     const size_t D = (size_t)d, NW = (size_t)nk / 64 + 1;
     const float qmul = (float)((double)h->scale * LOG2E);
     int endmax = 0;
-    for (int r = 0; r < nb; r++) {
+    for (int r = 0; r < QBLK; r++) { /* rows >= nb: scratch for the dense tiles' unused rows */
         w->mrun[r] = -INFINITY, w->lrun[r] = 0.0f;
         memset(w->acc + (size_t)r * D, 0, D * sizeof *w->acc);
+        if (r >= nb) continue;
         const float *qr = h->q + (size_t)(b0 + r) * (size_t)h->ldq;
         for (int c = 0; c < d; c++) w->qs[(size_t)r * D + (size_t)c] = qr[c] * qmul;
         if (!w->valid[r]) continue;
@@ -211,28 +218,63 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     int *np = w->npend;
     for (int r = 0; r < nb; r++) np[r] = 0;
     for (int ch = 0; ch <= nch; ch++)
-        for (int r = 0; r < nb; r++) {
-            if (!w->valid[r]) continue;
-            int32_t *pend = w->pend + (size_t)r * SX_PEND;
-            int n = np[r];
-            if (ch < nch) {
-                const uint64_t *mr = w->mask + (size_t)r * NW + (size_t)ch * (SX_CHUNK / 64);
-                n += S->bits(mr, SX_CHUNK / 64, ch * SX_CHUNK, pend + n);
-            }
-            int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
-            if (take > 0) {
-                int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, d, pend, take,
-                                     (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r], w->acc + (size_t)r * D,
-                                     w->sbuf, w->kidx);
-                w->st.pairs_kept += nkept;
-                if (S->o->kept) {
-                    unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)nk;
-                    for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
+        for (int g = 0; g < nb; g += 4) {
+            /* A group of 4 queries whose survivors fill at least SX_DENSE_MIN of the 4 x 64
+             * pairs of this chunk: the flash tile over the whole chunk with the survivor masks
+             * (scores of all 64 keys from the packed K panels, no gathers, no reduction trees;
+             * weights only for kept keys) is cheaper than gathering the survivors' rows. */
+            if (ch < nch && S->kp_f32) {
+                uint64_t rm[4];
+                int cnt = 0;
+                for (int r = 0; r < 4; r++) {
+                    rm[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
+                    cnt += __builtin_popcountll(rm[r]);
                 }
-                for (int t = take; t < n; t++) pend[t - take] = pend[t];
-                n -= take;
+                if (cnt >= SX_DENSE_MIN) {
+                    sp_flash_tile t = {.d = d, .nkc = nk - ch * SX_CHUNK < SX_CHUNK ? nk - ch * SX_CHUNK : SX_CHUNK,
+                                       .v = h->v + (size_t)ch * SX_CHUNK * (size_t)h->ldv, .ldv = h->ldv,
+                                       .rmask = rm, .m = w->mrun + g, .l = w->lrun + g, .o = w->acc + (size_t)g * D};
+                    for (int p = 0; p < 4; p++)
+                        t.kpan[p] = S->kp_f32 + ((size_t)ch * 4 + (size_t)p) * D * 16;
+                    for (int r = 0; r < 4; r++) {
+                        t.q[r] = w->qs + (size_t)(g + r < nb ? g + r : g) * D;
+                        t.lim[r] = SX_CHUNK;
+                        t.thr[r] = g + r < nb ? (float)(w->thr[g + r] * LOG2E) : INFINITY;
+                    }
+                    S->tile(&t);
+                    for (int r = 0; r < 4 && g + r < nb; r++) {
+                        w->st.pairs_kept += __builtin_popcountll(t.kept[r]);
+                        if (S->o->kept) {
+                            unsigned char *row = S->o->kept + (size_t)(b0 + g + r) * (size_t)nk + (size_t)ch * SX_CHUNK;
+                            for (uint64_t bits = t.kept[r]; bits; bits &= bits - 1) row[__builtin_ctzll(bits)] = 1;
+                        }
+                    }
+                    continue;
+                }
             }
-            np[r] = n;
+            for (int r = g; r < g + 4 && r < nb; r++) {
+                if (!w->valid[r]) continue;
+                int32_t *pend = w->pend + (size_t)r * SX_PEND;
+                int n = np[r];
+                if (ch < nch) {
+                    const uint64_t *mr = w->mask + (size_t)r * NW + (size_t)ch * (SX_CHUNK / 64);
+                    n += S->bits(mr, SX_CHUNK / 64, ch * SX_CHUNK, pend + n);
+                }
+                int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
+                if (take > 0) {
+                    int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, d, pend, take,
+                                         (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r],
+                                         w->acc + (size_t)r * D, w->sbuf, w->kidx);
+                    w->st.pairs_kept += nkept;
+                    if (S->o->kept) {
+                        unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)nk;
+                        for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
+                    }
+                    for (int t = take; t < n; t++) pend[t - take] = pend[t];
+                    n -= take;
+                }
+                np[r] = n;
+            }
         }
     for (int r = 0; r < nb; r++) {
         float *orow = h->out + (size_t)(b0 + r) * (size_t)h->ldo;
@@ -309,9 +351,14 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             nvalid[j + 1] = nvalid[j] + (h->key_valid[j] != 0);
         }
     }
+    float *kpf = NULL;
+    if (nk > 0) {
+        kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof *kpf);
+        sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
+    }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
                    .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
-                   .bits = sp_sx_bits_for(lv)};
+                   .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d)};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -346,6 +393,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
+    free(bst), free(kpf), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }
