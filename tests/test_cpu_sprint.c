@@ -112,13 +112,25 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
     free(q), free(k), free(v), free(o_ref), free(o1), free(o2), free(kv), free(qv), free(ob.mem), free(ob.kept), free(kept);
 }
 
-Test(cpu_sprint, matches_functional_operator) {
+static void all_cases(void) {
     against_reference(300, 64, 1, 0, 0, 0.5, 1);
     against_reference(300, 64, 0, 0, 0, 1.0, 2);
     against_reference(257, 32, 1, 1, 0, 0.0, 3);
     against_reference(200, 64, 0, 1, 1, 3.0, 4);
     against_reference(130, 128, 1, 0, 1, 2.0, 5);
     against_reference(100, 20, 0, 0, 0, -INFINITY, 6);
+}
+
+Test(cpu_sprint, matches_functional_operator) { all_cases(); }
+
+/* The two digital paths separately: every key chunk through the dense flash tile with the
+ * survivor masks, and every chunk through the gathered survivor rows. */
+Test(cpu_sprint, dense_tiles_and_gathers_each_match_the_operator) {
+    sp_sx_dense_min_set(0);
+    all_cases();
+    sp_sx_dense_min_set(1 << 20);
+    all_cases();
+    sp_sx_dense_min_set(64);
 }
 
 Test(cpu_sprint, minus_infinity_is_dense) {

@@ -39,6 +39,9 @@
  * tile instead of the gathers: a speed choice only (both compute the same kept set and
  * softmax up to float rounding); measured in docs/RESULTS.md part 9b. */
 #define SX_DENSE_MIN 64
+static int g_dense_min = SX_DENSE_MIN;
+void sp_sx_dense_min_set(int n) { __atomic_store_n(&g_dense_min, n, __ATOMIC_RELAXED); }
+int sp_sx_dense_min(void) { return __atomic_load_n(&g_dense_min, __ATOMIC_RELAXED); }
 #define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
@@ -57,6 +60,7 @@ typedef struct sx_shared {
     sp_sx_bits_fn bits;
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
     sp_flash_tile_fn tile;
+    int dense_min;
 } sx_shared;
 
 typedef struct sx_work {
@@ -230,7 +234,7 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
                     rm[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
                     cnt += __builtin_popcountll(rm[r]);
                 }
-                if (cnt >= SX_DENSE_MIN) {
+                if (cnt >= S->dense_min) {
                     sp_flash_tile t = {.d = d, .nkc = nk - ch * SX_CHUNK < SX_CHUNK ? nk - ch * SX_CHUNK : SX_CHUNK,
                                        .v = h->v + (size_t)ch * SX_CHUNK * (size_t)h->ldv, .ldv = h->ldv,
                                        .rmask = rm, .m = w->mrun + g, .l = w->lrun + g, .o = w->acc + (size_t)g * D};
@@ -358,7 +362,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
                    .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
-                   .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d)};
+                   .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
+                   .dense_min = sp_sx_dense_min()};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
