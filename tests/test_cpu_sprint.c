@@ -109,6 +109,21 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
     h.out = o2;
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_OK, "%s", err.msg);
     cr_assert(!memcmp(o1, o2, N * sizeof(float)), "1 and 2 threads differ");
+    /* without exact statistics (the fast configuration: the AMX screen where available) the
+     * screen is the same integer comparison: identical survivors, kept keys and output bits */
+    if (thr != -INFINITY) {
+        sp_attn_stats st2 = {0};
+        unsigned char *kept2 = malloc((size_t)n * n);
+        sp_cpu_sprint_opts o2s = o;
+        o2s.want_exact_stats = 0, o2s.stats = &st2, o2s.kept = kept2, o2s.threads = 1;
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o2s, &err), SP_OK, "%s", err.msg);
+        cr_assert_eq(st2.pairs_mem_kept, st.pairs_mem_kept, "survivors %.0f vs %.0f", st2.pairs_mem_kept,
+                     st.pairs_mem_kept);
+        cr_assert_eq(st2.pairs_kept, st.pairs_kept);
+        cr_assert(!memcmp(kept, kept2, (size_t)n * n), "kept masks differ without exact statistics");
+        cr_assert(!memcmp(o1, o2, N * sizeof(float)), "outputs differ without exact statistics");
+        free(kept2);
+    }
     free(q), free(k), free(v), free(o_ref), free(o1), free(o2), free(kv), free(qv), free(ob.mem), free(ob.kept), free(kept);
 }
 

@@ -31,6 +31,7 @@
 #include "cpu/cpu.h"
 #include "functional/fn_internal.h"
 #include "functional/int_screen.h"
+#include "functional/int_screen_amx.h"
 #include "sprint/cpu_attention.h"
 
 #define QBLK 32     /* queries per parallel work item (8 groups of 4) */
@@ -61,12 +62,16 @@ typedef struct sx_shared {
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
     sp_flash_tile_fn tile;
     int dense_min;
+    const uint8_t *kb;     /* AMX-packed key MSBs (int_screen_amx.h); NULL: no AMX screen */
+    const int8_t *qa;      /* (n_q rounded up to QBLK, dA) query levels for the AMX tiles */
+    int dA;
 } sx_shared;
 
 typedef struct sx_work {
     int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
     uint64_t *mask;        /* (QBLK, n_k / 64 + 1) screen survivors of the block, visibility applied */
     double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
+    int32_t *tau;          /* (QBLK) comparator references (AMX screen) */
     int *valid;            /* (QBLK) query valid */
     int32_t *pend;         /* (QBLK, SX_PEND) survivors waiting for a full score tree */
     int *npend;            /* (QBLK) */
@@ -92,9 +97,14 @@ static int32_t tau_int(double tau) { /* A >= tau  <=>  A >= ceil(tau) for intege
 
 static uint64_t below(int n) { return n >= 64 ? ~(uint64_t)0 : n <= 0 ? 0 : ((uint64_t)1 << n) - 1; }
 
+enum { SX_SCREEN = 0, SX_TAU_ONLY = 1, SX_PREMASKED = 2 };
+
 /* The screen of one group of up to 4 queries [i0, i0 + nr), rows rb .. rb + 3 of the block:
- * survivor masks (visibility applied), exact thresholds and the screen's statistics. */
-static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb) {
+ * survivor masks (visibility applied), exact thresholds and the screen's statistics.
+ * mode SX_TAU_ONLY: only the comparator references into w->tau (for the AMX screen, which
+ * takes 16 rows at a time); SX_PREMASKED: the comparator bits are already in w->mask (AMX;
+ * fixed policy without exact statistics only). */
+static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int mode) {
     const sp_attn_head *h = S->h;
     const sp_cpu_sprint_opts *o = S->o;
     const int d = h->d, nk = h->n_k, d8 = S->d8, G = d8 / 8;
@@ -128,10 +138,14 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb) {
     for (int r = 0; r < 4; r++)
         tau[r] = !valid[r] ? INT32_MAX : thr[r] == -INFINITY ? INT32_MIN + 1
                                                              : tau_int((thr[r] / lf - marg[r] - oi[r]) / 16.0);
+    if (mode == SX_TAU_ONLY) {
+        for (int r = 0; r < 4 && rb + r < QBLK; r++) w->tau[rb + r] = tau[r];
+        return;
+    }
     /* ---- screen: integer charges and comparator bits of 4 rows x 64 keys per tile ---- */
     int32_t T[4][64];
     uint64_t mk[4];
-    for (int ch = 0; ch < nchunk; ch++) {
+    for (int ch = 0; ch < nchunk && mode == SX_SCREEN; ch++) {
         S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
         for (int r = 0; r < 4; r++) {
             w->mask[(size_t)(rb + r) * NW + ch] = mk[r];
@@ -173,6 +187,8 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb) {
             mr[ch] = m;
             nmem += __builtin_popcountll(m);
         }
+        /* words past this group's last visible key: the digital stage reads up to the block's */
+        for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0;
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
@@ -343,6 +359,17 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (ncell > 0) k_ms /= ncell;
     uint8_t *kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
     sp_iscreen_pack(msb, nk, d, d, kp);
+    /* AMX screen (fixed policy, no exact statistics: the other paths need every charge) */
+    uint8_t *kb = NULL;
+    int8_t *qa = NULL;
+    const int dA = sp_iscreen_amx_dA(d);
+    if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
+        kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
+        sp_iscreen_amx_pack(msb, nk, d, d, kb);
+        const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
+        qa = sp_xcalloc(nqa * (size_t)dA, 1);
+        for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
+    }
     free(msb);
     uint64_t *kvw = NULL;
     int *nvalid = NULL;
@@ -363,7 +390,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
                    .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
-                   .dense_min = sp_sx_dense_min()};
+                   .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -376,6 +403,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
         w.mask = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.mask);
         w.thr = sp_xmalloc(QBLK, sizeof *w.thr);
+        w.tau = sp_xmalloc(QBLK, sizeof *w.tau);
         w.valid = sp_xmalloc(QBLK, sizeof *w.valid);
         w.pend = sp_xmalloc(QBLK * SX_PEND, sizeof *w.pend);
         w.npend = sp_xmalloc(QBLK, sizeof *w.npend);
@@ -389,15 +417,28 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         for (int b = nblk - 1; b >= 0; b--) {
             memset(&w.st, 0, sizeof w.st);
             int i1 = (b + 1) * QBLK < nq ? (b + 1) * QBLK : nq;
-            for (int i0 = b * QBLK; i0 < i1; i0 += 4) sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK);
+            if (S.kb) { /* AMX: comparator references, then 16 rows x 64 keys per tile step */
+                for (int r = 0; r < QBLK; r++) w.tau[r] = INT32_MAX;
+                for (int i0 = b * QBLK; i0 < i1; i0 += 4)
+                    sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, SX_TAU_ONLY);
+                for (int r0 = 0; r0 < i1 - b * QBLK; r0 += 16) {
+                    int last = b * QBLK + r0 + 15 < nq ? b * QBLK + r0 + 15 : nq - 1;
+                    int e = h->causal ? h->q_offset + last + 1 : nk;
+                    e = e < nk ? e : nk;
+                    sp_iscreen_amx_rows16(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK + r0) * (size_t)S.dA,
+                                          w.tau + r0, w.mask + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1, NULL, 0);
+                }
+            }
+            for (int i0 = b * QBLK; i0 < i1; i0 += 4)
+                sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, S.kb ? SX_PREMASKED : SX_SCREEN);
             sx_digital(&S, &w, b * QBLK, i1 - b * QBLK);
             bst[b] = w.st;
         }
-        free(w.A), free(w.mask), free(w.thr), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
+        free(w.A), free(w.mask), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
             free(w.acc), free(w.mrun), free(w.lrun);
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(kpf), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
+    free(bst), free(kpf), free(kb), free(qa), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }
