@@ -145,7 +145,7 @@ Test(cpu_sprint, dense_tiles_and_gathers_each_match_the_operator) {
     all_cases();
     sp_sx_dense_min_set(1 << 20);
     all_cases();
-    sp_sx_dense_min_set(64);
+    sp_sx_dense_min_set(16);
 }
 
 Test(cpu_sprint, minus_infinity_is_dense) {

@@ -36,10 +36,10 @@
 
 #define QBLK 32     /* queries per parallel work item (8 groups of 4) */
 #define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
-/* Survivors (of 4 x 64 pairs) from which a query group's chunk runs through the dense flash
- * tile instead of the gathers: a speed choice only (both compute the same kept set and
- * softmax up to float rounding); measured in docs/RESULTS.md part 9b. */
-#define SX_DENSE_MIN 64
+/* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which the panel is
+ * computed by the dense flash tile instead of the gathers: a speed choice only (both compute
+ * the same kept set and softmax up to float rounding); see docs/RESULTS.md part 9b. */
+#define SX_DENSE_MIN 16
 static int g_dense_min = SX_DENSE_MIN;
 void sp_sx_dense_min_set(int n) { __atomic_store_n(&g_dense_min, n, __ATOMIC_RELAXED); }
 int sp_sx_dense_min(void) { return __atomic_load_n(&g_dense_min, __ATOMIC_RELAXED); }
@@ -80,6 +80,9 @@ typedef struct sx_work {
     float *qs;             /* (QBLK, d) prescaled queries */
     float *acc;            /* (QBLK, d) unnormalised outputs */
     float *mrun, *lrun;    /* (QBLK) running max and sum */
+    int qn[QBLK / 4];      /* dense panels queued per query group (< 4) */
+    int qpan[QBLK];        /* (QBLK / 4, 4) their panel indices */
+    uint64_t qmask[QBLK];  /* (QBLK / 4, 4 rows) survivor bits, 16 per queued panel */
     sp_attn_stats st;
 } sx_work;
 
@@ -211,6 +214,38 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     }
 }
 
+/* Runs the panels queued for the query group at block rows g .. g + 3 (w->qpan, w->qmask)
+ * through one flash tile (flash.h): K from the packed panels, V rows by key index, the
+ * survivor masks as the rows' key masks, each row's exact threshold; then empties the queue. */
+static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
+    const sp_attn_head *h = S->h;
+    const int d = h->d, nk = h->n_k, gi = g / 4, ns = w->qn[gi];
+    const size_t D = (size_t)d;
+    int32_t vidx[64];
+    sp_flash_tile t = {.d = d, .nkc = 16 * ns, .v = h->v, .ldv = h->ldv, .vidx = vidx, .rmask = w->qmask + gi * 4,
+                       .m = w->mrun + g, .l = w->lrun + g, .o = w->acc + (size_t)g * D};
+    for (int p = 0; p < 4; p++) {
+        int pan = w->qpan[gi * 4 + (p < ns ? p : 0)]; /* unused slots: any valid panel (masked) */
+        t.kpan[p] = S->kp_f32 + (size_t)pan * D * 16;
+        for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u;
+    }
+    for (int r = 0; r < 4; r++) {
+        t.q[r] = w->qs + (size_t)(g + r < nb ? g + r : g) * D;
+        t.lim[r] = 16 * ns;
+        t.thr[r] = g + r < nb ? (float)(w->thr[g + r] * LOG2E) : INFINITY;
+    }
+    S->tile(&t);
+    for (int r = 0; r < 4 && g + r < nb; r++) {
+        w->st.pairs_kept += __builtin_popcountll(t.kept[r]);
+        if (S->o->kept) {
+            unsigned char *row = S->o->kept + (size_t)(b0 + g + r) * (size_t)nk;
+            for (uint64_t bits = t.kept[r]; bits; bits &= bits - 1) row[vidx[__builtin_ctzll(bits)]] = 1;
+        }
+    }
+    w->qn[gi] = 0;
+    for (int r = 0; r < 4; r++) w->qmask[gi * 4 + r] = 0;
+}
+
 /* The digital stage of a block of nb queries [b0, b0 + nb) (paper sec. 1.4-1.5), key chunk by
  * key chunk: each query's survivors in the chunk get exact scores, the exact threshold and an
  * online-softmax update, so the chunk's K and V rows are fetched into L1 once for the whole
@@ -237,49 +272,38 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
      * the waiting rows are the last chunk's, still in L1. */
     int *np = w->npend;
     for (int r = 0; r < nb; r++) np[r] = 0;
+    for (int gi = 0; gi < QBLK / 4; gi++) w->qn[gi] = 0;
+    memset(w->qmask, 0, QBLK * sizeof *w->qmask);
     for (int ch = 0; ch <= nch; ch++)
         for (int g = 0; g < nb; g += 4) {
-            /* A group of 4 queries whose survivors fill at least SX_DENSE_MIN of the 4 x 64
-             * pairs of this chunk: the flash tile over the whole chunk with the survivor masks
-             * (scores of all 64 keys from the packed K panels, no gathers, no reduction trees;
-             * weights only for kept keys) is cheaper than gathering the survivors' rows. */
-            if (ch < nch && S->kp_f32) {
-                uint64_t rm[4];
-                int cnt = 0;
-                for (int r = 0; r < 4; r++) {
-                    rm[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
-                    cnt += __builtin_popcountll(rm[r]);
-                }
-                if (cnt >= S->dense_min) {
-                    sp_flash_tile t = {.d = d, .nkc = nk - ch * SX_CHUNK < SX_CHUNK ? nk - ch * SX_CHUNK : SX_CHUNK,
-                                       .v = h->v + (size_t)ch * SX_CHUNK * (size_t)h->ldv, .ldv = h->ldv,
-                                       .rmask = rm, .m = w->mrun + g, .l = w->lrun + g, .o = w->acc + (size_t)g * D};
-                    for (int p = 0; p < 4; p++)
-                        t.kpan[p] = S->kp_f32 + ((size_t)ch * 4 + (size_t)p) * D * 16;
+            /* Panels of 16 keys in which the group's 4 queries have at least dense_min of the
+             * 64 pairs as survivors are queued, 4 to a flash tile (scores of all 4 x 64 pairs
+             * from the packed K panels: no gathers, no reduction trees; weights only for kept
+             * keys); the survivors of the other panels go to the gathers below. */
+            uint64_t rg[4] = {0, 0, 0, 0}; /* survivors left to the gathers */
+            const int gi = g / 4;
+            if (ch < nch) {
+                for (int r = 0; r < 4; r++)
+                    rg[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
+                for (int p = 0; p < 4 && S->kp_f32; p++) {
+                    int cnt = 0;
+                    for (int r = 0; r < 4; r++) cnt += __builtin_popcountll((rg[r] >> (16 * p)) & 0xFFFF);
+                    if (cnt < S->dense_min) continue;
+                    int slot = w->qn[gi];
+                    w->qpan[gi * 4 + slot] = ch * 4 + p;
                     for (int r = 0; r < 4; r++) {
-                        t.q[r] = w->qs + (size_t)(g + r < nb ? g + r : g) * D;
-                        t.lim[r] = SX_CHUNK;
-                        t.thr[r] = g + r < nb ? (float)(w->thr[g + r] * LOG2E) : INFINITY;
+                        w->qmask[gi * 4 + r] |= ((rg[r] >> (16 * p)) & 0xFFFF) << (16 * slot);
+                        rg[r] &= ~((uint64_t)0xFFFF << (16 * p));
                     }
-                    S->tile(&t);
-                    for (int r = 0; r < 4 && g + r < nb; r++) {
-                        w->st.pairs_kept += __builtin_popcountll(t.kept[r]);
-                        if (S->o->kept) {
-                            unsigned char *row = S->o->kept + (size_t)(b0 + g + r) * (size_t)nk + (size_t)ch * SX_CHUNK;
-                            for (uint64_t bits = t.kept[r]; bits; bits &= bits - 1) row[__builtin_ctzll(bits)] = 1;
-                        }
-                    }
-                    continue;
+                    if (++w->qn[gi] == 4) sx_tile(S, w, b0, nb, g);
                 }
-            }
+            } else if (w->qn[gi] > 0)
+                sx_tile(S, w, b0, nb, g); /* after the last chunk: the panels still queued */
             for (int r = g; r < g + 4 && r < nb; r++) {
                 if (!w->valid[r]) continue;
                 int32_t *pend = w->pend + (size_t)r * SX_PEND;
                 int n = np[r];
-                if (ch < nch) {
-                    const uint64_t *mr = w->mask + (size_t)r * NW + (size_t)ch * (SX_CHUNK / 64);
-                    n += S->bits(mr, SX_CHUNK / 64, ch * SX_CHUNK, pend + n);
-                }
+                if (ch < nch && rg[r - g]) n += S->bits(&rg[r - g], 1, ch * SX_CHUNK, pend + n);
                 int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
                 if (take > 0) {
                     int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, d, pend, take,

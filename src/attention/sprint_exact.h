@@ -46,10 +46,10 @@ typedef int (*sp_sx_bits_fn)(const uint64_t *m, int nw, int32_t base, int32_t *o
 int sp_sx_bits_portable(const uint64_t *m, int nw, int32_t base, int32_t *out);
 int sp_sx_bits_avx512(const uint64_t *m, int nw, int32_t base, int32_t *out);
 sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level);
-/* Survivors (of a 4-query group's 4 x 64 pairs in one key chunk) from which sprint_cpu.c runs
- * the chunk through the dense flash tile instead of the gathers (default 64). Both paths keep
- * the same keys up to float rounding at the threshold; the tests force each path with this
- * (0: every chunk dense, > 256: never). Process-wide; set it before any kernel call. */
+/* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which sprint_cpu.c
+ * computes the panel with the dense flash tile instead of the gathers (default 16). Both paths
+ * keep the same keys up to float rounding at the threshold; the tests force each path with
+ * this (0: every panel dense, > 64: never). Process-wide; set it before any kernel call. */
 void sp_sx_dense_min_set(int n);
 int sp_sx_dense_min(void);
 #endif
