@@ -34,7 +34,7 @@
 #include "functional/int_screen_amx.h"
 #include "sprint/cpu_attention.h"
 
-#define QBLK 32     /* queries per parallel work item (8 groups of 4) */
+#define QBLK 32     /* queries per parallel work item (8 groups of 4; the AMX screen takes 32 rows) */
 #define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
 /* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which the panel is
  * computed by the dense flash tile instead of the gathers: a speed choice only (both compute
@@ -130,8 +130,10 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     for (int r = 0; r < 4; r++) {
         thr[r] = INFINITY, marg[r] = 0, oi[r] = 0;
         if (!valid[r]) continue;
-        double sqd = 0, sqd2 = 0;
-        for (int c = 0; c < d; c++) sqd += rows[r][c], sqd2 += (double)rows[r][c] * rows[r][c];
+        /* integer sums (exact, so the same doubles as summing in double; they vectorise) */
+        int64_t isq = 0, isq2 = 0;
+        for (int c = 0; c < d; c++) isq += rows[r][c], isq2 += (int32_t)rows[r][c] * rows[r][c];
+        const double sqd = (double)isq, sqd2 = (double)isq2;
         /* sigma margin (integer units): LSB centring (uniform over 16 levels) and the 8-bit
          * rounding of q and k; as sprint_op.c with an ideal device and an 8-bit DAC */
         marg[r] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * S->k_ms) / 12.0);
@@ -183,7 +185,7 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     /* ---- visibility (causal, padding) and the screen's statistics ---- */
     for (int r = 0; r < 4; r++) {
         uint64_t *mr = w->mask + (size_t)(rb + r) * NW;
-        double nmem = 0;
+        int64_t nmem = 0;
         for (int ch = 0; ch < nchunk; ch++) {
             uint64_t m = mr[ch] & below(end[r] - ch * 64);
             if (S->kvw) m &= S->kvw[ch];
@@ -195,7 +197,7 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
-        w->st.pairs_mem_kept += nmem;
+        w->st.pairs_mem_kept += (double)nmem;
         if (o->want_exact_stats) {
             const float *qrow = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
             for (int j = 0; j < end[r]; j++) {
@@ -285,7 +287,7 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             if (ch < nch) {
                 for (int r = 0; r < 4; r++)
                     rg[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
-                for (int p = 0; p < 4 && S->kp_f32; p++) {
+                for (int p = 0; p < 4 && S->kp_f32 && (rg[0] | rg[1] | rg[2] | rg[3]); p++) {
                     int cnt = 0;
                     for (int r = 0; r < 4; r++) cnt += __builtin_popcountll((rg[r] >> (16 * p)) & 0xFFFF);
                     if (cnt < S->dense_min) continue;
@@ -441,17 +443,14 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         for (int b = nblk - 1; b >= 0; b--) {
             memset(&w.st, 0, sizeof w.st);
             int i1 = (b + 1) * QBLK < nq ? (b + 1) * QBLK : nq;
-            if (S.kb) { /* AMX: comparator references, then 16 rows x 64 keys per tile step */
+            if (S.kb) { /* AMX: comparator references, then the 32 rows x 64 keys per step */
                 for (int r = 0; r < QBLK; r++) w.tau[r] = INT32_MAX;
                 for (int i0 = b * QBLK; i0 < i1; i0 += 4)
                     sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, SX_TAU_ONLY);
-                for (int r0 = 0; r0 < i1 - b * QBLK; r0 += 16) {
-                    int last = b * QBLK + r0 + 15 < nq ? b * QBLK + r0 + 15 : nq - 1;
-                    int e = h->causal ? h->q_offset + last + 1 : nk;
-                    e = e < nk ? e : nk;
-                    sp_iscreen_amx_rows16(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK + r0) * (size_t)S.dA,
-                                          w.tau + r0, w.mask + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1, NULL, 0);
-                }
+                int last = i1 - 1, e = h->causal ? h->q_offset + last + 1 : nk;
+                e = e < nk ? e : nk;
+                sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK) * (size_t)S.dA, w.tau, w.mask,
+                                      NK / 64 + 1, NULL, 0);
             }
             for (int i0 = b * QBLK; i0 < i1; i0 += 4)
                 sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, S.kb ? SX_PREMASKED : SX_SCREEN);

@@ -32,4 +32,9 @@ void sp_iscreen_amx_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kb)
 void sp_iscreen_amx_rows16(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[16],
                            uint64_t *mask, size_t ldm, int32_t *A, size_t lda);
 
+/* The same for 32 query rows (qa: 32 rows; tau, mask, A: 32 rows): each key tile is loaded
+ * once for both 16-row halves (the key tiles' traffic from L2 was the cost of the 16-row
+ * version). */
+void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
+                           uint64_t *mask, size_t ldm, int32_t *A, size_t lda);
 #endif
