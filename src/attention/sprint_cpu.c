@@ -34,7 +34,7 @@
 #include "functional/int_screen_amx.h"
 #include "sprint/cpu_attention.h"
 
-#define QBLK 32     /* queries per parallel work item (8 groups of 4; the AMX screen takes 32 rows) */
+#define QBLK 32     /* queries per parallel work item (8 groups of 4; a multiple of 32, the AMX screen's rows) */
 #define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
 /* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which the panel is
  * computed by the dense flash tile instead of the gathers: a speed choice only (both compute
@@ -447,10 +447,13 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
                 for (int r = 0; r < QBLK; r++) w.tau[r] = INT32_MAX;
                 for (int i0 = b * QBLK; i0 < i1; i0 += 4)
                     sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, SX_TAU_ONLY);
-                int last = i1 - 1, e = h->causal ? h->q_offset + last + 1 : nk;
-                e = e < nk ? e : nk;
-                sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK) * (size_t)S.dA, w.tau, w.mask,
-                                      NK / 64 + 1, NULL, 0);
+                for (int r0 = 0; r0 < i1 - b * QBLK; r0 += 32) {
+                    int last = b * QBLK + r0 + 31 < i1 ? b * QBLK + r0 + 31 : i1 - 1;
+                    int e = h->causal ? h->q_offset + last + 1 : nk;
+                    e = e < nk ? e : nk;
+                    sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK + r0) * (size_t)S.dA,
+                                          w.tau + r0, w.mask + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1, NULL, 0);
+                }
             }
             for (int i0 = b * QBLK; i0 < i1; i0 += 4)
                 sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, S.kb ? SX_PREMASKED : SX_SCREEN);
