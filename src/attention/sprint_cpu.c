@@ -2,20 +2,26 @@
  * paper sec. 1.3-1.5: in-memory screen on the 4 key MSBs, fetch survivors, recompute exactly,
  * threshold again, softmax).
  *
- *   1. Q and K are quantised to 8 bits (one scale per tensor, quant.c); the key MSBs are packed
- *      two per byte (int_screen.h); the query reaches the "crossbar" as its 8-bit levels.
- *   2. Screen: the integer charge A_ij = sum_c q_ic m_jc of 4 queries x 64 keys per tile
- *      (VNNI / AVX2 / portable). Key j survives for query i when its estimate
+ *   1. Q and K are quantised to 8 bits (one scale per tensor, as quant.c; sprint_quant.h); the
+ *      key MSBs are packed two per byte (int_screen.h) and, for AMX, one per byte in tile order
+ *      (int_screen_amx.h); the query reaches the "crossbar" as its 8-bit levels.
+ *   2. Screen: the integer charge A_ij = sum_c q_ic m_jc, 32 queries x 64 keys per AMX step
+ *      (fixed policy without exact statistics, where AMX-INT8 is usable) or 4 queries x 64
+ *      keys per VNNI / AVX2 / portable tile. Key j survives for query i when its estimate
  *      lf (16 A_ij + (7.5 - 128) sum_c q_ic) plus margin_sigma standard deviations of the
  *      estimate's error reaches the threshold: the functional model's sigma margin with an
  *      ideal device (sprint_op.c), so the decision is the same integer comparison A >= tau.
- *   3. Digital stage per query over its compact survivor list (sprint_exact.h): exact fp32
- *      scores of 16 survivors at a time (row dots summed by a shuffle tree), the exact
- *      threshold, softmax and the weighted sum of V over the kept keys only.
- *      Tried first and measured slower (docs/RESULTS.md, part 9): the union of 4 adjacent
+ *   3. Digital stage per block of 32 queries, key chunk by key chunk, with an online softmax
+ *      per query (sx_digital): 16-key panels where a group of 4 queries has >= 16 of its 64
+ *      pairs as survivors go 4 at a time through the flash tile with the survivor masks and
+ *      exact thresholds (sx_tile); the other survivors are gathered 16 at a time for exact fp32
+ *      scores (row dots summed by a shuffle tree), the exact threshold, exp2 and the weighted
+ *      sum of V over the kept keys only (sprint_exact.h).
+ *      Tried and measured slower (docs/RESULTS.md, parts 9 and 9b): the union of 4 adjacent
  *      queries' survivors gathered and repacked per 64 keys for the flash tile (the repacking
- *      cost as much as the scores), and whole 16-key panels holding a survivor of one of the 4
- *      queries (about half the panels are touched at 10% kept: too coarse).
+ *      cost as much as the scores); whole 16-key panels holding a survivor of one of the 4
+ *      queries (about half the panels are touched at 10% kept: too coarse); the per-query pass
+ *      over all keys (bound by the gathers' overheads, not by the arithmetic).
  * The float kernels round differently from the double reference, so a score within ~1e-6
  * relative of the threshold may be decided differently from sprint_op.c; outputs are compared
  * with the double reference over the same kept keys in the tests. */
