@@ -256,8 +256,8 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
 
 /* The digital stage of a block of nb queries [b0, b0 + nb) (paper sec. 1.4-1.5), key chunk by
  * key chunk: each query's survivors in the chunk get exact scores, the exact threshold and an
- * online-softmax update, so the chunk's K and V rows are fetched into L1 once for the whole
- * block rather than once per query (the per-query pass over all keys was bound by L2 traffic). */
+ * online-softmax update, so a chunk's K and V rows serve the whole block while in cache, and
+ * dense panels can go through the flash tile (docs/RESULTS.md part 9b). */
 static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     const sp_attn_head *h = S->h;
     const int d = h->d, nk = h->n_k;

@@ -23,6 +23,9 @@ int sp_sx_row_avx512(const float *q, const float *k, int ldk, const float *v, in
                      int n, float thr, float *out, float *sbuf, float *pbuf, int32_t *kept); /* d % 16 == 0 */
 sp_sx_row_fn sp_sx_row_for(sp_cpu_level level, int d);
 
+/* (sp_sx_row_* is no longer called by sprint_cpu.c, which uses the chunk step below; it stays
+ * as a tested whole-row entry point.) */
+
 /* The same digital stage as an online-softmax step over one key chunk, so that a block of
  * queries can visit the chunk's K and V rows while they sit in L1 (sprint_cpu.c): scores of the
  * survivors idx[0..n) (fp32, s = q.k_j), kept when s >= thr; with nk kept (written to
