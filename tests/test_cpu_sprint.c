@@ -115,7 +115,7 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
         sp_attn_stats st2 = {0};
         unsigned char *kept2 = malloc((size_t)n * n);
         sp_cpu_sprint_opts o2s = o;
-        o2s.want_exact_stats = 0, o2s.stats = &st2, o2s.kept = kept2, o2s.threads = 1;
+        o2s.want_exact_stats = 0, o2s.stats = &st2, o2s.kept = kept2, o2s.threads = 2;
         cr_assert_eq(sp_cpu_attention_sprint(&h, &o2s, &err), SP_OK, "%s", err.msg);
         cr_assert_eq(st2.pairs_mem_kept, st.pairs_mem_kept, "survivors %.0f vs %.0f", st2.pairs_mem_kept,
                      st.pairs_mem_kept);
