@@ -235,7 +235,9 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
     for (int p = 0; p < 4; p++) {
         int pan = w->qpan[gi * 4 + (p < ns ? p : 0)]; /* unused slots: any valid panel (masked) */
         t.kpan[p] = S->kp_f32 + (size_t)pan * D * 16;
-        for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u;
+        /* keys past n_k (the last panel's padding) are never kept, but the portable tile reads
+         * every V row below lim with weight 0: point them at a real row */
+        for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u < nk ? 16 * pan + u : nk - 1;
     }
     for (int r = 0; r < 4; r++) {
         t.q[r] = w->qs + (size_t)(g + r < nb ? g + r : g) * D;
