@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/sprint_exact.h"
+#include "attention/sprint_quant.h"
+#include "functional/fn_internal.h"
 #include "cpu/cpu.h"
 #include "sprint/cpu_attention.h"
 #include "sprint/functional.h"
@@ -106,16 +109,43 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
     h.out = o2;
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_OK, "%s", err.msg);
     cr_assert(!memcmp(o1, o2, N * sizeof(float)), "1 and 2 threads differ");
+    /* without exact statistics (the fast configuration: the AMX screen where available) the
+     * screen is the same integer comparison: identical survivors, kept keys and output bits */
+    if (thr != -INFINITY) {
+        sp_attn_stats st2 = {0};
+        unsigned char *kept2 = malloc((size_t)n * n);
+        sp_cpu_sprint_opts o2s = o;
+        o2s.want_exact_stats = 0, o2s.stats = &st2, o2s.kept = kept2, o2s.threads = 2;
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o2s, &err), SP_OK, "%s", err.msg);
+        cr_assert_eq(st2.pairs_mem_kept, st.pairs_mem_kept, "survivors %.0f vs %.0f", st2.pairs_mem_kept,
+                     st.pairs_mem_kept);
+        cr_assert_eq(st2.pairs_kept, st.pairs_kept);
+        cr_assert(!memcmp(kept, kept2, (size_t)n * n), "kept masks differ without exact statistics");
+        cr_assert(!memcmp(o1, o2, N * sizeof(float)), "outputs differ without exact statistics");
+        free(kept2);
+    }
     free(q), free(k), free(v), free(o_ref), free(o1), free(o2), free(kv), free(qv), free(ob.mem), free(ob.kept), free(kept);
 }
 
-Test(cpu_sprint, matches_functional_operator) {
+static void all_cases(void) {
     against_reference(300, 64, 1, 0, 0, 0.5, 1);
     against_reference(300, 64, 0, 0, 0, 1.0, 2);
     against_reference(257, 32, 1, 1, 0, 0.0, 3);
     against_reference(200, 64, 0, 1, 1, 3.0, 4);
     against_reference(130, 128, 1, 0, 1, 2.0, 5);
     against_reference(100, 20, 0, 0, 0, -INFINITY, 6);
+}
+
+Test(cpu_sprint, matches_functional_operator) { all_cases(); }
+
+/* The two digital paths separately: every key chunk through the dense flash tile with the
+ * survivor masks, and every chunk through the gathered survivor rows. */
+Test(cpu_sprint, dense_tiles_and_gathers_each_match_the_operator) {
+    sp_sx_dense_min_set(0);
+    all_cases();
+    sp_sx_dense_min_set(1 << 20);
+    all_cases();
+    sp_sx_dense_min_set(16);
 }
 
 Test(cpu_sprint, minus_infinity_is_dense) {
@@ -166,4 +196,108 @@ Test(cpu_sprint, bad_options) {
     x[3] = NAN;
     o = (sp_cpu_sprint_opts){.policy = SP_CPU_POLICY_FIXED};
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_DATA);
+}
+
+/* The online-softmax chunk step (sprint_exact.h) at the detected level against the portable one
+ * and against a double softmax over the same kept keys: random survivor lists fed in pieces of
+ * 1..40 keys (partial and full score trees, rescales when a later piece holds a larger score),
+ * d = 64 (the specialised path) and 48, 128 (the generic one). */
+static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
+    float *q = randn((size_t)d, seed, 1.0f), *k = randn((size_t)nk * d, seed + 1, 1.0f);
+    float *v = randn((size_t)nk * d, seed + 2, 1.0f);
+    int32_t *idx = malloc((size_t)nk * sizeof *idx), *kept = malloc((size_t)(nk + 16) * sizeof *kept);
+    float *sbuf = malloc((size_t)(nk + 16) * sizeof *sbuf);
+    int n = 0;
+    for (int j = 0; j < nk; j++)
+        if (sp_rng_uniform(sp_rng_key(seed, 7, (uint64_t)j, 0, 0)) < keep_frac) idx[n++] = j;
+    const float thr = 0.3f; /* log2 units: prunes about a third of the survivors */
+    sp_sx_chunk_fn fns[2] = {sp_sx_chunk_portable, sp_sx_chunk_for(sp_cpu_detect(), d)};
+    float out[2][128];
+    int nkept[2] = {0, 0};
+    for (int f = 0; f < 2; f++) {
+        float m = -INFINITY, l = 0, acc[128] = {0};
+        unsigned char *mark = calloc((size_t)nk, 1);
+        for (int t0 = 0, piece = 1; t0 < n; t0 += piece, piece = piece % 40 + 7) {
+            int cnt = n - t0 < piece ? n - t0 : piece;
+            int r = fns[f](q, k, d, v, d, d, idx + t0, cnt, thr, &m, &l, acc, sbuf, kept);
+            for (int t = 0; t < r; t++) {
+                cr_assert(kept[t] >= idx[t0] && kept[t] <= idx[t0 + cnt - 1], "kept index outside the piece");
+                cr_assert(t == 0 || kept[t] > kept[t - 1], "kept indices not ascending");
+                mark[kept[t]] = 1;
+            }
+            nkept[f] += r;
+        }
+        /* double reference over the keys this level kept, each of which must pass thr */
+        double mx = -INFINITY, den = 0, ref[128] = {0};
+        for (int j = 0; j < nk; j++)
+            if (mark[j]) {
+                double s = 0;
+                for (int c = 0; c < d; c++) s += (double)q[c] * k[(size_t)j * d + c];
+                cr_assert(s >= thr - 1e-5, "key %d kept with score %g < %g", j, s, (double)thr);
+                mx = s > mx ? s : mx;
+            }
+        for (int j = 0; j < nk; j++)
+            if (mark[j]) {
+                double s = 0;
+                for (int c = 0; c < d; c++) s += (double)q[c] * k[(size_t)j * d + c];
+                double p = exp2(s - mx);
+                den += p;
+                for (int c = 0; c < d; c++) ref[c] += p * v[(size_t)j * d + c];
+            }
+        cr_assert(nkept[f] > 0 && nkept[f] < n, "vacuous: kept %d of %d", nkept[f], n);
+        double md = 0;
+        for (int c = 0; c < d; c++) {
+            out[f][c] = acc[c] / l;
+            md = fmax(md, fabs(out[f][c] - ref[c] / den));
+        }
+        cr_assert(md < 2e-5, "level %d: max |out - double reference| = %g", f, md);
+        free(mark);
+    }
+    cr_assert(abs(nkept[0] - nkept[1]) <= 1, "kept %d (portable) vs %d", nkept[0], nkept[1]);
+    for (int c = 0; c < d; c++) cr_assert_float_eq(out[0][c], out[1][c], 2e-5, "[%d]", c);
+    /* the whole-row entry points (sp_sx_row_*) over the same list: the same result */
+    sp_sx_row_fn rows[2] = {sp_sx_row_portable, sp_sx_row_for(sp_cpu_detect(), d)};
+    float *pbuf = malloc((size_t)(nk + 16) * sizeof *pbuf), ro[128];
+    for (int f = 0; f < 2; f++) {
+        int r = rows[f](q, k, d, v, d, d, idx, n, thr, ro, sbuf, pbuf, kept);
+        cr_assert(abs(r - nkept[0]) <= 1, "row function %d kept %d vs %d", f, r, nkept[0]);
+        for (int c = 0; c < d; c++) cr_assert_float_eq(ro[c], out[0][c], 2e-5, "row function %d [%d]", f, c);
+    }
+    free(pbuf);
+    free(q), free(k), free(v), free(idx), free(kept), free(sbuf);
+}
+
+Test(cpu_sprint, chunk_step_matches_portable_and_reference) {
+    chunk_case(64, 700, 0.3, 21);
+    chunk_case(64, 97, 0.9, 22);
+    chunk_case(48, 300, 0.5, 23);
+    chunk_case(128, 400, 0.2, 24);
+}
+
+/* The vectorised quantisation equals sp_quant_rows (per-tensor scale) byte for byte: random
+ * rows (d = 64 and 20, row stride > d, padding rows), and exact ties (max |x| = 127 gives scale
+ * 1, so x = k + 0.5 must round away from zero). */
+Test(cpu_sprint, quantisation_matches_sp_quant_rows) {
+    const int n = 37, ds[2] = {64, 20}, ld = 70;
+    float *x = randn((size_t)n * ld, 31, 2.0f);
+    unsigned char valid[37];
+    for (int i = 0; i < n; i++) valid[i] = i % 5 != 3;
+    for (int t = 0; t < 3; t++) {
+        if (t == 2) { /* ties */
+            for (int i = 0; i < n * ld; i++) x[i] = (float)((i % 254) - 127) + ((i % 3) ? 0.5f : 0.0f); /* |x| <= 126.5 */
+            x[0] = 127.0f;
+        }
+        for (int di = 0; di < 2; di++) {
+            int d = ds[di];
+            int8_t a[37 * 64], b[37 * 64];
+            float sa[37], sb[37];
+            const unsigned char *vm = t == 1 ? valid : NULL;
+            sp_quant_rows(x, n, d, ld, 0, vm, a, sa);
+            sp_sx_quant_for(sp_cpu_detect())(x, n, d, ld, vm, b, sb);
+            cr_assert(!memcmp(sa, sb, sizeof sa), "scales differ (case %d, d %d)", t, d);
+            for (int i = 0; i < n * d; i++) cr_assert_eq(a[i], b[i], "case %d d %d [%d]: %d vs %d", t, d, i, a[i], b[i]);
+            if (t == 2) cr_assert_eq(sa[0], 1.0f);
+        }
+    }
+    free(x);
 }

@@ -4,8 +4,9 @@
  *   sp_cpu_attention_sprint  SPRINT's algorithm as a software kernel (paper sec. 1.3-1.5):
  *                            a 4-bit screen of every (query, key) pair (packed int4 key MSBs x
  *                            int8 queries, integer accumulation: AVX-512 VNNI vpdpbusd, AVX2
- *                            maddubs or portable C), then exact fp32 scores, the exact
- *                            threshold, softmax and the weighted sum of V for the survivors only.
+ *                            maddubs or portable C; AMX-INT8 tiles where offered, SPRINT_AMX=0
+ *                            turns them off), then exact fp32 scores, the exact threshold,
+ *                            softmax and the weighted sum of V for the survivors only.
  *
  * Tensors and masks are described by an sp_attn_head (attention.h: causal, q_offset,
  * key_valid, query_valid, scale); layer/head/seq_id are ignored. Kernels are chosen at run time

@@ -2,20 +2,26 @@
  * paper sec. 1.3-1.5: in-memory screen on the 4 key MSBs, fetch survivors, recompute exactly,
  * threshold again, softmax).
  *
- *   1. Q and K are quantised to 8 bits (one scale per tensor, quant.c); the key MSBs are packed
- *      two per byte (int_screen.h); the query reaches the "crossbar" as its 8-bit levels.
- *   2. Screen: the integer charge A_ij = sum_c q_ic m_jc of 4 queries x 64 keys per tile
- *      (VNNI / AVX2 / portable). Key j survives for query i when its estimate
+ *   1. Q and K are quantised to 8 bits (one scale per tensor, as quant.c; sprint_quant.h); the
+ *      key MSBs are packed two per byte (int_screen.h) and, for AMX, one per byte in tile order
+ *      (int_screen_amx.h); the query reaches the "crossbar" as its 8-bit levels.
+ *   2. Screen: the integer charge A_ij = sum_c q_ic m_jc, 32 queries x 64 keys per AMX step
+ *      (fixed policy without exact statistics, where AMX-INT8 is usable) or 4 queries x 64
+ *      keys per VNNI / AVX2 / portable tile. Key j survives for query i when its estimate
  *      lf (16 A_ij + (7.5 - 128) sum_c q_ic) plus margin_sigma standard deviations of the
  *      estimate's error reaches the threshold: the functional model's sigma margin with an
  *      ideal device (sprint_op.c), so the decision is the same integer comparison A >= tau.
- *   3. Digital stage per query over its compact survivor list (sprint_exact.h): exact fp32
- *      scores of 16 survivors at a time (row dots summed by a shuffle tree), the exact
- *      threshold, softmax and the weighted sum of V over the kept keys only.
- *      Tried first and measured slower (docs/RESULTS.md, part 9): the union of 4 adjacent
+ *   3. Digital stage per block of 32 queries, key chunk by key chunk, with an online softmax
+ *      per query (sx_digital): 16-key panels where a group of 4 queries has >= 16 of its 64
+ *      pairs as survivors go 4 at a time through the flash tile with the survivor masks and
+ *      exact thresholds (sx_tile); the other survivors are gathered 16 at a time for exact fp32
+ *      scores (row dots summed by a shuffle tree), the exact threshold, exp2 and the weighted
+ *      sum of V over the kept keys only (sprint_exact.h).
+ *      Tried and measured slower (docs/RESULTS.md, parts 9 and 9b): the union of 4 adjacent
  *      queries' survivors gathered and repacked per 64 keys for the flash tile (the repacking
- *      cost as much as the scores), and whole 16-key panels holding a survivor of one of the 4
- *      queries (about half the panels are touched at 10% kept: too coarse).
+ *      cost as much as the scores); whole 16-key panels holding a survivor of one of the 4
+ *      queries (about half the panels are touched at 10% kept: too coarse); the per-query pass
+ *      over all keys (bound by the gathers' overheads, not by the arithmetic).
  * The float kernels round differently from the double reference, so a score within ~1e-6
  * relative of the threshold may be decided differently from sprint_op.c; outputs are compared
  * with the double reference over the same kept keys in the tests. */
@@ -27,12 +33,23 @@
 
 #include "attention/flash.h"
 #include "attention/sprint_exact.h"
+#include "attention/sprint_quant.h"
 #include "cpu/cpu.h"
 #include "functional/fn_internal.h"
 #include "functional/int_screen.h"
+#include "functional/int_screen_amx.h"
 #include "sprint/cpu_attention.h"
 
-#define QBLK 32 /* queries per parallel work item (8 groups of 4) */
+#define QBLK 32     /* queries per parallel work item (8 groups of 4; a multiple of 32, the AMX screen's rows) */
+#define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
+/* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which the panel is
+ * computed by the dense flash tile instead of the gathers: a speed choice only (both compute
+ * the same kept set and softmax up to float rounding); see docs/RESULTS.md part 9b. */
+#define SX_DENSE_MIN 16
+static int g_dense_min = SX_DENSE_MIN;
+void sp_sx_dense_min_set(int n) { __atomic_store_n(&g_dense_min, n, __ATOMIC_RELAXED); }
+int sp_sx_dense_min(void) { return __atomic_load_n(&g_dense_min, __ATOMIC_RELAXED); }
+#define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
 typedef struct sx_shared {
@@ -46,16 +63,32 @@ typedef struct sx_shared {
     const float *sq, *sk;  /* quantisation scales */
     double k_ms;           /* mean square of the valid 8-bit key elements */
     sp_iscreen_tile_fn screen;
-    sp_sx_row_fn row;
+    sp_sx_chunk_fn chunk;
+    sp_sx_bits_fn bits;
+    const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
+    sp_flash_tile_fn tile;
+    int dense_min;
+    const uint8_t *kb;     /* AMX-packed key MSBs (int_screen_amx.h); NULL: no AMX screen */
+    const int8_t *qa;      /* (n_q rounded up to QBLK, dA) query levels for the AMX tiles */
+    int dA;
 } sx_shared;
 
 typedef struct sx_work {
     int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
-    uint64_t *mask;        /* (4, n_k / 64 + 1) screen survivors, visibility applied */
-    int32_t *idx, *kidx;   /* (n_k + 16) survivors of one query, kept keys */
-    float *sbuf, *pbuf;    /* (n_k + 16) scores, weights */
-    float *qs;             /* (d) prescaled query */
-    float *o;              /* (d) output row */
+    uint64_t *mask;        /* (QBLK, n_k / 64 + 1) screen survivors of the block, visibility applied */
+    double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
+    int32_t *tau;          /* (QBLK) comparator references (AMX screen) */
+    int *valid;            /* (QBLK) query valid */
+    int32_t *pend;         /* (QBLK, SX_PEND) survivors waiting for a full score tree */
+    int *npend;            /* (QBLK) */
+    int32_t *kidx;         /* (SX_PEND + 16) kept keys of one call */
+    float *sbuf;           /* (SX_PEND + 16) scores, weights */
+    float *qs;             /* (QBLK, d) prescaled queries */
+    float *acc;            /* (QBLK, d) unnormalised outputs */
+    float *mrun, *lrun;    /* (QBLK) running max and sum */
+    int qn[QBLK / 4];      /* dense panels queued per query group (< 4) */
+    int qpan[QBLK];        /* (QBLK / 4, 4) their panel indices */
+    uint64_t qmask[QBLK];  /* (QBLK / 4, 4 rows) survivor bits, 16 per queued panel */
     sp_attn_stats st;
 } sx_work;
 
@@ -73,12 +106,17 @@ static int32_t tau_int(double tau) { /* A >= tau  <=>  A >= ceil(tau) for intege
 
 static uint64_t below(int n) { return n >= 64 ? ~(uint64_t)0 : n <= 0 ? 0 : ((uint64_t)1 << n) - 1; }
 
-/* One group of up to 4 queries [i0, i0 + nr). */
-static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
+enum { SX_SCREEN = 0, SX_TAU_ONLY = 1, SX_PREMASKED = 2 };
+
+/* The screen of one group of up to 4 queries [i0, i0 + nr), rows rb .. rb + 3 of the block:
+ * survivor masks (visibility applied), exact thresholds and the screen's statistics.
+ * mode SX_TAU_ONLY: only the comparator references into w->tau (for the AMX screen, which
+ * takes 16 rows at a time); SX_PREMASKED: the comparator bits are already in w->mask (AMX;
+ * fixed policy without exact statistics only). */
+static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int mode) {
     const sp_attn_head *h = S->h;
     const sp_cpu_sprint_opts *o = S->o;
     const int d = h->d, nk = h->n_k, d8 = S->d8, G = d8 / 8;
-    const size_t D = (size_t)d;
     const double scale = (double)h->scale, lf = scale * (double)S->sq[0] * (double)S->sk[0];
     const int need_A = o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats;
     int end[4], valid[4], endmax = 0;
@@ -98,8 +136,10 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
     for (int r = 0; r < 4; r++) {
         thr[r] = INFINITY, marg[r] = 0, oi[r] = 0;
         if (!valid[r]) continue;
-        double sqd = 0, sqd2 = 0;
-        for (int c = 0; c < d; c++) sqd += rows[r][c], sqd2 += (double)rows[r][c] * rows[r][c];
+        /* integer sums (exact, so the same doubles as summing in double; they vectorise) */
+        int64_t isq = 0, isq2 = 0;
+        for (int c = 0; c < d; c++) isq += rows[r][c], isq2 += (int32_t)rows[r][c] * rows[r][c];
+        const double sqd = (double)isq, sqd2 = (double)isq2;
         /* sigma margin (integer units): LSB centring (uniform over 16 levels) and the 8-bit
          * rounding of q and k; as sprint_op.c with an ideal device and an 8-bit DAC */
         marg[r] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * S->k_ms) / 12.0);
@@ -109,13 +149,17 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
     for (int r = 0; r < 4; r++)
         tau[r] = !valid[r] ? INT32_MAX : thr[r] == -INFINITY ? INT32_MIN + 1
                                                              : tau_int((thr[r] / lf - marg[r] - oi[r]) / 16.0);
+    if (mode == SX_TAU_ONLY) {
+        for (int r = 0; r < 4 && rb + r < QBLK; r++) w->tau[rb + r] = tau[r];
+        return;
+    }
     /* ---- screen: integer charges and comparator bits of 4 rows x 64 keys per tile ---- */
     int32_t T[4][64];
     uint64_t mk[4];
-    for (int ch = 0; ch < nchunk; ch++) {
+    for (int ch = 0; ch < nchunk && mode == SX_SCREEN; ch++) {
         S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
         for (int r = 0; r < 4; r++) {
-            w->mask[(size_t)r * NW + ch] = mk[r];
+            w->mask[(size_t)(rb + r) * NW + ch] = mk[r];
             if (need_A) memcpy(w->A + (size_t)r * LDA + (size_t)ch * 64, T[r], sizeof T[r]);
         }
     }
@@ -140,24 +184,26 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
             for (int ch = 0; ch < nchunk; ch++) {
                 uint64_t m = 0;
                 for (int u = 0; u < 64; u++) m |= (uint64_t)(Ar[ch * 64 + u] >= tau[r]) << u;
-                w->mask[(size_t)r * NW + ch] = m;
+                w->mask[(size_t)(rb + r) * NW + ch] = m;
             }
         }
     }
     /* ---- visibility (causal, padding) and the screen's statistics ---- */
     for (int r = 0; r < 4; r++) {
-        uint64_t *mr = w->mask + (size_t)r * NW;
-        double nmem = 0;
+        uint64_t *mr = w->mask + (size_t)(rb + r) * NW;
+        int64_t nmem = 0;
         for (int ch = 0; ch < nchunk; ch++) {
             uint64_t m = mr[ch] & below(end[r] - ch * 64);
             if (S->kvw) m &= S->kvw[ch];
             mr[ch] = m;
             nmem += __builtin_popcountll(m);
         }
+        /* words past this group's last visible key: the digital stage reads up to the block's */
+        for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0;
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
-        w->st.pairs_mem_kept += nmem;
+        w->st.pairs_mem_kept += (double)nmem;
         if (o->want_exact_stats) {
             const float *qrow = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
             for (int j = 0; j < end[r]; j++) {
@@ -170,28 +216,129 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr) {
             }
         }
     }
-    /* ---- digital stage, one query at a time over its compact survivor list ---- */
-    const float qmul = (float)(scale * LOG2E);
-    for (int r = 0; r < nr; r++) {
-        float *orow = h->out + (size_t)(i0 + r) * (size_t)h->ldo;
-        if (!valid[r]) {
+    for (int r = 0; r < 4 && rb + r < QBLK; r++) {
+        w->thr[rb + r] = thr[r];
+        w->valid[rb + r] = valid[r];
+    }
+}
+
+/* Runs the panels queued for the query group at block rows g .. g + 3 (w->qpan, w->qmask)
+ * through one flash tile (flash.h): K from the packed panels, V rows by key index, the
+ * survivor masks as the rows' key masks, each row's exact threshold; then empties the queue. */
+static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
+    const sp_attn_head *h = S->h;
+    const int d = h->d, nk = h->n_k, gi = g / 4, ns = w->qn[gi];
+    const size_t D = (size_t)d;
+    int32_t vidx[64];
+    sp_flash_tile t = {.d = d, .nkc = 16 * ns, .v = h->v, .ldv = h->ldv, .vidx = vidx, .rmask = w->qmask + gi * 4,
+                       .m = w->mrun + g, .l = w->lrun + g, .o = w->acc + (size_t)g * D};
+    for (int p = 0; p < 4; p++) {
+        int pan = w->qpan[gi * 4 + (p < ns ? p : 0)]; /* unused slots: any valid panel (masked) */
+        t.kpan[p] = S->kp_f32 + (size_t)pan * D * 16;
+        /* keys past n_k (the last panel's padding) are never kept, but the portable tile reads
+         * every V row below lim with weight 0: point them at a real row */
+        for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u < nk ? 16 * pan + u : nk - 1;
+    }
+    for (int r = 0; r < 4; r++) {
+        t.q[r] = w->qs + (size_t)(g + r < nb ? g + r : g) * D;
+        t.lim[r] = 16 * ns;
+        t.thr[r] = g + r < nb ? (float)(w->thr[g + r] * LOG2E) : INFINITY;
+    }
+    S->tile(&t);
+    for (int r = 0; r < 4 && g + r < nb; r++) {
+        w->st.pairs_kept += __builtin_popcountll(t.kept[r]);
+        if (S->o->kept) {
+            unsigned char *row = S->o->kept + (size_t)(b0 + g + r) * (size_t)nk;
+            for (uint64_t bits = t.kept[r]; bits; bits &= bits - 1) row[vidx[__builtin_ctzll(bits)]] = 1;
+        }
+    }
+    w->qn[gi] = 0;
+    for (int r = 0; r < 4; r++) w->qmask[gi * 4 + r] = 0;
+}
+
+/* The digital stage of a block of nb queries [b0, b0 + nb) (paper sec. 1.4-1.5), key chunk by
+ * key chunk: each query's survivors in the chunk get exact scores, the exact threshold and an
+ * online-softmax update, so a chunk's K and V rows serve the whole block while in cache, and
+ * dense panels can go through the flash tile (docs/RESULTS.md part 9b). */
+static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
+    const sp_attn_head *h = S->h;
+    const int d = h->d, nk = h->n_k;
+    const size_t D = (size_t)d, NW = (size_t)nk / 64 + 1;
+    const float qmul = (float)((double)h->scale * LOG2E);
+    int endmax = 0;
+    for (int r = 0; r < QBLK; r++) { /* rows >= nb: scratch for the dense tiles' unused rows */
+        w->mrun[r] = -INFINITY, w->lrun[r] = 0.0f;
+        memset(w->acc + (size_t)r * D, 0, D * sizeof *w->acc);
+        if (r >= nb) continue;
+        const float *qr = h->q + (size_t)(b0 + r) * (size_t)h->ldq;
+        for (int c = 0; c < d; c++) w->qs[(size_t)r * D + (size_t)c] = qr[c] * qmul;
+        if (!w->valid[r]) continue;
+        int e = h->causal ? h->q_offset + b0 + r + 1 : nk;
+        if (e > endmax) endmax = e;
+    }
+    const int nch = (endmax + SX_CHUNK - 1) / SX_CHUNK;
+    /* Survivors wait in a per-query list until 16 of them fill the score tree (a query has ~11
+     * survivors per 64-key chunk at 17% screened; partial trees waste a third of the work);
+     * the waiting rows are the last chunk's, still in L1. */
+    int *np = w->npend;
+    for (int r = 0; r < nb; r++) np[r] = 0;
+    for (int gi = 0; gi < QBLK / 4; gi++) w->qn[gi] = 0;
+    memset(w->qmask, 0, QBLK * sizeof *w->qmask);
+    for (int ch = 0; ch <= nch; ch++)
+        for (int g = 0; g < nb; g += 4) {
+            /* Panels of 16 keys in which the group's 4 queries have at least dense_min of the
+             * 64 pairs as survivors are queued, 4 to a flash tile (scores of all 4 x 64 pairs
+             * from the packed K panels: no gathers, no reduction trees; weights only for kept
+             * keys); the survivors of the other panels go to the gathers below. */
+            uint64_t rg[4] = {0, 0, 0, 0}; /* survivors left to the gathers */
+            const int gi = g / 4;
+            if (ch < nch) {
+                for (int r = 0; r < 4; r++)
+                    rg[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
+                for (int p = 0; p < 4 && S->kp_f32 && (rg[0] | rg[1] | rg[2] | rg[3]); p++) {
+                    int cnt = 0;
+                    for (int r = 0; r < 4; r++) cnt += __builtin_popcountll((rg[r] >> (16 * p)) & 0xFFFF);
+                    if (cnt < S->dense_min) continue;
+                    int slot = w->qn[gi];
+                    w->qpan[gi * 4 + slot] = ch * 4 + p;
+                    for (int r = 0; r < 4; r++) {
+                        w->qmask[gi * 4 + r] |= ((rg[r] >> (16 * p)) & 0xFFFF) << (16 * slot);
+                        rg[r] &= ~((uint64_t)0xFFFF << (16 * p));
+                    }
+                    if (++w->qn[gi] == 4) sx_tile(S, w, b0, nb, g);
+                }
+            } else if (w->qn[gi] > 0)
+                sx_tile(S, w, b0, nb, g); /* after the last chunk: the panels still queued */
+            for (int r = g; r < g + 4 && r < nb; r++) {
+                if (!w->valid[r]) continue;
+                int32_t *pend = w->pend + (size_t)r * SX_PEND;
+                int n = np[r];
+                if (ch < nch && rg[r - g]) n += S->bits(&rg[r - g], 1, ch * SX_CHUNK, pend + n);
+                int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
+                if (take > 0) {
+                    int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, d, pend, take,
+                                         (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r],
+                                         w->acc + (size_t)r * D, w->sbuf, w->kidx);
+                    w->st.pairs_kept += nkept;
+                    if (S->o->kept) {
+                        unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)nk;
+                        for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
+                    }
+                    for (int t = take; t < n; t++) pend[t - take] = pend[t];
+                    n -= take;
+                }
+                np[r] = n;
+            }
+        }
+    for (int r = 0; r < nb; r++) {
+        float *orow = h->out + (size_t)(b0 + r) * (size_t)h->ldo;
+        const float *a = w->acc + (size_t)r * D;
+        if (!w->valid[r] || !(w->lrun[r] > 0.0f)) {
             memset(orow, 0, D * sizeof *orow);
             continue;
         }
-        const uint64_t *mr = w->mask + (size_t)r * NW;
-        int n = 0;
-        for (int ch = 0; ch < nchunk; ch++)
-            for (uint64_t bits = mr[ch]; bits; bits &= bits - 1) w->idx[n++] = ch * 64 + __builtin_ctzll(bits);
-        const float *qr = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
-        for (int c = 0; c < d; c++) w->qs[c] = qr[c] * qmul;
-        int nkept = S->row(w->qs, h->k, h->ldk, h->v, h->ldv, d, w->idx, n, (float)(thr[r] * LOG2E), w->o, w->sbuf,
-                           w->pbuf, w->kidx);
-        memcpy(orow, w->o, D * sizeof *orow);
-        w->st.pairs_kept += nkept;
-        if (o->kept) {
-            unsigned char *row = o->kept + (size_t)(i0 + r) * (size_t)nk;
-            for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
-        }
+        const float inv = 1.0f / w->lrun[r];
+        for (int c = 0; c < d; c++) orow[c] = a[c] * inv;
     }
 }
 
@@ -227,8 +374,10 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     const size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d;
     int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
-    sp_quant_rows(h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-    sp_quant_rows(h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    sp_cpu_level lv = sp_cpu_detect();
+    sp_sx_quant_fn quant = sp_sx_quant_for(lv);
+    quant(h->q, nq, d, h->ldq, h->query_valid, qi, sq);
+    quant(h->k, nk, d, h->ldk, h->key_valid, ki, sk);
     int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
     for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     uint8_t *msb = sp_xmalloc(NK * D, 1);
@@ -244,6 +393,17 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (ncell > 0) k_ms /= ncell;
     uint8_t *kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
     sp_iscreen_pack(msb, nk, d, d, kp);
+    /* AMX screen (fixed policy, no exact statistics: the other paths need every charge) */
+    uint8_t *kb = NULL;
+    int8_t *qa = NULL;
+    const int dA = sp_iscreen_amx_dA(d);
+    if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
+        kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
+        sp_iscreen_amx_pack(msb, nk, d, d, kb);
+        const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
+        qa = sp_xcalloc(nqa * (size_t)dA, 1);
+        for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
+    }
     free(msb);
     uint64_t *kvw = NULL;
     int *nvalid = NULL;
@@ -256,9 +416,15 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             nvalid[j + 1] = nvalid[j] + (h->key_valid[j] != 0);
         }
     }
-    sp_cpu_level lv = sp_cpu_detect();
+    float *kpf = NULL;
+    if (nk > 0) {
+        kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof *kpf);
+        sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
+    }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
-                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .row = sp_sx_row_for(lv, d)};
+                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
+                   .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
+                   .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -269,24 +435,44 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         memset(&w, 0, sizeof w);
         if (o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats)
             w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
-        w.mask = sp_xmalloc(4 * (NK / 64 + 1), sizeof *w.mask);
-        w.idx = sp_xmalloc(NK + 16, sizeof *w.idx);
-        w.kidx = sp_xmalloc(NK + 16, sizeof *w.kidx);
-        w.sbuf = sp_xmalloc(NK + 16, sizeof *w.sbuf);
-        w.pbuf = sp_xmalloc(NK + 16, sizeof *w.pbuf);
-        w.qs = sp_xmalloc(D, sizeof *w.qs);
-        w.o = sp_xmalloc(D, sizeof *w.o);
+        w.mask = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.mask);
+        w.thr = sp_xmalloc(QBLK, sizeof *w.thr);
+        w.tau = sp_xmalloc(QBLK, sizeof *w.tau);
+        w.valid = sp_xmalloc(QBLK, sizeof *w.valid);
+        w.pend = sp_xmalloc(QBLK * SX_PEND, sizeof *w.pend);
+        w.npend = sp_xmalloc(QBLK, sizeof *w.npend);
+        w.kidx = sp_xmalloc(SX_PEND + 16, sizeof *w.kidx);
+        w.sbuf = sp_xmalloc(SX_PEND + 16, sizeof *w.sbuf);
+        w.qs = sp_xmalloc(QBLK * D, sizeof *w.qs);
+        w.acc = sp_xmalloc(QBLK * D, sizeof *w.acc);
+        w.mrun = sp_xmalloc(QBLK, sizeof *w.mrun);
+        w.lrun = sp_xmalloc(QBLK, sizeof *w.lrun);
 #pragma omp for schedule(dynamic, 1)
         for (int b = nblk - 1; b >= 0; b--) {
             memset(&w.st, 0, sizeof w.st);
             int i1 = (b + 1) * QBLK < nq ? (b + 1) * QBLK : nq;
-            for (int i0 = b * QBLK; i0 < i1; i0 += 4) sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4);
+            if (S.kb) { /* AMX: comparator references, then the 32 rows x 64 keys per step */
+                for (int r = 0; r < QBLK; r++) w.tau[r] = INT32_MAX;
+                for (int i0 = b * QBLK; i0 < i1; i0 += 4)
+                    sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, SX_TAU_ONLY);
+                for (int r0 = 0; r0 < i1 - b * QBLK; r0 += 32) {
+                    int last = b * QBLK + r0 + 31 < i1 ? b * QBLK + r0 + 31 : i1 - 1;
+                    int e = h->causal ? h->q_offset + last + 1 : nk;
+                    e = e < nk ? e : nk;
+                    sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK + r0) * (size_t)S.dA,
+                                          w.tau + r0, w.mask + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1, NULL, 0);
+                }
+            }
+            for (int i0 = b * QBLK; i0 < i1; i0 += 4)
+                sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, S.kb ? SX_PREMASKED : SX_SCREEN);
+            sx_digital(&S, &w, b * QBLK, i1 - b * QBLK);
             bst[b] = w.st;
         }
-        free(w.A), free(w.mask), free(w.idx), free(w.kidx), free(w.sbuf), free(w.pbuf), free(w.qs), free(w.o);
+        free(w.A), free(w.mask), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
+            free(w.acc), free(w.mrun), free(w.lrun);
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
+    free(bst), free(kpf), free(kb), free(qa), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }

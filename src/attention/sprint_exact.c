@@ -42,3 +42,52 @@ sp_sx_row_fn sp_sx_row_for(sp_cpu_level level, int d) {
     if (level >= SP_CPU_AVX512 && d % 16 == 0) return sp_sx_row_avx512;
     return sp_sx_row_portable;
 }
+
+int sp_sx_chunk_portable(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
+                         int n, float thr, float *m, float *l, float *acc, float *sbuf, int32_t *kept) {
+    const float th = thr > -FLT_MAX ? thr : -FLT_MAX;
+    float cm = -INFINITY;
+    int nk = 0;
+    for (int t = 0; t < n; t++) {
+        const float *kr = k + (size_t)idx[t] * (size_t)ldk;
+        float s = 0.0f;
+        for (int c = 0; c < d; c++) s += q[c] * kr[c];
+        if (s >= th) {
+            sbuf[nk] = s;
+            kept[nk++] = idx[t];
+            cm = s > cm ? s : cm;
+        }
+    }
+    if (nk == 0) return 0;
+    if (cm > *m) { /* rescale what was summed under the old max */
+        float r = *m == -INFINITY ? 0.0f : sp_flash_exp2(*m - cm);
+        for (int c = 0; c < d; c++) acc[c] *= r;
+        *l *= r;
+        *m = cm;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t < nk; t++) {
+        float p = sp_flash_exp2(sbuf[t] - *m);
+        const float *vr = v + (size_t)kept[t] * (size_t)ldv;
+        for (int c = 0; c < d; c++) acc[c] += p * vr[c];
+        sum += p;
+    }
+    *l += sum;
+    return nk;
+}
+
+sp_sx_chunk_fn sp_sx_chunk_for(sp_cpu_level level, int d) {
+    if (level >= SP_CPU_AVX512 && d % 16 == 0) return sp_sx_chunk_avx512;
+    return sp_sx_chunk_portable;
+}
+
+int sp_sx_bits_portable(const uint64_t *m, int nw, int32_t base, int32_t *out) {
+    int n = 0;
+    for (int u = 0; u < nw; u++)
+        for (uint64_t bits = m[u]; bits; bits &= bits - 1) out[n++] = base + 64 * u + __builtin_ctzll(bits);
+    return n;
+}
+
+sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_sx_bits_avx512 : sp_sx_bits_portable;
+}

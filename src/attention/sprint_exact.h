@@ -23,4 +23,36 @@ int sp_sx_row_avx512(const float *q, const float *k, int ldk, const float *v, in
                      int n, float thr, float *out, float *sbuf, float *pbuf, int32_t *kept); /* d % 16 == 0 */
 sp_sx_row_fn sp_sx_row_for(sp_cpu_level level, int d);
 
+/* (sp_sx_row_* is no longer called by sprint_cpu.c, which uses the chunk step below; it stays
+ * as a tested whole-row entry point.) */
+
+/* The same digital stage as an online-softmax step over one key chunk, so that a block of
+ * queries can visit the chunk's K and V rows while they sit in L1 (sprint_cpu.c): scores of the
+ * survivors idx[0..n) (fp32, s = q.k_j), kept when s >= thr; with nk kept (written to
+ * sbuf[0..nk) and kept[0..nk), ascending as idx) the running max *m, the running sum *l and
+ * the unnormalised output acc (d floats) are rescaled to max(*m, max kept s) and updated:
+ * *l += sum 2^(s - *m), acc += sum 2^(s - *m) v_j. Start with *m = -inf, *l = 0, acc = 0; the
+ * output is acc / *l (zero row when *l == 0). Returns nk. sbuf, kept: n + 16 entries. */
+typedef int (*sp_sx_chunk_fn)(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                              const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                              int32_t *kept);
+int sp_sx_chunk_portable(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
+                         int n, float thr, float *m, float *l, float *acc, float *sbuf, int32_t *kept);
+int sp_sx_chunk_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
+                       int n, float thr, float *m, float *l, float *acc, float *sbuf, int32_t *kept); /* d % 16 == 0 */
+sp_sx_chunk_fn sp_sx_chunk_for(sp_cpu_level level, int d);
+
+/* Appends base + b for every set bit b of the nw 64-bit words m (bit b of word u is key
+ * 64 u + b) to out, ascending; returns the count. out needs room for 64 nw + 16 entries
+ * (the AVX-512 version stores 16 at a time). */
+typedef int (*sp_sx_bits_fn)(const uint64_t *m, int nw, int32_t base, int32_t *out);
+int sp_sx_bits_portable(const uint64_t *m, int nw, int32_t base, int32_t *out);
+int sp_sx_bits_avx512(const uint64_t *m, int nw, int32_t base, int32_t *out);
+sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level);
+/* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which sprint_cpu.c
+ * computes the panel with the dense flash tile instead of the gathers (default 16). Both paths
+ * keep the same keys up to float rounding at the threshold; the tests force each path with
+ * this (0: every panel dense, > 64: never). Process-wide; set it before any kernel call. */
+void sp_sx_dense_min_set(int n);
+int sp_sx_dense_min(void);
 #endif
