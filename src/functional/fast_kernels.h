@@ -1,0 +1,31 @@
+/* fast_kernels.h: the two inner loops of the fast functional operator (sprint_fast.c, issue 9)
+ * that are not the integer screen (int_screen.h) or the digital row (attention/sprint_exact.h):
+ * the comparator's selection of the in-memory survivors from the integer charges, and fp32
+ * scores of a list of keys. Portable C and AVX-512 (F/BW/VL) versions chosen at run time
+ * (cpu/cpu.h); the AVX-512 ones are tested against the portable ones (tests/test_fn_fast.c). */
+#ifndef SPRINT_FAST_KERNELS_H
+#define SPRINT_FAST_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/cpu.h"
+
+/* The comparator (paper Fig. 6a) over keys [0, n): writes the j with A[j] >= tau and
+ * (kvalid == NULL or kvalid[j] != 0) ascending into out (capacity n + 16: the vector version
+ * stores whole vectors) and returns their count. */
+typedef int (*sp_fk_select_fn)(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out);
+int sp_fk_select_portable(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out);
+int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out);
+
+/* out[t] = q . k_idx[t] in fp32 (d elements, key rows of stride ldk), t < n. Any summation
+ * order: the caller relies only on the bound |fl(q.k) - q.k| <= gamma_d |q| |k|. */
+typedef void (*sp_fk_dots_fn)(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n,
+                              float *out);
+void sp_fk_dots_portable(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out);
+void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out);
+
+sp_fk_select_fn sp_fk_select_for(sp_cpu_level level);
+sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level);
+
+#endif

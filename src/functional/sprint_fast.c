@@ -1,0 +1,493 @@
+/* sprint_fast.c: the fast implementation of mode sprint (issue 9; paper sec. 1.3-1.5, Fig. 6a).
+ *
+ * The reference (sprint_op.c, fn_run) emulates the hardware with full L x L fp32 products (the
+ * screening scores S = Q K^T and the in-memory charges A = qd . g) and then prunes. This one
+ * computes what the hardware computes, for the pairs it computes it:
+ *   1. the in-memory charge A_ij = sum_c qd_ic m_jc as an integer sum of the DAC'd 8-bit query
+ *      levels times the packed 4-bit key MSBs (int_screen.h: AVX-512 VNNI, AVX2, portable),
+ *      bit-exact with the reference's fp32 sgemm on an ideal device (tests/test_int_screen.c);
+ *   2. the comparator: A_ij >= tau_i, tau_i from the same doubles as the reference (policy
+ *      threshold, margin sp_fn_comparator_margin, offsets), as ceil(tau_i) on integers;
+ *   3. fp32 scores q.k only for the keys the decisions need: the on-chip estimate's keys (the
+ *      previous query's survivors and the anchors) and the survivors; a key's score is
+ *      computed once per query (stamped cache). Every exact decision (the max estimates, the
+ *      exact threshold) uses the reference's rule: the fp32 score decides unless it lies within
+ *      its rounding bound tol = gamma_d |q| max|k| scale of the threshold, where the exact
+ *      double product decides. The bound holds for any summation order, so the decisions, the
+ *      kept masks and the counters equal the reference's exactly;
+ *   4. softmax and the weighted sum of V over the kept keys in fp32 (attention/sprint_exact.h,
+ *      the SPRINT CPU kernel's digital row with threshold -inf); the reference does them in
+ *      double, so outputs agree within fp32 rounding (~1e-6 relative; tests/test_fn_fast.c).
+ * Statistics over every visible pair (exact_pass, false prunes/keeps and the score spread an
+ * observer gets: sprint.exact_stats; the dense softmax mass: sprint.mass_lost) and the oracle
+ * policy (the true max over every visible key) need every visible pair's score: only then a
+ * dense fp32 score block is computed, with the reference's own call (sp_gemm_nt on the same
+ * 64-query blocks, so the same bits), and those statistics come out equal to the reference's.
+ *
+ * Preconditions (sp_fn_fast_unsupported): mode sprint, arith float, quant.granularity head, an
+ * ideal device (every reram non-ideality 0: the charge is then the exact integer), policy
+ * layer|head|oracle|onchip, b <= 4 (the packed nibbles). Elsewhere the reference runs. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention/flash.h"
+#include "attention/sprint_exact.h"
+#include "cpu/gemm.h"
+#include "functional/fast_kernels.h"
+#include "functional/int_screen.h"
+#include "fn_internal.h"
+
+#define FX_BLOCK 64      /* queries per block: the reference's SP_FN_BLOCK (same sgemm calls) */
+#define FX_MASS_CUT 30.0 /* nats: the reference's SP_MASS_CUT */
+#define FX_LOG2E 1.4426950408889634
+#define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
+
+const char *sp_fn_fast_unsupported(const sp_fn_params *p) {
+    if (p->mode != SP_FN_SPRINT) return "only mode sprint has a fast implementation";
+    if (p->arith_hw) return "sprint.arith = hw (the Fig. 7 datapath) runs in the reference only";
+    if (p->quant_row) return "quant.granularity = row (per-key comparator references) runs in the reference only";
+    if (!sp_reram_ideal(&p->rr))
+        return "a reram non-ideality is set (the charge is no longer an integer sum): reference only";
+    if (p->rr.msb_bits > 4) return "quant.msb_bits > 4 does not fit the packed 4-bit screen";
+    if (p->kind == SP_POLICY_TOPK) return "policy topk (an analog top-k, not a comparator) runs in the reference only";
+    return NULL;
+}
+
+/* Per-call constants. */
+typedef struct fx_call {
+    const sp_fn_params *P;
+    const sp_attn_head *h;
+    sp_attn_op *op;
+    int nq, nk, d, d8, kind, dense, count_pass;
+    int have_S;  /* the dense fp32 score block is computed (dense statistics, or small d) */
+    double scale, step, cmid, gamma, kmaxnorm, u;
+    sp_fn_keystats ks;
+    size_t NK, D;
+    sp_fk_dots_fn dots;
+    sp_fk_select_fn select;
+    sp_sx_row_fn row;
+    sp_iscreen_tile_fn tile;
+} fx_call;
+
+/* Per-call buffers. */
+typedef struct fx_work {
+    int8_t *qi, *ki, *qd8;      /* 8-bit Q (nq x d), K (nk x d); DAC levels (nq x d8, zero padded) */
+    int *qd;                    /* DAC levels (nq x d) as ints (margin sums) */
+    float *sq, *sk;             /* quantisation scales */
+    uint8_t *kp;                /* packed key MSBs */
+    int32_t *A;                 /* (block x nk) integer charges */
+    float *S;                   /* (block x nk) fp32 scores (dense statistics only) */
+    int *first_ge;              /* (nk + 1) first valid key >= j (nk: none); NULL = all valid */
+    int *last_le;               /* (nk) last valid key <= j (-1: none) */
+    int *nvalid;                /* (nk + 1) valid keys below j */
+    float *sc;                  /* (nk) fp32 score of key j for the query of stamp scst[j] */
+    int *scst;
+    double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
+    int *exst;
+    int32_t *mem, *kept, *prev, *src, *miss, *kidx; /* (nk + 16) lists */
+    float *tmp, *sbuf, *pbuf;   /* (nk + 16) */
+    unsigned char *prevmark;    /* (nk) */
+    float *qs;                  /* (d) query prescaled to log2 units */
+    int n_prev;                 /* survivors of the previous valid query, -1 = none yet */
+} fx_work;
+
+static void fx_free(fx_work *w) {
+    free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
+    free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc), free(w->scst), free(w->ex);
+    free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->kidx);
+    free(w->tmp), free(w->sbuf), free(w->pbuf), free(w->prevmark), free(w->qs);
+}
+
+/* Per-query state. */
+typedef struct fx_query {
+    int i, r, stamp, end, n_vis, first_vis, last_vis;
+    const float *qrow;
+    const float *Srow;   /* dense scores of this query (n_k), NULL without the dense pass */
+    double sq, tol, smax;
+} fx_query;
+
+/* Exact logit of key j in the reference order (sprint_op.c exact_dot), cached per query. */
+static double fx_exact(const fx_call *C, fx_work *w, const fx_query *Q, int j) {
+    if (w->exst[j] == Q->stamp) return w->ex[j];
+    const float *k = C->h->k + (size_t)j * (size_t)C->h->ldk;
+    double acc = 0.0;
+    for (int c = 0; c < C->d; c++) acc += (double)Q->qrow[c] * (double)k[c];
+    w->exst[j] = Q->stamp;
+    return w->ex[j] = acc * C->scale;
+}
+
+/* Makes the fp32 scores of keys list[0..n) available in w->sc (from the dense block, else
+ * computed for the keys this query has not scored yet). */
+static void fx_need_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n) {
+    if (Q->Srow) return;
+    int nm = 0;
+    for (int t = 0; t < n; t++) {
+        int j = list[t];
+        w->miss[nm] = j;
+        nm += w->scst[j] != Q->stamp;
+        w->scst[j] = Q->stamp;
+    }
+    if (nm == 0) return;
+    C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
+    for (int t = 0; t < nm; t++) w->sc[w->miss[t]] = w->tmp[t];
+}
+
+/* Screening logit of key j (fp32 score times scale), as the reference's screen_logit. */
+static inline double fx_logit(const fx_call *C, const fx_work *w, const fx_query *Q, int j) {
+    return C->scale * (double)(Q->Srow ? Q->Srow[j] : w->sc[j]);
+}
+
+/* Exact max of the logits over list[0..n) (-inf if empty): the fp32 max, then exact products of
+ * the keys within 2 tol of it (the reference's screened_max; the true max is among them). */
+static double fx_screened_max(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n) {
+    fx_need_scores(C, w, Q, list, n);
+    double fm = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        double x = fx_logit(C, w, Q, list[t]);
+        fm = x > fm ? x : fm;
+    }
+    double out = -INFINITY;
+    for (int t = 0; t < n; t++)
+        if (fx_logit(C, w, Q, list[t]) >= fm - 2 * Q->tol) {
+            double e = fx_exact(C, w, Q, list[t]);
+            out = e > out ? e : out;
+        }
+    return out;
+}
+
+/* "exact logit of key j >= thr", as the reference's passes(): fp32 outside the band. */
+static inline int fx_passes(const fx_call *C, fx_work *w, const fx_query *Q, int j, double thr) {
+    double x = fx_logit(C, w, Q, j);
+    return x >= thr + Q->tol ? 1 : x < thr - Q->tol ? 0 : fx_exact(C, w, Q, j) >= thr;
+}
+
+static int32_t fx_tau_int(double tau) { /* (double)A >= tau  <=>  A >= ceil(tau), |A| < 2^24 */
+    if (!(tau > -2e9)) return INT32_MIN + 1;
+    if (tau > 2e9) return INT32_MAX;
+    return (int32_t)ceil(tau);
+}
+
+/* out (d) = softmax over the kept keys of their fp32 logits (from the dense block), times V, in
+ * fp32 (the kernels' exp2 polynomial, sp_flash_exp2); p: scratch of n floats. */
+static void fx_softmax_wsum(const fx_call *C, const fx_query *Q, const int32_t *kept, int n, float *p, float *out) {
+    const sp_attn_head *h = C->h;
+    const float qmul = (float)(C->scale * FX_LOG2E);
+    float mx = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        p[t] = Q->Srow[kept[t]] * qmul;
+        mx = p[t] > mx ? p[t] : mx;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t < n; t++) sum += p[t] = sp_flash_exp2(p[t] - mx);
+    const int d = C->d;
+    memset(out, 0, (size_t)d * sizeof *out);
+    for (int t = 0; t < n; t++) {
+        const float *vr = h->v + (size_t)kept[t] * (size_t)h->ldv;
+        const float pt = p[t];
+        for (int c = 0; c < d; c++) out[c] += pt * vr[c];
+    }
+    const float inv = 1.0f / sum;
+    for (int c = 0; c < d; c++) out[c] *= inv;
+}
+
+/* Counts of one query, as the reference's fn_counts. */
+typedef struct fx_counts {
+    int n_mem, n_kept, n_pass, n_fp, n_fk, reuse;
+} fx_counts;
+
+/* One valid query through the passes of the reference (sprint_op.c run_query). */
+static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stats *st) {
+    const sp_attn_head *h = C->h;
+    const sp_fn_params *P = C->P;
+    const int kind = C->kind, relative = kind == SP_POLICY_ORACLE || kind == SP_POLICY_ONCHIP;
+    const unsigned char *kv = h->key_valid;
+    /* visible keys */
+    Q->n_vis = w->nvalid ? w->nvalid[Q->end] : Q->end;
+    Q->first_vis = Q->n_vis > 0 ? (w->first_ge ? w->first_ge[0] : 0) : -1;
+    Q->last_vis = Q->n_vis > 0 ? (w->last_le ? w->last_le[Q->end - 1] : Q->end - 1) : -1;
+    Q->smax = -INFINITY;
+    if (C->dense && Q->n_vis > 0) { /* the reference's visible_keys: max screening logit */
+        if (!kv) {
+            float fm = -INFINITY;
+            for (int j = 0; j < Q->end; j++) fm = Q->Srow[j] > fm ? Q->Srow[j] : fm;
+            Q->smax = C->scale * (double)fm;
+        } else {
+            for (int j = 0; j < Q->end; j++) {
+                if (!kv[j]) continue;
+                double x = C->scale * (double)Q->Srow[j];
+                if (x > Q->smax) Q->smax = x;
+            }
+        }
+    }
+    double qn = 0;
+    for (int c = 0; c < C->d; c++) qn += (double)Q->qrow[c] * Q->qrow[c];
+    qn = sqrt(qn);
+    Q->tol = C->gamma * qn * C->kmaxnorm * C->scale + 1e-300;
+    fx_counts n = {0, 0, 0, 0, 0, 0};
+    double ml = 0;
+    if (Q->n_vis > 0) {
+        /* policy threshold on exact logits (the reference's policy_threshold) */
+        double thr_ref = NAN, tmax = -INFINITY;
+        if (relative && C->dense) {
+            const double lim = Q->smax - 2 * Q->tol;
+            for (int j = 0; j < Q->end; j++)
+                if (C->scale * (double)Q->Srow[j] >= lim && (!kv || kv[j])) {
+                    double e = fx_exact(C, w, Q, j);
+                    tmax = e > tmax ? e : tmax;
+                }
+            thr_ref = tmax - P->delta;
+        } else if (!relative) {
+            thr_ref = P->thr[h->layer * C->op->n_heads + h->head];
+        }
+        /* comparator reference (the reference's memory_reference) */
+        const sp_fn_dac_sums s = sp_fn_dac_sums_of(w->qi + (size_t)Q->i * C->D, w->qd + (size_t)Q->i * C->D, C->d,
+                                                   C->step);
+        const double marg = sp_fn_comparator_margin(P, C->d, &C->ks, &s);
+        double thr_mem;
+        if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
+        else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
+        else {
+            int ns = 0;
+            if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0)
+                for (int t = 0; t < w->n_prev; t++)
+                    if (w->prev[t] < Q->end) w->src[ns++] = w->prev[t];
+            if (P->onchip_source != SP_FN_ONCHIP_PREV || ns == 0) {
+                w->src[ns++] = Q->first_vis;
+                w->src[ns++] = Q->last_vis;
+            }
+            thr_mem = fx_screened_max(C, w, Q, w->src, ns) - P->delta;
+        }
+        const double o = C->step * (C->cmid - 128.0) * s.sqd;
+        const double lf = C->scale * Q->sq * (double)w->sk[Q->first_vis];
+        const int mem_all = thr_mem == -INFINITY;
+        const double tau = mem_all ? -INFINITY : (thr_mem / lf - marg - o) / C->u;
+        /* the comparator: survivors, ascending */
+        const int32_t *Arow = w->A + (size_t)Q->r * C->NK;
+        n.n_mem = C->select(Arow, Q->end, mem_all ? INT32_MIN : fx_tau_int(tau), kv, w->mem);
+        for (int t = 0; t < n.n_mem; t++) n.reuse += w->prevmark[w->mem[t]];
+        /* exact pass of every visible pair (only with the dense scores) */
+        if (C->count_pass) {
+            const double hi = thr_ref + Q->tol, lo = thr_ref - Q->tol;
+            const int32_t ti = mem_all ? INT32_MIN : fx_tau_int(tau);
+            for (int j = 0; j < Q->end; j++) {
+                if (kv && !kv[j]) continue;
+                const double x = C->scale * (double)Q->Srow[j];
+                int pass = x >= hi ? 1 : x < lo ? 0 : fx_exact(C, w, Q, j) >= thr_ref;
+                int keep = Arow[j] >= ti;
+                n.n_pass += pass;
+                n.n_fk += keep & !pass;
+                n.n_fp += pass & !keep;
+            }
+        }
+        /* digital stage: recompute the survivors, exact threshold again */
+        double thr_x = kind == SP_POLICY_ONCHIP ? fx_screened_max(C, w, Q, w->mem, n.n_mem) - P->delta : thr_ref;
+        fx_need_scores(C, w, Q, w->mem, n.n_mem);
+        for (int t = 0; t < n.n_mem; t++) {
+            int j = w->mem[t];
+            w->kept[n.n_kept] = j;
+            n.n_kept += fx_passes(C, w, Q, j, thr_x);
+        }
+        /* dense softmax mass of the keys not kept (the reference's mass_denominator/mass_lost) */
+        if (P->mass_lost) {
+            double Z = 0, Kp = 0;
+            for (int j = 0; j < Q->end; j++) {
+                double t = C->scale * (double)Q->Srow[j] - Q->smax;
+                t = t < -FX_MASS_CUT ? -60.0 : t;
+                double e = sp_fn_mass_exp(t);
+                Z += (kv && !kv[j]) ? 0.0 : e;
+            }
+            for (int t = 0; t < n.n_kept; t++) {
+                double x = C->scale * (double)Q->Srow[w->kept[t]] - Q->smax;
+                if (x >= -FX_MASS_CUT) Kp += sp_fn_mass_exp(x);
+            }
+            ml = Z > 0 ? 1.0 - Kp / Z : 0.0;
+            ml = ml < 0 ? 0 : ml;
+        }
+    }
+    /* softmax and the weighted sum of V over the kept keys, fp32 */
+    float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
+    if (P->outputs && n.n_kept > 0 && Q->Srow) {
+        fx_softmax_wsum(C, Q, w->kept, n.n_kept, w->pbuf, orow);
+    } else if (P->outputs && n.n_kept > 0) {
+        const float qmul = (float)(C->scale * FX_LOG2E);
+        for (int c = 0; c < C->d; c++) w->qs[c] = Q->qrow[c] * qmul;
+        int nk2 = C->row(w->qs, h->k, h->ldk, h->v, h->ldv, C->d, w->kept, n.n_kept, -INFINITY, orow, w->sbuf,
+                         w->pbuf, w->kidx);
+        SP_ASSERT(nk2 == n.n_kept);
+    } else {
+        memset(orow, 0, C->D * sizeof *orow);
+    }
+    /* statistics (the reference's record_statistics) */
+    st->queries += 1;
+    st->pairs_visible += Q->n_vis;
+    st->pairs_kept += n.n_kept;
+    st->pairs_mem_kept += n.n_mem;
+    st->exact_pass += n.n_pass;
+    st->false_prunes += n.n_fp;
+    st->false_keeps += n.n_fk;
+    st->mass_lost += ml;
+    if (w->n_prev >= 0) {
+        st->reuse_pairs += n.reuse;
+        st->new_fetch += n.n_mem - n.reuse;
+        st->prev_kept += n.n_mem;
+        st->later_visible += Q->n_vis;
+    }
+    if (C->op->observer) {
+        sp_query_record rec = {.layer = h->layer, .head = h->head, .seq_id = h->seq_id, .qi = Q->i,
+                               .pos = h->q_offset + Q->i, .n_k = C->nk, .n_visible = Q->n_vis, .n_mem_kept = n.n_mem,
+                               .mem_kept = w->mem, .n_kept = n.n_kept, .kept = w->kept, .n_false_prunes = n.n_fp,
+                               .n_false_keeps = n.n_fk, .mass_lost = ml};
+        if (Q->n_vis > 1 && P->exact_stats) { /* the reference's score_spread */
+            double s1 = 0, s2 = 0;
+            long cnt = 0;
+            for (int j = 0; j < Q->end; j++) {
+                if (kv && !kv[j]) continue;
+                double x = C->scale * (double)Q->Srow[j] - Q->smax;
+                s1 += x, s2 += x * x, cnt++;
+            }
+            double m = s1 / (double)cnt, v = s2 / (double)cnt - m * m;
+            rec.has_score_spread = 1, rec.score_spread = v > 0 ? sqrt(v) : 0;
+        }
+        C->op->observer(C->op->observer_user, &rec);
+    }
+    for (int t = 0; t < (w->n_prev > 0 ? w->n_prev : 0); t++) w->prevmark[w->prev[t]] = 0;
+    for (int t = 0; t < n.n_mem; t++) w->prevmark[w->mem[t]] = 1;
+    memcpy(w->prev, w->mem, (size_t)n.n_mem * sizeof *w->prev);
+    w->n_prev = n.n_mem;
+}
+
+sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
+    sp_fn_ctx *cx = op->ctx;
+    const sp_fn_params *P = &cx->p;
+    sp_attn_stats *st = NULL;
+    double kmaxnorm = 0;
+    sp_status s = sp_fn_check_head(op, P, h, &st, &kmaxnorm, err);
+    if (s != SP_OK) return s;
+    SP_ASSERT(!sp_fn_fast_unsupported(P));
+
+    fx_call C;
+    memset(&C, 0, sizeof C);
+    C.P = P, C.h = h, C.op = op;
+    C.nq = h->n_q, C.nk = h->n_k, C.d = h->d, C.d8 = sp_iscreen_d8(h->d), C.kind = P->kind;
+    C.scale = (double)h->scale;
+    C.step = sp_dac_step(P->rr.dac_bits);
+    C.cmid = sp_key_msb_center(P->rr.msb_bits);
+    C.u = C.step * ldexp(1.0, 8 - P->rr.msb_bits);
+    C.kmaxnorm = kmaxnorm;
+    C.gamma = 1.01 * C.d * ldexp(1.0, -24) / (1 - C.d * ldexp(1.0, -24));
+    C.dense = P->exact_stats || P->mass_lost || P->kind == SP_POLICY_ORACLE;
+    C.count_pass = P->exact_stats;
+    /* Small heads: a dense score block costs d multiply-adds per pair, less than gathering the
+     * survivors' rows one by one (measured on stories260K, d = 8: docs/RESULTS.md part 9c). */
+    C.have_S = C.dense || C.d < FX_DENSE_D;
+    C.NK = (size_t)(C.nk > 0 ? C.nk : 1), C.D = (size_t)C.d;
+    const sp_cpu_level lv = sp_cpu_detect();
+    C.dots = sp_fk_dots_for(lv);
+    C.select = sp_fk_select_for(lv);
+    C.row = sp_sx_row_for(lv, C.d);
+    C.tile = sp_iscreen_tile_for(lv);
+    const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
+    const size_t NQ = (size_t)(nq > 0 ? nq : 1), NK = C.NK, D = C.D;
+
+    fx_work w;
+    memset(&w, 0, sizeof w);
+    /* quantise (sec. 1.2) and program the array (sec. 1.3): as the reference's passes */
+    w.qi = sp_xmalloc(NQ * D, 1);
+    w.ki = sp_xmalloc(NK * D, 1);
+    w.sq = sp_xmalloc(NQ, sizeof(float));
+    w.sk = sp_xmalloc(NK, sizeof(float));
+    sp_quant_rows(h->q, nq, d, h->ldq, 0, h->query_valid, w.qi, w.sq);
+    sp_quant_rows(h->k, nk, d, h->ldk, 0, h->key_valid, w.ki, w.sk);
+    w.qd = sp_xmalloc(NQ * D, sizeof(int));
+    w.qd8 = sp_xcalloc(NQ * (size_t)d8, 1);
+    for (int i = 0; i < nq; i++)
+        for (int c = 0; c < d; c++) {
+            int v = sp_dac_level(w.qi[(size_t)i * D + (size_t)c], P->rr.dac_bits);
+            w.qd[(size_t)i * D + (size_t)c] = v;
+            w.qd8[(size_t)i * (size_t)d8 + (size_t)c] = (int8_t)v;
+        }
+    uint8_t *msb = sp_xmalloc(NK * D, 1);
+    double k_ms = 0, kmax = 0, e_g2 = 0, e_m2 = 0, e_top2 = 0, n_cells = 0;
+    const double top = (double)((1 << b) - 1);
+    for (int j = 0; j < nk; j++) {
+        int valid = !h->key_valid || h->key_valid[j];
+        for (int c = 0; c < d; c++) {
+            int kv = w.ki[(size_t)j * D + (size_t)c];
+            int m = sp_key_msb(kv, b);
+            msb[(size_t)j * D + (size_t)c] = (uint8_t)m;
+            if (valid) { /* the reference's head statistics (goff = 0: ideal device) */
+                k_ms += (double)kv * kv;
+                if (fabs((double)kv) > kmax) kmax = fabs((double)kv);
+                e_g2 += (double)m * m;
+                e_m2 += (double)m * m;
+                e_top2 += (top - m) * (top - m);
+                n_cells += 1;
+            }
+        }
+    }
+    if (n_cells > 0) k_ms /= n_cells, e_g2 /= n_cells, e_m2 /= n_cells, e_top2 /= n_cells;
+    C.ks = (sp_fn_keystats){k_ms, kmax, e_g2, e_m2, e_top2, sp_reram_full_scale(&P->rr, d)};
+    w.kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
+    sp_iscreen_pack(msb, nk, d, d, w.kp);
+    free(msb);
+    /* visibility helpers for padding */
+    if (h->key_valid) {
+        w.nvalid = sp_xmalloc(NK + 1, sizeof(int));
+        w.first_ge = sp_xmalloc(NK + 1, sizeof(int));
+        w.last_le = sp_xmalloc(NK, sizeof(int));
+        w.nvalid[0] = 0;
+        for (int j = 0; j < nk; j++) w.nvalid[j + 1] = w.nvalid[j] + (h->key_valid[j] != 0);
+        w.first_ge[nk] = nk;
+        for (int j = nk - 1; j >= 0; j--) w.first_ge[j] = h->key_valid[j] ? j : w.first_ge[j + 1];
+        for (int j = 0; j < nk; j++) w.last_le[j] = h->key_valid[j] ? j : j > 0 ? w.last_le[j - 1] : -1;
+    }
+    w.A = sp_xmalloc((size_t)FX_BLOCK * NK, sizeof(int32_t));
+    if (C.have_S) w.S = sp_xmalloc((size_t)FX_BLOCK * NK, sizeof(float));
+    w.sc = sp_xmalloc(NK, sizeof(float));
+    w.scst = sp_xcalloc(NK, sizeof(int));
+    w.ex = sp_xmalloc(NK, sizeof(double));
+    w.exst = sp_xcalloc(NK, sizeof(int));
+    const size_t NL = NK + 16;
+    w.mem = sp_xmalloc(NL, sizeof(int32_t));
+    w.kept = sp_xmalloc(NL, sizeof(int32_t));
+    w.prev = sp_xmalloc(NL, sizeof(int32_t));
+    w.src = sp_xmalloc(NL + 2, sizeof(int32_t));
+    w.miss = sp_xmalloc(NL + 2, sizeof(int32_t));
+    w.kidx = sp_xmalloc(NL, sizeof(int32_t));
+    w.tmp = sp_xmalloc(NL + 2, sizeof(float));
+    w.sbuf = sp_xmalloc(NL, sizeof(float));
+    w.pbuf = sp_xmalloc(NL, sizeof(float));
+    w.prevmark = sp_xcalloc(NK, 1);
+    w.qs = sp_xmalloc(D, sizeof(float));
+    w.n_prev = -1;
+
+    int stamp = 0;
+    for (int i0 = 0; i0 < nq; i0 += FX_BLOCK) {
+        const int bq = nq - i0 < FX_BLOCK ? nq - i0 : FX_BLOCK;
+        /* charges of the block against the keys it can see (causal: a prefix) */
+        int kend = h->causal ? h->q_offset + i0 + bq : nk;
+        kend = kend < nk ? kend : nk;
+        if (kend > 0) sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i0 * (size_t)d8, bq, w.A, (int)NK, C.tile);
+        if (C.have_S && nk > 0) /* the reference's screening sgemm, same call: same bits */
+            sp_gemm_nt(bq, nk, d, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, h->k, h->ldk, w.S, nk);
+        for (int r = 0; r < bq; r++) {
+            const int i = i0 + r;
+            if (h->query_valid && !h->query_valid[i]) {
+                memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float));
+                continue;
+            }
+            fx_query Q;
+            memset(&Q, 0, sizeof Q);
+            Q.i = i, Q.r = r, Q.stamp = ++stamp;
+            Q.qrow = h->q + (size_t)i * (size_t)h->ldq;
+            Q.Srow = C.have_S ? w.S + (size_t)r * NK : NULL;
+            Q.end = h->causal ? h->q_offset + i + 1 : nk;
+            Q.sq = w.sq[i];
+            fx_query_run(&C, &w, &Q, st);
+        }
+    }
+    fx_free(&w);
+    return SP_OK;
+}
