@@ -5,7 +5,9 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+#include <math.h>
+
+#include "attention/exp2_avx512.h" /* exp2_512 and T512 */
 
 /* 16 keys per step: compare, and-ed with the padding mask, compacted in a register (compress
  * to memory is slow on Intel) and stored whole (out has 16 entries of slack). */
@@ -26,39 +28,45 @@ T512 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigne
     return cnt;
 }
 
-/* One key per step: its dot accumulates in zmm registers (16 dims each, a masked tail for any
- * d), then a horizontal sum. */
+/* Sum of each of 16 vectors, lane i of the result holding the sum of input (i % 4) * 4 + i / 4
+ * (a transposing reduction tree: 128-bit halves, then quarters, then pairs and lanes). */
+#define FK_ADD_F32X4(x, y, i0, i1) _mm512_add_ps(_mm512_shuffle_f32x4(x, y, i0), _mm512_shuffle_f32x4(x, y, i1))
+#define FK_ADD_PS(x, y, i0, i1) _mm512_add_ps(_mm512_shuffle_ps(x, y, i0), _mm512_shuffle_ps(x, y, i1))
+T512 static inline __m512 fk_tree16(const __m512 a[16]) {
+    __m512 b[8], c[4];
+    for (int i = 0; i < 8; i++) b[i] = FK_ADD_F32X4(a[2 * i], a[2 * i + 1], 0x44, 0xEE);
+    for (int i = 0; i < 4; i++) c[i] = FK_ADD_F32X4(b[2 * i], b[2 * i + 1], 0x88, 0xDD);
+    __m512 e0 = FK_ADD_PS(c[0], c[1], 0x44, 0xEE), e1 = FK_ADD_PS(c[2], c[3], 0x44, 0xEE);
+    return FK_ADD_PS(e0, e1, 0x88, 0xDD);
+}
+
+/* d % 16 == 0: 16 keys per step, each key's partial dot in one zmm (two chains for d = 64),
+ * loaded in the order that makes the tree's lanes come out in list order; other d: one key per
+ * step with a masked tail and a horizontal sum. */
 T512 void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out) {
-    if (d == 64) {
-        const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16), q2 = _mm512_loadu_ps(q + 32),
-                     q3 = _mm512_loadu_ps(q + 48);
-        int t = 0;
-        for (; t + 2 <= n; t += 2) {
-            const float *a = k + (size_t)idx[t] * (size_t)ldk, *b = k + (size_t)idx[t + 1] * (size_t)ldk;
-            __m512 s0 = _mm512_mul_ps(q0, _mm512_loadu_ps(a)), s1 = _mm512_mul_ps(q1, _mm512_loadu_ps(a + 16));
-            __m512 u0 = _mm512_mul_ps(q0, _mm512_loadu_ps(b)), u1 = _mm512_mul_ps(q1, _mm512_loadu_ps(b + 16));
-            s0 = _mm512_fmadd_ps(q2, _mm512_loadu_ps(a + 32), s0);
-            s1 = _mm512_fmadd_ps(q3, _mm512_loadu_ps(a + 48), s1);
-            u0 = _mm512_fmadd_ps(q2, _mm512_loadu_ps(b + 32), u0);
-            u1 = _mm512_fmadd_ps(q3, _mm512_loadu_ps(b + 48), u1);
-            /* both horizontal sums in one: a's 256-bit halves and b's folded side by side */
-            __m512 sa = _mm512_add_ps(s0, s1), sb = _mm512_add_ps(u0, u1);
-            __m512 lo = _mm512_shuffle_f32x4(sa, sb, 0x44), hi = _mm512_shuffle_f32x4(sa, sb, 0xEE);
-            __m512 h = _mm512_add_ps(lo, hi); /* a: lanes 0-7, b: lanes 8-15 */
-            __m256 ha = _mm512_castps512_ps256(h), hb = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(h), 1));
-            __m128 x = _mm_add_ps(_mm256_castps256_ps128(ha), _mm256_extractf128_ps(ha, 1));
-            __m128 y = _mm_add_ps(_mm256_castps256_ps128(hb), _mm256_extractf128_ps(hb, 1));
-            __m128 z = _mm_hadd_ps(x, y);
-            z = _mm_hadd_ps(z, z);
-            out[t] = _mm_cvtss_f32(z);
-            out[t + 1] = _mm_cvtss_f32(_mm_shuffle_ps(z, z, 1));
-        }
-        for (; t < n; t++) {
-            const float *a = k + (size_t)idx[t] * (size_t)ldk;
-            __m512 s0 = _mm512_mul_ps(q0, _mm512_loadu_ps(a)), s1 = _mm512_mul_ps(q1, _mm512_loadu_ps(a + 16));
-            s0 = _mm512_fmadd_ps(q2, _mm512_loadu_ps(a + 32), s0);
-            s1 = _mm512_fmadd_ps(q3, _mm512_loadu_ps(a + 48), s1);
-            out[t] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    static const int8_t SLOT[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    if (d % 16 == 0) {
+        for (int t0 = 0; t0 < n; t0 += 16) {
+            const int m = n - t0 < 16 ? n - t0 : 16;
+            __m512 a[16];
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) {
+                const int src = SLOT[u] < m ? SLOT[u] : 0;
+                const float *kr = k + (size_t)idx[t0 + src] * (size_t)ldk;
+                if (d == 64) {
+                    __m512 s0 = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(kr));
+                    __m512 s1 = _mm512_mul_ps(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(kr + 16));
+                    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + 32), _mm512_loadu_ps(kr + 32), s0);
+                    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + 48), _mm512_loadu_ps(kr + 48), s1);
+                    a[u] = _mm512_add_ps(s0, s1);
+                } else {
+                    __m512 s0 = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(kr));
+                    for (int c = 16; c < d; c += 16)
+                        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(kr + c), s0);
+                    a[u] = s0;
+                }
+            }
+            _mm512_mask_storeu_ps(out + t0, (__mmask16)((1u << m) - 1u), fk_tree16(a));
         }
         return;
     }
@@ -72,7 +80,68 @@ T512 void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, cons
         out[t] = _mm512_reduce_add_ps(s);
     }
 }
+
+/* exp2 on 16 lanes (exp2_avx512.h), then the weighted sum with two keys per step into two sets
+ * of accumulators (16 dims each, a masked tail for any d). */
+T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
+                                    int d, float *p, float *out) {
+    const __m512 qm = _mm512_set1_ps(qmul);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        mx = _mm512_mask_max_ps(mx, lm, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm));
+    }
+    const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        __m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm), mv);
+        __m512 e = _mm512_maskz_mov_ps(lm, exp2_512(x));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_storeu_ps(p + t, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    /* 64 output dims per pass over the keys (4 zmm accumulators, two keys per step) */
+    for (int c = 0; c < d; c += 64) {
+        const int w = d - c < 64 ? d - c : 64;
+        __mmask16 cm[4];
+        for (int g = 0; g < 4; g++) {
+            int r = w - 16 * g;
+            cm[g] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1u);
+        }
+        __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
+        int t = 0;
+        for (; t + 2 <= n; t += 2) {
+            const float *vr = v + (size_t)idx[t] * (size_t)ldv + c, *wr = v + (size_t)idx[t + 1] * (size_t)ldv + c;
+            const __m512 pa = _mm512_set1_ps(p[t]), pb = _mm512_set1_ps(p[t + 1]);
+            o0 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[0], vr), o0);
+            o1 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[1], vr + 16), o1);
+            o2 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[2], vr + 32), o2);
+            o3 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[3], vr + 48), o3);
+            e0 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[0], wr), e0);
+            e1 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[1], wr + 16), e1);
+            e2 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[2], wr + 32), e2);
+            e3 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[3], wr + 48), e3);
+        }
+        if (t < n) {
+            const float *vr = v + (size_t)idx[t] * (size_t)ldv + c;
+            const __m512 pa = _mm512_set1_ps(p[t]);
+            o0 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[0], vr), o0);
+            o1 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[1], vr + 16), o1);
+            o2 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[2], vr + 32), o2);
+            o3 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[3], vr + 48), o3);
+        }
+        _mm512_mask_storeu_ps(out + c, cm[0], _mm512_mul_ps(_mm512_add_ps(o0, e0), inv));
+        _mm512_mask_storeu_ps(out + c + 16, cm[1], _mm512_mul_ps(_mm512_add_ps(o1, e1), inv));
+        _mm512_mask_storeu_ps(out + c + 32, cm[2], _mm512_mul_ps(_mm512_add_ps(o2, e2), inv));
+        _mm512_mask_storeu_ps(out + c + 48, cm[3], _mm512_mul_ps(_mm512_add_ps(o3, e3), inv));
+    }
+}
 #else
+void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                               float *p, float *out) {
+    sp_fk_softmax_wsum_portable(s, qmul, idx, n, v, ldv, d, p, out);
+}
 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out) {
     return sp_fk_select_portable(A, n, tau, kvalid, out);
 }

@@ -15,9 +15,9 @@
  *      its rounding bound tol = gamma_d |q| max|k| scale of the threshold, where the exact
  *      double product decides. The bound holds for any summation order, so the decisions, the
  *      kept masks and the counters equal the reference's exactly;
- *   4. softmax and the weighted sum of V over the kept keys in fp32 (attention/sprint_exact.h,
- *      the SPRINT CPU kernel's digital row with threshold -inf); the reference does them in
- *      double, so outputs agree within fp32 rounding (~1e-6 relative; tests/test_fn_fast.c).
+ *   4. softmax and the weighted sum of V over the kept keys in fp32 from the scores already
+ *      computed (fast_kernels.h: the kernels' exp2 polynomial, AVX-512 or portable); the
+ *      reference does them in double, so outputs agree within fp32 rounding (tests/test_fn_fast.c).
  * Statistics over every visible pair (exact_pass, false prunes/keeps and the score spread an
  * observer gets: sprint.exact_stats; the dense softmax mass: sprint.mass_lost) and the oracle
  * policy (the true max over every visible key) need every visible pair's score: only then a
@@ -32,14 +32,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "attention/flash.h"
-#include "attention/sprint_exact.h"
 #include "cpu/gemm.h"
 #include "functional/fast_kernels.h"
 #include "functional/int_screen.h"
 #include "fn_internal.h"
 
 #define FX_BLOCK 64      /* queries per block: the reference's SP_FN_BLOCK (same sgemm calls) */
+#define FX_SUB 4         /* queries per block of integer charges (one screen tile row) */
 #define FX_MASS_CUT 30.0 /* nats: the reference's SP_MASS_CUT */
 #define FX_LOG2E 1.4426950408889634
 #define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
@@ -67,7 +66,7 @@ typedef struct fx_call {
     size_t NK, D;
     sp_fk_dots_fn dots;
     sp_fk_select_fn select;
-    sp_sx_row_fn row;
+    sp_fk_softmax_wsum_fn wsum;
     sp_iscreen_tile_fn tile;
 } fx_call;
 
@@ -77,7 +76,7 @@ typedef struct fx_work {
     int *qd;                    /* DAC levels (nq x d) as ints (margin sums) */
     float *sq, *sk;             /* quantisation scales */
     uint8_t *kp;                /* packed key MSBs */
-    int32_t *A;                 /* (block x nk) integer charges */
+    int32_t *A;                 /* (FX_SUB x nk) integer charges */
     float *S;                   /* (block x nk) fp32 scores (dense statistics only) */
     int *first_ge;              /* (nk + 1) first valid key >= j (nk: none); NULL = all valid */
     int *last_le;               /* (nk) last valid key <= j (-1: none) */
@@ -86,18 +85,18 @@ typedef struct fx_work {
     int *scst;
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
-    int32_t *mem, *kept, *prev, *src, *miss, *kidx; /* (nk + 16) lists */
-    float *tmp, *sbuf, *pbuf;   /* (nk + 16) */
+    int32_t *mem, *kept, *prev, *src, *miss, *mpos; /* (nk + 16) lists */
+    float *tmp, *pbuf;          /* (nk + 16) */
+    float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
     unsigned char *prevmark;    /* (nk) */
-    float *qs;                  /* (d) query prescaled to log2 units */
     int n_prev;                 /* survivors of the previous valid query, -1 = none yet */
 } fx_work;
 
 static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
     free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc), free(w->scst), free(w->ex);
-    free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->kidx);
-    free(w->tmp), free(w->sbuf), free(w->pbuf), free(w->prevmark), free(w->qs);
+    free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
+    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->prevmark);
 }
 
 /* Per-query state. */
@@ -118,48 +117,58 @@ static double fx_exact(const fx_call *C, fx_work *w, const fx_query *Q, int j) {
     return w->ex[j] = acc * C->scale;
 }
 
-/* Makes the fp32 scores of keys list[0..n) available in w->sc (from the dense block, else
- * computed for the keys this query has not scored yet). */
-static void fx_need_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n) {
-    if (Q->Srow) return;
+/* Compact fp32 scores out[t] (q.k units) of keys list[0..n): from the dense block, else from
+ * this query's cache, the missing ones computed (sp_fk_dots) and cached. */
+static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n, float *out) {
+    if (Q->Srow) {
+        for (int t = 0; t < n; t++) out[t] = Q->Srow[list[t]];
+        return;
+    }
+    if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: nothing to share, no cache */
+        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
+        return;
+    }
     int nm = 0;
     for (int t = 0; t < n; t++) {
         int j = list[t];
+        out[t] = w->sc[j];
         w->miss[nm] = j;
+        w->mpos[nm] = t;
         nm += w->scst[j] != Q->stamp;
-        w->scst[j] = Q->stamp;
     }
     if (nm == 0) return;
     C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
-    for (int t = 0; t < nm; t++) w->sc[w->miss[t]] = w->tmp[t];
-}
-
-/* Screening logit of key j (fp32 score times scale), as the reference's screen_logit. */
-static inline double fx_logit(const fx_call *C, const fx_work *w, const fx_query *Q, int j) {
-    return C->scale * (double)(Q->Srow ? Q->Srow[j] : w->sc[j]);
-}
-
-/* Exact max of the logits over list[0..n) (-inf if empty): the fp32 max, then exact products of
- * the keys within 2 tol of it (the reference's screened_max; the true max is among them). */
-static double fx_screened_max(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n) {
-    fx_need_scores(C, w, Q, list, n);
-    double fm = -INFINITY;
-    for (int t = 0; t < n; t++) {
-        double x = fx_logit(C, w, Q, list[t]);
-        fm = x > fm ? x : fm;
+    for (int m = 0; m < nm; m++) {
+        out[w->mpos[m]] = w->tmp[m];
+        w->sc[w->miss[m]] = w->tmp[m];
+        w->scst[w->miss[m]] = Q->stamp;
     }
+}
+
+/* Exact max of the logits of keys list[0..n) with fp32 scores sc (-inf if empty): the fp32 max,
+ * then exact products of the keys whose score lies within 2 tol of it (the reference's
+ * screened_max; the true max is among them). The cut is taken in score units and loosened by
+ * 1e-6 relative, so the candidates are a superset of the reference's. */
+static double fx_screened_max(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, const float *sc,
+                              int n) {
+    if (n == 0) return -INFINITY;
+    float fm = -INFINITY;
+    for (int t = 0; t < n; t++) fm = sc[t] > fm ? sc[t] : fm;
+    double cut = (double)fm - 2 * Q->tol / C->scale;
+    cut -= fabs(cut) * 1e-6 + 1e-300;
     double out = -INFINITY;
     for (int t = 0; t < n; t++)
-        if (fx_logit(C, w, Q, list[t]) >= fm - 2 * Q->tol) {
+        if ((double)sc[t] >= cut) {
             double e = fx_exact(C, w, Q, list[t]);
             out = e > out ? e : out;
         }
     return out;
 }
 
-/* "exact logit of key j >= thr", as the reference's passes(): fp32 outside the band. */
-static inline int fx_passes(const fx_call *C, fx_work *w, const fx_query *Q, int j, double thr) {
-    double x = fx_logit(C, w, Q, j);
+/* "exact logit >= thr" for a key with fp32 score s, as the reference's passes(): decided by
+ * the fp32 logit outside its rounding band, by the exact product inside. */
+static inline int fx_passes(const fx_call *C, fx_work *w, const fx_query *Q, int j, float s, double thr) {
+    double x = C->scale * (double)s;
     return x >= thr + Q->tol ? 1 : x < thr - Q->tol ? 0 : fx_exact(C, w, Q, j) >= thr;
 }
 
@@ -167,29 +176,6 @@ static int32_t fx_tau_int(double tau) { /* (double)A >= tau  <=>  A >= ceil(tau)
     if (!(tau > -2e9)) return INT32_MIN + 1;
     if (tau > 2e9) return INT32_MAX;
     return (int32_t)ceil(tau);
-}
-
-/* out (d) = softmax over the kept keys of their fp32 logits (from the dense block), times V, in
- * fp32 (the kernels' exp2 polynomial, sp_flash_exp2); p: scratch of n floats. */
-static void fx_softmax_wsum(const fx_call *C, const fx_query *Q, const int32_t *kept, int n, float *p, float *out) {
-    const sp_attn_head *h = C->h;
-    const float qmul = (float)(C->scale * FX_LOG2E);
-    float mx = -INFINITY;
-    for (int t = 0; t < n; t++) {
-        p[t] = Q->Srow[kept[t]] * qmul;
-        mx = p[t] > mx ? p[t] : mx;
-    }
-    float sum = 0.0f;
-    for (int t = 0; t < n; t++) sum += p[t] = sp_flash_exp2(p[t] - mx);
-    const int d = C->d;
-    memset(out, 0, (size_t)d * sizeof *out);
-    for (int t = 0; t < n; t++) {
-        const float *vr = h->v + (size_t)kept[t] * (size_t)h->ldv;
-        const float pt = p[t];
-        for (int c = 0; c < d; c++) out[c] += pt * vr[c];
-    }
-    const float inv = 1.0f / sum;
-    for (int c = 0; c < d; c++) out[c] *= inv;
 }
 
 /* Counts of one query, as the reference's fn_counts. */
@@ -257,7 +243,8 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
                 w->src[ns++] = Q->first_vis;
                 w->src[ns++] = Q->last_vis;
             }
-            thr_mem = fx_screened_max(C, w, Q, w->src, ns) - P->delta;
+            fx_scores(C, w, Q, w->src, ns, w->ssc);
+            thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
         }
         const double o = C->step * (C->cmid - 128.0) * s.sqd;
         const double lf = C->scale * Q->sq * (double)w->sk[Q->first_vis];
@@ -281,13 +268,24 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
                 n.n_fp += pass & !keep;
             }
         }
-        /* digital stage: recompute the survivors, exact threshold again */
-        double thr_x = kind == SP_POLICY_ONCHIP ? fx_screened_max(C, w, Q, w->mem, n.n_mem) - P->delta : thr_ref;
-        fx_need_scores(C, w, Q, w->mem, n.n_mem);
+        /* digital stage: recompute the survivors, exact threshold again. Scores clearly above
+         * or below the threshold's band (in score units, loosened by 1e-6 relative) are decided
+         * in fp32; the rest by the reference's rule (fx_passes). */
+        fx_scores(C, w, Q, w->mem, n.n_mem, w->msc);
+        double thr_x = kind == SP_POLICY_ONCHIP ? fx_screened_max(C, w, Q, w->mem, w->msc, n.n_mem) - P->delta
+                                                : thr_ref;
+        double hs = (thr_x + Q->tol) / C->scale, ls = (thr_x - Q->tol) / C->scale;
+        if (isfinite(hs)) hs += fabs(hs) * 1e-6 + 1e-300;
+        if (isfinite(ls)) ls -= fabs(ls) * 1e-6 + 1e-300;
         for (int t = 0; t < n.n_mem; t++) {
-            int j = w->mem[t];
+            const int j = w->mem[t];
+            const float sj = w->msc[t];
+            const double sd = sj;
+            int keep = sd >= hs; /* branch-free: about half the survivors pass */
+            if (__builtin_expect(!keep & (sd >= ls), 0)) keep = fx_passes(C, w, Q, j, sj, thr_x);
             w->kept[n.n_kept] = j;
-            n.n_kept += fx_passes(C, w, Q, j, thr_x);
+            w->ksc[n.n_kept] = sj;
+            n.n_kept += keep;
         }
         /* dense softmax mass of the keys not kept (the reference's mass_denominator/mass_lost) */
         if (P->mass_lost) {
@@ -308,17 +306,10 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
     }
     /* softmax and the weighted sum of V over the kept keys, fp32 */
     float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
-    if (P->outputs && n.n_kept > 0 && Q->Srow) {
-        fx_softmax_wsum(C, Q, w->kept, n.n_kept, w->pbuf, orow);
-    } else if (P->outputs && n.n_kept > 0) {
-        const float qmul = (float)(C->scale * FX_LOG2E);
-        for (int c = 0; c < C->d; c++) w->qs[c] = Q->qrow[c] * qmul;
-        int nk2 = C->row(w->qs, h->k, h->ldk, h->v, h->ldv, C->d, w->kept, n.n_kept, -INFINITY, orow, w->sbuf,
-                         w->pbuf, w->kidx);
-        SP_ASSERT(nk2 == n.n_kept);
-    } else {
+    if (P->outputs && n.n_kept > 0)
+        C->wsum(w->ksc, (float)(C->scale * FX_LOG2E), w->kept, n.n_kept, h->v, h->ldv, C->d, w->pbuf, orow);
+    else
         memset(orow, 0, C->D * sizeof *orow);
-    }
     /* statistics (the reference's record_statistics) */
     st->queries += 1;
     st->pairs_visible += Q->n_vis;
@@ -386,7 +377,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     const sp_cpu_level lv = sp_cpu_detect();
     C.dots = sp_fk_dots_for(lv);
     C.select = sp_fk_select_for(lv);
-    C.row = sp_sx_row_for(lv, C.d);
+    C.wsum = sp_fk_softmax_wsum_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
     const size_t NQ = (size_t)(nq > 0 ? nq : 1), NK = C.NK, D = C.D;
@@ -443,7 +434,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         for (int j = nk - 1; j >= 0; j--) w.first_ge[j] = h->key_valid[j] ? j : w.first_ge[j + 1];
         for (int j = 0; j < nk; j++) w.last_le[j] = h->key_valid[j] ? j : j > 0 ? w.last_le[j - 1] : -1;
     }
-    w.A = sp_xmalloc((size_t)FX_BLOCK * NK, sizeof(int32_t));
+    w.A = sp_xmalloc((size_t)FX_SUB * NK, sizeof(int32_t));
     if (C.have_S) w.S = sp_xmalloc((size_t)FX_BLOCK * NK, sizeof(float));
     w.sc = sp_xmalloc(NK, sizeof(float));
     w.scst = sp_xcalloc(NK, sizeof(int));
@@ -455,34 +446,39 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.prev = sp_xmalloc(NL, sizeof(int32_t));
     w.src = sp_xmalloc(NL + 2, sizeof(int32_t));
     w.miss = sp_xmalloc(NL + 2, sizeof(int32_t));
-    w.kidx = sp_xmalloc(NL, sizeof(int32_t));
+    w.mpos = sp_xmalloc(NL + 2, sizeof(int32_t));
     w.tmp = sp_xmalloc(NL + 2, sizeof(float));
-    w.sbuf = sp_xmalloc(NL, sizeof(float));
+    w.ssc = sp_xmalloc(NL + 2, sizeof(float));
+    w.msc = sp_xmalloc(NL, sizeof(float));
+    w.ksc = sp_xmalloc(NL, sizeof(float));
     w.pbuf = sp_xmalloc(NL, sizeof(float));
     w.prevmark = sp_xcalloc(NK, 1);
-    w.qs = sp_xmalloc(D, sizeof(float));
     w.n_prev = -1;
 
     int stamp = 0;
     for (int i0 = 0; i0 < nq; i0 += FX_BLOCK) {
         const int bq = nq - i0 < FX_BLOCK ? nq - i0 : FX_BLOCK;
-        /* charges of the block against the keys it can see (causal: a prefix) */
-        int kend = h->causal ? h->q_offset + i0 + bq : nk;
-        kend = kend < nk ? kend : nk;
-        if (kend > 0) sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i0 * (size_t)d8, bq, w.A, (int)NK, C.tile);
         if (C.have_S && nk > 0) /* the reference's screening sgemm, same call: same bits */
             sp_gemm_nt(bq, nk, d, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, h->k, h->ldk, w.S, nk);
         for (int r = 0; r < bq; r++) {
             const int i = i0 + r;
+            if (r % FX_SUB == 0) {
+                /* charges of the next FX_SUB queries against the keys they can see (causal: a
+                 * prefix); (FX_SUB x n_k) int32 stays in L1/L2 */
+                const int nr = bq - r < FX_SUB ? bq - r : FX_SUB;
+                int kend = h->causal ? h->q_offset + i + nr : nk;
+                kend = kend < nk ? kend : nk;
+                if (kend > 0) sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
+            }
             if (h->query_valid && !h->query_valid[i]) {
                 memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float));
                 continue;
             }
             fx_query Q;
             memset(&Q, 0, sizeof Q);
-            Q.i = i, Q.r = r, Q.stamp = ++stamp;
+            Q.i = i, Q.r = r % FX_SUB, Q.stamp = ++stamp;
             Q.qrow = h->q + (size_t)i * (size_t)h->ldq;
-            Q.Srow = C.have_S ? w.S + (size_t)r * NK : NULL;
+            Q.Srow = C.have_S ? w.S + (size_t)r * NK : NULL; /* row r of the 64-query block */
             Q.end = h->causal ? h->q_offset + i + 1 : nk;
             Q.sq = w.sq[i];
             fx_query_run(&C, &w, &Q, st);
