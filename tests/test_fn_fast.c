@@ -312,6 +312,39 @@ Test(fn_fast, kernels_match_portable) {
                 cr_assert_eq(c1, c2, "select n=%d tau=%d: %d vs %d", n, tau, c1, c2);
                 cr_assert_eq(memcmp(o1, o2, sizeof(int32_t) * (size_t)c1), 0);
             }
+    /* threshold, max, cache lookup */
+    float *sv = malloc(sizeof(float) * N), kscr1[N + 16], kscr2[N + 16];
+    int32_t *idxs = malloc(sizeof(int32_t) * N), *k1 = malloc(sizeof(int32_t) * (N + 16)),
+            *k2 = malloc(sizeof(int32_t) * (N + 16));
+    int *stampv = calloc(N, sizeof(int));
+    float *scv = malloc(sizeof(float) * N);
+    for (int j = 0; j < N; j++) sv[j] = (float)nrand(), idxs[j] = 3 * j + 1, stampv[j] = urand() < 0.6 ? 9 : 8,
+                               scv[j] = (float)nrand();
+    for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {
+        cr_assert_eq(sp_fk_max_portable(sv, n), sp_fk_max_for(lv)(sv, n), "max n=%d", n);
+        for (int c = 0; c < 3; c++) {
+            float lo = c == 0 ? 0.5f : c == 1 ? -0.2f : 3.5f, hi = c == 0 ? 0.5f : c == 1 ? 0.1f : 3.9f;
+            int c1 = sp_fk_threshold_portable(sv, idxs, n, lo, hi, k1, kscr1);
+            int c2 = sp_fk_threshold_for(lv)(sv, idxs, n, lo, hi, k2, kscr2);
+            cr_assert_eq(c1, c2, "threshold n=%d case %d: %d vs %d", n, c, c1, c2);
+            if (c1 > 0) {
+                cr_assert_eq(memcmp(k1, k2, sizeof(int32_t) * (size_t)c1), 0);
+                cr_assert_eq(memcmp(kscr1, kscr2, sizeof(float) * (size_t)c1), 0);
+            }
+        }
+        int32_t m1[N + 16], p1[N + 16], m2[N + 16], p2[N + 16];
+        float out1[N + 16], out2[N + 16];
+        int32_t keys[N];
+        for (int t = 0; t < n; t++) keys[t] = (int32_t)((t * 7) % N);
+        int c1 = sp_fk_lookup_portable(keys, n, stampv, 9, scv, out1, m1, p1);
+        int c2 = sp_fk_lookup_for(lv)(keys, n, stampv, 9, scv, out2, m2, p2);
+        cr_assert_eq(c1, c2, "lookup n=%d", n);
+        cr_assert_eq(memcmp(m1, m2, sizeof(int32_t) * (size_t)c1), 0);
+        cr_assert_eq(memcmp(p1, p2, sizeof(int32_t) * (size_t)c1), 0);
+        for (int t = 0; t < n; t++)
+            if (stampv[keys[t]] == 9) cr_assert_eq(out1[t], out2[t]);
+    }
+    free(sv), free(idxs), free(k1), free(k2), free(stampv), free(scv);
     const int dims[] = {1, 8, 20, 64, 100, 128};
     for (int di = 0; di < 6; di++) {
         int d = dims[di];
@@ -332,6 +365,24 @@ Test(fn_fast, kernels_match_portable) {
                           r1[t], r2[t], ex);
             }
         }
+        /* softmax-weighted sum: both within fp32 rounding of the double formula */
+        float *vv = malloc(sizeof(float) * (size_t)N * d), s16[N + 16], pb[N + 16], w1[128], w2[128];
+        for (int t = 0; t < N * d; t++) vv[t] = (float)nrand();
+        for (int t = 0; t < N; t++) s16[t] = (float)(3 * nrand());
+        for (int n = 1; n <= 300; n += 37) {
+            sp_fk_softmax_wsum_portable(s16, 0.7f, idx, n, vv, d, d, pb, w1);
+            sp_fk_softmax_wsum_for(lv)(s16, 0.7f, idx, n, vv, d, d, pb, w2);
+            double mx = -1e300, z = 0;
+            for (int t = 0; t < n; t++) mx = fmax(mx, 0.7 * s16[t]);
+            for (int t = 0; t < n; t++) z += exp2(0.7 * s16[t] - mx);
+            for (int c = 0; c < d; c++) {
+                double ref = 0;
+                for (int t = 0; t < n; t++) ref += exp2(0.7 * s16[t] - mx) / z * vv[(size_t)idx[t] * d + c];
+                cr_assert(fabs(w1[c] - ref) < 2e-5 && fabs(w2[c] - ref) < 2e-5, "wsum d=%d n=%d c=%d: %g %g vs %g", d,
+                          n, c, w1[c], w2[c], ref);
+            }
+        }
+        free(vv);
         free(k);
     }
     free(A), free(o1), free(o2), free(kv);

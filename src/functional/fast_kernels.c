@@ -62,3 +62,43 @@ void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx,
 sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_softmax_wsum_avx512 : sp_fk_softmax_wsum_portable;
 }
+
+int sp_fk_threshold_portable(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc) {
+    int cnt = 0, amb = 0;
+    for (int t = 0; t < n; t++) {
+        kept[cnt] = idx[t];
+        ksc[cnt] = s[t];
+        cnt += s[t] >= hi;
+        amb |= (s[t] >= lo) & (s[t] < hi);
+    }
+    return amb ? -1 : cnt;
+}
+
+sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_threshold_avx512 : sp_fk_threshold_portable;
+}
+
+float sp_fk_max_portable(const float *s, int n) {
+    float m = -INFINITY;
+    for (int t = 0; t < n; t++) m = s[t] > m ? s[t] : m;
+    return m;
+}
+
+int sp_fk_lookup_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                          int32_t *miss, int32_t *mpos) {
+    int nm = 0;
+    for (int t = 0; t < n; t++) {
+        int j = list[t];
+        out[t] = sc[j];
+        miss[nm] = j;
+        mpos[nm] = t;
+        nm += stamp[j] != now;
+    }
+    return nm;
+}
+
+sp_fk_max_fn sp_fk_max_for(sp_cpu_level level) { return level >= SP_CPU_AVX512 ? sp_fk_max_avx512 : sp_fk_max_portable; }
+
+sp_fk_lookup_fn sp_fk_lookup_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_lookup_avx512 : sp_fk_lookup_portable;
+}

@@ -35,7 +35,33 @@ void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx,
 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
                                float *p, float *out);
 
+/* The exact threshold's clear cases: copies the (idx[t], s[t]) with s[t] >= hi to (kept,
+ * ksc) in order and returns their count, or -1 when some s[t] lies in [lo, hi) (the caller then
+ * decides that query key by key). kept and ksc have n + 16 entries. */
+typedef int (*sp_fk_threshold_fn)(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept,
+                                  float *ksc);
+int sp_fk_threshold_portable(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc);
+int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc);
+
+/* max_t s[t] over n floats (-inf when n = 0). */
+typedef float (*sp_fk_max_fn)(const float *s, int n);
+float sp_fk_max_portable(const float *s, int n);
+float sp_fk_max_avx512(const float *s, int n);
+
+/* Per-query score cache lookup: for t < n, key list[t] is cached when stamp[list[t]] == now;
+ * then out[t] = sc[list[t]]; the others are appended to (miss, mpos) = (key, t), in order (each
+ * n + 16 entries); returns their count. */
+typedef int (*sp_fk_lookup_fn)(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                               int32_t *miss, int32_t *mpos);
+int sp_fk_lookup_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                          int32_t *miss, int32_t *mpos);
+int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                        int32_t *miss, int32_t *mpos);
+
 sp_fk_select_fn sp_fk_select_for(sp_cpu_level level);
+sp_fk_max_fn sp_fk_max_for(sp_cpu_level level);
+sp_fk_lookup_fn sp_fk_lookup_for(sp_cpu_level level);
+sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level);
 sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level);
 sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level);
 

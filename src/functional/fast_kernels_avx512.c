@@ -137,7 +137,60 @@ T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *i
         _mm512_mask_storeu_ps(out + c + 48, cm[3], _mm512_mul_ps(_mm512_add_ps(o3, e3), inv));
     }
 }
+T512 int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept,
+                                float *ksc) {
+    const __m512 hv = _mm512_set1_ps(hi), lv = _mm512_set1_ps(lo);
+    int cnt = 0;
+    __mmask16 amb = 0;
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(lm, s + t);
+        __mmask16 k = _mm512_mask_cmp_ps_mask(lm, x, hv, _CMP_GE_OQ);
+        amb |= _mm512_mask_cmp_ps_mask(lm, x, lv, _CMP_GE_OQ) & (__mmask16)~k;
+        _mm512_storeu_ps(ksc + cnt, _mm512_maskz_compress_ps(k, x));
+        _mm512_storeu_si512((void *)(kept + cnt),
+                            _mm512_maskz_compress_epi32(k, _mm512_maskz_loadu_epi32(lm, idx + t)));
+        cnt += __builtin_popcount((unsigned)k);
+    }
+    return amb ? -1 : cnt;
+}
+T512 float sp_fk_max_avx512(const float *s, int n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        m = _mm512_mask_max_ps(m, lm, m, _mm512_maskz_loadu_ps(lm, s + t));
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
+/* 16 keys per step: gathered stamps and scores, the misses compacted in registers. */
+T512 int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                             int32_t *miss, int32_t *mpos) {
+    const __m512i nowv = _mm512_set1_epi32(now), step = _mm512_set1_epi32(16);
+    __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int nm = 0;
+    for (int t = 0; t < n; t += 16, pos = _mm512_add_epi32(pos, step)) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        __m512i j = _mm512_maskz_loadu_epi32(lm, list + t);
+        __m512i st = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lm, j, stamp, 4);
+        __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(lm, st, nowv);
+        _mm512_mask_storeu_ps(out + t, hit, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), hit, j, sc, 4));
+        __mmask16 mm = lm & (__mmask16)~hit;
+        _mm512_storeu_si512((void *)(miss + nm), _mm512_maskz_compress_epi32(mm, j));
+        _mm512_storeu_si512((void *)(mpos + nm), _mm512_maskz_compress_epi32(mm, pos));
+        nm += __builtin_popcount((unsigned)mm);
+    }
+    return nm;
+}
 #else
+float sp_fk_max_avx512(const float *s, int n) { return sp_fk_max_portable(s, n); }
+int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                        int32_t *miss, int32_t *mpos) {
+    return sp_fk_lookup_portable(list, n, stamp, now, sc, out, miss, mpos);
+}
+int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc) {
+    return sp_fk_threshold_portable(s, idx, n, lo, hi, kept, ksc);
+}
 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
                                float *p, float *out) {
     sp_fk_softmax_wsum_portable(s, qmul, idx, n, v, ldv, d, p, out);

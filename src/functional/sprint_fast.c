@@ -67,6 +67,9 @@ typedef struct fx_call {
     sp_fk_dots_fn dots;
     sp_fk_select_fn select;
     sp_fk_softmax_wsum_fn wsum;
+    sp_fk_threshold_fn threshold;
+    sp_fk_max_fn max;
+    sp_fk_lookup_fn lookup;
     sp_iscreen_tile_fn tile;
 } fx_call;
 
@@ -85,7 +88,7 @@ typedef struct fx_work {
     int *scst;
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
-    int32_t *mem, *kept, *prev, *src, *miss, *mpos; /* (nk + 16) lists */
+    int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
     float *tmp, *pbuf;          /* (nk + 16) */
     float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
     unsigned char *prevmark;    /* (nk) */
@@ -95,7 +98,7 @@ typedef struct fx_work {
 static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
     free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc), free(w->scst), free(w->ex);
-    free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
+    free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos), free(w->cand);
     free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->prevmark);
 }
 
@@ -117,6 +120,14 @@ static double fx_exact(const fx_call *C, fx_work *w, const fx_query *Q, int j) {
     return w->ex[j] = acc * C->scale;
 }
 
+/* The smallest float >= x (x a double; +-inf map to themselves): for a float s,
+ * s >= fx_float_up(x)  <=>  (double)s >= x. */
+static float fx_float_up(double x) {
+    float f = (float)x;
+    if (isfinite(x) && (double)f < x) f = nextafterf(f, INFINITY);
+    return f;
+}
+
 /* Compact fp32 scores out[t] (q.k units) of keys list[0..n): from the dense block, else from
  * this query's cache, the missing ones computed (sp_fk_dots) and cached. */
 static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n, float *out) {
@@ -128,14 +139,7 @@ static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int
         C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
         return;
     }
-    int nm = 0;
-    for (int t = 0; t < n; t++) {
-        int j = list[t];
-        out[t] = w->sc[j];
-        w->miss[nm] = j;
-        w->mpos[nm] = t;
-        nm += w->scst[j] != Q->stamp;
-    }
+    const int nm = C->lookup(list, n, w->scst, Q->stamp, w->sc, out, w->miss, w->mpos);
     if (nm == 0) return;
     C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
     for (int m = 0; m < nm; m++) {
@@ -152,16 +156,16 @@ static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int
 static double fx_screened_max(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, const float *sc,
                               int n) {
     if (n == 0) return -INFINITY;
-    float fm = -INFINITY;
-    for (int t = 0; t < n; t++) fm = sc[t] > fm ? sc[t] : fm;
+    const float fm = C->max(sc, n);
     double cut = (double)fm - 2 * Q->tol / C->scale;
     cut -= fabs(cut) * 1e-6 + 1e-300;
+    const float cf = fx_float_up(cut);
+    const int nc = C->threshold(sc, list, n, cf, cf, w->cand, w->tmp); /* the candidates */
     double out = -INFINITY;
-    for (int t = 0; t < n; t++)
-        if ((double)sc[t] >= cut) {
-            double e = fx_exact(C, w, Q, list[t]);
-            out = e > out ? e : out;
-        }
+    for (int t = 0; t < nc; t++) {
+        double e = fx_exact(C, w, Q, w->cand[t]);
+        out = e > out ? e : out;
+    }
     return out;
 }
 
@@ -277,15 +281,18 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         double hs = (thr_x + Q->tol) / C->scale, ls = (thr_x - Q->tol) / C->scale;
         if (isfinite(hs)) hs += fabs(hs) * 1e-6 + 1e-300;
         if (isfinite(ls)) ls -= fabs(ls) * 1e-6 + 1e-300;
-        for (int t = 0; t < n.n_mem; t++) {
-            const int j = w->mem[t];
-            const float sj = w->msc[t];
-            const double sd = sj;
-            int keep = sd >= hs; /* branch-free: about half the survivors pass */
-            if (__builtin_expect(!keep & (sd >= ls), 0)) keep = fx_passes(C, w, Q, j, sj, thr_x);
-            w->kept[n.n_kept] = j;
-            w->ksc[n.n_kept] = sj;
-            n.n_kept += keep;
+        n.n_kept = C->threshold(w->msc, w->mem, n.n_mem, fx_float_up(ls), fx_float_up(hs), w->kept, w->ksc);
+        if (n.n_kept < 0) { /* a score in the band: key by key, the reference's rule there */
+            n.n_kept = 0;
+            for (int t = 0; t < n.n_mem; t++) {
+                const int j = w->mem[t];
+                const float sj = w->msc[t];
+                const double sd = sj;
+                int keep = sd >= hs ? 1 : sd < ls ? 0 : fx_passes(C, w, Q, j, sj, thr_x);
+                w->kept[n.n_kept] = j;
+                w->ksc[n.n_kept] = sj;
+                n.n_kept += keep;
+            }
         }
         /* dense softmax mass of the keys not kept (the reference's mass_denominator/mass_lost) */
         if (P->mass_lost) {
@@ -378,6 +385,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.dots = sp_fk_dots_for(lv);
     C.select = sp_fk_select_for(lv);
     C.wsum = sp_fk_softmax_wsum_for(lv);
+    C.threshold = sp_fk_threshold_for(lv);
+    C.max = sp_fk_max_for(lv);
+    C.lookup = sp_fk_lookup_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
     const size_t NQ = (size_t)(nq > 0 ? nq : 1), NK = C.NK, D = C.D;
@@ -447,6 +457,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.src = sp_xmalloc(NL + 2, sizeof(int32_t));
     w.miss = sp_xmalloc(NL + 2, sizeof(int32_t));
     w.mpos = sp_xmalloc(NL + 2, sizeof(int32_t));
+    w.cand = sp_xmalloc(NL + 2, sizeof(int32_t));
     w.tmp = sp_xmalloc(NL + 2, sizeof(float));
     w.ssc = sp_xmalloc(NL + 2, sizeof(float));
     w.msc = sp_xmalloc(NL, sizeof(float));
