@@ -6,19 +6,20 @@
 #include <string.h>
 
 #include "attention/flash.h"
+#include "functional/fn_internal.h"
 
-int sp_fk_select_portable(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out) {
+int sp_fk_select_portable(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                          uint16_t *bits) {
     int cnt = 0;
-    if (kvalid) {
-        for (int j = 0; j < n; j++) {
+    for (int w = 0; w * 16 < n; w++) {
+        unsigned m = 0;
+        for (int u = 0; u < 16 && 16 * w + u < n; u++) {
+            int j = 16 * w + u, keep = (A[j] >= tau) & (!kvalid || kvalid[j] != 0);
             out[cnt] = j;
-            cnt += (A[j] >= tau) & (kvalid[j] != 0);
+            cnt += keep;
+            m |= (unsigned)keep << u;
         }
-    } else {
-        for (int j = 0; j < n; j++) {
-            out[cnt] = j;
-            cnt += A[j] >= tau;
-        }
+        bits[w] = (uint16_t)m;
     }
     return cnt;
 }
@@ -101,4 +102,35 @@ sp_fk_max_fn sp_fk_max_for(sp_cpu_level level) { return level >= SP_CPU_AVX512 ?
 
 sp_fk_lookup_fn sp_fk_lookup_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_lookup_avx512 : sp_fk_lookup_portable;
+}
+
+void sp_fk_dense_portable(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
+    memset(out, 0, sizeof *out);
+    for (int j = 0; j < in->n; j++) {
+        if (in->kv && !in->kv[j]) continue;
+        const double x = in->scale * (double)in->S[j];
+        if (in->want_pass) {
+            int pass = x >= in->hi, fail = x < in->lo, keep = in->A[j] >= in->ti;
+            if (!pass && !fail) {
+                amb[out->n_amb++] = j;
+            } else {
+                out->n_pass += pass;
+                out->n_fk += keep & !pass;
+                out->n_fp += pass & !keep;
+            }
+        }
+        if (in->want_mass) {
+            double t = x - in->smax;
+            t = t < -30.0 ? -60.0 : t;
+            out->Z += sp_fn_mass_exp(t);
+        }
+        if (in->want_spread) {
+            double y = x - in->smax;
+            out->s1 += y, out->s2 += y * y, out->cnt++;
+        }
+    }
+}
+
+sp_fk_dense_fn sp_fk_dense_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_dense_avx512 : sp_fk_dense_portable;
 }

@@ -6,12 +6,14 @@
 #include <immintrin.h>
 
 #include <math.h>
+#include <string.h>
 
 #include "attention/exp2_avx512.h" /* exp2_512 and T512 */
 
 /* 16 keys per step: compare, and-ed with the padding mask, compacted in a register (compress
  * to memory is slow on Intel) and stored whole (out has 16 entries of slack). */
-T512 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out) {
+T512 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                             uint16_t *bits) {
     const __m512i tv = _mm512_set1_epi32(tau), step = _mm512_set1_epi32(16);
     __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     int cnt = 0;
@@ -24,6 +26,7 @@ T512 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigne
         }
         _mm512_storeu_si512((void *)(out + cnt), _mm512_maskz_compress_epi32(m, idx));
         cnt += __builtin_popcount((unsigned)m);
+        bits[j0 / 16] = (uint16_t)m;
     }
     return cnt;
 }
@@ -182,7 +185,69 @@ T512 int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int n
     }
     return nm;
 }
+/* sp_fn_mass_exp on 8 doubles with the same operations (separate multiplies and adds, floor,
+ * the power of two by scalef, exact here): every lane equals the scalar function. */
+T512 static inline __m512d fk_mass_exp8(__m512d x) {
+    const __m512d y = _mm512_mul_pd(x, _mm512_set1_pd(1.4426950408889634));
+    const __m512d nn = _mm512_roundscale_pd(_mm512_add_pd(y, _mm512_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512d f = _mm512_sub_pd(y, nn);
+    __m512d p = _mm512_add_pd(_mm512_set1_pd(0.0013333558146428), _mm512_mul_pd(f, _mm512_set1_pd(0.0001540353039338)));
+    p = _mm512_add_pd(_mm512_set1_pd(0.0096181291076285), _mm512_mul_pd(f, p));
+    p = _mm512_add_pd(_mm512_set1_pd(0.0555041086648216), _mm512_mul_pd(f, p));
+    p = _mm512_add_pd(_mm512_set1_pd(0.2402265069591007), _mm512_mul_pd(f, p));
+    p = _mm512_add_pd(_mm512_set1_pd(0.6931471805599453), _mm512_mul_pd(f, p));
+    p = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(f, p));
+    return _mm512_scalef_pd(p, nn);
+}
+
+/* 8 keys per step in double (the reference's x = scale (double) S), masks for the decisions. */
+T512 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
+    memset(out, 0, sizeof *out);
+    const __m512d sc = _mm512_set1_pd(in->scale), sm = _mm512_set1_pd(in->smax), hi = _mm512_set1_pd(in->hi),
+                  lo = _mm512_set1_pd(in->lo), cut = _mm512_set1_pd(-30.0), far = _mm512_set1_pd(-60.0);
+    const __m256i ti = _mm256_set1_epi32(in->ti);
+    __m512d Z = _mm512_setzero_pd(), s1 = Z, s2 = Z;
+    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i eight = _mm256_set1_epi32(8);
+    long cnt = 0;
+    for (int j = 0; j < in->n; j += 8, idx = _mm256_add_epi32(idx, eight)) {
+        __mmask8 lm = in->n - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (in->n - j)) - 1u);
+        if (in->kv) {
+            __m128i kb = _mm_maskz_loadu_epi8((__mmask16)lm, in->kv + j);
+            lm &= (__mmask8)_mm_test_epi8_mask(kb, kb);
+        }
+        const __m512d x = _mm512_mul_pd(sc, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(lm, in->S + j)));
+        if (in->want_pass) {
+            __mmask8 pass = _mm512_mask_cmp_pd_mask(lm, x, hi, _CMP_GE_OQ);
+            __mmask8 fail = _mm512_mask_cmp_pd_mask(lm, x, lo, _CMP_LT_OQ);
+            __mmask8 keep = _mm256_mask_cmpge_epi32_mask(lm, _mm256_maskz_loadu_epi32(lm, in->A + j), ti);
+            __mmask8 am = lm & (__mmask8)~(pass | fail);
+            if (am) {
+                _mm256_storeu_si256((__m256i *)(void *)(amb + out->n_amb), _mm256_maskz_compress_epi32(am, idx));
+                out->n_amb += __builtin_popcount((unsigned)am);
+            }
+            out->n_pass += __builtin_popcount((unsigned)pass);
+            out->n_fk += __builtin_popcount((unsigned)(keep & fail));
+            out->n_fp += __builtin_popcount((unsigned)(pass & (__mmask8)~keep & lm));
+        }
+        const __m512d y = _mm512_sub_pd(x, sm);
+        if (in->want_mass) {
+            __m512d t = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(y, cut, _CMP_LT_OQ), y, far);
+            Z = _mm512_add_pd(Z, _mm512_maskz_mov_pd(lm, fk_mass_exp8(t)));
+        }
+        if (in->want_spread) {
+            s1 = _mm512_add_pd(s1, _mm512_maskz_mov_pd(lm, y));
+            s2 = _mm512_add_pd(s2, _mm512_maskz_mov_pd(lm, _mm512_mul_pd(y, y)));
+            cnt += __builtin_popcount((unsigned)lm);
+        }
+    }
+    out->Z = _mm512_reduce_add_pd(Z), out->s1 = _mm512_reduce_add_pd(s1), out->s2 = _mm512_reduce_add_pd(s2);
+    out->cnt = cnt;
+}
 #else
+void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
+    sp_fk_dense_portable(in, amb, out);
+}
 float sp_fk_max_avx512(const float *s, int n) { return sp_fk_max_portable(s, n); }
 int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
                         int32_t *miss, int32_t *mpos) {
@@ -195,8 +260,9 @@ void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, i
                                float *p, float *out) {
     sp_fk_softmax_wsum_portable(s, qmul, idx, n, v, ldv, d, p, out);
 }
-int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out) {
-    return sp_fk_select_portable(A, n, tau, kvalid, out);
+int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                        uint16_t *bits) {
+    return sp_fk_select_portable(A, n, tau, kvalid, out, bits);
 }
 void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out) {
     sp_fk_dots_portable(q, k, ldk, d, idx, n, out);

@@ -70,6 +70,7 @@ typedef struct fx_call {
     sp_fk_threshold_fn threshold;
     sp_fk_max_fn max;
     sp_fk_lookup_fn lookup;
+    sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
 } fx_call;
 
@@ -89,17 +90,19 @@ typedef struct fx_work {
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
     int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
+    int32_t *iota;              /* (nk) 0, 1, ..., nk - 1 */
     float *tmp, *pbuf;          /* (nk + 16) */
     float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
-    unsigned char *prevmark;    /* (nk) */
+    uint16_t *bits, *pbits;     /* (nbits) survivor masks of this and the previous valid query */
+    size_t nbits;
     int n_prev;                 /* survivors of the previous valid query, -1 = none yet */
 } fx_work;
 
 static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
     free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc), free(w->scst), free(w->ex);
-    free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos), free(w->cand);
-    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->prevmark);
+    free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos), free(w->cand), free(w->iota);
+    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
 }
 
 /* Per-query state. */
@@ -187,6 +190,27 @@ typedef struct fx_counts {
     int n_mem, n_kept, n_pass, n_fp, n_fk, reuse;
 } fx_counts;
 
+/* The dense statistics of one query (sp_fk_dense): exact pass counts (keys inside the fp32
+ * band decided by the exact product, as the reference's compare_and_select), the mass
+ * denominator and the spread sums, per sprint.exact_stats and sprint.mass_lost. */
+static void fx_dense_stats(const fx_call *C, fx_work *w, const fx_query *Q, double thr_ref, int32_t ti, fx_counts *n,
+                           sp_fk_dense_out *dn) {
+    if (!C->dense) return;
+    const sp_fk_dense_in in = {.S = Q->Srow, .n = Q->end, .kv = C->h->key_valid,
+                               .A = w->A + (size_t)Q->r * C->NK, .ti = ti, .scale = C->scale, .smax = Q->smax,
+                               .hi = thr_ref + Q->tol, .lo = thr_ref - Q->tol, .want_pass = C->count_pass,
+                               .want_mass = C->P->mass_lost, .want_spread = C->P->exact_stats && C->op->observer};
+    C->dense_row(&in, w->cand, dn);
+    n->n_pass += dn->n_pass, n->n_fk += dn->n_fk, n->n_fp += dn->n_fp;
+    for (int t = 0; t < dn->n_amb; t++) {
+        const int j = w->cand[t];
+        const int pass = fx_exact(C, w, Q, j) >= thr_ref, keep = in.A[j] >= ti;
+        n->n_pass += pass;
+        n->n_fk += keep & !pass;
+        n->n_fp += pass & !keep;
+    }
+}
+
 /* One valid query through the passes of the reference (sprint_op.c run_query). */
 static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stats *st) {
     const sp_attn_head *h = C->h;
@@ -200,9 +224,7 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
     Q->smax = -INFINITY;
     if (C->dense && Q->n_vis > 0) { /* the reference's visible_keys: max screening logit */
         if (!kv) {
-            float fm = -INFINITY;
-            for (int j = 0; j < Q->end; j++) fm = Q->Srow[j] > fm ? Q->Srow[j] : fm;
-            Q->smax = C->scale * (double)fm;
+            Q->smax = C->scale * (double)C->max(Q->Srow, Q->end);
         } else {
             for (int j = 0; j < Q->end; j++) {
                 if (!kv[j]) continue;
@@ -216,15 +238,21 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
     qn = sqrt(qn);
     Q->tol = C->gamma * qn * C->kmaxnorm * C->scale + 1e-300;
     fx_counts n = {0, 0, 0, 0, 0, 0};
+    sp_fk_dense_out dn;
+    memset(&dn, 0, sizeof dn);
     double ml = 0;
     if (Q->n_vis > 0) {
         /* policy threshold on exact logits (the reference's policy_threshold) */
         double thr_ref = NAN, tmax = -INFINITY;
         if (relative && C->dense) {
-            const double lim = Q->smax - 2 * Q->tol;
-            for (int j = 0; j < Q->end; j++)
-                if (C->scale * (double)Q->Srow[j] >= lim && (!kv || kv[j])) {
-                    double e = fx_exact(C, w, Q, j);
+            /* candidates: fp32 logit within 2 tol of the max (a superset, in score units) */
+            double cut = (Q->smax - 2 * Q->tol) / C->scale;
+            cut -= fabs(cut) * 1e-6 + 1e-300;
+            const float cf = fx_float_up(cut);
+            const int nc = C->threshold(Q->Srow, w->iota, Q->end, cf, cf, w->cand, w->tmp);
+            for (int t = 0; t < nc; t++)
+                if (!kv || kv[w->cand[t]]) {
+                    double e = fx_exact(C, w, Q, w->cand[t]);
                     tmax = e > tmax ? e : tmax;
                 }
             thr_ref = tmax - P->delta;
@@ -256,22 +284,15 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         const double tau = mem_all ? -INFINITY : (thr_mem / lf - marg - o) / C->u;
         /* the comparator: survivors, ascending */
         const int32_t *Arow = w->A + (size_t)Q->r * C->NK;
-        n.n_mem = C->select(Arow, Q->end, mem_all ? INT32_MIN : fx_tau_int(tau), kv, w->mem);
-        for (int t = 0; t < n.n_mem; t++) n.reuse += w->prevmark[w->mem[t]];
+        n.n_mem = C->select(Arow, Q->end, mem_all ? INT32_MIN : fx_tau_int(tau), kv, w->mem, w->bits);
+        /* reuse: survivors the previous query kept too (bit masks; words beyond the previous
+         * query's end are still zero or hold its bits: ends never decrease within a call) */
+        for (int u = 0; u < (Q->end + 15) / 16; u++)
+            n.reuse += __builtin_popcount((unsigned)(w->bits[u] & w->pbits[u]));
         /* exact pass of every visible pair (only with the dense scores) */
-        if (C->count_pass) {
-            const double hi = thr_ref + Q->tol, lo = thr_ref - Q->tol;
-            const int32_t ti = mem_all ? INT32_MIN : fx_tau_int(tau);
-            for (int j = 0; j < Q->end; j++) {
-                if (kv && !kv[j]) continue;
-                const double x = C->scale * (double)Q->Srow[j];
-                int pass = x >= hi ? 1 : x < lo ? 0 : fx_exact(C, w, Q, j) >= thr_ref;
-                int keep = Arow[j] >= ti;
-                n.n_pass += pass;
-                n.n_fk += keep & !pass;
-                n.n_fp += pass & !keep;
-            }
-        }
+        /* statistics over every visible pair (dense scores): exact pass, false prunes/keeps;
+         * mass and spread below from the same pass */
+        fx_dense_stats(C, w, Q, thr_ref, mem_all ? INT32_MIN : fx_tau_int(tau), &n, &dn);
         /* digital stage: recompute the survivors, exact threshold again. Scores clearly above
          * or below the threshold's band (in score units, loosened by 1e-6 relative) are decided
          * in fp32; the rest by the reference's rule (fx_passes). */
@@ -296,18 +317,12 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         }
         /* dense softmax mass of the keys not kept (the reference's mass_denominator/mass_lost) */
         if (P->mass_lost) {
-            double Z = 0, Kp = 0;
-            for (int j = 0; j < Q->end; j++) {
-                double t = C->scale * (double)Q->Srow[j] - Q->smax;
-                t = t < -FX_MASS_CUT ? -60.0 : t;
-                double e = sp_fn_mass_exp(t);
-                Z += (kv && !kv[j]) ? 0.0 : e;
-            }
+            double Kp = 0;
             for (int t = 0; t < n.n_kept; t++) {
-                double x = C->scale * (double)Q->Srow[w->kept[t]] - Q->smax;
+                double x = C->scale * (double)w->ksc[t] - Q->smax;
                 if (x >= -FX_MASS_CUT) Kp += sp_fn_mass_exp(x);
             }
-            ml = Z > 0 ? 1.0 - Kp / Z : 0.0;
+            ml = dn.Z > 0 ? 1.0 - Kp / dn.Z : 0.0;
             ml = ml < 0 ? 0 : ml;
         }
     }
@@ -338,20 +353,14 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
                                .mem_kept = w->mem, .n_kept = n.n_kept, .kept = w->kept, .n_false_prunes = n.n_fp,
                                .n_false_keeps = n.n_fk, .mass_lost = ml};
         if (Q->n_vis > 1 && P->exact_stats) { /* the reference's score_spread */
-            double s1 = 0, s2 = 0;
-            long cnt = 0;
-            for (int j = 0; j < Q->end; j++) {
-                if (kv && !kv[j]) continue;
-                double x = C->scale * (double)Q->Srow[j] - Q->smax;
-                s1 += x, s2 += x * x, cnt++;
-            }
-            double m = s1 / (double)cnt, v = s2 / (double)cnt - m * m;
+            double m = dn.s1 / (double)dn.cnt, v = dn.s2 / (double)dn.cnt - m * m;
             rec.has_score_spread = 1, rec.score_spread = v > 0 ? sqrt(v) : 0;
         }
         C->op->observer(C->op->observer_user, &rec);
     }
-    for (int t = 0; t < (w->n_prev > 0 ? w->n_prev : 0); t++) w->prevmark[w->prev[t]] = 0;
-    for (int t = 0; t < n.n_mem; t++) w->prevmark[w->mem[t]] = 1;
+    uint16_t *tb = w->pbits; /* this query's masks become the previous query's */
+    w->pbits = w->bits, w->bits = tb;
+    if (Q->n_vis == 0) memset(w->pbits, 0, w->nbits * sizeof *w->pbits);
     memcpy(w->prev, w->mem, (size_t)n.n_mem * sizeof *w->prev);
     w->n_prev = n.n_mem;
 }
@@ -388,6 +397,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.threshold = sp_fk_threshold_for(lv);
     C.max = sp_fk_max_for(lv);
     C.lookup = sp_fk_lookup_for(lv);
+    C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
     const size_t NQ = (size_t)(nq > 0 ? nq : 1), NK = C.NK, D = C.D;
@@ -458,12 +468,16 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.miss = sp_xmalloc(NL + 2, sizeof(int32_t));
     w.mpos = sp_xmalloc(NL + 2, sizeof(int32_t));
     w.cand = sp_xmalloc(NL + 2, sizeof(int32_t));
+    w.iota = sp_xmalloc(NK, sizeof(int32_t));
+    for (int j = 0; j < nk; j++) w.iota[j] = j;
     w.tmp = sp_xmalloc(NL + 2, sizeof(float));
     w.ssc = sp_xmalloc(NL + 2, sizeof(float));
     w.msc = sp_xmalloc(NL, sizeof(float));
     w.ksc = sp_xmalloc(NL, sizeof(float));
     w.pbuf = sp_xmalloc(NL, sizeof(float));
-    w.prevmark = sp_xcalloc(NK, 1);
+    w.nbits = NK / 16 + 2;
+    w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
+    w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
     w.n_prev = -1;
 
     int stamp = 0;
