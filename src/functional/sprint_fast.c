@@ -275,7 +275,12 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
                 w->src[ns++] = Q->first_vis;
                 w->src[ns++] = Q->last_vis;
             }
-            fx_scores(C, w, Q, w->src, ns, w->ssc);
+            if (Q->Srow) {
+                fx_scores(C, w, Q, w->src, ns, w->ssc);
+            } else { /* the query's first list: nothing cached yet, score all and cache them */
+                C->dots(Q->qrow, h->k, h->ldk, C->d, w->src, ns, w->ssc);
+                for (int t = 0; t < ns; t++) w->sc[w->src[t]] = w->ssc[t], w->scst[w->src[t]] = Q->stamp;
+            }
             thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
         }
         const double o = C->step * (C->cmid - 128.0) * s.sqd;
