@@ -39,7 +39,6 @@
 
 #define FX_BLOCK 64      /* queries per block: the reference's SP_FN_BLOCK (same sgemm calls) */
 #define FX_SUB 4         /* queries per block of integer charges (one screen tile row) */
-#define FX_MASS_CUT 30.0 /* nats: the reference's SP_MASS_CUT */
 #define FX_LOG2E 1.4426950408889634
 #define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
 
@@ -322,12 +321,12 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         }
         /* dense softmax mass of the keys not kept (the reference's mass_denominator/mass_lost) */
         if (P->mass_lost) {
-            double Kp = 0;
-            for (int t = 0; t < n.n_kept; t++) {
-                double x = C->scale * (double)w->ksc[t] - Q->smax;
-                if (x >= -FX_MASS_CUT) Kp += sp_fn_mass_exp(x);
-            }
-            ml = dn.Z > 0 ? 1.0 - Kp / dn.Z : 0.0;
+            /* the kept keys' mass (the reference skips keys below the cut, this adds e^-60 for
+             * each: < 1e-26 of the denominator, whose largest term is 1) */
+            const sp_fk_dense_in kin = {.S = w->ksc, .n = n.n_kept, .scale = C->scale, .smax = Q->smax, .want_mass = 1};
+            sp_fk_dense_out kout;
+            C->dense_row(&kin, w->cand, &kout);
+            ml = dn.Z > 0 ? 1.0 - kout.Z / dn.Z : 0.0;
             ml = ml < 0 ? 0 : ml;
         }
     }
