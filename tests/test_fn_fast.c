@@ -499,3 +499,28 @@ Test(fn_fast, threshold_on_an_exact_score_decided_exactly) {
         head_free(&hd);
     }
 }
+
+/* Edge cases: one key, d = 1 and 3, every key padded, every query padded, a causal block at an
+ * offset (q_offset > 0), one query. */
+Test(fn_fast, edge_cases_same_as_reference) {
+    const char *const s_dense[] = {"policy.delta=3", NULL};
+    const char *const s_sparse[] = {"policy.delta=3", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL};
+    const int shapes[][4] = {{5, 1, 8, 0}, {7, 9, 1, 0}, {7, 9, 3, 1}, {1, 40, 16, 1}, {33, 70, 24, 1}, {64, 64, 64, 0}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        head_data hd = make_head(shapes[c][0], shapes[c][1], shapes[c][2], shapes[c][3], 0, 0, 900 + c);
+        char what[64];
+        snprintf(what, sizeof what, "shape %zu", c);
+        compare(&hd, s_dense, 1, what);
+        compare(&hd, s_sparse, 0, what);
+        head_free(&hd);
+    }
+    /* every key padded, then every query padded */
+    for (int which = 0; which < 2; which++) {
+        head_data hd = make_head(20, 30, 16, 0, 1, 0, 31);
+        for (int j = 0; which == 0 && j < 30; j++) hd.kv[j] = 0;
+        for (int i = 0; which == 1 && i < 20; i++) hd.qv[i] = 0;
+        compare(&hd, s_dense, 1, which ? "all queries padded" : "all keys padded");
+        compare(&hd, s_sparse, 0, which ? "all queries padded" : "all keys padded");
+        head_free(&hd);
+    }
+}
