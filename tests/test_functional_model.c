@@ -54,6 +54,8 @@ Test(functional_model, minus_infinity_threshold_equals_dense_nll_exactly) {
     sp_error err = {0};
     cr_assert_eq(sp_config_set(&cfg, "policy.kind=layer", "t", &err), SP_OK);
     cr_assert_eq(sp_config_set(&cfg, "policy.threshold=-1e30", "t", &err), SP_OK);
+    /* bit for bit: the double arithmetic of the reference implementation */
+    cr_assert_eq(sp_config_set(&cfg, "sprint.impl=reference", "t", &err), SP_OK);
     sp_op_request req = {.mode = "sprint", .cfg = &cfg};
     sp_attn_op *op = NULL;
     cr_assert_eq(sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err), SP_OK);

@@ -76,6 +76,13 @@ sp_status sp_fn_params_from_config(const sp_config *cfg, int mode, sp_fn_params 
     p->onchip_source = sp_config_enum_index("both|prev|anchors", cfg->policy_onchip_source);
     if (p->margin_mode < 0 || p->onchip_source < 0)
         return sp_error_set(err, SP_ERR_CONFIG, "sprint.margin_mode or policy.onchip_source has an unknown value");
+    p->impl = sp_config_enum_index("auto|fast|reference", cfg->sprint_impl);
+    p->exact_stats = cfg->sprint_exact_stats;
+    if (p->impl < 0) return sp_error_set(err, SP_ERR_CONFIG, "sprint.impl = '%s' is unknown", cfg->sprint_impl);
+    const char *why = p->impl == SP_FN_IMPL_FAST ? sp_fn_fast_unsupported(p) : NULL;
+    if (why)
+        return sp_error_set(err, SP_ERR_CONFIG, "sprint.impl = fast does not apply here: %s (use auto or reference)",
+                            why);
     return SP_OK;
 }
 

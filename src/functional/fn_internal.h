@@ -4,6 +4,7 @@
 #ifndef SPRINT_FN_INTERNAL_H
 #define SPRINT_FN_INTERNAL_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "sprint/functional.h"
@@ -142,7 +143,67 @@ typedef struct sp_fn_params {
     double topk_mem_factor;
     int onchip_source;    /* sp_fn_onchip_source */
     int head_dim;         /* expected head dim from a thresholds file; 0 = any */
+    int impl;             /* sprint.impl: sp_fn_impl */
+    int exact_stats;      /* sprint.exact_stats */
 } sp_fn_params;
+
+/* sprint.impl, in the order of its choices "auto|fast|reference" */
+typedef enum sp_fn_impl { SP_FN_IMPL_AUTO = 0, SP_FN_IMPL_FAST = 1, SP_FN_IMPL_REFERENCE = 2 } sp_fn_impl;
+
+/* The operator's state (sprint_op.c, sprint_fast.c). */
+typedef struct sp_fn_ctx {
+    sp_fn_params p;
+    int n_layers, n_heads;
+} sp_fn_ctx;
+
+/* Sums over the elements c of one query that the comparator margin needs: of the DAC levels
+ * qd_c, of qd_c^2, of the DAC rounding error e_c = q_c - step qd_c squared, of q_c^2, and
+ * the absolute sums of qd, e and q (qi: the 8-bit query, qd: its DAC levels, d each). */
+typedef struct sp_fn_dac_sums {
+    double sqd, sqd2, eq2, sqi2, sabs_qd, sabs_eq, sabs_qi;
+} sp_fn_dac_sums;
+sp_fn_dac_sums sp_fn_dac_sums_of(const int8_t *qi, const int *qd, int d, double step);
+/* Head statistics of the stored keys over valid cells (integer units): E[k^2], max |k|,
+ * E[(m + g_off)^2], E[m^2], E[(2^b - 1 - m)^2], and the comparator's full-scale swing. */
+typedef struct sp_fn_keystats {
+    double k_ms, kmax, e_g2, e_m2, e_top2, full_scale;
+} sp_fn_keystats;
+/* The comparator margin (integer score units) of one query, sprint.margin_mode
+ * (docs/functional.md sec. 4); 0 outside mode sprint or with margin_mode none. */
+double sp_fn_comparator_margin(const sp_fn_params *P, int d, const sp_fn_keystats *ks, const sp_fn_dac_sums *s);
+
+/* exp(x) for x in [-30, 0], relative error < 2e-7: 2^(x log2 e) split into an integer power
+ * (exponent bits) and 2^f, |f| <= 1/2, by its degree-6 Taylor polynomial. Branch-free so the
+ * mass loop vectorises; used only for the mass-lost statistic (docs/functional.md). */
+static inline double sp_fn_mass_exp(double x) {
+    double y = x * 1.4426950408889634; /* log2(e) */
+    double n = floor(y + 0.5), f = y - n; /* f in [-1/2, 1/2]: Taylor error (ln2/2)^7/7! */
+    double p = 1.0 + f * (0.6931471805599453 +
+                   f * (0.2402265069591007 +
+                   f * (0.0555041086648216 +
+                   f * (0.0096181291076285 + f * (0.0013333558146428 + f * 0.0001540353039338)))));
+    union { double d; uint64_t u; } e;
+    e.u = (uint64_t)((int64_t)n + 1023) << 52;
+    return p * e.d;
+}
+
+/* ---- the fast operator (sprint_fast.c, issue 9) -----------------------------------------
+ * Mode sprint with the in-memory charges as integer sums (packed int4 key MSBs x int8 DAC
+ * levels, int_screen.h), fp32 scores of the screen survivors only (exact double products where
+ * an fp32 score lies within its rounding bound of a threshold), fp32 softmax and weighted sum
+ * over the kept keys. Same kept masks and counters as fn_run (sprint_op.c, the reference);
+ * outputs within fp32 rounding of it. A dense fp32 score pass (the reference's sgemm, same
+ * bits) runs only for what needs every visible pair: sprint.exact_stats (exact_pass, false
+ * prunes/keeps, the observer's score spread), sprint.mass_lost and the oracle policy. */
+/* What both implementations check first (sp_attn_op_check, the scale, head dim <= 512, finite
+ * Q/K/V, |q| |k| inside fp32); *st gets the stats slot, *kmaxnorm the largest valid key norm
+ * (0 in hw arithmetic). */
+sp_status sp_fn_check_head(sp_attn_op *op, const sp_fn_params *P, const sp_attn_head *h, sp_attn_stats **st,
+                           double *kmaxnorm, sp_error *err);
+/* NULL when the fast implementation applies to p, else why not (static string). */
+const char *sp_fn_fast_unsupported(const sp_fn_params *p);
+/* op->run of the fast implementation (op->ctx is an sp_fn_ctx). */
+sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err);
 
 /* Builds a pruning / norecompute / sprint operator owning p->thr (set p->thr = NULL after);
  * name must be a static string (sp_fn_mode_name). */

@@ -32,10 +32,7 @@
 #define SP_FN_BLOCK 64     /* queries per sgemm block */
 #define SP_MASS_CUT 30.0   /* nats: keys further below the max add < e^-30 each to the mass */
 
-typedef struct fn_ctx {
-    sp_fn_params p;
-    int n_layers, n_heads;
-} fn_ctx;
+typedef sp_fn_ctx fn_ctx;
 
 /* Exact score in the reference order of the dense operator (attention.c): a double sum over
  * c = 0..d-1 of (double)q[c] * (double)k[c], times (double)scale. Bit-identical to it. */
@@ -52,20 +49,8 @@ typedef struct fn_work fn_work;
 static void exact_scores(fn_work *w, int stamp_now, const float *q, const sp_attn_head *h, double scale,
                          const int32_t *idx, int n, double *out);
 
-/* exp(x) for x in [-SP_MASS_CUT, 0], relative error < 2e-7: 2^(x log2 e) split into an integer
- * power (exponent bits) and 2^f, |f| <= 1/2, by its degree-6 Taylor polynomial. Branch-free so the mass
- * loop vectorises; used only for the mass-lost statistic (documented in docs/functional.md). */
-static inline double mass_exp(double x) {
-    double y = x * 1.4426950408889634; /* log2(e) */
-    double n = floor(y + 0.5), f = y - n; /* f in [-1/2, 1/2]: Taylor error (ln2/2)^7/7! */
-    double p = 1.0 + f * (0.6931471805599453 +
-                   f * (0.2402265069591007 +
-                   f * (0.0555041086648216 +
-                   f * (0.0096181291076285 + f * (0.0013333558146428 + f * 0.0001540353039338)))));
-    union { double d; uint64_t u; } e;
-    e.u = (uint64_t)((int64_t)n + 1023) << 52;
-    return p * e.d;
-}
+/* exp(x) for the mass-lost statistic: sp_fn_mass_exp (fn_internal.h). */
+static inline double mass_exp(double x) { return sp_fn_mass_exp(x); }
 
 /* Quickselect: the k-th largest (1-based) of a[0..n) (a is permuted). */
 static double kth_largest(double *a, int n, int k) {
@@ -496,18 +481,18 @@ static double policy_threshold(const fn_call *C, fn_work *w, fn_query *Q, double
     return kth_largest(w->tmp, Q->n_vis, (int)k);
 }
 
-/* Sums over the elements c of one query that the margin and the reference need: of the DAC
- * levels qd_c, of qd_c^2, of the DAC rounding error e_c = q_c - step qd_c squared, of q_c^2,
- * and the absolute sums of qd, e and q. */
-typedef struct fn_dac_sums {
-    double sqd, sqd2, eq2, sqi2, sabs_qd, sabs_eq, sabs_qi;
-} fn_dac_sums;
+/* Sums over the elements c of one query that the margin and the reference need
+ * (sp_fn_dac_sums_of, fn_internal.h); shared with the fast operator (sprint_fast.c). */
+typedef sp_fn_dac_sums fn_dac_sums;
 
 static fn_dac_sums dac_sums(const fn_call *C, const fn_work *w, const fn_query *Q) {
-    fn_dac_sums s = {0, 0, 0, 0, 0, 0, 0};
-    const int *qdrow = w->qd + (size_t)Q->i * C->D;
-    for (int c = 0; c < C->d; c++) {
-        double qv = Q->qirow[c], dv = qdrow[c], eq = qv - C->step * dv;
+    return sp_fn_dac_sums_of(Q->qirow, w->qd + (size_t)Q->i * C->D, C->d, C->step);
+}
+
+sp_fn_dac_sums sp_fn_dac_sums_of(const int8_t *qi, const int *qd, int d, double step) {
+    sp_fn_dac_sums s = {0, 0, 0, 0, 0, 0, 0};
+    for (int c = 0; c < d; c++) {
+        double qv = qi[c], dv = qd[c], eq = qv - step * dv;
         s.sqd += dv;
         s.sqd2 += dv * dv;
         s.eq2 += eq * eq;
@@ -531,27 +516,33 @@ static fn_dac_sums dac_sums(const fn_call *C, const fn_work *w, const fn_query *
  * sigma: z sqrt of the sum of their variances (LSBs uniform: (4^(8-b) - 1) / 12 per element);
  * worst: the sum of the worst-case bounds of the first three plus z analog std. */
 static double comparator_margin(const fn_call *C, const fn_dac_sums *s) {
-    const sp_fn_params *P = C->P;
-    if (C->mode != SP_FN_SPRINT || P->margin_mode == SP_FN_MARGIN_NONE) return 0.0;
+    const sp_fn_keystats ks = {C->k_ms, C->kmax, C->e_g2, C->e_m2, C->e_top2, C->full_scale};
+    return sp_fn_comparator_margin(C->P, C->d, &ks, s);
+}
+
+double sp_fn_comparator_margin(const sp_fn_params *P, int d, const sp_fn_keystats *ks, const sp_fn_dac_sums *s) {
+    if (P->mode != SP_FN_SPRINT || P->margin_mode == SP_FN_MARGIN_NONE) return 0.0;
     const sp_reram_params *rr = &P->rr;
-    const double u = C->step * ldexp(1.0, C->sh); /* integer score units per unit of charge */
+    const int sh = 8 - rr->msb_bits, hw = P->arith_hw;
+    const double step = sp_dac_step(rr->dac_bits), cmid = sp_key_msb_center(rr->msb_bits);
+    const double u = step * ldexp(1.0, sh); /* integer score units per unit of charge */
     const double analog_var = u * u *
-                                  (s->sqd2 * (rr->c2c_sigma * rr->c2c_sigma * C->e_g2 +
-                                              rr->d2d_sigma * rr->d2d_sigma * C->e_g2 + rr->stuck_at_0 * C->e_m2 +
-                                              rr->stuck_at_1 * C->e_top2) +
-                                   pow(rr->cmp_offset_sigma * C->full_scale, 2));
+                                  (s->sqd2 * (rr->c2c_sigma * rr->c2c_sigma * ks->e_g2 +
+                                              rr->d2d_sigma * rr->d2d_sigma * ks->e_g2 + rr->stuck_at_0 * ks->e_m2 +
+                                              rr->stuck_at_1 * ks->e_top2) +
+                                   pow(rr->cmp_offset_sigma * ks->full_scale, 2));
     if (P->margin_mode == SP_FN_MARGIN_SIGMA) {
-        double truncation_var = C->step * C->step * s->sqd2 * (ldexp(1.0, 2 * C->sh) - 1) / 12.0;
-        double dac_var = s->eq2 * C->k_ms;
+        double truncation_var = step * step * s->sqd2 * (ldexp(1.0, 2 * sh) - 1) / 12.0;
+        double dac_var = s->eq2 * ks->k_ms;
         double v = truncation_var + dac_var + analog_var;
-        if (!C->hw) v += (s->sqi2 + C->d * C->k_ms) / 12.0; /* quantise: rounding of q and k */
+        if (!hw) v += (s->sqi2 + d * ks->k_ms) / 12.0; /* quantise: rounding of q and k */
         return P->margin_sigma * sqrt(v);
     }
     /* SP_FN_MARGIN_WORST: |l - c| <= c, |e_c| exact, |k| <= kmax */
-    double truncation = C->step * s->sabs_qd * C->cmid;
-    double dac = s->sabs_eq * C->kmax;
+    double truncation = step * s->sabs_qd * cmid;
+    double dac = s->sabs_eq * ks->kmax;
     double m = truncation + dac + P->margin_sigma * sqrt(analog_var);
-    if (!C->hw) m += (s->sabs_qi + C->d * C->kmax) / 2.0 + C->d / 4.0; /* quantise: |rounding| <= 1/2 */
+    if (!hw) m += (s->sabs_qi + d * ks->kmax) / 2.0 + d / 4.0; /* quantise: |rounding| <= 1/2 */
     return m;
 }
 
@@ -900,11 +891,9 @@ static void run_query(const fn_call *C, fn_work *w, fn_query *Q, sp_attn_stats *
     record_statistics(C, w, Q, &n, ml, st);
 }
 
-static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
-    fn_ctx *cx = op->ctx;
-    const sp_fn_params *P = &cx->p;
-    sp_attn_stats *st = NULL;
-    sp_status s = sp_attn_op_check(op, h, &st, err);
+sp_status sp_fn_check_head(sp_attn_op *op, const sp_fn_params *P, const sp_attn_head *h, sp_attn_stats **st,
+                           double *kmaxnorm, sp_error *err) {
+    sp_status s = sp_attn_op_check(op, h, st, err);
     if (s != SP_OK) return s;
     if (!(h->scale > 0) || !isfinite(h->scale))
         return sp_error_set(err, SP_ERR_ARG, "%s: score scale must be finite and > 0, got %g", op->name,
@@ -926,6 +915,29 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (!check_finite(h->v, h->n_k, h->d, h->ldv, h->key_valid, &bad))
         return sp_error_set(err, SP_ERR_DATA, "%s layer %d head %d: NaN or infinite value in V row %d", op->name,
                             h->layer, h->head, bad);
+    /* Largest valid key norm (float) for the fp32 rounding bound of the screening scores
+     * (padded keys are never scored: their garbage must not widen the bound). */
+    double kn = P->arith_hw ? 0 : sqrt(max_row_norm2(h->k, h->n_k, h->d, h->ldk, h->key_valid));
+    double qn = P->arith_hw ? 0 : sqrt(max_row_norm2(h->q, h->n_q, h->d, h->ldq, h->query_valid));
+    /* |q.k| <= |q| |k| (Cauchy-Schwarz): below FLT_MAX / 2 every fp32 product, partial sum
+     * and score of the screening sgemm is finite. Larger (finite) inputs are refused rather
+     * than screened with infinite scores. */
+    if (qn * kn >= 0.5 * (double)FLT_MAX)
+        return sp_error_set(err, SP_ERR_DATA,
+                            "%s layer %d head %d: |q| |k| = %g exceeds the fp32 range of the score screening "
+                            "(max %g); rescale Q and K",
+                            op->name, h->layer, h->head, qn * kn, 0.5 * (double)FLT_MAX);
+    *kmaxnorm = kn;
+    return SP_OK;
+}
+
+static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
+    fn_ctx *cx = op->ctx;
+    const sp_fn_params *P = &cx->p;
+    sp_attn_stats *st = NULL;
+    double kmaxnorm = 0;
+    sp_status s = sp_fn_check_head(op, P, h, &st, &kmaxnorm, err);
+    if (s != SP_OK) return s;
 
     fn_call C;
     memset(&C, 0, sizeof C);
@@ -945,21 +957,7 @@ static sp_status fn_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     memset(&w, 0, sizeof w);
     quantise(&C, &w);
     program_array(&C, &w);
-    /* Largest valid key norm (float) for the fp32 rounding bound of the screening scores
-     * (padded keys are never scored: their garbage must not widen the bound). */
-    double kmaxnorm = C.hw ? 0 : max_row_norm2(h->k, C.nk, C.d, h->ldk, h->key_valid);
-    double qmaxnorm = C.hw ? 0 : max_row_norm2(h->q, C.nq, C.d, h->ldq, h->query_valid);
-    C.kmaxnorm = sqrt(kmaxnorm);
-    /* |q.k| <= |q| |k| (Cauchy-Schwarz): below FLT_MAX / 2 every fp32 product, partial sum
-     * and score of the screening sgemm is finite. Larger (finite) inputs are refused rather
-     * than screened with infinite scores. */
-    if (sqrt(qmaxnorm) * C.kmaxnorm >= 0.5 * (double)FLT_MAX) {
-        work_free(&w);
-        return sp_error_set(err, SP_ERR_DATA,
-                            "%s layer %d head %d: |q| |k| = %g exceeds the fp32 range of the score screening "
-                            "(max %g); rescale Q and K",
-                            op->name, h->layer, h->head, sqrt(qmaxnorm) * C.kmaxnorm, 0.5 * (double)FLT_MAX);
-    }
+    C.kmaxnorm = kmaxnorm;
     C.gamma = 1.01 * C.d * ldexp(1.0, -24) / (1 - C.d * ldexp(1.0, -24));
 
     /* block buffers (block x n_k) and per-query scratch (n_k) */
@@ -1032,7 +1030,9 @@ sp_attn_op *sp_fn_op_create(const char *name, int n_layers, int n_heads, const s
         for (int i = 0; i < n_layers * n_heads; i++) cx->p.thr[i] = -INFINITY;
     }
     op->ctx = cx;
-    op->run = fn_run;
+    /* the fast implementation where its preconditions hold (sprint.impl auto|fast), else this
+     * reference; sp_attn_op_create refuses impl = fast where it does not apply */
+    op->run = p->impl != SP_FN_IMPL_REFERENCE && !sp_fn_fast_unsupported(p) ? sp_fn_fast_run : fn_run;
     op->destroy = fn_destroy;
     return op;
 }

@@ -1,0 +1,136 @@
+/* fast_kernels.c: portable versions of the fast operator's selection and score loops
+ * (fast_kernels.h), and the dispatch. */
+#include "functional/fast_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "attention/flash.h"
+#include "functional/fn_internal.h"
+
+int sp_fk_select_portable(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                          uint16_t *bits) {
+    int cnt = 0;
+    for (int w = 0; w * 16 < n; w++) {
+        unsigned m = 0;
+        for (int u = 0; u < 16 && 16 * w + u < n; u++) {
+            int j = 16 * w + u, keep = (A[j] >= tau) & (!kvalid || kvalid[j] != 0);
+            out[cnt] = j;
+            cnt += keep;
+            m |= (unsigned)keep << u;
+        }
+        bits[w] = (uint16_t)m;
+    }
+    return cnt;
+}
+
+void sp_fk_dots_portable(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out) {
+    for (int t = 0; t < n; t++) {
+        const float *kr = k + (size_t)idx[t] * (size_t)ldk;
+        float s = 0.0f;
+        for (int c = 0; c < d; c++) s += q[c] * kr[c];
+        out[t] = s;
+    }
+}
+
+sp_fk_select_fn sp_fk_select_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_select_avx512 : sp_fk_select_portable;
+}
+
+sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_dots_avx512 : sp_fk_dots_portable;
+}
+
+void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                                 float *p, float *out) {
+    float mx = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        p[t] = s[t] * qmul;
+        mx = p[t] > mx ? p[t] : mx;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t < n; t++) sum += p[t] = sp_flash_exp2(p[t] - mx);
+    memset(out, 0, (size_t)d * sizeof *out);
+    for (int t = 0; t < n; t++) {
+        const float *vr = v + (size_t)idx[t] * (size_t)ldv;
+        const float pt = p[t];
+        for (int c = 0; c < d; c++) out[c] += pt * vr[c];
+    }
+    const float inv = 1.0f / sum;
+    for (int c = 0; c < d; c++) out[c] *= inv;
+}
+
+sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_softmax_wsum_avx512 : sp_fk_softmax_wsum_portable;
+}
+
+int sp_fk_threshold_portable(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc) {
+    int cnt = 0, amb = 0;
+    for (int t = 0; t < n; t++) {
+        kept[cnt] = idx[t];
+        ksc[cnt] = s[t];
+        cnt += s[t] >= hi;
+        amb |= (s[t] >= lo) & (s[t] < hi);
+    }
+    return amb ? -1 : cnt;
+}
+
+sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_threshold_avx512 : sp_fk_threshold_portable;
+}
+
+float sp_fk_max_portable(const float *s, int n) {
+    float m = -INFINITY;
+    for (int t = 0; t < n; t++) m = s[t] > m ? s[t] : m;
+    return m;
+}
+
+int sp_fk_lookup_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                          int32_t *miss, int32_t *mpos) {
+    int nm = 0;
+    for (int t = 0; t < n; t++) {
+        int j = list[t];
+        out[t] = sc[j];
+        miss[nm] = j;
+        mpos[nm] = t;
+        nm += stamp[j] != now;
+    }
+    return nm;
+}
+
+sp_fk_max_fn sp_fk_max_for(sp_cpu_level level) { return level >= SP_CPU_AVX512 ? sp_fk_max_avx512 : sp_fk_max_portable; }
+
+sp_fk_lookup_fn sp_fk_lookup_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_lookup_avx512 : sp_fk_lookup_portable;
+}
+
+void sp_fk_dense_portable(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
+    memset(out, 0, sizeof *out);
+    for (int j = 0; j < in->n; j++) {
+        if (in->kv && !in->kv[j]) continue;
+        const double x = in->scale * (double)in->S[j];
+        if (in->want_pass) {
+            int pass = x >= in->hi, fail = x < in->lo, keep = in->A[j] >= in->ti;
+            if (!pass && !fail) {
+                amb[out->n_amb++] = j;
+            } else {
+                out->n_pass += pass;
+                out->n_fk += keep & !pass;
+                out->n_fp += pass & !keep;
+            }
+        }
+        if (in->want_mass) {
+            double t = x - in->smax;
+            t = t < -30.0 ? -60.0 : t;
+            out->Z += sp_fn_mass_exp(t);
+        }
+        if (in->want_spread) {
+            double y = x - in->smax;
+            out->s1 += y, out->s2 += y * y, out->cnt++;
+        }
+    }
+}
+
+sp_fk_dense_fn sp_fk_dense_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_dense_avx512 : sp_fk_dense_portable;
+}

@@ -1,0 +1,101 @@
+/* fast_kernels.h: the two inner loops of the fast functional operator (sprint_fast.c, issue 9)
+ * that are not the integer screen (int_screen.h) or the digital row (attention/sprint_exact.h):
+ * the comparator's selection of the in-memory survivors from the integer charges, and fp32
+ * scores of a list of keys. Portable C and AVX-512 (F/BW/VL) versions chosen at run time
+ * (cpu/cpu.h); the AVX-512 ones are tested against the portable ones (tests/test_fn_fast.c). */
+#ifndef SPRINT_FAST_KERNELS_H
+#define SPRINT_FAST_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cpu/cpu.h"
+
+/* The comparator (paper Fig. 6a) over keys [0, n): writes the j with A[j] >= tau and
+ * (kvalid == NULL or kvalid[j] != 0) ascending into out (capacity n + 16: the vector version
+ * stores whole vectors) and returns their count; bits[w] (w < ceil(n / 16)) gets the same set
+ * as a bit mask, bit u of bits[w] for key 16 w + u. */
+typedef int (*sp_fk_select_fn)(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                               uint16_t *bits);
+int sp_fk_select_portable(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                          uint16_t *bits);
+int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                        uint16_t *bits);
+
+/* out[t] = q . k_idx[t] in fp32 (d elements, key rows of stride ldk), t < n. Any summation
+ * order: the caller relies only on the bound |fl(q.k) - q.k| <= gamma_d |q| |k|. */
+typedef void (*sp_fk_dots_fn)(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n,
+                              float *out);
+void sp_fk_dots_portable(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out);
+void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out);
+
+/* out (d) = sum_t p_t v_idx[t] / sum_t p_t with p_t = 2^(qmul s[t] - max_t' qmul s[t']) (the
+ * kernels' exp2 polynomial, flash.h), over n >= 1 keys with fp32 scores s (q.k units; qmul =
+ * scale log2 e): softmax and the weighted sum of V over the kept keys. p: scratch of n + 16. */
+typedef void (*sp_fk_softmax_wsum_fn)(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
+                                      int d, float *p, float *out);
+void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                                 float *p, float *out);
+void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                               float *p, float *out);
+
+/* The exact threshold's clear cases: copies the (idx[t], s[t]) with s[t] >= hi to (kept,
+ * ksc) in order and returns their count, or -1 when some s[t] lies in [lo, hi) (the caller then
+ * decides that query key by key). kept and ksc have n + 16 entries. */
+typedef int (*sp_fk_threshold_fn)(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept,
+                                  float *ksc);
+int sp_fk_threshold_portable(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc);
+int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc);
+
+/* max_t s[t] over n floats (-inf when n = 0). */
+typedef float (*sp_fk_max_fn)(const float *s, int n);
+float sp_fk_max_portable(const float *s, int n);
+float sp_fk_max_avx512(const float *s, int n);
+
+/* Per-query score cache lookup: for t < n, key list[t] is cached when stamp[list[t]] == now;
+ * then out[t] = sc[list[t]]; the others are appended to (miss, mpos) = (key, t), in order (each
+ * n + 16 entries); returns their count. */
+typedef int (*sp_fk_lookup_fn)(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                               int32_t *miss, int32_t *mpos);
+int sp_fk_lookup_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                          int32_t *miss, int32_t *mpos);
+int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                        int32_t *miss, int32_t *mpos);
+
+/* One query's statistics over every visible pair (the reference's loops in sprint_op.c), from
+ * its fp32 scores S (n = keys [0, end)), skipping keys with kv[j] == 0 (kv may be NULL):
+ *   want_pass:   x_j = scale S_j against the exact threshold's band: x >= hi passes, x < lo
+ *                fails (counted: n_pass, n_fk = kept in memory (A_j >= ti) but failing, n_fp =
+ *                passing but pruned); keys in [lo, hi) go to amb (capacity n + 16) for the
+ *                caller's exact decision, uncounted;
+ *   want_mass:   Z = sum_j mass_exp(max(x_j - smax, cut)) (sp_fn_mass_exp, cut: -60 below -30);
+ *   want_spread: s1 = sum_j (x_j - smax), s2 = sum_j (x_j - smax)^2, cnt = valid keys.
+ * Every term equals the reference's; the vector version sums them in another order (sums
+ * within ~1e-15 relative). */
+typedef struct sp_fk_dense_in {
+    const float *S;
+    int n;
+    const unsigned char *kv;
+    const int32_t *A;
+    int32_t ti;
+    double scale, smax, hi, lo;
+    int want_pass, want_mass, want_spread;
+} sp_fk_dense_in;
+typedef struct sp_fk_dense_out {
+    int n_pass, n_fk, n_fp, n_amb;
+    double Z, s1, s2;
+    long cnt;
+} sp_fk_dense_out;
+typedef void (*sp_fk_dense_fn)(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out);
+void sp_fk_dense_portable(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out);
+void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out);
+
+sp_fk_select_fn sp_fk_select_for(sp_cpu_level level);
+sp_fk_dense_fn sp_fk_dense_for(sp_cpu_level level);
+sp_fk_max_fn sp_fk_max_for(sp_cpu_level level);
+sp_fk_lookup_fn sp_fk_lookup_for(sp_cpu_level level);
+sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level);
+sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level);
+sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level);
+
+#endif

@@ -1,0 +1,270 @@
+/* fast_kernels_avx512.c: the fast operator's selection and score loops in AVX-512 F/BW/VL
+ * (fast_kernels.h), tested against the portable ones. */
+#include "functional/fast_kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include <math.h>
+#include <string.h>
+
+#include "attention/exp2_avx512.h" /* exp2_512 and T512 */
+
+/* 16 keys per step: compare, and-ed with the padding mask, compacted in a register (compress
+ * to memory is slow on Intel) and stored whole (out has 16 entries of slack). */
+T512 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                             uint16_t *bits) {
+    const __m512i tv = _mm512_set1_epi32(tau), step = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int cnt = 0;
+    for (int j0 = 0; j0 < n; j0 += 16, idx = _mm512_add_epi32(idx, step)) {
+        __mmask16 lim = n - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j0)) - 1u);
+        __mmask16 m = _mm512_mask_cmpge_epi32_mask(lim, _mm512_maskz_loadu_epi32(lim, A + j0), tv);
+        if (kvalid) {
+            __m128i kv = _mm_maskz_loadu_epi8(lim, kvalid + j0);
+            m &= _mm_test_epi8_mask(kv, kv);
+        }
+        _mm512_storeu_si512((void *)(out + cnt), _mm512_maskz_compress_epi32(m, idx));
+        cnt += __builtin_popcount((unsigned)m);
+        bits[j0 / 16] = (uint16_t)m;
+    }
+    return cnt;
+}
+
+/* Sum of each of 16 vectors, lane i of the result holding the sum of input (i % 4) * 4 + i / 4
+ * (a transposing reduction tree: 128-bit halves, then quarters, then pairs and lanes). */
+#define FK_ADD_F32X4(x, y, i0, i1) _mm512_add_ps(_mm512_shuffle_f32x4(x, y, i0), _mm512_shuffle_f32x4(x, y, i1))
+#define FK_ADD_PS(x, y, i0, i1) _mm512_add_ps(_mm512_shuffle_ps(x, y, i0), _mm512_shuffle_ps(x, y, i1))
+T512 static inline __m512 fk_tree16(const __m512 a[16]) {
+    __m512 b[8], c[4];
+    for (int i = 0; i < 8; i++) b[i] = FK_ADD_F32X4(a[2 * i], a[2 * i + 1], 0x44, 0xEE);
+    for (int i = 0; i < 4; i++) c[i] = FK_ADD_F32X4(b[2 * i], b[2 * i + 1], 0x88, 0xDD);
+    __m512 e0 = FK_ADD_PS(c[0], c[1], 0x44, 0xEE), e1 = FK_ADD_PS(c[2], c[3], 0x44, 0xEE);
+    return FK_ADD_PS(e0, e1, 0x88, 0xDD);
+}
+
+/* d % 16 == 0: 16 keys per step, each key's partial dot in one zmm (two chains for d = 64),
+ * loaded in the order that makes the tree's lanes come out in list order; other d: one key per
+ * step with a masked tail and a horizontal sum. */
+T512 void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out) {
+    static const int8_t SLOT[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+    if (d % 16 == 0) {
+        for (int t0 = 0; t0 < n; t0 += 16) {
+            const int m = n - t0 < 16 ? n - t0 : 16;
+            __m512 a[16];
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) {
+                const int src = SLOT[u] < m ? SLOT[u] : 0;
+                const float *kr = k + (size_t)idx[t0 + src] * (size_t)ldk;
+                if (d == 64) {
+                    __m512 s0 = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(kr));
+                    __m512 s1 = _mm512_mul_ps(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(kr + 16));
+                    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + 32), _mm512_loadu_ps(kr + 32), s0);
+                    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + 48), _mm512_loadu_ps(kr + 48), s1);
+                    a[u] = _mm512_add_ps(s0, s1);
+                } else {
+                    __m512 s0 = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(kr));
+                    for (int c = 16; c < d; c += 16)
+                        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(kr + c), s0);
+                    a[u] = s0;
+                }
+            }
+            _mm512_mask_storeu_ps(out + t0, (__mmask16)((1u << m) - 1u), fk_tree16(a));
+        }
+        return;
+    }
+    for (int t = 0; t < n; t++) {
+        const float *a = k + (size_t)idx[t] * (size_t)ldk;
+        __m512 s = _mm512_setzero_ps();
+        for (int c = 0; c < d; c += 16) {
+            __mmask16 m = d - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - c)) - 1u);
+            s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + c), _mm512_maskz_loadu_ps(m, a + c), s);
+        }
+        out[t] = _mm512_reduce_add_ps(s);
+    }
+}
+
+/* exp2 on 16 lanes (exp2_avx512.h), then the weighted sum with two keys per step into two sets
+ * of accumulators (16 dims each, a masked tail for any d). */
+T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
+                                    int d, float *p, float *out) {
+    const __m512 qm = _mm512_set1_ps(qmul);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        mx = _mm512_mask_max_ps(mx, lm, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm));
+    }
+    const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        __m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm), mv);
+        __m512 e = _mm512_maskz_mov_ps(lm, exp2_512(x));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_storeu_ps(p + t, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    /* 64 output dims per pass over the keys (4 zmm accumulators, two keys per step) */
+    for (int c = 0; c < d; c += 64) {
+        const int w = d - c < 64 ? d - c : 64;
+        __mmask16 cm[4];
+        for (int g = 0; g < 4; g++) {
+            int r = w - 16 * g;
+            cm[g] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1u);
+        }
+        __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
+        int t = 0;
+        for (; t + 2 <= n; t += 2) {
+            const float *vr = v + (size_t)idx[t] * (size_t)ldv + c, *wr = v + (size_t)idx[t + 1] * (size_t)ldv + c;
+            const __m512 pa = _mm512_set1_ps(p[t]), pb = _mm512_set1_ps(p[t + 1]);
+            o0 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[0], vr), o0);
+            o1 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[1], vr + 16), o1);
+            o2 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[2], vr + 32), o2);
+            o3 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[3], vr + 48), o3);
+            e0 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[0], wr), e0);
+            e1 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[1], wr + 16), e1);
+            e2 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[2], wr + 32), e2);
+            e3 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[3], wr + 48), e3);
+        }
+        if (t < n) {
+            const float *vr = v + (size_t)idx[t] * (size_t)ldv + c;
+            const __m512 pa = _mm512_set1_ps(p[t]);
+            o0 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[0], vr), o0);
+            o1 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[1], vr + 16), o1);
+            o2 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[2], vr + 32), o2);
+            o3 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[3], vr + 48), o3);
+        }
+        _mm512_mask_storeu_ps(out + c, cm[0], _mm512_mul_ps(_mm512_add_ps(o0, e0), inv));
+        _mm512_mask_storeu_ps(out + c + 16, cm[1], _mm512_mul_ps(_mm512_add_ps(o1, e1), inv));
+        _mm512_mask_storeu_ps(out + c + 32, cm[2], _mm512_mul_ps(_mm512_add_ps(o2, e2), inv));
+        _mm512_mask_storeu_ps(out + c + 48, cm[3], _mm512_mul_ps(_mm512_add_ps(o3, e3), inv));
+    }
+}
+T512 int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept,
+                                float *ksc) {
+    const __m512 hv = _mm512_set1_ps(hi), lv = _mm512_set1_ps(lo);
+    int cnt = 0;
+    __mmask16 amb = 0;
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        __m512 x = _mm512_maskz_loadu_ps(lm, s + t);
+        __mmask16 k = _mm512_mask_cmp_ps_mask(lm, x, hv, _CMP_GE_OQ);
+        amb |= _mm512_mask_cmp_ps_mask(lm, x, lv, _CMP_GE_OQ) & (__mmask16)~k;
+        _mm512_storeu_ps(ksc + cnt, _mm512_maskz_compress_ps(k, x));
+        _mm512_storeu_si512((void *)(kept + cnt),
+                            _mm512_maskz_compress_epi32(k, _mm512_maskz_loadu_epi32(lm, idx + t)));
+        cnt += __builtin_popcount((unsigned)k);
+    }
+    return amb ? -1 : cnt;
+}
+T512 float sp_fk_max_avx512(const float *s, int n) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        m = _mm512_mask_max_ps(m, lm, m, _mm512_maskz_loadu_ps(lm, s + t));
+    }
+    return _mm512_reduce_max_ps(m);
+}
+
+/* 16 keys per step: gathered stamps and scores, the misses compacted in registers. */
+T512 int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                             int32_t *miss, int32_t *mpos) {
+    const __m512i nowv = _mm512_set1_epi32(now), step = _mm512_set1_epi32(16);
+    __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int nm = 0;
+    for (int t = 0; t < n; t += 16, pos = _mm512_add_epi32(pos, step)) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        __m512i j = _mm512_maskz_loadu_epi32(lm, list + t);
+        __m512i st = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lm, j, stamp, 4);
+        __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(lm, st, nowv);
+        _mm512_mask_storeu_ps(out + t, hit, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), hit, j, sc, 4));
+        __mmask16 mm = lm & (__mmask16)~hit;
+        _mm512_storeu_si512((void *)(miss + nm), _mm512_maskz_compress_epi32(mm, j));
+        _mm512_storeu_si512((void *)(mpos + nm), _mm512_maskz_compress_epi32(mm, pos));
+        nm += __builtin_popcount((unsigned)mm);
+    }
+    return nm;
+}
+/* sp_fn_mass_exp on 8 doubles with the same operations (separate multiplies and adds, floor,
+ * the power of two by scalef, exact here): every lane equals the scalar function. */
+T512 static inline __m512d fk_mass_exp8(__m512d x) {
+    const __m512d y = _mm512_mul_pd(x, _mm512_set1_pd(1.4426950408889634));
+    const __m512d nn = _mm512_roundscale_pd(_mm512_add_pd(y, _mm512_set1_pd(0.5)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512d f = _mm512_sub_pd(y, nn);
+    __m512d p = _mm512_add_pd(_mm512_set1_pd(0.0013333558146428), _mm512_mul_pd(f, _mm512_set1_pd(0.0001540353039338)));
+    p = _mm512_add_pd(_mm512_set1_pd(0.0096181291076285), _mm512_mul_pd(f, p));
+    p = _mm512_add_pd(_mm512_set1_pd(0.0555041086648216), _mm512_mul_pd(f, p));
+    p = _mm512_add_pd(_mm512_set1_pd(0.2402265069591007), _mm512_mul_pd(f, p));
+    p = _mm512_add_pd(_mm512_set1_pd(0.6931471805599453), _mm512_mul_pd(f, p));
+    p = _mm512_add_pd(_mm512_set1_pd(1.0), _mm512_mul_pd(f, p));
+    return _mm512_scalef_pd(p, nn);
+}
+
+/* 8 keys per step in double (the reference's x = scale (double) S), masks for the decisions. */
+T512 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
+    memset(out, 0, sizeof *out);
+    const __m512d sc = _mm512_set1_pd(in->scale), sm = _mm512_set1_pd(in->smax), hi = _mm512_set1_pd(in->hi),
+                  lo = _mm512_set1_pd(in->lo), cut = _mm512_set1_pd(-30.0), far = _mm512_set1_pd(-60.0);
+    const __m256i ti = _mm256_set1_epi32(in->ti);
+    __m512d Z = _mm512_setzero_pd(), s1 = Z, s2 = Z;
+    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i eight = _mm256_set1_epi32(8);
+    long cnt = 0;
+    for (int j = 0; j < in->n; j += 8, idx = _mm256_add_epi32(idx, eight)) {
+        __mmask8 lm = in->n - j >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (in->n - j)) - 1u);
+        if (in->kv) {
+            __m128i kb = _mm_maskz_loadu_epi8((__mmask16)lm, in->kv + j);
+            lm &= (__mmask8)_mm_test_epi8_mask(kb, kb);
+        }
+        const __m512d x = _mm512_mul_pd(sc, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(lm, in->S + j)));
+        if (in->want_pass) {
+            __mmask8 pass = _mm512_mask_cmp_pd_mask(lm, x, hi, _CMP_GE_OQ);
+            __mmask8 fail = _mm512_mask_cmp_pd_mask(lm, x, lo, _CMP_LT_OQ);
+            __mmask8 keep = _mm256_mask_cmpge_epi32_mask(lm, _mm256_maskz_loadu_epi32(lm, in->A + j), ti);
+            __mmask8 am = lm & (__mmask8)~(pass | fail);
+            if (am) {
+                _mm256_storeu_si256((__m256i *)(void *)(amb + out->n_amb), _mm256_maskz_compress_epi32(am, idx));
+                out->n_amb += __builtin_popcount((unsigned)am);
+            }
+            out->n_pass += __builtin_popcount((unsigned)pass);
+            out->n_fk += __builtin_popcount((unsigned)(keep & fail));
+            out->n_fp += __builtin_popcount((unsigned)(pass & (__mmask8)~keep & lm));
+        }
+        const __m512d y = _mm512_sub_pd(x, sm);
+        if (in->want_mass) {
+            __m512d t = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(y, cut, _CMP_LT_OQ), y, far);
+            Z = _mm512_add_pd(Z, _mm512_maskz_mov_pd(lm, fk_mass_exp8(t)));
+        }
+        if (in->want_spread) {
+            s1 = _mm512_add_pd(s1, _mm512_maskz_mov_pd(lm, y));
+            s2 = _mm512_add_pd(s2, _mm512_maskz_mov_pd(lm, _mm512_mul_pd(y, y)));
+            cnt += __builtin_popcount((unsigned)lm);
+        }
+    }
+    out->Z = _mm512_reduce_add_pd(Z), out->s1 = _mm512_reduce_add_pd(s1), out->s2 = _mm512_reduce_add_pd(s2);
+    out->cnt = cnt;
+}
+#else
+void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
+    sp_fk_dense_portable(in, amb, out);
+}
+float sp_fk_max_avx512(const float *s, int n) { return sp_fk_max_portable(s, n); }
+int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
+                        int32_t *miss, int32_t *mpos) {
+    return sp_fk_lookup_portable(list, n, stamp, now, sc, out, miss, mpos);
+}
+int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc) {
+    return sp_fk_threshold_portable(s, idx, n, lo, hi, kept, ksc);
+}
+void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                               float *p, float *out) {
+    sp_fk_softmax_wsum_portable(s, qmul, idx, n, v, ldv, d, p, out);
+}
+int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
+                        uint16_t *bits) {
+    return sp_fk_select_portable(A, n, tau, kvalid, out, bits);
+}
+void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out) {
+    sp_fk_dots_portable(q, k, ldk, d, idx, n, out);
+}
+#endif

@@ -1,0 +1,519 @@
+/* sprint_fast.c: the fast implementation of mode sprint (issue 9; paper sec. 1.3-1.5, Fig. 6a).
+ *
+ * The reference (sprint_op.c, fn_run) emulates the hardware with full L x L fp32 products (the
+ * screening scores S = Q K^T and the in-memory charges A = qd . g) and then prunes. This one
+ * computes what the hardware computes, for the pairs it computes it:
+ *   1. the in-memory charge A_ij = sum_c qd_ic m_jc as an integer sum of the DAC'd 8-bit query
+ *      levels times the packed 4-bit key MSBs (int_screen.h: AVX-512 VNNI, AVX2, portable),
+ *      bit-exact with the reference's fp32 sgemm on an ideal device (tests/test_int_screen.c);
+ *   2. the comparator: A_ij >= tau_i, tau_i from the same doubles as the reference (policy
+ *      threshold, margin sp_fn_comparator_margin, offsets), as ceil(tau_i) on integers;
+ *   3. fp32 scores q.k only for the keys the decisions need: the on-chip estimate's keys (the
+ *      previous query's survivors and the anchors) and the survivors; a key's score is
+ *      computed once per query (stamped cache). Every exact decision (the max estimates, the
+ *      exact threshold) uses the reference's rule: the fp32 score decides unless it lies within
+ *      its rounding bound tol = gamma_d |q| max|k| scale of the threshold, where the exact
+ *      double product decides. The bound holds for any summation order, so the decisions, the
+ *      kept masks and the counters equal the reference's exactly;
+ *   4. softmax and the weighted sum of V over the kept keys in fp32 from the scores already
+ *      computed (fast_kernels.h: the kernels' exp2 polynomial, AVX-512 or portable); the
+ *      reference does them in double, so outputs agree within fp32 rounding (tests/test_fn_fast.c).
+ * Statistics over every visible pair (exact_pass, false prunes/keeps and the score spread an
+ * observer gets: sprint.exact_stats; the dense softmax mass: sprint.mass_lost) and the oracle
+ * policy (the true max over every visible key) need every visible pair's score: only then a
+ * dense fp32 score block is computed, with the reference's own call (sp_gemm_nt on the same
+ * 64-query blocks, so the same bits), and those statistics come out equal to the reference's.
+ *
+ * Preconditions (sp_fn_fast_unsupported): mode sprint, arith float, quant.granularity head, an
+ * ideal device (every reram non-ideality 0: the charge is then the exact integer), policy
+ * layer|head|oracle|onchip, b <= 4 (the packed nibbles). Elsewhere the reference runs. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/gemm.h"
+#include "functional/fast_kernels.h"
+#include "functional/int_screen.h"
+#include "fn_internal.h"
+
+#define FX_BLOCK 64      /* queries per block: the reference's SP_FN_BLOCK (same sgemm calls) */
+#define FX_SUB 4         /* queries per block of integer charges (one screen tile row) */
+#define FX_LOG2E 1.4426950408889634
+#define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
+
+const char *sp_fn_fast_unsupported(const sp_fn_params *p) {
+    if (p->mode != SP_FN_SPRINT) return "only mode sprint has a fast implementation";
+    if (p->arith_hw) return "sprint.arith = hw (the Fig. 7 datapath) runs in the reference only";
+    if (p->quant_row) return "quant.granularity = row (per-key comparator references) runs in the reference only";
+    if (!sp_reram_ideal(&p->rr))
+        return "a reram non-ideality is set (the charge is no longer an integer sum): reference only";
+    if (p->rr.msb_bits > 4) return "quant.msb_bits > 4 does not fit the packed 4-bit screen";
+    if (p->kind == SP_POLICY_TOPK) return "policy topk (an analog top-k, not a comparator) runs in the reference only";
+    return NULL;
+}
+
+/* Per-call constants. */
+typedef struct fx_call {
+    const sp_fn_params *P;
+    const sp_attn_head *h;
+    sp_attn_op *op;
+    int nq, nk, d, d8, kind, dense, count_pass;
+    int have_S;  /* the dense fp32 score block is computed (dense statistics, or small d) */
+    double scale, step, cmid, gamma, kmaxnorm, u;
+    sp_fn_keystats ks;
+    size_t NK, D;
+    sp_fk_dots_fn dots;
+    sp_fk_select_fn select;
+    sp_fk_softmax_wsum_fn wsum;
+    sp_fk_threshold_fn threshold;
+    sp_fk_max_fn max;
+    sp_fk_lookup_fn lookup;
+    sp_fk_dense_fn dense_row;
+    sp_iscreen_tile_fn tile;
+} fx_call;
+
+/* Per-call buffers. */
+typedef struct fx_work {
+    int8_t *qi, *ki, *qd8;      /* 8-bit Q (nq x d), K (nk x d); DAC levels (nq x d8, zero padded) */
+    int *qd;                    /* DAC levels (nq x d) as ints (margin sums) */
+    float *sq, *sk;             /* quantisation scales */
+    uint8_t *kp;                /* packed key MSBs */
+    int32_t *A;                 /* (FX_SUB x nk) integer charges */
+    float *S;                   /* (block x nk) fp32 scores (dense statistics only) */
+    int *first_ge;              /* (nk + 1) first valid key >= j (nk: none); NULL = all valid */
+    int *last_le;               /* (nk) last valid key <= j (-1: none) */
+    int *nvalid;                /* (nk + 1) valid keys below j */
+    float *sc;                  /* (nk) fp32 score of key j for the query of stamp scst[j] */
+    int *scst;
+    double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
+    int *exst;
+    int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
+    int32_t *iota;              /* (nk) 0, 1, ..., nk - 1 */
+    float *tmp, *pbuf;          /* (nk + 16) */
+    float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
+    uint16_t *bits, *pbits;     /* (nbits) survivor masks of this and the previous valid query */
+    size_t nbits;
+    int n_prev;                 /* survivors of the previous valid query, -1 = none yet */
+} fx_work;
+
+static void fx_free(fx_work *w) {
+    free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
+    free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc), free(w->scst), free(w->ex);
+    free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
+    free(w->cand), free(w->iota);
+    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
+}
+
+/* Per-query state. */
+typedef struct fx_query {
+    int i, r, stamp, end, n_vis, first_vis, last_vis;
+    const float *qrow;
+    const float *Srow;   /* dense scores of this query (n_k), NULL without the dense pass */
+    double sq, tol, smax;
+} fx_query;
+
+/* Exact logit of key j in the reference order (sprint_op.c exact_dot), cached per query. */
+static double fx_exact(const fx_call *C, fx_work *w, const fx_query *Q, int j) {
+    if (w->exst[j] == Q->stamp) return w->ex[j];
+    const float *k = C->h->k + (size_t)j * (size_t)C->h->ldk;
+    double acc = 0.0;
+    for (int c = 0; c < C->d; c++) acc += (double)Q->qrow[c] * (double)k[c];
+    w->exst[j] = Q->stamp;
+    return w->ex[j] = acc * C->scale;
+}
+
+/* The smallest float >= x (x a double; +-inf map to themselves): for a float s,
+ * s >= fx_float_up(x)  <=>  (double)s >= x. */
+static float fx_float_up(double x) {
+    float f = (float)x;
+    if (isfinite(x) && (double)f < x) f = nextafterf(f, INFINITY);
+    return f;
+}
+
+/* Compact fp32 scores out[t] (q.k units) of keys list[0..n): from the dense block, else from
+ * this query's cache, the missing ones computed (sp_fk_dots) and cached. */
+static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n, float *out) {
+    if (Q->Srow) {
+        for (int t = 0; t < n; t++) out[t] = Q->Srow[list[t]];
+        return;
+    }
+    if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: nothing to share, no cache */
+        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
+        return;
+    }
+    const int nm = C->lookup(list, n, w->scst, Q->stamp, w->sc, out, w->miss, w->mpos);
+    if (nm == 0) return;
+    C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
+    for (int m = 0; m < nm; m++) {
+        out[w->mpos[m]] = w->tmp[m];
+        w->sc[w->miss[m]] = w->tmp[m];
+        w->scst[w->miss[m]] = Q->stamp;
+    }
+}
+
+/* Exact max of the logits of keys list[0..n) with fp32 scores sc (-inf if empty): the fp32 max,
+ * then exact products of the keys whose score lies within 2 tol of it (the reference's
+ * screened_max; the true max is among them). The cut is taken in score units and loosened by
+ * 1e-6 relative, so the candidates are a superset of the reference's. */
+static double fx_screened_max(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, const float *sc,
+                              int n) {
+    if (n == 0) return -INFINITY;
+    const float fm = C->max(sc, n);
+    double cut = (double)fm - 2 * Q->tol / C->scale;
+    cut -= fabs(cut) * 1e-6 + 1e-300;
+    const float cf = fx_float_up(cut);
+    const int nc = C->threshold(sc, list, n, cf, cf, w->cand, w->tmp); /* the candidates */
+    double out = -INFINITY;
+    for (int t = 0; t < nc; t++) {
+        double e = fx_exact(C, w, Q, w->cand[t]);
+        out = e > out ? e : out;
+    }
+    return out;
+}
+
+/* "exact logit >= thr" for a key with fp32 score s, as the reference's passes(): decided by
+ * the fp32 logit outside its rounding band, by the exact product inside. */
+static inline int fx_passes(const fx_call *C, fx_work *w, const fx_query *Q, int j, float s, double thr) {
+    double x = C->scale * (double)s;
+    return x >= thr + Q->tol ? 1 : x < thr - Q->tol ? 0 : fx_exact(C, w, Q, j) >= thr;
+}
+
+static int32_t fx_tau_int(double tau) { /* (double)A >= tau  <=>  A >= ceil(tau), |A| < 2^24 */
+    if (!(tau > -2e9)) return INT32_MIN + 1;
+    if (tau > 2e9) return INT32_MAX;
+    return (int32_t)ceil(tau);
+}
+
+/* Counts of one query, as the reference's fn_counts. */
+typedef struct fx_counts {
+    int n_mem, n_kept, n_pass, n_fp, n_fk, reuse;
+} fx_counts;
+
+/* The dense statistics of one query (sp_fk_dense): exact pass counts (keys inside the fp32
+ * band decided by the exact product, as the reference's compare_and_select), the mass
+ * denominator and the spread sums, per sprint.exact_stats and sprint.mass_lost. */
+static void fx_dense_stats(const fx_call *C, fx_work *w, const fx_query *Q, double thr_ref, int32_t ti, fx_counts *n,
+                           sp_fk_dense_out *dn) {
+    if (!C->dense) return;
+    const sp_fk_dense_in in = {.S = Q->Srow, .n = Q->end, .kv = C->h->key_valid,
+                               .A = w->A + (size_t)Q->r * C->NK, .ti = ti, .scale = C->scale, .smax = Q->smax,
+                               .hi = thr_ref + Q->tol, .lo = thr_ref - Q->tol, .want_pass = C->count_pass,
+                               .want_mass = C->P->mass_lost, .want_spread = C->P->exact_stats && C->op->observer};
+    C->dense_row(&in, w->cand, dn);
+    n->n_pass += dn->n_pass, n->n_fk += dn->n_fk, n->n_fp += dn->n_fp;
+    for (int t = 0; t < dn->n_amb; t++) {
+        const int j = w->cand[t];
+        const int pass = fx_exact(C, w, Q, j) >= thr_ref, keep = in.A[j] >= ti;
+        n->n_pass += pass;
+        n->n_fk += keep & !pass;
+        n->n_fp += pass & !keep;
+    }
+}
+
+/* One valid query through the passes of the reference (sprint_op.c run_query). */
+static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stats *st) {
+    const sp_attn_head *h = C->h;
+    const sp_fn_params *P = C->P;
+    const int kind = C->kind, relative = kind == SP_POLICY_ORACLE || kind == SP_POLICY_ONCHIP;
+    const unsigned char *kv = h->key_valid;
+    /* visible keys */
+    Q->n_vis = w->nvalid ? w->nvalid[Q->end] : Q->end;
+    Q->first_vis = Q->n_vis > 0 ? (w->first_ge ? w->first_ge[0] : 0) : -1;
+    Q->last_vis = Q->n_vis > 0 ? (w->last_le ? w->last_le[Q->end - 1] : Q->end - 1) : -1;
+    Q->smax = -INFINITY;
+    if (C->dense && Q->n_vis > 0) { /* the reference's visible_keys: max screening logit */
+        if (!kv) {
+            Q->smax = C->scale * (double)C->max(Q->Srow, Q->end);
+        } else {
+            for (int j = 0; j < Q->end; j++) {
+                if (!kv[j]) continue;
+                double x = C->scale * (double)Q->Srow[j];
+                if (x > Q->smax) Q->smax = x;
+            }
+        }
+    }
+    double qn = 0;
+    for (int c = 0; c < C->d; c++) qn += (double)Q->qrow[c] * Q->qrow[c];
+    qn = sqrt(qn);
+    Q->tol = C->gamma * qn * C->kmaxnorm * C->scale + 1e-300;
+    fx_counts n = {0, 0, 0, 0, 0, 0};
+    sp_fk_dense_out dn;
+    memset(&dn, 0, sizeof dn);
+    double ml = 0;
+    if (Q->n_vis > 0) {
+        /* policy threshold on exact logits (the reference's policy_threshold) */
+        double thr_ref = NAN, tmax = -INFINITY;
+        if (relative && C->dense) {
+            /* candidates: fp32 logit within 2 tol of the max (a superset, in score units) */
+            double cut = (Q->smax - 2 * Q->tol) / C->scale;
+            cut -= fabs(cut) * 1e-6 + 1e-300;
+            const float cf = fx_float_up(cut);
+            const int nc = C->threshold(Q->Srow, w->iota, Q->end, cf, cf, w->cand, w->tmp);
+            for (int t = 0; t < nc; t++)
+                if (!kv || kv[w->cand[t]]) {
+                    double e = fx_exact(C, w, Q, w->cand[t]);
+                    tmax = e > tmax ? e : tmax;
+                }
+            thr_ref = tmax - P->delta;
+        } else if (!relative) {
+            thr_ref = P->thr[h->layer * C->op->n_heads + h->head];
+        }
+        /* comparator reference (the reference's memory_reference) */
+        const sp_fn_dac_sums s = sp_fn_dac_sums_of(w->qi + (size_t)Q->i * C->D, w->qd + (size_t)Q->i * C->D, C->d,
+                                                   C->step);
+        const double marg = sp_fn_comparator_margin(P, C->d, &C->ks, &s);
+        double thr_mem;
+        if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
+        else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
+        else {
+            int ns = 0;
+            if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0)
+                for (int t = 0; t < w->n_prev; t++)
+                    if (w->prev[t] < Q->end) w->src[ns++] = w->prev[t];
+            if (P->onchip_source != SP_FN_ONCHIP_PREV || ns == 0) {
+                w->src[ns++] = Q->first_vis;
+                w->src[ns++] = Q->last_vis;
+            }
+            if (Q->Srow) {
+                fx_scores(C, w, Q, w->src, ns, w->ssc);
+            } else { /* the query's first list: nothing cached yet, score all and cache them */
+                C->dots(Q->qrow, h->k, h->ldk, C->d, w->src, ns, w->ssc);
+                for (int t = 0; t < ns; t++) w->sc[w->src[t]] = w->ssc[t], w->scst[w->src[t]] = Q->stamp;
+            }
+            thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
+        }
+        const double o = C->step * (C->cmid - 128.0) * s.sqd;
+        const double lf = C->scale * Q->sq * (double)w->sk[Q->first_vis];
+        const int mem_all = thr_mem == -INFINITY;
+        const double tau = mem_all ? -INFINITY : (thr_mem / lf - marg - o) / C->u;
+        /* the comparator: survivors, ascending */
+        const int32_t *Arow = w->A + (size_t)Q->r * C->NK;
+        n.n_mem = C->select(Arow, Q->end, mem_all ? INT32_MIN : fx_tau_int(tau), kv, w->mem, w->bits);
+        /* reuse: survivors the previous query kept too (bit masks; words beyond the previous
+         * query's end are still zero or hold its bits: ends never decrease within a call) */
+        for (int u = 0; u < (Q->end + 15) / 16; u++)
+            n.reuse += __builtin_popcount((unsigned)(w->bits[u] & w->pbits[u]));
+        /* exact pass of every visible pair (only with the dense scores) */
+        /* statistics over every visible pair (dense scores): exact pass, false prunes/keeps;
+         * mass and spread below from the same pass */
+        fx_dense_stats(C, w, Q, thr_ref, mem_all ? INT32_MIN : fx_tau_int(tau), &n, &dn);
+        /* digital stage: recompute the survivors, exact threshold again. Scores clearly above
+         * or below the threshold's band (in score units, loosened by 1e-6 relative) are decided
+         * in fp32; the rest by the reference's rule (fx_passes). */
+        fx_scores(C, w, Q, w->mem, n.n_mem, w->msc);
+        double thr_x = kind == SP_POLICY_ONCHIP ? fx_screened_max(C, w, Q, w->mem, w->msc, n.n_mem) - P->delta
+                                                : thr_ref;
+        double hs = (thr_x + Q->tol) / C->scale, ls = (thr_x - Q->tol) / C->scale;
+        if (isfinite(hs)) hs += fabs(hs) * 1e-6 + 1e-300;
+        if (isfinite(ls)) ls -= fabs(ls) * 1e-6 + 1e-300;
+        n.n_kept = C->threshold(w->msc, w->mem, n.n_mem, fx_float_up(ls), fx_float_up(hs), w->kept, w->ksc);
+        if (n.n_kept < 0) { /* a score in the band: key by key, the reference's rule there */
+            n.n_kept = 0;
+            for (int t = 0; t < n.n_mem; t++) {
+                const int j = w->mem[t];
+                const float sj = w->msc[t];
+                const double sd = sj;
+                int keep = sd >= hs ? 1 : sd < ls ? 0 : fx_passes(C, w, Q, j, sj, thr_x);
+                w->kept[n.n_kept] = j;
+                w->ksc[n.n_kept] = sj;
+                n.n_kept += keep;
+            }
+        }
+        /* dense softmax mass of the keys not kept (the reference's mass_denominator/mass_lost) */
+        if (P->mass_lost) {
+            /* the kept keys' mass (the reference skips keys below the cut, this adds e^-60 for
+             * each: < 1e-26 of the denominator, whose largest term is 1) */
+            const sp_fk_dense_in kin = {.S = w->ksc, .n = n.n_kept, .scale = C->scale, .smax = Q->smax, .want_mass = 1};
+            sp_fk_dense_out kout;
+            C->dense_row(&kin, w->cand, &kout);
+            ml = dn.Z > 0 ? 1.0 - kout.Z / dn.Z : 0.0;
+            ml = ml < 0 ? 0 : ml;
+        }
+    }
+    /* softmax and the weighted sum of V over the kept keys, fp32 */
+    float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
+    if (P->outputs && n.n_kept > 0)
+        C->wsum(w->ksc, (float)(C->scale * FX_LOG2E), w->kept, n.n_kept, h->v, h->ldv, C->d, w->pbuf, orow);
+    else
+        memset(orow, 0, C->D * sizeof *orow);
+    /* statistics (the reference's record_statistics) */
+    st->queries += 1;
+    st->pairs_visible += Q->n_vis;
+    st->pairs_kept += n.n_kept;
+    st->pairs_mem_kept += n.n_mem;
+    st->exact_pass += n.n_pass;
+    st->false_prunes += n.n_fp;
+    st->false_keeps += n.n_fk;
+    st->mass_lost += ml;
+    if (w->n_prev >= 0) {
+        st->reuse_pairs += n.reuse;
+        st->new_fetch += n.n_mem - n.reuse;
+        st->prev_kept += n.n_mem;
+        st->later_visible += Q->n_vis;
+    }
+    if (C->op->observer) {
+        sp_query_record rec = {.layer = h->layer, .head = h->head, .seq_id = h->seq_id, .qi = Q->i,
+                               .pos = h->q_offset + Q->i, .n_k = C->nk, .n_visible = Q->n_vis, .n_mem_kept = n.n_mem,
+                               .mem_kept = w->mem, .n_kept = n.n_kept, .kept = w->kept, .n_false_prunes = n.n_fp,
+                               .n_false_keeps = n.n_fk, .mass_lost = ml};
+        if (Q->n_vis > 1 && P->exact_stats) { /* the reference's score_spread */
+            double m = dn.s1 / (double)dn.cnt, v = dn.s2 / (double)dn.cnt - m * m;
+            rec.has_score_spread = 1, rec.score_spread = v > 0 ? sqrt(v) : 0;
+        }
+        C->op->observer(C->op->observer_user, &rec);
+    }
+    uint16_t *tb = w->pbits; /* this query's masks become the previous query's */
+    w->pbits = w->bits, w->bits = tb;
+    if (Q->n_vis == 0) memset(w->pbits, 0, w->nbits * sizeof *w->pbits);
+    memcpy(w->prev, w->mem, (size_t)n.n_mem * sizeof *w->prev);
+    w->n_prev = n.n_mem;
+}
+
+sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
+    sp_fn_ctx *cx = op->ctx;
+    const sp_fn_params *P = &cx->p;
+    sp_attn_stats *st = NULL;
+    double kmaxnorm = 0;
+    sp_status s = sp_fn_check_head(op, P, h, &st, &kmaxnorm, err);
+    if (s != SP_OK) return s;
+    SP_ASSERT(!sp_fn_fast_unsupported(P));
+
+    fx_call C;
+    memset(&C, 0, sizeof C);
+    C.P = P, C.h = h, C.op = op;
+    C.nq = h->n_q, C.nk = h->n_k, C.d = h->d, C.d8 = sp_iscreen_d8(h->d), C.kind = P->kind;
+    C.scale = (double)h->scale;
+    C.step = sp_dac_step(P->rr.dac_bits);
+    C.cmid = sp_key_msb_center(P->rr.msb_bits);
+    C.u = C.step * ldexp(1.0, 8 - P->rr.msb_bits);
+    C.kmaxnorm = kmaxnorm;
+    C.gamma = 1.01 * C.d * ldexp(1.0, -24) / (1 - C.d * ldexp(1.0, -24));
+    C.dense = P->exact_stats || P->mass_lost || P->kind == SP_POLICY_ORACLE;
+    C.count_pass = P->exact_stats;
+    /* Small heads: a dense score block costs d multiply-adds per pair, less than gathering the
+     * survivors' rows one by one (measured on stories260K, d = 8: docs/RESULTS.md part 9c). */
+    C.have_S = C.dense || C.d < FX_DENSE_D;
+    C.NK = (size_t)(C.nk > 0 ? C.nk : 1), C.D = (size_t)C.d;
+    const sp_cpu_level lv = sp_cpu_detect();
+    C.dots = sp_fk_dots_for(lv);
+    C.select = sp_fk_select_for(lv);
+    C.wsum = sp_fk_softmax_wsum_for(lv);
+    C.threshold = sp_fk_threshold_for(lv);
+    C.max = sp_fk_max_for(lv);
+    C.lookup = sp_fk_lookup_for(lv);
+    C.dense_row = sp_fk_dense_for(lv);
+    C.tile = sp_iscreen_tile_for(lv);
+    const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
+    const size_t NQ = (size_t)(nq > 0 ? nq : 1), NK = C.NK, D = C.D;
+
+    fx_work w;
+    memset(&w, 0, sizeof w);
+    /* quantise (sec. 1.2) and program the array (sec. 1.3): as the reference's passes */
+    w.qi = sp_xmalloc(NQ * D, 1);
+    w.ki = sp_xmalloc(NK * D, 1);
+    w.sq = sp_xmalloc(NQ, sizeof(float));
+    w.sk = sp_xmalloc(NK, sizeof(float));
+    sp_quant_rows(h->q, nq, d, h->ldq, 0, h->query_valid, w.qi, w.sq);
+    sp_quant_rows(h->k, nk, d, h->ldk, 0, h->key_valid, w.ki, w.sk);
+    w.qd = sp_xmalloc(NQ * D, sizeof(int));
+    w.qd8 = sp_xcalloc(NQ * (size_t)d8, 1);
+    for (int i = 0; i < nq; i++)
+        for (int c = 0; c < d; c++) {
+            int v = sp_dac_level(w.qi[(size_t)i * D + (size_t)c], P->rr.dac_bits);
+            w.qd[(size_t)i * D + (size_t)c] = v;
+            w.qd8[(size_t)i * (size_t)d8 + (size_t)c] = (int8_t)v;
+        }
+    uint8_t *msb = sp_xmalloc(NK * D, 1);
+    double k_ms = 0, kmax = 0, e_g2 = 0, e_m2 = 0, e_top2 = 0, n_cells = 0;
+    const double top = (double)((1 << b) - 1);
+    for (int j = 0; j < nk; j++) {
+        int valid = !h->key_valid || h->key_valid[j];
+        for (int c = 0; c < d; c++) {
+            int kv = w.ki[(size_t)j * D + (size_t)c];
+            int m = sp_key_msb(kv, b);
+            msb[(size_t)j * D + (size_t)c] = (uint8_t)m;
+            if (valid) { /* the reference's head statistics (goff = 0: ideal device) */
+                k_ms += (double)kv * kv;
+                if (fabs((double)kv) > kmax) kmax = fabs((double)kv);
+                e_g2 += (double)m * m;
+                e_m2 += (double)m * m;
+                e_top2 += (top - m) * (top - m);
+                n_cells += 1;
+            }
+        }
+    }
+    if (n_cells > 0) k_ms /= n_cells, e_g2 /= n_cells, e_m2 /= n_cells, e_top2 /= n_cells;
+    C.ks = (sp_fn_keystats){k_ms, kmax, e_g2, e_m2, e_top2, sp_reram_full_scale(&P->rr, d)};
+    w.kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
+    sp_iscreen_pack(msb, nk, d, d, w.kp);
+    free(msb);
+    /* visibility helpers for padding */
+    if (h->key_valid) {
+        w.nvalid = sp_xmalloc(NK + 1, sizeof(int));
+        w.first_ge = sp_xmalloc(NK + 1, sizeof(int));
+        w.last_le = sp_xmalloc(NK, sizeof(int));
+        w.nvalid[0] = 0;
+        for (int j = 0; j < nk; j++) w.nvalid[j + 1] = w.nvalid[j] + (h->key_valid[j] != 0);
+        w.first_ge[nk] = nk;
+        for (int j = nk - 1; j >= 0; j--) w.first_ge[j] = h->key_valid[j] ? j : w.first_ge[j + 1];
+        for (int j = 0; j < nk; j++) w.last_le[j] = h->key_valid[j] ? j : j > 0 ? w.last_le[j - 1] : -1;
+    }
+    w.A = sp_xmalloc((size_t)FX_SUB * NK, sizeof(int32_t));
+    if (C.have_S) w.S = sp_xmalloc((size_t)FX_BLOCK * NK, sizeof(float));
+    w.sc = sp_xmalloc(NK, sizeof(float));
+    w.scst = sp_xcalloc(NK, sizeof(int));
+    w.ex = sp_xmalloc(NK, sizeof(double));
+    w.exst = sp_xcalloc(NK, sizeof(int));
+    const size_t NL = NK + 16;
+    w.mem = sp_xmalloc(NL, sizeof(int32_t));
+    w.kept = sp_xmalloc(NL, sizeof(int32_t));
+    w.prev = sp_xmalloc(NL, sizeof(int32_t));
+    w.src = sp_xmalloc(NL + 2, sizeof(int32_t));
+    w.miss = sp_xmalloc(NL + 2, sizeof(int32_t));
+    w.mpos = sp_xmalloc(NL + 2, sizeof(int32_t));
+    w.cand = sp_xmalloc(NL + 2, sizeof(int32_t));
+    w.iota = sp_xmalloc(NK, sizeof(int32_t));
+    for (int j = 0; j < nk; j++) w.iota[j] = j;
+    w.tmp = sp_xmalloc(NL + 2, sizeof(float));
+    w.ssc = sp_xmalloc(NL + 2, sizeof(float));
+    w.msc = sp_xmalloc(NL, sizeof(float));
+    w.ksc = sp_xmalloc(NL, sizeof(float));
+    w.pbuf = sp_xmalloc(NL, sizeof(float));
+    w.nbits = NK / 16 + 2;
+    w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
+    w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
+    w.n_prev = -1;
+
+    int stamp = 0;
+    for (int i0 = 0; i0 < nq; i0 += FX_BLOCK) {
+        const int bq = nq - i0 < FX_BLOCK ? nq - i0 : FX_BLOCK;
+        if (C.have_S && nk > 0) /* the reference's screening sgemm, same call: same bits */
+            sp_gemm_nt(bq, nk, d, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, h->k, h->ldk, w.S, nk);
+        for (int r = 0; r < bq; r++) {
+            const int i = i0 + r;
+            if (r % FX_SUB == 0) {
+                /* charges of the next FX_SUB queries against the keys they can see (causal: a
+                 * prefix); (FX_SUB x n_k) int32 stays in L1/L2 */
+                const int nr = bq - r < FX_SUB ? bq - r : FX_SUB;
+                int kend = h->causal ? h->q_offset + i + nr : nk;
+                kend = kend < nk ? kend : nk;
+                if (kend > 0) sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
+            }
+            if (h->query_valid && !h->query_valid[i]) {
+                memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float));
+                continue;
+            }
+            fx_query Q;
+            memset(&Q, 0, sizeof Q);
+            Q.i = i, Q.r = r % FX_SUB, Q.stamp = ++stamp;
+            Q.qrow = h->q + (size_t)i * (size_t)h->ldq;
+            Q.Srow = C.have_S ? w.S + (size_t)r * NK : NULL; /* row r of the 64-query block */
+            Q.end = h->causal ? h->q_offset + i + 1 : nk;
+            Q.sq = w.sq[i];
+            fx_query_run(&C, &w, &Q, st);
+        }
+    }
+    fx_free(&w);
+    return SP_OK;
+}

@@ -1,0 +1,526 @@
+/* test_fn_fast.c: does the fast implementation of mode sprint (src/functional/sprint_fast.c,
+ * issue 9) keep exactly the keys the reference (sprint_op.c) keeps, count the same statistics,
+ * and write outputs within fp32 rounding of it: on random, clustered and real heads (stories260K,
+ * bitnet-3M), causal / bidirectional / padded, every policy it supports, with and without the
+ * dense statistics? ctest also runs this file with SPRINT_CPU=portable and avx2 (every dispatch
+ * level of the screen, the selection and the scores). */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "functional/fast_kernels.h"
+#include "functional/fn_internal.h"
+#include "helpers.h"
+#include "sprint/functional.h"
+#include "sprint/model.h"
+
+/* Outputs: |fast - reference| <= OUT_TOL (1 + max |v|): fp32 softmax and weighted sum (relative
+ * rounding ~1e-6 per term over at most a few thousand kept keys) against the double reference. */
+#define OUT_TOL 2e-5
+
+static uint64_t rng_state;
+static double urand(void) {
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+static double nrand(void) {
+    double u = urand(), v = urand();
+    return sqrt(-2 * log(u + 1e-300)) * cos(6.283185307179586 * v);
+}
+
+/* Records of one op run: every query's kept-in-memory and kept lists, concatenated. */
+typedef struct rec_log {
+    int nq;
+    int *n_mem, *n_kept, *fp, *fk, *has_spread;
+    int32_t **mem, **kept;
+    double *ml, *spread;
+} rec_log;
+
+static rec_log *log_new(int nq) {
+    rec_log *l = calloc(1, sizeof *l);
+    l->nq = nq;
+    l->n_mem = calloc((size_t)nq, sizeof(int)), l->n_kept = calloc((size_t)nq, sizeof(int));
+    l->fp = calloc((size_t)nq, sizeof(int)), l->fk = calloc((size_t)nq, sizeof(int));
+    l->has_spread = calloc((size_t)nq, sizeof(int));
+    l->mem = calloc((size_t)nq, sizeof(int32_t *)), l->kept = calloc((size_t)nq, sizeof(int32_t *));
+    l->ml = calloc((size_t)nq, sizeof(double)), l->spread = calloc((size_t)nq, sizeof(double));
+    for (int i = 0; i < nq; i++) l->n_mem[i] = l->n_kept[i] = -1;
+    return l;
+}
+
+static void log_free(rec_log *l) {
+    for (int i = 0; i < l->nq; i++) free(l->mem[i]), free(l->kept[i]);
+    free(l->n_mem), free(l->n_kept), free(l->fp), free(l->fk), free(l->has_spread), free(l->mem), free(l->kept);
+    free(l->ml), free(l->spread), free(l);
+}
+
+static void observer(void *user, const sp_query_record *r) {
+    rec_log *l = user;
+    cr_assert(r->qi >= 0 && r->qi < l->nq);
+    int i = r->qi;
+    l->n_mem[i] = r->n_mem_kept, l->n_kept[i] = r->n_kept, l->fp[i] = r->n_false_prunes, l->fk[i] = r->n_false_keeps;
+    l->mem[i] = malloc(sizeof(int32_t) * (size_t)(r->n_mem_kept + 1));
+    l->kept[i] = malloc(sizeof(int32_t) * (size_t)(r->n_kept + 1));
+    memcpy(l->mem[i], r->mem_kept, sizeof(int32_t) * (size_t)r->n_mem_kept);
+    memcpy(l->kept[i], r->kept, sizeof(int32_t) * (size_t)r->n_kept);
+    l->ml[i] = r->mass_lost, l->has_spread[i] = r->has_score_spread, l->spread[i] = r->score_spread;
+}
+
+typedef struct head_data {
+    int nq, nk, d, causal, q_offset;
+    float *q, *k, *v;
+    unsigned char *kv, *qv; /* NULL = all valid */
+    float scale;
+} head_data;
+
+static void head_free(head_data *hd) { free(hd->q), free(hd->k), free(hd->v), free(hd->kv), free(hd->qv); }
+
+/* Random Gaussian head (std sigma) or a clustered one: runs of 32 tokens share one of 16
+ * centroids (plus 0.3 noise), the structure that makes attention sparse. */
+static head_data make_head(int nq, int nk, int d, int causal, int padded, int clustered, uint64_t seed) {
+    head_data hd = {.nq = nq, .nk = nk, .d = d, .causal = causal, .q_offset = causal ? nk - nq : 0};
+    rng_state = seed;
+    hd.q = malloc(sizeof(float) * (size_t)nq * d), hd.k = malloc(sizeof(float) * (size_t)nk * d);
+    hd.v = malloc(sizeof(float) * (size_t)nk * d);
+    float cent[16][128];
+    for (int c = 0; c < 16; c++)
+        for (int e = 0; e < d; e++) cent[c][e] = (float)(1.5 * nrand());
+    for (int j = 0; j < nk; j++)
+        for (int e = 0; e < d; e++) {
+            hd.k[(size_t)j * d + e] = clustered ? cent[(j / 32) % 16][e] + (float)(0.3 * nrand()) : (float)(1.2 * nrand());
+            hd.v[(size_t)j * d + e] = (float)nrand();
+        }
+    for (int i = 0; i < nq; i++) {
+        int pos = hd.q_offset + i;
+        for (int e = 0; e < d; e++)
+            hd.q[(size_t)i * d + e] = clustered ? cent[(pos / 32) % 16][e] + (float)(0.3 * nrand()) : (float)(1.2 * nrand());
+    }
+    if (padded) {
+        hd.kv = malloc((size_t)nk), hd.qv = malloc((size_t)nq);
+        for (int j = 0; j < nk; j++) hd.kv[j] = (j % 7 != 3) && j != 0;
+        for (int i = 0; i < nq; i++) hd.qv[i] = i % 11 != 5;
+    }
+    hd.scale = (float)(1.0 / sqrt((double)d));
+    return hd;
+}
+
+static sp_attn_head as_head(const head_data *hd, float *out) {
+    sp_attn_head h = {.layer = 0, .head = 0, .kv_head = 0, .seq_id = 7, .n_q = hd->nq, .n_k = hd->nk, .d = hd->d,
+                      .q = hd->q, .k = hd->k, .v = hd->v, .out = out, .ldq = hd->d, .ldk = hd->d, .ldv = hd->d,
+                      .ldo = hd->d, .causal = hd->causal, .q_offset = hd->q_offset, .key_valid = hd->kv,
+                      .query_valid = hd->qv, .scale = hd->scale};
+    return h;
+}
+
+static sp_attn_op *make_op(const char *impl, const char *const *settings) {
+    sp_config cfg;
+    sp_config_defaults(&cfg);
+    sp_error err = {0};
+    char b[128];
+    snprintf(b, sizeof b, "sprint.impl=%s", impl);
+    cr_assert_eq(sp_config_set(&cfg, b, "test", &err), SP_OK, "%s", err.msg);
+    for (int t = 0; settings && settings[t]; t++)
+        cr_assert_eq(sp_config_set(&cfg, settings[t], "test", &err), SP_OK, "%s: %s", settings[t], err.msg);
+    sp_op_request req = {.mode = "sprint", .cfg = &cfg};
+    sp_attn_op *op = NULL;
+    cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_OK, "%s", err.msg);
+    return op;
+}
+
+static double stat_field(const sp_attn_stats *s, int f) { return ((const double *)s)[f]; }
+static const char *const STAT_NAMES[] = {"queries", "pairs_visible", "pairs_kept", "pairs_mem_kept",
+                                         "exact_pass", "false_prunes", "false_keeps", "mass_lost",
+                                         "reuse_pairs", "new_fetch", "prev_kept", "later_visible"};
+
+/* Runs hd through the reference and the fast implementation with the settings; asserts the
+ * same kept-in-memory and kept lists for every query, the same statistics (dense ones only when
+ * dense_stats), outputs within OUT_TOL; returns the kept fraction. */
+static double compare(const head_data *hd, const char *const *settings, int dense_stats, const char *what) {
+    size_t on = (size_t)hd->nq * (size_t)hd->d;
+    float *o_ref = calloc(on, sizeof(float)), *o_fast = calloc(on, sizeof(float));
+    sp_attn_op *ref = make_op("reference", settings), *fast = make_op("fast", settings);
+    rec_log *lr = log_new(hd->nq), *lf = log_new(hd->nq);
+    ref->observer = observer, ref->observer_user = lr;
+    fast->observer = observer, fast->observer_user = lf;
+    sp_error err = {0};
+    sp_attn_head h = as_head(hd, o_ref);
+    cr_assert_eq(ref->run(ref, &h, &err), SP_OK, "%s: %s", what, err.msg);
+    h.out = o_fast;
+    cr_assert_eq(fast->run(fast, &h, &err), SP_OK, "%s: %s", what, err.msg);
+    long differ = 0;
+    for (int i = 0; i < hd->nq; i++) {
+        cr_assert_eq(lf->n_mem[i], lr->n_mem[i], "%s: query %d kept in memory %d (fast) vs %d (reference)", what, i,
+                     lf->n_mem[i], lr->n_mem[i]);
+        if (lr->n_mem[i] < 0) continue; /* padding query: no record from either */
+        cr_assert_eq(memcmp(lf->mem[i], lr->mem[i], sizeof(int32_t) * (size_t)lr->n_mem[i]), 0,
+                     "%s: query %d in-memory survivors differ", what, i);
+        differ += lf->n_kept[i] != lr->n_kept[i] ||
+                  memcmp(lf->kept[i], lr->kept[i], sizeof(int32_t) * (size_t)lr->n_kept[i]) != 0;
+        if (dense_stats) {
+            cr_assert_eq(lf->fp[i], lr->fp[i], "%s: query %d false prunes", what, i);
+            cr_assert_eq(lf->fk[i], lr->fk[i], "%s: query %d false keeps", what, i);
+            cr_assert_eq(lf->has_spread[i], lr->has_spread[i]);
+            /* the same terms summed in another order (vector lanes): within 1e-9 relative */
+            cr_assert(fabs(lf->spread[i] - lr->spread[i]) <= 1e-9 * fabs(lr->spread[i]) + 1e-12,
+                      "%s: query %d spread %.17g vs %.17g", what, i, lf->spread[i], lr->spread[i]);
+            cr_assert(fabs(lf->ml[i] - lr->ml[i]) <= 1e-12, "%s: query %d mass lost %.17g vs %.17g", what, i, lf->ml[i],
+                      lr->ml[i]);
+        } else {
+            cr_assert_eq(lf->has_spread[i], 0, "%s: spread without sprint.exact_stats", what);
+        }
+    }
+    /* the decisions are exact (fp32 outside its rounding bound, double inside): no key differs */
+    cr_assert_eq(differ, 0, "%s: kept lists differ on %ld queries", what, differ);
+    const sp_attn_stats *sr = &ref->stats[0], *sf = &fast->stats[0];
+    for (int f = 0; f < 12; f++) {
+        int dense_field = f == 4 || f == 5 || f == 6;
+        if (!dense_stats && dense_field) {
+            cr_assert_eq(stat_field(sf, f), 0, "%s: %s counted without sprint.exact_stats", what, STAT_NAMES[f]);
+            continue;
+        }
+        if (f == 7) { /* mass_lost: the same terms, the denominator summed in another order */
+            cr_assert(fabs(stat_field(sf, f) - stat_field(sr, f)) <= 1e-12 * (1 + fabs(stat_field(sr, f))),
+                      "%s: mass_lost fast %.17g reference %.17g", what, stat_field(sf, f), stat_field(sr, f));
+            continue;
+        }
+        cr_assert_eq(stat_field(sf, f), stat_field(sr, f), "%s: stat %s fast %.17g reference %.17g", what,
+                     STAT_NAMES[f], stat_field(sf, f), stat_field(sr, f));
+    }
+    double vmax = 0, err_max = 0;
+    for (size_t t = 0; t < (size_t)hd->nk * hd->d; t++) vmax = fmax(vmax, fabs(hd->v[t]));
+    for (size_t t = 0; t < on; t++) err_max = fmax(err_max, fabs((double)o_fast[t] - o_ref[t]));
+    cr_assert(err_max <= OUT_TOL * (1 + vmax), "%s: outputs differ by %g (max |v| %g, tolerance %g)", what, err_max,
+              vmax, OUT_TOL * (1 + vmax));
+    double kept = sr->pairs_visible > 0 ? sr->pairs_kept / sr->pairs_visible : 0;
+    cr_log_info("%s: kept %.4f, mem-kept %.4f, max |out diff| %.2e, kept lists differing 0", what, kept,
+                sr->pairs_visible > 0 ? sr->pairs_mem_kept / sr->pairs_visible : 0, err_max);
+    log_free(lr), log_free(lf);
+    sp_attn_op_free(ref), sp_attn_op_free(fast);
+    free(o_ref), free(o_fast);
+    return kept;
+}
+
+/* Every supported policy and margin, with and without the dense statistics. */
+static void compare_all(const head_data *hd, const char *name, double thr) {
+    char t[64], what[256];
+    snprintf(t, sizeof t, "policy.threshold=%g", thr);
+    const char *const cases[][6] = {
+        {"policy.delta=3", NULL},
+        {"policy.delta=5", "policy.onchip_source=prev", NULL},
+        {"policy.delta=2", "policy.onchip_source=anchors", "sprint.margin_mode=worst", NULL},
+        {"policy.kind=oracle", "policy.delta=4", NULL},
+        {"policy.kind=layer", t, NULL},
+        {"policy.kind=head", t, "sprint.margin_mode=none", NULL},
+        {"policy.delta=3", "reram.dac_bits=6", "quant.msb_bits=3", NULL},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int dense = 0; dense < 2; dense++) {
+            const char *s[10];
+            int n = 0;
+            for (int u = 0; cases[c][u]; u++) s[n++] = cases[c][u];
+            s[n++] = dense ? "sprint.exact_stats=1" : "sprint.exact_stats=0";
+            s[n++] = dense ? "sprint.mass_lost=1" : "sprint.mass_lost=0";
+            s[n] = NULL;
+            snprintf(what, sizeof what, "%s [%s%s%s] %s", name, cases[c][0], cases[c][1] ? " " : "",
+                     cases[c][1] ? cases[c][1] : "", dense ? "dense stats" : "no dense stats");
+            compare(hd, s, dense, what);
+        }
+}
+
+Test(fn_fast, random_and_clustered_heads_same_masks_as_reference) {
+    cr_log_info("cpu level %s", sp_cpu_level_name(sp_cpu_detect()));
+    const int dims[] = {8, 20, 64, 128};
+    for (int di = 0; di < 4; di++)
+        for (int causal = 0; causal < 2; causal++)
+            for (int padded = 0; padded < 2; padded++)
+                for (int cl = 0; cl < 2; cl++) {
+                    int d = dims[di], nk = d >= 64 ? 300 : 200, nq = causal ? 150 : 120;
+                    head_data hd = make_head(nq, nk, d, causal, padded, cl, 1000 + 97 * di + 13 * causal + 5 * padded + cl);
+                    char name[96];
+                    snprintf(name, sizeof name, "d=%d %s%s%s", d, causal ? "causal" : "bidirectional",
+                             padded ? " padded" : "", cl ? " clustered" : " random");
+                    compare_all(&hd, name, 0.5);
+                    head_free(&hd);
+                }
+}
+
+/* A threshold of -inf keeps everything: the fast outputs are dense attention within fp32. */
+Test(fn_fast, minus_infinity_is_dense_within_fp32) {
+    head_data hd = make_head(90, 140, 64, 1, 1, 0, 77);
+    float *o_d = calloc((size_t)90 * 64, sizeof(float)), *o_f = calloc((size_t)90 * 64, sizeof(float));
+    sp_attn_op *dense = sp_attn_dense_create(1, 1);
+    const char *s[] = {"policy.kind=head", "policy.threshold=-1e30", NULL};
+    sp_attn_op *fast = make_op("fast", s);
+    sp_error err = {0};
+    sp_attn_head h = as_head(&hd, o_d);
+    cr_assert_eq(dense->run(dense, &h, &err), SP_OK);
+    h.out = o_f;
+    cr_assert_eq(fast->run(fast, &h, &err), SP_OK, "%s", err.msg);
+    double e = 0;
+    for (int t = 0; t < 90 * 64; t++) e = fmax(e, fabs((double)o_d[t] - o_f[t]));
+    cr_assert(e < 1e-5, "fast at -inf differs from dense-ref by %g", e);
+    cr_assert_eq(fast->stats[0].pairs_kept, dense->stats[0].pairs_visible);
+    sp_attn_op_free(dense), sp_attn_op_free(fast), free(o_d), free(o_f);
+    head_free(&hd);
+}
+
+/* Where the fast implementation does not apply: auto falls back, fast is a config error. */
+Test(fn_fast, preconditions) {
+    const char *const no[][3] = {{"sprint.arith=hw", NULL},       {"quant.granularity=row", NULL},
+                                 {"reram.d2d_sigma=0.05", NULL},  {"reram.c2c_sigma=0.01", NULL},
+                                 {"policy.kind=topk", NULL},      {"quant.msb_bits=5", NULL}};
+    for (size_t c = 0; c < sizeof no / sizeof no[0]; c++) {
+        sp_config cfg;
+        sp_config_defaults(&cfg);
+        sp_error err = {0};
+        cr_assert_eq(sp_config_set(&cfg, no[c][0], "t", &err), SP_OK);
+        sp_fn_params p;
+        cr_assert_eq(sp_fn_params_from_config(&cfg, SP_FN_SPRINT, &p, &err), SP_OK);
+        cr_assert_not_null(sp_fn_fast_unsupported(&p), "%s should need the reference", no[c][0]);
+        sp_attn_op *op = make_op("auto", no[c]); /* auto: the reference, no error */
+        cr_assert(op->run != sp_fn_fast_run, "%s: auto chose the fast implementation", no[c][0]);
+        sp_attn_op_free(op);
+        cr_assert_eq(sp_config_set(&cfg, "sprint.impl=fast", "t", &err), SP_OK);
+        sp_op_request req = {.mode = "sprint", .cfg = &cfg};
+        sp_attn_op *bad = NULL;
+        cr_assert_eq(sp_attn_op_create(&req, 1, 1, &bad, &err), SP_ERR_CONFIG, "%s with impl=fast", no[c][0]);
+        cr_assert(strstr(err.msg, "sprint.impl = fast"), "message: %s", err.msg);
+    }
+    sp_attn_op *op = make_op("auto", NULL); /* the defaults: fast */
+    cr_assert(op->run == sp_fn_fast_run);
+    sp_attn_op_free(op);
+    /* another mode with impl=fast: an error, not a silent reference */
+    sp_config cfg;
+    sp_config_defaults(&cfg);
+    sp_error err = {0};
+    cr_assert_eq(sp_config_set(&cfg, "sprint.impl=fast", "t", &err), SP_OK);
+    sp_op_request req = {.mode = "pruning", .cfg = &cfg};
+    sp_attn_op *bad = NULL;
+    cr_assert_eq(sp_attn_op_create(&req, 1, 1, &bad, &err), SP_ERR_CONFIG);
+}
+
+/* The selection and score kernels at the detected level against the portable ones. */
+Test(fn_fast, kernels_match_portable) {
+    sp_cpu_level lv = sp_cpu_detect();
+    rng_state = 5;
+    enum { N = 1000 };
+    int32_t *A = malloc(sizeof(int32_t) * N), *o1 = malloc(sizeof(int32_t) * (N + 16)),
+            *o2 = malloc(sizeof(int32_t) * (N + 16));
+    unsigned char *kv = malloc(N);
+    for (int j = 0; j < N; j++) A[j] = (int32_t)(urand() * 2000) - 1000, kv[j] = urand() < 0.8;
+    for (int n = 0; n <= N; n += n < 40 ? 1 : 97)
+        for (int tau = -1100; tau <= 1100; tau += 275)
+            for (int pad = 0; pad < 2; pad++) {
+                uint16_t b1[N / 16 + 2], b2[N / 16 + 2];
+                int c1 = sp_fk_select_portable(A, n, tau, pad ? kv : NULL, o1, b1);
+                int c2 = sp_fk_select_for(lv)(A, n, tau, pad ? kv : NULL, o2, b2);
+                cr_assert_eq(c1, c2, "select n=%d tau=%d: %d vs %d", n, tau, c1, c2);
+                cr_assert_eq(memcmp(o1, o2, sizeof(int32_t) * (size_t)c1), 0);
+                cr_assert_eq(memcmp(b1, b2, sizeof(uint16_t) * (size_t)((n + 15) / 16)), 0);
+                for (int t = 0, c = 0; t < n; t++) {
+                    int in = (b1[t / 16] >> (t % 16)) & 1;
+                    cr_assert_eq(in, c < c1 && o1[c] == t);
+                    c += in;
+                }
+            }
+    /* threshold, max, cache lookup */
+    float *sv = malloc(sizeof(float) * N), kscr1[N + 16], kscr2[N + 16];
+    int32_t *idxs = malloc(sizeof(int32_t) * N), *k1 = malloc(sizeof(int32_t) * (N + 16)),
+            *k2 = malloc(sizeof(int32_t) * (N + 16));
+    int *stampv = calloc(N, sizeof(int));
+    float *scv = malloc(sizeof(float) * N);
+    for (int j = 0; j < N; j++) sv[j] = (float)nrand(), idxs[j] = 3 * j + 1, stampv[j] = urand() < 0.6 ? 9 : 8,
+                               scv[j] = (float)nrand();
+    for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {
+        cr_assert_eq(sp_fk_max_portable(sv, n), sp_fk_max_for(lv)(sv, n), "max n=%d", n);
+        for (int c = 0; c < 3; c++) {
+            float lo = c == 0 ? 0.5f : c == 1 ? -0.2f : 3.5f, hi = c == 0 ? 0.5f : c == 1 ? 0.1f : 3.9f;
+            int c1 = sp_fk_threshold_portable(sv, idxs, n, lo, hi, k1, kscr1);
+            int c2 = sp_fk_threshold_for(lv)(sv, idxs, n, lo, hi, k2, kscr2);
+            cr_assert_eq(c1, c2, "threshold n=%d case %d: %d vs %d", n, c, c1, c2);
+            if (c1 > 0) {
+                cr_assert_eq(memcmp(k1, k2, sizeof(int32_t) * (size_t)c1), 0);
+                cr_assert_eq(memcmp(kscr1, kscr2, sizeof(float) * (size_t)c1), 0);
+            }
+        }
+        int32_t m1[N + 16], p1[N + 16], m2[N + 16], p2[N + 16];
+        float out1[N + 16], out2[N + 16];
+        int32_t keys[N];
+        for (int t = 0; t < n; t++) keys[t] = (int32_t)((t * 7) % N);
+        int c1 = sp_fk_lookup_portable(keys, n, stampv, 9, scv, out1, m1, p1);
+        int c2 = sp_fk_lookup_for(lv)(keys, n, stampv, 9, scv, out2, m2, p2);
+        cr_assert_eq(c1, c2, "lookup n=%d", n);
+        cr_assert_eq(memcmp(m1, m2, sizeof(int32_t) * (size_t)c1), 0);
+        cr_assert_eq(memcmp(p1, p2, sizeof(int32_t) * (size_t)c1), 0);
+        for (int t = 0; t < n; t++)
+            if (stampv[keys[t]] == 9) cr_assert_eq(out1[t], out2[t]);
+    }
+    free(sv), free(idxs), free(k1), free(k2), free(stampv), free(scv);
+    const int dims[] = {1, 8, 20, 64, 100, 128};
+    for (int di = 0; di < 6; di++) {
+        int d = dims[di];
+        float *k = malloc(sizeof(float) * (size_t)N * d), q[128], r1[N], r2[N];
+        int32_t idx[N];
+        for (int t = 0; t < N * d; t++) k[t] = (float)nrand();
+        for (int c = 0; c < d; c++) q[c] = (float)nrand();
+        for (int t = 0; t < N; t++) idx[t] = (int32_t)((t * 7919) % N);
+        for (int n = 0; n <= 37; n += 1) {
+            sp_fk_dots_portable(q, k, d, d, idx, n, r1);
+            sp_fk_dots_for(lv)(q, k, d, d, idx, n, r2);
+            for (int t = 0; t < n; t++) {
+                double ex = 0, ab = 0;
+                for (int c = 0; c < d; c++)
+                    ex += (double)q[c] * k[(size_t)idx[t] * d + c], ab += fabs((double)q[c] * k[(size_t)idx[t] * d + c]);
+                double bound = 1.01 * d * ldexp(1.0, -24) / (1 - d * ldexp(1.0, -24)) * ab + 1e-30;
+                cr_assert(fabs(r1[t] - ex) <= bound && fabs(r2[t] - ex) <= bound, "dots d=%d t=%d: %g %g vs %g", d, t,
+                          r1[t], r2[t], ex);
+            }
+        }
+        /* softmax-weighted sum: both within fp32 rounding of the double formula */
+        float *vv = malloc(sizeof(float) * (size_t)N * d), s16[N + 16], pb[N + 16], w1[128], w2[128];
+        for (int t = 0; t < N * d; t++) vv[t] = (float)nrand();
+        for (int t = 0; t < N; t++) s16[t] = (float)(3 * nrand());
+        for (int n = 1; n <= 300; n += 37) {
+            sp_fk_softmax_wsum_portable(s16, 0.7f, idx, n, vv, d, d, pb, w1);
+            sp_fk_softmax_wsum_for(lv)(s16, 0.7f, idx, n, vv, d, d, pb, w2);
+            double mx = -1e300, z = 0;
+            for (int t = 0; t < n; t++) mx = fmax(mx, 0.7 * s16[t]);
+            for (int t = 0; t < n; t++) z += exp2(0.7 * s16[t] - mx);
+            for (int c = 0; c < d; c++) {
+                double ref = 0;
+                for (int t = 0; t < n; t++) ref += exp2(0.7 * s16[t] - mx) / z * vv[(size_t)idx[t] * d + c];
+                cr_assert(fabs(w1[c] - ref) < 2e-5 && fabs(w2[c] - ref) < 2e-5, "wsum d=%d n=%d c=%d: %g %g vs %g", d,
+                          n, c, w1[c], w2[c], ref);
+            }
+        }
+        free(vv);
+        free(k);
+    }
+    free(A), free(o1), free(o2), free(kv);
+}
+
+/* ---- real heads: Q, K, V of every head of a layer of a shared model ---------------------- */
+typedef struct capture {
+    int want_layer, n_heads;
+    head_data hd[8];
+} capture;
+
+static sp_status capture_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
+    capture *c = op->ctx;
+    for (int i = 0; i < h->n_q; i++) memset(h->out + (size_t)i * h->ldo, 0, (size_t)h->d * sizeof(float));
+    (void)err;
+    if (h->layer != c->want_layer || h->head >= 8) return SP_OK;
+    head_data *hd = &c->hd[h->head];
+    *hd = (head_data){.nq = h->n_q, .nk = h->n_k, .d = h->d, .causal = h->causal, .q_offset = h->q_offset,
+                      .scale = h->scale};
+    hd->q = malloc(sizeof(float) * (size_t)h->n_q * h->d), hd->k = malloc(sizeof(float) * (size_t)h->n_k * h->d);
+    hd->v = malloc(sizeof(float) * (size_t)h->n_k * h->d);
+    for (int i = 0; i < h->n_q; i++) memcpy(hd->q + (size_t)i * h->d, h->q + (size_t)i * h->ldq, sizeof(float) * h->d);
+    for (int j = 0; j < h->n_k; j++) {
+        memcpy(hd->k + (size_t)j * h->d, h->k + (size_t)j * h->ldk, sizeof(float) * h->d);
+        memcpy(hd->v + (size_t)j * h->d, h->v + (size_t)j * h->ldv, sizeof(float) * h->d);
+    }
+    if (h->head + 1 > c->n_heads) c->n_heads = h->head + 1;
+    return SP_OK;
+}
+
+static void real_model(const char *path, const char *name, int n_tok) {
+    sp_model *m = NULL;
+    sp_error err = {0};
+    cr_assert_eq(sp_model_load(path, &m, &err), SP_OK, "%s", err.msg);
+    const sp_model_info *mi = sp_model_get_info(m);
+    int *tok = malloc(sizeof(int) * (size_t)n_tok);
+    for (int i = 0; i < n_tok; i++) tok[i] = 1 + (i * 37 + 11) % (mi->vocab_size - 1);
+    float *logits = malloc(sizeof(float) * (size_t)n_tok * mi->vocab_size);
+    for (int layer = 0; layer < mi->n_layers; layer += 2) {
+        capture c = {.want_layer = layer};
+        sp_attn_op *op = sp_attn_op_alloc("capture", mi->n_layers, mi->n_heads);
+        op->ctx = &c;
+        op->run = capture_run;
+        cr_assert_eq(sp_model_forward(m, tok, n_tok, op, 0, 1, logits, &err), SP_OK, "%s", err.msg);
+        op->ctx = NULL;
+        sp_attn_op_free(op);
+        for (int h = 0; h < c.n_heads; h++) {
+            char what[96];
+            snprintf(what, sizeof what, "%s layer %d head %d", name, layer, h);
+            const char *const dense[] = {"policy.delta=3", NULL};
+            const char *const sparse[] = {"policy.delta=3", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL};
+            compare(&c.hd[h], dense, 1, what);
+            compare(&c.hd[h], sparse, 0, what);
+            head_free(&c.hd[h]);
+        }
+    }
+    free(tok), free(logits);
+    sp_model_free(m);
+}
+
+Test(fn_fast, stories260K_heads_same_masks_as_reference) {
+    TH_NEED_SHARED(path, "models/stories260K.bin");
+    real_model(path, "stories260K", 300);
+}
+
+Test(fn_fast, bitnet3M_heads_same_masks_as_reference) {
+    TH_NEED_SHARED(path, "models/bitnet-3M.bin");
+    real_model(path, "bitnet-3M", 300);
+}
+
+/* Thresholds placed exactly on a pair's exact (double) score: the fp32 score lies within its
+ * rounding bound of the threshold and only the exact product decides. The fast implementation
+ * must keep what the reference keeps at this boundary (a rule using the fp32 score alone would
+ * drop about half of these keys). */
+Test(fn_fast, threshold_on_an_exact_score_decided_exactly) {
+    const int dims[] = {8, 64};
+    for (int di = 0; di < 2; di++) {
+        int d = dims[di];
+        head_data hd = make_head(40, 120, d, 0, 0, 0, 4242 + d);
+        int below = 0;
+        for (int pair = 0; pair < 12; pair++) {
+            int i = (pair * 7) % hd.nq, j = (pair * 31 + 5) % hd.nk;
+            double ex = 0;
+            for (int c = 0; c < d; c++) ex += (double)hd.q[(size_t)i * d + c] * (double)hd.k[(size_t)j * d + c];
+            ex *= (double)hd.scale;
+            float f;
+            int32_t jj = j;
+            sp_fk_dots_for(sp_cpu_detect())(hd.q + (size_t)i * d, hd.k, d, d, &jj, 1, &f);
+            below += (double)f * (double)hd.scale < ex;
+            char t[64], what[96];
+            snprintf(t, sizeof t, "policy.threshold=%.17g", ex);
+            snprintf(what, sizeof what, "d=%d threshold on pair (%d, %d)", d, i, j);
+            const char *const s[] = {"policy.kind=layer", t, "sprint.margin_mode=worst", "sprint.exact_stats=0",
+                                     "sprint.mass_lost=0", NULL};
+            compare(&hd, s, 0, what);
+            const char *const s2[] = {"policy.kind=layer", t, "sprint.margin_mode=worst", NULL};
+            compare(&hd, s2, 1, what);
+        }
+        cr_log_info("d=%d: %d of 12 thresholds above their pair's fp32 score", d, below);
+        head_free(&hd);
+    }
+}
+
+/* Edge cases: one key, d = 1 and 3, every key padded, every query padded, a causal block at an
+ * offset (q_offset > 0), one query. */
+Test(fn_fast, edge_cases_same_as_reference) {
+    const char *const s_dense[] = {"policy.delta=3", NULL};
+    const char *const s_sparse[] = {"policy.delta=3", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL};
+    const int shapes[][4] = {{5, 1, 8, 0}, {7, 9, 1, 0}, {7, 9, 3, 1}, {1, 40, 16, 1}, {33, 70, 24, 1}, {64, 64, 64, 0}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        head_data hd = make_head(shapes[c][0], shapes[c][1], shapes[c][2], shapes[c][3], 0, 0, 900 + c);
+        char what[64];
+        snprintf(what, sizeof what, "shape %zu", c);
+        compare(&hd, s_dense, 1, what);
+        compare(&hd, s_sparse, 0, what);
+        head_free(&hd);
+    }
+    /* every key padded, then every query padded */
+    for (int which = 0; which < 2; which++) {
+        head_data hd = make_head(20, 30, 16, 0, 1, 0, 31);
+        for (int j = 0; which == 0 && j < 30; j++) hd.kv[j] = 0;
+        for (int i = 0; which == 1 && i < 20; i++) hd.qv[i] = 0;
+        compare(&hd, s_dense, 1, which ? "all queries padded" : "all keys padded");
+        compare(&hd, s_sparse, 0, which ? "all queries padded" : "all keys padded");
+        head_free(&hd);
+    }
+}
