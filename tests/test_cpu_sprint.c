@@ -46,16 +46,17 @@ static void observe(void *user, const sp_query_record *r) {
     for (int t = 0; t < r->n_kept; t++) o->kept[(size_t)r->qi * o->n_k + r->kept[t]] = 1;
 }
 
-/* The slow reference: sprint_op.c, mode sprint, fixed threshold, ideal device, float arith. */
+/* The slow reference: sprint_op.c (sprint.impl=reference: double outputs, not the fast fp32
+ * operator), mode sprint, fixed threshold, ideal device, float arith. */
 static void reference_op(const sp_attn_head *h0, double thr, float *out, obs *ob, sp_attn_stats *st) {
     sp_config cfg;
     sp_config_defaults(&cfg);
     char tv[64];
     snprintf(tv, sizeof tv, "policy.threshold=%.17g", thr == -INFINITY ? -1e30 : thr);
     const char *sets[] = {"policy.kind=layer", tv, "sprint.margin_mode=sigma", "sprint.margin_sigma=3",
-                          "sprint.outputs=1"};
+                          "sprint.outputs=1", "sprint.impl=reference"};
     sp_error err = {0};
-    for (int i = 0; i < 5; i++) cr_assert_eq(sp_config_set(&cfg, sets[i], "test", &err), SP_OK, "%s", err.msg);
+    for (int i = 0; i < 6; i++) cr_assert_eq(sp_config_set(&cfg, sets[i], "test", &err), SP_OK, "%s", err.msg);
     sp_op_request req = {.mode = "sprint", .cfg = &cfg};
     sp_attn_op *op = NULL;
     cr_assert_eq(sp_attn_op_create(&req, 1, 1, &op, &err), SP_OK, "%s", err.msg);
