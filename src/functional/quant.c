@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "fn_internal.h"
+#include "functional/round.h"
 
 void sp_quant_rows(const float *x, int n, int d, int ld, int per_row, const unsigned char *valid, int8_t *xi,
                    float *scales) {
@@ -26,7 +27,7 @@ void sp_quant_rows(const float *x, int n, int d, int ld, int per_row, const unsi
         float s = mx > 0.0f ? mx / 127.0f : 1.0f;
         scales[i] = s;
         for (int c = 0; c < d; c++) {
-            double v = (valid && !valid[i]) ? 0.0 : round((double)r[c] / (double)s);
+            double v = (valid && !valid[i]) ? 0.0 : sp_round_half_away((double)r[c] / (double)s);
             if (v > 127) v = 127; /* only reachable through rounding of mx / 127 */
             if (v < -127) v = -127;
             xi[(size_t)i * (size_t)d + (size_t)c] = (int8_t)v;
@@ -42,7 +43,7 @@ double sp_dac_step(int dac_bits) {
 int sp_dac_level(int q, int dac_bits) {
     int M = (1 << (dac_bits - 1)) - 1;
     double step = sp_dac_step(dac_bits);
-    int mag = (int)round(fabs((double)q) / step);
+    int mag = (int)sp_round_half_away(fabs((double)q) / step);
     if (mag > M) mag = M;
     return q < 0 ? -mag : mag;
 }
