@@ -219,7 +219,13 @@ Test(timing, fast_frfcfs_matches_reference) {
             cr_assert_eq(a.hits, b.hits);
             cr_assert_eq(a.conflicts, b.conflicts);
             cr_assert_eq(a.busy_bus, b.busy_bus);
-            for (int g = 0; g < a.nb; g++) cr_assert_eq(a.bank_ready[g], b.bank_ready[g]);
+            double mx = 0;
+            for (int g = 0; g < a.nb; g++) {
+                cr_assert_eq(a.bank_ready[g], b.bank_ready[g]);
+                mx = a.bank_ready[g] > mx ? a.bank_ready[g] : mx;
+                cr_assert_eq(a.sbank[g], -1, "bank %d's window list is not empty after the batches", g);
+            }
+            cr_assert_eq(a.bank_ready_max, mx, "running max %g, max over the banks %g", a.bank_ready_max, mx);
             sp_mem_free(&a);
             sp_mem_free(&b);
         }

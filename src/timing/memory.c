@@ -20,6 +20,7 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     for (int i = 0; i < m->nb; i++) m->open_row[i] = -1;
     m->bus_free = sp_xcalloc((size_t)hw->channels, sizeof *m->bus_free);
     m->sbank = sp_xmalloc((size_t)m->nb, sizeof *m->sbank);
+    for (int i = 0; i < m->nb; i++) m->sbank[i] = -1; /* every batch leaves the lists empty */
     m->c_bytes = -1;
     m->ch_mask = (hw->channels & (hw->channels - 1)) ? -1 : hw->channels - 1;
 }
@@ -92,6 +93,7 @@ static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, 
     }
     m->open_row[g] = row;
     m->bank_ready[g] = start + occupy;
+    m->bank_ready_max = dmax(m->bank_ready_max, m->bank_ready[g]);
     double data = dmax(start + lat, m->bus_free[ch]);
     double done = data + burst;
     m->bus_free[ch] = done;
@@ -188,8 +190,8 @@ double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
     uint64_t *pend = m->spend, *hit = m->shit;
     memset(pend, 0, (size_t)words * sizeof *pend);
     memset(hit, 0, (size_t)words * sizeof *hit);
+    /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
     int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
-    for (int g = 0; g < m->nb; g++) bh[g] = -1;
     /* same mapping as sp_mem_map, with one division for bank and slot and the vectors-per-row
      * quotient cached across requests of equal size */
     const long nbl = m->nb;
