@@ -219,7 +219,13 @@ Test(timing, fast_frfcfs_matches_reference) {
             cr_assert_eq(a.hits, b.hits);
             cr_assert_eq(a.conflicts, b.conflicts);
             cr_assert_eq(a.busy_bus, b.busy_bus);
-            for (int g = 0; g < a.nb; g++) cr_assert_eq(a.bank_ready[g], b.bank_ready[g]);
+            double mx = 0;
+            for (int g = 0; g < a.nb; g++) {
+                cr_assert_eq(a.bank_ready[g], b.bank_ready[g]);
+                mx = a.bank_ready[g] > mx ? a.bank_ready[g] : mx;
+                cr_assert_eq(a.sbank[g], -1, "bank %d's window list is not empty after the batches", g);
+            }
+            cr_assert_eq(a.bank_ready_max, mx, "running max %g, max over the banks %g", a.bank_ready_max, mx);
             sp_mem_free(&a);
             sp_mem_free(&b);
         }
@@ -371,4 +377,53 @@ Test(timing, kmsb_contention_delays_thresholding) {
     sim_queries(hw, 16, k, 2, b);
     cr_assert_gt(b[0][SP_DESIGN_SPRINT].cycles, a[0][SP_DESIGN_SPRINT].cycles, "contention %g vs none %g",
                  b[0][SP_DESIGN_SPRINT].cycles, a[0][SP_DESIGN_SPRINT].cycles);
+}
+
+/* The analytical stream's counters and open rows, computed in closed form / with shifts, equal
+ * the per-bank loop and the sp_mem_map calls they replaced, for power-of-two and other bank
+ * counts and vectors per row. */
+Test(timing, stream_counters_and_rows_match_the_loops) {
+    const int chans[] = {8, 3}, banks[] = {8, 5}, rowb[] = {1024, 960}, bytes_[] = {8, 64, 24};
+    for (int ci = 0; ci < 2; ci++)
+        for (int bi = 0; bi < 2; bi++)
+            for (int ri = 0; ri < 2; ri++)
+                for (int yi = 0; yi < 3; yi++) {
+                    sp_hw hw = hw_default(1);
+                    hw.channels = chans[ci];
+                    hw.banks = banks[bi];
+                    hw.row_bytes = rowb[ri];
+                    int bytes = bytes_[yi], nb = hw.channels * hw.banks, vpr = hw.row_bytes / bytes;
+                    for (long n = 1; n < 3000; n += 1 + n / 7) {
+                        sp_mem st;
+                        memset(&st, 0, sizeof st);
+                        sp_mem_stream_time(&hw, n, bytes, &st);
+                        long act = 0, first = 0; /* the loop of memory.c before the closed form */
+                        for (int g = 0; g < nb && g < n; g++) {
+                            long ng = (n - g + nb - 1) / nb;
+                            act += (ng + vpr - 1) / vpr;
+                            first++;
+                        }
+                        cr_assert_eq(st.misses, (double)first, "n=%ld nb=%d vpr=%d", n, nb, vpr);
+                        cr_assert_eq(st.conflicts, (double)(act - first), "n=%ld nb=%d vpr=%d", n, nb, vpr);
+                        cr_assert_eq(st.hits, (double)(n - act), "n=%ld nb=%d vpr=%d", n, nb, vpr);
+                        /* a stream [from, from + n) leaves the rows sp_mem_map gives its last nb vectors */
+                        sp_mem m;
+                        sp_mem_init(&m, &hw);
+                        long from = n % 37;
+                        sp_mem_stream(&m, SP_REGION_V, from, from + n, bytes, 0.0);
+                        long long *want = malloc(sizeof *want * (size_t)nb);
+                        for (int g = 0; g < nb; g++) want[g] = -1;
+                        for (long v = from; v < from + n; v++) {
+                            sp_mem_req r = {v, SP_REGION_V, bytes};
+                            int g, c;
+                            long long row;
+                            sp_mem_map(&hw, &r, &g, &c, &row);
+                            want[g] = row;
+                        }
+                        for (int g = 0; g < nb; g++)
+                            cr_assert_eq(m.open_row[g], want[g], "n=%ld nb=%d vpr=%d bank %d", n, nb, vpr, g);
+                        free(want);
+                        sp_mem_free(&m);
+                    }
+                }
 }

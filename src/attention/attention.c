@@ -4,6 +4,8 @@
  * the softmax-weighted sum are accumulated in double and written as plain loops. */
 #include "sprint/attention.h"
 
+#include "attention/wsum.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,14 +97,12 @@ void sp_attn_softmax_wsum(const sp_attn_head *h, const int32_t *idx, const doubl
         e[j] = exp(scores[j] - mx);
         denom += e[j];
     }
+    for (int j = 0; j < n; j++) e[j] = e[j] / denom; /* the weights p_j */
+    /* out[c] = sum_j p_j v_j[c] in double, in key order (attention/wsum.h: vectorised over
+     * columns at the AVX-512 level, the same bits as the plain loop) */
     double acc[512];
     double *a = d <= 512 ? acc : sp_xcalloc((size_t)d, sizeof *a);
-    for (int c = 0; c < d; c++) a[c] = 0.0;
-    for (int j = 0; j < n; j++) {
-        double p = e[j] / denom;
-        const float *vr = h->v + (size_t)idx[j] * (size_t)h->ldv;
-        for (int c = 0; c < d; c++) a[c] += p * (double)vr[c];
-    }
+    sp_attn_wsum(d, n, idx, e, h->v, (long)h->ldv, a);
     for (int c = 0; c < d; c++) out_row[c] = (float)a[c];
     if (a != acc) free(a);
     if (e != ebuf) free(e);

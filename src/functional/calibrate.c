@@ -191,6 +191,8 @@ sp_status sp_calibrate(const sp_op_request *req, sp_thresholds **out, sp_error *
         int per_layer = kind == SP_POLICY_LAYER;
         double *thr = sp_xmalloc((size_t)cs.L * (size_t)cs.H, sizeof *thr);
         double q;
+        int q_probed = 0; /* as for delta below: the bisection's probe at the final q is reused */
+        double q_nll = 0, q_kept = 0;
         if (target > 0) {
             q = target;
         } else { /* smallest kept fraction q whose NLL is within budget */
@@ -199,26 +201,43 @@ sp_status sp_calibrate(const sp_op_request *req, sp_thresholds **out, sp_error *
                 double mid = 0.5 * (lo + hi);
                 fill_thresholds(thr, hist, cs.L, cs.H, per_layer, mid);
                 s = probe(&cs, thr, 0, &nll, &kept, err);
-                if (nll <= limit) hi = mid;
+                if (nll <= limit) hi = mid, q_probed = 1, q_nll = nll, q_kept = kept;
                 else lo = mid;
             }
             q = hi;
         }
         fill_thresholds(t->values, hist, cs.L, cs.H, per_layer, q);
-        if (s == SP_OK) s = probe(&cs, t->values, 0, &nll, &kept, err);
+        if (s == SP_OK && q_probed) {
+            nll = q_nll, kept = q_kept;
+            cs.max_evals--;
+            if (req->progress) req->progress(req->progress_user, "calibration evals", cs.evals, cs.max_evals);
+        } else if (s == SP_OK) {
+            s = probe(&cs, t->values, 0, &nll, &kept, err);
+        }
         free(thr);
         free(hist);
     } else {
         double lo = 0.0, hi = 32.0;
+        /* the probe at the final hi, when the bisection made one: a probe is a deterministic
+         * function of delta (fresh operator, same stories, any thread count), so evaluating
+         * it again would only repeat the same NLL and kept fraction */
+        int hi_probed = 0;
+        double hi_nll = 0, hi_kept = 0;
         for (int it = 0; it < iters && s == SP_OK; it++) {
             double mid = 0.5 * (lo + hi);
             s = probe(&cs, NULL, mid, &nll, &kept, err);
             int ok = target > 0 ? kept >= target : nll <= limit;
-            if (ok) hi = mid;
+            if (ok) hi = mid, hi_probed = 1, hi_nll = nll, hi_kept = kept;
             else lo = mid;
         }
         t->delta = hi;
-        if (s == SP_OK) s = probe(&cs, NULL, t->delta, &nll, &kept, err);
+        if (s == SP_OK && hi_probed) {
+            nll = hi_nll, kept = hi_kept;
+            cs.max_evals--; /* the final evaluation is not needed: progress ends at 100% */
+            if (req->progress) req->progress(req->progress_user, "calibration evals", cs.evals, cs.max_evals);
+        } else if (s == SP_OK) {
+            s = probe(&cs, NULL, t->delta, &nll, &kept, err);
+        }
     }
     sp_attn_op_free(dop);
     if (s != SP_OK) {

@@ -2,11 +2,34 @@
  * (paper sec. 1.2 [F]: Q, K, V are 8-bit; K is split into 4 MSB + 4 LSB; the query reaches
  * the crossbar through a DAC of unrecovered resolution). Choices: docs/functional.md. */
 #include <math.h>
+#include <string.h>
 
 #include "fn_internal.h"
+#include "functional/quant_simd.h"
+#include "functional/round.h"
+
+void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi);
+
+void sp_quant_row_level(sp_cpu_level level, const float *x, int d, float s, int8_t *xi) {
+    if (level >= SP_CPU_AVX512) {
+        sp_quant_row_avx512(x, d, s, xi);
+        return;
+    }
+    for (int c = 0; c < d; c++) {
+        double v = sp_round_half_away((double)x[c] / (double)s);
+        if (v > 127) v = 127; /* only reachable through rounding of mx / 127 */
+        if (v < -127) v = -127;
+        xi[c] = (int8_t)v;
+    }
+}
 
 void sp_quant_rows(const float *x, int n, int d, int ld, int per_row, const unsigned char *valid, int8_t *xi,
                    float *scales) {
+    sp_quant_rows_level(sp_cpu_detect(), x, n, d, ld, per_row, valid, xi, scales);
+}
+
+void sp_quant_rows_level(sp_cpu_level level, const float *x, int n, int d, int ld, int per_row,
+                         const unsigned char *valid, int8_t *xi, float *scales) {
     float tensor_max = 0.0f;
     if (!per_row)
         for (int i = 0; i < n; i++)
@@ -25,12 +48,9 @@ void sp_quant_rows(const float *x, int n, int d, int ld, int per_row, const unsi
         }
         float s = mx > 0.0f ? mx / 127.0f : 1.0f;
         scales[i] = s;
-        for (int c = 0; c < d; c++) {
-            double v = (valid && !valid[i]) ? 0.0 : round((double)r[c] / (double)s);
-            if (v > 127) v = 127; /* only reachable through rounding of mx / 127 */
-            if (v < -127) v = -127;
-            xi[(size_t)i * (size_t)d + (size_t)c] = (int8_t)v;
-        }
+        int8_t *out = xi + (size_t)i * (size_t)d;
+        if (valid && !valid[i]) memset(out, 0, (size_t)d);
+        else sp_quant_row_level(level, r, d, s, out);
     }
 }
 
@@ -42,7 +62,7 @@ double sp_dac_step(int dac_bits) {
 int sp_dac_level(int q, int dac_bits) {
     int M = (1 << (dac_bits - 1)) - 1;
     double step = sp_dac_step(dac_bits);
-    int mag = (int)round(fabs((double)q) / step);
+    int mag = (int)sp_round_half_away(fabs((double)q) / step);
     if (mag > M) mag = M;
     return q < 0 ? -mag : mag;
 }

@@ -259,9 +259,7 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
     /* the arrays are busy with this query's transposed reads until the last activation and
      * column read of its batch (bank_ready), not until the data has crossed the bus */
     {
-        double busy = issue;
-        const sp_mem *mm = &ss->mem[D];
-        for (int g = 0; g < mm->nb; g++) busy = dmax(busy, mm->bank_ready[g]);
+        double busy = dmax(issue, ss->mem[D].bank_ready_max); /* = the max over every bank */
         ds->kmsb_free = n > 1 ? busy : ds->kmsb_free;
     }
     ds->thr_end = thr_end;

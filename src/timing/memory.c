@@ -20,6 +20,7 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     for (int i = 0; i < m->nb; i++) m->open_row[i] = -1;
     m->bus_free = sp_xcalloc((size_t)hw->channels, sizeof *m->bus_free);
     m->sbank = sp_xmalloc((size_t)m->nb, sizeof *m->sbank);
+    for (int i = 0; i < m->nb; i++) m->sbank[i] = -1; /* every batch leaves the lists empty */
     m->c_bytes = -1;
     m->ch_mask = (hw->channels & (hw->channels - 1)) ? -1 : hw->channels - 1;
 }
@@ -66,6 +67,14 @@ void sp_mem_map(const sp_hw *hw, const sp_mem_req *r, int *bank, int *channel, l
 
 static double dmax(double a, double b) { return a > b ? a : b; }
 
+/* log2(x) when x is a power of two, else -1 (the mapping's divisions become shifts). */
+static int pow2_shift(long x) {
+    if (x <= 0 || (x & (x - 1))) return -1;
+    int k = 0;
+    while ((1L << k) < x) k++;
+    return k;
+}
+
 /* One access to bank g (channel ch) row `row` of `bytes` issued at t. */
 static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, double t) {
     const sp_hw *hw = m->hw;
@@ -92,6 +101,7 @@ static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, 
     }
     m->open_row[g] = row;
     m->bank_ready[g] = start + occupy;
+    m->bank_ready_max = dmax(m->bank_ready_max, m->bank_ready[g]);
     double data = dmax(start + lat, m->bus_free[ch]);
     double done = data + burst;
     m->bus_free[ch] = done;
@@ -169,13 +179,6 @@ double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t
     return last;
 }
 
-/* log2(x) when x is a power of two, else -1 (the mapping's divisions become shifts). */
-static int pow2_shift(long x) {
-    if (x <= 0 || (x & (x - 1))) return -1;
-    int k = 0;
-    while ((1L << k) < x) k++;
-    return k;
-}
 
 /* Fast FR-FCFS, same schedule as sp_mem_batch_reference: the window (the first queue_depth
  * waiting requests) is kept as bitmaps of waiting and row-hit requests plus one list per bank;
@@ -188,8 +191,8 @@ double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
     uint64_t *pend = m->spend, *hit = m->shit;
     memset(pend, 0, (size_t)words * sizeof *pend);
     memset(hit, 0, (size_t)words * sizeof *hit);
+    /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
     int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
-    for (int g = 0; g < m->nb; g++) bh[g] = -1;
     /* same mapping as sp_mem_map, with one division for bank and slot and the vectors-per-row
      * quotient cached across requests of equal size */
     const long nbl = m->nb;
@@ -262,12 +265,12 @@ double sp_mem_stream_time(const sp_hw *hw, long n, int bytes, sp_mem *st) {
     long rows = (n_b + vpr - 1) / vpr;
     double t_bank = hw->t_rcd_cyc + (double)(rows - 1) * (hw->t_rp_cyc + hw->t_rcd_cyc) + (double)(n_b - 1) * col + hw->t_cl_cyc + burst;
     if (st) {
-        long act = 0, first = 0;
-        for (int g = 0; g < nb && g < n; g++) {
-            long ng = (n - g + nb - 1) / nb;
-            act += (ng + vpr - 1) / vpr;
-            first++;
-        }
+        /* per bank g < min(nb, n): ng = ceil((n - g) / nb) vectors in ceil(ng / vpr) rows; with
+         * n = a nb + b that is a + 1 vectors for the b banks g < b and a for the others, so the
+         * sum over banks has two terms (the loop it replaced is in tests/test_timing.c) */
+        long a = n / nb, b = n % nb;
+        long first = n < nb ? n : nb;
+        long act = b * ((a + 1 + vpr - 1) / vpr) + (a > 0 ? (nb - b) * ((a + vpr - 1) / vpr) : 0);
         st->requests += (double)n;
         st->bytes += (double)n * bytes;
         st->misses += (double)first;
@@ -307,10 +310,14 @@ double sp_mem_stream(sp_mem *m, int region, long from, long to, int bytes, doubl
         c = (int)(((from + k) % nb) % w->channels);
         m->bus_free[c] = dmax(m->bus_free[c], free_at);
     }
+    /* the last nb vectors leave their rows open: sp_mem_map's bank v mod nb and row
+     * (region << 40) + (v / nb) / vpr, with shifts when nb and vpr are powers of two (v >= 0) */
+    int vpr = w->row_bytes / bytes;
+    SP_ASSERT(vpr >= 1);
+    int nb_sh = pow2_shift(nb), vpr_sh = pow2_shift(vpr);
     for (long v = to - nb > from ? to - nb : from; v < to; v++) {
-        sp_mem_req r = {v, region, bytes};
-        sp_mem_map(w, &r, &g, &c, &row);
-        m->open_row[g] = row;
+        long slot = nb_sh >= 0 ? v >> nb_sh : v / nb;
+        m->open_row[v - slot * nb] = ((long long)region << 40) + (vpr_sh >= 0 ? slot >> vpr_sh : slot / vpr);
     }
     return end;
 }

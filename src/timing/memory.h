@@ -22,6 +22,7 @@ typedef struct sp_mem {
     const sp_hw *hw;
     int nb;              /* banks in total (channels * banks) */
     double *bank_ready;  /* (nb) earliest next column command */
+    double bank_ready_max; /* max over bank_ready (each entry only grows, so the largest value set) */
     long long *open_row; /* (nb) -1 = closed */
     double *bus_free;    /* (channels) */
     /* statistics */
@@ -29,7 +30,7 @@ typedef struct sp_mem {
     /* scratch for batches */
     int *snext, *sprev;  /* batch scratch: list links (per-bank window lists) */
     uint64_t *spend, *shit; /* batch scratch: waiting / row-hit bitmaps of the window */
-    int *sbank;          /* (nb) head of each bank's window list */
+    int *sbank;          /* (nb) head of each bank's window list; all -1 between batches */
     int *sg;             /* bank of each batch request */
     long long *srow;     /* row of each batch request */
     int scratch_n;

@@ -1,0 +1,43 @@
+/* quant_avx512.c: one row of the 8-bit quantiser in AVX-512 F (quant_simd.h). */
+#include <stdint.h>
+
+void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define T512 __attribute__((target("avx512f,avx512vl,avx512bw")))
+
+T512 void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi) {
+    const __m512d vs = _mm512_set1_pd((double)s), half = _mm512_set1_pd(0.5), one = _mm512_set1_pd(1.0);
+    const __m512d hi = _mm512_set1_pd(127.0), lo = _mm512_set1_pd(-127.0);
+    const __m512i signmask = _mm512_set1_epi64((long long)0x8000000000000000ULL);
+    for (int c = 0; c < d; c += 8) {
+        int left = d - c;
+        __mmask8 m = left >= 8 ? (__mmask8)0xff : (__mmask8)((1u << left) - 1u);
+        __m512d y = _mm512_div_pd(_mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, x + c)), vs);
+        __m512d t = _mm512_roundscale_pd(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+        /* |y| >= 2^52 (or NaN): y itself, as round() returns it */
+        __mmask8 small = _mm512_cmp_pd_mask(_mm512_abs_pd(y), _mm512_set1_pd(4503599627370496.0), _CMP_LT_OQ);
+        __mmask8 away = _mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_sub_pd(y, t)), half, _CMP_GE_OQ);
+        __m512d step = _mm512_castsi512_pd(_mm512_or_epi64(_mm512_and_epi64(_mm512_castpd_si512(y), signmask),
+                                                           _mm512_castpd_si512(one))); /* copysign(1, y) */
+        __m512d r = _mm512_mask_add_pd(t, away, t, step);
+        r = _mm512_mask_mov_pd(y, small, r);
+        r = _mm512_mask_mov_pd(r, _mm512_cmp_pd_mask(r, hi, _CMP_GT_OQ), hi);
+        r = _mm512_mask_mov_pd(r, _mm512_cmp_pd_mask(r, lo, _CMP_LT_OQ), lo);
+        __m256i iv = _mm512_cvttpd_epi32(r); /* integral values; NaN -> INT_MIN, as cvttsd2si */
+        _mm_mask_storeu_epi8(xi + c, (__mmask16)m, _mm256_cvtepi32_epi8(iv));
+    }
+}
+#else
+#include <math.h>
+void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi) {
+    for (int c = 0; c < d; c++) {
+        double v = round((double)x[c] / (double)s);
+        if (v > 127) v = 127;
+        if (v < -127) v = -127;
+        xi[c] = (int8_t)v;
+    }
+}
+#endif

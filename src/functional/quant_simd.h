@@ -1,0 +1,19 @@
+/* quant_simd.h: the element loop of the 8-bit quantiser (sp_quant_rows, quant.c) at a chosen
+ * CPU level (internal). One row: xi[c] = clamp(round_half_away((double)x[c] / (double)s),
+ * -127, 127). The AVX-512 kernel divides 8 doubles at once (vdivpd is correctly rounded like
+ * divsd), truncates with vrndscalepd and steps away from zero where |y - t| >= 0.5 (exact), so
+ * every element gets the bits of the portable loop; NaN passes the clamps and converts as the
+ * scalar cast does. Tested bit for bit in tests/test_quant_simd.c. */
+#ifndef SPRINT_FUNCTIONAL_QUANT_SIMD_H
+#define SPRINT_FUNCTIONAL_QUANT_SIMD_H
+
+#include <stdint.h>
+
+#include "cpu/cpu.h"
+
+void sp_quant_row_level(sp_cpu_level level, const float *x, int d, float s, int8_t *xi);
+/* sp_quant_rows (fn_internal.h) at a chosen level. */
+void sp_quant_rows_level(sp_cpu_level level, const float *x, int n, int d, int ld, int per_row,
+                         const unsigned char *valid, int8_t *xi, float *scales);
+
+#endif
