@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "attention/sprint_exact.h"
-#include "attention/sprint_quant.h"
+#include "functional/quant_simd.h"
 #include "functional/fn_internal.h"
 #include "cpu/cpu.h"
 #include "sprint/cpu_attention.h"
@@ -275,9 +275,9 @@ Test(cpu_sprint, chunk_step_matches_portable_and_reference) {
     chunk_case(128, 400, 0.2, 24);
 }
 
-/* The vectorised quantisation equals sp_quant_rows (per-tensor scale) byte for byte: random
- * rows (d = 64 and 20, row stride > d, padding rows), and exact ties (max |x| = 127 gives scale
- * 1, so x = k + 0.5 must round away from zero). */
+/* The kernel's quantisation (sp_quant_rows_level at the detected level, per-tensor scale) equals
+ * the portable loop byte for byte: random rows (d = 64 and 20, row stride > d, padding rows), and
+ * exact ties (max |x| = 127 gives scale 1, so x = k + 0.5 must round away from zero). */
 Test(cpu_sprint, quantisation_matches_sp_quant_rows) {
     const int n = 37, ds[2] = {64, 20}, ld = 70;
     float *x = randn((size_t)n * ld, 31, 2.0f);
@@ -293,8 +293,8 @@ Test(cpu_sprint, quantisation_matches_sp_quant_rows) {
             int8_t a[37 * 64], b[37 * 64];
             float sa[37], sb[37];
             const unsigned char *vm = t == 1 ? valid : NULL;
-            sp_quant_rows(x, n, d, ld, 0, vm, a, sa);
-            sp_sx_quant_for(sp_cpu_detect())(x, n, d, ld, vm, b, sb);
+            sp_quant_rows_level(SP_CPU_PORTABLE, x, n, d, ld, 0, vm, a, sa);
+            sp_quant_rows_level(sp_cpu_detect(), x, n, d, ld, 0, vm, b, sb);
             cr_assert(!memcmp(sa, sb, sizeof sa), "scales differ (case %d, d %d)", t, d);
             for (int i = 0; i < n * d; i++) cr_assert_eq(a[i], b[i], "case %d d %d [%d]: %d vs %d", t, d, i, a[i], b[i]);
             if (t == 2) cr_assert_eq(sa[0], 1.0f);

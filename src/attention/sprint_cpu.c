@@ -2,7 +2,7 @@
  * paper sec. 1.3-1.5: in-memory screen on the 4 key MSBs, fetch survivors, recompute exactly,
  * threshold again, softmax).
  *
- *   1. Q and K are quantised to 8 bits (one scale per tensor, as quant.c; sprint_quant.h); the
+ *   1. Q and K are quantised to 8 bits (one scale per tensor: sp_quant_rows_level, quant.c); the
  *      key MSBs are packed two per byte (int_screen.h) and, for AMX, one per byte in tile order
  *      (int_screen_amx.h); the query reaches the "crossbar" as its 8-bit levels.
  *   2. Screen: the integer charge A_ij = sum_c q_ic m_jc, 32 queries x 64 keys per AMX step
@@ -33,7 +33,7 @@
 
 #include "attention/flash.h"
 #include "attention/sprint_exact.h"
-#include "attention/sprint_quant.h"
+#include "functional/quant_simd.h"
 #include "cpu/cpu.h"
 #include "functional/fn_internal.h"
 #include "functional/int_screen.h"
@@ -375,9 +375,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
-    sp_sx_quant_fn quant = sp_sx_quant_for(lv);
-    quant(h->q, nq, d, h->ldq, h->query_valid, qi, sq);
-    quant(h->k, nk, d, h->ldk, h->key_valid, ki, sk);
+    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
+    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
     int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
     for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     uint8_t *msb = sp_xmalloc(NK * D, 1);
