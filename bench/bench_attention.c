@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "fma_peak.h"
+#include "heads.h"
 #include "sprint/cpu_attention.h"
 #include "sprint/sim.h"
 
@@ -36,61 +37,9 @@ void openblas_set_num_threads(int num_threads);
 enum { K_FLASH, K_BLAS, K_SPRINT, K_N };
 static const char *KNAME[K_N] = {"flash", "openblas", "sprint"};
 
-typedef struct head {
-    int L, d, causal;
-    float *q, *k, *v;
-} head;
-
 static void die(const char *m) {
     fprintf(stderr, "bench_attention: %s\n", m);
     exit(1);
-}
-
-/* The simulator's BERT-L synthetic head (workload.* defaults), head index hi, L tokens. */
-static void gen_bert(head *h, int hi) {
-    sp_config cfg;
-    sp_config_defaults(&cfg);
-    sp_workload wl;
-    sp_error err = {0};
-    if (sp_workload_preset(&cfg, "BERT-L", &wl, &err) != SP_OK) die(err.msg);
-    wl.seq = h->L;
-    sp_workload_synth_head(&cfg, &wl, 0, hi, h->q, h->k, h->v);
-}
-
-/* Clustered: tokens come in runs of 32 sharing one of 16 centroids; a query is 3x its
- * centroid plus noise, a key its centroid plus noise, so each query attends to the keys of
- * its own cluster (~1/16 of the sequence). */
-static void gen_clustered(head *h, int hi) {
-    int L = h->L, d = h->d;
-    uint64_t s = 1000 + (uint64_t)hi;
-    for (int i = 0; i < L; i++) {
-        int cl = (int)(sp_rng_uniform(sp_rng_key(s, 1, (uint64_t)i / 32, 0, 0)) * 16);
-        for (int c = 0; c < d; c++) {
-            double cen = sp_rng_normal(sp_rng_key(s, 2, (uint64_t)cl, (uint64_t)c, 0));
-            size_t t = (size_t)i * d + c;
-            h->q[t] = (float)(3.0 * cen + 0.8 * sp_rng_normal(sp_rng_key(s, 3, (uint64_t)i, (uint64_t)c, 0)));
-            h->k[t] = (float)(cen + 0.8 * sp_rng_normal(sp_rng_key(s, 4, (uint64_t)i, (uint64_t)c, 0)));
-            h->v[t] = (float)sp_rng_normal(sp_rng_key(s, 5, (uint64_t)i, (uint64_t)c, 0));
-        }
-    }
-}
-
-static void head_make(head *h, int L, int d, int causal, const char *data, int hi) {
-    h->L = L, h->d = d, h->causal = causal;
-    h->q = malloc((size_t)L * d * sizeof(float));
-    h->k = malloc((size_t)L * d * sizeof(float));
-    h->v = malloc((size_t)L * d * sizeof(float));
-    if (!strcmp(data, "bert-l")) gen_bert(h, hi);
-    else gen_clustered(h, hi);
-}
-
-static void head_free(head *h) { free(h->q), free(h->k), free(h->v); }
-
-static sp_attn_head attn(const head *h, float *out) {
-    sp_attn_head a = {.n_q = h->L, .n_k = h->L, .d = h->d, .q = h->q, .k = h->k, .v = h->v, .out = out,
-                      .ldq = h->d, .ldk = h->d, .ldv = h->d, .ldo = h->d, .causal = h->causal,
-                      .scale = 1.0f / sqrtf((float)h->d)};
-    return a;
 }
 
 static int sample_row(int s, int L) { return (int)((long long)s * (L - 1) / (NSAMPLE - 1)); }
@@ -223,7 +172,7 @@ static void run_case(const head *h, const char *data, int threads, double thr, d
     openblas_set_num_threads(threads > 0 ? threads : omp_get_max_threads());
     sp_cpu_sprint_opts so = {.policy = SP_CPU_POLICY_FIXED, .threshold = thr, .margin_sigma = 3, .threads = threads};
     /* ---- checks ---- */
-    sp_attn_head a = attn(h, out[K_FLASH]);
+    sp_attn_head a = head_attn(h, out[K_FLASH]);
     if (sp_cpu_attention_dense(&a, threads, &err) != SP_OK) die(err.msg);
     blas_attention(h, out[K_BLAS], S);
     sp_cpu_sprint_opts chk = so;

@@ -28,62 +28,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "heads.h"
 #include "sprint/cpu_attention.h"
 #include "sprint/functional.h"
 #include "sprint/sim.h"
 
-typedef struct head {
-    int L, d, causal;
-    float *q, *k, *v;
-} head;
-
 static void die(const char *m) {
     fprintf(stderr, "bench_fn_op: %s\n", m);
     exit(1);
-}
-
-static void gen_bert(head *h, int hi) {
-    sp_config cfg;
-    sp_config_defaults(&cfg);
-    sp_workload wl;
-    sp_error err = {0};
-    if (sp_workload_preset(&cfg, "BERT-L", &wl, &err) != SP_OK) die(err.msg);
-    wl.seq = h->L;
-    sp_workload_synth_head(&cfg, &wl, 0, hi, h->q, h->k, h->v);
-}
-
-/* bench_attention's clustered generator: runs of 32 tokens share one of 16 centroids. */
-static void gen_clustered(head *h, int hi) {
-    int L = h->L, d = h->d;
-    uint64_t s = 1000 + (uint64_t)hi;
-    for (int i = 0; i < L; i++) {
-        int cl = (int)(sp_rng_uniform(sp_rng_key(s, 1, (uint64_t)i / 32, 0, 0)) * 16);
-        for (int c = 0; c < d; c++) {
-            double cen = sp_rng_normal(sp_rng_key(s, 2, (uint64_t)cl, (uint64_t)c, 0));
-            size_t t = (size_t)i * d + c;
-            h->q[t] = (float)(3.0 * cen + 0.8 * sp_rng_normal(sp_rng_key(s, 3, (uint64_t)i, (uint64_t)c, 0)));
-            h->k[t] = (float)(cen + 0.8 * sp_rng_normal(sp_rng_key(s, 4, (uint64_t)i, (uint64_t)c, 0)));
-            h->v[t] = (float)sp_rng_normal(sp_rng_key(s, 5, (uint64_t)i, (uint64_t)c, 0));
-        }
-    }
-}
-
-static void head_make(head *h, int L, int d, int causal, const char *data, int hi) {
-    h->L = L, h->d = d, h->causal = causal;
-    h->q = malloc((size_t)L * d * sizeof(float));
-    h->k = malloc((size_t)L * d * sizeof(float));
-    h->v = malloc((size_t)L * d * sizeof(float));
-    if (!strcmp(data, "bert-l")) gen_bert(h, hi);
-    else gen_clustered(h, hi);
-}
-
-static void head_free(head *h) { free(h->q), free(h->k), free(h->v); }
-
-static sp_attn_head attn(const head *h, float *out) {
-    sp_attn_head a = {.n_q = h->L, .n_k = h->L, .d = h->d, .q = h->q, .k = h->k, .v = h->v, .out = out,
-                      .ldq = h->d, .ldk = h->d, .ldv = h->d, .ldo = h->d, .causal = h->causal,
-                      .scale = 1.0f / sqrtf((float)h->d)};
-    return a;
 }
 
 static double thread_cpu_s(void) {
@@ -143,7 +95,7 @@ static sp_attn_op *make_op(const char *policy, double value, const char *impl, i
 /* Kept fraction of the fast op (masks only) on head h for the policy value. */
 static double kept_of(const head *h, const char *policy, double value, float *out) {
     sp_attn_op *op = make_op(policy, value, "fast", 0, 0);
-    sp_attn_head a = attn(h, out);
+    sp_attn_head a = head_attn(h, out);
     sp_error err = {0};
     if (op->run(op, &a, &err) != SP_OK) die(err.msg);
     double k = sp_attn_stats_kept_fraction(&op->stats[0]);
@@ -199,7 +151,7 @@ int main(int argc, char **argv) {
                                         make_op(pols[pi], value, "reference", 1, 1)};
                 sp_error err = {0};
                 /* check: fast against the reference on the timed head */
-                sp_attn_head a = attn(&h, out), b = attn(&h, out2);
+                sp_attn_head a = head_attn(&h, out), b = head_attn(&h, out2);
                 if (ops[K_STATS]->run(ops[K_STATS], &a, &err) != SP_OK) die(err.msg);
                 if (ops[K_REF]->run(ops[K_REF], &b, &err) != SP_OK) die(err.msg);
                 const sp_attn_stats *sf = &ops[K_STATS]->stats[0], *sr = &ops[K_REF]->stats[0];
@@ -215,7 +167,7 @@ int main(int argc, char **argv) {
                 int nr = reps < 64 ? reps : 64;
                 for (int r = 0; r < nr; r++)
                     for (int k = 0; k < K_N; k++) {
-                        sp_attn_head x = attn(&h, out);
+                        sp_attn_head x = head_attn(&h, out);
                         double t0 = thread_cpu_s();
                         if (k == K_FLASH) {
                             if (sp_cpu_attention_dense(&x, 1, &err) != SP_OK) die(err.msg);

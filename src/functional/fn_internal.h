@@ -125,6 +125,23 @@ typedef enum sp_fn_onchip_source {
     SP_FN_ONCHIP_ANCHORS = 2  /* first and last visible keys */
 } sp_fn_onchip_source;
 
+/* The keys the onchip policy estimates a query's max from (policy.onchip_source): the previous
+ * query's survivors below end and/or, when asked or when there are none, the first and last
+ * visible keys. Writes them to src (room for n_prev + 2) and returns their count. Shared by
+ * the reference and the fast operator. */
+static inline int sp_fn_onchip_sources(int onchip_source, const int32_t *prev, int n_prev, int end, int first_vis,
+                                       int last_vis, int32_t *src) {
+    int ns = 0;
+    if (onchip_source != SP_FN_ONCHIP_ANCHORS && n_prev > 0)
+        for (int t = 0; t < n_prev; t++)
+            if (prev[t] < end) src[ns++] = prev[t];
+    if (onchip_source != SP_FN_ONCHIP_PREV || ns == 0) {
+        src[ns++] = first_vis;
+        src[ns++] = last_vis;
+    }
+    return ns;
+}
+
 typedef struct sp_fn_params {
     int mode;             /* sp_fn_mode */
     int arith_hw;         /* sprint.arith = hw */

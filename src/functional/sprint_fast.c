@@ -267,14 +267,8 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
         else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
         else {
-            int ns = 0;
-            if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0)
-                for (int t = 0; t < w->n_prev; t++)
-                    if (w->prev[t] < Q->end) w->src[ns++] = w->prev[t];
-            if (P->onchip_source != SP_FN_ONCHIP_PREV || ns == 0) {
-                w->src[ns++] = Q->first_vis;
-                w->src[ns++] = Q->last_vis;
-            }
+            int ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
+                                          w->src);
             if (Q->Srow) {
                 fx_scores(C, w, Q, w->src, ns, w->ssc);
             } else { /* the query's first list: nothing cached yet, score all and cache them */

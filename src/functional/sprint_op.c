@@ -573,14 +573,7 @@ static fn_memref memory_reference(const fn_call *C, fn_work *w, const fn_query *
     else if (kind == SP_POLICY_ONCHIP) {
         /* estimate of the max from keys already on chip: the previous query's survivors
          * and/or the first and last visible keys */
-        int ns = 0;
-        if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0)
-            for (int t = 0; t < w->n_prev; t++)
-                if (w->prev[t] < Q->end) w->src[ns++] = w->prev[t];
-        if (P->onchip_source != SP_FN_ONCHIP_PREV || ns == 0) {
-            w->src[ns++] = Q->first_vis;
-            w->src[ns++] = Q->last_vis;
-        }
+        int ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis, w->src);
         double est = -INFINITY;
         if (C->mode == SP_FN_SPRINT) {
             est = screened_max(C, w, Q, w->src, ns);

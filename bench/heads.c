@@ -1,0 +1,59 @@
+/* heads.c: the synthetic heads shared by bench_attention and bench_fn_op (heads.h). */
+#include "heads.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sprint/sim.h"
+
+static void gen_bert(head *h, int hi) {
+    sp_config cfg;
+    sp_config_defaults(&cfg);
+    sp_workload wl;
+    sp_error err = {0};
+    if (sp_workload_preset(&cfg, "BERT-L", &wl, &err) != SP_OK) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        exit(1);
+    }
+    wl.seq = h->L;
+    sp_workload_synth_head(&cfg, &wl, 0, hi, h->q, h->k, h->v);
+}
+
+static void gen_clustered(head *h, int hi) {
+    int L = h->L, d = h->d;
+    uint64_t s = 1000 + (uint64_t)hi;
+    for (int i = 0; i < L; i++) {
+        int cl = (int)(sp_rng_uniform(sp_rng_key(s, 1, (uint64_t)i / 32, 0, 0)) * 16);
+        for (int c = 0; c < d; c++) {
+            double cen = sp_rng_normal(sp_rng_key(s, 2, (uint64_t)cl, (uint64_t)c, 0));
+            size_t t = (size_t)i * d + c;
+            h->q[t] = (float)(3.0 * cen + 0.8 * sp_rng_normal(sp_rng_key(s, 3, (uint64_t)i, (uint64_t)c, 0)));
+            h->k[t] = (float)(cen + 0.8 * sp_rng_normal(sp_rng_key(s, 4, (uint64_t)i, (uint64_t)c, 0)));
+            h->v[t] = (float)sp_rng_normal(sp_rng_key(s, 5, (uint64_t)i, (uint64_t)c, 0));
+        }
+    }
+}
+
+void head_make(head *h, int L, int d, int causal, const char *data, int hi) {
+    h->L = L, h->d = d, h->causal = causal;
+    h->q = malloc((size_t)L * d * sizeof(float));
+    h->k = malloc((size_t)L * d * sizeof(float));
+    h->v = malloc((size_t)L * d * sizeof(float));
+    if (!h->q || !h->k || !h->v) {
+        fprintf(stderr, "bench: out of memory for a %d x %d head\n", L, d);
+        exit(1);
+    }
+    if (!strcmp(data, "bert-l")) gen_bert(h, hi);
+    else gen_clustered(h, hi);
+}
+
+void head_free(head *h) { free(h->q), free(h->k), free(h->v); }
+
+sp_attn_head head_attn(const head *h, float *out) {
+    sp_attn_head a = {.n_q = h->L, .n_k = h->L, .d = h->d, .q = h->q, .k = h->k, .v = h->v, .out = out,
+                      .ldq = h->d, .ldk = h->d, .ldv = h->d, .ldo = h->d, .causal = h->causal,
+                      .scale = 1.0f / sqrtf((float)h->d)};
+    return a;
+}
