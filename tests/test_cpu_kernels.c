@@ -12,6 +12,7 @@
 #include "attention/flash.h"
 #include "cpu/cpu.h"
 #include "cpu/gemm.h"
+#include "sprint/cpu_attention.h"
 #include "helpers.h"
 
 static float *randn(size_t n, uint64_t seed, float sd) {
@@ -60,6 +61,21 @@ Test(cpu, environment_override) {
         snprintf(needle, sizeof needle, "cpu kernels: %s", want);
         cr_assert(strstr(out, needle), "SPRINT_CPU=%s: expected '%s' in: %s", cases[i][0], needle, out);
     }
+}
+
+/* --version names the integer screen: SPRINT_AMX=0 turns the AMX tiles off, and with it on the
+ * report follows sp_cpu_attention_amx (the CPU's and the OS's offer). */
+Test(cpu, version_names_the_screen) {
+    if (getenv("SPRINT_CPU") || getenv("SPRINT_AMX")) cr_skip_test("SPRINT_CPU or SPRINT_AMX is set");
+    char out[256] = {0}, errb[256];
+    setenv("SPRINT_AMX", "0", 1);
+    int rc = th_run_sprint("--version", out, sizeof out, errb, sizeof errb);
+    unsetenv("SPRINT_AMX");
+    cr_assert_eq(rc, 0, "%s", errb);
+    cr_assert(strstr(out, "integer screen: simd"), "SPRINT_AMX=0: %s", out);
+    rc = th_run_sprint("--version", out, sizeof out, errb, sizeof errb);
+    cr_assert_eq(rc, 0, "%s", errb);
+    cr_assert(strstr(out, sp_cpu_attention_amx() ? "integer screen: amx-int8" : "integer screen: simd"), "%s", out);
 }
 
 /* One tile at every level against the portable tile: random scores, a causal limit per row, a

@@ -39,7 +39,8 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("sprint %s (cpu kernels: %s)\n", SP_VERSION, sp_cpu_attention_level());
+        printf("sprint %s (cpu kernels: %s; integer screen: %s)\n", SP_VERSION, sp_cpu_attention_level(),
+               sp_cpu_attention_amx() ? "amx-int8" : "simd");
         return 0;
     }
     for (size_t i = 0; i < NCMD; i++)

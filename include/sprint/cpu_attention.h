@@ -24,6 +24,10 @@ extern "C" {
 /* Name of the kernel level in use: "portable", "avx2" or "avx512" (static string). */
 const char *sp_cpu_attention_level(void);
 
+/* 1 when the SPRINT kernel's integer screen runs on AMX-INT8 tiles (the CPU and the OS offer
+ * them, the level is avx512 and SPRINT_AMX is not "0"), else 0. */
+int sp_cpu_attention_amx(void);
+
 /* Dense attention softmax(scale q.k) v into h->out with `threads` threads (<= 0: all cores).
  * SP_ERR_ARG on a bad head or d > 512; SP_ERR_DATA on non-finite inputs or scores that could
  * leave the fp32 range. */

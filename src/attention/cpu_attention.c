@@ -4,8 +4,11 @@
 
 #include "attention/flash.h"
 #include "cpu/cpu.h"
+#include "functional/int_screen_amx.h"
 
 const char *sp_cpu_attention_level(void) { return sp_cpu_level_name(sp_cpu_detect()); }
+
+int sp_cpu_attention_amx(void) { return sp_iscreen_amx_available(); }
 
 sp_status sp_cpu_attention_dense(const sp_attn_head *h, int threads, sp_error *err) {
     return sp_flash_attention(h, threads, sp_cpu_detect(), err);
