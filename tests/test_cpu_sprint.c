@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attention/sprint_exact.h"
+#include "helpers.h"
 #include "functional/quant_simd.h"
 #include "functional/fn_internal.h"
 #include "cpu/cpu.h"
@@ -101,7 +102,7 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
     cr_assert(diff <= 2, "kept masks differ in %ld pairs (float vs double rounding at the threshold)", diff);
     cr_assert(fabs(st.pairs_kept - rst.pairs_kept) <= 2);
     double md = 0;
-    for (size_t t = 0; t < N; t++) md = fmax(md, fabs((double)o1[t] - o_ref[t]));
+    for (size_t t = 0; t < N; t++) md = th_maxerr(md, fabs((double)o1[t] - o_ref[t]));
     cr_assert(md <= (diff ? 5e-2 : 2e-5), "max |out - reference| = %g (kept masks differ in %ld pairs)", md, diff);
     cr_assert(st.pairs_kept < st.pairs_visible || thr == -INFINITY, "nothing pruned: the test would be vacuous");
     /* 2 threads and every CPU level: the same bits (levels: within float rounding) */
@@ -249,7 +250,7 @@ static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
         double md = 0;
         for (int c = 0; c < d; c++) {
             out[f][c] = acc[c] / l;
-            md = fmax(md, fabs(out[f][c] - ref[c] / den));
+            md = th_maxerr(md, fabs(out[f][c] - ref[c] / den));
         }
         cr_assert(md < 2e-5, "level %d: max |out - double reference| = %g", f, md);
         free(mark);

@@ -292,7 +292,7 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
  * [0, R) keep their K (and, once a query keeps them, their V) on chip, fetched once per head;
  * K [R, scored) streams for every query and a survivor's V >= R is fetched for every query that
  * keeps it. Survivors = the record's kept set. */
-static int pruning_scores_all(const sp_hw *hw) { return hw->pruning_masked && hw->baseline_dataflow != 2; }
+static int pruning_scores_all(const sp_hw *hw) { return hw->pruning_masked; }
 
 static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
     const sp_hw *hw = &h->hw[s];
