@@ -249,6 +249,43 @@ Test(designs, reuse_share_bounds_residency) {
     }
 }
 
+/* sp_sim_regular_results + sp_sim_head_use_regular: a head that adds the shared regular-design
+ * results gives every design's result with the same bits as a head that simulates them (padded,
+ * causal and plain shapes, scale 3). A head with no shared results is the reference. */
+Test(designs, shared_regular_designs_match_per_head) {
+    const sp_head_shape shapes[3] = {{.n_k = 300, .d = 64, .causal = 0, .n_valid = 200},
+                                     {.n_k = 257, .d = 32, .causal = 1, .n_valid = 257},
+                                     {.n_k = 90, .d = 128, .causal = 0, .n_valid = 90}};
+    for (int k = 0; k < 3; k++) {
+        sp_hw hw[3];
+        unsigned mask;
+        hw_sizes(hw, &mask, NULL);
+        const sp_head_shape *sh = &shapes[k];
+        static sp_design_result reg[3][SP_DESIGN_COUNT], a[3][SP_DESIGN_COUNT], b[3][SP_DESIGN_COUNT];
+        sp_sim_regular_results(hw, 7u, sh, reg);
+        memset(a, 0, sizeof a);
+        memset(b, 0, sizeof b);
+        for (int shared = 0; shared < 2; shared++) {
+            sp_sim_head *h = sp_sim_head_create(hw, 7u, sh);
+            if (shared) sp_sim_head_use_regular(h, (const sp_design_result(*)[SP_DESIGN_COUNT])reg);
+            int32_t idx[8];
+            for (int i = 0; i < sh->n_valid; i++) {
+                int m = 0;
+                for (int j = i - 3; j <= i + 3; j++)
+                    if (j >= 0 && j < sh->n_valid && (!sh->causal || j <= i)) idx[m++] = j;
+                sp_query_record r = {.qi = i, .pos = i, .n_k = sh->n_k, .n_visible = sh->causal ? i + 1 : sh->n_valid,
+                                     .n_mem_kept = m, .mem_kept = idx, .n_kept = m, .kept = idx};
+                sp_sim_head_query(h, &r);
+            }
+            sp_sim_head_finish(h, 3.0, shared ? b : a, NULL);
+            sp_sim_head_free(h);
+        }
+        cr_assert(!memcmp(a, b, sizeof a), "shape %d: shared regular designs change a result", k);
+        cr_assert_gt(a[0][SP_DESIGN_BASELINE].cycles, 0);
+        cr_assert_gt(a[0][SP_DESIGN_MASK_ONLY].bytes_read, 0);
+    }
+}
+
 Test(designs, residency_lru_and_fifo) {
     sp_residency r;
     const int32_t seq[] = {0, 2, 0, 4, 2, 0};

@@ -187,6 +187,14 @@ void sp_sim_head_query(sp_sim_head *h, const sp_query_record *rec);
  * (times scale) into res[size][design] (SP_SIZE_COUNT x SP_DESIGN_COUNT) and stats. */
 void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_DESIGN_COUNT], sp_wl_stats *stats);
 void sp_sim_head_free(sp_sim_head *h);
+/* The regular designs (baseline-paper, baseline-tiled, mask-only) depend only on the head's
+ * shape and the hardware, not on its records: sp_sim_regular_results simulates them once for a
+ * static shape into reg[size][design] (unscaled; only those three designs are set), and
+ * sp_sim_head_use_regular makes a head of the same shape and hardware add reg (times its
+ * scale) instead of simulating them again, with the same bits. reg must outlive the head. */
+void sp_sim_regular_results(const sp_hw *hw, unsigned sizes_mask, const sp_head_shape *shape,
+                            sp_design_result reg[][SP_DESIGN_COUNT]);
+void sp_sim_head_use_regular(sp_sim_head *h, const sp_design_result (*reg)[SP_DESIGN_COUNT]);
 
 /* ---- observer for ops run by someone else (real-model traces) -------------------------- */
 typedef struct sp_sim_observer sp_sim_observer;

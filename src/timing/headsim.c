@@ -55,6 +55,7 @@ struct sp_sim_head {
     int n_prev, has_prev;
     int32_t *last_kept;        /* kept set of the last query record (the pruning design's padded queries) */
     int n_last_kept;
+    const sp_design_result (*reg)[SP_DESIGN_COUNT]; /* shared regular-design results, or NULL */
     sp_wl_stats st;
     sp_mem_req *reqs;
     size_t reqs_cap;
@@ -530,6 +531,24 @@ static void tiled(sp_sim_head *h, int s, sp_design D, long n) {
     }
 }
 
+static int is_regular(int D) { return D == SP_DESIGN_BASELINE || D == SP_DESIGN_TILED || D == SP_DESIGN_MASK_ONLY; }
+
+void sp_sim_regular_results(const sp_hw *hw, unsigned sizes_mask, const sp_head_shape *shape,
+                            sp_design_result reg[][SP_DESIGN_COUNT]) {
+    sp_sim_head *h = sp_sim_head_create(hw, sizes_mask, shape);
+    memset(reg, 0, SP_SIZE_COUNT * sizeof *reg);
+    sp_sim_head_finish(h, 1.0, reg, NULL); /* no records: only the regular designs are meaningful */
+    sp_sim_head_free(h);
+    for (int s = 0; s < SP_SIZE_COUNT; s++)
+        for (int D = 0; D < SP_DESIGN_COUNT; D++)
+            if (!is_regular(D)) memset(&reg[s][D], 0, sizeof reg[s][D]);
+}
+
+void sp_sim_head_use_regular(sp_sim_head *h, const sp_design_result (*reg)[SP_DESIGN_COUNT]) {
+    SP_ASSERT(!h->dynamic); /* a trace learns its shape from the records */
+    h->reg = reg;
+}
+
 void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_DESIGN_COUNT], sp_wl_stats *stats) {
     long n = h->dynamic ? h->max_pos + 1 : h->sh.n_k;
     long nvalid = h->dynamic ? n : h->sh.n_valid;
@@ -537,13 +556,15 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
     for (int s = 0; s < SP_SIZE_COUNT; s++) {
         if (!(h->mask & (1u << s))) continue;
         size_state *ss = &h->s[s];
-        if (n > 0) {
+        if (n > 0 && !h->reg) {
             /* baseline-paper: the dataflow of chip.baseline_dataflow, with or without the
              * masked pairs (chip.baseline_masked_pairs) */
             if (h->hw[s].baseline_dataflow == 2) tiled(h, s, SP_DESIGN_BASELINE, n);
             else regular_stream(h, s, SP_DESIGN_BASELINE, n, nvalid, h->sh.causal, !h->hw[s].baseline_masked);
             regular_stream(h, s, SP_DESIGN_MASK_ONLY, n, nvalid, h->sh.causal, 1);
             tiled(h, s, SP_DESIGN_TILED, n);
+        }
+        if (n > 0) {
             /* pruning design scoring padded pairs: the padded queries (after the valid tokens),
              * which the functional op does not record, keep what the last valid query kept */
             if (pruning_scores_all(&h->hw[s]))
@@ -555,6 +576,10 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
                 }
         }
         for (int D = 0; D < SP_DESIGN_COUNT; D++) {
+            if (h->reg && is_regular(D)) {
+                sp_design_result_add(&res[s][D], &h->reg[s][D], scale);
+                continue;
+            }
             dstate *ds = &ss->d[D];
             sp_mem *m = &ss->mem[D];
             /* traffic equals the bytes of the requests the memory served, every request is one

@@ -133,6 +133,11 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
     openblas_set_num_threads(1);
     int done = 0;
     const int n = wl->seq, d = wl->d, nvalid = n - (int)(wl->padding * n + 0.5);
+    /* every sampled head has the same shape: the regular designs (baselines, mask-only) are
+     * simulated once and shared (sp_sim_head_use_regular; the same bits as per head) */
+    const sp_head_shape shape = {.n_k = n, .d = d, .causal = wl->causal, .n_valid = nvalid};
+    sp_design_result(*reg)[SP_DESIGN_COUNT] = sp_xcalloc(SP_SIZE_COUNT, sizeof *reg);
+    sp_sim_regular_results(hw, out->sizes_mask, &shape, reg);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int i = 0; i < nh; i++) {
         int layer, head;
@@ -142,8 +147,8 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
         unsigned char *valid = sp_xmalloc((size_t)n, 1);
         for (int t = 0; t < n; t++) valid[t] = t < nvalid;
         sp_workload_synth_head(cfg, wl, layer, head, q, k, v);
-        sp_head_shape sh = {.n_k = n, .d = d, .causal = wl->causal, .n_valid = nvalid};
-        sp_sim_head *sim = sp_sim_head_create(hw, out->sizes_mask, &sh);
+        sp_sim_head *sim = sp_sim_head_create(hw, out->sizes_mask, &shape);
+        sp_sim_head_use_regular(sim, (const sp_design_result(*)[SP_DESIGN_COUNT])reg);
         ctx.slot[layer * wl->heads + head] = sim;
         sp_attn_head ah = {.layer = layer, .head = head, .kv_head = head, .seq_id = i, .n_q = n, .n_k = n, .d = d,
                            .q = q, .k = k, .v = v, .out = outb, .ldq = d, .ldk = d, .ldv = d, .ldo = d,
@@ -202,7 +207,7 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
     /* the summed, scaled totals must still be consistent (each head was checked at its finish) */
     for (int s = 0; s < SP_SIZE_COUNT; s++)
         for (int D = 0; D < SP_DESIGN_COUNT; D++) sp_design_result_check(&out->r[s][D]);
-    free(per), free(pst), free(hst), free(herr), free(ctx.slot);
+    free(reg), free(per), free(pst), free(hst), free(herr), free(ctx.slot);
     sp_attn_op_free(op);
     out->seconds = sp_now_seconds() - t0;
     return st;
