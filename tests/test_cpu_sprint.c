@@ -257,15 +257,6 @@ static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
     }
     cr_assert(abs(nkept[0] - nkept[1]) <= 1, "kept %d (portable) vs %d", nkept[0], nkept[1]);
     for (int c = 0; c < d; c++) cr_assert_float_eq(out[0][c], out[1][c], 2e-5, "[%d]", c);
-    /* the whole-row entry points (sp_sx_row_*) over the same list: the same result */
-    sp_sx_row_fn rows[2] = {sp_sx_row_portable, sp_sx_row_for(sp_cpu_detect(), d)};
-    float *pbuf = malloc((size_t)(nk + 16) * sizeof *pbuf), ro[128];
-    for (int f = 0; f < 2; f++) {
-        int r = rows[f](q, k, d, v, d, d, idx, n, thr, ro, sbuf, pbuf, kept);
-        cr_assert(abs(r - nkept[0]) <= 1, "row function %d kept %d vs %d", f, r, nkept[0]);
-        for (int c = 0; c < d; c++) cr_assert_float_eq(ro[c], out[0][c], 2e-5, "row function %d [%d]", f, c);
-    }
-    free(pbuf);
     free(q), free(k), free(v), free(idx), free(kept), free(sbuf);
 }
 

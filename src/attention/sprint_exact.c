@@ -7,42 +7,6 @@
 
 #include "attention/flash.h"
 
-int sp_sx_row_portable(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
-                       int n, float thr, float *out, float *sbuf, float *pbuf, int32_t *kept) {
-    float mx = -INFINITY;
-    const float th = thr > -FLT_MAX ? thr : -FLT_MAX;
-    int nk = 0;
-    for (int t = 0; t < n; t++) {
-        const float *kr = k + (size_t)idx[t] * (size_t)ldk;
-        float s = 0.0f;
-        for (int c = 0; c < d; c++) s += q[c] * kr[c];
-        if (s >= th) {
-            sbuf[nk] = s;
-            kept[nk++] = idx[t];
-            mx = s > mx ? s : mx;
-        }
-    }
-    memset(out, 0, (size_t)d * sizeof *out);
-    if (nk == 0) return 0;
-    float sum = 0.0f;
-    for (int t = 0; t < nk; t++) {
-        pbuf[t] = sp_flash_exp2(sbuf[t] - mx);
-        sum += pbuf[t];
-    }
-    for (int t = 0; t < nk; t++) {
-        const float *vr = v + (size_t)kept[t] * (size_t)ldv;
-        for (int c = 0; c < d; c++) out[c] += pbuf[t] * vr[c];
-    }
-    float inv = 1.0f / sum;
-    for (int c = 0; c < d; c++) out[c] *= inv;
-    return nk;
-}
-
-sp_sx_row_fn sp_sx_row_for(sp_cpu_level level, int d) {
-    if (level >= SP_CPU_AVX512 && d % 16 == 0) return sp_sx_row_avx512;
-    return sp_sx_row_portable;
-}
-
 int sp_sx_chunk_portable(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
                          int n, float thr, float *m, float *l, float *acc, float *sbuf, int32_t *kept) {
     const float th = thr > -FLT_MAX ? thr : -FLT_MAX;

@@ -9,24 +9,7 @@
 
 #include "cpu/cpu.h"
 
-/* q: the query prescaled to log2 units (scale log2 e q), d floats; k, v: the head's keys and
- * values (row strides ldk, ldv); idx[0..n): survivor key indices; thr: the exact threshold in
- * log2 units (-inf: keep every survivor). Writes out (d) = softmax-weighted sum of V over the
- * survivors whose fp32 score s = q.k_j >= thr (zero row when none), kept[0..return) = their
- * indices (ascending). sbuf, pbuf: scratch of n + 16 floats. */
-typedef int (*sp_sx_row_fn)(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
-                            const int32_t *idx, int n, float thr, float *out, float *sbuf, float *pbuf,
-                            int32_t *kept);
-int sp_sx_row_portable(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
-                       int n, float thr, float *out, float *sbuf, float *pbuf, int32_t *kept);
-int sp_sx_row_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
-                     int n, float thr, float *out, float *sbuf, float *pbuf, int32_t *kept); /* d % 16 == 0 */
-sp_sx_row_fn sp_sx_row_for(sp_cpu_level level, int d);
-
-/* (sp_sx_row_* is no longer called by sprint_cpu.c, which uses the chunk step below; it stays
- * as a tested whole-row entry point.) */
-
-/* The same digital stage as an online-softmax step over one key chunk, so that a block of
+/* The digital stage as an online-softmax step over one key chunk, so that a block of
  * queries can visit the chunk's K and V rows while they sit in L1 (sprint_cpu.c): scores of the
  * survivors idx[0..n) (fp32, s = q.k_j), kept when s >= thr; with nk kept (written to
  * sbuf[0..nk) and kept[0..nk), ascending as idx) the running max *m, the running sum *l and

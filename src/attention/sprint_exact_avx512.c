@@ -35,26 +35,6 @@
         (out) = ST_PS(e0, e1, 0x88, 0xDD);                                                        \
     } while (0)
 
-/* d = 64: the query in 4 registers, 4 FMAs per key. */
-#define DOT64(i)                                                                                  \
-    __m512 a##i;                                                                                  \
-    do {                                                                                          \
-        const float *kr = k + (size_t)key[i] * ldk;                                               \
-        __m512 s0 = _mm512_mul_ps(q0, _mm512_loadu_ps(kr)), s1 = _mm512_mul_ps(q1, _mm512_loadu_ps(kr + 16)); \
-        s0 = _mm512_fmadd_ps(q2, _mm512_loadu_ps(kr + 32), s0);                                   \
-        s1 = _mm512_fmadd_ps(q3, _mm512_loadu_ps(kr + 48), s1);                                   \
-        a##i = _mm512_add_ps(s0, s1);                                                             \
-    } while (0)
-
-T512 static inline __attribute__((always_inline)) __m512 dot16_64(__m512 q0, __m512 q1, __m512 q2, __m512 q3, const float *k, size_t ldk,
-                                   const int32_t *key) {
-    DOT64(0); DOT64(1); DOT64(2); DOT64(3); DOT64(4); DOT64(5); DOT64(6); DOT64(7);
-    DOT64(8); DOT64(9); DOT64(10); DOT64(11); DOT64(12); DOT64(13); DOT64(14); DOT64(15);
-    __m512 out;
-    TREE16(out, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
-    return out;
-}
-
 /* any d % 16 == 0 */
 #define DOTG(i)                                                                                   \
     __m512 a##i;                                                                                  \
@@ -73,88 +53,10 @@ T512 static inline __attribute__((always_inline)) __m512 dot16(const float *q, c
     return out;
 }
 
-T512 int sp_sx_row_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
-                          const int32_t *idx, int n, float thr, float *out, float *sbuf, float *pbuf,
-                          int32_t *kept) {
-    const __m512 th = _mm512_set1_ps(thr > -FLT_MAX ? thr : -FLT_MAX);
-    const __m512 q0 = _mm512_loadu_ps(q), q1 = d == 64 ? _mm512_loadu_ps(q + 16) : q0;
-    const __m512 q2 = d == 64 ? _mm512_loadu_ps(q + 32) : q0, q3 = d == 64 ? _mm512_loadu_ps(q + 48) : q0;
-    __m512 mx = _mm512_set1_ps(-INFINITY);
-    int nk = 0;
-    for (int t0 = 0; t0 < n; t0 += 16) {
-        int m = n - t0 < 16 ? n - t0 : 16;
-        int32_t key[16];
-        /* tree input i = a + 4b lands in output lane 4a + b: load survivor 4a + b there */
-        static const int8_t LANE[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
-        if (m == 16)
-            for (int i = 0; i < 16; i++) key[i] = idx[t0 + LANE[i]];
-        else
-            for (int i = 0; i < 16; i++) key[i] = idx[t0 + (LANE[i] < m ? LANE[i] : 0)];
-        __m512 s = d == 64 ? dot16_64(q0, q1, q2, q3, k, (size_t)ldk, key) : dot16(q, k, ldk, d, key);
-        __mmask16 km = _mm512_cmp_ps_mask(s, th, _CMP_GE_OQ) & (__mmask16)((1u << m) - 1u);
-        mx = _mm512_mask_max_ps(mx, km, mx, s);
-        /* compress in registers, then a full store (compress-to-memory is slow on Intel;
-         * the buffers have 16 floats of slack) */
-        _mm512_storeu_ps(sbuf + nk, _mm512_maskz_compress_ps(km, s));
-        _mm512_storeu_si512((void *)(kept + nk), _mm512_maskz_compress_epi32(km, _mm512_loadu_si512((const void *)(idx + t0))));
-        nk += __builtin_popcount(km);
-    }
-    if (nk == 0) {
-        memset(out, 0, (size_t)d * sizeof *out);
-        return 0;
-    }
-    const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-    __m512 sum = _mm512_setzero_ps();
-    for (int t = 0; t < nk; t += 16) {
-        __mmask16 lm = nk - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nk - t)) - 1u);
-        __m512 p = _mm512_maskz_mov_ps(lm, exp2_512(_mm512_sub_ps(_mm512_maskz_loadu_ps(lm, sbuf + t), mv)));
-        sum = _mm512_add_ps(sum, p);
-        _mm512_storeu_ps(pbuf + t, p);
-    }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-    int c0 = 0;
-    for (; c0 + 64 <= d; c0 += 64) {
-        /* two keys per step into two sets of accumulators: the FMA latency is hidden */
-        __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
-        int t = 0;
-        for (; t + 2 <= nk; t += 2) {
-            const float *vr = v + (size_t)kept[t] * (size_t)ldv + c0;
-            const float *wr = v + (size_t)kept[t + 1] * (size_t)ldv + c0;
-            __m512 p = _mm512_set1_ps(pbuf[t]), p2 = _mm512_set1_ps(pbuf[t + 1]);
-            o0 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr), o0);
-            o1 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 16), o1);
-            o2 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 32), o2);
-            o3 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 48), o3);
-            e0 = _mm512_fmadd_ps(p2, _mm512_loadu_ps(wr), e0);
-            e1 = _mm512_fmadd_ps(p2, _mm512_loadu_ps(wr + 16), e1);
-            e2 = _mm512_fmadd_ps(p2, _mm512_loadu_ps(wr + 32), e2);
-            e3 = _mm512_fmadd_ps(p2, _mm512_loadu_ps(wr + 48), e3);
-        }
-        if (t < nk) {
-            const float *vr = v + (size_t)kept[t] * (size_t)ldv + c0;
-            __m512 p = _mm512_set1_ps(pbuf[t]);
-            o0 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr), o0);
-            o1 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 16), o1);
-            o2 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 32), o2);
-            o3 = _mm512_fmadd_ps(p, _mm512_loadu_ps(vr + 48), o3);
-        }
-        _mm512_storeu_ps(out + c0, _mm512_mul_ps(_mm512_add_ps(o0, e0), inv));
-        _mm512_storeu_ps(out + c0 + 16, _mm512_mul_ps(_mm512_add_ps(o1, e1), inv));
-        _mm512_storeu_ps(out + c0 + 32, _mm512_mul_ps(_mm512_add_ps(o2, e2), inv));
-        _mm512_storeu_ps(out + c0 + 48, _mm512_mul_ps(_mm512_add_ps(o3, e3), inv));
-    }
-    for (; c0 < d; c0 += 16) {
-        __m512 o0 = _mm512_setzero_ps();
-        for (int t = 0; t < nk; t++)
-            o0 = _mm512_fmadd_ps(_mm512_set1_ps(pbuf[t]), _mm512_loadu_ps(v + (size_t)kept[t] * (size_t)ldv + c0), o0);
-        _mm512_storeu_ps(out + c0, _mm512_mul_ps(o0, inv));
-    }
-    return nk;
-}
 /* d = 64 scores of 16 keys given by their indices ix[0..16) in natural order: 16 dots of 4
  * FMAs, the shuffle tree, then one permute putting key i in lane i. Written with named
- * registers and scalar address arithmetic (gcc vectorised the index permutation of dot16_64
- * into a chain of pextr/pinsr and spilled the row pointers: ~11 cycles per key in L1). */
+ * registers and scalar address arithmetic (a gather-style version had gcc turn the index
+ * permutation into a chain of pextr/pinsr and spill the row pointers: ~11 cycles per key in L1). */
 #define DOTP(i)                                                                                   \
     __m512 a##i;                                                                                  \
     do {                                                                                          \
@@ -304,10 +206,6 @@ T512 int sp_sx_bits_avx512(const uint64_t *m, int nw, int32_t base, int32_t *out
     return n;
 }
 #else
-int sp_sx_row_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
-                     int n, float thr, float *out, float *sbuf, float *pbuf, int32_t *kept) {
-    return sp_sx_row_portable(q, k, ldk, v, ldv, d, idx, n, thr, out, sbuf, pbuf, kept);
-}
 int sp_sx_chunk_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d, const int32_t *idx,
                        int n, float thr, float *m, float *l, float *acc, float *sbuf, int32_t *kept) {
     return sp_sx_chunk_portable(q, k, ldk, v, ldv, d, idx, n, thr, m, l, acc, sbuf, kept);
