@@ -117,43 +117,10 @@ static void blas_attention(const head *h, float *out, float *S) {
     }
 }
 
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Threshold (nats) keeping about `target` of the visible pairs of head h: quantile of the
- * exact scores of 64 sampled queries. */
-static double calibrate(const head *h, double target) {
-    int L = h->L, d = h->d, nsq = 64;
-    double scale = 1.0 / sqrt((double)d);
-    size_t cap = (size_t)nsq * L, n = 0;
-    double *all = malloc(cap * sizeof *all);
-    for (int s = 0; s < nsq; s++) {
-        int i = (int)((long long)s * (L - 1) / (nsq - 1)), end = h->causal ? i + 1 : L;
-        for (int j = 0; j < end; j++) all[n++] = dot_d(h->q + (size_t)i * d, h->k + (size_t)j * d, d) * scale;
-    }
-    qsort(all, n, sizeof *all, cmp_d); /* k-th largest by sorting (n <= 64 L) */
-    size_t kk = (size_t)(target * (double)n);
-    if (kk >= n) kk = n - 1;
-    double thr = all[n - 1 - kk];
-    free(all);
-    return thr;
-}
-
 typedef struct result {
     double best_ms, med_ms, kept, maxabs, rel;
     double cpu_best_ms, cpu_med_ms; /* CPU time of the calling thread (1-thread cases) */
 } result;
-
-/* CPU time of the calling thread: on a shared, oversubscribed machine (load average 15-20
- * on 2 cores during these runs) wall time mostly measures the scheduler; one-thread kernels
- * run entirely on the calling thread, so this is their cost. */
-static double thread_cpu_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static double g_peak1 = 0, g_peak_all = 0;
 
@@ -207,16 +174,16 @@ static void run_case(const head *h, const char *data, int threads, double thr, d
     for (int r = 0; r < reps; r++)
         for (int k = 0; k < K_N; k++) {
             a.out = out[k];
-            double t0 = sp_now_seconds(), c0 = thread_cpu_s();
+            double t0 = sp_now_seconds(), c0 = bench_thread_cpu_s();
             if (k == K_FLASH) sp_cpu_attention_dense(&a, threads, &err);
             else if (k == K_BLAS) blas_attention(h, out[k], S);
             else sp_cpu_attention_sprint(&a, &so, &err);
             t[k][r] = (sp_now_seconds() - t0) * 1e3;
-            tc[k][r] = (thread_cpu_s() - c0) * 1e3;
+            tc[k][r] = (bench_thread_cpu_s() - c0) * 1e3;
         }
     for (int k = 0; k < K_N; k++) {
-        qsort(t[k], (size_t)reps, sizeof(double), cmp_d);
-        qsort(tc[k], (size_t)reps, sizeof(double), cmp_d);
+        qsort(t[k], (size_t)reps, sizeof(double), bench_cmp_double);
+        qsort(tc[k], (size_t)reps, sizeof(double), bench_cmp_double);
         res[k].best_ms = t[k][0];
         res[k].med_ms = t[k][reps / 2];
         res[k].cpu_best_ms = tc[k][0];
@@ -308,7 +275,7 @@ int main(int argc, char **argv) {
                 for (int ti = 0; ti < nth; ti++)
                     for (int gi = 0; gi < ntarg; gi++) {
                         double tg = curve ? targets_curve[gi] : target;
-                        double thr = tg >= 1.0 ? -INFINITY : calibrate(&hc, tg);
+                        double thr = tg >= 1.0 ? -INFINITY : head_quantile_threshold(&hc, tg);
                         int thr_n = ths[ti] > 0 ? ths[ti] : all;
                         result res[K_N];
                         sp_attn_stats sst;

@@ -38,40 +38,6 @@ static void die(const char *m) {
     exit(1);
 }
 
-static double thread_cpu_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Threshold keeping about `target` of the visible pairs: quantile of 64 sampled queries'
- * exact scores (bench_attention's calibration). */
-static double quantile_threshold(const head *h, double target) {
-    int L = h->L, d = h->d, nsq = 64;
-    double scale = 1.0 / sqrt((double)d);
-    double *all = malloc((size_t)nsq * L * sizeof *all);
-    size_t n = 0;
-    for (int s = 0; s < nsq; s++) {
-        int i = (int)((long long)s * (L - 1) / (nsq - 1)), end = h->causal ? i + 1 : L;
-        for (int j = 0; j < end; j++) {
-            double a = 0;
-            for (int c = 0; c < d; c++) a += (double)h->q[(size_t)i * d + c] * h->k[(size_t)j * d + c];
-            all[n++] = a * scale;
-        }
-    }
-    qsort(all, n, sizeof *all, cmp_d);
-    size_t kk = (size_t)(target * (double)n);
-    if (kk >= n) kk = n - 1;
-    double thr = all[n - 1 - kk];
-    free(all);
-    return thr;
-}
-
 static sp_attn_op *make_op(const char *policy, double value, const char *impl, int outputs, int stats) {
     sp_config cfg;
     sp_config_defaults(&cfg);
@@ -116,7 +82,6 @@ static double bisect_delta(const head *h, double target, float *out) {
 
 enum { K_FLASH, K_FAST, K_MASKS, K_STATS, K_REF, K_N };
 
-static int cmp_dbl(const void *a, const void *b) { return cmp_d(a, b); }
 
 int main(int argc, char **argv) {
     int L = 4096, reps = 5;
@@ -144,7 +109,7 @@ int main(int argc, char **argv) {
                 head cal, h;
                 head_make(&cal, L, d, causal, datas[di], 1);
                 head_make(&h, L, d, causal, datas[di], 0);
-                double value = pi == 0 ? quantile_threshold(&cal, target) : bisect_delta(&h, target, out);
+                double value = pi == 0 ? head_quantile_threshold(&cal, target) : bisect_delta(&h, target, out);
                 head_free(&cal);
                 sp_attn_op *ops[K_N] = {NULL, make_op(pols[pi], value, "fast", 1, 0),
                                         make_op(pols[pi], value, "fast", 0, 0), make_op(pols[pi], value, "fast", 1, 1),
@@ -168,17 +133,17 @@ int main(int argc, char **argv) {
                 for (int r = 0; r < nr; r++)
                     for (int k = 0; k < K_N; k++) {
                         sp_attn_head x = head_attn(&h, out);
-                        double t0 = thread_cpu_s();
+                        double t0 = bench_thread_cpu_s();
                         if (k == K_FLASH) {
                             if (sp_cpu_attention_dense(&x, 1, &err) != SP_OK) die(err.msg);
                         } else if (ops[k]->run(ops[k], &x, &err) != SP_OK) {
                             die(err.msg);
                         }
-                        t[k][r] = 1e3 * (thread_cpu_s() - t0);
+                        t[k][r] = 1e3 * (bench_thread_cpu_s() - t0);
                     }
                 double best[K_N], med[K_N];
                 for (int k = 0; k < K_N; k++) {
-                    qsort(t[k], (size_t)nr, sizeof(double), cmp_dbl);
+                    qsort(t[k], (size_t)nr, sizeof(double), bench_cmp_double);
                     best[k] = t[k][0], med[k] = t[k][nr / 2];
                 }
                 printf("| %s | %s | %s %s %.3g | %.3f (%.3f) |", datas[di], causal ? "causal" : "bidirectional",

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sprint/sim.h"
 
@@ -56,4 +57,40 @@ sp_attn_head head_attn(const head *h, float *out) {
                       .ldq = h->d, .ldk = h->d, .ldv = h->d, .ldo = h->d, .causal = h->causal,
                       .scale = 1.0f / sqrtf((float)h->d)};
     return a;
+}
+
+int bench_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double head_quantile_threshold(const head *h, double target) {
+    int L = h->L, d = h->d, nsq = 64;
+    double scale = 1.0 / sqrt((double)d);
+    double *all = malloc((size_t)nsq * L * sizeof *all);
+    if (!all) {
+        fprintf(stderr, "bench: out of memory calibrating a %d-token head\n", L);
+        exit(1);
+    }
+    size_t n = 0;
+    for (int s = 0; s < nsq; s++) {
+        int i = (int)((long long)s * (L - 1) / (nsq - 1)), end = h->causal ? i + 1 : L;
+        for (int j = 0; j < end; j++) {
+            double a = 0;
+            for (int c = 0; c < d; c++) a += (double)h->q[(size_t)i * d + c] * h->k[(size_t)j * d + c];
+            all[n++] = a * scale;
+        }
+    }
+    qsort(all, n, sizeof *all, bench_cmp_double); /* k-th largest by sorting (n <= 64 L) */
+    size_t kk = (size_t)(target * (double)n);
+    if (kk >= n) kk = n - 1;
+    double thr = all[n - 1 - kk];
+    free(all);
+    return thr;
+}
+
+double bench_thread_cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }

@@ -1,5 +1,6 @@
-/* heads.h: the synthetic attention heads of bench_attention and bench_fn_op (bench/heads.c):
- * the simulator's BERT-L preset generator and a clustered generator. */
+/* heads.h: what bench_attention and bench_fn_op share (bench/heads.c): the synthetic attention
+ * heads (the simulator's BERT-L preset generator and a clustered generator), the threshold
+ * calibration for a target kept fraction, and the thread CPU clock. */
 #ifndef SPRINT_BENCH_HEADS_H
 #define SPRINT_BENCH_HEADS_H
 
@@ -18,5 +19,13 @@ void head_make(head *h, int L, int d, int causal, const char *data, int hi);
 void head_free(head *h);
 /* The whole head as one sp_attn_head writing to out (L x d), scale 1/sqrt(d). */
 sp_attn_head head_attn(const head *h, float *out);
+/* Threshold (nats) keeping about `target` of the visible pairs of head h: the quantile of the
+ * exact (double) scores q.k / sqrt(d) of 64 evenly spaced queries. */
+double head_quantile_threshold(const head *h, double target);
+/* CPU time of the calling thread, seconds: on a shared, oversubscribed machine wall time mostly
+ * measures the scheduler; one-thread kernels run entirely on the calling thread. */
+double bench_thread_cpu_s(void);
+/* qsort comparator of doubles, ascending. */
+int bench_cmp_double(const void *a, const void *b);
 
 #endif
