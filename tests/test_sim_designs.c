@@ -22,6 +22,13 @@ static void hw_sizes(sp_hw hw[3], unsigned *mask, const char *set) {
     cr_assert_eq(sp_sim_hw(&c, hw, mask, &err), SP_OK, "%s", err.msg);
 }
 
+/* Finishes a head into res (zeroed first, scale 1) and frees it. */
+static void finish_head(sp_sim_head *h, sp_design_result res[3][SP_DESIGN_COUNT]) {
+    memset(res, 0, 3 * sizeof *res);
+    sp_sim_head_finish(h, 1.0, res, NULL);
+    sp_sim_head_free(h);
+}
+
 /* Feeds a sliding-window pruning result: query i keeps keys [i-w, i+w] (clipped). */
 static void feed_window(sp_sim_head *h, int n, int w) {
     int32_t *idx = malloc(sizeof *idx * (size_t)(2 * w + 1));
@@ -46,9 +53,7 @@ Test(designs, baseline_traffic_equals_analytical_count) {
         sp_head_shape sh = {.n_k = n, .d = d, .causal = 0, .n_valid = 200};
         sp_sim_head *h = sp_sim_head_create(hw, 7u, &sh);
         static sp_design_result res[3][SP_DESIGN_COUNT];
-        memset(res, 0, sizeof res);
-        sp_sim_head_finish(h, 1.0, res, NULL);
-        sp_sim_head_free(h);
+        finish_head(h, res);
         /* S, partial residency (default): the first 128 keys (8 KB / 64 B) are fetched once and
          * stay, every query streams Q + the other 172 K and V */
         cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].bytes_read, (double)n * d + 2.0 * d * (128 + (double)n * 172), 0.5);
@@ -82,9 +87,7 @@ Test(designs, baseline_dataflow_key) {
         sp_head_shape sh = {.n_k = n, .d = d, .causal = 1, .n_valid = n};
         sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
         static sp_design_result res[3][SP_DESIGN_COUNT];
-        memset(res, 0, sizeof res);
-        sp_sim_head_finish(h, 1.0, res, NULL);
-        sp_sim_head_free(h);
+        finish_head(h, res);
         double b = res[0][SP_DESIGN_BASELINE].bytes_read;
         if (k == 0) cr_assert_float_eq(b, (double)n * d + (double)n * 2 * n * d, 0.5);
         if (k == 1) cr_assert_float_eq(b, (double)n * d + 2.0 * d * (128 + (double)n * 172), 0.5);
@@ -105,9 +108,7 @@ Test(designs, sprint_traffic_equals_newly_fetched_vectors) {
     sp_sim_head *h = sp_sim_head_create(hw, 7u, &sh);
     feed_window(h, n, w);
     static sp_design_result res[3][SP_DESIGN_COUNT];
-    memset(res, 0, sizeof res);
-    sp_sim_head_finish(h, 1.0, res, NULL);
-    sp_sim_head_free(h);
+    finish_head(h, res);
     double pv = (double)n * ((n + 7) / 8); /* pruning vectors: 50 B per query */
     double kept = 0;
     for (int i = 0; i < n; i++) kept += (i + w < n ? i + w : n - 1) - (i - w > 0 ? i - w : 0) + 1;
@@ -157,22 +158,13 @@ Test(designs, pruning_residency_follows_baseline_dataflow) {
     sp_sim_head *h = sp_sim_head_create(hw, 7u, &sh);
     feed_window(h, n, w);
     static sp_design_result res[3][SP_DESIGN_COUNT];
-    memset(res, 0, sizeof res);
-    sp_sim_head_finish(h, 1.0, res, NULL);
-    sp_sim_head_free(h);
+    finish_head(h, res);
     double kept = 0;
     for (int i = 0; i < n; i++) kept += (i + w < n ? i + w : n - 1) - (i - w > 0 ? i - w : 0) + 1;
     cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].vec_fetched, (double)n * n + kept, 0.5);
     cr_assert_float_eq(res[0][SP_DESIGN_PRUNING].bytes_read, (double)n * d + (double)n * n * d + kept * d, 0.5);
     cr_assert_float_eq(res[1][SP_DESIGN_PRUNING].vec_fetched, (double)n * n + kept, 0.5); /* 2 x 128 < 400 */
     cr_assert_float_eq(res[2][SP_DESIGN_PRUNING].bytes_read, 3.0 * n * d, 0.5);          /* 4 x 128 >= 400 */
-}
-
-/* Finishes a head into res (zeroed first, scale 1) and frees it. */
-static void finish_head(sp_sim_head *h, sp_design_result res[3][SP_DESIGN_COUNT]) {
-    memset(res, 0, 3 * sizeof *res);
-    sp_sim_head_finish(h, 1.0, res, NULL);
-    sp_sim_head_free(h);
 }
 
 /* chip.pruning_masked_pairs (issue 7): the pruning design scores what baseline-paper scores.
@@ -571,9 +563,7 @@ Test(designs, capacity_from_k_and_v_buffers_separately) {
         sp_head_shape sh = {.n_k = n, .d = d, .causal = 0, .n_valid = n};
         sp_sim_head *h = sp_sim_head_create(hw, 1u, &sh);
         static sp_design_result res[3][SP_DESIGN_COUNT];
-        memset(res, 0, sizeof res);
-        sp_sim_head_finish(h, 1.0, res, NULL);
-        sp_sim_head_free(h);
+        finish_head(h, res);
         /* 0.75: 64 keys resident (partial residency), 36 stream per query */
         double expect = k == 0 ? (double)n * d + 2.0 * d * (64 + (double)n * 36) : 3.0 * n * d;
         cr_assert_float_eq(res[0][SP_DESIGN_BASELINE].bytes_read, expect, 0.5, "%s: %g", share[k],
