@@ -43,22 +43,21 @@ static void check_head(const float *q, const float *k, int nq, int nk, int d, in
             cr_assert_eq((double)Ai[t], (double)Af[t], "%s level %s d %d b %d dac %d: pair %d integer %d vs float %.1f",
                          what, sp_cpu_level_name((sp_cpu_level)L), d, b, dac_bits, t, Ai[t], (double)Af[t]);
     }
-    if (sp_iscreen_amx_available()) { /* AMX tiles: charges and comparator bits, 16 rows at a time */
-        const int dA = sp_iscreen_amx_dA(d), nq16 = (nq + 15) / 16 * 16, nch = (nk + 63) / 64;
+    if (sp_iscreen_amx_available()) { /* AMX tiles: charges and comparator bits, 32 rows at a time */
+        const int dA = sp_iscreen_amx_dA(d), nq32 = (nq + 31) / 32 * 32, nch = (nk + 63) / 64;
         const size_t ldm = (size_t)nch, lda = (size_t)nch * 64;
         uint8_t *kb = malloc(sp_iscreen_amx_pack_size(nk, d));
         sp_iscreen_amx_pack(m, nk, d, d, kb);
-        int8_t *qa = calloc((size_t)nq16 * dA, 1);
+        int8_t *qa = calloc((size_t)nq32 * dA, 1);
         for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * dA, qd + (size_t)i * d8, (size_t)d);
-        uint64_t *mk = malloc((size_t)nq16 * ldm * sizeof *mk);
-        int32_t *A2 = malloc((size_t)nq16 * lda * sizeof *A2);
-        int32_t tau[16];
-        for (int i0 = 0; i0 < nq16; i0 += 16) {
-            for (int r = 0; r < 16; r++) /* a reference near the row's charges: both outcomes occur */
+        uint64_t *mk = malloc((size_t)nq32 * ldm * sizeof *mk);
+        int32_t *A2 = malloc((size_t)nq32 * lda * sizeof *A2), tau[32];
+        for (int i0 = 0; i0 < nq32; i0 += 32) {
+            for (int r = 0; r < 32; r++) /* a reference near the row's charges: both outcomes occur */
                 tau[r] = i0 + r < nq ? (int32_t)Af[(size_t)(i0 + r) * nk + (size_t)((i0 + r) % nk)] : INT32_MAX;
-            sp_iscreen_amx_rows16(kb, nch, d, qa + (size_t)i0 * dA, tau, mk + (size_t)i0 * ldm, ldm,
+            sp_iscreen_amx_rows32(kb, nch, d, qa + (size_t)i0 * dA, tau, mk + (size_t)i0 * ldm, ldm,
                                   A2 + (size_t)i0 * lda, lda);
-            for (int r = 0; r < 16 && i0 + r < nq; r++)
+            for (int r = 0; r < 32 && i0 + r < nq; r++)
                 for (int j = 0; j < nk; j++) {
                     int32_t want = (int32_t)Af[(size_t)(i0 + r) * nk + j];
                     cr_assert_eq(A2[(size_t)(i0 + r) * lda + j], want, "%s amx d %d b %d: row %d key %d: %d vs %d",
@@ -67,25 +66,6 @@ static void check_head(const float *q, const float *k, int nq, int nk, int d, in
                     cr_assert_eq(bit, want >= tau[r], "%s amx: comparator bit row %d key %d", what, i0 + r, j);
                 }
         }
-        /* the 32-row version: the same charges and bits */
-        const int nq32 = (nq + 31) / 32 * 32;
-        int8_t *qa32 = calloc((size_t)nq32 * dA, 1);
-        memcpy(qa32, qa, (size_t)nq16 * dA);
-        uint64_t *mk32 = malloc((size_t)nq32 * ldm * sizeof *mk32);
-        int32_t *A32 = malloc((size_t)nq32 * lda * sizeof *A32), tau32[32];
-        for (int i0 = 0; i0 < nq32; i0 += 32) {
-            for (int r = 0; r < 32; r++)
-                tau32[r] = i0 + r < nq ? (int32_t)Af[(size_t)(i0 + r) * nk + (size_t)((i0 + r) % nk)] : INT32_MAX;
-            sp_iscreen_amx_rows32(kb, nch, d, qa32 + (size_t)i0 * dA, tau32, mk32 + (size_t)i0 * ldm, ldm,
-                                  A32 + (size_t)i0 * lda, lda);
-        }
-        for (int i = 0; i < nq; i++) {
-            for (int j = 0; j < nk; j++)
-                cr_assert_eq(A32[(size_t)i * lda + j], A2[(size_t)i * lda + j], "%s amx32 d %d: row %d key %d", what, d, i, j);
-            for (size_t wd = 0; wd < ldm; wd++)
-                cr_assert_eq(mk32[(size_t)i * ldm + wd], mk[(size_t)i * ldm + wd], "%s amx32: bits of row %d", what, i);
-        }
-        free(qa32), free(mk32), free(A32);
         free(kb), free(qa), free(mk), free(A2);
     } else
         cr_log_info("AMX not available here: the AMX screen is not tested on this machine");

@@ -111,7 +111,7 @@ enum { SX_SCREEN = 0, SX_TAU_ONLY = 1, SX_PREMASKED = 2 };
 /* The screen of one group of up to 4 queries [i0, i0 + nr), rows rb .. rb + 3 of the block:
  * survivor masks (visibility applied), exact thresholds and the screen's statistics.
  * mode SX_TAU_ONLY: only the comparator references into w->tau (for the AMX screen, which
- * takes 16 rows at a time); SX_PREMASKED: the comparator bits are already in w->mask (AMX;
+ * takes 32 rows at a time); SX_PREMASKED: the comparator bits are already in w->mask (AMX;
  * fixed policy without exact statistics only). */
 static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int mode) {
     const sp_attn_head *h = S->h;

@@ -71,59 +71,6 @@ typedef struct {
 
 #define TAMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl")))
 
-TAMX void sp_iscreen_amx_rows16(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[16],
-                                uint64_t *mask, size_t ldm, int32_t *A, size_t lda) {
-    const int dA = sp_iscreen_amx_dA(d), S = dA / 64;
-    amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 7; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64; /* 0-3 charges, 4 queries, 5-6 keys */
-    _tile_loadconfig(&cfg);
-    /* Two buffers: chunk ch's accumulators are stored while chunk ch - 1's are compared, so
-     * the vector loads never wait on tile stores still in flight (no store forwarding from
-     * TILESTORED; comparing right after the store stalled every load). */
-    int32_t C[2][16][64] __attribute__((aligned(64)));
-    for (int ch = 0; ch <= nchunk; ch++) {
-        if (ch < nchunk) {
-            int32_t (*Cb)[64] = C[ch & 1];
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            const uint8_t *kc = kb + (size_t)ch * 4 * (size_t)S * 1024;
-            for (int s = 0; s < S; s++) {
-                _tile_loadd(4, qa + 64 * s, dA);
-                _tile_loadd(5, kc + ((size_t)0 * S + (size_t)s) * 1024, 64);
-                _tile_loadd(6, kc + ((size_t)1 * S + (size_t)s) * 1024, 64);
-                _tile_dpbsud(0, 4, 5);
-                _tile_dpbsud(1, 4, 6);
-                _tile_loadd(5, kc + ((size_t)2 * S + (size_t)s) * 1024, 64);
-                _tile_loadd(6, kc + ((size_t)3 * S + (size_t)s) * 1024, 64);
-                _tile_dpbsud(2, 4, 5);
-                _tile_dpbsud(3, 4, 6);
-            }
-            _tile_stored(0, &Cb[0][0], 256);
-            _tile_stored(1, &Cb[0][16], 256);
-            _tile_stored(2, &Cb[0][32], 256);
-            _tile_stored(3, &Cb[0][48], 256);
-        }
-        if (ch == 0) continue;
-        const int pc = ch - 1;
-        int32_t (*Cp)[64] = C[pc & 1];
-        for (int r = 0; r < 16; r++) {
-            const __m512i t = _mm512_set1_epi32(tau[r]);
-            uint64_t m = 0;
-            for (int p = 0; p < 4; p++) {
-                __m512i x = _mm512_load_si512((const void *)&Cp[r][16 * p]);
-                m |= (uint64_t)_mm512_cmpge_epi32_mask(x, t) << (16 * p);
-            }
-            mask[(size_t)r * ldm + (size_t)pc] = m;
-            if (A) memcpy(A + (size_t)r * lda + (size_t)pc * 64, Cp[r], sizeof Cp[r]);
-        }
-    }
-    _tile_release();
-}
-
 TAMX void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
                                 uint64_t *mask, size_t ldm, int32_t *A, size_t lda) {
     const int dA = sp_iscreen_amx_dA(d), S = dA / 64;
@@ -137,7 +84,7 @@ TAMX void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8
         _tile_loadd(4, qa, dA);
         _tile_loadd(5, qa + (size_t)16 * dA, dA);
     }
-    int32_t C[2][32][64] __attribute__((aligned(64))); /* double-buffered as in the 16-row version */
+    int32_t C[2][32][64] __attribute__((aligned(64))); /* double-buffered: chunk ch's charges are stored while chunk ch - 1's are compared */
     for (int ch = 0; ch <= nchunk; ch++) {
         if (ch < nchunk) {
             int32_t (*Cb)[64] = C[ch & 1];
@@ -182,11 +129,6 @@ TAMX void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8
 }
 #else
 int sp_iscreen_amx_available(void) { return 0; }
-void sp_iscreen_amx_rows16(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[16],
-                           uint64_t *mask, size_t ldm, int32_t *A, size_t lda) {
-    (void)kb, (void)nchunk, (void)d, (void)qa, (void)tau, (void)mask, (void)ldm, (void)A, (void)lda;
-    abort(); /* unreachable: sp_iscreen_amx_available() is 0 */
-}
 void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
                            uint64_t *mask, size_t ldm, int32_t *A, size_t lda) {
     (void)kb, (void)nchunk, (void)d, (void)qa, (void)tau, (void)mask, (void)ldm, (void)A, (void)lda;

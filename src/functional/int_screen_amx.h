@@ -25,16 +25,11 @@ size_t sp_iscreen_amx_pack_size(int n_k, int d);
 /* Packs the MSB levels m (n_k rows of d, row stride ldm, values 0..15) into kb. */
 void sp_iscreen_amx_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kb);
 
-/* Comparator bits of 16 query rows against the keys of nchunk 64-key chunks: qa holds the 16
+/* Comparator bits of 32 query rows against the keys of nchunk 64-key chunks: qa holds the 32
  * rows' 8-bit levels (row stride dA bytes, zero beyond d); bit u of mask[r * ldm + ch] =
- * (A_r,64ch+u >= tau[r]). With A non-NULL also the charges, A[r * lda + j]. Needs
- * sp_iscreen_amx_available(). */
-void sp_iscreen_amx_rows16(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[16],
-                           uint64_t *mask, size_t ldm, int32_t *A, size_t lda);
-
-/* The same for 32 query rows (qa: 32 rows; tau, mask, A: 32 rows): each key tile is loaded
- * once for both 16-row halves (the key tiles' traffic from L2 was the cost of the 16-row
- * version). */
+ * (A_r,64ch+u >= tau[r]). With A non-NULL also the charges, A[r * lda + j]. Each key tile is
+ * loaded once for both 16-row halves (the key tiles' traffic from L2 was the cost of a 16-row
+ * version). Needs sp_iscreen_amx_available(). */
 void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
                            uint64_t *mask, size_t ldm, int32_t *A, size_t lda);
 #endif
