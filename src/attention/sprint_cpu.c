@@ -319,6 +319,19 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
     for (int r = 0; r < 4; r++) w->qmask[gi * 4 + r] = 0;
 }
 
+/* Survivors of the 4 rows' masks per 16-key panel, summed over the rows: panel p's count in
+ * bits 16 p .. 16 p + 15 (a SWAR popcount: bytes hold <= 8 bits of a row, <= 32 of four). */
+static inline uint64_t panel_counts(const uint64_t rg[4]) {
+    uint64_t t = 0;
+    for (int r = 0; r < 4; r++) {
+        uint64_t x = rg[r];
+        x = x - ((x >> 1) & 0x5555555555555555ull);
+        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+        t += (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    }
+    return (t + (t >> 8)) & 0x00FF00FF00FF00FFull;
+}
+
 /* The digital stage of a block of nb queries [b0, b0 + nb) (paper sec. 1.4-1.5), key chunk by
  * key chunk: each query's survivors in the chunk get exact scores, the exact threshold and an
  * online-softmax update, so a chunk's K and V rows serve the whole block while in cache, and
@@ -359,10 +372,10 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             if (ch < nch) {
                 for (int r = 0; r < 4; r++)
                     rg[r] = g + r < nb && w->valid[g + r] ? dmask[(size_t)(g + r) * NW + (size_t)ch] : 0;
-                for (int p = 0; p < 4 && S->kp_f32 && (rg[0] | rg[1] | rg[2] | rg[3]); p++) {
-                    int cnt = 0;
-                    for (int r = 0; r < 4; r++) cnt += __builtin_popcountll((rg[r] >> (16 * p)) & 0xFFFF);
-                    if (cnt < S->dense_min) continue;
+                const uint64_t pc = S->kp_f32 && (rg[0] | rg[1] | rg[2] | rg[3]) ? panel_counts(rg) : 0;
+                for (int p = 0; p < 4 && pc; p++) {
+                    const int cnt = (int)((pc >> (16 * p)) & 0xFFFF);
+                    if (cnt < S->dense_min || cnt == 0) continue;
                     int slot = w->qn[gi];
                     w->qpan[gi * 4 + slot] = ch * 4 + p;
                     for (int r = 0; r < 4; r++) {
