@@ -49,9 +49,6 @@
 static int g_dense_min = SX_DENSE_MIN;
 void sp_sx_dense_min_set(int n) { __atomic_store_n(&g_dense_min, n, __ATOMIC_RELAXED); }
 int sp_sx_dense_min(void) { return __atomic_load_n(&g_dense_min, __ATOMIC_RELAXED); }
-static int g_bound = 1;
-void sp_sx_bound_set(int on) { __atomic_store_n(&g_bound, on, __ATOMIC_RELAXED); }
-int sp_sx_bound(void) { return __atomic_load_n(&g_bound, __ATOMIC_RELAXED); }
 #define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
@@ -64,7 +61,6 @@ typedef struct sx_shared {
     const int *nvalid;     /* (n_k + 1) valid keys below j; NULL = all valid */
     const int8_t *qd;      /* (n_q, d8) query levels */
     const float *sq, *sk;  /* quantisation scales */
-    double k_ms;           /* mean square of the valid 8-bit key elements */
     sp_iscreen_tile_fn screen;
     sp_sx_chunk_fn chunk;
     sp_sx_bits_fn bits;
@@ -74,16 +70,12 @@ typedef struct sx_shared {
     const uint8_t *kb;     /* AMX-packed key MSBs (int_screen_amx.h); NULL: no AMX screen */
     const int8_t *qa;      /* (n_q rounded up to QBLK, dA) query levels for the AMX tiles */
     int dA;
-    const uint8_t *kb8;    /* AMX-packed 8-bit keys (sp_iscreen_amx_pack8); NULL: no exact-score bound */
-    const float *beta, *delta; /* per 16-key group: max |k - sk ki| / sk and max |k| / sk, rounded up */
-    const float *ba, *bc, *bT; /* (n_q rounded up to QBLK) the bound's per-query terms (sx_bound_rows) */
     const double *marg, *oi;   /* (n_q) per query: sigma margin and LSB-centring offset (integer units) */
 } sx_shared;
 
 typedef struct sx_work {
     int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
     uint64_t *mask;        /* (QBLK, n_k / 64 + 1) screen survivors of the block, visibility applied */
-    uint64_t *mask2;       /* (QBLK, n_k / 64 + 1) the survivors the bound cannot rule out; NULL: no bound */
     double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
     int32_t *tau;          /* (QBLK) comparator references (AMX screen) */
     int *valid;            /* (QBLK) query valid */
@@ -115,62 +107,6 @@ static int32_t tau_int(double tau) { /* A >= tau  <=>  A >= ceil(tau) for intege
 static uint64_t below(int n) { return n >= 64 ? ~(uint64_t)0 : n <= 0 ? 0 : ((uint64_t)1 << n) - 1; }
 
 enum { SX_SCREEN = 0, SX_TAU_ONLY = 1, SX_PREMASKED = 2 };
-
-/* The exact-score bound's terms for query i (8-bit levels qi, threshold thr nats) at block row
- * rb: a survivor whose 8-bit charge fails  A_u + a beta_j + c delta_j >= T  provably has an fp32
- * score below the threshold in every digital path, so it is dropped before the digital stage
- * (it would be computed and rejected there: the kept keys are unchanged). Derivation, with
- * q = sq qi + eq and k = sk ki + ek (the quantisation, eq and ek its exact residuals):
- *   q.k = sq sk qi.ki + sq qi.ek + eq.k <= sq sk (A8 + |qi| |ek| / sk + |eq| |k| / (sq sk))
- * (Cauchy-Schwarz), A8 = A_u - 128 sum qi. The kernels' fp32 score s32 = (q * fl(scale log2 e)).k
- * differs from scale log2(e) q.k by at most (3u + gamma_d) scale log2(e) |q| |k| (any summation
- * order, d <= 512: < 4e-5 relative with u = 2^-24) and the threshold fl(thr log2 e) from
- * thr log2 e by u |thr| log2 e; the bound takes 1e-4 |q| |k| and 1e-6 |thr| for these. a and c
- * are inflated by 1e-4 relative (their own float rounding), and T is lowered by more than the
- * float evaluation's error (two fma roundings of numbers below 2^25) plus one unit. */
-/* The exact-score bound's per-query terms (sp_iscreen_bound) for a fixed threshold thr (nats,
- * finite): a survivor whose 8-bit charge fails  A_u + a beta + c delta >= T  provably has an
- * fp32 score below the threshold in every digital path, so it is dropped before the digital
- * stage (it would be computed and rejected there: the kept keys are unchanged). Derivation,
- * with q = sq qi + eq and k = sk ki + ek (the quantisation; eq, ek its exact residuals):
- *   q.k = sq sk qi.ki + sq qi.ek + eq.k <= sq sk (A8 + |qi| |ek| / sk + |eq| |k| / (sq sk))
- * (Cauchy-Schwarz), A8 = A_u - 128 sum qi; beta and delta are the maxima of |ek| / sk and
- * |k| / sk over the key's 16-key group. The kernels' fp32 score s32 = (q * fl(scale log2 e)).k
- * differs from scale log2(e) q.k by at most (3u + gamma_d) scale log2(e) |q| |k| (any summation
- * order, d <= 512: < 4e-5 relative with u = 2^-24) and the threshold fl(thr log2 e) from
- * thr log2 e by u |thr| log2 e; the bound adds 1e-4 |q| |k| and 1e-6 |thr| for these. a and c
- * are inflated by 1e-4 relative (their own rounding), and T is lowered by more than the float
- * evaluation's error (a few roundings of numbers below 2^25) plus one unit. Padding and invalid
- * rows get T = +inf (their screen masks are empty). */
-static void sx_bound_rows(const sp_attn_head *h, const int8_t *qi, const float *sq, float sk, double thr,
-                          double beta_max, double delta_max, float *ba, float *bc, float *bT) {
-    const int d = h->d;
-    for (int i = 0; i < h->n_q; i++) {
-        if (h->query_valid && !h->query_valid[i]) { /* the screen mask is empty anyway */
-            ba[i] = bc[i] = 0.0f, bT[i] = INFINITY;
-            continue;
-        }
-        const double sqi = (double)sq[i], lf = (double)h->scale * sqi * (double)sk;
-        const float *q = h->q + (size_t)i * (size_t)h->ldq;
-        const int8_t *qr = qi + (size_t)i * (size_t)d;
-        double n2[4] = {0, 0, 0, 0}, e2[4] = {0, 0, 0, 0}, q2[4] = {0, 0, 0, 0}, qs[4] = {0, 0, 0, 0};
-        for (int c = 0; c < d; c++) { /* 4 partial sums: independent chains */
-            double e = (double)q[c] - sqi * (double)qr[c];
-            n2[c & 3] += (double)qr[c] * qr[c], e2[c & 3] += e * e, q2[c & 3] += (double)q[c] * q[c];
-            qs[c & 3] += qr[c];
-        }
-        const double N2 = n2[0] + n2[1] + n2[2] + n2[3], E2 = e2[0] + e2[1] + e2[2] + e2[3];
-        const double Q2 = q2[0] + q2[1] + q2[2] + q2[3], QS = qs[0] + qs[1] + qs[2] + qs[3];
-        const double a = sqrt(N2) * (1 + 1e-4), c = (sqrt(E2) + 1e-4 * sqrt(Q2)) / sqi * (1 + 1e-4);
-        double T = (thr - 1e-6 * fabs(thr)) / lf + 128.0 * QS;
-        const double big = 127.0 * 255.0 * sp_iscreen_amx_dA(d) + a * beta_max + c * delta_max;
-        T -= 1.0 + 1e-6 * fabs(T) + 4e-7 * big;
-        ba[i] = (float)a, bc[i] = (float)c;
-        float Tf = (float)T;
-        if ((double)Tf > T) Tf = nextafterf(Tf, -INFINITY);
-        bT[i] = Tf;
-    }
-}
 
 /* The screen of one group of up to 4 queries [i0, i0 + nr), rows rb .. rb + 3 of the block:
  * survivor masks (visibility applied), exact thresholds and the screen's statistics.
@@ -258,11 +194,6 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
         }
         /* words past this group's last visible key: the digital stage reads up to the block's */
         for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0;
-        if (w->mask2) { /* the bound's survivors: a subset of the screen's, the same visibility */
-            uint64_t *m2 = w->mask2 + (size_t)(rb + r) * NW;
-            for (int ch = 0; ch < nchunk; ch++) m2[ch] &= mr[ch];
-            for (size_t ch = (size_t)nchunk; ch < NW; ch++) m2[ch] = 0;
-        }
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
@@ -341,7 +272,6 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     const int d = h->d, nk = h->n_k;
     const size_t D = (size_t)d, NW = (size_t)nk / 64 + 1;
     const float qmul = (float)((double)h->scale * LOG2E);
-    const uint64_t *dmask = w->mask2 ? w->mask2 : w->mask; /* survivors to compute */
     int endmax = 0;
     for (int r = 0; r < QBLK; r++) { /* rows >= nb: scratch for the dense tiles' unused rows */
         w->mrun[r] = -INFINITY, w->lrun[r] = 0.0f;
@@ -371,7 +301,7 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             const int gi = g / 4;
             if (ch < nch) {
                 for (int r = 0; r < 4; r++)
-                    rg[r] = g + r < nb && w->valid[g + r] ? dmask[(size_t)(g + r) * NW + (size_t)ch] : 0;
+                    rg[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
                 const uint64_t pc = S->kp_f32 && (rg[0] | rg[1] | rg[2] | rg[3]) ? panel_counts(rg) : 0;
                 for (int p = 0; p < 4 && pc; p++) {
                     const int cnt = (int)((pc >> (16 * p)) & 0xFFFF);
@@ -482,10 +412,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         oi[i] = (7.5 - 128.0) * sqd;
     }
     /* AMX screen (fixed policy, no exact statistics: the other paths need every charge) */
-    uint8_t *kb = NULL, *kb8 = NULL, *kp = NULL;
+    uint8_t *kb = NULL, *kp = NULL;
     int8_t *qa = NULL;
-    float *beta = NULL, *delta = NULL, *ba = NULL, *bc = NULL, *bT = NULL;
-    double beta_max = 0, delta_max = 0;
     const int dA = sp_iscreen_amx_dA(d);
     if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
         kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
@@ -493,40 +421,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
         qa = sp_xcalloc(nqa * (size_t)dA, 1);
         for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
-        if (sp_sx_bound() && o->threshold != -INFINITY) { /* the exact-score bound (sx_bound_row) */
-            kb8 = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
-            sp_iscreen_amx_pack8(ki, nk, d, d, kb8);
-            const size_t nkb = (NK + 63) / 64 * 64;
-            beta = sp_xcalloc(nkb, sizeof *beta), delta = sp_xcalloc(nkb, sizeof *delta);
-            const double skd = (double)sk[0];
-            for (int j = 0; j < nk; j++) {
-                const float *kr = h->k + (size_t)j * (size_t)h->ldk;
-                const int8_t *kq = ki + (size_t)j * D;
-                double e2 = 0, k2 = 0;
-                for (int c = 0; c < d; c++) {
-                    double e = (double)kr[c] - skd * (double)kq[c];
-                    e2 += e * e, k2 += (double)kr[c] * kr[c];
-                }
-                double b = sqrt(e2) / skd * (1 + 1e-6), dl = sqrt(k2) / skd * (1 + 1e-6);
-                beta[j] = (float)b, delta[j] = (float)dl;
-                if ((double)beta[j] < b) beta[j] = nextafterf(beta[j], INFINITY);
-                if ((double)delta[j] < dl) delta[j] = nextafterf(delta[j], INFINITY);
-                beta_max = b > beta_max ? b : beta_max, delta_max = dl > delta_max ? dl : delta_max;
-            }
-            /* the AMX comparator takes each 16-key group's maxima */
-            for (size_t g = 0; g < nkb / 16; g++) {
-                float bm = 0, dm = 0;
-                for (size_t u = 0; u < 16; u++) {
-                    bm = beta[16 * g + u] > bm ? beta[16 * g + u] : bm;
-                    dm = delta[16 * g + u] > dm ? delta[16 * g + u] : dm;
-                }
-                beta[g] = bm, delta[g] = dm;
-            }
-            const size_t nqb = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
-            ba = sp_xcalloc(nqb, sizeof *ba), bc = sp_xcalloc(nqb, sizeof *bc), bT = sp_xmalloc(nqb, sizeof *bT);
-            for (size_t i = 0; i < nqb; i++) bT[i] = INFINITY;
-            sx_bound_rows(h, qi, sq, sk[0], o->threshold, beta_max, delta_max, ba, bc, bT);
-        }
     } else { /* the VNNI / AVX2 / portable screen's packing */
         kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
         sp_iscreen_pack(msb, nk, d, d, kp);
@@ -549,10 +443,9 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
     }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
-                   .sk = sk, .k_ms = k_ms, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
+                   .sk = sk, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
-                   .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .kb8 = kb8, .beta = beta,
-                   .delta = delta, .ba = ba, .bc = bc, .bT = bT, .marg = marg, .oi = oi};
+                   .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -564,7 +457,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         if (o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats)
             w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
         w.mask = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.mask);
-        if (S.kb8) w.mask2 = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.mask2);
         w.thr = sp_xmalloc(QBLK, sizeof *w.thr);
         w.tau = sp_xmalloc(QBLK, sizeof *w.tau);
         w.valid = sp_xmalloc(QBLK, sizeof *w.valid);
@@ -588,17 +480,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
                     int last = b * QBLK + r0 + 31 < i1 ? b * QBLK + r0 + 31 : i1 - 1;
                     int e = h->causal ? h->q_offset + last + 1 : nk;
                     e = e < nk ? e : nk;
-                    const int8_t *qa_r = S.qa + (size_t)(b * QBLK + r0) * (size_t)S.dA;
-                    if (S.kb8) {
-                        const size_t i0 = (size_t)b * QBLK + (size_t)r0;
-                        sp_iscreen_bound bd = {.a = S.ba + i0, .c = S.bc + i0, .T = S.bT + i0, .beta = S.beta,
-                                               .delta = S.delta};
-                        sp_iscreen_amx_rows32_bound(S.kb, S.kb8, (e + 63) / 64, d, qa_r, w.tau + r0, &bd,
-                                                    w.mask + (size_t)r0 * (NK / 64 + 1),
-                                                    w.mask2 + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1);
-                    } else
-                        sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, qa_r, w.tau + r0,
-                                              w.mask + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1, NULL, 0);
+                    sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK + r0) * (size_t)S.dA,
+                                          w.tau + r0, w.mask + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1, NULL, 0);
                 }
             }
             for (int i0 = b * QBLK; i0 < i1; i0 += 4)
@@ -606,11 +489,11 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             sx_digital(&S, &w, b * QBLK, i1 - b * QBLK);
             bst[b] = w.st;
         }
-        free(w.A), free(w.mask), free(w.mask2), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
+        free(w.A), free(w.mask), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
             free(w.acc), free(w.mrun), free(w.lrun);
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(kpf), free(kb), free(kb8), free(beta), free(delta), free(ba), free(bc), free(bT), free(marg), free(oi), free(qa), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
+    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }

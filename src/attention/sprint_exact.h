@@ -38,9 +38,4 @@ sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level);
  * this (0: every panel dense, > 64: never). Process-wide; set it before any kernel call. */
 void sp_sx_dense_min_set(int n);
 int sp_sx_dense_min(void);
-/* 1 (default): on the AMX screen path, survivors whose 8-bit charge proves their fp32 score misses
- * the threshold are dropped before the digital stage (sprint_cpu.c, sx_bound_row); the kept keys
- * are the same. 0: every screen survivor is computed. Process-wide, for tests and benchmarks. */
-void sp_sx_bound_set(int on);
-int sp_sx_bound(void);
 #endif

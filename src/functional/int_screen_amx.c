@@ -16,11 +16,9 @@ size_t sp_iscreen_amx_pack_size(int n_k, int d) {
     return chunks * 64 * (size_t)sp_iscreen_amx_dA(d);
 }
 
-/* Packs n_k rows of d bytes (row stride ldm) into the AMX layout, each byte and-ed with keep
- * and xor-ed with flip: 4 consecutive dims of a key are 4 consecutive bytes of the layout. */
-static void pack_bytes(const uint8_t *m, int n_k, int d, int ldm, uint8_t keep, uint8_t flip, uint8_t *kb) {
+/* 4 consecutive dims of a key are 4 consecutive bytes of the layout: copied 4 at a time. */
+void sp_iscreen_amx_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kb) {
     const size_t S = (size_t)sp_iscreen_amx_dA(d) / 64;
-    const uint32_t k4 = keep * 0x01010101u, f4 = flip * 0x01010101u;
     memset(kb, 0, sp_iscreen_amx_pack_size(n_k, d));
     for (int j = 0; j < n_k; j++) {
         const uint8_t *row = m + (size_t)j * (size_t)ldm;
@@ -30,21 +28,14 @@ static void pack_bytes(const uint8_t *m, int n_k, int d, int ldm, uint8_t keep, 
             size_t s = (size_t)c / 64, g = ((size_t)c % 64) / 4;
             uint32_t x;
             memcpy(&x, row + c, 4);
-            x = (x ^ f4) & k4;
+            x &= 0x0F0F0F0Fu;
             memcpy(kb + (p * S + s) * 1024 + g * 64 + 4 * u, &x, 4);
         }
         for (; c < d; c++) {
             size_t s = (size_t)c / 64, g = ((size_t)c % 64) / 4, e = (size_t)c % 4;
-            kb[(p * S + s) * 1024 + g * 64 + 4 * u + e] = (uint8_t)((row[c] ^ flip) & keep);
+            kb[(p * S + s) * 1024 + g * 64 + 4 * u + e] = row[c] & 15;
         }
     }
-}
-
-void sp_iscreen_amx_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kb) { pack_bytes(m, n_k, d, ldm, 15, 0, kb); }
-
-/* k + 128 as an unsigned byte is the two's-complement byte with its top bit flipped */
-void sp_iscreen_amx_pack8(const int8_t *k, int n_k, int d, int ldk, uint8_t *kb) {
-    pack_bytes((const uint8_t *)k, n_k, d, ldk, 255, 0x80, kb);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
@@ -145,96 +136,11 @@ TAMX void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8
     }
     _tile_release();
 }
-
-TAMX void sp_iscreen_amx_rows32_bound(const uint8_t *kb, const uint8_t *kb8, int nchunk, int d, const int8_t *qa,
-                                      const int32_t tau[32], const sp_iscreen_bound *b, uint64_t *mask,
-                                      uint64_t *mask2, size_t ldm) {
-    const int dA = sp_iscreen_amx_dA(d), S = dA / 64;
-    amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    /* tiles 0-1: MSB charges of rows 0-15 | 16-31, 2-3: 8-bit charges of the same rows,
-     * 4-5: query halves, 6: the panel's key MSBs, 7: its 8-bit keys (offset by 128) */
-    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
-    _tile_loadconfig(&cfg);
-    if (S == 1) {
-        _tile_loadd(4, qa, dA);
-        _tile_loadd(5, qa + (size_t)16 * dA, dA);
-    }
-    /* double-buffered: chunk ch's charges are stored while chunk ch - 1's are compared */
-    int32_t Cm[2][32][64] __attribute__((aligned(64))), Cu[2][32][64] __attribute__((aligned(64)));
-    for (int ch = 0; ch <= nchunk; ch++) {
-        if (ch < nchunk) {
-            int32_t (*Mb)[64] = Cm[ch & 1], (*Ub)[64] = Cu[ch & 1];
-            const size_t off = (size_t)ch * 4 * (size_t)S * 1024;
-            for (int p = 0; p < 4; p++) {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-                for (int s = 0; s < S; s++) {
-                    if (S > 1) {
-                        _tile_loadd(4, qa + 64 * s, dA);
-                        _tile_loadd(5, qa + (size_t)16 * dA + 64 * s, dA);
-                    }
-                    _tile_loadd(6, kb + off + ((size_t)p * S + (size_t)s) * 1024, 64);
-                    _tile_loadd(7, kb8 + off + ((size_t)p * S + (size_t)s) * 1024, 64);
-                    _tile_dpbsud(0, 4, 6);
-                    _tile_dpbsud(1, 5, 6);
-                    _tile_dpbsud(2, 4, 7);
-                    _tile_dpbsud(3, 5, 7);
-                }
-                _tile_stored(0, &Mb[0][16 * p], 256);
-                _tile_stored(1, &Mb[16][16 * p], 256);
-                _tile_stored(2, &Ub[0][16 * p], 256);
-                _tile_stored(3, &Ub[16][16 * p], 256);
-            }
-        }
-        if (ch == 0) continue;
-        const int pc = ch - 1;
-        int32_t (*Mp)[64] = Cm[pc & 1], (*Up)[64] = Cu[pc & 1];
-        /* the bound per 16-key group g as an integer reference per row: A_u >= ceil(T - a max beta
-         * - c max delta) over the group's keys (the maxima are precomputed per group: b->beta and
-         * b->delta hold one value per 16 keys here); 16 rows at a time */
-        int32_t t8[4][32] __attribute__((aligned(64)));
-        for (int g = 0; g < 4; g++) {
-            const __m512 bg = _mm512_set1_ps(b->beta[(size_t)pc * 4 + (size_t)g]);
-            const __m512 dg = _mm512_set1_ps(b->delta[(size_t)pc * 4 + (size_t)g]);
-            for (int h = 0; h < 32; h += 16) {
-                __m512 x = _mm512_fnmadd_ps(_mm512_loadu_ps(b->a + h), bg, _mm512_loadu_ps(b->T + h));
-                x = _mm512_fnmadd_ps(_mm512_loadu_ps(b->c + h), dg, x);
-                /* round up; non-finite T (invalid rows: +inf, -inf thresholds: -inf) saturate */
-                x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-2e9f)), _mm512_set1_ps(2e9f));
-                _mm512_store_si512((void *)&t8[g][h], _mm512_cvt_roundps_epi32(x, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC));
-            }
-        }
-        for (int r = 0; r < 32; r++) {
-            const __m512i t = _mm512_set1_epi32(tau[r]);
-            uint64_t m = 0, m2 = 0;
-            for (int g = 0; g < 4; g++) {
-                __mmask16 k1 = _mm512_cmpge_epi32_mask(_mm512_load_si512((const void *)&Mp[r][16 * g]), t);
-                __mmask16 k2 = _mm512_mask_cmpge_epi32_mask(k1, _mm512_load_si512((const void *)&Up[r][16 * g]),
-                                                            _mm512_set1_epi32(t8[g][r]));
-                m |= (uint64_t)k1 << (16 * g);
-                m2 |= (uint64_t)k2 << (16 * g);
-            }
-            mask[(size_t)r * ldm + (size_t)pc] = m;
-            mask2[(size_t)r * ldm + (size_t)pc] = m2;
-        }
-    }
-    _tile_release();
-}
 #else
 int sp_iscreen_amx_available(void) { return 0; }
 void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
                            uint64_t *mask, size_t ldm, int32_t *A, size_t lda) {
     (void)kb, (void)nchunk, (void)d, (void)qa, (void)tau, (void)mask, (void)ldm, (void)A, (void)lda;
-    abort(); /* unreachable: sp_iscreen_amx_available() is 0 */
-}
-void sp_iscreen_amx_rows32_bound(const uint8_t *kb, const uint8_t *kb8, int nchunk, int d, const int8_t *qa,
-                                 const int32_t tau[32], const sp_iscreen_bound *b, uint64_t *mask,
-                                 uint64_t *mask2, size_t ldm) {
-    (void)kb, (void)kb8, (void)nchunk, (void)d, (void)qa, (void)tau, (void)b, (void)mask, (void)mask2, (void)ldm;
     abort(); /* unreachable: sp_iscreen_amx_available() is 0 */
 }
 #endif

@@ -32,25 +32,4 @@ void sp_iscreen_amx_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kb)
  * version). Needs sp_iscreen_amx_available(). */
 void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
                            uint64_t *mask, size_t ldm, int32_t *A, size_t lda);
-
-/* Packs 8-bit key levels k (n_k rows of d, row stride ldk) offset by 128 (0..255, unsigned) in
- * the same layout, for the 8-bit charges A_u = sum_c q_c (k_c + 128) of the bound below. */
-void sp_iscreen_amx_pack8(const int8_t *k, int n_k, int d, int ldk, uint8_t *kb);
-
-/* The exact-score bound of the SPRINT CPU kernel (sprint_cpu.c): row r, key j may reach the
- * exact threshold only if  A_u(r, j) + a[r] beta[j] + c[r] delta[j] >= T[r]  (float, fma), where
- * A_u is the 8-bit charge above; the caller builds a, c, T (32 rows) and beta, delta (one per key
- * of the nchunk chunks, padding keys included) so that failing it proves the fp32 score misses
- * the threshold. */
-typedef struct sp_iscreen_bound {
-    const float *a, *c, *T;     /* (32) */
-    const float *beta, *delta;  /* (64 nchunk) */
-} sp_iscreen_bound;
-
-/* sp_iscreen_amx_rows32 (without charges) that also writes mask2 = mask & the bound's bits:
- * the MSB screen and the 8-bit charges from one pass over the key tiles (kb: MSB levels,
- * kb8: sp_iscreen_amx_pack8 of the same keys). */
-void sp_iscreen_amx_rows32_bound(const uint8_t *kb, const uint8_t *kb8, int nchunk, int d, const int8_t *qa,
-                                 const int32_t tau[32], const sp_iscreen_bound *b, uint64_t *mask,
-                                 uint64_t *mask2, size_t ldm);
 #endif
