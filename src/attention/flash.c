@@ -153,8 +153,19 @@ static double max_norm(const float *x, int n, int d, int ld, const unsigned char
     for (int i = 0; i < n; i++) {
         if (valid && !valid[i]) continue;
         const float *r = x + (size_t)i * (size_t)ld;
-        double s = 0;
-        for (int c = 0; c < d; c++) s += (double)r[c] * (double)r[c];
+        /* 8 partial sums: independent add chains (one chain of d dependent adds cost ~4 cycles
+         * per element, 1.2 ms of a 4096 x 64 head's Q, K and V); squares of floats cannot
+         * overflow a double and are >= 0, so the sum is finite iff every value is */
+        double p0 = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0, p6 = 0, p7 = 0;
+        int c = 0;
+        for (; c + 8 <= d; c += 8) {
+            p0 += (double)r[c] * (double)r[c], p1 += (double)r[c + 1] * (double)r[c + 1];
+            p2 += (double)r[c + 2] * (double)r[c + 2], p3 += (double)r[c + 3] * (double)r[c + 3];
+            p4 += (double)r[c + 4] * (double)r[c + 4], p5 += (double)r[c + 5] * (double)r[c + 5];
+            p6 += (double)r[c + 6] * (double)r[c + 6], p7 += (double)r[c + 7] * (double)r[c + 7];
+        }
+        for (; c < d; c++) p0 += (double)r[c] * (double)r[c];
+        const double s = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7));
         if (!isfinite(s)) return -1;
         mx = s > mx ? s : mx;
     }
