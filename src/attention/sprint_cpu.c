@@ -316,6 +316,8 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
                 }
             } else if (w->qn[gi] > 0)
                 sx_tile(S, w, b0, nb, g); /* after the last chunk: the panels still queued */
+            /* before the last chunk a row without new survivors has < 16 waiting: nothing to do */
+            if (ch < nch && !(rg[0] | rg[1] | rg[2] | rg[3])) continue;
             for (int r = g; r < g + 4 && r < nb; r++) {
                 if (!w->valid[r]) continue;
                 int32_t *pend = w->pend + (size_t)r * SX_PEND;
@@ -331,7 +333,9 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
                         unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)nk;
                         for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
                     }
-                    for (int t = take; t < n; t++) pend[t - take] = pend[t];
+                    /* < 16 left, and take >= 16 whenever some are left: one 64-byte copy, no overlap
+                     * (pend has SX_PEND >= take + 16 entries) */
+                    if (n > take) memcpy(pend, pend + take, 16 * sizeof *pend);
                     n -= take;
                 }
                 np[r] = n;
