@@ -213,6 +213,33 @@ Test(flash, edges) {
     cr_assert(strstr(err.msg, "fp32"), "%s", err.msg);
 }
 
+/* The input check (sp_flash_check_inputs, run by the flash and SPRINT kernels) finds a NaN or
+ * an infinity at any position of Q, K or V, including the columns past a multiple of 8, and a
+ * value large enough to overflow the scores wherever it sits; padding rows are not checked. */
+Test(flash, input_check_sees_every_position) {
+    enum { N = 3, D = 19 };
+    float q[N * D], k[N * D], v[N * D], out[N * D];
+    unsigned char kv[N] = {1, 1, 1};
+    sp_attn_head h = {.n_q = N, .n_k = N, .d = D, .q = q, .k = k, .v = v, .out = out, .ldq = D, .ldk = D,
+                      .ldv = D, .ldo = D, .key_valid = kv, .scale = 0.25f};
+    float *t[3] = {q, k, v};
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    for (int which = 0; which < 3; which++)
+        for (int pos = 0; pos < N * D; pos++)
+            for (int b = 0; b < 4; b++) {
+                for (int u = 0; u < N * D; u++) q[u] = k[u] = v[u] = 0.5f + 0.1f * (float)(u % 7);
+                /* case 3: |q| |k| scale log2(e) or |v| (n_k + 1) above FLT_MAX / 4 */
+                t[which][pos] = b < 3 ? bad[b] : 1e38f;
+                sp_error err = {0};
+                cr_assert_eq(sp_flash_check_inputs(&h, &err), SP_ERR_DATA, "tensor %d pos %d case %d", which, pos, b);
+                if (which > 0) { /* the key (and its V row) is padding: not checked */
+                    kv[pos / D] = 0;
+                    cr_assert_eq(sp_flash_check_inputs(&h, &err), SP_OK, "padding key %d", pos / D);
+                    kv[pos / D] = 1;
+                }
+            }
+}
+
 /* C = A B^T at every level: within the fp32 rounding bound gamma_d sum|a||b| of the double
  * product, strided operands, ragged shapes; small-integer operands exactly. */
 Test(gemm, matches_double_reference_and_is_exact_on_integers) {

@@ -38,6 +38,30 @@ Test(quant, per_row_scales_and_padding_excluded) {
     cr_assert_eq(s[0], 1.0f, "an all-zero tensor gets scale 1");
 }
 
+/* The per-tensor scale is max |x| / 127 wherever the maximum sits (any column, including the
+ * tail past a multiple of 4, any row, row stride > d), padding rows excluded, NaN skipped. */
+Test(quant, per_tensor_scale_is_the_max_at_any_position) {
+    enum { N = 5, D = 11, LD = 13 };
+    float x[N * LD];
+    int8_t xi[N * D];
+    float s[N];
+    for (int pos = 0; pos < N * D; pos++) {
+        for (int t = 0; t < N * LD; t++) x[t] = 0.25f * (float)((t * 7) % 9) - 1.0f; /* |x| <= 1 */
+        const int i = pos / D, c = pos % D;
+        x[i * LD + c] = pos % 2 ? -3.5f : 3.5f;
+        x[i * LD + D] = 99.0f; /* between rows (stride padding): never read */
+        sp_quant_rows(x, N, D, LD, 0, NULL, xi, s);
+        cr_assert_eq(s[0], 3.5f / 127.0f, "max at row %d col %d: scale %g", i, c, (double)s[0]);
+        unsigned char valid[N] = {1, 1, 1, 1, 1};
+        valid[i] = 0; /* the row holding the max is padding: the scale falls back to max 1 */
+        sp_quant_rows(x, N, D, LD, 0, valid, xi, s);
+        cr_assert_eq(s[0], 1.0f / 127.0f, "padding row %d: scale %g", i, (double)s[0]);
+        x[i * LD + c] = NAN; /* in a valid row now */
+        sp_quant_rows(x, N, D, LD, 0, NULL, xi, s);
+        cr_assert_eq(s[0], 1.0f / 127.0f, "NaN at row %d col %d", i, c);
+    }
+}
+
 Test(quant, key_split_reconstructs_exactly_for_every_b) {
     for (int b = 1; b <= 8; b++)
         for (int k = -128; k <= 127; k++) {
