@@ -60,6 +60,12 @@ struct sp_sim_head {
     sp_mem_req *reqs;
     size_t reqs_cap;
     int max_pos;
+    /* SPRINT without reuse fetches the same vectors at every size, and the memory's order of
+     * service depends only on the requests and the open rows (memory.h): when every size has
+     * the same memory geometry, the first size (plan_size) schedules each query's batch and
+     * the others replay its order with their own times (plan_size -1: each size schedules) */
+    int plan_size;
+    sp_mem_plan plan;
 };
 
 static double dmax(double a, double b) { return a > b ? a : b; }
@@ -95,6 +101,20 @@ sp_sim_head *sp_sim_head_create(const sp_hw *hw, unsigned sizes_mask, const sp_h
         ss->ca = sp_xcalloc((size_t)w->corelets, sizeof *ss->ca);
         ss->cb = sp_xcalloc((size_t)w->corelets, sizeof *ss->cb);
     }
+    h->plan_size = -1;
+    for (int s = 0; s < SP_SIZE_COUNT; s++) {
+        if (!(sizes_mask & (1u << s))) continue;
+        if (h->plan_size < 0) {
+            h->plan_size = s;
+            continue;
+        }
+        const sp_hw *a = &h->hw[h->plan_size], *b = &h->hw[s];
+        if (a->channels != b->channels || a->banks != b->banks || a->row_bytes != b->row_bytes ||
+            a->queue_depth != b->queue_depth || a->frfcfs != b->frfcfs) {
+            h->plan_size = -1;
+            break;
+        }
+    }
     h->prev = sp_xmalloc((size_t)h->n_alloc, sizeof *h->prev);
     h->last_kept = sp_xmalloc((size_t)h->n_alloc, sizeof *h->last_kept);
     reqs_reserve(h, 2 * (size_t)h->n_alloc + 8);
@@ -112,6 +132,7 @@ void sp_sim_head_free(sp_sim_head *h) {
         free(ss->ca);
         free(ss->cb);
     }
+    sp_mem_plan_free(&h->plan);
     free(h->prev);
     free(h->last_kept);
     free(h->reqs);
@@ -246,7 +267,10 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
         fetched++;
     }
     double bus0 = ss->mem[D].busy_bus;
-    double fend = sp_mem_batch(&ss->mem[D], h->reqs, n, issue);
+    double fend;
+    if (D != SP_DESIGN_SPRINT_NOREUSE || h->plan_size < 0) fend = sp_mem_batch(&ss->mem[D], h->reqs, n, issue);
+    else if (s == h->plan_size) fend = sp_mem_batch_plan(&ss->mem[D], h->reqs, n, issue, &h->plan);
+    else fend = sp_mem_replay(&ss->mem[D], &h->plan, issue);
     double bw = (ss->mem[D].busy_bus - bus0) / hw->channels;
     counts_list(rec->mem_kept, rec->n_mem_kept, hw->corelets, ss->ca);
     counts_list(rec->kept, rec->n_kept, hw->corelets, ss->cb);
