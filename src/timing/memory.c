@@ -75,8 +75,26 @@ static int pow2_shift(long x) {
     return k;
 }
 
-/* One access to bank g (channel ch) row `row` of `bytes` issued at t. */
-static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, double t) {
+/* A batch works on local copies of the memory's counters (batch_acc), stored back at its end,
+ * so that they stay in registers; a single access loads and stores them around one
+ * acc_access. Either way every operation is the same, in the same order. */
+typedef struct batch_acc {
+    double ready_max, hits, misses, conflicts, busy_bus, requests, bytes, last;
+} batch_acc;
+
+static void acc_load(batch_acc *a, const sp_mem *m, double t) {
+    *a = (batch_acc){m->bank_ready_max, m->hits, m->misses, m->conflicts, m->busy_bus, m->requests, m->bytes, t};
+}
+
+static void acc_store(const batch_acc *a, sp_mem *m) {
+    m->bank_ready_max = a->ready_max;
+    m->hits = a->hits, m->misses = a->misses, m->conflicts = a->conflicts;
+    m->busy_bus = a->busy_bus, m->requests = a->requests, m->bytes = a->bytes;
+}
+
+/* One access to bank g (channel ch) row `row` of `bytes` issued at t: returns the cycle at
+ * which its last byte has arrived (sp_mem_access). */
+static inline double acc_access(sp_mem *m, batch_acc *a, int g, int ch, long long row, int bytes, double t) {
     const sp_hw *hw = m->hw;
     if (bytes != m->c_bytes) {
         m->c_bytes = bytes;
@@ -84,30 +102,42 @@ static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, 
         m->c_col = dmax(hw->t_ccd_cyc, m->c_burst);
     }
     double burst = m->c_burst, col = m->c_col;
+    long long open = m->open_row[g];
     double start = dmax(t, m->bank_ready[g]);
     double lat, occupy;
-    if (m->open_row[g] == row) {
+    if (open == row) {
         lat = hw->t_cl_cyc;
         occupy = col;
-        m->hits += 1;
-    } else if (m->open_row[g] < 0) {
+        a->hits += 1;
+    } else if (open < 0) {
         lat = hw->t_rcd_cyc + hw->t_cl_cyc;
         occupy = hw->t_rcd_cyc + col;
-        m->misses += 1;
+        a->misses += 1;
     } else {
         lat = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
         occupy = hw->t_rp_cyc + hw->t_rcd_cyc + col;
-        m->conflicts += 1;
+        a->conflicts += 1;
     }
     m->open_row[g] = row;
-    m->bank_ready[g] = start + occupy;
-    m->bank_ready_max = dmax(m->bank_ready_max, m->bank_ready[g]);
+    double ready = start + occupy;
+    m->bank_ready[g] = ready;
+    a->ready_max = dmax(a->ready_max, ready);
     double data = dmax(start + lat, m->bus_free[ch]);
     double done = data + burst;
     m->bus_free[ch] = done;
-    m->busy_bus += burst;
-    m->requests += 1;
-    m->bytes += bytes;
+    a->busy_bus += burst;
+    a->requests += 1;
+    a->bytes += bytes;
+    a->last = dmax(a->last, done);
+    return done;
+}
+
+/* One access to bank g (channel ch) row `row` of `bytes` issued at t. */
+static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, double t) {
+    batch_acc a;
+    acc_load(&a, m, t);
+    double done = acc_access(m, &a, g, ch, row, bytes, t);
+    acc_store(&a, m);
     return done;
 }
 
@@ -179,61 +209,6 @@ double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t
     return last;
 }
 
-
-/* access_mapped's arithmetic on a batch's local copies of the memory's counters (struct
- * batch_acc), so that they stay in registers; every operation is the same, in the same order,
- * so every sum rounds as it did. */
-typedef struct batch_acc {
-    double ready_max, hits, misses, conflicts, busy_bus, requests, bytes, last;
-} batch_acc;
-
-static void acc_load(batch_acc *a, const sp_mem *m, double t) {
-    *a = (batch_acc){m->bank_ready_max, m->hits, m->misses, m->conflicts, m->busy_bus, m->requests, m->bytes, t};
-}
-
-static void acc_store(const batch_acc *a, sp_mem *m) {
-    m->bank_ready_max = a->ready_max;
-    m->hits = a->hits, m->misses = a->misses, m->conflicts = a->conflicts;
-    m->busy_bus = a->busy_bus, m->requests = a->requests, m->bytes = a->bytes;
-}
-
-/* One access to bank g (channel ch) row `row` of `bytes` issued at t (access_mapped). */
-static inline void acc_access(sp_mem *m, batch_acc *a, int g, int ch, long long row, int bytes, double t) {
-    const sp_hw *hw = m->hw;
-    if (bytes != m->c_bytes) {
-        m->c_bytes = bytes;
-        m->c_burst = sp_mem_burst(hw, bytes);
-        m->c_col = dmax(hw->t_ccd_cyc, m->c_burst);
-    }
-    double burst = m->c_burst, col = m->c_col;
-    long long open = m->open_row[g];
-    double start = dmax(t, m->bank_ready[g]);
-    double lat, occupy;
-    if (open == row) {
-        lat = hw->t_cl_cyc;
-        occupy = col;
-        a->hits += 1;
-    } else if (open < 0) {
-        lat = hw->t_rcd_cyc + hw->t_cl_cyc;
-        occupy = hw->t_rcd_cyc + col;
-        a->misses += 1;
-    } else {
-        lat = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
-        occupy = hw->t_rp_cyc + hw->t_rcd_cyc + col;
-        a->conflicts += 1;
-    }
-    m->open_row[g] = row;
-    double ready = start + occupy;
-    m->bank_ready[g] = ready;
-    a->ready_max = dmax(a->ready_max, ready);
-    double data = dmax(start + lat, m->bus_free[ch]);
-    double done = data + burst;
-    m->bus_free[ch] = done;
-    a->busy_bus += burst;
-    a->requests += 1;
-    a->bytes += bytes;
-    a->last = dmax(a->last, done);
-}
 
 /* Appends a request about to be served to plan (when not NULL), with its bank's open row. */
 static inline void plan_push(sp_mem_plan *plan, const sp_mem *m, int g, long long row, int bytes) {
