@@ -300,6 +300,16 @@ Test(designs, residency_lru_and_fifo) {
     cr_assert_eq(sp_residency_has(&r, 1), 1);
     cr_assert_eq(sp_residency_has(&r, 0), 0);
     sp_residency_free(&r);
+    /* three CORELETs (not a power of two: the remainder by division): 0 and 3 share CORELET 0 */
+    sp_residency_init(&r, 8, 3, 1, 0);
+    cr_assert_eq(sp_residency_access(&r, 0), 0);
+    cr_assert_eq(sp_residency_access(&r, 3), 0); /* evicts 0 */
+    cr_assert_eq(sp_residency_access(&r, 1), 0);
+    cr_assert_eq(sp_residency_access(&r, 4), 0); /* evicts 1 */
+    cr_assert_eq(sp_residency_has(&r, 3), 1);
+    cr_assert_eq(sp_residency_has(&r, 0), 0);
+    cr_assert_eq(sp_residency_has(&r, 1), 0);
+    sp_residency_free(&r);
     int reuse, fetch;
     const int32_t a[] = {1, 3, 5, 7}, b[] = {3, 4, 5, 8, 9};
     sp_sld_split(a, 4, b, 5, &reuse, &fetch);

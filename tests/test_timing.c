@@ -3,6 +3,7 @@
  * does the analytical stream model agree with the event model on small cases? */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -229,6 +230,83 @@ Test(timing, fast_frfcfs_matches_reference) {
             sp_mem_free(&a);
             sp_mem_free(&b);
         }
+}
+
+/* Every field of two memories' state and counters equal (same bits). */
+static void mem_same(const sp_mem *a, const sp_mem *b, const char *what) {
+    cr_assert_eq(a->nb, b->nb);
+    for (int g = 0; g < a->nb; g++) {
+        cr_assert_eq(a->bank_ready[g], b->bank_ready[g], "%s: bank %d ready %.17g vs %.17g", what, g, a->bank_ready[g],
+                     b->bank_ready[g]);
+        cr_assert_eq(a->open_row[g], b->open_row[g], "%s: bank %d open row", what, g);
+    }
+    for (int c = 0; c < a->hw->channels; c++) cr_assert_eq(a->bus_free[c], b->bus_free[c], "%s: channel %d", what, c);
+    cr_assert_eq(a->bank_ready_max, b->bank_ready_max, "%s", what);
+    cr_assert_eq(a->requests, b->requests, "%s", what);
+    cr_assert_eq(a->bytes, b->bytes, "%s", what);
+    cr_assert_eq(a->hits, b->hits, "%s", what);
+    cr_assert_eq(a->misses, b->misses, "%s", what);
+    cr_assert_eq(a->conflicts, b->conflicts, "%s", what);
+    cr_assert_eq(a->busy_bus, b->busy_bus, "%s", what);
+}
+
+/* A batch served in the order another memory of the same geometry recorded (sp_mem_replay)
+ * leaves exactly the state sp_mem_batch leaves, whatever the clocks and issue times: plan on
+ * one memory (DDR clocks), replay on a second with other clocks and issue times, and compare
+ * with a third of those clocks that schedules every batch itself. Scheduler kinds: FR-FCFS at
+ * several depths, FCFS, a one-entry queue; mixed vector sizes. */
+Test(timing, replayed_order_matches_scheduling) {
+    sp_rng rng;
+    sp_rng_seed(&rng, 11);
+    const int depths[] = {1, 2, 8, 32, 100};
+    for (int di = 0; di < 5; di++)
+        for (int trial = 0; trial < 12; trial++) {
+            sp_hw hp = hw_default(trial % 3);
+            hp.queue_depth = depths[di];
+            hp.frfcfs = trial % 4 != 3;
+            hp.banks = 1 + trial % 8;
+            sp_hw hr = hp; /* other clocks: every latency and the bus differ */
+            hr.mem_cycle = 1.5;
+            hr.t_rcd_cyc = 21, hr.t_cl_cyc = 9.5, hr.t_rp_cyc = 3.25, hr.t_ccd_cyc = 3;
+            sp_mem p, r, d;
+            sp_mem_init(&p, &hp);
+            sp_mem_init(&r, &hr);
+            sp_mem_init(&d, &hr);
+            sp_mem_plan plan = {0};
+            for (int batch = 0; batch < 6; batch++) {
+                int n = (int)(sp_rng_next_uniform(&rng) * 300); /* 0 included */
+                sp_mem_req *q = malloc(sizeof *q * (size_t)(n + 1));
+                for (int i = 0; i < n; i++)
+                    q[i] = (sp_mem_req){(long)(sp_rng_next_uniform(&rng) * 2000), (int)(sp_rng_next_uniform(&rng) * 3),
+                                        batch % 3 == 2 && i % 5 == 0 ? 32 : 64};
+                double tp = batch * 400.0, tr = batch * 377.25 + (double)trial;
+                sp_mem_batch_plan(&p, q, n, tp, &plan);
+                cr_assert_eq(plan.n, n, "the plan holds every request");
+                double er = sp_mem_replay(&r, &plan, tr), ed = sp_mem_batch(&d, q, n, tr);
+                cr_assert_eq(er, ed, "depth %d trial %d batch %d: replay %.17g vs scheduled %.17g", depths[di], trial, batch,
+                             er, ed);
+                mem_same(&r, &d, "replay vs scheduled");
+                free(q);
+            }
+            for (int g = 0; g < p.nb; g++) cr_assert_eq(p.open_row[g], d.open_row[g]);
+            sp_mem_plan_free(&plan);
+            sp_mem_free(&p);
+            sp_mem_free(&r);
+            sp_mem_free(&d);
+        }
+}
+
+/* A plan replayed on a memory whose banks have other rows open is a bug, not a result. */
+Test(timing, replay_with_other_open_rows_aborts, .signal = SIGABRT) {
+    sp_hw hw = hw_default(0);
+    sp_mem a, b;
+    sp_mem_init(&a, &hw);
+    sp_mem_init(&b, &hw);
+    sp_mem_req q[3] = {{0, SP_REGION_K, 64}, {1, SP_REGION_V, 64}, {0, SP_REGION_V, 64}};
+    sp_mem_plan plan = {0};
+    sp_mem_batch_plan(&a, q, 3, 0, &plan);
+    sp_mem_access(&b, &q[2], 0); /* b's bank 0 now has the V row open, a's had none */
+    sp_mem_replay(&b, &plan, 100);
 }
 
 /* One SPRINT query by hand (S size, defaults with the 2 x 8 B interface; exact times, no

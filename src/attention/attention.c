@@ -4,6 +4,7 @@
  * the softmax-weighted sum are accumulated in double and written as plain loops. */
 #include "sprint/attention.h"
 
+#include "attention/scores.h"
 #include "attention/wsum.h"
 
 #include <math.h>
@@ -140,16 +141,11 @@ sp_status sp_attn_op_check(sp_attn_op *op, const sp_attn_head *h, sp_attn_stats 
 }
 
 int sp_attn_scores_ref(const sp_attn_head *h, int qi, const int32_t *idx, int n, double *scores) {
-    const float *qr = h->q + (size_t)qi * (size_t)h->ldq;
-    int bad = -1;
-    for (int j = 0; j < n; j++) {
-        const float *kr = h->k + (size_t)idx[j] * (size_t)h->ldk;
-        double dot = 0.0;
-        for (int c = 0; c < h->d; c++) dot += (double)qr[c] * (double)kr[c];
-        scores[j] = dot * (double)h->scale;
-        if (bad < 0 && !isfinite(scores[j])) bad = j;
-    }
-    return bad;
+    /* double sums in column order, the same bits at every CPU level (attention/scores.h) */
+    sp_attn_scores(h->d, n, idx, h->q + (size_t)qi * (size_t)h->ldq, h->k, (long)h->ldk, h->scale, scores);
+    for (int j = 0; j < n; j++)
+        if (!isfinite(scores[j])) return j;
+    return -1;
 }
 
 /* Dense reference: out_i = softmax_j(scale * q_i.k_j) v_j over the visible keys. */

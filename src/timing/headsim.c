@@ -42,6 +42,7 @@ typedef struct size_state {
     int cap;                   /* residency entries per CORELET */
     dstate d[SP_DESIGN_COUNT];
     long *ca, *cb;             /* per-CORELET counts scratch */
+    long *cm, *ck;             /* per-CORELET counts of the current record's mem_kept and kept (shared by the designs) */
 } size_state;
 
 struct sp_sim_head {
@@ -60,6 +61,12 @@ struct sp_sim_head {
     sp_mem_req *reqs;
     size_t reqs_cap;
     int max_pos;
+    /* SPRINT without reuse fetches the same vectors at every size, and the memory's order of
+     * service depends only on the requests and the open rows (memory.h): when every size has
+     * the same memory geometry, the first size (plan_size) schedules each query's batch and
+     * the others replay its order with their own times (plan_size -1: each size schedules) */
+    int plan_size;
+    sp_mem_plan plan;
 };
 
 static double dmax(double a, double b) { return a > b ? a : b; }
@@ -94,6 +101,22 @@ sp_sim_head *sp_sim_head_create(const sp_hw *hw, unsigned sizes_mask, const sp_h
         ss->v_fetched = sp_xcalloc((size_t)h->n_alloc, 1);
         ss->ca = sp_xcalloc((size_t)w->corelets, sizeof *ss->ca);
         ss->cb = sp_xcalloc((size_t)w->corelets, sizeof *ss->cb);
+        ss->cm = sp_xcalloc((size_t)w->corelets, sizeof *ss->cm);
+        ss->ck = sp_xcalloc((size_t)w->corelets, sizeof *ss->ck);
+    }
+    h->plan_size = -1;
+    for (int s = 0; s < SP_SIZE_COUNT; s++) {
+        if (!(sizes_mask & (1u << s))) continue;
+        if (h->plan_size < 0) {
+            h->plan_size = s;
+            continue;
+        }
+        const sp_hw *a = &h->hw[h->plan_size], *b = &h->hw[s];
+        if (a->channels != b->channels || a->banks != b->banks || a->row_bytes != b->row_bytes ||
+            a->queue_depth != b->queue_depth || a->frfcfs != b->frfcfs) {
+            h->plan_size = -1;
+            break;
+        }
     }
     h->prev = sp_xmalloc((size_t)h->n_alloc, sizeof *h->prev);
     h->last_kept = sp_xmalloc((size_t)h->n_alloc, sizeof *h->last_kept);
@@ -111,7 +134,10 @@ void sp_sim_head_free(sp_sim_head *h) {
         free(ss->v_fetched);
         free(ss->ca);
         free(ss->cb);
+        free(ss->cm);
+        free(ss->ck);
     }
+    sp_mem_plan_free(&h->plan);
     free(h->prev);
     free(h->last_kept);
     free(h->reqs);
@@ -122,9 +148,17 @@ void sp_sim_head_free(sp_sim_head *h) {
 static void counts_range(long n, int C, long *out) {
     for (int c = 0; c < C; c++) out[c] = n > c ? (n - c + C - 1) / C : 0;
 }
+/* Keys per CORELET of an index list (key j in CORELET j mod C, indices >= 0); C is a power
+ * of two at the defaults (1, 2, 4), where the remainder is a mask instead of a division. */
 static void counts_list(const int32_t *idx, int n, int C, long *out) {
     memset(out, 0, (size_t)C * sizeof *out);
-    for (int i = 0; i < n; i++) out[idx[i] % C]++;
+    if (C == 1) {
+        out[0] = n;
+    } else if ((C & (C - 1)) == 0) {
+        for (int i = 0; i < n; i++) out[idx[i] & (C - 1)]++;
+    } else {
+        for (int i = 0; i < n; i++) out[idx[i] % C]++;
+    }
 }
 
 static double tail_cycles(const sp_hw *hw, int d) { return hw->pipeline_cycles + cdiv(d, hw->sm_per_cycle); }
@@ -204,7 +238,8 @@ static double fetch_range(sp_sim_head *h, sp_mem *m, int event, int region, long
 }
 
 /* ---- event designs, one query record ------------------------------------------------------ */
-static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_record *rec) {
+/* cm, ck: keys per CORELET of rec->mem_kept and rec->kept (counts_list). */
+static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_record *rec, const long *cm, const long *ck) {
     const sp_hw *hw = &h->hw[s];
     size_state *ss = &h->s[s];
     dstate *ds = &ss->d[D];
@@ -246,11 +281,12 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
         fetched++;
     }
     double bus0 = ss->mem[D].busy_bus;
-    double fend = sp_mem_batch(&ss->mem[D], h->reqs, n, issue);
+    double fend;
+    if (D != SP_DESIGN_SPRINT_NOREUSE || h->plan_size < 0) fend = sp_mem_batch(&ss->mem[D], h->reqs, n, issue);
+    else if (s == h->plan_size) fend = sp_mem_batch_plan(&ss->mem[D], h->reqs, n, issue, &h->plan);
+    else fend = sp_mem_replay(&ss->mem[D], &h->plan, issue);
     double bw = (ss->mem[D].busy_bus - bus0) / hw->channels;
-    counts_list(rec->mem_kept, rec->n_mem_kept, hw->corelets, ss->ca);
-    counts_list(rec->kept, rec->n_kept, hw->corelets, ss->cb);
-    double comp = compute_cycles(hw, d, ss->ca, ss->cb, ds);
+    double comp = compute_cycles(hw, d, cm, ck, ds);
     /* Pruning-vector processing (Fig. 7 address generators, paper section 2.3 step 3): each
      * CORELET walks its share of the vector (keys are token-interleaved), looks every unpruned
      * index up in the On-Chip? table and generates its address before the QK-PU can use it. */
@@ -295,7 +331,8 @@ static void sprint_query(sp_sim_head *h, int s, sp_design D, const sp_query_reco
  * keeps it. Survivors = the record's kept set. */
 static int pruning_scores_all(const sp_hw *hw) { return hw->pruning_masked; }
 
-static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
+/* ck: keys per CORELET of rec->kept (counts_list). */
+static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec, const long *ck) {
     const sp_hw *hw = &h->hw[s];
     size_state *ss = &h->s[s];
     dstate *ds = &ss->d[SP_DESIGN_PRUNING];
@@ -338,8 +375,7 @@ static void pruning_query(sp_sim_head *h, int s, const sp_query_record *rec) {
         h->reqs[n++] = (sp_mem_req){j, SP_REGION_V, d};
     }
     double vend = sp_mem_batch(m, h->reqs, n, vissue);
-    counts_list(rec->kept, rec->n_kept, C, ss->cb);
-    double comp = compute_cycles(hw, d, ss->ca, ss->cb, ds);
+    double comp = compute_cycles(hw, d, ss->ca, ck, ds);
     end_query(ds, issue, comp, kend, vend, tail_cycles(hw, d), 0, (m->busy_bus - bus0) / hw->channels);
     ds->fetch_end = kend; /* the next K stream follows this one; V requests queue in the banks */
     double bytes = (double)(1 + kf + n) * d;
@@ -391,9 +427,12 @@ void sp_sim_head_query(sp_sim_head *h, const sp_query_record *rec) {
     h->n_last_kept = rec->n_kept;
     for (int s = 0; s < SP_SIZE_COUNT; s++) {
         if (!(h->mask & (1u << s))) continue;
-        sprint_query(h, s, SP_DESIGN_SPRINT_NOREUSE, rec);
-        sprint_query(h, s, SP_DESIGN_SPRINT, rec);
-        pruning_query(h, s, rec);
+        size_state *ss = &h->s[s];
+        counts_list(rec->mem_kept, rec->n_mem_kept, h->hw[s].corelets, ss->cm);
+        counts_list(rec->kept, rec->n_kept, h->hw[s].corelets, ss->ck);
+        sprint_query(h, s, SP_DESIGN_SPRINT_NOREUSE, rec, ss->cm, ss->ck);
+        sprint_query(h, s, SP_DESIGN_SPRINT, rec, ss->cm, ss->ck);
+        pruning_query(h, s, rec, ss->ck);
     }
 }
 
@@ -572,7 +611,8 @@ void sp_sim_head_finish(sp_sim_head *h, double scale, sp_design_result res[][SP_
                     sp_query_record pq = {.pos = (int)i, .n_k = (int)n, .n_visible = (int)nvalid,
                                           .n_mem_kept = h->n_last_kept, .mem_kept = h->last_kept,
                                           .n_kept = h->n_last_kept, .kept = h->last_kept};
-                    pruning_query(h, s, &pq);
+                    counts_list(pq.kept, pq.n_kept, h->hw[s].corelets, ss->ck);
+                    pruning_query(h, s, &pq, ss->ck);
                 }
         }
         for (int D = 0; D < SP_DESIGN_COUNT; D++) {

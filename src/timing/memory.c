@@ -75,8 +75,26 @@ static int pow2_shift(long x) {
     return k;
 }
 
-/* One access to bank g (channel ch) row `row` of `bytes` issued at t. */
-static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, double t) {
+/* A batch works on local copies of the memory's counters (batch_acc), stored back at its end,
+ * so that they stay in registers; a single access loads and stores them around one
+ * acc_access. Either way every operation is the same, in the same order. */
+typedef struct batch_acc {
+    double ready_max, hits, misses, conflicts, busy_bus, requests, bytes, last;
+} batch_acc;
+
+static void acc_load(batch_acc *a, const sp_mem *m, double t) {
+    *a = (batch_acc){m->bank_ready_max, m->hits, m->misses, m->conflicts, m->busy_bus, m->requests, m->bytes, t};
+}
+
+static void acc_store(const batch_acc *a, sp_mem *m) {
+    m->bank_ready_max = a->ready_max;
+    m->hits = a->hits, m->misses = a->misses, m->conflicts = a->conflicts;
+    m->busy_bus = a->busy_bus, m->requests = a->requests, m->bytes = a->bytes;
+}
+
+/* One access to bank g (channel ch) row `row` of `bytes` issued at t: returns the cycle at
+ * which its last byte has arrived (sp_mem_access). */
+static inline double acc_access(sp_mem *m, batch_acc *a, int g, int ch, long long row, int bytes, double t) {
     const sp_hw *hw = m->hw;
     if (bytes != m->c_bytes) {
         m->c_bytes = bytes;
@@ -84,30 +102,42 @@ static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, 
         m->c_col = dmax(hw->t_ccd_cyc, m->c_burst);
     }
     double burst = m->c_burst, col = m->c_col;
+    long long open = m->open_row[g];
     double start = dmax(t, m->bank_ready[g]);
     double lat, occupy;
-    if (m->open_row[g] == row) {
+    if (open == row) {
         lat = hw->t_cl_cyc;
         occupy = col;
-        m->hits += 1;
-    } else if (m->open_row[g] < 0) {
+        a->hits += 1;
+    } else if (open < 0) {
         lat = hw->t_rcd_cyc + hw->t_cl_cyc;
         occupy = hw->t_rcd_cyc + col;
-        m->misses += 1;
+        a->misses += 1;
     } else {
         lat = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
         occupy = hw->t_rp_cyc + hw->t_rcd_cyc + col;
-        m->conflicts += 1;
+        a->conflicts += 1;
     }
     m->open_row[g] = row;
-    m->bank_ready[g] = start + occupy;
-    m->bank_ready_max = dmax(m->bank_ready_max, m->bank_ready[g]);
+    double ready = start + occupy;
+    m->bank_ready[g] = ready;
+    a->ready_max = dmax(a->ready_max, ready);
     double data = dmax(start + lat, m->bus_free[ch]);
     double done = data + burst;
     m->bus_free[ch] = done;
-    m->busy_bus += burst;
-    m->requests += 1;
-    m->bytes += bytes;
+    a->busy_bus += burst;
+    a->requests += 1;
+    a->bytes += bytes;
+    a->last = dmax(a->last, done);
+    return done;
+}
+
+/* One access to bank g (channel ch) row `row` of `bytes` issued at t. */
+static double access_mapped(sp_mem *m, int g, int ch, long long row, int bytes, double t) {
+    batch_acc a;
+    acc_load(&a, m, t);
+    double done = acc_access(m, &a, g, ch, row, bytes, t);
+    acc_store(&a, m);
     return done;
 }
 
@@ -180,12 +210,39 @@ double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t
 }
 
 
+/* Appends a request about to be served to plan (when not NULL), with its bank's open row. */
+static inline void plan_push(sp_mem_plan *plan, const sp_mem *m, int g, long long row, int bytes) {
+    if (!plan) return;
+    if (plan->n == plan->cap) {
+        int cap = plan->cap ? 2 * plan->cap : 256;
+        sp_mem_pick *p = sp_xmalloc((size_t)cap, sizeof *p);
+        if (plan->n) memcpy(p, plan->picks, (size_t)plan->n * sizeof *p);
+        free(plan->picks);
+        plan->picks = p;
+        plan->cap = cap;
+    }
+    plan->picks[plan->n++] = (sp_mem_pick){row, m->open_row[g], g, bytes};
+}
+
 /* Fast FR-FCFS, same schedule as sp_mem_batch_reference: the window (the first queue_depth
  * waiting requests) is kept as bitmaps of waiting and row-hit requests plus one list per bank;
- * an access changes only its bank's open row, so only that bank's entries are re-flagged. */
-double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
-    double last;
-    if (batch_in_order(m, reqs, n, t, &last)) return last;
+ * an access changes only its bank's open row, so only that bank's entries are re-flagged. The
+ * window's row hits are counted, so a pick finds the oldest hit only when there is one. */
+double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
+    if (plan) plan->n = 0;
+    batch_acc acc;
+    if (n <= 1 || !m->hw->frfcfs || m->hw->queue_depth <= 1) { /* in arrival order */
+        acc_load(&acc, m, t);
+        for (int i = 0; i < n; i++) {
+            int g, ch;
+            long long row;
+            sp_mem_map(m->hw, &reqs[i], &g, &ch, &row);
+            plan_push(plan, m, g, row, reqs[i].bytes);
+            acc_access(m, &acc, g, ch, row, reqs[i].bytes, t);
+        }
+        acc_store(&acc, m);
+        return acc.last;
+    }
     scratch(m, n);
     int words = (n + 63) / 64;
     uint64_t *pend = m->spend, *hit = m->shit;
@@ -193,6 +250,9 @@ double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
     memset(hit, 0, (size_t)words * sizeof *hit);
     /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
     int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
+    int *sg = m->sg;
+    long long *srow = m->srow;
+    const long long *open_row = m->open_row;
     /* same mapping as sp_mem_map, with one division for bank and slot and the vectors-per-row
      * quotient cached across requests of equal size */
     const long nbl = m->nb;
@@ -207,16 +267,17 @@ double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
             vpr_sh = pow2_shift(vpr);
         }
         long slot = nb_sh >= 0 ? reqs[i].vec >> nb_sh : reqs[i].vec / nbl; /* vec >= 0 */
-        m->sg[i] = (int)(reqs[i].vec - slot * nbl);
-        m->srow[i] = ((long long)reqs[i].region << 40) + (vpr_sh >= 0 ? slot >> vpr_sh : slot / vpr);
+        sg[i] = (int)(reqs[i].vec - slot * nbl);
+        srow[i] = ((long long)reqs[i].region << 40) + (vpr_sh >= 0 ? slot >> vpr_sh : slot / vpr);
     }
-    const int q = m->hw->queue_depth;
-    int wend = 0, wc = 0, w0 = 0;
+    acc_load(&acc, m, t);
+    const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
+    int wend = 0, wc = 0, w0 = 0, nhit = 0;
     for (;;) {
         while (wc < q && wend < n) { /* admit the next request into the window */
-            int i = wend++, g = m->sg[i];
+            int i = wend++, g = sg[i];
             pend[i >> 6] |= 1ull << (i & 63);
-            if (m->open_row[g] == m->srow[i]) hit[i >> 6] |= 1ull << (i & 63);
+            if (open_row[g] == srow[i]) hit[i >> 6] |= 1ull << (i & 63), nhit++;
             bp[i] = -1;
             bn[i] = bh[g];
             if (bh[g] >= 0) bp[bh[g]] = i;
@@ -224,30 +285,62 @@ double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
             wc++;
         }
         if (wc == 0) break;
-        int pick = -1;
-        for (int w = w0; w < words; w++)
-            if (hit[w]) {
-                pick = w * 64 + __builtin_ctzll(hit[w]);
-                break;
-            }
-        if (pick < 0) {
-            while (!pend[w0]) w0++;
+        while (!pend[w0]) w0++; /* hits are waiting requests: none before w0 */
+        int pick;
+        if (nhit > 0) { /* the oldest row hit */
+            int w = w0;
+            while (!hit[w]) w++;
+            pick = w * 64 + __builtin_ctzll(hit[w]);
+            hit[w] &= ~(1ull << (pick & 63));
+            nhit--;
+        } else { /* the oldest */
             pick = w0 * 64 + __builtin_ctzll(pend[w0]);
         }
-        int g = m->sg[pick];
+        int g = sg[pick];
         pend[pick >> 6] &= ~(1ull << (pick & 63));
-        hit[pick >> 6] &= ~(1ull << (pick & 63));
         if (bp[pick] >= 0) bn[bp[pick]] = bn[pick]; else bh[g] = bn[pick];
         if (bn[pick] >= 0) bp[bn[pick]] = bp[pick];
         wc--;
-        int ch = m->ch_mask >= 0 ? g & m->ch_mask : g % m->hw->channels;
-        last = dmax(last, access_mapped(m, g, ch, m->srow[pick], reqs[pick].bytes, t));
-        for (int e = bh[g]; e >= 0; e = bn[e]) { /* the bank's open row changed */
-            if (m->srow[e] == m->open_row[g]) hit[e >> 6] |= 1ull << (e & 63);
-            else hit[e >> 6] &= ~(1ull << (e & 63));
-        }
+        int ch = ch_mask >= 0 ? g & ch_mask : g % channels;
+        long long row = srow[pick];
+        int changed = open_row[g] != row;
+        plan_push(plan, m, g, row, reqs[pick].bytes);
+        acc_access(m, &acc, g, ch, row, reqs[pick].bytes, t);
+        if (changed) /* the bank's open row changed: re-flag its waiting requests */
+            for (int e = bh[g]; e >= 0; e = bn[e]) {
+                uint64_t bit = 1ull << (e & 63);
+                int was = (hit[e >> 6] & bit) != 0, is = srow[e] == row;
+                if (is) hit[e >> 6] |= bit;
+                else hit[e >> 6] &= ~bit;
+                nhit += is - was;
+            }
     }
-    return last;
+    acc_store(&acc, m);
+    return acc.last;
+}
+
+double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t) { return sp_mem_batch_plan(m, reqs, n, t, NULL); }
+
+double sp_mem_replay(sp_mem *m, const sp_mem_plan *plan, double t) {
+    batch_acc acc;
+    acc_load(&acc, m, t);
+    const int ch_mask = m->ch_mask, channels = m->hw->channels;
+    for (int i = 0; i < plan->n; i++) {
+        const sp_mem_pick *p = &plan->picks[i];
+        int ch = ch_mask >= 0 ? p->bank & ch_mask : p->bank % channels;
+        /* the order holds only from the open rows it was made with (a bug otherwise): a bank
+         * whose row differed would differ at its first access in the batch, checked here */
+        SP_ASSERT(m->open_row[p->bank] == p->open);
+        acc_access(m, &acc, p->bank, ch, p->row, p->bytes, t);
+    }
+    acc_store(&acc, m);
+    return acc.last;
+}
+
+void sp_mem_plan_free(sp_mem_plan *plan) {
+    if (!plan) return;
+    free(plan->picks);
+    memset(plan, 0, sizeof *plan);
 }
 
 double sp_mem_stream_time(const sp_hw *hw, long n, int bytes, sp_mem *st) {

@@ -57,6 +57,28 @@ double sp_mem_access(sp_mem *m, const sp_mem_req *r, double t);
 /* A batch issued at t through the request queue (FR-FCFS or FCFS): returns the completion of
  * the last request (t when n == 0). */
 double sp_mem_batch(sp_mem *m, const sp_mem_req *reqs, int n, double t);
+/* The order in which a batch served its requests: for each, its bank, row, size and the row
+ * its bank had open just before (sp_mem_batch_plan fills it; sp_mem_replay uses it). */
+typedef struct sp_mem_pick {
+    long long row, open;
+    int bank, bytes;
+} sp_mem_pick;
+typedef struct sp_mem_plan {
+    sp_mem_pick *picks;
+    int n, cap;
+} sp_mem_plan;
+/* sp_mem_batch, also recording into plan (if not NULL) the order it served the requests in.
+ * The order depends only on the requests, the scheduler and the banks' open rows, never on
+ * times: a memory of the same geometry (channels, banks, row size, queue depth, scheduler)
+ * whose banks have the same rows open serves the same batch in the same order, whatever its
+ * timing state, issue time or clocks. */
+double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan);
+/* Serves a batch issued at t in the order of plan (made by sp_mem_batch_plan on a memory of
+ * the same geometry whose banks had the same open rows as m's): the same result and state as
+ * sp_mem_batch on m, without the scheduling. Aborts (SP_ASSERT) if an access finds its bank's
+ * open row different from the plan's. */
+double sp_mem_replay(sp_mem *m, const sp_mem_plan *plan, double t);
+void sp_mem_plan_free(sp_mem_plan *plan);
 /* The same schedule by a plain scan of the window for every pick (reference for tests). */
 double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t);
 
