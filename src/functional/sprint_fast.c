@@ -32,15 +32,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/flash.h"
 #include "cpu/gemm.h"
 #include "functional/fast_kernels.h"
 #include "functional/int_screen.h"
+#include "functional/int_screen_amx.h"
 #include "fn_internal.h"
 
 #define FX_BLOCK 64      /* queries per block: the reference's SP_FN_BLOCK (same sgemm calls) */
 #define FX_SUB 4         /* queries per block of integer charges (one screen tile row) */
 #define FX_LOG2E 1.4426950408889634
-#define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
+#define FX_AMX 32        /* queries per block of AMX charges (sp_iscreen_amx_rows32) */
+#define FX_DENSE_D 32
+/* A 16-key panel with at least this many keys to score in one call is scored whole from the
+ * packed K (sp_fk_panel4: contiguous loads, ~2 cycles a pair) rather than row by row
+ * (sp_fk_dots4: gathered rows); a speed choice, the scores obey the same bound either way
+ * (docs/RESULTS.md part 9g). */
+#ifndef FX_PANEL_MIN
+#define FX_PANEL_MIN 4
+#endif    /* below this head dim the fp32 scores come from the dense block */
 
 const char *sp_fn_fast_unsupported(const sp_fn_params *p) {
     if (p->mode != SP_FN_SPRINT) return "only mode sprint has a fast implementation";
@@ -60,15 +70,19 @@ typedef struct fx_call {
     sp_attn_op *op;
     int nq, nk, d, d8, kind, dense, count_pass;
     int have_S;  /* the dense fp32 score block is computed (dense statistics, or small d) */
+    int amx;     /* charges from the AMX screen, FX_AMX queries at a time (else FX_SUB, int_screen.h) */
     double scale, step, cmid, gamma, kmaxnorm, u;
     sp_fn_keystats ks;
-    size_t NK, D;
-    sp_fk_dots_fn dots;
+    size_t NK, D, lda; /* lda: row stride of the charges A */
+    sp_fk_dots4_fn dots4;
+    sp_fk_panel4_fn panel4;
     sp_fk_select_fn select;
-    sp_fk_softmax_wsum_fn wsum;
+    sp_fk_softmax_p_fn softmax_p;
+    sp_fk_marked_fn marked;
+    sp_fk_wsum4_fn wsum4;
     sp_fk_threshold_fn threshold;
     sp_fk_max_fn max;
-    sp_fk_lookup_fn lookup;
+    sp_fk_lookup4_fn lookup4;
     sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
 } fx_call;
@@ -79,13 +93,25 @@ typedef struct fx_work {
     int *qd;                    /* DAC levels (nq x d) as ints (margin sums) */
     float *sq, *sk;             /* quantisation scales */
     uint8_t *kp;                /* packed key MSBs */
-    int32_t *A;                 /* (FX_SUB x nk) integer charges */
+    int32_t *A;                 /* (FX_SUB or FX_AMX rows x lda) integer charges */
+    uint8_t *kb;                /* AMX-packed key MSBs (C.amx) */
+    int8_t *qa;                 /* DAC levels, rows of sp_iscreen_amx_dA(d) bytes, FX_AMX-row padded (C.amx) */
+    uint64_t *amask;            /* (FX_AMX x ldm) comparator bits of the AMX call, unused */
     float *S;                   /* (block x nk) fp32 scores (dense statistics only) */
     int *first_ge;              /* (nk + 1) first valid key >= j (nk: none); NULL = all valid */
     int *last_le;               /* (nk) last valid key <= j (-1: none) */
     int *nvalid;                /* (nk + 1) valid keys below j */
-    float *sc;                  /* (nk) fp32 score of key j for the query of stamp scst[j] */
-    int *scst;
+    float *sc4;                 /* (4 nk) fp32 score of key j for query r of the sub-block: sc4[4 j + r], */
+    int *st4;                   /*   valid when st4[j] == blk (every key scored for all its queries at once) */
+    float *p4;                  /* (4 nk) softmax weight of key j for query r of the sub-block (0: not kept) */
+    uint8_t *mark;              /* (nk) bit r: query r of the sub-block keeps key j */
+    int32_t *ulist;             /* (nk + 16) union of the sub-block's kept keys */
+    float *kpf;                 /* K packed in 16-key panels (flash.h), NULL with the dense block */
+    int *pcnt;                  /* (nk / 16 + 1) keys to score per panel in one fx_scores call */
+    int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores call */
+    int blk, b_i0, b_nr, b_end; /* sub-block stamp, first query, queries, largest end seen */
+    float b_inv[FX_SUB];        /* 1 / softmax sum of each query of the sub-block */
+    float *b_out[FX_SUB];       /* output row of each query with kept keys, else NULL */
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
     int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
@@ -99,15 +125,16 @@ typedef struct fx_work {
 
 static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
-    free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc), free(w->scst), free(w->ex);
+    free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc4), free(w->st4), free(w->ex);
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
-    free(w->cand), free(w->iota);
+    free(w->cand), free(w->iota), free(w->p4), free(w->mark), free(w->ulist), free(w->kpf), free(w->pcnt), free(w->glist);
+    free(w->kb), free(w->qa), free(w->amask);
     free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
 }
 
 /* Per-query state. */
 typedef struct fx_query {
-    int i, r, stamp, end, n_vis, first_vis, last_vis;
+    int i, r, ra, stamp, end, n_vis, first_vis, last_vis; /* r: slot in the FX_SUB sub-block, ra: row of A */
     const float *qrow;
     const float *Srow;   /* dense scores of this query (n_k), NULL without the dense pass */
     double sq, tol, smax;
@@ -132,23 +159,38 @@ static float fx_float_up(double x) {
 }
 
 /* Compact fp32 scores out[t] (q.k units) of keys list[0..n): from the dense block, else from
- * this query's cache, the missing ones computed (sp_fk_dots) and cached. */
+ * the sub-block's cache; a missing key is scored for every query of the sub-block at once
+ * (sp_fk_dots4: one K row load for FX_SUB queries; adjacent queries' survivors overlap, sec.
+ * 2.4) and cached. Which call computes a score changes only its summation order, which the
+ * exact decisions' rounding bound covers (any order). */
 static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n, float *out) {
     if (Q->Srow) {
         for (int t = 0; t < n; t++) out[t] = Q->Srow[list[t]];
         return;
     }
-    if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: nothing to share, no cache */
-        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
-        return;
-    }
-    const int nm = C->lookup(list, n, w->scst, Q->stamp, w->sc, out, w->miss, w->mpos);
+    const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
     if (nm == 0) return;
-    C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
+    const sp_attn_head *h = C->h;
+    const float *q0 = h->q + (size_t)w->b_i0 * (size_t)h->ldq;
+    /* panels with FX_PANEL_MIN or more misses: whole, from the packed K; the rest row by row */
+    int ng = 0;
+    for (int m = 0; m < nm; m++) w->pcnt[w->miss[m] >> 4]++;
     for (int m = 0; m < nm; m++) {
-        out[w->mpos[m]] = w->tmp[m];
-        w->sc[w->miss[m]] = w->tmp[m];
-        w->scst[w->miss[m]] = Q->stamp;
+        const int j = w->miss[m], p = j >> 4;
+        if (w->st4[j] == w->blk) continue; /* its panel was just scored */
+        if (w->pcnt[p] >= FX_PANEL_MIN) {
+            C->panel4(q0, h->ldq, w->b_nr, w->kpf + (size_t)p * 16 * C->D, C->d, w->sc4 + 64 * (size_t)p);
+            const int e = 16 * p + 16 < C->nk ? 16 * p + 16 : C->nk;
+            for (int u = 16 * p; u < e; u++) w->st4[u] = w->blk;
+        } else {
+            w->glist[ng++] = j;
+        }
+    }
+    for (int m = 0; m < nm; m++) w->pcnt[w->miss[m] >> 4] = 0;
+    C->dots4(q0, h->ldq, w->b_nr, h->k, h->ldk, C->d, w->glist, ng, w->sc4);
+    for (int m = 0; m < nm; m++) {
+        out[w->mpos[m]] = w->sc4[4 * (size_t)w->miss[m] + (size_t)Q->r];
+        w->st4[w->miss[m]] = w->blk;
     }
 }
 
@@ -197,7 +239,7 @@ static void fx_dense_stats(const fx_call *C, fx_work *w, const fx_query *Q, doub
                            sp_fk_dense_out *dn) {
     if (!C->dense) return;
     const sp_fk_dense_in in = {.S = Q->Srow, .n = Q->end, .kv = C->h->key_valid,
-                               .A = w->A + (size_t)Q->r * C->NK, .ti = ti, .scale = C->scale, .smax = Q->smax,
+                               .A = w->A + (size_t)Q->ra * C->lda, .ti = ti, .scale = C->scale, .smax = Q->smax,
                                .hi = thr_ref + Q->tol, .lo = thr_ref - Q->tol, .want_pass = C->count_pass,
                                .want_mass = C->P->mass_lost, .want_spread = C->P->exact_stats && C->op->observer};
     C->dense_row(&in, w->cand, dn);
@@ -269,12 +311,7 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         else {
             int ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
                                           w->src);
-            if (Q->Srow) {
-                fx_scores(C, w, Q, w->src, ns, w->ssc);
-            } else { /* the query's first list: nothing cached yet, score all and cache them */
-                C->dots(Q->qrow, h->k, h->ldk, C->d, w->src, ns, w->ssc);
-                for (int t = 0; t < ns; t++) w->sc[w->src[t]] = w->ssc[t], w->scst[w->src[t]] = Q->stamp;
-            }
+            fx_scores(C, w, Q, w->src, ns, w->ssc);
             thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
         }
         const double o = C->step * (C->cmid - 128.0) * s.sqd;
@@ -282,7 +319,7 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         const int mem_all = thr_mem == -INFINITY;
         const double tau = mem_all ? -INFINITY : (thr_mem / lf - marg - o) / C->u;
         /* the comparator: survivors, ascending */
-        const int32_t *Arow = w->A + (size_t)Q->r * C->NK;
+        const int32_t *Arow = w->A + (size_t)Q->ra * C->lda;
         n.n_mem = C->select(Arow, Q->end, mem_all ? INT32_MIN : fx_tau_int(tau), kv, w->mem, w->bits);
         /* reuse: survivors the previous query kept too (bit masks; words beyond the previous
          * query's end are still zero or hold its bits: ends never decrease within a call) */
@@ -325,12 +362,22 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             ml = ml < 0 ? 0 : ml;
         }
     }
-    /* softmax and the weighted sum of V over the kept keys, fp32 */
+    /* softmax weights over the kept keys, fp32; the weighted sum of V once the sub-block's
+     * queries are all decided (fx_flush) */
     float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
-    if (P->outputs && n.n_kept > 0)
-        C->wsum(w->ksc, (float)(C->scale * FX_LOG2E), w->kept, n.n_kept, h->v, h->ldv, C->d, w->pbuf, orow);
-    else
+    if (P->outputs && n.n_kept > 0) {
+        const float sum = C->softmax_p(w->ksc, (float)(C->scale * FX_LOG2E), n.n_kept, w->pbuf);
+        for (int t = 0; t < n.n_kept; t++) {
+            const int j = w->kept[t];
+            w->p4[4 * (size_t)j + (size_t)Q->r] = w->pbuf[t];
+            w->mark[j] |= (uint8_t)(1u << Q->r);
+        }
+        w->b_inv[Q->r] = 1.0f / sum;
+        w->b_out[Q->r] = orow;
+        w->b_end = Q->end > w->b_end ? Q->end : w->b_end;
+    } else {
         memset(orow, 0, C->D * sizeof *orow);
+    }
     /* statistics (the reference's record_statistics) */
     st->queries += 1;
     st->pairs_visible += Q->n_vis;
@@ -364,6 +411,24 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
     w->n_prev = n.n_mem;
 }
 
+/* The weighted sums of V of the sub-block's queries over the union of their kept keys (one V
+ * row load for FX_SUB queries), then the weights and marks cleared for the next sub-block. */
+static void fx_flush(const fx_call *C, fx_work *w) {
+    int any = 0;
+    for (int r = 0; r < FX_SUB; r++) any |= w->b_out[r] != NULL;
+    if (any) {
+        const int nu = C->marked(w->mark, w->b_end, w->ulist);
+        C->wsum4(w->ulist, nu, w->p4, C->h->v, C->h->ldv, C->d, w->b_inv, w->b_out);
+        for (int t = 0; t < nu; t++) {
+            const size_t j = (size_t)w->ulist[t];
+            w->mark[j] = 0;
+            memset(w->p4 + 4 * j, 0, 4 * sizeof *w->p4);
+        }
+    }
+    for (int r = 0; r < FX_SUB; r++) w->b_out[r] = NULL, w->b_inv[r] = 0.0f;
+    w->b_end = 0;
+}
+
 sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_fn_ctx *cx = op->ctx;
     const sp_fn_params *P = &cx->p;
@@ -390,12 +455,15 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.have_S = C.dense || C.d < FX_DENSE_D;
     C.NK = (size_t)(C.nk > 0 ? C.nk : 1), C.D = (size_t)C.d;
     const sp_cpu_level lv = sp_cpu_detect();
-    C.dots = sp_fk_dots_for(lv);
+    C.dots4 = sp_fk_dots4_for(lv);
+    C.panel4 = sp_fk_panel4_for(lv);
     C.select = sp_fk_select_for(lv);
-    C.wsum = sp_fk_softmax_wsum_for(lv);
+    C.softmax_p = sp_fk_softmax_p_for(lv);
+    C.marked = sp_fk_marked_for(lv);
+    C.wsum4 = sp_fk_wsum4_for(lv);
     C.threshold = sp_fk_threshold_for(lv);
     C.max = sp_fk_max_for(lv);
-    C.lookup = sp_fk_lookup_for(lv);
+    C.lookup4 = sp_fk_lookup4_for(lv);
     C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
@@ -412,9 +480,11 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_quant_rows(h->k, nk, d, h->ldk, 0, h->key_valid, w.ki, w.sk);
     w.qd = sp_xmalloc(NQ * D, sizeof(int));
     w.qd8 = sp_xcalloc(NQ * (size_t)d8, 1);
+    int dac[256]; /* sp_dac_level of every 8-bit level, indexed by level + 128 */
+    for (int l = -128; l < 128; l++) dac[l + 128] = sp_dac_level(l, P->rr.dac_bits);
     for (int i = 0; i < nq; i++)
         for (int c = 0; c < d; c++) {
-            int v = sp_dac_level(w.qi[(size_t)i * D + (size_t)c], P->rr.dac_bits);
+            int v = dac[w.qi[(size_t)i * D + (size_t)c] + 128];
             w.qd[(size_t)i * D + (size_t)c] = v;
             w.qd8[(size_t)i * (size_t)d8 + (size_t)c] = (int8_t)v;
         }
@@ -441,7 +511,6 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.ks = (sp_fn_keystats){k_ms, kmax, e_g2, e_m2, e_top2, sp_reram_full_scale(&P->rr, d)};
     w.kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
     sp_iscreen_pack(msb, nk, d, d, w.kp);
-    free(msb);
     /* visibility helpers for padding */
     if (h->key_valid) {
         w.nvalid = sp_xmalloc(NK + 1, sizeof(int));
@@ -453,13 +522,37 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         for (int j = nk - 1; j >= 0; j--) w.first_ge[j] = h->key_valid[j] ? j : w.first_ge[j + 1];
         for (int j = 0; j < nk; j++) w.last_le[j] = h->key_valid[j] ? j : j > 0 ? w.last_le[j - 1] : -1;
     }
-    w.A = sp_xmalloc((size_t)FX_SUB * NK, sizeof(int32_t));
+    /* AMX (1024 multiply-adds of a 16 x 64 by 64 x 16 tile per instruction) where the CPU and
+     * the OS offer it: the same integer charges (tests/test_int_screen.c) */
+    C.amx = nk > 0 && sp_iscreen_amx_available();
+    const int dA = sp_iscreen_amx_dA(d);
+    if (C.amx) {
+        C.lda = (NK + 63) / 64 * 64;
+        w.kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
+        sp_iscreen_amx_pack(msb, nk, d, d, w.kb);
+        w.qa = sp_xcalloc((NQ + FX_AMX - 1) / FX_AMX * FX_AMX * (size_t)dA, 1);
+        for (int i = 0; i < nq; i++) memcpy(w.qa + (size_t)i * (size_t)dA, w.qd8 + (size_t)i * (size_t)d8, D);
+        w.amask = sp_xmalloc((size_t)FX_AMX * (C.lda / 64), sizeof(uint64_t));
+        w.A = sp_xmalloc((size_t)FX_AMX * C.lda, sizeof(int32_t));
+    } else {
+        C.lda = NK;
+        w.A = sp_xmalloc((size_t)FX_SUB * NK, sizeof(int32_t));
+    }
     if (C.have_S) w.S = sp_xmalloc((size_t)FX_BLOCK * NK, sizeof(float));
-    w.sc = sp_xmalloc(NK, sizeof(float));
-    w.scst = sp_xcalloc(NK, sizeof(int));
+    w.st4 = sp_xcalloc(NK, sizeof(int));
+    w.p4 = sp_xcalloc(4 * NK, sizeof(float));
+    w.mark = sp_xcalloc(NK, 1);
+    w.ulist = sp_xmalloc(NK + 16, sizeof(int32_t));
     w.ex = sp_xmalloc(NK, sizeof(double));
     w.exst = sp_xcalloc(NK, sizeof(int));
     const size_t NL = NK + 16;
+    w.sc4 = sp_xmalloc(4 * (NK + 16), sizeof(float));
+    if (!C.have_S && nk > 0) {
+        w.kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof(float));
+        sp_flash_pack_k(h->k, h->ldk, nk, d, w.kpf);
+        w.pcnt = sp_xcalloc(NK / 16 + 1, sizeof(int));
+        w.glist = sp_xmalloc(NL + 2, sizeof(int32_t));
+    }
     w.mem = sp_xmalloc(NL, sizeof(int32_t));
     w.kept = sp_xmalloc(NL, sizeof(int32_t));
     w.prev = sp_xmalloc(NL, sizeof(int32_t));
@@ -478,6 +571,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
     w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
     w.n_prev = -1;
+    free(msb);
+    int32_t tau_none[FX_AMX]; /* the AMX call's comparator bits are not used (the policy decides later) */
+    for (int r = 0; r < FX_AMX; r++) tau_none[r] = INT32_MAX;
 
     int stamp = 0;
     for (int i0 = 0; i0 < nq; i0 += FX_BLOCK) {
@@ -486,26 +582,39 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
             sp_gemm_nt(bq, nk, d, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, h->k, h->ldk, w.S, nk);
         for (int r = 0; r < bq; r++) {
             const int i = i0 + r;
+            if (C.amx && r % FX_AMX == 0) { /* charges of the next FX_AMX queries */
+                const int nr = bq - r < FX_AMX ? bq - r : FX_AMX;
+                int kend = h->causal ? h->q_offset + i + nr : nk;
+                kend = kend < nk ? kend : nk;
+                if (kend > 0)
+                    sp_iscreen_amx_rows32(w.kb, (kend + 63) / 64, d, w.qa + (size_t)i * (size_t)dA, tau_none, w.amask,
+                                          C.lda / 64, w.A, C.lda);
+            }
             if (r % FX_SUB == 0) {
                 /* charges of the next FX_SUB queries against the keys they can see (causal: a
                  * prefix); (FX_SUB x n_k) int32 stays in L1/L2 */
                 const int nr = bq - r < FX_SUB ? bq - r : FX_SUB;
                 int kend = h->causal ? h->q_offset + i + nr : nk;
                 kend = kend < nk ? kend : nk;
-                if (kend > 0) sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
+                if (kend > 0 && !C.amx)
+                    sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
+                w.blk++, w.b_i0 = i, w.b_nr = nr;
             }
+            const int last = r % FX_SUB == FX_SUB - 1 || r == bq - 1; /* the sub-block's last query */
             if (h->query_valid && !h->query_valid[i]) {
                 memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float));
+                if (last) fx_flush(&C, &w);
                 continue;
             }
             fx_query Q;
             memset(&Q, 0, sizeof Q);
-            Q.i = i, Q.r = r % FX_SUB, Q.stamp = ++stamp;
+            Q.i = i, Q.r = r % FX_SUB, Q.ra = C.amx ? r % FX_AMX : r % FX_SUB, Q.stamp = ++stamp;
             Q.qrow = h->q + (size_t)i * (size_t)h->ldq;
             Q.Srow = C.have_S ? w.S + (size_t)r * NK : NULL; /* row r of the 64-query block */
             Q.end = h->causal ? h->q_offset + i + 1 : nk;
             Q.sq = w.sq[i];
             fx_query_run(&C, &w, &Q, st);
+            if (last) fx_flush(&C, &w);
         }
     }
     fx_free(&w);
