@@ -417,6 +417,26 @@ Test(fn_fast, blocked_kernels_match_portable) {
     sp_cpu_level lv = sp_cpu_detect();
     rng_state = 11;
     enum { N = 300 };
+    /* survivors from precomputed comparator bits (the AMX screen's) */
+    uint64_t mk[N / 64 + 1];
+    unsigned char kvb[N];
+    for (int t = 0; t < N / 64 + 1; t++) mk[t] = ((uint64_t)(urand() * 4294967296.0) << 32) ^ (uint64_t)(urand() * 4294967296.0);
+    for (int j = 0; j < N; j++) kvb[j] = urand() < 0.8;
+    for (int n = 0; n <= N; n += n < 40 ? 1 : 23)
+        for (int pad = 0; pad < 2; pad++) {
+            int32_t o1[N + 16], o2[N + 16];
+            uint16_t b1[N / 16 + 2], b2[N / 16 + 2];
+            int c1 = sp_fk_select_mask_portable(mk, n, pad ? kvb : NULL, o1, b1);
+            int c2 = sp_fk_select_mask_for(lv)(mk, n, pad ? kvb : NULL, o2, b2);
+            cr_assert_eq(c1, c2, "select_mask n=%d: %d vs %d", n, c1, c2);
+            cr_assert_eq(memcmp(o1, o2, sizeof(int32_t) * (size_t)c1), 0);
+            cr_assert_eq(memcmp(b1, b2, sizeof(uint16_t) * (size_t)((n + 15) / 16)), 0);
+            for (int j = 0, c = 0; j < n; j++) {
+                int in = (int)((mk[j / 64] >> (j % 64)) & 1u) && (!pad || kvb[j]);
+                cr_assert_eq(in, c < c1 && o1[c] == j, "select_mask key %d", j);
+                c += in;
+            }
+        }
     const int dims[] = {1, 8, 20, 32, 64, 100, 128};
     for (int di = 0; di < 7; di++) {
         const int d = dims[di];

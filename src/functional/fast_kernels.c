@@ -225,3 +225,21 @@ void sp_fk_panel4_portable(const float *q, int ldq, int nr, const float *kpan, i
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_panel4_avx512 : sp_fk_panel4_portable;
 }
+
+int sp_fk_select_mask_portable(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
+    int cnt = 0;
+    for (int w = 0; w * 16 < n; w++) {
+        unsigned m = 0;
+        for (int u = 0; u < 16 && 16 * w + u < n; u++) {
+            int j = 16 * w + u, keep = (int)((mask[j / 64] >> (j % 64)) & 1u) & (!kvalid || kvalid[j] != 0);
+            out[cnt] = j;
+            cnt += keep;
+            m |= (unsigned)keep << u;
+        }
+        bits[w] = (uint16_t)m;
+    }
+    return cnt;
+}
+sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_select_mask_avx512 : sp_fk_select_mask_portable;
+}

@@ -147,6 +147,14 @@ typedef void (*sp_fk_panel4_fn)(const float *q, int ldq, int nr, const float *kp
 void sp_fk_panel4_portable(const float *q, int ldq, int nr, const float *kpan, int d, float *out);
 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out);
 
+/* sp_fk_select with the comparator's bits already computed (the AMX screen's): key j is a
+ * survivor when bit j % 64 of mask[j / 64] is set (and kvalid[j] != 0, kvalid may be NULL). */
+typedef int (*sp_fk_select_mask_fn)(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out,
+                                    uint16_t *bits);
+int sp_fk_select_mask_portable(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits);
+int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits);
+
+sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level);
 sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level);
 sp_fk_lookup4_fn sp_fk_lookup4_for(sp_cpu_level level);

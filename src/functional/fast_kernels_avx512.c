@@ -331,6 +331,26 @@ T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan
     _mm512_storeu_ps(out + 48, _mm512_shuffle_f32x4(v01b, v23b, 0xEE)); /* keys 12..15 */
 }
 
+/* 16 keys per step: their 16 bits of the mask word, and-ed with the padding mask, compacted. */
+T512 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out,
+                                  uint16_t *bits) {
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int cnt = 0;
+    for (int j0 = 0; j0 < n; j0 += 16, idx = _mm512_add_epi32(idx, step)) {
+        __mmask16 lim = n - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j0)) - 1u);
+        __mmask16 m = (__mmask16)(mask[j0 / 64] >> (j0 % 64)) & lim;
+        if (kvalid) {
+            __m128i kv = _mm_maskz_loadu_epi8(lim, kvalid + j0);
+            m &= _mm_test_epi8_mask(kv, kv);
+        }
+        _mm512_storeu_si512((void *)(out + cnt), _mm512_maskz_compress_epi32(m, idx));
+        cnt += __builtin_popcount((unsigned)m);
+        bits[j0 / 16] = (uint16_t)m;
+    }
+    return cnt;
+}
+
 /* sp_fk_lookup_avx512 with the slot's scores gathered at 4 j + r. */
 T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
                               float *out, int32_t *miss, int32_t *mpos) {
@@ -457,6 +477,9 @@ float sp_fk_softmax_p_avx512(const float *s, float qmul, int n, float *p) { retu
 int sp_fk_marked_avx512(const uint8_t *mark, int n, int32_t *out) { return sp_fk_marked_portable(mark, n, out); }
 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
     sp_fk_panel4_portable(q, ldq, nr, kpan, d, out);
+}
+int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
+    return sp_fk_select_mask_portable(mask, n, kvalid, out, bits);
 }
 void sp_fk_wsum4_avx512(const int32_t *u, int n, const float *p4, const float *v, int ldv, int d, const float *inv,
                         float *const *out) {

@@ -71,12 +71,15 @@ typedef struct fx_call {
     int nq, nk, d, d8, kind, dense, count_pass;
     int have_S;  /* the dense fp32 score block is computed (dense statistics, or small d) */
     int amx;     /* charges from the AMX screen, FX_AMX queries at a time (else FX_SUB, int_screen.h) */
+    int amx_mask; /* fixed policy without dense statistics: the AMX screen's comparator bits, no charges */
     double scale, step, cmid, gamma, kmaxnorm, u;
     sp_fn_keystats ks;
     size_t NK, D, lda; /* lda: row stride of the charges A */
+    sp_fk_dots_fn dots;
     sp_fk_dots4_fn dots4;
     sp_fk_panel4_fn panel4;
     sp_fk_select_fn select;
+    sp_fk_select_mask_fn select_mask;
     sp_fk_softmax_p_fn softmax_p;
     sp_fk_marked_fn marked;
     sp_fk_wsum4_fn wsum4;
@@ -96,7 +99,7 @@ typedef struct fx_work {
     int32_t *A;                 /* (FX_SUB or FX_AMX rows x lda) integer charges */
     uint8_t *kb;                /* AMX-packed key MSBs (C.amx) */
     int8_t *qa;                 /* DAC levels, rows of sp_iscreen_amx_dA(d) bytes, FX_AMX-row padded (C.amx) */
-    uint64_t *amask;            /* (FX_AMX x ldm) comparator bits of the AMX call, unused */
+    uint64_t *amask;            /* (FX_AMX x lda / 64) comparator bits of the AMX call (C.amx_mask) */
     float *S;                   /* (block x nk) fp32 scores (dense statistics only) */
     int *first_ge;              /* (nk + 1) first valid key >= j (nk: none); NULL = all valid */
     int *last_le;               /* (nk) last valid key <= j (-1: none) */
@@ -168,6 +171,16 @@ static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int
         for (int t = 0; t < n; t++) out[t] = Q->Srow[list[t]];
         return;
     }
+    if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: the sub-block's dense panels, else row by row */
+        if (!C->amx_mask) {
+            C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
+            return;
+        }
+        const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
+        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
+        for (int m = 0; m < nm; m++) out[w->mpos[m]] = w->tmp[m];
+        return;
+    }
     const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
     if (nm == 0) return;
     const sp_attn_head *h = C->h;
@@ -225,6 +238,18 @@ static int32_t fx_tau_int(double tau) { /* (double)A >= tau  <=>  A >= ceil(tau)
     if (!(tau > -2e9)) return INT32_MIN + 1;
     if (tau > 2e9) return INT32_MAX;
     return (int32_t)ceil(tau);
+}
+
+/* The comparator reference of query i as an integer (the reference's memory_reference): keys
+ * with A_ij >= the result survive; INT32_MIN keeps every key (thr_mem = -inf). first_vis: the
+ * query's first visible key (its scale factor). */
+static int32_t fx_comparator_ti(const fx_call *C, const fx_work *w, int i, int first_vis, double thr_mem) {
+    const sp_fn_dac_sums s = sp_fn_dac_sums_of(w->qi + (size_t)i * C->D, w->qd + (size_t)i * C->D, C->d, C->step);
+    const double marg = sp_fn_comparator_margin(C->P, C->d, &C->ks, &s);
+    const double o = C->step * (C->cmid - 128.0) * s.sqd;
+    const double lf = C->scale * (double)w->sq[i] * (double)w->sk[first_vis];
+    if (thr_mem == -INFINITY) return INT32_MIN;
+    return fx_tau_int((thr_mem / lf - marg - o) / C->u);
 }
 
 /* Counts of one query, as the reference's fn_counts. */
@@ -301,10 +326,6 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         } else if (!relative) {
             thr_ref = P->thr[h->layer * C->op->n_heads + h->head];
         }
-        /* comparator reference (the reference's memory_reference) */
-        const sp_fn_dac_sums s = sp_fn_dac_sums_of(w->qi + (size_t)Q->i * C->D, w->qd + (size_t)Q->i * C->D, C->d,
-                                                   C->step);
-        const double marg = sp_fn_comparator_margin(P, C->d, &C->ks, &s);
         double thr_mem;
         if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
         else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
@@ -314,13 +335,12 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             fx_scores(C, w, Q, w->src, ns, w->ssc);
             thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
         }
-        const double o = C->step * (C->cmid - 128.0) * s.sqd;
-        const double lf = C->scale * Q->sq * (double)w->sk[Q->first_vis];
-        const int mem_all = thr_mem == -INFINITY;
-        const double tau = mem_all ? -INFINITY : (thr_mem / lf - marg - o) / C->u;
-        /* the comparator: survivors, ascending */
-        const int32_t *Arow = w->A + (size_t)Q->ra * C->lda;
-        n.n_mem = C->select(Arow, Q->end, mem_all ? INT32_MIN : fx_tau_int(tau), kv, w->mem, w->bits);
+        /* the comparator: survivors, ascending (from the AMX screen's bits for a fixed policy) */
+        const int32_t ti = fx_comparator_ti(C, w, Q->i, Q->first_vis, thr_mem);
+        if (C->amx_mask)
+            n.n_mem = C->select_mask(w->amask + (size_t)Q->ra * (C->lda / 64), Q->end, kv, w->mem, w->bits);
+        else
+            n.n_mem = C->select(w->A + (size_t)Q->ra * C->lda, Q->end, ti, kv, w->mem, w->bits);
         /* reuse: survivors the previous query kept too (bit masks; words beyond the previous
          * query's end are still zero or hold its bits: ends never decrease within a call) */
         for (int u = 0; u < (Q->end + 15) / 16; u++)
@@ -328,7 +348,7 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         /* exact pass of every visible pair (only with the dense scores) */
         /* statistics over every visible pair (dense scores): exact pass, false prunes/keeps;
          * mass and spread below from the same pass */
-        fx_dense_stats(C, w, Q, thr_ref, mem_all ? INT32_MIN : fx_tau_int(tau), &n, &dn);
+        fx_dense_stats(C, w, Q, thr_ref, ti, &n, &dn);
         /* digital stage: recompute the survivors, exact threshold again. Scores clearly above
          * or below the threshold's band (in score units, loosened by 1e-6 relative) are decided
          * in fp32; the rest by the reference's rule (fx_passes). */
@@ -411,6 +431,26 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
     w->n_prev = n.n_mem;
 }
 
+/* Fixed policy with the AMX screen's bits: before the sub-block's queries run, every 16-key
+ * panel in which its FX_SUB queries have FX_PANEL_DENSE or more survivors is scored whole for
+ * all of them (sp_fk_panel4; as the SPRINT CPU kernel's dense tiles, docs/RESULTS.md part 9b);
+ * fx_scores takes those keys' scores from the cache and computes the others row by row. */
+#define FX_PANEL_DENSE 16
+static void fx_dense_panels(const fx_call *C, fx_work *w, int ra, int nr, int kend) {
+    const size_t ldm = C->lda / 64;
+    const float *q0 = C->h->q + (size_t)w->b_i0 * (size_t)C->h->ldq;
+    for (int p = 0; p < (kend + 15) / 16; p++) {
+        int cnt = 0;
+        for (int r = 0; r < nr; r++)
+            cnt += __builtin_popcount((unsigned)(w->amask[(size_t)(ra + r) * ldm + (size_t)(p / 4)] >> (16 * (p % 4))) &
+                                      0xFFFFu);
+        if (cnt < FX_PANEL_DENSE) continue;
+        C->panel4(q0, C->h->ldq, nr, w->kpf + (size_t)p * 16 * C->D, C->d, w->sc4 + 64 * (size_t)p);
+        const int e = 16 * p + 16 < C->nk ? 16 * p + 16 : C->nk;
+        for (int u = 16 * p; u < e; u++) w->st4[u] = w->blk;
+    }
+}
+
 /* The weighted sums of V of the sub-block's queries over the union of their kept keys (one V
  * row load for FX_SUB queries), then the weights and marks cleared for the next sub-block. */
 static void fx_flush(const fx_call *C, fx_work *w) {
@@ -455,9 +495,11 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.have_S = C.dense || C.d < FX_DENSE_D;
     C.NK = (size_t)(C.nk > 0 ? C.nk : 1), C.D = (size_t)C.d;
     const sp_cpu_level lv = sp_cpu_detect();
+    C.dots = sp_fk_dots_for(lv);
     C.dots4 = sp_fk_dots4_for(lv);
     C.panel4 = sp_fk_panel4_for(lv);
     C.select = sp_fk_select_for(lv);
+    C.select_mask = sp_fk_select_mask_for(lv);
     C.softmax_p = sp_fk_softmax_p_for(lv);
     C.marked = sp_fk_marked_for(lv);
     C.wsum4 = sp_fk_wsum4_for(lv);
@@ -509,8 +551,14 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     }
     if (n_cells > 0) k_ms /= n_cells, e_g2 /= n_cells, e_m2 /= n_cells, e_top2 /= n_cells;
     C.ks = (sp_fn_keystats){k_ms, kmax, e_g2, e_m2, e_top2, sp_reram_full_scale(&P->rr, d)};
-    w.kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
-    sp_iscreen_pack(msb, nk, d, d, w.kp);
+    /* AMX (1024 multiply-adds of a 16 x 64 by 64 x 16 tile per instruction) where the CPU and
+     * the OS offer it: the same integer charges (tests/test_int_screen.c); else the packed int4
+     * screen */
+    C.amx = nk > 0 && sp_iscreen_amx_available();
+    if (!C.amx) {
+        w.kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
+        sp_iscreen_pack(msb, nk, d, d, w.kp);
+    }
     /* visibility helpers for padding */
     if (h->key_valid) {
         w.nvalid = sp_xmalloc(NK + 1, sizeof(int));
@@ -522,9 +570,6 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         for (int j = nk - 1; j >= 0; j--) w.first_ge[j] = h->key_valid[j] ? j : w.first_ge[j + 1];
         for (int j = 0; j < nk; j++) w.last_le[j] = h->key_valid[j] ? j : j > 0 ? w.last_le[j - 1] : -1;
     }
-    /* AMX (1024 multiply-adds of a 16 x 64 by 64 x 16 tile per instruction) where the CPU and
-     * the OS offer it: the same integer charges (tests/test_int_screen.c) */
-    C.amx = nk > 0 && sp_iscreen_amx_available();
     const int dA = sp_iscreen_amx_dA(d);
     if (C.amx) {
         C.lda = (NK + 63) / 64 * 64;
@@ -533,7 +578,10 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         w.qa = sp_xcalloc((NQ + FX_AMX - 1) / FX_AMX * FX_AMX * (size_t)dA, 1);
         for (int i = 0; i < nq; i++) memcpy(w.qa + (size_t)i * (size_t)dA, w.qd8 + (size_t)i * (size_t)d8, D);
         w.amask = sp_xmalloc((size_t)FX_AMX * (C.lda / 64), sizeof(uint64_t));
-        w.A = sp_xmalloc((size_t)FX_AMX * C.lda, sizeof(int32_t));
+        /* a fixed policy without the dense statistics needs only the comparator bits, whose
+         * references do not depend on other queries: computed before the screen */
+        C.amx_mask = !C.dense && (C.kind == SP_POLICY_LAYER || C.kind == SP_POLICY_HEAD);
+        if (!C.amx_mask) w.A = sp_xmalloc((size_t)FX_AMX * C.lda, sizeof(int32_t));
     } else {
         C.lda = NK;
         w.A = sp_xmalloc((size_t)FX_SUB * NK, sizeof(int32_t));
@@ -547,7 +595,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.exst = sp_xcalloc(NK, sizeof(int));
     const size_t NL = NK + 16;
     w.sc4 = sp_xmalloc(4 * (NK + 16), sizeof(float));
-    if (!C.have_S && nk > 0) {
+    if (!C.have_S && nk > 0 && (C.kind == SP_POLICY_ONCHIP || C.amx_mask)) { /* the sub-block score cache (fx_scores) */
         w.kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof(float));
         sp_flash_pack_k(h->k, h->ldk, nk, d, w.kpf);
         w.pcnt = sp_xcalloc(NK / 16 + 1, sizeof(int));
@@ -572,8 +620,8 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
     w.n_prev = -1;
     free(msb);
-    int32_t tau_none[FX_AMX]; /* the AMX call's comparator bits are not used (the policy decides later) */
-    for (int r = 0; r < FX_AMX; r++) tau_none[r] = INT32_MAX;
+    int32_t tau32[FX_AMX]; /* the AMX call's comparator references (INT32_MAX: bits unused) */
+    for (int r = 0; r < FX_AMX; r++) tau32[r] = INT32_MAX;
 
     int stamp = 0;
     for (int i0 = 0; i0 < nq; i0 += FX_BLOCK) {
@@ -586,9 +634,17 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 const int nr = bq - r < FX_AMX ? bq - r : FX_AMX;
                 int kend = h->causal ? h->q_offset + i + nr : nk;
                 kend = kend < nk ? kend : nk;
+                if (C.amx_mask) /* first visible key of query i + t (keys never appear later in a call) */
+                    for (int t = 0; t < nr; t++) {
+                        const int end = h->causal ? h->q_offset + i + t + 1 : nk;
+                        const int nv = end <= 0 ? 0 : w.nvalid ? w.nvalid[end < nk ? end : nk] : (end < nk ? end : nk);
+                        tau32[t] = nv > 0 ? fx_comparator_ti(&C, &w, i + t, w.first_ge ? w.first_ge[0] : 0,
+                                                             P->thr[h->layer * op->n_heads + h->head])
+                                          : INT32_MAX;
+                    }
                 if (kend > 0)
-                    sp_iscreen_amx_rows32(w.kb, (kend + 63) / 64, d, w.qa + (size_t)i * (size_t)dA, tau_none, w.amask,
-                                          C.lda / 64, w.A, C.lda);
+                    sp_iscreen_amx_rows32(w.kb, (kend + 63) / 64, d, w.qa + (size_t)i * (size_t)dA, tau32, w.amask,
+                                          C.lda / 64, C.amx_mask ? NULL : w.A, C.lda);
             }
             if (r % FX_SUB == 0) {
                 /* charges of the next FX_SUB queries against the keys they can see (causal: a
@@ -599,6 +655,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 if (kend > 0 && !C.amx)
                     sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
                 w.blk++, w.b_i0 = i, w.b_nr = nr;
+                if (C.amx_mask && w.kpf && kend > 0) fx_dense_panels(&C, &w, r % FX_AMX, nr, kend);
             }
             const int last = r % FX_SUB == FX_SUB - 1 || r == bq - 1; /* the sub-block's last query */
             if (h->query_valid && !h->query_valid[i]) {
