@@ -642,9 +642,11 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                                                              P->thr[h->layer * op->n_heads + h->head])
                                           : INT32_MAX;
                     }
-                if (kend > 0)
+                if (kend > 0 && C.amx_mask)
                     sp_iscreen_amx_rows32(w.kb, (kend + 63) / 64, d, w.qa + (size_t)i * (size_t)dA, tau32, w.amask,
-                                          C.lda / 64, C.amx_mask ? NULL : w.A, C.lda);
+                                          C.lda / 64, NULL, 0);
+                else if (kend > 0)
+                    sp_iscreen_amx_charges32(w.kb, (kend + 63) / 64, d, w.qa + (size_t)i * (size_t)dA, w.A, C.lda);
             }
             if (r % FX_SUB == 0) {
                 /* charges of the next FX_SUB queries against the keys they can see (causal: a
