@@ -161,55 +161,11 @@ int sp_fk_lookup4_portable(const int32_t *list, int n, const int *stamp, int now
     return nm;
 }
 
-float sp_fk_softmax_p_portable(const float *s, float qmul, int n, float *p) {
-    float mx = -INFINITY;
-    for (int t = 0; t < n; t++) {
-        p[t] = s[t] * qmul;
-        mx = p[t] > mx ? p[t] : mx;
-    }
-    float sum = 0.0f;
-    for (int t = 0; t < n; t++) sum += p[t] = sp_flash_exp2(p[t] - mx);
-    return sum;
-}
-
-int sp_fk_marked_portable(const uint8_t *mark, int n, int32_t *out) {
-    int cnt = 0;
-    for (int j = 0; j < n; j++) {
-        out[cnt] = j;
-        cnt += mark[j] != 0;
-    }
-    return cnt;
-}
-
-void sp_fk_wsum4_portable(const int32_t *u, int n, const float *p4, const float *v, int ldv, int d, const float *inv,
-                          float *const *out) {
-    for (int r = 0; r < 4; r++) {
-        if (!out[r]) continue;
-        float *o = out[r];
-        memset(o, 0, (size_t)d * sizeof *o);
-        for (int t = 0; t < n; t++) {
-            const float *vr = v + (size_t)u[t] * (size_t)ldv;
-            const float pt = p4[4 * (size_t)u[t] + (size_t)r];
-            for (int c = 0; c < d; c++) o[c] += pt * vr[c];
-        }
-        for (int c = 0; c < d; c++) o[c] *= inv[r];
-    }
-}
-
 sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_dots4_avx512 : sp_fk_dots4_portable;
 }
 sp_fk_lookup4_fn sp_fk_lookup4_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_lookup4_avx512 : sp_fk_lookup4_portable;
-}
-sp_fk_softmax_p_fn sp_fk_softmax_p_for(sp_cpu_level level) {
-    return level >= SP_CPU_AVX512 ? sp_fk_softmax_p_avx512 : sp_fk_softmax_p_portable;
-}
-sp_fk_marked_fn sp_fk_marked_for(sp_cpu_level level) {
-    return level >= SP_CPU_AVX512 ? sp_fk_marked_avx512 : sp_fk_marked_portable;
-}
-sp_fk_wsum4_fn sp_fk_wsum4_for(sp_cpu_level level) {
-    return level >= SP_CPU_AVX512 ? sp_fk_wsum4_avx512 : sp_fk_wsum4_portable;
 }
 
 void sp_fk_panel4_portable(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {

@@ -98,8 +98,8 @@ sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level);
 sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level);
 sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level);
 
-/* Blocked survivor work (issue 9, second pass): FX_SUB = 4 adjacent queries share each K and V
- * row they load, as the hardware's adjacent queries share on-chip keys (sec. 2.4). */
+/* Blocked survivor scores (issue 9, second pass): FX_SUB = 4 adjacent queries share each K row
+ * or packed K panel they load, as the hardware's adjacent queries share on-chip keys (sec. 2.4). */
 
 /* sc4[4 idx[t] + r] = q_r . k_idx[t] in fp32 for the queries r < nr <= 4 (rows q + r ldq), t < n;
  * the slots r >= nr of those keys get unspecified values. Any summation order (as sp_fk_dots). */
@@ -119,27 +119,6 @@ int sp_fk_lookup4_portable(const int32_t *list, int n, const int *stamp, int now
 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r, float *out,
                          int32_t *miss, int32_t *mpos);
 
-/* Softmax weights of n >= 1 keys: p[t] = 2^(qmul s[t] - max_t' qmul s[t']) (the kernels' exp2
- * polynomial, as sp_fk_softmax_wsum); returns sum_t p[t]. p has n + 16 entries. */
-typedef float (*sp_fk_softmax_p_fn)(const float *s, float qmul, int n, float *p);
-float sp_fk_softmax_p_portable(const float *s, float qmul, int n, float *p);
-float sp_fk_softmax_p_avx512(const float *s, float qmul, int n, float *p);
-
-/* The keys j < n with mark[j] != 0, ascending, into out (n + 16 entries); returns their count. */
-typedef int (*sp_fk_marked_fn)(const uint8_t *mark, int n, int32_t *out);
-int sp_fk_marked_portable(const uint8_t *mark, int n, int32_t *out);
-int sp_fk_marked_avx512(const uint8_t *mark, int n, int32_t *out);
-
-/* Weighted sums of V of up to 4 queries over the union u[0..n) of their kept keys (ascending):
- * out[r] (d) = inv[r] sum_t p4[4 u[t] + r] v_u[t] for each r with out[r] != NULL, where p4 holds
- * 0 for the keys query r did not keep (0 times a finite V row adds nothing). */
-typedef void (*sp_fk_wsum4_fn)(const int32_t *u, int n, const float *p4, const float *v, int ldv, int d,
-                               const float *inv, float *const *out);
-void sp_fk_wsum4_portable(const int32_t *u, int n, const float *p4, const float *v, int ldv, int d, const float *inv,
-                          float *const *out);
-void sp_fk_wsum4_avx512(const int32_t *u, int n, const float *p4, const float *v, int ldv, int d, const float *inv,
-                        float *const *out);
-
 /* The scores of a whole 16-key panel for up to 4 queries: out[4 u + r] = q_r . k_(16 p + u) in
  * fp32 (u < 16, r < nr; slots r >= nr unspecified) from the panel's packed K (kpan: d rows of 16
  * floats, flash.h's sp_flash_pack_k layout). Any summation order (as sp_fk_dots). */
@@ -158,8 +137,5 @@ sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level);
 sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level);
 sp_fk_lookup4_fn sp_fk_lookup4_for(sp_cpu_level level);
-sp_fk_softmax_p_fn sp_fk_softmax_p_for(sp_cpu_level level);
-sp_fk_marked_fn sp_fk_marked_for(sp_cpu_level level);
-sp_fk_wsum4_fn sp_fk_wsum4_for(sp_cpu_level level);
 
 #endif

@@ -373,97 +373,6 @@ T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int 
     return nm;
 }
 
-/* The first half of sp_fk_softmax_wsum_avx512 (same operations: the same weights). */
-T512 float sp_fk_softmax_p_avx512(const float *s, float qmul, int n, float *p) {
-    const __m512 qm = _mm512_set1_ps(qmul);
-    __m512 mx = _mm512_set1_ps(-INFINITY);
-    for (int t = 0; t < n; t += 16) {
-        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
-        mx = _mm512_mask_max_ps(mx, lm, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm));
-    }
-    const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-    __m512 sum = _mm512_setzero_ps();
-    for (int t = 0; t < n; t += 16) {
-        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
-        __m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm), mv);
-        __m512 e = _mm512_maskz_mov_ps(lm, exp2_512(x));
-        sum = _mm512_add_ps(sum, e);
-        _mm512_storeu_ps(p + t, e);
-    }
-    return _mm512_reduce_add_ps(sum);
-}
-
-/* 16 marks per step, the non-zero ones' indices compacted in a register. */
-T512 int sp_fk_marked_avx512(const uint8_t *mark, int n, int32_t *out) {
-    const __m512i step = _mm512_set1_epi32(16);
-    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    int cnt = 0;
-    for (int j0 = 0; j0 < n; j0 += 16, idx = _mm512_add_epi32(idx, step)) {
-        __mmask16 lim = n - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j0)) - 1u);
-        __m128i mk = _mm_maskz_loadu_epi8(lim, mark + j0);
-        __mmask16 nz = _mm_test_epi8_mask(mk, mk);
-        if (!nz) continue;
-        _mm512_storeu_si512((void *)(out + cnt), _mm512_maskz_compress_epi32(nz, idx));
-        cnt += __builtin_popcount((unsigned)nz);
-    }
-    return cnt;
-}
-
-/* 64 output dims of the 4 queries per pass over the keys (16 zmm accumulators: a V row loaded
- * once for the 4 queries); d <= 16 in one vector per query. */
-T512 void sp_fk_wsum4_avx512(const int32_t *u, int n, const float *p4, const float *v, int ldv, int d,
-                             const float *inv, float *const *out) {
-    if (d <= 16) {
-        const __mmask16 cm = (__mmask16)((1u << d) - 1u);
-        __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-        for (int t = 0; t < n; t++) {
-            const __m512 vr = _mm512_maskz_loadu_ps(cm, v + (size_t)u[t] * (size_t)ldv);
-            const float *pp = p4 + 4 * (size_t)u[t];
-            o0 = _mm512_fmadd_ps(_mm512_set1_ps(pp[0]), vr, o0);
-            o1 = _mm512_fmadd_ps(_mm512_set1_ps(pp[1]), vr, o1);
-            o2 = _mm512_fmadd_ps(_mm512_set1_ps(pp[2]), vr, o2);
-            o3 = _mm512_fmadd_ps(_mm512_set1_ps(pp[3]), vr, o3);
-        }
-        const __m512 o[4] = {o0, o1, o2, o3};
-        for (int r = 0; r < 4; r++)
-            if (out[r]) _mm512_mask_storeu_ps(out[r], cm, _mm512_mul_ps(o[r], _mm512_set1_ps(inv[r])));
-        return;
-    }
-    for (int c = 0; c < d; c += 64) {
-        const int w = d - c < 64 ? d - c : 64;
-        __mmask16 cm[4];
-        for (int g = 0; g < 4; g++) {
-            int rem = w - 16 * g;
-            cm[g] = rem >= 16 ? (__mmask16)0xFFFF : rem <= 0 ? (__mmask16)0 : (__mmask16)((1u << rem) - 1u);
-        }
-        __m512 o[4][4];
-        for (int r = 0; r < 4; r++)
-            for (int g = 0; g < 4; g++) o[r][g] = _mm512_setzero_ps();
-        for (int t = 0; t < n; t++) {
-            if (t + FK_AHEAD < n) {
-                const char *pr = (const char *)(v + (size_t)u[t + FK_AHEAD] * (size_t)ldv + c);
-                for (int e = 0; e < w * 4; e += 64) _mm_prefetch(pr + e, _MM_HINT_T0);
-            }
-            const float *vr = v + (size_t)u[t] * (size_t)ldv + c;
-            const float *pp = p4 + 4 * (size_t)u[t];
-            const __m512 v0 = _mm512_maskz_loadu_ps(cm[0], vr), v1 = _mm512_maskz_loadu_ps(cm[1], vr + 16),
-                         v2 = _mm512_maskz_loadu_ps(cm[2], vr + 32), v3 = _mm512_maskz_loadu_ps(cm[3], vr + 48);
-#pragma GCC unroll 4
-            for (int r = 0; r < 4; r++) {
-                const __m512 pr = _mm512_set1_ps(pp[r]);
-                o[r][0] = _mm512_fmadd_ps(pr, v0, o[r][0]);
-                o[r][1] = _mm512_fmadd_ps(pr, v1, o[r][1]);
-                o[r][2] = _mm512_fmadd_ps(pr, v2, o[r][2]);
-                o[r][3] = _mm512_fmadd_ps(pr, v3, o[r][3]);
-            }
-        }
-        for (int r = 0; r < 4; r++) {
-            if (!out[r]) continue;
-            const __m512 iv = _mm512_set1_ps(inv[r]);
-            for (int g = 0; g < 4; g++) _mm512_mask_storeu_ps(out[r] + c + 16 * g, cm[g], _mm512_mul_ps(o[r][g], iv));
-        }
-    }
-}
 #else
 void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, int ldk, int d, const int32_t *idx, int n,
                         float *sc4) {
@@ -473,17 +382,11 @@ int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, 
                          int32_t *miss, int32_t *mpos) {
     return sp_fk_lookup4_portable(list, n, stamp, now, sc4, r, out, miss, mpos);
 }
-float sp_fk_softmax_p_avx512(const float *s, float qmul, int n, float *p) { return sp_fk_softmax_p_portable(s, qmul, n, p); }
-int sp_fk_marked_avx512(const uint8_t *mark, int n, int32_t *out) { return sp_fk_marked_portable(mark, n, out); }
 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
     sp_fk_panel4_portable(q, ldq, nr, kpan, d, out);
 }
 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
     return sp_fk_select_mask_portable(mask, n, kvalid, out, bits);
-}
-void sp_fk_wsum4_avx512(const int32_t *u, int n, const float *p4, const float *v, int ldv, int d, const float *inv,
-                        float *const *out) {
-    sp_fk_wsum4_portable(u, n, p4, v, ldv, d, inv, out);
 }
 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
     sp_fk_dense_portable(in, amb, out);

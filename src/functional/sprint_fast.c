@@ -76,13 +76,11 @@ typedef struct fx_call {
     sp_fn_keystats ks;
     size_t NK, D, lda; /* lda: row stride of the charges A */
     sp_fk_dots_fn dots;
+    sp_fk_softmax_wsum_fn wsum;
     sp_fk_dots4_fn dots4;
     sp_fk_panel4_fn panel4;
     sp_fk_select_fn select;
     sp_fk_select_mask_fn select_mask;
-    sp_fk_softmax_p_fn softmax_p;
-    sp_fk_marked_fn marked;
-    sp_fk_wsum4_fn wsum4;
     sp_fk_threshold_fn threshold;
     sp_fk_max_fn max;
     sp_fk_lookup4_fn lookup4;
@@ -106,15 +104,10 @@ typedef struct fx_work {
     int *nvalid;                /* (nk + 1) valid keys below j */
     float *sc4;                 /* (4 nk) fp32 score of key j for query r of the sub-block: sc4[4 j + r], */
     int *st4;                   /*   valid when st4[j] == blk (every key scored for all its queries at once) */
-    float *p4;                  /* (4 nk) softmax weight of key j for query r of the sub-block (0: not kept) */
-    uint8_t *mark;              /* (nk) bit r: query r of the sub-block keeps key j */
-    int32_t *ulist;             /* (nk + 16) union of the sub-block's kept keys */
     float *kpf;                 /* K packed in 16-key panels (flash.h), NULL with the dense block */
     int *pcnt;                  /* (nk / 16 + 1) keys to score per panel in one fx_scores call */
     int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores call */
-    int blk, b_i0, b_nr, b_end; /* sub-block stamp, first query, queries, largest end seen */
-    float b_inv[FX_SUB];        /* 1 / softmax sum of each query of the sub-block */
-    float *b_out[FX_SUB];       /* output row of each query with kept keys, else NULL */
+    int blk, b_i0, b_nr;        /* sub-block stamp, first query, queries */
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
     int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
@@ -130,7 +123,7 @@ static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
     free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc4), free(w->st4), free(w->ex);
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
-    free(w->cand), free(w->iota), free(w->p4), free(w->mark), free(w->ulist), free(w->kpf), free(w->pcnt), free(w->glist);
+    free(w->cand), free(w->iota), free(w->kpf), free(w->pcnt), free(w->glist);
     free(w->kb), free(w->qa), free(w->amask);
     free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
 }
@@ -382,22 +375,13 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             ml = ml < 0 ? 0 : ml;
         }
     }
-    /* softmax weights over the kept keys, fp32; the weighted sum of V once the sub-block's
-     * queries are all decided (fx_flush) */
+    /* softmax and the weighted sum of V over the kept keys, fp32 (per query: the sums of a
+     * sub-block's queries over the union of their kept keys measured slower, RESULTS.md 9g) */
     float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
-    if (P->outputs && n.n_kept > 0) {
-        const float sum = C->softmax_p(w->ksc, (float)(C->scale * FX_LOG2E), n.n_kept, w->pbuf);
-        for (int t = 0; t < n.n_kept; t++) {
-            const int j = w->kept[t];
-            w->p4[4 * (size_t)j + (size_t)Q->r] = w->pbuf[t];
-            w->mark[j] |= (uint8_t)(1u << Q->r);
-        }
-        w->b_inv[Q->r] = 1.0f / sum;
-        w->b_out[Q->r] = orow;
-        w->b_end = Q->end > w->b_end ? Q->end : w->b_end;
-    } else {
+    if (P->outputs && n.n_kept > 0)
+        C->wsum(w->ksc, (float)(C->scale * FX_LOG2E), w->kept, n.n_kept, h->v, h->ldv, C->d, w->pbuf, orow);
+    else
         memset(orow, 0, C->D * sizeof *orow);
-    }
     /* statistics (the reference's record_statistics) */
     st->queries += 1;
     st->pairs_visible += Q->n_vis;
@@ -451,24 +435,6 @@ static void fx_dense_panels(const fx_call *C, fx_work *w, int ra, int nr, int ke
     }
 }
 
-/* The weighted sums of V of the sub-block's queries over the union of their kept keys (one V
- * row load for FX_SUB queries), then the weights and marks cleared for the next sub-block. */
-static void fx_flush(const fx_call *C, fx_work *w) {
-    int any = 0;
-    for (int r = 0; r < FX_SUB; r++) any |= w->b_out[r] != NULL;
-    if (any) {
-        const int nu = C->marked(w->mark, w->b_end, w->ulist);
-        C->wsum4(w->ulist, nu, w->p4, C->h->v, C->h->ldv, C->d, w->b_inv, w->b_out);
-        for (int t = 0; t < nu; t++) {
-            const size_t j = (size_t)w->ulist[t];
-            w->mark[j] = 0;
-            memset(w->p4 + 4 * j, 0, 4 * sizeof *w->p4);
-        }
-    }
-    for (int r = 0; r < FX_SUB; r++) w->b_out[r] = NULL, w->b_inv[r] = 0.0f;
-    w->b_end = 0;
-}
-
 sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_fn_ctx *cx = op->ctx;
     const sp_fn_params *P = &cx->p;
@@ -496,13 +462,11 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.NK = (size_t)(C.nk > 0 ? C.nk : 1), C.D = (size_t)C.d;
     const sp_cpu_level lv = sp_cpu_detect();
     C.dots = sp_fk_dots_for(lv);
+    C.wsum = sp_fk_softmax_wsum_for(lv);
     C.dots4 = sp_fk_dots4_for(lv);
     C.panel4 = sp_fk_panel4_for(lv);
     C.select = sp_fk_select_for(lv);
     C.select_mask = sp_fk_select_mask_for(lv);
-    C.softmax_p = sp_fk_softmax_p_for(lv);
-    C.marked = sp_fk_marked_for(lv);
-    C.wsum4 = sp_fk_wsum4_for(lv);
     C.threshold = sp_fk_threshold_for(lv);
     C.max = sp_fk_max_for(lv);
     C.lookup4 = sp_fk_lookup4_for(lv);
@@ -588,9 +552,6 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     }
     if (C.have_S) w.S = sp_xmalloc((size_t)FX_BLOCK * NK, sizeof(float));
     w.st4 = sp_xcalloc(NK, sizeof(int));
-    w.p4 = sp_xcalloc(4 * NK, sizeof(float));
-    w.mark = sp_xcalloc(NK, 1);
-    w.ulist = sp_xmalloc(NK + 16, sizeof(int32_t));
     w.ex = sp_xmalloc(NK, sizeof(double));
     w.exst = sp_xcalloc(NK, sizeof(int));
     const size_t NL = NK + 16;
@@ -659,10 +620,8 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 w.blk++, w.b_i0 = i, w.b_nr = nr;
                 if (C.amx_mask && w.kpf && kend > 0) fx_dense_panels(&C, &w, r % FX_AMX, nr, kend);
             }
-            const int last = r % FX_SUB == FX_SUB - 1 || r == bq - 1; /* the sub-block's last query */
             if (h->query_valid && !h->query_valid[i]) {
                 memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float));
-                if (last) fx_flush(&C, &w);
                 continue;
             }
             fx_query Q;
@@ -673,7 +632,6 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
             Q.end = h->causal ? h->q_offset + i + 1 : nk;
             Q.sq = w.sq[i];
             fx_query_run(&C, &w, &Q, st);
-            if (last) fx_flush(&C, &w);
         }
     }
     fx_free(&w);
