@@ -438,6 +438,17 @@ Test(fn_fast, blocked_kernels_match_portable) {
                 c += in;
             }
         }
+    /* the dense block's scores of a key list */
+    {
+        float S[N], g1[N + 16], g2[N + 16];
+        int32_t gi[N];
+        for (int j = 0; j < N; j++) S[j] = (float)nrand(), gi[j] = (int32_t)((j * 131) % N);
+        for (int n = 0; n <= N; n += n < 40 ? 1 : 29) {
+            sp_fk_gather_portable(S, gi, n, g1);
+            sp_fk_gather_for(lv)(S, gi, n, g2);
+            for (int t = 0; t < n; t++) cr_assert(g1[t] == S[gi[t]] && g2[t] == g1[t], "gather n=%d t=%d", n, t);
+        }
+    }
     const int dims[] = {1, 8, 20, 32, 64, 100, 128};
     for (int di = 0; di < 7; di++) {
         const int d = dims[di];

@@ -199,3 +199,10 @@ int sp_fk_select_mask_portable(const uint64_t *mask, int n, const unsigned char 
 sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_select_mask_avx512 : sp_fk_select_mask_portable;
 }
+
+void sp_fk_gather_portable(const float *S, const int32_t *idx, int n, float *out) {
+    for (int t = 0; t < n; t++) out[t] = S[idx[t]];
+}
+sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_gather_avx512 : sp_fk_gather_portable;
+}

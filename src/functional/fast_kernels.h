@@ -133,6 +133,12 @@ typedef int (*sp_fk_select_mask_fn)(const uint64_t *mask, int n, const unsigned 
 int sp_fk_select_mask_portable(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits);
 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits);
 
+/* out[t] = S[idx[t]], t < n (the dense block's scores of a key list). */
+typedef void (*sp_fk_gather_fn)(const float *S, const int32_t *idx, int n, float *out);
+void sp_fk_gather_portable(const float *S, const int32_t *idx, int n, float *out);
+void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out);
+
+sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level);
 sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level);
 sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level);

@@ -351,6 +351,14 @@ T512 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned ch
     return cnt;
 }
 
+T512 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out) {
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        const __m512i j = _mm512_maskz_loadu_epi32(lm, idx + t);
+        _mm512_mask_storeu_ps(out + t, lm, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, j, S, 4));
+    }
+}
+
 /* sp_fk_lookup_avx512 with the slot's scores gathered at 4 j + r. */
 T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
                               float *out, int32_t *miss, int32_t *mpos) {
@@ -388,6 +396,7 @@ void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int
 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
     return sp_fk_select_mask_portable(mask, n, kvalid, out, bits);
 }
+void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out) { sp_fk_gather_portable(S, idx, n, out); }
 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
     sp_fk_dense_portable(in, amb, out);
 }

@@ -4,13 +4,18 @@
  * screening scores S = Q K^T and the in-memory charges A = qd . g) and then prunes. This one
  * computes what the hardware computes, for the pairs it computes it:
  *   1. the in-memory charge A_ij = sum_c qd_ic m_jc as an integer sum of the DAC'd 8-bit query
- *      levels times the packed 4-bit key MSBs (int_screen.h: AVX-512 VNNI, AVX2, portable),
+ *      levels times the 4-bit key MSBs (int_screen_amx.h: AMX-INT8 where offered, 32 queries
+ *      per call; else int_screen.h: AVX-512 VNNI, AVX2, portable),
  *      bit-exact with the reference's fp32 sgemm on an ideal device (tests/test_int_screen.c);
  *   2. the comparator: A_ij >= tau_i, tau_i from the same doubles as the reference (policy
  *      threshold, margin sp_fn_comparator_margin, offsets), as ceil(tau_i) on integers;
  *   3. fp32 scores q.k only for the keys the decisions need: the on-chip estimate's keys (the
- *      previous query's survivors and the anchors) and the survivors; a key's score is
- *      computed once per query (stamped cache). Every exact decision (the max estimates, the
+ *      previous query's survivors and the anchors) and the survivors. Queries run in sub-blocks
+ *      of FX_SUB = 4 (adjacent queries share on-chip keys, sec. 2.4): onchip scores a key for
+ *      the sub-block's 4 queries at once and caches it (fx_scores); a fixed threshold with the
+ *      AMX screen knows every comparator reference before the screen, takes the comparator
+ *      bits from it and scores the 16-key panels dense in survivors whole (fx_dense_panels).
+ *      A key's score is computed once per query. Every exact decision (the max estimates, the
  *      exact threshold) uses the reference's rule: the fp32 score decides unless it lies within
  *      its rounding bound tol = gamma_d |q| max|k| scale of the threshold, where the exact
  *      double product decides. The bound holds for any summation order, so the decisions, the
@@ -76,6 +81,7 @@ typedef struct fx_call {
     sp_fn_keystats ks;
     size_t NK, D, lda; /* lda: row stride of the charges A */
     sp_fk_dots_fn dots;
+    sp_fk_gather_fn gather;
     sp_fk_softmax_wsum_fn wsum;
     sp_fk_dots4_fn dots4;
     sp_fk_panel4_fn panel4;
@@ -161,7 +167,7 @@ static float fx_float_up(double x) {
  * exact decisions' rounding bound covers (any order). */
 static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n, float *out) {
     if (Q->Srow) {
-        for (int t = 0; t < n; t++) out[t] = Q->Srow[list[t]];
+        C->gather(Q->Srow, list, n, out);
         return;
     }
     if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: the sub-block's dense panels, else row by row */
@@ -323,8 +329,17 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
         else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
         else {
-            int ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
+            int ns;
+            if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0 && w->prev[w->n_prev - 1] < Q->end) {
+                /* every previous survivor is visible (ends never decrease in a call): the
+                 * sources are the previous list as a whole, as sp_fn_onchip_sources gives them */
+                memcpy(w->src, w->prev, (size_t)w->n_prev * sizeof *w->src);
+                ns = w->n_prev;
+                if (P->onchip_source != SP_FN_ONCHIP_PREV) w->src[ns++] = Q->first_vis, w->src[ns++] = Q->last_vis;
+            } else {
+                ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
                                           w->src);
+            }
             fx_scores(C, w, Q, w->src, ns, w->ssc);
             thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
         }
@@ -462,6 +477,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.NK = (size_t)(C.nk > 0 ? C.nk : 1), C.D = (size_t)C.d;
     const sp_cpu_level lv = sp_cpu_detect();
     C.dots = sp_fk_dots_for(lv);
+    C.gather = sp_fk_gather_for(lv);
     C.wsum = sp_fk_softmax_wsum_for(lv);
     C.dots4 = sp_fk_dots4_for(lv);
     C.panel4 = sp_fk_panel4_for(lv);
