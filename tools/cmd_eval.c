@@ -34,7 +34,7 @@ static void help(void) {
            "  --per-head FILE   also write the operator's statistics per (layer, head) as CSV (fractions)\n"
            "  --stats           a pruning mode also computes the statistics over every visible pair: the\n"
            "                    false-prune rate and the softmax mass lost (sprint.exact_stats and\n"
-           "                    sprint.mass_lost on; they cost 15-30%% of the evaluation, docs/RESULTS.md\n"
+           "                    sprint.mass_lost on; they cost 10-30%% of the evaluation, docs/RESULTS.md\n"
            "                    part 9g). Without it eval turns both keys off unless --set gives them,\n"
            "                    and prints \"not computed\" for them (JSON and CSV: null / empty)\n"
            "  --attention MODE  attention operator: %s (default dense).\n"
