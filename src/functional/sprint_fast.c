@@ -45,17 +45,17 @@
 #include "fn_internal.h"
 
 #define FX_BLOCK 64      /* queries per block: the reference's SP_FN_BLOCK (same sgemm calls) */
-#define FX_SUB 4         /* queries per block of integer charges (one screen tile row) */
+#define FX_SUB 4         /* queries per sub-block: one VNNI screen tile row; they share scores (fx_scores) */
 #define FX_LOG2E 1.4426950408889634
 #define FX_AMX 32        /* queries per block of AMX charges (sp_iscreen_amx_rows32) */
-#define FX_DENSE_D 32
+#define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
 /* A 16-key panel with at least this many keys to score in one call is scored whole from the
  * packed K (sp_fk_panel4: contiguous loads, ~2 cycles a pair) rather than row by row
  * (sp_fk_dots4: gathered rows); a speed choice, the scores obey the same bound either way
  * (docs/RESULTS.md part 9g). */
 #ifndef FX_PANEL_MIN
 #define FX_PANEL_MIN 4
-#endif    /* below this head dim the fp32 scores come from the dense block */
+#endif
 
 const char *sp_fn_fast_unsupported(const sp_fn_params *p) {
     if (p->mode != SP_FN_SPRINT) return "only mode sprint has a fast implementation";
