@@ -283,6 +283,44 @@ Test(cli, eval_json_keys_and_value) {
     free_shared(&s);
 }
 
+/* `sprint eval` of a pruning mode computes the statistics over every visible pair only with
+ * --stats (or the keys given with --set): without, they are null, and the pruning itself (kept
+ * fraction, NLL) is the same. */
+Test(cli, eval_dense_statistics_only_when_asked) {
+    char buf[4096];
+    if (!th_shared_path("models/stories260K.bin", buf, sizeof buf) || !th_shared_path("models/tok512.bin", buf, sizeof buf))
+        cr_skip_test("shared model or tokenizer not found (set SPRINT_SHARED)");
+    static char out[3][1 << 16], errb[1 << 16];
+    const char *cmds[3] = {"eval --json --quiet --attention sprint --set policy.delta=3 --set eval.max_stories=2",
+                           "eval --json --quiet --attention sprint --stats --set policy.delta=3 --set eval.max_stories=2",
+                           "eval --json --quiet --attention sprint --set sprint.mass_lost=1 --set policy.delta=3 "
+                           "--set eval.max_stories=2"};
+    cJSON *o[3];
+    for (int k = 0; k < 3; k++) {
+        int rc = th_run_sprint(cmds[k], out[k], sizeof out[k], errb, sizeof errb);
+        cr_assert_eq(rc, 0, "exit %d, stderr: %s", rc, errb);
+        o[k] = cJSON_Parse(out[k]);
+        cr_assert_not_null(o[k], "not JSON: %s", out[k]);
+    }
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(o[0], "false_prune_rate")), "%s", out[0]);
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(o[0], "mass_lost_per_query")), "%s", out[0]);
+    cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(o[1], "false_prune_rate")), "%s", out[1]);
+    cr_assert(cJSON_GetObjectItem(o[1], "mass_lost_per_query")->valuedouble > 0, "%s", out[1]);
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(o[2], "false_prune_rate")), "%s", out[2]);
+    cr_assert_float_eq(cJSON_GetObjectItem(o[2], "mass_lost_per_query")->valuedouble,
+                       cJSON_GetObjectItem(o[1], "mass_lost_per_query")->valuedouble, 1e-12);
+    for (int k = 1; k < 3; k++) {
+        cr_assert_eq(cJSON_GetObjectItem(o[k], "kept_fraction")->valuedouble,
+                     cJSON_GetObjectItem(o[0], "kept_fraction")->valuedouble);
+        cr_assert_eq(cJSON_GetObjectItem(o[k], "nll")->valuedouble, cJSON_GetObjectItem(o[0], "nll")->valuedouble);
+    }
+    for (int k = 0; k < 3; k++) cJSON_Delete(o[k]);
+    int rc = th_run_sprint("eval --quiet --attention sprint --set policy.delta=3 --set eval.max_stories=1", out[0],
+                           sizeof out[0], errb, sizeof errb);
+    cr_assert_eq(rc, 0);
+    cr_assert(strstr(out[0], "not computed"), "%s", out[0]);
+}
+
 Test(cli, generate_greedy_is_deterministic) {
     char buf[4096];
     if (!th_shared_path("models/stories260K.bin", buf, sizeof buf) || !th_shared_path("models/tok512.bin", buf, sizeof buf))

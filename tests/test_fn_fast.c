@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/flash.h"
 #include "functional/fast_kernels.h"
 #include "functional/fn_internal.h"
 #include "helpers.h"
@@ -400,6 +401,113 @@ Test(fn_fast, kernels_match_portable) {
         free(k);
     }
     free(A), free(o1), free(o2), free(kv);
+}
+
+/* The blocked kernels of the second pass (4 queries per K row or panel) and the selection from
+ * precomputed comparator bits at the detected level against the portable ones and against
+ * double formulas: scores within the fp32 bound of any summation order, the same lookups and
+ * survivors. */
+static double dot_bound(const float *q, const float *k, int d, double *ex) {
+    double e = 0, ab = 0;
+    for (int c = 0; c < d; c++) e += (double)q[c] * k[c], ab += fabs((double)q[c] * k[c]);
+    *ex = e;
+    return 1.01 * d * ldexp(1.0, -24) / (1 - d * ldexp(1.0, -24)) * ab + 1e-30;
+}
+
+Test(fn_fast, blocked_kernels_match_portable) {
+    sp_cpu_level lv = sp_cpu_detect();
+    rng_state = 11;
+    enum { N = 300 };
+    /* survivors from precomputed comparator bits (the AMX screen's) */
+    uint64_t mk[N / 64 + 1];
+    unsigned char kvb[N];
+    for (int t = 0; t < N / 64 + 1; t++) mk[t] = ((uint64_t)(urand() * 4294967296.0) << 32) ^ (uint64_t)(urand() * 4294967296.0);
+    for (int j = 0; j < N; j++) kvb[j] = urand() < 0.8;
+    for (int n = 0; n <= N; n += n < 40 ? 1 : 23)
+        for (int pad = 0; pad < 2; pad++) {
+            int32_t o1[N + 16], o2[N + 16];
+            uint16_t b1[N / 16 + 2], b2[N / 16 + 2];
+            int c1 = sp_fk_select_mask_portable(mk, n, pad ? kvb : NULL, o1, b1);
+            int c2 = sp_fk_select_mask_for(lv)(mk, n, pad ? kvb : NULL, o2, b2);
+            cr_assert_eq(c1, c2, "select_mask n=%d: %d vs %d", n, c1, c2);
+            cr_assert_eq(memcmp(o1, o2, sizeof(int32_t) * (size_t)c1), 0);
+            cr_assert_eq(memcmp(b1, b2, sizeof(uint16_t) * (size_t)((n + 15) / 16)), 0);
+            for (int j = 0, c = 0; j < n; j++) {
+                int in = (int)((mk[j / 64] >> (j % 64)) & 1u) && (!pad || kvb[j]);
+                cr_assert_eq(in, c < c1 && o1[c] == j, "select_mask key %d", j);
+                c += in;
+            }
+        }
+    /* the dense block's scores of a key list */
+    {
+        float S[N], g1[N + 16], g2[N + 16];
+        int32_t gi[N];
+        for (int j = 0; j < N; j++) S[j] = (float)nrand(), gi[j] = (int32_t)((j * 131) % N);
+        for (int n = 0; n <= N; n += n < 40 ? 1 : 29) {
+            sp_fk_gather_portable(S, gi, n, g1);
+            sp_fk_gather_for(lv)(S, gi, n, g2);
+            for (int t = 0; t < n; t++) cr_assert(g1[t] == S[gi[t]] && g2[t] == g1[t], "gather n=%d t=%d", n, t);
+        }
+    }
+    const int dims[] = {1, 8, 20, 32, 64, 100, 128};
+    for (int di = 0; di < 7; di++) {
+        const int d = dims[di];
+        float *k = malloc(sizeof(float) * (size_t)(N + 64) * d), *q = malloc(sizeof(float) * 4 * (size_t)d);
+        for (int t = 0; t < (N + 64) * d; t++) k[t] = (float)nrand();
+        for (int t = 0; t < 4 * d; t++) q[t] = (float)nrand();
+        float *kp = malloc(sizeof(float) * sp_flash_kpack_size(N, d));
+        sp_flash_pack_k(k, d, N, d, kp);
+        float *s1 = malloc(sizeof(float) * 4 * (N + 16)), *s2 = malloc(sizeof(float) * 4 * (N + 16));
+        int32_t idx[N];
+        for (int t = 0; t < N; t++) idx[t] = (int32_t)((t * 7919) % N);
+        for (int nr = 1; nr <= 4; nr++)
+            for (int n = 0; n <= 23; n++) {
+                for (int t = 0; t < 4 * (N + 16); t++) s1[t] = s2[t] = NAN;
+                sp_fk_dots4_portable(q, d, nr, k, d, d, idx, n, s1);
+                sp_fk_dots4_for(lv)(q, d, nr, k, d, d, idx, n, s2);
+                for (int t = 0; t < n; t++)
+                    for (int r = 0; r < nr; r++) {
+                        double ex, b = dot_bound(q + (size_t)r * d, k + (size_t)idx[t] * d, d, &ex);
+                        float a1 = s1[4 * idx[t] + r], a2 = s2[4 * idx[t] + r];
+                        cr_assert(fabs(a1 - ex) <= b && fabs(a2 - ex) <= b, "dots4 d=%d nr=%d t=%d r=%d: %g %g vs %g",
+                                  d, nr, t, r, a1, a2, ex);
+                    }
+            }
+        /* whole panels, the last one zero-padded */
+        for (int nr = 1; nr <= 4; nr++)
+            for (int p = 0; p < (N + 15) / 16; p++) {
+                float o1[64], o2[64];
+                sp_fk_panel4_portable(q, d, nr, kp + (size_t)p * 16 * d, d, o1);
+                sp_fk_panel4_for(lv)(q, d, nr, kp + (size_t)p * 16 * d, d, o2);
+                for (int u = 0; u < 16 && 16 * p + u < N; u++)
+                    for (int r = 0; r < nr; r++) {
+                        double ex, b = dot_bound(q + (size_t)r * d, k + (size_t)(16 * p + u) * d, d, &ex);
+                        cr_assert(fabs(o1[4 * u + r] - ex) <= b && fabs(o2[4 * u + r] - ex) <= b,
+                                  "panel4 d=%d nr=%d key %d r=%d: %g %g vs %g", d, nr, 16 * p + u, r, o1[4 * u + r],
+                                  o2[4 * u + r], ex);
+                    }
+            }
+        /* the 4-slot cache lookup */
+        int stampv[N];
+        float *c4 = malloc(sizeof(float) * 4 * N);
+        for (int j = 0; j < N; j++) stampv[j] = urand() < 0.6 ? 9 : 8;
+        for (int t = 0; t < 4 * N; t++) c4[t] = (float)nrand();
+        for (int r = 0; r < 4; r++)
+            for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {
+                int32_t m1[N + 16], q1[N + 16], m2[N + 16], q2[N + 16], keys[N];
+                float a1[N + 16], a2[N + 16];
+                for (int t = 0; t < n; t++) keys[t] = (int32_t)((t * 7) % N);
+                int c1 = sp_fk_lookup4_portable(keys, n, stampv, 9, c4, r, a1, m1, q1);
+                int c2 = sp_fk_lookup4_for(lv)(keys, n, stampv, 9, c4, r, a2, m2, q2);
+                cr_assert_eq(c1, c2, "lookup4 n=%d", n);
+                cr_assert_eq(memcmp(m1, m2, sizeof(int32_t) * (size_t)c1), 0);
+                cr_assert_eq(memcmp(q1, q2, sizeof(int32_t) * (size_t)c1), 0);
+                for (int t = 0; t < n; t++)
+                    if (stampv[keys[t]] == 9)
+                        cr_assert(a1[t] == c4[4 * keys[t] + r] && a2[t] == a1[t], "lookup4 value t=%d", t);
+            }
+        free(c4), free(s1), free(s2), free(kp), free(k), free(q);
+    }
 }
 
 /* ---- real heads: Q, K, V of every head of a layer of a shared model ---------------------- */

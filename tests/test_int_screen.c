@@ -65,6 +65,13 @@ static void check_head(const float *q, const float *k, int nq, int nk, int d, in
                     int bit = (int)((mk[(size_t)(i0 + r) * ldm + j / 64] >> (j % 64)) & 1);
                     cr_assert_eq(bit, want >= tau[r], "%s amx: comparator bit row %d key %d", what, i0 + r, j);
                 }
+            /* the charges alone (the functional operator's onchip path) */
+            memset(A2, 0x55, (size_t)32 * lda * sizeof *A2);
+            sp_iscreen_amx_charges32(kb, nch, d, qa + (size_t)i0 * dA, A2, lda);
+            for (int r = 0; r < 32 && i0 + r < nq; r++)
+                for (int j = 0; j < nk; j++)
+                    cr_assert_eq(A2[(size_t)r * lda + j], (int32_t)Af[(size_t)(i0 + r) * nk + j],
+                                 "%s amx charges32 d %d b %d: row %d key %d", what, d, b, i0 + r, j);
         }
         free(kb), free(qa), free(mk), free(A2);
     } else

@@ -16,7 +16,7 @@
 
 static void help(void) {
     printf("usage: sprint eval [--model M] [--tokenizer T] [--text F] [--calib-text F] [--attention MODE]\n"
-           "                  [--decode] [--per-head FILE] [common options]\n\n"
+           "                  [--decode] [--stats] [--per-head FILE] [common options]\n\n"
            "Splits the text into stories at <|endoftext|>, encodes each with BOS, evaluates every story\n"
            "(windows of eval.window tokens, default the model's context length; each target predicted\n"
            "once) and reports mean negative log-likelihood (nats/token), perplexity, top-1 accuracy,\n"
@@ -32,6 +32,11 @@ static void help(void) {
            "  --text F          stories separated by <|endoftext|> (default: eval.text, else the shared dev text)\n"
            "  --calib-text F    calibration stories (policy.calib_text); eval warns when F is the text itself\n"
            "  --per-head FILE   also write the operator's statistics per (layer, head) as CSV (fractions)\n"
+           "  --stats           a pruning mode also computes the statistics over every visible pair: the\n"
+           "                    false-prune rate and the softmax mass lost (sprint.exact_stats and\n"
+           "                    sprint.mass_lost on; they cost 10-30%% of the evaluation, docs/RESULTS.md\n"
+           "                    part 9g). Without it eval turns both keys off unless --set gives them,\n"
+           "                    and prints \"not computed\" for them (JSON and CSV: null / empty)\n"
            "  --attention MODE  attention operator: %s (default dense).\n"
            "                    dense runs in float (fast path); dense-ref is the double reference\n"
            "  --decode          teacher-forced decoding: one token per step through a KV cache (the\n"
@@ -59,7 +64,7 @@ static void row(const char *name, const char *value, const char *unit) {
 
 /* The op's statistics per (layer, head), written to a temporary name and renamed on success
  * so that the file is complete or absent. */
-static void write_per_head(cli_common *c, const char *path, const sp_attn_op *op) {
+static void write_per_head(cli_common *c, const char *path, const sp_attn_op *op, int have_fpr) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
@@ -68,9 +73,11 @@ static void write_per_head(cli_common *c, const char *path, const sp_attn_op *op
     for (int l = 0; l < op->n_layers; l++)
         for (int h = 0; h < op->n_heads; h++) {
             const sp_attn_stats *st = &op->stats[l * op->n_heads + h];
-            fprintf(f, "%d,%d,%.0f,%.6f,%.6f,%.6f,%.6f,%.6g\n", l, h, (double)st->queries,
+            fprintf(f, "%d,%d,%.0f,%.6f,%.6f,%.6f,%.6f,", l, h, (double)st->queries,
                     sp_attn_stats_kept_fraction(st), sp_attn_stats_mem_kept_fraction(st),
-                    sp_attn_stats_new_fetch_fraction(st), sp_attn_stats_locality(st), sp_attn_stats_false_prune_rate(st));
+                    sp_attn_stats_new_fetch_fraction(st), sp_attn_stats_locality(st));
+            if (have_fpr) fprintf(f, "%.6g", sp_attn_stats_false_prune_rate(st));
+            fputc('\n', f);
         }
     if (fclose(f) != 0 || rename(tmp, path) != 0) {
         remove(tmp);
@@ -83,7 +90,7 @@ int cmd_eval(int argc, char **argv) {
     cli_init(&c, "eval");
     const char *mode = "dense";
     const char *per_head = NULL;
-    int decode = 0;
+    int decode = 0, want_stats = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (fn_shared_option(&c, argc, argv, &i, help)) continue;
@@ -91,6 +98,8 @@ int cmd_eval(int argc, char **argv) {
             decode = 1;
         } else if (!strcmp(a, "--attention")) {
             mode = cli_value(&c, argc, argv, &i);
+        } else if (!strcmp(a, "--stats")) {
+            want_stats = 1;
         } else if (!strcmp(a, "--per-head")) {
             per_head = cli_value(&c, argc, argv, &i);
         } else {
@@ -105,6 +114,14 @@ int cmd_eval(int argc, char **argv) {
         cli_resolve_paths(&c, 1);
         return cmd_eval_encoder(&c, mode, c.path_opt[1] != NULL);
     }
+
+    /* The statistics over every visible pair (false prunes, mass lost) need a dense pass of
+     * their own; eval computes them only when asked (--stats, or the keys given with --set). */
+    int user_set[2] = {0, 0};
+    for (int i = 0; i < c.n_sets; i++)
+        user_set[0] |= strstr(c.sets[i], "exact_stats") != NULL, user_set[1] |= strstr(c.sets[i], "mass_lost") != NULL;
+    if (want_stats || !user_set[0]) c.cfg.sprint_exact_stats = want_stats;
+    if (want_stats || !user_set[1]) c.cfg.sprint_mass_lost = want_stats;
 
     sp_error err = {0};
     sp_op_request req = {.mode = mode, .cfg = &c.cfg, .progress = cli_progress, .progress_user = &c};
@@ -155,6 +172,8 @@ int cmd_eval(int argc, char **argv) {
     double fpr = sp_attn_stats_false_prune_rate(&r.attn), loc = sp_attn_stats_locality(&r.attn);
     double nff = sp_attn_stats_new_fetch_fraction(&r.attn);
     double mlq = r.attn.queries > 0 ? r.attn.mass_lost / r.attn.queries : 0.0;
+    /* not computed: a pruning mode without the dense statistics (the dense modes prune nothing) */
+    const int have_fpr = !pruning_mode || c.cfg.sprint_exact_stats, have_mass = !pruning_mode || c.cfg.sprint_mass_lost;
 
     if (c.json) {
         cJSON *o = cJSON_CreateObject();
@@ -174,10 +193,12 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "seconds", r.seconds);
         cJSON_AddNumberToObject(o, "kept_fraction", kept);
         cJSON_AddNumberToObject(o, "mem_kept_fraction", mem);
-        cJSON_AddNumberToObject(o, "false_prune_rate", fpr);
+        if (have_fpr) cJSON_AddNumberToObject(o, "false_prune_rate", fpr);
+        else cJSON_AddNullToObject(o, "false_prune_rate");
         cJSON_AddNumberToObject(o, "locality", loc);
         cJSON_AddNumberToObject(o, "new_fetch_fraction", nff);
-        cJSON_AddNumberToObject(o, "mass_lost_per_query", mlq);
+        if (have_mass) cJSON_AddNumberToObject(o, "mass_lost_per_query", mlq);
+        else cJSON_AddNullToObject(o, "mass_lost_per_query");
         cJSON_AddNumberToObject(o, "window", eo.window ? eo.window : info->seq_len);
         cJSON_AddStringToObject(o, "arch", sp_model_arch_name(info->arch));
         cJSON_AddNumberToObject(o, "first_story", s.first_story);
@@ -217,20 +238,25 @@ int cmd_eval(int argc, char **argv) {
         snprintf(b, sizeof b, "%.2f", r.seconds), row("wall time", b, "s");
         snprintf(b, sizeof b, "%.4f", kept), row("kept fraction", b, "of visible pairs");
         snprintf(b, sizeof b, "%.4f", mem), row("mem-kept fraction", b, "of visible pairs");
-        snprintf(b, sizeof b, "%.3g", fpr), row("false-prune rate", b, "of pairs passing exactly");
+        if (have_fpr) snprintf(b, sizeof b, "%.3g", fpr), row("false-prune rate", b, "of pairs passing exactly");
+        else row("false-prune rate", "not computed", "(--stats)");
         snprintf(b, sizeof b, "%.4f", loc), row("locality", b, "of previous query's survivors");
         snprintf(b, sizeof b, "%.4f", nff), row("new-fetch fraction", b, "of visible sequence length");
-        snprintf(b, sizeof b, "%.3g", mlq), row("mass lost", b, "softmax mass per query (fraction)");
+        if (have_mass) snprintf(b, sizeof b, "%.3g", mlq), row("mass lost", b, "softmax mass per query (fraction)");
+        else row("mass lost", "not computed", "(--stats)");
     }
     if (c.csv_path) {
         FILE *f = cli_output_open(&c, c.csv_path);
         fprintf(f, "attention,stories,tokens,nll_nats_per_token,ppl,top1_fraction,tokens_per_s,kept_fraction,"
                    "mem_kept_fraction,false_prune_rate,locality,new_fetch_fraction,mass_lost_per_query\n");
-        fprintf(f, "%s,%ld,%ld,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%.6f,%.6f,%.6f,%.6g\n", op->name, r.stories, r.tokens,
-                r.nll, r.ppl, r.top1, r.tokens_per_s, kept, mem, fpr, loc, nff, mlq);
+        char fb[32] = "", mb[32] = ""; /* empty: not computed */
+        if (have_fpr) snprintf(fb, sizeof fb, "%.6f", fpr);
+        if (have_mass) snprintf(mb, sizeof mb, "%.6g", mlq);
+        fprintf(f, "%s,%ld,%ld,%.6f,%.6f,%.6f,%.1f,%.6f,%.6f,%s,%.6f,%.6f,%s\n", op->name, r.stories, r.tokens, r.nll,
+                r.ppl, r.top1, r.tokens_per_s, kept, mem, fb, loc, nff, mb);
         cli_output_commit(&c);
     }
-    if (per_head) write_per_head(&c, per_head, op);
+    if (per_head) write_per_head(&c, per_head, op, have_fpr);
     sp_thresholds_free(used);
     sp_attn_op_free(op);
     fn_session_free(&s);

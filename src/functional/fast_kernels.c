@@ -134,3 +134,75 @@ void sp_fk_dense_portable(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_ou
 sp_fk_dense_fn sp_fk_dense_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_dense_avx512 : sp_fk_dense_portable;
 }
+
+void sp_fk_dots4_portable(const float *q, int ldq, int nr, const float *k, int ldk, int d, const int32_t *idx, int n,
+                          float *sc4) {
+    for (int t = 0; t < n; t++) {
+        const float *kr = k + (size_t)idx[t] * (size_t)ldk;
+        for (int r = 0; r < nr; r++) {
+            const float *qr = q + (size_t)r * (size_t)ldq;
+            float s = 0.0f;
+            for (int c = 0; c < d; c++) s += qr[c] * kr[c];
+            sc4[4 * (size_t)idx[t] + (size_t)r] = s;
+        }
+    }
+}
+
+int sp_fk_lookup4_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r, float *out,
+                           int32_t *miss, int32_t *mpos) {
+    int nm = 0;
+    for (int t = 0; t < n; t++) {
+        int j = list[t];
+        out[t] = sc4[4 * (size_t)j + (size_t)r];
+        miss[nm] = j;
+        mpos[nm] = t;
+        nm += stamp[j] != now;
+    }
+    return nm;
+}
+
+sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_dots4_avx512 : sp_fk_dots4_portable;
+}
+sp_fk_lookup4_fn sp_fk_lookup4_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_lookup4_avx512 : sp_fk_lookup4_portable;
+}
+
+void sp_fk_panel4_portable(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
+    for (int r = 0; r < nr; r++) {
+        const float *qr = q + (size_t)r * (size_t)ldq;
+        for (int u = 0; u < 16; u++) {
+            float s = 0.0f;
+            for (int c = 0; c < d; c++) s += qr[c] * kpan[(size_t)c * 16 + (size_t)u];
+            out[4 * u + r] = s;
+        }
+    }
+}
+sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_panel4_avx512 : sp_fk_panel4_portable;
+}
+
+int sp_fk_select_mask_portable(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
+    int cnt = 0;
+    for (int w = 0; w * 16 < n; w++) {
+        unsigned m = 0;
+        for (int u = 0; u < 16 && 16 * w + u < n; u++) {
+            int j = 16 * w + u, keep = (int)((mask[j / 64] >> (j % 64)) & 1u) & (!kvalid || kvalid[j] != 0);
+            out[cnt] = j;
+            cnt += keep;
+            m |= (unsigned)keep << u;
+        }
+        bits[w] = (uint16_t)m;
+    }
+    return cnt;
+}
+sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_select_mask_avx512 : sp_fk_select_mask_portable;
+}
+
+void sp_fk_gather_portable(const float *S, const int32_t *idx, int n, float *out) {
+    for (int t = 0; t < n; t++) out[t] = S[idx[t]];
+}
+sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_gather_avx512 : sp_fk_gather_portable;
+}

@@ -98,4 +98,50 @@ sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level);
 sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level);
 sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level);
 
+/* Blocked survivor scores (issue 9, second pass): FX_SUB = 4 adjacent queries share each K row
+ * or packed K panel they load, as the hardware's adjacent queries share on-chip keys (sec. 2.4). */
+
+/* sc4[4 idx[t] + r] = q_r . k_idx[t] in fp32 for the queries r < nr <= 4 (rows q + r ldq), t < n;
+ * the slots r >= nr of those keys get unspecified values. Any summation order (as sp_fk_dots). */
+typedef void (*sp_fk_dots4_fn)(const float *q, int ldq, int nr, const float *k, int ldk, int d, const int32_t *idx,
+                               int n, float *sc4);
+void sp_fk_dots4_portable(const float *q, int ldq, int nr, const float *k, int ldk, int d, const int32_t *idx, int n,
+                          float *sc4);
+void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, int ldk, int d, const int32_t *idx, int n,
+                        float *sc4);
+
+/* sp_fk_lookup on a 4-slot cache: key list[t] is cached when stamp[list[t]] == now, its score
+ * is then sc4[4 list[t] + r]. */
+typedef int (*sp_fk_lookup4_fn)(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
+                                float *out, int32_t *miss, int32_t *mpos);
+int sp_fk_lookup4_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r, float *out,
+                           int32_t *miss, int32_t *mpos);
+int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r, float *out,
+                         int32_t *miss, int32_t *mpos);
+
+/* The scores of a whole 16-key panel for up to 4 queries: out[4 u + r] = q_r . k_(16 p + u) in
+ * fp32 (u < 16, r < nr; slots r >= nr unspecified) from the panel's packed K (kpan: d rows of 16
+ * floats, flash.h's sp_flash_pack_k layout). Any summation order (as sp_fk_dots). */
+typedef void (*sp_fk_panel4_fn)(const float *q, int ldq, int nr, const float *kpan, int d, float *out);
+void sp_fk_panel4_portable(const float *q, int ldq, int nr, const float *kpan, int d, float *out);
+void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out);
+
+/* sp_fk_select with the comparator's bits already computed (the AMX screen's): key j is a
+ * survivor when bit j % 64 of mask[j / 64] is set (and kvalid[j] != 0, kvalid may be NULL). */
+typedef int (*sp_fk_select_mask_fn)(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out,
+                                    uint16_t *bits);
+int sp_fk_select_mask_portable(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits);
+int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits);
+
+/* out[t] = S[idx[t]], t < n (the dense block's scores of a key list). */
+typedef void (*sp_fk_gather_fn)(const float *S, const int32_t *idx, int n, float *out);
+void sp_fk_gather_portable(const float *S, const int32_t *idx, int n, float *out);
+void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out);
+
+sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level);
+sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);
+sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level);
+sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level);
+sp_fk_lookup4_fn sp_fk_lookup4_for(sp_cpu_level level);
+
 #endif

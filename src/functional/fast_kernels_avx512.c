@@ -244,7 +244,159 @@ T512 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense
     out->Z = _mm512_reduce_add_pd(Z), out->s1 = _mm512_reduce_add_pd(s1), out->s2 = _mm512_reduce_add_pd(s2);
     out->cnt = cnt;
 }
+#define FK_AHEAD 12 /* keys of software prefetch ahead in the gathers */
+
+/* d % 16 == 0: 4 keys x 4 queries per step, each partial dot in one zmm (a K row is loaded once
+ * for the 4 queries), summed by the transposing tree into lane 4 u + r; other d: portable. */
+T512 void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, int ldk, int d, const int32_t *idx, int n,
+                             float *sc4) {
+    if (d % 16 != 0) {
+        sp_fk_dots4_portable(q, ldq, nr, k, ldk, d, idx, n, sc4);
+        return;
+    }
+    const float *qr[4];
+    for (int r = 0; r < 4; r++) qr[r] = q + (size_t)(r < nr ? r : 0) * (size_t)ldq;
+    for (int t0 = 0; t0 < n; t0 += 4) {
+        const int m = n - t0 < 4 ? n - t0 : 4;
+        /* the rows FK_AHEAD keys on: gathered rows come from L2/L3, latency-bound otherwise */
+        for (int u = t0 + FK_AHEAD; u < t0 + FK_AHEAD + 4 && u < n; u++) {
+            const char *pr = (const char *)(k + (size_t)idx[u] * (size_t)ldk);
+            for (int c = 0; c < d * 4; c += 64) _mm_prefetch(pr + c, _MM_HINT_T0);
+        }
+        __m512 a[16];
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+            const float *kr = k + (size_t)idx[t0 + (u < m ? u : 0)] * (size_t)ldk;
+            __m512 kc = _mm512_loadu_ps(kr);
+            __m512 s0 = _mm512_mul_ps(_mm512_loadu_ps(qr[0]), kc), s1 = _mm512_mul_ps(_mm512_loadu_ps(qr[1]), kc),
+                   s2 = _mm512_mul_ps(_mm512_loadu_ps(qr[2]), kc), s3 = _mm512_mul_ps(_mm512_loadu_ps(qr[3]), kc);
+            for (int c = 16; c < d; c += 16) {
+                kc = _mm512_loadu_ps(kr + c);
+                s0 = _mm512_fmadd_ps(_mm512_loadu_ps(qr[0] + c), kc, s0);
+                s1 = _mm512_fmadd_ps(_mm512_loadu_ps(qr[1] + c), kc, s1);
+                s2 = _mm512_fmadd_ps(_mm512_loadu_ps(qr[2] + c), kc, s2);
+                s3 = _mm512_fmadd_ps(_mm512_loadu_ps(qr[3] + c), kc, s3);
+            }
+            a[0 + u] = s0, a[4 + u] = s1, a[8 + u] = s2, a[12 + u] = s3;
+        }
+        const __m512 res = fk_tree16(a);
+        _mm_storeu_ps(sc4 + 4 * (size_t)idx[t0], _mm512_castps512_ps128(res));
+        if (m > 1) _mm_storeu_ps(sc4 + 4 * (size_t)idx[t0 + 1], _mm512_extractf32x4_ps(res, 1));
+        if (m > 2) _mm_storeu_ps(sc4 + 4 * (size_t)idx[t0 + 2], _mm512_extractf32x4_ps(res, 2));
+        if (m > 3) _mm_storeu_ps(sc4 + 4 * (size_t)idx[t0 + 3], _mm512_extractf32x4_ps(res, 3));
+    }
+}
+
+/* 16 keys in the lanes, one accumulator per query (two chains each), the 4 x 16 result
+ * transposed to key-major order by unpacks and shuffles within 128-bit blocks. */
+T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
+    const float *q0 = q, *q1 = q + (size_t)(nr > 1) * (size_t)ldq, *q2 = q + (size_t)(nr > 2 ? 2 : 0) * (size_t)ldq,
+                *q3 = q + (size_t)(nr > 3 ? 3 : 0) * (size_t)ldq;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+    int c = 0;
+    for (; c + 2 <= d; c += 2) {
+        const __m512 k0 = _mm512_loadu_ps(kpan + (size_t)c * 16), k1 = _mm512_loadu_ps(kpan + (size_t)c * 16 + 16);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), k0, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), k0, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), k0, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[c]), k0, a3);
+        b0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c + 1]), k1, b0);
+        b1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c + 1]), k1, b1);
+        b2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c + 1]), k1, b2);
+        b3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[c + 1]), k1, b3);
+    }
+    if (c < d) {
+        const __m512 k0 = _mm512_loadu_ps(kpan + (size_t)c * 16);
+        a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), k0, a0);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), k0, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), k0, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(q3[c]), k0, a3);
+    }
+    a0 = _mm512_add_ps(a0, b0), a1 = _mm512_add_ps(a1, b1), a2 = _mm512_add_ps(a2, b2), a3 = _mm512_add_ps(a3, b3);
+    /* per 128-bit block b (keys 4b .. 4b + 3): t0 = (a0[k], a1[k], a0[k+1], a1[k+1]), ... */
+    const __m512 t0 = _mm512_unpacklo_ps(a0, a1), t1 = _mm512_unpacklo_ps(a2, a3), t2 = _mm512_unpackhi_ps(a0, a1),
+                 t3 = _mm512_unpackhi_ps(a2, a3);
+    /* u_k: block b holds the 4 queries' scores of key 4 b + k */
+    const __m512 u0 = _mm512_shuffle_ps(t0, t1, 0x44), u1 = _mm512_shuffle_ps(t0, t1, 0xEE),
+                 u2 = _mm512_shuffle_ps(t2, t3, 0x44), u3 = _mm512_shuffle_ps(t2, t3, 0xEE);
+    /* key 4 b + k goes to out + 16 b + 4 k: gather block b of u0..u3 into output vector b */
+    const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23),
+                  hi = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    const __m512 v01a = _mm512_permutex2var_ps(u0, lo, u1), v01b = _mm512_permutex2var_ps(u0, hi, u1); /* blocks (0,1) | (2,3) of u0,u1 */
+    const __m512 v23a = _mm512_permutex2var_ps(u2, lo, u3), v23b = _mm512_permutex2var_ps(u2, hi, u3);
+    /* v01a = [u0.b0, u1.b0, u0.b1, u1.b1], v23a = [u2.b0, u3.b0, u2.b1, u3.b1] */
+    _mm512_storeu_ps(out, _mm512_shuffle_f32x4(v01a, v23a, 0x44));      /* key 0..3: u0.b0 u1.b0 u2.b0 u3.b0 */
+    _mm512_storeu_ps(out + 16, _mm512_shuffle_f32x4(v01a, v23a, 0xEE)); /* keys 4..7 */
+    _mm512_storeu_ps(out + 32, _mm512_shuffle_f32x4(v01b, v23b, 0x44)); /* keys 8..11 */
+    _mm512_storeu_ps(out + 48, _mm512_shuffle_f32x4(v01b, v23b, 0xEE)); /* keys 12..15 */
+}
+
+/* 16 keys per step: their 16 bits of the mask word, and-ed with the padding mask, compacted. */
+T512 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out,
+                                  uint16_t *bits) {
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int cnt = 0;
+    for (int j0 = 0; j0 < n; j0 += 16, idx = _mm512_add_epi32(idx, step)) {
+        __mmask16 lim = n - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j0)) - 1u);
+        __mmask16 m = (__mmask16)(mask[j0 / 64] >> (j0 % 64)) & lim;
+        if (kvalid) {
+            __m128i kv = _mm_maskz_loadu_epi8(lim, kvalid + j0);
+            m &= _mm_test_epi8_mask(kv, kv);
+        }
+        _mm512_storeu_si512((void *)(out + cnt), _mm512_maskz_compress_epi32(m, idx));
+        cnt += __builtin_popcount((unsigned)m);
+        bits[j0 / 16] = (uint16_t)m;
+    }
+    return cnt;
+}
+
+T512 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out) {
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        const __m512i j = _mm512_maskz_loadu_epi32(lm, idx + t);
+        _mm512_mask_storeu_ps(out + t, lm, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, j, S, 4));
+    }
+}
+
+/* sp_fk_lookup_avx512 with the slot's scores gathered at 4 j + r. */
+T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
+                              float *out, int32_t *miss, int32_t *mpos) {
+    const __m512i nowv = _mm512_set1_epi32(now), step = _mm512_set1_epi32(16);
+    __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const float *base = sc4 + r;
+    int nm = 0;
+    for (int t = 0; t < n; t += 16, pos = _mm512_add_epi32(pos, step)) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        __m512i j = _mm512_maskz_loadu_epi32(lm, list + t);
+        __m512i st = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lm, j, stamp, 4);
+        __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(lm, st, nowv);
+        _mm512_mask_storeu_ps(out + t, hit,
+                              _mm512_mask_i32gather_ps(_mm512_setzero_ps(), hit, _mm512_slli_epi32(j, 2), base, 4));
+        __mmask16 mm = lm & (__mmask16)~hit;
+        _mm512_storeu_si512((void *)(miss + nm), _mm512_maskz_compress_epi32(mm, j));
+        _mm512_storeu_si512((void *)(mpos + nm), _mm512_maskz_compress_epi32(mm, pos));
+        nm += __builtin_popcount((unsigned)mm);
+    }
+    return nm;
+}
+
 #else
+void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, int ldk, int d, const int32_t *idx, int n,
+                        float *sc4) {
+    sp_fk_dots4_portable(q, ldq, nr, k, ldk, d, idx, n, sc4);
+}
+int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r, float *out,
+                         int32_t *miss, int32_t *mpos) {
+    return sp_fk_lookup4_portable(list, n, stamp, now, sc4, r, out, miss, mpos);
+}
+void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
+    sp_fk_panel4_portable(q, ldq, nr, kpan, d, out);
+}
+int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
+    return sp_fk_select_mask_portable(mask, n, kvalid, out, bits);
+}
+void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out) { sp_fk_gather_portable(S, idx, n, out); }
 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
     sp_fk_dense_portable(in, amb, out);
 }

@@ -136,8 +136,54 @@ TAMX void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8
     }
     _tile_release();
 }
+
+/* The charges only (no comparator): the accumulator tiles go straight to A. */
+TAMX void sp_iscreen_amx_charges32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, int32_t *A, size_t lda) {
+    const int dA = sp_iscreen_amx_dA(d), S = dA / 64;
+    amx_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
+    _tile_loadconfig(&cfg);
+    if (S == 1) {
+        _tile_loadd(4, qa, dA);
+        _tile_loadd(5, qa + (size_t)16 * dA, dA);
+    }
+    const size_t ldb = lda * sizeof(int32_t);
+    for (int ch = 0; ch < nchunk; ch++) {
+        const uint8_t *kc = kb + (size_t)ch * 4 * (size_t)S * 1024;
+        for (int pp = 0; pp < 4; pp += 2) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int s = 0; s < S; s++) {
+                if (S > 1) {
+                    _tile_loadd(4, qa + 64 * s, dA);
+                    _tile_loadd(5, qa + (size_t)16 * dA + 64 * s, dA);
+                }
+                _tile_loadd(6, kc + ((size_t)pp * S + (size_t)s) * 1024, 64);
+                _tile_loadd(7, kc + ((size_t)(pp + 1) * S + (size_t)s) * 1024, 64);
+                _tile_dpbsud(0, 4, 6);
+                _tile_dpbsud(1, 4, 7);
+                _tile_dpbsud(2, 5, 6);
+                _tile_dpbsud(3, 5, 7);
+            }
+            int32_t *a0 = A + (size_t)ch * 64 + 16 * (size_t)pp;
+            _tile_stored(0, a0, ldb);
+            _tile_stored(1, a0 + 16, ldb);
+            _tile_stored(2, a0 + 16 * lda, ldb);
+            _tile_stored(3, a0 + 16 * lda + 16, ldb);
+        }
+    }
+    _tile_release();
+}
 #else
 int sp_iscreen_amx_available(void) { return 0; }
+void sp_iscreen_amx_charges32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, int32_t *A, size_t lda) {
+    (void)kb, (void)nchunk, (void)d, (void)qa, (void)A, (void)lda;
+    abort(); /* unreachable: sp_iscreen_amx_available() is 0 */
+}
 void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
                            uint64_t *mask, size_t ldm, int32_t *A, size_t lda) {
     (void)kb, (void)nchunk, (void)d, (void)qa, (void)tau, (void)mask, (void)ldm, (void)A, (void)lda;

@@ -32,4 +32,7 @@ void sp_iscreen_amx_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kb)
  * version). Needs sp_iscreen_amx_available(). */
 void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
                            uint64_t *mask, size_t ldm, int32_t *A, size_t lda);
+/* The charges alone of the same 32 rows: A[r * lda + j] for j < 64 nchunk (lda a multiple of 16
+ * >= 64 nchunk), written by tile stores; the same integers as sp_iscreen_amx_rows32's. */
+void sp_iscreen_amx_charges32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, int32_t *A, size_t lda);
 #endif

@@ -4,13 +4,18 @@
  * screening scores S = Q K^T and the in-memory charges A = qd . g) and then prunes. This one
  * computes what the hardware computes, for the pairs it computes it:
  *   1. the in-memory charge A_ij = sum_c qd_ic m_jc as an integer sum of the DAC'd 8-bit query
- *      levels times the packed 4-bit key MSBs (int_screen.h: AVX-512 VNNI, AVX2, portable),
+ *      levels times the 4-bit key MSBs (int_screen_amx.h: AMX-INT8 where offered, 32 queries
+ *      per call; else int_screen.h: AVX-512 VNNI, AVX2, portable),
  *      bit-exact with the reference's fp32 sgemm on an ideal device (tests/test_int_screen.c);
  *   2. the comparator: A_ij >= tau_i, tau_i from the same doubles as the reference (policy
  *      threshold, margin sp_fn_comparator_margin, offsets), as ceil(tau_i) on integers;
  *   3. fp32 scores q.k only for the keys the decisions need: the on-chip estimate's keys (the
- *      previous query's survivors and the anchors) and the survivors; a key's score is
- *      computed once per query (stamped cache). Every exact decision (the max estimates, the
+ *      previous query's survivors and the anchors) and the survivors. Queries run in sub-blocks
+ *      of FX_SUB = 4 (adjacent queries share on-chip keys, sec. 2.4): onchip scores a key for
+ *      the sub-block's 4 queries at once and caches it (fx_scores); a fixed threshold with the
+ *      AMX screen knows every comparator reference before the screen, takes the comparator
+ *      bits from it and scores the 16-key panels dense in survivors whole (fx_dense_panels).
+ *      A key's score is computed once per query. Every exact decision (the max estimates, the
  *      exact threshold) uses the reference's rule: the fp32 score decides unless it lies within
  *      its rounding bound tol = gamma_d |q| max|k| scale of the threshold, where the exact
  *      double product decides. The bound holds for any summation order, so the decisions, the
@@ -32,15 +37,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention/flash.h"
 #include "cpu/gemm.h"
 #include "functional/fast_kernels.h"
 #include "functional/int_screen.h"
+#include "functional/int_screen_amx.h"
 #include "fn_internal.h"
 
 #define FX_BLOCK 64      /* queries per block: the reference's SP_FN_BLOCK (same sgemm calls) */
-#define FX_SUB 4         /* queries per block of integer charges (one screen tile row) */
+#define FX_SUB 4         /* queries per sub-block: one VNNI screen tile row; they share scores (fx_scores) */
 #define FX_LOG2E 1.4426950408889634
+#define FX_AMX 32        /* queries per block of AMX charges (sp_iscreen_amx_rows32) */
 #define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
+/* A 16-key panel with at least this many keys to score in one call is scored whole from the
+ * packed K (sp_fk_panel4: contiguous loads, ~2 cycles a pair) rather than row by row
+ * (sp_fk_dots4: gathered rows); a speed choice, the scores obey the same bound either way
+ * (docs/RESULTS.md part 9g). */
+#ifndef FX_PANEL_MIN
+#define FX_PANEL_MIN 4
+#endif
 
 const char *sp_fn_fast_unsupported(const sp_fn_params *p) {
     if (p->mode != SP_FN_SPRINT) return "only mode sprint has a fast implementation";
@@ -60,15 +75,21 @@ typedef struct fx_call {
     sp_attn_op *op;
     int nq, nk, d, d8, kind, dense, count_pass;
     int have_S;  /* the dense fp32 score block is computed (dense statistics, or small d) */
+    int amx;     /* charges from the AMX screen, FX_AMX queries at a time (else FX_SUB, int_screen.h) */
+    int amx_mask; /* fixed policy without dense statistics: the AMX screen's comparator bits, no charges */
     double scale, step, cmid, gamma, kmaxnorm, u;
     sp_fn_keystats ks;
-    size_t NK, D;
+    size_t NK, D, lda; /* lda: row stride of the charges A */
     sp_fk_dots_fn dots;
-    sp_fk_select_fn select;
+    sp_fk_gather_fn gather;
     sp_fk_softmax_wsum_fn wsum;
+    sp_fk_dots4_fn dots4;
+    sp_fk_panel4_fn panel4;
+    sp_fk_select_fn select;
+    sp_fk_select_mask_fn select_mask;
     sp_fk_threshold_fn threshold;
     sp_fk_max_fn max;
-    sp_fk_lookup_fn lookup;
+    sp_fk_lookup4_fn lookup4;
     sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
 } fx_call;
@@ -79,13 +100,20 @@ typedef struct fx_work {
     int *qd;                    /* DAC levels (nq x d) as ints (margin sums) */
     float *sq, *sk;             /* quantisation scales */
     uint8_t *kp;                /* packed key MSBs */
-    int32_t *A;                 /* (FX_SUB x nk) integer charges */
+    int32_t *A;                 /* (FX_SUB or FX_AMX rows x lda) integer charges */
+    uint8_t *kb;                /* AMX-packed key MSBs (C.amx) */
+    int8_t *qa;                 /* DAC levels, rows of sp_iscreen_amx_dA(d) bytes, FX_AMX-row padded (C.amx) */
+    uint64_t *amask;            /* (FX_AMX x lda / 64) comparator bits of the AMX call (C.amx_mask) */
     float *S;                   /* (block x nk) fp32 scores (dense statistics only) */
     int *first_ge;              /* (nk + 1) first valid key >= j (nk: none); NULL = all valid */
     int *last_le;               /* (nk) last valid key <= j (-1: none) */
     int *nvalid;                /* (nk + 1) valid keys below j */
-    float *sc;                  /* (nk) fp32 score of key j for the query of stamp scst[j] */
-    int *scst;
+    float *sc4;                 /* (4 nk) fp32 score of key j for query r of the sub-block: sc4[4 j + r], */
+    int *st4;                   /*   valid when st4[j] == blk (every key scored for all its queries at once) */
+    float *kpf;                 /* K packed in 16-key panels (flash.h), NULL with the dense block */
+    int *pcnt;                  /* (nk / 16 + 1) keys to score per panel in one fx_scores call */
+    int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores call */
+    int blk, b_i0, b_nr;        /* sub-block stamp, first query, queries */
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
     int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
@@ -99,15 +127,16 @@ typedef struct fx_work {
 
 static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
-    free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc), free(w->scst), free(w->ex);
+    free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc4), free(w->st4), free(w->ex);
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
-    free(w->cand), free(w->iota);
+    free(w->cand), free(w->iota), free(w->kpf), free(w->pcnt), free(w->glist);
+    free(w->kb), free(w->qa), free(w->amask);
     free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
 }
 
 /* Per-query state. */
 typedef struct fx_query {
-    int i, r, stamp, end, n_vis, first_vis, last_vis;
+    int i, r, ra, stamp, end, n_vis, first_vis, last_vis; /* r: slot in the FX_SUB sub-block, ra: row of A */
     const float *qrow;
     const float *Srow;   /* dense scores of this query (n_k), NULL without the dense pass */
     double sq, tol, smax;
@@ -132,23 +161,48 @@ static float fx_float_up(double x) {
 }
 
 /* Compact fp32 scores out[t] (q.k units) of keys list[0..n): from the dense block, else from
- * this query's cache, the missing ones computed (sp_fk_dots) and cached. */
+ * the sub-block's cache; a missing key is scored for every query of the sub-block at once
+ * (sp_fk_dots4: one K row load for FX_SUB queries; adjacent queries' survivors overlap, sec.
+ * 2.4) and cached. Which call computes a score changes only its summation order, which the
+ * exact decisions' rounding bound covers (any order). */
 static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n, float *out) {
     if (Q->Srow) {
-        for (int t = 0; t < n; t++) out[t] = Q->Srow[list[t]];
+        C->gather(Q->Srow, list, n, out);
         return;
     }
-    if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: nothing to share, no cache */
-        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
+    if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: the sub-block's dense panels, else row by row */
+        if (!C->amx_mask) {
+            C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
+            return;
+        }
+        const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
+        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
+        for (int m = 0; m < nm; m++) out[w->mpos[m]] = w->tmp[m];
         return;
     }
-    const int nm = C->lookup(list, n, w->scst, Q->stamp, w->sc, out, w->miss, w->mpos);
+    const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
     if (nm == 0) return;
-    C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
+    const sp_attn_head *h = C->h;
+    const float *q0 = h->q + (size_t)w->b_i0 * (size_t)h->ldq;
+    /* panels with FX_PANEL_MIN or more misses: whole, from the packed K; the rest row by row */
+    int ng = 0;
+    for (int m = 0; m < nm; m++) w->pcnt[w->miss[m] >> 4]++;
     for (int m = 0; m < nm; m++) {
-        out[w->mpos[m]] = w->tmp[m];
-        w->sc[w->miss[m]] = w->tmp[m];
-        w->scst[w->miss[m]] = Q->stamp;
+        const int j = w->miss[m], p = j >> 4;
+        if (w->st4[j] == w->blk) continue; /* its panel was just scored */
+        if (w->pcnt[p] >= FX_PANEL_MIN) {
+            C->panel4(q0, h->ldq, w->b_nr, w->kpf + (size_t)p * 16 * C->D, C->d, w->sc4 + 64 * (size_t)p);
+            const int e = 16 * p + 16 < C->nk ? 16 * p + 16 : C->nk;
+            for (int u = 16 * p; u < e; u++) w->st4[u] = w->blk;
+        } else {
+            w->glist[ng++] = j;
+        }
+    }
+    for (int m = 0; m < nm; m++) w->pcnt[w->miss[m] >> 4] = 0;
+    C->dots4(q0, h->ldq, w->b_nr, h->k, h->ldk, C->d, w->glist, ng, w->sc4);
+    for (int m = 0; m < nm; m++) {
+        out[w->mpos[m]] = w->sc4[4 * (size_t)w->miss[m] + (size_t)Q->r];
+        w->st4[w->miss[m]] = w->blk;
     }
 }
 
@@ -185,6 +239,18 @@ static int32_t fx_tau_int(double tau) { /* (double)A >= tau  <=>  A >= ceil(tau)
     return (int32_t)ceil(tau);
 }
 
+/* The comparator reference of query i as an integer (the reference's memory_reference): keys
+ * with A_ij >= the result survive; INT32_MIN keeps every key (thr_mem = -inf). first_vis: the
+ * query's first visible key (its scale factor). */
+static int32_t fx_comparator_ti(const fx_call *C, const fx_work *w, int i, int first_vis, double thr_mem) {
+    const sp_fn_dac_sums s = sp_fn_dac_sums_of(w->qi + (size_t)i * C->D, w->qd + (size_t)i * C->D, C->d, C->step);
+    const double marg = sp_fn_comparator_margin(C->P, C->d, &C->ks, &s);
+    const double o = C->step * (C->cmid - 128.0) * s.sqd;
+    const double lf = C->scale * (double)w->sq[i] * (double)w->sk[first_vis];
+    if (thr_mem == -INFINITY) return INT32_MIN;
+    return fx_tau_int((thr_mem / lf - marg - o) / C->u);
+}
+
 /* Counts of one query, as the reference's fn_counts. */
 typedef struct fx_counts {
     int n_mem, n_kept, n_pass, n_fp, n_fk, reuse;
@@ -197,7 +263,7 @@ static void fx_dense_stats(const fx_call *C, fx_work *w, const fx_query *Q, doub
                            sp_fk_dense_out *dn) {
     if (!C->dense) return;
     const sp_fk_dense_in in = {.S = Q->Srow, .n = Q->end, .kv = C->h->key_valid,
-                               .A = w->A + (size_t)Q->r * C->NK, .ti = ti, .scale = C->scale, .smax = Q->smax,
+                               .A = w->A + (size_t)Q->ra * C->lda, .ti = ti, .scale = C->scale, .smax = Q->smax,
                                .hi = thr_ref + Q->tol, .lo = thr_ref - Q->tol, .want_pass = C->count_pass,
                                .want_mass = C->P->mass_lost, .want_spread = C->P->exact_stats && C->op->observer};
     C->dense_row(&in, w->cand, dn);
@@ -259,31 +325,30 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         } else if (!relative) {
             thr_ref = P->thr[h->layer * C->op->n_heads + h->head];
         }
-        /* comparator reference (the reference's memory_reference) */
-        const sp_fn_dac_sums s = sp_fn_dac_sums_of(w->qi + (size_t)Q->i * C->D, w->qd + (size_t)Q->i * C->D, C->d,
-                                                   C->step);
-        const double marg = sp_fn_comparator_margin(P, C->d, &C->ks, &s);
         double thr_mem;
         if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
         else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
         else {
-            int ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
+            int ns;
+            if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0 && w->prev[w->n_prev - 1] < Q->end) {
+                /* every previous survivor is visible (ends never decrease in a call): the
+                 * sources are the previous list as a whole, as sp_fn_onchip_sources gives them */
+                memcpy(w->src, w->prev, (size_t)w->n_prev * sizeof *w->src);
+                ns = w->n_prev;
+                if (P->onchip_source != SP_FN_ONCHIP_PREV) w->src[ns++] = Q->first_vis, w->src[ns++] = Q->last_vis;
+            } else {
+                ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
                                           w->src);
-            if (Q->Srow) {
-                fx_scores(C, w, Q, w->src, ns, w->ssc);
-            } else { /* the query's first list: nothing cached yet, score all and cache them */
-                C->dots(Q->qrow, h->k, h->ldk, C->d, w->src, ns, w->ssc);
-                for (int t = 0; t < ns; t++) w->sc[w->src[t]] = w->ssc[t], w->scst[w->src[t]] = Q->stamp;
             }
+            fx_scores(C, w, Q, w->src, ns, w->ssc);
             thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
         }
-        const double o = C->step * (C->cmid - 128.0) * s.sqd;
-        const double lf = C->scale * Q->sq * (double)w->sk[Q->first_vis];
-        const int mem_all = thr_mem == -INFINITY;
-        const double tau = mem_all ? -INFINITY : (thr_mem / lf - marg - o) / C->u;
-        /* the comparator: survivors, ascending */
-        const int32_t *Arow = w->A + (size_t)Q->r * C->NK;
-        n.n_mem = C->select(Arow, Q->end, mem_all ? INT32_MIN : fx_tau_int(tau), kv, w->mem, w->bits);
+        /* the comparator: survivors, ascending (from the AMX screen's bits for a fixed policy) */
+        const int32_t ti = fx_comparator_ti(C, w, Q->i, Q->first_vis, thr_mem);
+        if (C->amx_mask)
+            n.n_mem = C->select_mask(w->amask + (size_t)Q->ra * (C->lda / 64), Q->end, kv, w->mem, w->bits);
+        else
+            n.n_mem = C->select(w->A + (size_t)Q->ra * C->lda, Q->end, ti, kv, w->mem, w->bits);
         /* reuse: survivors the previous query kept too (bit masks; words beyond the previous
          * query's end are still zero or hold its bits: ends never decrease within a call) */
         for (int u = 0; u < (Q->end + 15) / 16; u++)
@@ -291,7 +356,7 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         /* exact pass of every visible pair (only with the dense scores) */
         /* statistics over every visible pair (dense scores): exact pass, false prunes/keeps;
          * mass and spread below from the same pass */
-        fx_dense_stats(C, w, Q, thr_ref, mem_all ? INT32_MIN : fx_tau_int(tau), &n, &dn);
+        fx_dense_stats(C, w, Q, thr_ref, ti, &n, &dn);
         /* digital stage: recompute the survivors, exact threshold again. Scores clearly above
          * or below the threshold's band (in score units, loosened by 1e-6 relative) are decided
          * in fp32; the rest by the reference's rule (fx_passes). */
@@ -325,7 +390,8 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             ml = ml < 0 ? 0 : ml;
         }
     }
-    /* softmax and the weighted sum of V over the kept keys, fp32 */
+    /* softmax and the weighted sum of V over the kept keys, fp32 (per query: the sums of a
+     * sub-block's queries over the union of their kept keys measured slower, RESULTS.md 9g) */
     float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
     if (P->outputs && n.n_kept > 0)
         C->wsum(w->ksc, (float)(C->scale * FX_LOG2E), w->kept, n.n_kept, h->v, h->ldv, C->d, w->pbuf, orow);
@@ -364,6 +430,26 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
     w->n_prev = n.n_mem;
 }
 
+/* Fixed policy with the AMX screen's bits: before the sub-block's queries run, every 16-key
+ * panel in which its FX_SUB queries have FX_PANEL_DENSE or more survivors is scored whole for
+ * all of them (sp_fk_panel4; as the SPRINT CPU kernel's dense tiles, docs/RESULTS.md part 9b);
+ * fx_scores takes those keys' scores from the cache and computes the others row by row. */
+#define FX_PANEL_DENSE 16
+static void fx_dense_panels(const fx_call *C, fx_work *w, int ra, int nr, int kend) {
+    const size_t ldm = C->lda / 64;
+    const float *q0 = C->h->q + (size_t)w->b_i0 * (size_t)C->h->ldq;
+    for (int p = 0; p < (kend + 15) / 16; p++) {
+        int cnt = 0;
+        for (int r = 0; r < nr; r++)
+            cnt += __builtin_popcount((unsigned)(w->amask[(size_t)(ra + r) * ldm + (size_t)(p / 4)] >> (16 * (p % 4))) &
+                                      0xFFFFu);
+        if (cnt < FX_PANEL_DENSE) continue;
+        C->panel4(q0, C->h->ldq, nr, w->kpf + (size_t)p * 16 * C->D, C->d, w->sc4 + 64 * (size_t)p);
+        const int e = 16 * p + 16 < C->nk ? 16 * p + 16 : C->nk;
+        for (int u = 16 * p; u < e; u++) w->st4[u] = w->blk;
+    }
+}
+
 sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_fn_ctx *cx = op->ctx;
     const sp_fn_params *P = &cx->p;
@@ -391,11 +477,15 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.NK = (size_t)(C.nk > 0 ? C.nk : 1), C.D = (size_t)C.d;
     const sp_cpu_level lv = sp_cpu_detect();
     C.dots = sp_fk_dots_for(lv);
-    C.select = sp_fk_select_for(lv);
+    C.gather = sp_fk_gather_for(lv);
     C.wsum = sp_fk_softmax_wsum_for(lv);
+    C.dots4 = sp_fk_dots4_for(lv);
+    C.panel4 = sp_fk_panel4_for(lv);
+    C.select = sp_fk_select_for(lv);
+    C.select_mask = sp_fk_select_mask_for(lv);
     C.threshold = sp_fk_threshold_for(lv);
     C.max = sp_fk_max_for(lv);
-    C.lookup = sp_fk_lookup_for(lv);
+    C.lookup4 = sp_fk_lookup4_for(lv);
     C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
@@ -412,9 +502,11 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_quant_rows(h->k, nk, d, h->ldk, 0, h->key_valid, w.ki, w.sk);
     w.qd = sp_xmalloc(NQ * D, sizeof(int));
     w.qd8 = sp_xcalloc(NQ * (size_t)d8, 1);
+    int dac[256]; /* sp_dac_level of every 8-bit level, indexed by level + 128 */
+    for (int l = -128; l < 128; l++) dac[l + 128] = sp_dac_level(l, P->rr.dac_bits);
     for (int i = 0; i < nq; i++)
         for (int c = 0; c < d; c++) {
-            int v = sp_dac_level(w.qi[(size_t)i * D + (size_t)c], P->rr.dac_bits);
+            int v = dac[w.qi[(size_t)i * D + (size_t)c] + 128];
             w.qd[(size_t)i * D + (size_t)c] = v;
             w.qd8[(size_t)i * (size_t)d8 + (size_t)c] = (int8_t)v;
         }
@@ -439,9 +531,14 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     }
     if (n_cells > 0) k_ms /= n_cells, e_g2 /= n_cells, e_m2 /= n_cells, e_top2 /= n_cells;
     C.ks = (sp_fn_keystats){k_ms, kmax, e_g2, e_m2, e_top2, sp_reram_full_scale(&P->rr, d)};
-    w.kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
-    sp_iscreen_pack(msb, nk, d, d, w.kp);
-    free(msb);
+    /* AMX (1024 multiply-adds of a 16 x 64 by 64 x 16 tile per instruction) where the CPU and
+     * the OS offer it: the same integer charges (tests/test_int_screen.c); else the packed int4
+     * screen */
+    C.amx = nk > 0 && sp_iscreen_amx_available();
+    if (!C.amx) {
+        w.kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
+        sp_iscreen_pack(msb, nk, d, d, w.kp);
+    }
     /* visibility helpers for padding */
     if (h->key_valid) {
         w.nvalid = sp_xmalloc(NK + 1, sizeof(int));
@@ -453,13 +550,34 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         for (int j = nk - 1; j >= 0; j--) w.first_ge[j] = h->key_valid[j] ? j : w.first_ge[j + 1];
         for (int j = 0; j < nk; j++) w.last_le[j] = h->key_valid[j] ? j : j > 0 ? w.last_le[j - 1] : -1;
     }
-    w.A = sp_xmalloc((size_t)FX_SUB * NK, sizeof(int32_t));
+    const int dA = sp_iscreen_amx_dA(d);
+    if (C.amx) {
+        C.lda = (NK + 63) / 64 * 64;
+        w.kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
+        sp_iscreen_amx_pack(msb, nk, d, d, w.kb);
+        w.qa = sp_xcalloc((NQ + FX_AMX - 1) / FX_AMX * FX_AMX * (size_t)dA, 1);
+        for (int i = 0; i < nq; i++) memcpy(w.qa + (size_t)i * (size_t)dA, w.qd8 + (size_t)i * (size_t)d8, D);
+        w.amask = sp_xmalloc((size_t)FX_AMX * (C.lda / 64), sizeof(uint64_t));
+        /* a fixed policy without the dense statistics needs only the comparator bits, whose
+         * references do not depend on other queries: computed before the screen */
+        C.amx_mask = !C.dense && (C.kind == SP_POLICY_LAYER || C.kind == SP_POLICY_HEAD);
+        if (!C.amx_mask) w.A = sp_xmalloc((size_t)FX_AMX * C.lda, sizeof(int32_t));
+    } else {
+        C.lda = NK;
+        w.A = sp_xmalloc((size_t)FX_SUB * NK, sizeof(int32_t));
+    }
     if (C.have_S) w.S = sp_xmalloc((size_t)FX_BLOCK * NK, sizeof(float));
-    w.sc = sp_xmalloc(NK, sizeof(float));
-    w.scst = sp_xcalloc(NK, sizeof(int));
+    w.st4 = sp_xcalloc(NK, sizeof(int));
     w.ex = sp_xmalloc(NK, sizeof(double));
     w.exst = sp_xcalloc(NK, sizeof(int));
     const size_t NL = NK + 16;
+    w.sc4 = sp_xmalloc(4 * (NK + 16), sizeof(float));
+    if (!C.have_S && nk > 0 && (C.kind == SP_POLICY_ONCHIP || C.amx_mask)) { /* the sub-block score cache (fx_scores) */
+        w.kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof(float));
+        sp_flash_pack_k(h->k, h->ldk, nk, d, w.kpf);
+        w.pcnt = sp_xcalloc(NK / 16 + 1, sizeof(int));
+        w.glist = sp_xmalloc(NL + 2, sizeof(int32_t));
+    }
     w.mem = sp_xmalloc(NL, sizeof(int32_t));
     w.kept = sp_xmalloc(NL, sizeof(int32_t));
     w.prev = sp_xmalloc(NL, sizeof(int32_t));
@@ -478,6 +596,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
     w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
     w.n_prev = -1;
+    free(msb);
+    int32_t tau32[FX_AMX]; /* the AMX call's comparator references (INT32_MAX: bits unused) */
+    for (int r = 0; r < FX_AMX; r++) tau32[r] = INT32_MAX;
 
     int stamp = 0;
     for (int i0 = 0; i0 < nq; i0 += FX_BLOCK) {
@@ -486,13 +607,34 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
             sp_gemm_nt(bq, nk, d, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, h->k, h->ldk, w.S, nk);
         for (int r = 0; r < bq; r++) {
             const int i = i0 + r;
+            if (C.amx && r % FX_AMX == 0) { /* charges of the next FX_AMX queries */
+                const int nr = bq - r < FX_AMX ? bq - r : FX_AMX;
+                int kend = h->causal ? h->q_offset + i + nr : nk;
+                kend = kend < nk ? kend : nk;
+                if (C.amx_mask) /* first visible key of query i + t (keys never appear later in a call) */
+                    for (int t = 0; t < nr; t++) {
+                        const int end = h->causal ? h->q_offset + i + t + 1 : nk;
+                        const int nv = end <= 0 ? 0 : w.nvalid ? w.nvalid[end < nk ? end : nk] : (end < nk ? end : nk);
+                        tau32[t] = nv > 0 ? fx_comparator_ti(&C, &w, i + t, w.first_ge ? w.first_ge[0] : 0,
+                                                             P->thr[h->layer * op->n_heads + h->head])
+                                          : INT32_MAX;
+                    }
+                if (kend > 0 && C.amx_mask)
+                    sp_iscreen_amx_rows32(w.kb, (kend + 63) / 64, d, w.qa + (size_t)i * (size_t)dA, tau32, w.amask,
+                                          C.lda / 64, NULL, 0);
+                else if (kend > 0)
+                    sp_iscreen_amx_charges32(w.kb, (kend + 63) / 64, d, w.qa + (size_t)i * (size_t)dA, w.A, C.lda);
+            }
             if (r % FX_SUB == 0) {
                 /* charges of the next FX_SUB queries against the keys they can see (causal: a
                  * prefix); (FX_SUB x n_k) int32 stays in L1/L2 */
                 const int nr = bq - r < FX_SUB ? bq - r : FX_SUB;
                 int kend = h->causal ? h->q_offset + i + nr : nk;
                 kend = kend < nk ? kend : nk;
-                if (kend > 0) sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
+                if (kend > 0 && !C.amx)
+                    sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
+                w.blk++, w.b_i0 = i, w.b_nr = nr;
+                if (C.amx_mask && w.kpf && kend > 0) fx_dense_panels(&C, &w, r % FX_AMX, nr, kend);
             }
             if (h->query_valid && !h->query_valid[i]) {
                 memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float));
@@ -500,7 +642,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
             }
             fx_query Q;
             memset(&Q, 0, sizeof Q);
-            Q.i = i, Q.r = r % FX_SUB, Q.stamp = ++stamp;
+            Q.i = i, Q.r = r % FX_SUB, Q.ra = C.amx ? r % FX_AMX : r % FX_SUB, Q.stamp = ++stamp;
             Q.qrow = h->q + (size_t)i * (size_t)h->ldq;
             Q.Srow = C.have_S ? w.S + (size_t)r * NK : NULL; /* row r of the 64-query block */
             Q.end = h->causal ? h->q_offset + i + 1 : nk;
