@@ -93,7 +93,8 @@ Test(linear, order_is_the_sequential_fma_chain) {
     free(a), free(w), free(wp);
 }
 
-/* Packing zero-pads the last panel and keeps every weight: unpacking gives w back. */
+/* Packing zero-pads the last panel and keeps every weight: unpacking gives w back; packing the
+ * transposed layout (in, out) gives the same panels. */
 Test(linear, packing_round_trips) {
     int out = 37, in = 5;
     float *w = randn((size_t)out * in, 77, 1.0f), *wp = malloc(sp_linear_packed_floats(out, in) * sizeof *wp);
@@ -104,5 +105,10 @@ Test(linear, packing_round_trips) {
             float v = wp[(size_t)(j / 16) * 16 * in + (size_t)k * 16 + j % 16];
             cr_assert_eq(v, j < out ? w[(size_t)j * in + k] : 0.0f, "packed w[%d][%d]", j, k);
         }
-    free(w), free(wp);
+    float *wt = malloc((size_t)out * in * sizeof *wt), *wpt = malloc(sp_linear_packed_floats(out, in) * sizeof *wpt);
+    for (int j = 0; j < out; j++)
+        for (int k = 0; k < in; k++) wt[(size_t)k * out + j] = w[(size_t)j * in + k];
+    sp_linear_pack_t(wt, out, in, wpt);
+    cr_assert(!memcmp(wp, wpt, sp_linear_packed_floats(out, in) * sizeof *wp), "pack_t differs from pack");
+    free(w), free(wp), free(wt), free(wpt);
 }

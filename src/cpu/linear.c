@@ -25,6 +25,16 @@ void sp_linear_pack(const float *w, int out, int in, float *dst) {
     }
 }
 
+void sp_linear_pack_t(const float *wt, int out, int in, float *dst) {
+    memset(dst, 0, sp_linear_packed_floats(out, in) * sizeof *dst);
+    const size_t PD = (size_t)in * SP_LINEAR_PANEL;
+    for (int k = 0; k < in; k++) {
+        const float *src = wt + (size_t)k * (size_t)out;
+        for (int j = 0; j < out; j++)
+            dst[(size_t)(j / SP_LINEAR_PANEL) * PD + (size_t)k * SP_LINEAR_PANEL + (j % SP_LINEAR_PANEL)] = src[j];
+    }
+}
+
 void sp_linear_ref(float *c, const float *a, const float *w, int n, int in, int out, int beta) {
     for (int i = 0; i < n; i++)
         for (int j = 0; j < out; j++) {

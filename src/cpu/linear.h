@@ -26,6 +26,8 @@
 size_t sp_linear_packed_floats(int out, int in);
 /* Packs w (out, in) row-major into dst (sp_linear_packed_floats(out, in) floats). */
 void sp_linear_pack(const float *w, int out, int in, float *dst);
+/* The same from the transposed layout wt (in, out) (TensorFlow's kernels: x @ wt). */
+void sp_linear_pack_t(const float *wt, int out, int in, float *dst);
 
 /* c (n, out) = [c +] a (n, in) . w^T in the order above, wp = the packed w. n, in, out >= 1;
  * rows of a and c are contiguous (strides in and out). c must not alias a. */
