@@ -57,6 +57,8 @@ static double compare(set *s, sp_attn_op *op, int window, double tol, const char
     cr_assert_eq(sp_eval_corpus_decode(s->m, &s->c, op, &o, &dec, &err), SP_OK, "%s", err.msg);
     cr_assert_eq(pre.tokens, dec.tokens);
     cr_assert_eq(pre.tokens, s->c.total_targets);
+    cr_log_info("%s: decode NLL %.17g, prefill %.17g, relative difference %.3g", what, dec.nll, pre.nll,
+                fabs(dec.nll / pre.nll - 1));
     cr_assert(fabs(dec.nll - pre.nll) <= tol * pre.nll, "%s: decode NLL %.10f vs prefill %.10f (rel %.2e > %.1e)", what,
               dec.nll, pre.nll, fabs(dec.nll / pre.nll - 1), tol);
     cr_assert_eq(dec.attn.queries, pre.attn.queries, "%s: every query counted once", what);
@@ -76,9 +78,11 @@ Test(model_decode, dense_decode_nll_equals_prefill) {
     const sp_model_info *info = sp_model_get_info(s.m);
     sp_attn_op *fast = sp_attn_dense_fast_create(info->n_layers, info->n_heads);
     sp_attn_op *ref = sp_attn_dense_create(info->n_layers, info->n_heads);
-    compare(&s, fast, 0, 1e-6, "dense");
-    compare(&s, ref, 0, 1e-6, "dense-ref");
-    compare(&s, fast, 64, 1e-6, "dense, 64-token windows"); /* the cache is reset at every window */
+    /* exact: the linear layers are bit-identical on both paths (one FMA order, src/cpu/linear.h)
+     * and so is dense attention per query; was 1e-6 while the paths used sgemm vs sgemv */
+    compare(&s, fast, 0, 0.0, "dense");
+    compare(&s, ref, 0, 0.0, "dense-ref");
+    compare(&s, fast, 64, 0.0, "dense, 64-token windows"); /* the cache is reset at every window */
     sp_attn_op_free(fast);
     sp_attn_op_free(ref);
     unload(&s);
@@ -87,7 +91,8 @@ Test(model_decode, dense_decode_nll_equals_prefill) {
 
 /* SPRINT with a fixed relative threshold whose max estimate uses only the query's own keys
  * (anchors): its decisions depend only on keys up to the query's position, so decoding must
- * reproduce prefill up to comparator decisions flipped by float rounding of the activations. */
+ * reproduce prefill: exactly with one quantisation scale per row, up to the scales' rounding
+ * with one per head call. */
 Test(model_decode, sprint_decode_nll_equals_prefill) {
   for (int mi = 0; mi < 2; mi++) {
     set s = {0};
@@ -104,7 +109,10 @@ Test(model_decode, sprint_decode_nll_equals_prefill) {
         sp_op_request req = {.mode = "sprint", .cfg = &cfg};
         sp_attn_op *op = NULL;
         cr_assert_eq(sp_attn_op_create(&req, info->n_layers, info->n_heads, &op, &err), SP_OK, "%s", err.msg);
-        double kept = compare(&s, op, 0, 2e-5, gran[gi]);
+        /* row granularity: exact (the same activations give the same comparator decisions);
+         * head granularity: one scale per tensor per head call, and a decode call's tensors
+         * (one query, the cached keys) are not the prefill call's, so only close */
+        double kept = compare(&s, op, 0, gi == 0 ? 0.0 : 2e-5, gran[gi]);
         cr_assert(kept < 0.9, "%s: delta 4 must prune: kept %g", MODELS[mi], kept);
         sp_attn_op_free(op);
     }

@@ -229,6 +229,7 @@ sp_status sp_bitnet_load(const char *path, FILE *fp, long long size, sp_model **
         sp_model_free(m);
         return s;
     }
+    sp_model_pack_linear(m);
     *out = m;
     return SP_OK;
 }

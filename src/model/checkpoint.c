@@ -150,6 +150,7 @@ sp_status sp_model_load(const char *path, sp_model **out, sp_error *err) {
                                 sizeof h + 4 * i);
         }
     carve(m);
+    sp_model_pack_linear(m);
     *out = m;
     return SP_OK;
 }
@@ -157,6 +158,7 @@ sp_status sp_model_load(const char *path, sp_model **out, sp_error *err) {
 void sp_model_free(sp_model *m) {
     if (!m) return;
     free(m->data);
+    free(m->packed);
     free(m);
 }
 

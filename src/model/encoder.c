@@ -17,17 +17,18 @@
  * Padding: the graph computes every step on the padded batch but masks keys with a -1e9 bias
  * and gathers valid rows for the residual and FFN, so valid rows never see padding. Here the
  * padded rows are zero and the operator gets key_valid/query_valid masks (attention.h).
- * Linear layers are cblas_sgemm (single-threaded OpenBLAS, as forward.c); layer norms, the
- * timing signal and pooling are plain loops accumulating in double. */
-#include <cblas.h>
+ * Linear layers run on sprint's own kernel in its fixed FMA order (src/cpu/linear.h, as
+ * forward.c; weights packed once at load); layer norms, the timing signal and pooling are plain
+ * loops accumulating in double. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/linear.h"
 #include "sprint/encoder.h"
 
-/* single-threaded OpenBLAS, as in forward.c: the same bits on every run */
+/* single-threaded OpenBLAS (attention operators may call it at the portable level) */
 void openblas_set_num_threads(int num_threads);
 
 #define PA "module_apply_default/Encoder_en/KonaTransformer/Encode/"
@@ -35,6 +36,7 @@ void openblas_set_num_threads(int num_threads);
 
 typedef struct enc_layer {
     const float *ln1_g, *ln1_b, *wqkv, *bqkv, *wo, *bo, *ln2_g, *ln2_b, *w1, *b1, *w2, *b2;
+    const float *pqkv, *po, *p1, *p2; /* wqkv, wo, w1, w2 packed for sp_linear */
     float scale;      /* q scale (MultiheadAttention/mul/y) */
     int d, hd;        /* attention width, head dim */
 } enc_layer;
@@ -45,6 +47,9 @@ struct sp_encoder {
     const float *emb, *inv_timescale, *wd, *bd, *wt, *bt;
     enc_layer L[2];
     float ln_eps, l2_eps;
+    const float *pwd, *pwt;  /* wd, wt packed for sp_linear */
+    float *packed[10];       /* owned: every packed matrix */
+    int n_packed;
 };
 
 const sp_encoder_info *sp_encoder_get_info(const sp_encoder *e) { return &e->info; }
@@ -52,6 +57,7 @@ const sp_encoder_info *sp_encoder_get_info(const sp_encoder *e) { return &e->inf
 void sp_encoder_free(sp_encoder *e) {
     if (!e) return;
     sp_tfjs_free(e->tf);
+    for (int i = 0; i < e->n_packed; i++) free(e->packed[i]);
     free(e);
 }
 
@@ -82,6 +88,15 @@ static sp_status need(const sp_encoder *e, const char *dir, const char *name, sp
         s = need(e, dir, name, dt, nd, dims_, &t, err);                                                  \
         if (s != SP_OK) goto fail;                                                                       \
     } while (0)
+
+/* A packed copy of the TF kernel w (in, out), owned by e. */
+static const float *pack(sp_encoder *e, const float *w, int in, int out) {
+    SP_ASSERT(e->n_packed < (int)(sizeof e->packed / sizeof *e->packed));
+    float *p = sp_xmalloc(sp_linear_packed_floats(out, in), sizeof *p);
+    sp_linear_pack_t(w, out, in, p);
+    e->packed[e->n_packed++] = p;
+    return p;
+}
 
 sp_status sp_encoder_load(const char *dir, sp_encoder **out, sp_error *err) {
     *out = NULL;
@@ -199,6 +214,16 @@ sp_status sp_encoder_load(const char *dir, sp_encoder **out, sp_error *err) {
     e->wt = t->data;
     NEED("module/Encoder_en/hidden_layers/tanh_layer_0/bias", SP_TFJS_FLOAT32, 1, dout);
     e->bt = t->data;
+    int din_ = e->info.d_in, dout_ = e->info.d_out, dff_ = e->info.d_ff;
+    e->pwd = pack(e, e->wd, din_, dout_);
+    e->pwt = pack(e, e->wt, dout_, dout_);
+    for (int l = 0; l < 2; l++) {
+        enc_layer *L = &e->L[l];
+        L->pqkv = pack(e, L->wqkv, l == 0 ? din_ : dout_, 3 * L->d);
+        L->po = pack(e, L->wo, L->d, dout_);
+        L->p1 = pack(e, L->w1, dout_, dff_);
+        L->p2 = pack(e, L->w2, dff_, dout_);
+    }
     *out = e;
     return SP_OK;
 fail:
@@ -206,14 +231,15 @@ fail:
     return s;
 }
 
-/* c (n, out) = x (n, in) @ w (in, out) + b, TF's kernel layout; beta = 1 accumulates into c. */
-static void linear(float *c, const float *x, const float *w, const float *b, int n, int in, int out, int accumulate) {
+/* c (n, out) = [c +] b + x (n, in) @ w (in, out), wp = w packed (TF's kernel layout w); the
+ * bias is added first, then the product in sp_linear's order. */
+static void linear(float *c, const float *x, const float *wp, const float *b, int n, int in, int out, int accumulate) {
     if (!accumulate)
         for (int i = 0; i < n; i++) memcpy(c + (size_t)i * out, b, (size_t)out * sizeof *c);
     else
         for (int i = 0; i < n; i++)
             for (int j = 0; j < out; j++) c[(size_t)i * out + j] += b[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, x, in, w, out, 1.0f, c, out);
+    sp_linear(c, x, wp, n, in, out, 1);
 }
 
 /* out (n, d) = LN(x) with gain g and bias b, mean and variance over d in double. */
@@ -295,20 +321,20 @@ static sp_status embed_one(const sp_encoder *e, const int *ids, int n, int T, sp
         const float *xin = l == 0 ? w->x0 : w->x;
         int dx = l == 0 ? din : dout;
         layer_norm(w->h, xin, L->ln1_g, L->ln1_b, n, dx, e->ln_eps);
-        linear(w->qkv, w->h, L->wqkv, L->bqkv, n, dx, 3 * L->d, 0);
+        linear(w->qkv, w->h, L->pqkv, L->bqkv, n, dx, 3 * L->d, 0);
         s = attention(e, l, w, n, T, op, ref, seq_id, aerr, err);
         if (s != SP_OK) return s;
         /* x = attention projection + residual (projected 256 -> 512 in layer 0) */
         if (l == 0) {
-            linear(w->x, w->x0, e->wd, e->bd, n, din, dout, 0);
-            linear(w->x, w->o, L->wo, L->bo, n, L->d, dout, 1);
+            linear(w->x, w->x0, e->pwd, e->bd, n, din, dout, 0);
+            linear(w->x, w->o, L->po, L->bo, n, L->d, dout, 1);
         } else {
-            linear(w->x, w->o, L->wo, L->bo, n, L->d, dout, 1);
+            linear(w->x, w->o, L->po, L->bo, n, L->d, dout, 1);
         }
         layer_norm(w->h, w->x, L->ln2_g, L->ln2_b, n, dout, e->ln_eps);
-        linear(w->f, w->h, L->w1, L->b1, n, dout, dff, 0);
+        linear(w->f, w->h, L->p1, L->b1, n, dout, dff, 0);
         for (size_t i = 0; i < (size_t)n * dff; i++) w->f[i] = w->f[i] > 0 ? w->f[i] : 0.0f;
-        linear(w->x, w->f, L->w2, L->b2, n, dff, dout, 1);
+        linear(w->x, w->f, L->p2, L->b2, n, dff, dout, 1);
     }
     /* mean over valid rows, tanh layer, L2 normalisation */
     float *pooled = w->a;
@@ -317,7 +343,7 @@ static sp_status embed_one(const sp_encoder *e, const int *ids, int n, int T, sp
         for (int i = 0; i < n; i++) acc += w->x[(size_t)i * dout + j];
         pooled[j] = (float)(acc / n);
     }
-    linear(out, pooled, e->wt, e->bt, 1, dout, dout, 0);
+    linear(out, pooled, e->pwt, e->bt, 1, dout, dout, 0);
     double ss = 0;
     for (int j = 0; j < dout; j++) {
         out[j] = tanhf(out[j]);

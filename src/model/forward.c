@@ -2,13 +2,13 @@
  * sequence. The steps where the architectures differ (the inputs of the linear layers) come
  * from sp_model_linear_input (arch.c); everything else is shared.
  *
- * Projections and the MLP are matrix-matrix products (cblas_sgemm, single-threaded OpenBLAS
- * so that results are reproducible and the cores go to the attention heads); RMSNorm, RoPE
+ * Projections, the MLP and the classifier are matrix-matrix products on sprint's own kernel
+ * (sp_model_matmul, linear.c: weights packed at load, one fixed fp32 FMA order defined in
+ * src/cpu/linear.h, the same bits on every CPU level and in the decode step); RMSNorm, RoPE
  * and SwiGLU are plain loops; attention goes through an sp_attn_op for every (layer, head),
  * parallelised over heads on a blocking thread pool (pool.h says why not OpenMP). Heads are
  * independent and each head's arithmetic is sequential, so the logits are bit-identical
  * whatever the thread count. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +16,8 @@
 #include "model/model_internal.h"
 #include "model/pool.h"
 
-/* OpenBLAS's own threading is switched off: the forward pass parallelises over heads, and a
- * single-threaded sgemm gives the same bits on every run. */
+/* OpenBLAS's own threading is switched off (attention operators may call it at the portable
+ * level): the forward pass parallelises over heads and row chunks itself. */
 void openblas_set_num_threads(int num_threads);
 
 /* RoPE as llama2.c applies it: pairs (i, i+1) of every head rotated by pos * 10000^(-j/hd),
@@ -54,15 +54,10 @@ void sp_rope(float *q, float *k, const float *cs, int n, int qdim, int kvdim, in
     }
 }
 
-/* c (n, out) = beta * c + a (n, in) @ w^T, w (out, in) row-major. */
-static void matmul(float *c, const float *a, const float *w, int n, int in, int out, float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, a, in, w, in, beta, c, out);
-}
-
 /* Rows are processed in fixed chunks of SP_ROW_CHUNK positions: every per-position step
  * (RMSNorm, projections, RoPE, residuals, MLP, classifier) is independent across positions, so
  * chunks run as parallel tasks. The chunking does not depend on the thread count, so neither
- * do the bits (each chunk is the same sgemm call whoever runs it). */
+ * do the bits (each output of a linear layer is its own fixed FMA chain, linear.h). */
 #define SP_ROW_CHUNK 32
 
 /* Everything one forward pass shares between its tasks. */
@@ -96,16 +91,15 @@ static void pre_attention(void *ctx, int c) {
     int r0, r1;
     chunk_rows(f, c, &r0, &r1);
     int nr = r1 - r0, dim = f->dim;
-    size_t L = (size_t)f->l;
     if (f->l == 0)
         for (int t = r0; t < r1; t++)
             memcpy(f->x + (size_t)t * dim, w->token_embedding + (size_t)f->tokens[t] * dim, (size_t)dim * sizeof(float));
     float *xb = f->xb + (size_t)r0 * dim;
     float *q = f->q + (size_t)r0 * f->qdim, *k = f->k + (size_t)r0 * f->kvdim, *v = f->v + (size_t)r0 * f->kvdim;
     const float *in = sp_model_linear_input(f->m, SP_LIN_QKV, f->l, f->x + (size_t)r0 * dim, xb, nr);
-    matmul(q, in, w->wq + L * dim * f->qdim, nr, dim, f->qdim, 0.0f);
-    matmul(k, in, w->wk + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
-    matmul(v, in, w->wv + L * dim * f->kvdim, nr, dim, f->kvdim, 0.0f);
+    sp_model_matmul(f->m, SP_W_Q, f->l, q, in, nr, 0);
+    sp_model_matmul(f->m, SP_W_K, f->l, k, in, nr, 0);
+    sp_model_matmul(f->m, SP_W_V, f->l, v, in, nr, 0);
     sp_rope(q, k, f->cs + (size_t)r0 * f->hd, nr, f->qdim, f->kvdim, f->hd);
 }
 
@@ -131,24 +125,23 @@ static void post_attention(void *ctx, int c) {
     int r0, r1;
     chunk_rows(f, c, &r0, &r1);
     int nr = r1 - r0, dim = f->dim, hid = f->hid;
-    size_t L = (size_t)f->l;
     float *x = f->x + (size_t)r0 * dim, *xb = f->xb + (size_t)r0 * dim;
     float *h1 = f->h1 + (size_t)r0 * hid, *h3 = f->h3 + (size_t)r0 * hid;
     /* xb (n, dim) doubles as the wo input's scratch: qdim = n_heads * head_dim = dim */
     const float *in = sp_model_linear_input(f->m, SP_LIN_WO, f->l, f->att + (size_t)r0 * f->qdim, xb, nr);
-    matmul(x, in, w->wo + L * f->qdim * dim, nr, f->qdim, dim, 1.0f); /* x += in wo^T */
+    sp_model_matmul(f->m, SP_W_O, f->l, x, in, nr, 1); /* x += in wo^T */
     in = sp_model_linear_input(f->m, SP_LIN_W13, f->l, x, xb, nr);
-    matmul(h1, in, w->w1 + L * dim * hid, nr, dim, hid, 0.0f);
-    matmul(h3, in, w->w3 + L * dim * hid, nr, dim, hid, 0.0f);
+    sp_model_matmul(f->m, SP_W_1, f->l, h1, in, nr, 0);
+    sp_model_matmul(f->m, SP_W_3, f->l, h3, in, nr, 0);
     for (size_t i = 0; i < (size_t)nr * (size_t)hid; i++) { /* SwiGLU: silu(w1 x) * (w3 x) */
         float a = h1[i];
         h1[i] = a * (1.0f / (1.0f + expf(-a))) * h3[i];
     }
     in = sp_model_linear_input(f->m, SP_LIN_W2, f->l, h1, h1, nr);
-    matmul(x, in, w->w2 + L * hid * dim, nr, hid, dim, 1.0f); /* x += in(h) w2^T */
+    sp_model_matmul(f->m, SP_W_2, f->l, x, in, nr, 1); /* x += in(h) w2^T */
     if (f->l == p->n_layers - 1) {
         sp_rmsnorm(xb, x, w->rms_final, nr, dim);
-        matmul(f->logits + (size_t)r0 * p->vocab_size, xb, w->wcls, nr, dim, p->vocab_size, 0.0f);
+        sp_model_matmul(f->m, SP_W_CLS, 0, f->logits + (size_t)r0 * p->vocab_size, xb, nr, 0);
     }
 }
 

@@ -35,12 +35,27 @@ typedef struct sp_model_weights {
     const float *wcls;            /* (vocab, dim): token_embedding when shared */
 } sp_model_weights;
 
+/* The linear layers' weights packed for sp_linear (src/cpu/linear.h), once at load: layer l's
+ * matrix of a kind starts at l * (its packed size). */
+typedef enum sp_lin_w { SP_W_Q, SP_W_K, SP_W_V, SP_W_O, SP_W_1, SP_W_2, SP_W_3, SP_W_CLS, SP_W_COUNT } sp_lin_w;
+
 struct sp_model {
     sp_model_info info;
     sp_model_weights w;
     float *data;   /* every float after the header, owned */
     size_t n_floats;
+    float *packed;                   /* owned: every packed matrix (sp_model_pack_linear) */
+    size_t n_packed;                 /* floats in packed */
+    const float *pw[SP_W_COUNT];     /* first layer's packed matrix of each kind */
 };
+
+/* ---- the linear layers (linear.c) -------------------------------------------------------
+ * Packs every linear weight of m (after its pointers are carved) into m->packed. */
+void sp_model_pack_linear(sp_model *m);
+/* c (n, out) = [c +] a (n, in) . W^T for weight `which` of layer l (l ignored for SP_W_CLS), in
+ * sp_linear's fixed order: the one entry point of the prefill and decode paths, so both
+ * compute every linear layer with the same bits. */
+void sp_model_matmul(const sp_model *m, sp_lin_w which, int l, float *c, const float *a, int n, int beta);
 
 /* Opens path for reading and checks that it is a regular file; *size is its length in bytes.
  * `what` prefixes the file in messages ("checkpoint " -> "cannot open checkpoint P: ..."). */

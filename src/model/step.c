@@ -6,13 +6,13 @@
  * its key and value rows are appended to the layer's cache; each head's query attends to the
  * pos + 1 cached keys as an sp_attn_head with n_q = 1, q_offset = pos, causal. The arithmetic
  * per position is the forward pass's (RMSNorm with a double sum of squares, the same RoPE
- * table values, sgemv for the projections), so logits match the prefill path's to float rounding
- * (sgemv and the prefill's sgemm may order sums differently).
+ * table values, the same linear-layer entry point sp_model_matmul with its fixed FMA order), so
+ * every linear layer gives the prefill path's bits for the position; what can still differ is
+ * the attention operator's arithmetic for one query against a prefill block's.
  *
  * Architectures: llama2.c and BitNet b1.58 differ only in the inputs of the linear layers,
  * which come from the same per-architecture switch as in the forward pass
  * (sp_model_linear_input, arch.c), so this step serves both. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,12 +60,6 @@ void sp_model_kv_free(sp_model_kv *kv) {
 void sp_model_kv_reset(sp_model_kv *kv) { kv->len = 0; }
 int sp_model_kv_len(const sp_model_kv *kv) { return kv->len; }
 
-/* c (out) = beta c + w (out, in) a (in): forward.c's matmul for one row, as a matrix-vector
- * product (sgemm with one row repacks the whole weight matrix on every call: 10x slower). */
-static void matvec(float *c, const float *a, const float *w, int in, int out, float beta) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, a, 1, beta, c, 1);
-}
-
 /* One position through every layer: forward.c's arithmetic for one row, the architecture's
  * differences (llama2.c, BitNet) through the same switch (sp_model_linear_input). */
 static sp_status model_step(const sp_model *m, sp_model_kv *kv, int token, sp_attn_op *op, long long seq_id,
@@ -86,9 +80,9 @@ static sp_status model_step(const sp_model *m, sp_model_kv *kv, int token, sp_at
         float *kc = kv->k + (L * kv->cap) * (size_t)kvdim, *vc = kv->v + (L * kv->cap) * (size_t)kvdim;
         float *kr = kc + (size_t)pos * kvdim, *vr = vc + (size_t)pos * kvdim;
         const float *in = sp_model_linear_input(m, SP_LIN_QKV, l, x, xb, 1);
-        matvec(q, in, w->wq + L * dim * qdim, dim, qdim, 0.0f);
-        matvec(kr, in, w->wk + L * dim * kvdim, dim, kvdim, 0.0f);
-        matvec(vr, in, w->wv + L * dim * kvdim, dim, kvdim, 0.0f);
+        sp_model_matmul(m, SP_W_Q, l, q, in, 1, 0);
+        sp_model_matmul(m, SP_W_K, l, kr, in, 1, 0);
+        sp_model_matmul(m, SP_W_V, l, vr, in, 1, 0);
         sp_rope(q, kr, cs, 1, qdim, kvdim, hd);
         for (int h = 0; h < H; h++) {
             int kvh = h / group;
@@ -100,19 +94,19 @@ static sp_status model_step(const sp_model *m, sp_model_kv *kv, int token, sp_at
             if (s != SP_OK) return s;
         }
         in = sp_model_linear_input(m, SP_LIN_WO, l, att, xb, 1); /* xb holds max(dim, qdim) */
-        matvec(x, in, w->wo + L * qdim * dim, qdim, dim, 1.0f);
+        sp_model_matmul(m, SP_W_O, l, x, in, 1, 1);
         in = sp_model_linear_input(m, SP_LIN_W13, l, x, xb, 1);
-        matvec(kv->h1, in, w->w1 + L * dim * hid, dim, hid, 0.0f);
-        matvec(kv->h3, in, w->w3 + L * dim * hid, dim, hid, 0.0f);
+        sp_model_matmul(m, SP_W_1, l, kv->h1, in, 1, 0);
+        sp_model_matmul(m, SP_W_3, l, kv->h3, in, 1, 0);
         for (int i = 0; i < hid; i++) {
             float a = kv->h1[i];
             kv->h1[i] = a * (1.0f / (1.0f + expf(-a))) * kv->h3[i];
         }
         in = sp_model_linear_input(m, SP_LIN_W2, l, kv->h1, kv->h1, 1);
-        matvec(x, in, w->w2 + L * hid * dim, hid, dim, 1.0f);
+        sp_model_matmul(m, SP_W_2, l, x, in, 1, 1);
     }
     sp_rmsnorm(xb, x, w->rms_final, 1, dim);
-    matvec(logits, xb, w->wcls, dim, p->vocab_size, 0.0f);
+    sp_model_matmul(m, SP_W_CLS, 0, logits, xb, 1, 0);
     return SP_OK;
 }
 
