@@ -278,6 +278,57 @@ Test(designs, shared_regular_designs_match_per_head) {
     }
 }
 
+/* Feeds n_q causal queries of a head of n keys, each keeping a random subset of its visible
+ * keys (ascending; mem_kept a superset of kept), the same sequence for the same seed. */
+static void feed_random(sp_sim_head *h, int n, uint64_t seed) {
+    sp_rng rng;
+    sp_rng_seed(&rng, seed);
+    int32_t *mk = malloc(sizeof *mk * (size_t)n), *kp = malloc(sizeof *kp * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        int nmk = 0, nkp = 0;
+        for (int j = 0; j <= i; j++)
+            if (sp_rng_next_uniform(&rng) < 0.3) {
+                mk[nmk++] = j;
+                if (sp_rng_next_uniform(&rng) < 0.7) kp[nkp++] = j;
+            }
+        sp_query_record r = {.qi = i, .pos = i, .n_k = n, .n_visible = i + 1, .n_mem_kept = nmk, .mem_kept = mk,
+                             .n_kept = nkp, .kept = kp};
+        sp_sim_head_query(h, &r);
+    }
+    free(mk), free(kp);
+}
+
+/* A head simulated at several chip sizes at once gives every size the same results, bit for
+ * bit, as simulating that size alone: SPRINT without reuse replays the first size's memory
+ * order at the others when the memory geometry is shared (headsim.c plan_size) and schedules
+ * per size when it is not (here M gets other banks or another row size; FCFS too). */
+Test(designs, sizes_together_match_sizes_alone) {
+    const char *set[3] = {NULL, "controller.scheduler=fcfs", "controller.queue_depth=4"};
+    for (int k = 0; k < 3; k++)
+        for (int geo = 0; geo < 3; geo++) {
+            sp_hw hw[3];
+            unsigned mask;
+            hw_sizes(hw, &mask, set[k]);
+            if (geo == 1) hw[1].banks = 3;       /* M: another bank count (not a power of two) */
+            if (geo == 2) hw[1].row_bytes = 256; /* M: another row size */
+            const int n = 160, d = 32;
+            sp_head_shape sh = {.n_k = n, .d = d, .causal = 1, .n_valid = n};
+            static sp_design_result all[3][SP_DESIGN_COUNT], one[3][SP_DESIGN_COUNT];
+            sp_sim_head *h = sp_sim_head_create(hw, 7u, &sh);
+            feed_random(h, n, 5);
+            finish_head(h, all);
+            for (int s = 0; s < 3; s++) {
+                h = sp_sim_head_create(hw, 1u << s, &sh);
+                feed_random(h, n, 5);
+                finish_head(h, one);
+                for (int D = 0; D < SP_DESIGN_COUNT; D++)
+                    cr_assert(memcmp(&all[s][D], &one[s][D], sizeof one[s][D]) == 0,
+                              "set %d geometry %d size %d design %d: cycles %.17g together, %.17g alone", k, geo, s, D,
+                              all[s][D].cycles, one[s][D].cycles);
+            }
+        }
+}
+
 Test(designs, residency_lru_and_fifo) {
     sp_residency r;
     const int32_t seq[] = {0, 2, 0, 4, 2, 0};
