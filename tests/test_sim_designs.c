@@ -329,6 +329,32 @@ Test(designs, sizes_together_match_sizes_alone) {
         }
 }
 
+/* Keys are token-interleaved over the CORELETs (key j in CORELET j mod C): with C = 3 (not a
+ * power of two, the counts by division) a query keeping every third key loads one CORELET
+ * only, so the QK-PU, softmax and V-PU busy time is that of all its keys on one CORELET; keys
+ * 0..47 spread evenly (16 each). */
+Test(designs, keys_per_corelet_when_the_count_is_not_a_power_of_two) {
+    sp_hw hw[3];
+    unsigned mask;
+    hw_sizes(hw, &mask, "chip.corelets_s=3");
+    hw[0].qk_lanes = hw[0].v_lanes = 7; /* busy = sum over CORELETs of ceil(keys / 7): shows the split */
+    const int n = 144, d = 64, m = 48;
+    int32_t every3[48], first[48];
+    for (int i = 0; i < m; i++) every3[i] = 3 * i, first[i] = i;
+    static sp_design_result r3[3][SP_DESIGN_COUNT], r1[3][SP_DESIGN_COUNT];
+    th_sim_one_query(hw, 1u, n, d, every3, m, every3, m, r3);
+    th_sim_one_query(hw, 1u, n, d, first, m, first, m, r1);
+    const sp_hw *w = &hw[0];
+    const double dc = ceil((double)d / w->lane_width);
+    for (int D = SP_DESIGN_SPRINT_NOREUSE; D <= SP_DESIGN_SPRINT; D++) {
+        cr_assert_float_eq(r3[0][D].busy_qk, ceil((double)m / w->qk_lanes) * dc, 1e-9, "design %d", D);
+        cr_assert_float_eq(r3[0][D].busy_v, ceil((double)m / w->v_lanes) * dc, 1e-9, "design %d", D);
+        cr_assert_float_eq(r3[0][D].busy_sm, ceil((double)m / w->sm_per_cycle), 1e-9, "design %d", D);
+        cr_assert_float_eq(r1[0][D].busy_qk, 3 * ceil((double)(m / 3) / w->qk_lanes) * dc, 1e-9, "design %d", D);
+        cr_assert_float_eq(r1[0][D].busy_v, 3 * ceil((double)(m / 3) / w->v_lanes) * dc, 1e-9, "design %d", D);
+    }
+}
+
 Test(designs, residency_lru_and_fifo) {
     sp_residency r;
     const int32_t seq[] = {0, 2, 0, 4, 2, 0};
