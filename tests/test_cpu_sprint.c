@@ -136,6 +136,10 @@ static void all_cases(void) {
     against_reference(200, 64, 0, 1, 1, 3.0, 4);
     against_reference(130, 128, 1, 0, 1, 2.0, 5);
     against_reference(100, 20, 0, 0, 0, -INFINITY, 6);
+    /* head sizes off the 16-column and 64-byte grids: 1, 5, 130 (three AMX steps of 64 bytes) */
+    against_reference(90, 130, 1, 1, 0, 0.5, 7);
+    against_reference(64, 5, 0, 1, 0, 0.3, 8);
+    against_reference(40, 1, 1, 0, 0, 0.2, 9);
 }
 
 Test(cpu_sprint, matches_functional_operator) { all_cases(); }

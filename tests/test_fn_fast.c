@@ -613,13 +613,19 @@ Test(fn_fast, threshold_on_an_exact_score_decided_exactly) {
 Test(fn_fast, edge_cases_same_as_reference) {
     const char *const s_dense[] = {"policy.delta=3", NULL};
     const char *const s_sparse[] = {"policy.delta=3", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL};
-    const int shapes[][4] = {{5, 1, 8, 0}, {7, 9, 1, 0}, {7, 9, 3, 1}, {1, 40, 16, 1}, {33, 70, 24, 1}, {64, 64, 64, 0}};
+    /* a fixed threshold without the dense statistics: the comparator bits straight from the AMX
+     * screen where offered (references computed before the screen, dense panels scored first) */
+    const char *const s_fixed[] = {"policy.kind=layer", "policy.threshold=0.3", "sprint.exact_stats=0",
+                                   "sprint.mass_lost=0", NULL};
+    const int shapes[][4] = {{5, 1, 8, 0},   {7, 9, 1, 0},     {7, 9, 3, 1},   {1, 40, 16, 1},  {33, 70, 24, 1},
+                             {64, 64, 64, 0}, {1, 1, 1, 0},    {40, 1, 5, 0},  {37, 80, 128, 1}, {70, 100, 65, 1}};
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
         head_data hd = make_head(shapes[c][0], shapes[c][1], shapes[c][2], shapes[c][3], 0, 0, 900 + c);
         char what[64];
         snprintf(what, sizeof what, "shape %zu", c);
         compare(&hd, s_dense, 1, what);
         compare(&hd, s_sparse, 0, what);
+        compare(&hd, s_fixed, 0, what);
         head_free(&hd);
     }
     /* every key padded, then every query padded */
@@ -629,6 +635,15 @@ Test(fn_fast, edge_cases_same_as_reference) {
         for (int i = 0; which == 1 && i < 20; i++) hd.qv[i] = 0;
         compare(&hd, s_dense, 1, which ? "all queries padded" : "all keys padded");
         compare(&hd, s_sparse, 0, which ? "all queries padded" : "all keys padded");
+        compare(&hd, s_fixed, 0, which ? "all queries padded" : "all keys padded");
+        head_free(&hd);
+    }
+    /* causal, the first keys padded (a query's first visible key is not key 0) */
+    {
+        head_data hd = make_head(45, 90, 32, 1, 1, 1, 77);
+        for (int j = 0; j < 20; j++) hd.kv[j] = 0;
+        compare(&hd, s_sparse, 0, "causal, keys 0-19 padded");
+        compare(&hd, s_fixed, 0, "causal, keys 0-19 padded");
         head_free(&hd);
     }
 }

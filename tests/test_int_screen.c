@@ -86,8 +86,9 @@ static float *randn(size_t n, uint64_t seed, float sd) {
 }
 
 Test(int_screen, random_heads_bit_exact) {
-    int ds[] = {8, 20, 32, 64, 128};
-    for (int t = 0; t < 5; t++) {
+    /* 1, 5, 130: off the 4-byte groups the AMX packing copies whole */
+    int ds[] = {8, 20, 32, 64, 128, 1, 5, 130};
+    for (int t = 0; t < 8; t++) {
         int d = ds[t], nq = 13, nk = 150;
         float *q = randn((size_t)nq * d, 100 + (uint64_t)t, 1.0f), *k = randn((size_t)nk * d, 200 + (uint64_t)t, 1.0f);
         check_head(q, k, nq, nk, d, 4, 8, "random");

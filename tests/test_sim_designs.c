@@ -278,6 +278,83 @@ Test(designs, shared_regular_designs_match_per_head) {
     }
 }
 
+/* Feeds n_q causal queries of a head of n keys, each keeping a random subset of its visible
+ * keys (ascending; mem_kept a superset of kept), the same sequence for the same seed. */
+static void feed_random(sp_sim_head *h, int n, uint64_t seed) {
+    sp_rng rng;
+    sp_rng_seed(&rng, seed);
+    int32_t *mk = malloc(sizeof *mk * (size_t)n), *kp = malloc(sizeof *kp * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        int nmk = 0, nkp = 0;
+        for (int j = 0; j <= i; j++)
+            if (sp_rng_next_uniform(&rng) < 0.3) {
+                mk[nmk++] = j;
+                if (sp_rng_next_uniform(&rng) < 0.7) kp[nkp++] = j;
+            }
+        sp_query_record r = {.qi = i, .pos = i, .n_k = n, .n_visible = i + 1, .n_mem_kept = nmk, .mem_kept = mk,
+                             .n_kept = nkp, .kept = kp};
+        sp_sim_head_query(h, &r);
+    }
+    free(mk), free(kp);
+}
+
+/* A head simulated at several chip sizes at once gives every size the same results, bit for
+ * bit, as simulating that size alone: SPRINT without reuse replays the first size's memory
+ * order at the others when the memory geometry is shared (headsim.c plan_size) and schedules
+ * per size when it is not (here M gets other banks or another row size; FCFS too). */
+Test(designs, sizes_together_match_sizes_alone) {
+    const char *set[3] = {NULL, "controller.scheduler=fcfs", "controller.queue_depth=4"};
+    for (int k = 0; k < 3; k++)
+        for (int geo = 0; geo < 3; geo++) {
+            sp_hw hw[3];
+            unsigned mask;
+            hw_sizes(hw, &mask, set[k]);
+            if (geo == 1) hw[1].banks = 3;       /* M: another bank count (not a power of two) */
+            if (geo == 2) hw[1].row_bytes = 256; /* M: another row size */
+            const int n = 160, d = 32;
+            sp_head_shape sh = {.n_k = n, .d = d, .causal = 1, .n_valid = n};
+            static sp_design_result all[3][SP_DESIGN_COUNT], one[3][SP_DESIGN_COUNT];
+            sp_sim_head *h = sp_sim_head_create(hw, 7u, &sh);
+            feed_random(h, n, 5);
+            finish_head(h, all);
+            for (int s = 0; s < 3; s++) {
+                h = sp_sim_head_create(hw, 1u << s, &sh);
+                feed_random(h, n, 5);
+                finish_head(h, one);
+                for (int D = 0; D < SP_DESIGN_COUNT; D++)
+                    cr_assert(memcmp(&all[s][D], &one[s][D], sizeof one[s][D]) == 0,
+                              "set %d geometry %d size %d design %d: cycles %.17g together, %.17g alone", k, geo, s, D,
+                              all[s][D].cycles, one[s][D].cycles);
+            }
+        }
+}
+
+/* Keys are token-interleaved over the CORELETs (key j in CORELET j mod C): with C = 3 (not a
+ * power of two, the counts by division) a query keeping every third key loads one CORELET
+ * only, so the QK-PU, softmax and V-PU busy time is that of all its keys on one CORELET; keys
+ * 0..47 spread evenly (16 each). */
+Test(designs, keys_per_corelet_when_the_count_is_not_a_power_of_two) {
+    sp_hw hw[3];
+    unsigned mask;
+    hw_sizes(hw, &mask, "chip.corelets_s=3");
+    hw[0].qk_lanes = hw[0].v_lanes = 7; /* busy = sum over CORELETs of ceil(keys / 7): shows the split */
+    const int n = 144, d = 64, m = 48;
+    int32_t every3[48], first[48];
+    for (int i = 0; i < m; i++) every3[i] = 3 * i, first[i] = i;
+    static sp_design_result r3[3][SP_DESIGN_COUNT], r1[3][SP_DESIGN_COUNT];
+    th_sim_one_query(hw, 1u, n, d, every3, m, every3, m, r3);
+    th_sim_one_query(hw, 1u, n, d, first, m, first, m, r1);
+    const sp_hw *w = &hw[0];
+    const double dc = ceil((double)d / w->lane_width);
+    for (int D = SP_DESIGN_SPRINT_NOREUSE; D <= SP_DESIGN_SPRINT; D++) {
+        cr_assert_float_eq(r3[0][D].busy_qk, ceil((double)m / w->qk_lanes) * dc, 1e-9, "design %d", D);
+        cr_assert_float_eq(r3[0][D].busy_v, ceil((double)m / w->v_lanes) * dc, 1e-9, "design %d", D);
+        cr_assert_float_eq(r3[0][D].busy_sm, ceil((double)m / w->sm_per_cycle), 1e-9, "design %d", D);
+        cr_assert_float_eq(r1[0][D].busy_qk, 3 * ceil((double)(m / 3) / w->qk_lanes) * dc, 1e-9, "design %d", D);
+        cr_assert_float_eq(r1[0][D].busy_v, 3 * ceil((double)(m / 3) / w->v_lanes) * dc, 1e-9, "design %d", D);
+    }
+}
+
 Test(designs, residency_lru_and_fifo) {
     sp_residency r;
     const int32_t seq[] = {0, 2, 0, 4, 2, 0};

@@ -1,7 +1,8 @@
 /* int_screen_amx.c: the integer screen on AMX tiles (int_screen_amx.h). Per 64-key chunk: four
  * 16 x 16 int32 accumulator tiles (one per 16-key panel), the 16 query rows as the A tile and
- * each panel's keys as a B tile, dA / 64 TDPBSUD steps; the accumulators go to a 4 KB buffer
- * and AVX-512 compares them with each row's comparator reference. */
+ * each panel's keys as a B tile, dA / 64 TDPBSUD steps (amx_chunk). sp_iscreen_amx_rows32
+ * stores the accumulators to a 4 KB buffer and AVX-512 compares them with each row's
+ * comparator reference; sp_iscreen_amx_charges32 stores them straight to the caller's A. */
 #define _DEFAULT_SOURCE /* syscall() */
 #include "functional/int_screen_amx.h"
 
@@ -80,47 +81,58 @@ typedef struct {
 
 #define TAMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl")))
 
-TAMX void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
-                                uint64_t *mask, size_t ldm, int32_t *A, size_t lda) {
-    const int dA = sp_iscreen_amx_dA(d), S = dA / 64;
+/* Configures the 8 tiles as 16 rows x 64 bytes (0-3: charges (rows 0-15 | 16-31) x (even |
+ * odd panel), 4-5: query halves, 6-7: keys) and, when the queries fit one 64-byte step (S ==
+ * 1), loads the query tiles once. */
+static inline TAMX void amx_begin(const int8_t *qa, int dA, int S) {
     amx_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
-    /* tiles 0-3: charges (rows 0-15 | 16-31) x (even | odd panel), 4-5: query halves, 6-7: keys */
     for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
     _tile_loadconfig(&cfg);
     if (S == 1) {
         _tile_loadd(4, qa, dA);
         _tile_loadd(5, qa + (size_t)16 * dA, dA);
     }
+}
+
+/* The 32 x 64 charges of key chunk ch (after amx_begin) into dst[r * ld + j], r < 32, j < 64. */
+static inline TAMX void amx_chunk(const uint8_t *kb, int ch, int S, const int8_t *qa, int dA, int32_t *dst,
+                                  size_t ld) {
+    const uint8_t *kc = kb + (size_t)ch * 4 * (size_t)S * 1024;
+    const size_t ldb = ld * sizeof(int32_t);
+    for (int pp = 0; pp < 4; pp += 2) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int s = 0; s < S; s++) {
+            if (S > 1) {
+                _tile_loadd(4, qa + 64 * s, dA);
+                _tile_loadd(5, qa + (size_t)16 * dA + 64 * s, dA);
+            }
+            _tile_loadd(6, kc + ((size_t)pp * S + (size_t)s) * 1024, 64);
+            _tile_loadd(7, kc + ((size_t)(pp + 1) * S + (size_t)s) * 1024, 64);
+            _tile_dpbsud(0, 4, 6);
+            _tile_dpbsud(1, 4, 7);
+            _tile_dpbsud(2, 5, 6);
+            _tile_dpbsud(3, 5, 7);
+        }
+        int32_t *a0 = dst + 16 * (size_t)pp;
+        _tile_stored(0, a0, ldb);
+        _tile_stored(1, a0 + 16, ldb);
+        _tile_stored(2, a0 + 16 * ld, ldb);
+        _tile_stored(3, a0 + 16 * ld + 16, ldb);
+    }
+}
+
+TAMX void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, const int32_t tau[32],
+                                uint64_t *mask, size_t ldm, int32_t *A, size_t lda) {
+    const int dA = sp_iscreen_amx_dA(d), S = dA / 64;
+    amx_begin(qa, dA, S);
     int32_t C[2][32][64] __attribute__((aligned(64))); /* double-buffered: chunk ch's charges are stored while chunk ch - 1's are compared */
     for (int ch = 0; ch <= nchunk; ch++) {
-        if (ch < nchunk) {
-            int32_t (*Cb)[64] = C[ch & 1];
-            const uint8_t *kc = kb + (size_t)ch * 4 * (size_t)S * 1024;
-            for (int pp = 0; pp < 4; pp += 2) {
-                _tile_zero(0);
-                _tile_zero(1);
-                _tile_zero(2);
-                _tile_zero(3);
-                for (int s = 0; s < S; s++) {
-                    if (S > 1) {
-                        _tile_loadd(4, qa + 64 * s, dA);
-                        _tile_loadd(5, qa + (size_t)16 * dA + 64 * s, dA);
-                    }
-                    _tile_loadd(6, kc + ((size_t)pp * S + (size_t)s) * 1024, 64);
-                    _tile_loadd(7, kc + ((size_t)(pp + 1) * S + (size_t)s) * 1024, 64);
-                    _tile_dpbsud(0, 4, 6);
-                    _tile_dpbsud(1, 4, 7);
-                    _tile_dpbsud(2, 5, 6);
-                    _tile_dpbsud(3, 5, 7);
-                }
-                _tile_stored(0, &Cb[0][16 * pp], 256);
-                _tile_stored(1, &Cb[0][16 * pp + 16], 256);
-                _tile_stored(2, &Cb[16][16 * pp], 256);
-                _tile_stored(3, &Cb[16][16 * pp + 16], 256);
-            }
-        }
+        if (ch < nchunk) amx_chunk(kb, ch, S, qa, dA, &C[ch & 1][0][0], 64);
         if (ch == 0) continue;
         const int pc = ch - 1;
         int32_t (*Cp)[64] = C[pc & 1];
@@ -140,42 +152,8 @@ TAMX void sp_iscreen_amx_rows32(const uint8_t *kb, int nchunk, int d, const int8
 /* The charges only (no comparator): the accumulator tiles go straight to A. */
 TAMX void sp_iscreen_amx_charges32(const uint8_t *kb, int nchunk, int d, const int8_t *qa, int32_t *A, size_t lda) {
     const int dA = sp_iscreen_amx_dA(d), S = dA / 64;
-    amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) cfg.rows[t] = 16, cfg.colsb[t] = 64;
-    _tile_loadconfig(&cfg);
-    if (S == 1) {
-        _tile_loadd(4, qa, dA);
-        _tile_loadd(5, qa + (size_t)16 * dA, dA);
-    }
-    const size_t ldb = lda * sizeof(int32_t);
-    for (int ch = 0; ch < nchunk; ch++) {
-        const uint8_t *kc = kb + (size_t)ch * 4 * (size_t)S * 1024;
-        for (int pp = 0; pp < 4; pp += 2) {
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int s = 0; s < S; s++) {
-                if (S > 1) {
-                    _tile_loadd(4, qa + 64 * s, dA);
-                    _tile_loadd(5, qa + (size_t)16 * dA + 64 * s, dA);
-                }
-                _tile_loadd(6, kc + ((size_t)pp * S + (size_t)s) * 1024, 64);
-                _tile_loadd(7, kc + ((size_t)(pp + 1) * S + (size_t)s) * 1024, 64);
-                _tile_dpbsud(0, 4, 6);
-                _tile_dpbsud(1, 4, 7);
-                _tile_dpbsud(2, 5, 6);
-                _tile_dpbsud(3, 5, 7);
-            }
-            int32_t *a0 = A + (size_t)ch * 64 + 16 * (size_t)pp;
-            _tile_stored(0, a0, ldb);
-            _tile_stored(1, a0 + 16, ldb);
-            _tile_stored(2, a0 + 16 * lda, ldb);
-            _tile_stored(3, a0 + 16 * lda + 16, ldb);
-        }
-    }
+    amx_begin(qa, dA, S);
+    for (int ch = 0; ch < nchunk; ch++) amx_chunk(kb, ch, S, qa, dA, A + (size_t)ch * 64, lda);
     _tile_release();
 }
 #else

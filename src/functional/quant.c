@@ -32,7 +32,7 @@ void sp_quant_rows_level(sp_cpu_level level, const float *x, int n, int d, int l
                          const unsigned char *valid, int8_t *xi, float *scales) {
     float tensor_max = 0.0f;
     if (!per_row) {
-        /* 8 partial maxima (independent chains; the maximum does not depend on the order, and a
+        /* 4 partial maxima (independent chains; the maximum does not depend on the order, and a
          * NaN is skipped by every comparison as in one chain) */
         float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
         for (int i = 0; i < n; i++) {
