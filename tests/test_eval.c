@@ -1,7 +1,9 @@
 /* test_eval.c: does evaluation predict every target exactly once, reproduce the independent
  * dense NLL of stories260K on the dev text (1.217 nats/token within 0.5%), and report it
  * through `sprint eval --json`? */
+#define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
+#include <unistd.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -319,6 +321,43 @@ Test(cli, eval_dense_statistics_only_when_asked) {
                            sizeof out[0], errb, sizeof errb);
     cr_assert_eq(rc, 0);
     cr_assert(strstr(out[0], "not computed"), "%s", out[0]);
+}
+
+/* What eval prints as "not computed" is what the operator left out: the reference pruning
+ * operators always compute the false-prune rate (so it is a number without --stats), and a
+ * --config file can turn the statistics on as --set can. */
+Test(cli, eval_not_computed_is_what_the_operator_skipped) {
+    char buf[4096];
+    if (!th_shared_path("models/stories260K.bin", buf, sizeof buf) || !th_shared_path("models/tok512.bin", buf, sizeof buf))
+        cr_skip_test("shared model or tokenizer not found (set SPRINT_SHARED)");
+    char ini[] = "/tmp/sprint_eval_statsXXXXXX";
+    int fd = mkstemp(ini);
+    cr_assert(fd >= 0);
+    const char *txt = "[sprint]\nexact_stats = 1\n";
+    cr_assert_eq(write(fd, txt, strlen(txt)), (ssize_t)strlen(txt));
+    close(fd);
+    static char out[3][1 << 16], errb[1 << 16], cmd[3][512];
+    snprintf(cmd[0], sizeof cmd[0], "eval --json --quiet --attention sprint --set sprint.impl=reference "
+                                    "--set policy.delta=3 --set eval.max_stories=1");
+    snprintf(cmd[1], sizeof cmd[1], "eval --json --quiet --attention sprint --config %s --set policy.delta=3 "
+                                    "--set eval.max_stories=1", ini);
+    snprintf(cmd[2], sizeof cmd[2], "eval --json --quiet --attention sprint --set policy.delta=3 "
+                                    "--set eval.max_stories=1");
+    cJSON *o[3];
+    for (int k = 0; k < 3; k++) {
+        int rc = th_run_sprint(cmd[k], out[k], sizeof out[k], errb, sizeof errb);
+        cr_assert_eq(rc, 0, "%s: exit %d, stderr: %s", cmd[k], rc, errb);
+        o[k] = cJSON_Parse(out[k]);
+        cr_assert_not_null(o[k], "not JSON: %s", out[k]);
+    }
+    remove(ini);
+    cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(o[0], "false_prune_rate")), "reference op: %s", out[0]);
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(o[0], "mass_lost_per_query")), "%s", out[0]);
+    cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(o[1], "false_prune_rate")), "config file: %s", out[1]);
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(o[2], "false_prune_rate")), "default: %s", out[2]);
+    cr_assert_eq(cJSON_GetObjectItem(o[0], "false_prune_rate")->valuedouble,
+                 cJSON_GetObjectItem(o[1], "false_prune_rate")->valuedouble);
+    for (int k = 0; k < 3; k++) cJSON_Delete(o[k]);
 }
 
 Test(cli, generate_greedy_is_deterministic) {

@@ -35,8 +35,10 @@ static void help(void) {
            "  --stats           a pruning mode also computes the statistics over every visible pair: the\n"
            "                    false-prune rate and the softmax mass lost (sprint.exact_stats and\n"
            "                    sprint.mass_lost on; they cost 10-30%% of the evaluation, docs/RESULTS.md\n"
-           "                    part 9g). Without it eval turns both keys off unless --set gives them,\n"
-           "                    and prints \"not computed\" for them (JSON and CSV: null / empty).\n"
+           "                    part 9g). Without it both keys default to off for eval (a --config file\n"
+           "                    or --set can still set them), and what the operator did not compute\n"
+           "                    is printed \"not computed\" (JSON and CSV: null / empty; the reference\n"
+           "                    operators always compute the false-prune rate).\n"
            "                    llama2.c and BitNet models only: the USE-lite encoder's evaluation\n"
            "                    keeps the keys' values (both on by default)\n"
            "  --attention MODE  attention operator: %s (default dense).\n"
@@ -110,20 +112,19 @@ int cmd_eval(int argc, char **argv) {
     }
     if (sp_config_enum_index(SP_ATTN_MODES, mode) < 0) /* before loading anything: a usage error */
         cli_die(&c, 2, "unknown attention mode '%s' (expected one of %s)", mode, SP_ATTN_MODES);
+    /* a directory with model.json: the USE-lite encoder (tools/cmd_eval_encoder.c), which keeps
+     * the keys' own defaults */
+    int encoder = c.path_opt[0] && cli_is_encoder_dir(c.path_opt[0]);
+    /* The statistics over every visible pair (false prunes, mass lost) need a dense pass of
+     * their own, so eval's default is off: set before the --config files and --set options are
+     * applied, so that either can turn them on; --stats turns both on. */
+    if (!encoder) c.cfg.sprint_exact_stats = 0, c.cfg.sprint_mass_lost = 0;
     cli_finish(&c);
-    /* a directory with model.json: the USE-lite encoder (tools/cmd_eval_encoder.c) */
-    if (c.path_opt[0] && cli_is_encoder_dir(c.path_opt[0])) {
+    if (encoder) {
         cli_resolve_paths(&c, 1);
         return cmd_eval_encoder(&c, mode, c.path_opt[1] != NULL);
     }
-
-    /* The statistics over every visible pair (false prunes, mass lost) need a dense pass of
-     * their own; eval computes them only when asked (--stats, or the keys given with --set). */
-    int user_set[2] = {0, 0};
-    for (int i = 0; i < c.n_sets; i++)
-        user_set[0] |= strstr(c.sets[i], "exact_stats") != NULL, user_set[1] |= strstr(c.sets[i], "mass_lost") != NULL;
-    if (want_stats || !user_set[0]) c.cfg.sprint_exact_stats = want_stats;
-    if (want_stats || !user_set[1]) c.cfg.sprint_mass_lost = want_stats;
+    if (want_stats) c.cfg.sprint_exact_stats = 1, c.cfg.sprint_mass_lost = 1;
 
     sp_error err = {0};
     sp_op_request req = {.mode = mode, .cfg = &c.cfg, .progress = cli_progress, .progress_user = &c};
@@ -174,8 +175,10 @@ int cmd_eval(int argc, char **argv) {
     double fpr = sp_attn_stats_false_prune_rate(&r.attn), loc = sp_attn_stats_locality(&r.attn);
     double nff = sp_attn_stats_new_fetch_fraction(&r.attn);
     double mlq = r.attn.queries > 0 ? r.attn.mass_lost / r.attn.queries : 0.0;
-    /* not computed: a pruning mode without the dense statistics (the dense modes prune nothing) */
-    const int have_fpr = !pruning_mode || c.cfg.sprint_exact_stats, have_mass = !pruning_mode || c.cfg.sprint_mass_lost;
+    /* not computed: what the operator left out (the fast sprint implementation without
+     * sprint.exact_stats; any pruning operator without sprint.mass_lost) */
+    const unsigned computed = sp_attn_op_stats_computed(op);
+    const int have_fpr = (computed & SP_STATS_EXACT) != 0, have_mass = (computed & SP_STATS_MASS) != 0;
 
     if (c.json) {
         cJSON *o = cJSON_CreateObject();

@@ -75,6 +75,15 @@ int sp_op_needs_calibration(const sp_op_request *req);
 sp_status sp_attn_op_create_calibrated(const sp_op_request *req, int n_layers, int n_heads, sp_attn_op **out,
                                        sp_thresholds **used, sp_error *err);
 
+/* Which per-pair statistics op computes (SP_STATS_* bits): SP_STATS_EXACT = exact_pass,
+ * false_prunes and false_keeps; SP_STATS_MASS = mass_lost. The reference pruning operators
+ * always compute the first, the fast sprint implementation only with sprint.exact_stats; both
+ * compute the mass only with sprint.mass_lost. Operators that prune nothing (dense, dense-ref)
+ * report both: their statistics are exact by construction. */
+#define SP_STATS_EXACT 1u
+#define SP_STATS_MASS 2u
+unsigned sp_attn_op_stats_computed(const sp_attn_op *op);
+
 /* The mode names accepted by sp_attn_op_create, "|"-separated. */
 extern const char *const SP_ATTN_MODES;
 

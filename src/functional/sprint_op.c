@@ -1012,6 +1012,15 @@ static void fn_destroy(sp_attn_op *op) {
     op->ctx = NULL;
 }
 
+unsigned sp_attn_op_stats_computed(const sp_attn_op *op) {
+    if (!op || op->destroy != fn_destroy) return SP_STATS_EXACT | SP_STATS_MASS; /* prunes nothing */
+    const fn_ctx *cx = op->ctx;
+    unsigned s = 0;
+    if (op->run != sp_fn_fast_run || cx->p.exact_stats) s |= SP_STATS_EXACT;
+    if (cx->p.mass_lost) s |= SP_STATS_MASS;
+    return s;
+}
+
 sp_attn_op *sp_fn_op_create(const char *name, int n_layers, int n_heads, const sp_fn_params *p) {
     sp_attn_op *op = sp_attn_op_alloc(name, n_layers, n_heads);
     fn_ctx *cx = sp_xcalloc(1, sizeof *cx);
