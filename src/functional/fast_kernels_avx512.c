@@ -295,6 +295,9 @@ T512 void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, in
     }
 }
 
+#ifndef PN_HINT
+#define PN_HINT _MM_HINT_T0
+#endif
 /* 16 keys in the lanes, one accumulator per query (two chains each), the 4 x 16 result
  * transposed to key-major order by unpacks and shuffles within 128-bit blocks. */
 T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
@@ -304,6 +307,8 @@ T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan
     int c = 0;
     for (; c + 2 <= d; c += 2) {
         const __m512 k0 = _mm512_loadu_ps(kpan + (size_t)c * 16), k1 = _mm512_loadu_ps(kpan + (size_t)c * 16 + 16);
+        _mm_prefetch((const char *)(kpan + (size_t)d * 16 + (size_t)c * 16), PN_HINT);
+        _mm_prefetch((const char *)(kpan + (size_t)d * 16 + (size_t)c * 16 + 16), PN_HINT);
         a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), k0, a0);
         a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), k0, a1);
         a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), k0, a2);
