@@ -84,6 +84,9 @@ T512 void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, cons
     }
 }
 
+#ifndef WS_AHEAD
+#define WS_AHEAD 8 /* keys of software prefetch ahead in the weighted sum's V rows */
+#endif
 /* exp2 on 16 lanes (exp2_avx512.h), then the weighted sum with two keys per step into two sets
  * of accumulators (16 dims each, a masked tail for any d). */
 T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
@@ -116,6 +119,11 @@ T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *i
         int t = 0;
         for (; t + 2 <= n; t += 2) {
             const float *vr = v + (size_t)idx[t] * (size_t)ldv + c, *wr = v + (size_t)idx[t + 1] * (size_t)ldv + c;
+            if (t + WS_AHEAD + 1 < n) { /* gathered V rows come from L2/L3: latency-bound otherwise */
+                const char *pa = (const char *)(v + (size_t)idx[t + WS_AHEAD] * (size_t)ldv + c),
+                           *pb = (const char *)(v + (size_t)idx[t + WS_AHEAD + 1] * (size_t)ldv + c);
+                for (int u = 0; u < w * 4; u += 64) _mm_prefetch(pa + u, _MM_HINT_T0), _mm_prefetch(pb + u, _MM_HINT_T0);
+            }
             const __m512 pa = _mm512_set1_ps(p[t]), pb = _mm512_set1_ps(p[t + 1]);
             o0 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[0], vr), o0);
             o1 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[1], vr + 16), o1);
@@ -287,6 +295,9 @@ T512 void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, in
     }
 }
 
+#ifndef PN_HINT
+#define PN_HINT _MM_HINT_T0
+#endif
 /* 16 keys in the lanes, one accumulator per query (two chains each), the 4 x 16 result
  * transposed to key-major order by unpacks and shuffles within 128-bit blocks. */
 T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
@@ -296,6 +307,8 @@ T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan
     int c = 0;
     for (; c + 2 <= d; c += 2) {
         const __m512 k0 = _mm512_loadu_ps(kpan + (size_t)c * 16), k1 = _mm512_loadu_ps(kpan + (size_t)c * 16 + 16);
+        _mm_prefetch((const char *)(kpan + (size_t)d * 16 + (size_t)c * 16), PN_HINT);
+        _mm_prefetch((const char *)(kpan + (size_t)d * 16 + (size_t)c * 16 + 16), PN_HINT);
         a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), k0, a0);
         a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), k0, a1);
         a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), k0, a2);

@@ -48,6 +48,14 @@
 #define FX_SUB 4         /* queries per sub-block: one VNNI screen tile row; they share scores (fx_scores) */
 #define FX_LOG2E 1.4426950408889634
 #define FX_AMX 32        /* queries per block of AMX charges (sp_iscreen_amx_rows32) */
+/* The AMX charge rows are lda int32 apart: a multiple of 64 keys plus FX_LDA_PAD. Without the
+ * pad, at n_k = 4096 the 32 rows a tile store writes lie 16 KB (a multiple of 4 KB) apart and
+ * fall in one L1 set; with it the screen's share of the onchip profile fell by ~30%
+ * (docs/RESULTS.md part 9k). < 64, so lda / 64 still counts the mask words. */
+#ifndef FX_LDA_PAD
+#define FX_LDA_PAD 16
+#endif
+_Static_assert(FX_LDA_PAD >= 0 && FX_LDA_PAD < 64, "FX_LDA_PAD must keep lda / 64");
 #define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
 /* A 16-key panel with at least this many keys to score in one call is scored whole from the
  * packed K (sp_fk_panel4: contiguous loads, ~2 cycles a pair) rather than row by row
@@ -561,7 +569,10 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         /* a fixed policy without the dense statistics needs only the comparator bits, whose
          * references do not depend on other queries: computed before the screen */
         C.amx_mask = !C.dense && (C.kind == SP_POLICY_LAYER || C.kind == SP_POLICY_HEAD);
-        if (!C.amx_mask) w.A = sp_xmalloc((size_t)FX_AMX * C.lda, sizeof(int32_t));
+        if (!C.amx_mask) {
+            C.lda += FX_LDA_PAD;
+            w.A = sp_xmalloc((size_t)FX_AMX * C.lda, sizeof(int32_t));
+        }
     } else {
         C.lda = NK;
         w.A = sp_xmalloc((size_t)FX_SUB * NK, sizeof(int32_t));
