@@ -240,6 +240,34 @@ Test(flash, input_check_sees_every_position) {
             }
 }
 
+/* B packed once (sp_gemm_b) gives sp_gemm_nt's bits at every level for the same row blocks
+ * (several A blocks against one B): ragged shapes, strides, a block of one row. */
+Test(gemm, packed_b_same_bits_as_gemm_nt) {
+    int shapes[][3] = {{64, 300, 64}, {5, 17, 8}, {1, 1, 1}, {67, 129, 32}, {3, 64, 130}, {130, 65, 5}};
+    for (int s = 0; s < 6; s++) {
+        int m = shapes[s][0], n = shapes[s][1], d = shapes[s][2], lda = d + 3, ldb = d + 1, ldc = n + 5;
+        float *a = randn((size_t)m * lda, 170 + (uint64_t)s, 1.0f), *b = randn((size_t)n * ldb, 180 + (uint64_t)s, 1.0f);
+        float *c1 = calloc((size_t)m * ldc, sizeof *c1), *c2 = calloc((size_t)m * ldc, sizeof *c2);
+        for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
+            for (int i0 = 0; i0 < m; i0 += 7) /* the same row blocks (OpenBLAS's bits depend on m) */
+                sp_gemm_nt_level((sp_cpu_level)L, m - i0 < 7 ? m - i0 : 7, n, d, a + (size_t)i0 * lda, lda, b, ldb,
+                                 c1 + (size_t)i0 * ldc, ldc);
+            sp_gemm_b pb;
+            sp_gemm_b_init_level(&pb, (sp_cpu_level)L, n, d, b, ldb);
+            cr_assert_eq(pb.packed != NULL, L >= SP_CPU_AVX512, "level %d packs iff AVX-512", L);
+            for (int i0 = 0; i0 < m; i0 += 7) { /* blocks of 7 rows, the last ragged */
+                int bm = m - i0 < 7 ? m - i0 : 7;
+                sp_gemm_nt_b(bm, a + (size_t)i0 * lda, lda, &pb, c2 + (size_t)i0 * ldc, ldc);
+            }
+            sp_gemm_b_free(&pb);
+            for (int i = 0; i < m; i++)
+                cr_assert(!memcmp(c1 + (size_t)i * ldc, c2 + (size_t)i * ldc, (size_t)n * sizeof *c1),
+                          "level %d shape %d row %d differs", L, s, i);
+        }
+        free(a), free(b), free(c1), free(c2);
+    }
+}
+
 /* C = A B^T at every level: within the fp32 rounding bound gamma_d sum|a||b| of the double
  * product, strided operands, ragged shapes; small-integer operands exactly. */
 Test(gemm, matches_double_reference_and_is_exact_on_integers) {

@@ -9,6 +9,8 @@
 #include "sprint/common.h"
 
 void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc);
+float *sp_gemm_pack_avx512(int n, int d, const float *b, int ldb);
+void sp_gemm_nt_packed_avx512(int m, int n, int d, const float *a, int lda, const float *bp, float *c, int ldc);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -51,7 +53,8 @@ T512 static void tile4x64(int d, const float *a0, const float *a1, const float *
 #undef ST
 }
 
-T512 void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
+/* B (n x d) in 16-column panels, zero-padded to whole 64-column tiles (sp_xmalloc'd). */
+float *sp_gemm_pack_avx512(int n, int d, const float *b, int ldb) {
     const size_t PD = (size_t)d * 16;
     const int npan = (n + 63) / 64 * 4; /* panels, a whole number of 64-column tiles */
     float *bp = sp_xmalloc((size_t)npan * PD, sizeof *bp);
@@ -61,6 +64,11 @@ T512 void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const 
         const float *src = b + (size_t)j * (size_t)ldb;
         for (int k = 0; k < d; k++) dst[(size_t)k * 16] = src[k];
     }
+    return bp;
+}
+
+T512 void sp_gemm_nt_packed_avx512(int m, int n, int d, const float *a, int lda, const float *bp, float *c, int ldc) {
+    const size_t PD = (size_t)d * 16;
     for (int j0 = 0; j0 < n; j0 += NB) {
         int j1 = j0 + NB < n ? j0 + NB : n;
         for (int i0 = 0; i0 < m; i0 += 4) {
@@ -78,11 +86,24 @@ T512 void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const 
             }
         }
     }
+}
+
+void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
+    float *bp = sp_gemm_pack_avx512(n, d, b, ldb);
+    sp_gemm_nt_packed_avx512(m, n, d, a, lda, bp, c, ldc);
     free(bp);
 }
 #else
 #include <cblas.h>
 void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+}
+float *sp_gemm_pack_avx512(int n, int d, const float *b, int ldb) {
+    (void)n, (void)d, (void)b, (void)ldb;
+    return NULL;
+}
+void sp_gemm_nt_packed_avx512(int m, int n, int d, const float *a, int lda, const float *bp, float *c, int ldc) {
+    (void)m, (void)n, (void)d, (void)a, (void)lda, (void)bp, (void)c, (void)ldc;
+    SP_ASSERT(0 && "no AVX-512 build");
 }
 #endif

@@ -612,10 +612,13 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     for (int r = 0; r < FX_AMX; r++) tau32[r] = INT32_MAX;
 
     int stamp = 0;
+    /* the reference's screening sgemm, same kernel: same bits (cpu/gemm.h); K packed once for
+     * every query block */
+    sp_gemm_b kS = {0};
+    if (C.have_S && nk > 0) sp_gemm_b_init(&kS, nk, d, h->k, h->ldk);
     for (int i0 = 0; i0 < nq; i0 += FX_BLOCK) {
         const int bq = nq - i0 < FX_BLOCK ? nq - i0 : FX_BLOCK;
-        if (C.have_S && nk > 0) /* the reference's screening sgemm, same call: same bits */
-            sp_gemm_nt(bq, nk, d, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, h->k, h->ldk, w.S, nk);
+        if (C.have_S && nk > 0) sp_gemm_nt_b(bq, h->q + (size_t)i0 * (size_t)h->ldq, h->ldq, &kS, w.S, nk);
         for (int r = 0; r < bq; r++) {
             const int i = i0 + r;
             if (C.amx && r % FX_AMX == 0) { /* charges of the next FX_AMX queries */
@@ -661,6 +664,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
             fx_query_run(&C, &w, &Q, st);
         }
     }
+    sp_gemm_b_free(&kS);
     fx_free(&w);
     return SP_OK;
 }
