@@ -86,7 +86,9 @@ static head_data make_head(int nq, int nk, int d, int causal, int padded, int cl
     rng_state = seed;
     hd.q = malloc(sizeof(float) * (size_t)nq * d), hd.k = malloc(sizeof(float) * (size_t)nk * d);
     hd.v = malloc(sizeof(float) * (size_t)nk * d);
-    float cent[16][128];
+    enum { CENT_D = 256 };
+    cr_assert(d >= 1 && d <= CENT_D, "make_head: d = %d outside 1..%d", d, CENT_D);
+    float cent[16][CENT_D];
     for (int c = 0; c < 16; c++)
         for (int e = 0; e < d; e++) cent[c][e] = (float)(1.5 * nrand());
     for (int j = 0; j < nk; j++)
@@ -327,14 +329,11 @@ Test(fn_fast, kernels_match_portable) {
                     c += in;
                 }
             }
-    /* threshold, max, cache lookup */
+    /* threshold, max */
     float *sv = malloc(sizeof(float) * N), kscr1[N + 16], kscr2[N + 16];
     int32_t *idxs = malloc(sizeof(int32_t) * N), *k1 = malloc(sizeof(int32_t) * (N + 16)),
             *k2 = malloc(sizeof(int32_t) * (N + 16));
-    int *stampv = calloc(N, sizeof(int));
-    float *scv = malloc(sizeof(float) * N);
-    for (int j = 0; j < N; j++) sv[j] = (float)nrand(), idxs[j] = 3 * j + 1, stampv[j] = urand() < 0.6 ? 9 : 8,
-                               scv[j] = (float)nrand();
+    for (int j = 0; j < N; j++) sv[j] = (float)nrand(), idxs[j] = 3 * j + 1;
     for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {
         cr_assert_eq(sp_fk_max_portable(sv, n), sp_fk_max_for(lv)(sv, n), "max n=%d", n);
         for (int c = 0; c < 3; c++) {
@@ -347,19 +346,8 @@ Test(fn_fast, kernels_match_portable) {
                 cr_assert_eq(memcmp(kscr1, kscr2, sizeof(float) * (size_t)c1), 0);
             }
         }
-        int32_t m1[N + 16], p1[N + 16], m2[N + 16], p2[N + 16];
-        float out1[N + 16], out2[N + 16];
-        int32_t keys[N];
-        for (int t = 0; t < n; t++) keys[t] = (int32_t)((t * 7) % N);
-        int c1 = sp_fk_lookup_portable(keys, n, stampv, 9, scv, out1, m1, p1);
-        int c2 = sp_fk_lookup_for(lv)(keys, n, stampv, 9, scv, out2, m2, p2);
-        cr_assert_eq(c1, c2, "lookup n=%d", n);
-        cr_assert_eq(memcmp(m1, m2, sizeof(int32_t) * (size_t)c1), 0);
-        cr_assert_eq(memcmp(p1, p2, sizeof(int32_t) * (size_t)c1), 0);
-        for (int t = 0; t < n; t++)
-            if (stampv[keys[t]] == 9) cr_assert_eq(out1[t], out2[t]);
     }
-    free(sv), free(idxs), free(k1), free(k2), free(stampv), free(scv);
+    free(sv), free(idxs), free(k1), free(k2);
     const int dims[] = {1, 8, 20, 64, 100, 128};
     for (int di = 0; di < 6; di++) {
         int d = dims[di];

@@ -85,24 +85,8 @@ float sp_fk_max_portable(const float *s, int n) {
     return m;
 }
 
-int sp_fk_lookup_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
-                          int32_t *miss, int32_t *mpos) {
-    int nm = 0;
-    for (int t = 0; t < n; t++) {
-        int j = list[t];
-        out[t] = sc[j];
-        miss[nm] = j;
-        mpos[nm] = t;
-        nm += stamp[j] != now;
-    }
-    return nm;
-}
-
 sp_fk_max_fn sp_fk_max_for(sp_cpu_level level) { return level >= SP_CPU_AVX512 ? sp_fk_max_avx512 : sp_fk_max_portable; }
 
-sp_fk_lookup_fn sp_fk_lookup_for(sp_cpu_level level) {
-    return level >= SP_CPU_AVX512 ? sp_fk_lookup_avx512 : sp_fk_lookup_portable;
-}
 
 void sp_fk_dense_portable(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
     memset(out, 0, sizeof *out);

@@ -52,15 +52,6 @@ typedef float (*sp_fk_max_fn)(const float *s, int n);
 float sp_fk_max_portable(const float *s, int n);
 float sp_fk_max_avx512(const float *s, int n);
 
-/* Per-query score cache lookup: for t < n, key list[t] is cached when stamp[list[t]] == now;
- * then out[t] = sc[list[t]]; the others are appended to (miss, mpos) = (key, t), in order (each
- * n + 16 entries); returns their count. */
-typedef int (*sp_fk_lookup_fn)(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
-                               int32_t *miss, int32_t *mpos);
-int sp_fk_lookup_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
-                          int32_t *miss, int32_t *mpos);
-int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
-                        int32_t *miss, int32_t *mpos);
 
 /* One query's statistics over every visible pair (the reference's loops in sprint_op.c), from
  * its fp32 scores S (n = keys [0, end)), skipping keys with kv[j] == 0 (kv may be NULL):
@@ -93,7 +84,6 @@ void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out 
 sp_fk_select_fn sp_fk_select_for(sp_cpu_level level);
 sp_fk_dense_fn sp_fk_dense_for(sp_cpu_level level);
 sp_fk_max_fn sp_fk_max_for(sp_cpu_level level);
-sp_fk_lookup_fn sp_fk_lookup_for(sp_cpu_level level);
 sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level);
 sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level);
 sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level);
@@ -110,8 +100,9 @@ void sp_fk_dots4_portable(const float *q, int ldq, int nr, const float *k, int l
 void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, int ldk, int d, const int32_t *idx, int n,
                         float *sc4);
 
-/* sp_fk_lookup on a 4-slot cache: key list[t] is cached when stamp[list[t]] == now, its score
- * is then sc4[4 list[t] + r]. */
+/* Score cache lookup for slot r of a 4-query cache: for t < n, key list[t] is cached when
+ * stamp[list[t]] == now, and then out[t] = sc4[4 list[t] + r]; the others are appended to
+ * (miss, mpos) = (key, t), in order (each n + 16 entries); returns their count. */
 typedef int (*sp_fk_lookup4_fn)(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
                                 float *out, int32_t *miss, int32_t *mpos);
 int sp_fk_lookup4_portable(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r, float *out,

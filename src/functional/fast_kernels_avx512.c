@@ -12,6 +12,19 @@
 
 /* 16 keys per step: compare, and-ed with the padding mask, compacted in a register (compress
  * to memory is slow on Intel) and stored whole (out has 16 entries of slack). */
+/* Keys j0..j0+15 (lanes of lim) whose bits are set in m: and-ed with the padding mask, their
+ * indices (idx) compacted to out + cnt and their 16 bits stored; returns the new count. */
+T512 static inline int fk_emit16(__mmask16 m, __mmask16 lim, const unsigned char *kvalid, int j0, __m512i idx,
+                                 int32_t *out, int cnt, uint16_t *bits) {
+    if (kvalid) {
+        __m128i kv = _mm_maskz_loadu_epi8(lim, kvalid + j0);
+        m &= _mm_test_epi8_mask(kv, kv);
+    }
+    _mm512_storeu_si512((void *)(out + cnt), _mm512_maskz_compress_epi32(m, idx));
+    bits[j0 / 16] = (uint16_t)m;
+    return cnt + __builtin_popcount((unsigned)m);
+}
+
 T512 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
                              uint16_t *bits) {
     const __m512i tv = _mm512_set1_epi32(tau), step = _mm512_set1_epi32(16);
@@ -20,13 +33,7 @@ T512 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigne
     for (int j0 = 0; j0 < n; j0 += 16, idx = _mm512_add_epi32(idx, step)) {
         __mmask16 lim = n - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j0)) - 1u);
         __mmask16 m = _mm512_mask_cmpge_epi32_mask(lim, _mm512_maskz_loadu_epi32(lim, A + j0), tv);
-        if (kvalid) {
-            __m128i kv = _mm_maskz_loadu_epi8(lim, kvalid + j0);
-            m &= _mm_test_epi8_mask(kv, kv);
-        }
-        _mm512_storeu_si512((void *)(out + cnt), _mm512_maskz_compress_epi32(m, idx));
-        cnt += __builtin_popcount((unsigned)m);
-        bits[j0 / 16] = (uint16_t)m;
+        cnt = fk_emit16(m, lim, kvalid, j0, idx, out, cnt, bits);
     }
     return cnt;
 }
@@ -174,25 +181,6 @@ T512 float sp_fk_max_avx512(const float *s, int n) {
     return _mm512_reduce_max_ps(m);
 }
 
-/* 16 keys per step: gathered stamps and scores, the misses compacted in registers. */
-T512 int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
-                             int32_t *miss, int32_t *mpos) {
-    const __m512i nowv = _mm512_set1_epi32(now), step = _mm512_set1_epi32(16);
-    __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    int nm = 0;
-    for (int t = 0; t < n; t += 16, pos = _mm512_add_epi32(pos, step)) {
-        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
-        __m512i j = _mm512_maskz_loadu_epi32(lm, list + t);
-        __m512i st = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), lm, j, stamp, 4);
-        __mmask16 hit = _mm512_mask_cmpeq_epi32_mask(lm, st, nowv);
-        _mm512_mask_storeu_ps(out + t, hit, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), hit, j, sc, 4));
-        __mmask16 mm = lm & (__mmask16)~hit;
-        _mm512_storeu_si512((void *)(miss + nm), _mm512_maskz_compress_epi32(mm, j));
-        _mm512_storeu_si512((void *)(mpos + nm), _mm512_maskz_compress_epi32(mm, pos));
-        nm += __builtin_popcount((unsigned)mm);
-    }
-    return nm;
-}
 /* sp_fn_mass_exp on 8 doubles with the same operations (separate multiplies and adds, floor,
  * the power of two by scalef, exact here): every lane equals the scalar function. */
 T512 static inline __m512d fk_mass_exp8(__m512d x) {
@@ -353,13 +341,7 @@ T512 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned ch
     for (int j0 = 0; j0 < n; j0 += 16, idx = _mm512_add_epi32(idx, step)) {
         __mmask16 lim = n - j0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j0)) - 1u);
         __mmask16 m = (__mmask16)(mask[j0 / 64] >> (j0 % 64)) & lim;
-        if (kvalid) {
-            __m128i kv = _mm_maskz_loadu_epi8(lim, kvalid + j0);
-            m &= _mm_test_epi8_mask(kv, kv);
-        }
-        _mm512_storeu_si512((void *)(out + cnt), _mm512_maskz_compress_epi32(m, idx));
-        cnt += __builtin_popcount((unsigned)m);
-        bits[j0 / 16] = (uint16_t)m;
+        cnt = fk_emit16(m, lim, kvalid, j0, idx, out, cnt, bits);
     }
     return cnt;
 }
@@ -372,7 +354,8 @@ T512 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *
     }
 }
 
-/* sp_fk_lookup_avx512 with the slot's scores gathered at 4 j + r. */
+/* 16 keys per step: gathered stamps and the slot's scores (at 4 j + r), the misses compacted in
+ * registers. */
 T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
                               float *out, int32_t *miss, int32_t *mpos) {
     const __m512i nowv = _mm512_set1_epi32(now), step = _mm512_set1_epi32(16);
@@ -414,10 +397,6 @@ void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out 
     sp_fk_dense_portable(in, amb, out);
 }
 float sp_fk_max_avx512(const float *s, int n) { return sp_fk_max_portable(s, n); }
-int sp_fk_lookup_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc, float *out,
-                        int32_t *miss, int32_t *mpos) {
-    return sp_fk_lookup_portable(list, n, stamp, now, sc, out, miss, mpos);
-}
 int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc) {
     return sp_fk_threshold_portable(s, idx, n, lo, hi, kept, ksc);
 }
