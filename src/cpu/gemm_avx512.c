@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu/gemm.h"
+#include "cpu/linear.h"
 #include "sprint/common.h"
 
 void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc);
@@ -53,17 +54,12 @@ T512 static void tile4x64(int d, const float *a0, const float *a1, const float *
 #undef ST
 }
 
-/* B (n x d) in 16-column panels, zero-padded to whole 64-column tiles (sp_xmalloc'd). */
+/* B (n x d) in the 16-column panels of cpu/linear.h, zero-padded to whole 64-column tiles
+ * (sp_xcalloc'd). */
 float *sp_gemm_pack_avx512(int n, int d, const float *b, int ldb) {
-    const size_t PD = (size_t)d * 16;
     const int npan = (n + 63) / 64 * 4; /* panels, a whole number of 64-column tiles */
-    float *bp = sp_xmalloc((size_t)npan * PD, sizeof *bp);
-    memset(bp, 0, (size_t)npan * PD * sizeof *bp);
-    for (int j = 0; j < n; j++) {
-        float *dst = bp + (size_t)(j / 16) * PD + (j % 16);
-        const float *src = b + (size_t)j * (size_t)ldb;
-        for (int k = 0; k < d; k++) dst[(size_t)k * 16] = src[k];
-    }
+    float *bp = sp_xcalloc((size_t)npan * (size_t)d * SP_LINEAR_PANEL, sizeof *bp);
+    sp_linear_pack_strided(b, ldb, n, d, bp);
     return bp;
 }
 

@@ -7,23 +7,27 @@
 
 #include "sprint/common.h"
 
-void sp_linear_avx2(float *c, const float *a, const float *wp, int n, int in, int out, int beta);
-void sp_linear_avx512(float *c, const float *a, const float *wp, int n, int in, int out, int beta);
+/* R = 1..4 rows of a (linear_avx2.c, linear_avx512.c: one register tile of rows per call). */
+typedef void (*rows_fn)(int R, int in, const float *a, const float *wp, float *c, int out, int beta);
+void sp_linear_rows_avx2(int R, int in, const float *a, const float *wp, float *c, int out, int beta);
+void sp_linear_rows_avx512(int R, int in, const float *a, const float *wp, float *c, int out, int beta);
 void sp_linear_portable(float *c, const float *a, const float *wp, int n, int in, int out, int beta);
 
 size_t sp_linear_packed_floats(int out, int in) {
     return (size_t)((out + SP_LINEAR_PANEL - 1) / SP_LINEAR_PANEL) * SP_LINEAR_PANEL * (size_t)in;
 }
 
-void sp_linear_pack(const float *w, int out, int in, float *dst) {
+void sp_linear_pack_strided(const float *w, int ldw, int out, int in, float *dst) {
     memset(dst, 0, sp_linear_packed_floats(out, in) * sizeof *dst);
     const size_t PD = (size_t)in * SP_LINEAR_PANEL;
     for (int j = 0; j < out; j++) {
         float *d = dst + (size_t)(j / SP_LINEAR_PANEL) * PD + (j % SP_LINEAR_PANEL);
-        const float *src = w + (size_t)j * (size_t)in;
+        const float *src = w + (size_t)j * (size_t)ldw;
         for (int k = 0; k < in; k++) d[(size_t)k * SP_LINEAR_PANEL] = src[k];
     }
 }
+
+void sp_linear_pack(const float *w, int out, int in, float *dst) { sp_linear_pack_strided(w, in, out, in, dst); }
 
 void sp_linear_pack_t(const float *wt, int out, int in, float *dst) {
     memset(dst, 0, sp_linear_packed_floats(out, in) * sizeof *dst);
@@ -65,9 +69,13 @@ void sp_linear_portable(float *c, const float *a, const float *wp, int n, int in
 
 void sp_linear_level(sp_cpu_level level, float *c, const float *a, const float *wp, int n, int in, int out, int beta) {
     SP_ASSERT(n >= 1 && in >= 1 && out >= 1);
-    if (level >= SP_CPU_AVX512) sp_linear_avx512(c, a, wp, n, in, out, beta);
-    else if (level >= SP_CPU_AVX2) sp_linear_avx2(c, a, wp, n, in, out, beta);
-    else sp_linear_portable(c, a, wp, n, in, out, beta);
+    if (level < SP_CPU_AVX2) {
+        sp_linear_portable(c, a, wp, n, in, out, beta);
+        return;
+    }
+    const rows_fn rows = level >= SP_CPU_AVX512 ? sp_linear_rows_avx512 : sp_linear_rows_avx2;
+    for (int i = 0; i < n; i += 4)
+        rows(n - i < 4 ? n - i : 4, in, a + (size_t)i * in, wp, c + (size_t)i * out, out, beta);
 }
 
 void sp_linear(float *c, const float *a, const float *wp, int n, int in, int out, int beta) {

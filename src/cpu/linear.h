@@ -26,6 +26,9 @@
 size_t sp_linear_packed_floats(int out, int in);
 /* Packs w (out, in) row-major into dst (sp_linear_packed_floats(out, in) floats). */
 void sp_linear_pack(const float *w, int out, int in, float *dst);
+/* The same with rows ldw floats apart (the functional model's fp32 products, cpu/gemm.h, use
+ * this layout too). */
+void sp_linear_pack_strided(const float *w, int ldw, int out, int in, float *dst);
 /* The same from the transposed layout wt (in, out) (TensorFlow's kernels: x @ wt). */
 void sp_linear_pack_t(const float *wt, int out, int in, float *dst);
 

@@ -4,7 +4,7 @@
  * defines: the same bits as the portable and AVX-512 kernels. */
 #include "cpu/linear.h"
 
-void sp_linear_avx2(float *c, const float *a, const float *wp, int n, int in, int out, int beta);
+void sp_linear_rows_avx2(int R, int in, const float *a, const float *wp, float *c, int out, int beta);
 void sp_linear_portable(float *c, const float *a, const float *wp, int n, int in, int out, int beta);
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -54,31 +54,17 @@ TAVX2 static inline __attribute__((always_inline)) void rows(int R, int in, cons
         tile(R, in, a, wp + (size_t)(j / SP_LINEAR_PANEL) * PD, c + j, out, out - j, beta);
 }
 
-TAVX2 static void rows4(int in, const float *a, const float *wp, float *c, int out, int beta) {
-    rows(4, in, a, wp, c, out, beta);
-}
-TAVX2 static void rows3(int in, const float *a, const float *wp, float *c, int out, int beta) {
-    rows(3, in, a, wp, c, out, beta);
-}
-TAVX2 static void rows2(int in, const float *a, const float *wp, float *c, int out, int beta) {
-    rows(2, in, a, wp, c, out, beta);
-}
-TAVX2 static void rows1(int in, const float *a, const float *wp, float *c, int out, int beta) {
-    rows(1, in, a, wp, c, out, beta);
-}
-
-TAVX2 void sp_linear_avx2(float *c, const float *a, const float *wp, int n, int in, int out, int beta) {
-    int i = 0;
-    for (; i + 4 <= n; i += 4) rows4(in, a + (size_t)i * in, wp, c + (size_t)i * out, out, beta);
-    int r = n - i;
-    const float *ai = a + (size_t)i * in;
-    float *ci = c + (size_t)i * out;
-    if (r == 3) rows3(in, ai, wp, ci, out, beta);
-    else if (r == 2) rows2(in, ai, wp, ci, out, beta);
-    else if (r == 1) rows1(in, ai, wp, ci, out, beta);
+/* R (1-4) rows of a through every panel; each R is its own fully unrolled instance. */
+TAVX2 void sp_linear_rows_avx2(int R, int in, const float *a, const float *wp, float *c, int out, int beta) {
+    switch (R) {
+    case 4: rows(4, in, a, wp, c, out, beta); break;
+    case 3: rows(3, in, a, wp, c, out, beta); break;
+    case 2: rows(2, in, a, wp, c, out, beta); break;
+    default: rows(1, in, a, wp, c, out, beta); break;
+    }
 }
 #else
-void sp_linear_avx2(float *c, const float *a, const float *wp, int n, int in, int out, int beta) {
-    sp_linear_portable(c, a, wp, n, in, out, beta);
+void sp_linear_rows_avx2(int R, int in, const float *a, const float *wp, float *c, int out, int beta) {
+    sp_linear_portable(c, a, wp, R, in, out, beta);
 }
 #endif

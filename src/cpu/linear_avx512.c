@@ -4,7 +4,7 @@
  * s = fma(a[i][k], w[j][k], s), k = 0 .. in-1, from s = 0: the order linear.h defines. */
 #include "cpu/linear.h"
 
-void sp_linear_avx512(float *c, const float *a, const float *wp, int n, int in, int out, int beta);
+void sp_linear_rows_avx512(int R, int in, const float *a, const float *wp, float *c, int out, int beta);
 void sp_linear_portable(float *c, const float *a, const float *wp, int n, int in, int out, int beta);
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -65,31 +65,17 @@ T512 static inline __attribute__((always_inline)) void rows(int R, int in, const
     else if (np == 1) tile(R, 1, in, a, w, PD, c + j, out, left, beta);
 }
 
-T512 static void rows4(int in, const float *a, const float *wp, float *c, int out, int beta) {
-    rows(4, in, a, wp, c, out, beta);
-}
-T512 static void rows3(int in, const float *a, const float *wp, float *c, int out, int beta) {
-    rows(3, in, a, wp, c, out, beta);
-}
-T512 static void rows2(int in, const float *a, const float *wp, float *c, int out, int beta) {
-    rows(2, in, a, wp, c, out, beta);
-}
-T512 static void rows1(int in, const float *a, const float *wp, float *c, int out, int beta) {
-    rows(1, in, a, wp, c, out, beta);
-}
-
-T512 void sp_linear_avx512(float *c, const float *a, const float *wp, int n, int in, int out, int beta) {
-    int i = 0;
-    for (; i + 4 <= n; i += 4) rows4(in, a + (size_t)i * in, wp, c + (size_t)i * out, out, beta);
-    int r = n - i;
-    const float *ai = a + (size_t)i * in;
-    float *ci = c + (size_t)i * out;
-    if (r == 3) rows3(in, ai, wp, ci, out, beta);
-    else if (r == 2) rows2(in, ai, wp, ci, out, beta);
-    else if (r == 1) rows1(in, ai, wp, ci, out, beta);
+/* R (1-4) rows of a through every panel; each R is its own fully unrolled instance. */
+T512 void sp_linear_rows_avx512(int R, int in, const float *a, const float *wp, float *c, int out, int beta) {
+    switch (R) {
+    case 4: rows(4, in, a, wp, c, out, beta); break;
+    case 3: rows(3, in, a, wp, c, out, beta); break;
+    case 2: rows(2, in, a, wp, c, out, beta); break;
+    default: rows(1, in, a, wp, c, out, beta); break;
+    }
 }
 #else
-void sp_linear_avx512(float *c, const float *a, const float *wp, int n, int in, int out, int beta) {
-    sp_linear_portable(c, a, wp, n, in, out, beta);
+void sp_linear_rows_avx512(int R, int in, const float *a, const float *wp, float *c, int out, int beta) {
+    sp_linear_portable(c, a, wp, R, in, out, beta);
 }
 #endif
