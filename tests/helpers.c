@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sprint/attention.h"
 #include "sprint/common.h"
+#include "sprint/model.h"
 
 const char *th_shared_path(const char *rel, char *buf, size_t n) {
     char dir[2048];
@@ -57,4 +59,55 @@ int th_run_sprint(const char *args, char *out, size_t nout, char *errbuf, size_t
     unlink(o);
     unlink(e);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+typedef struct capture_ctx {
+    int layer, n_heads;
+    th_head *out;
+} capture_ctx;
+
+static sp_status capture_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
+    capture_ctx *c = op->ctx;
+    (void)err;
+    for (int i = 0; i < h->n_q; i++) memset(h->out + (size_t)i * h->ldo, 0, (size_t)h->d * sizeof(float));
+    if (h->layer != c->layer || h->head >= 8) return SP_OK;
+    th_head *t = &c->out[h->head];
+    *t = (th_head){.nq = h->n_q, .nk = h->n_k, .d = h->d, .causal = h->causal, .q_offset = h->q_offset,
+                   .scale = h->scale};
+    t->q = malloc(sizeof(float) * (size_t)h->n_q * h->d), t->k = malloc(sizeof(float) * (size_t)h->n_k * h->d);
+    t->v = malloc(sizeof(float) * (size_t)h->n_k * h->d);
+    for (int i = 0; i < h->n_q; i++) memcpy(t->q + (size_t)i * h->d, h->q + (size_t)i * h->ldq, sizeof(float) * h->d);
+    for (int j = 0; j < h->n_k; j++) {
+        memcpy(t->k + (size_t)j * h->d, h->k + (size_t)j * h->ldk, sizeof(float) * h->d);
+        memcpy(t->v + (size_t)j * h->d, h->v + (size_t)j * h->ldv, sizeof(float) * h->d);
+    }
+    if (h->head + 1 > c->n_heads) c->n_heads = h->head + 1;
+    return SP_OK;
+}
+
+int th_capture_layer(sp_model *m, int n_tok, int layer, th_head out[8]) {
+    const sp_model_info *mi = sp_model_get_info(m);
+    int *tok = malloc(sizeof(int) * (size_t)n_tok);
+    for (int i = 0; i < n_tok; i++) tok[i] = 1 + (i * 37 + 11) % (mi->vocab_size - 1);
+    float *logits = malloc(sizeof(float) * (size_t)n_tok * mi->vocab_size);
+    capture_ctx c = {.layer = layer, .out = out};
+    memset(out, 0, 8 * sizeof *out);
+    sp_attn_op *op = sp_attn_op_alloc("capture", mi->n_layers, mi->n_heads);
+    op->ctx = &c;
+    op->run = capture_run;
+    sp_error err = {0};
+    sp_status s = sp_model_forward(m, tok, n_tok, op, 0, 1, logits, &err);
+    op->ctx = NULL;
+    sp_attn_op_free(op);
+    free(tok), free(logits);
+    if (s != SP_OK) {
+        fprintf(stderr, "th_capture_layer: %s\n", err.msg);
+        abort();
+    }
+    return c.n_heads;
+}
+
+void th_head_free(th_head *h) {
+    free(h->q), free(h->k), free(h->v);
+    h->q = h->k = h->v = NULL;
 }

@@ -27,4 +27,17 @@ const char *th_temp_text(const char *text);
  * stdout and stderr (each truncated to n-1 bytes); returns the exit status. */
 int th_run_sprint(const char *args, char *out, size_t nout, char *errbuf, size_t nerr);
 
+/* Q, K and V of one real head, copied to contiguous rows (th_capture_layer). */
+typedef struct th_head {
+    int nq, nk, d, causal, q_offset;
+    float scale;
+    float *q, *k, *v;
+} th_head;
+struct sp_model;
+/* Runs the model's forward pass on n_tok fixed tokens (1 + (37 i + 11) mod (vocab - 1)) with
+ * an operator that writes zero outputs and copies heads 0..7 of `layer` into out; returns how
+ * many heads it captured (free each with th_head_free). Fails the calling test on an error. */
+int th_capture_layer(struct sp_model *m, int n_tok, int layer, th_head out[8]);
+void th_head_free(th_head *h);
+
 #endif

@@ -499,57 +499,27 @@ Test(fn_fast, blocked_kernels_match_portable) {
 }
 
 /* ---- real heads: Q, K, V of every head of a layer of a shared model ---------------------- */
-typedef struct capture {
-    int want_layer, n_heads;
-    head_data hd[8];
-} capture;
-
-static sp_status capture_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
-    capture *c = op->ctx;
-    for (int i = 0; i < h->n_q; i++) memset(h->out + (size_t)i * h->ldo, 0, (size_t)h->d * sizeof(float));
-    (void)err;
-    if (h->layer != c->want_layer || h->head >= 8) return SP_OK;
-    head_data *hd = &c->hd[h->head];
-    *hd = (head_data){.nq = h->n_q, .nk = h->n_k, .d = h->d, .causal = h->causal, .q_offset = h->q_offset,
-                      .scale = h->scale};
-    hd->q = malloc(sizeof(float) * (size_t)h->n_q * h->d), hd->k = malloc(sizeof(float) * (size_t)h->n_k * h->d);
-    hd->v = malloc(sizeof(float) * (size_t)h->n_k * h->d);
-    for (int i = 0; i < h->n_q; i++) memcpy(hd->q + (size_t)i * h->d, h->q + (size_t)i * h->ldq, sizeof(float) * h->d);
-    for (int j = 0; j < h->n_k; j++) {
-        memcpy(hd->k + (size_t)j * h->d, h->k + (size_t)j * h->ldk, sizeof(float) * h->d);
-        memcpy(hd->v + (size_t)j * h->d, h->v + (size_t)j * h->ldv, sizeof(float) * h->d);
-    }
-    if (h->head + 1 > c->n_heads) c->n_heads = h->head + 1;
-    return SP_OK;
-}
-
 static void real_model(const char *path, const char *name, int n_tok) {
     sp_model *m = NULL;
     sp_error err = {0};
     cr_assert_eq(sp_model_load(path, &m, &err), SP_OK, "%s", err.msg);
     const sp_model_info *mi = sp_model_get_info(m);
-    int *tok = malloc(sizeof(int) * (size_t)n_tok);
-    for (int i = 0; i < n_tok; i++) tok[i] = 1 + (i * 37 + 11) % (mi->vocab_size - 1);
-    float *logits = malloc(sizeof(float) * (size_t)n_tok * mi->vocab_size);
     for (int layer = 0; layer < mi->n_layers; layer += 2) {
-        capture c = {.want_layer = layer};
-        sp_attn_op *op = sp_attn_op_alloc("capture", mi->n_layers, mi->n_heads);
-        op->ctx = &c;
-        op->run = capture_run;
-        cr_assert_eq(sp_model_forward(m, tok, n_tok, op, 0, 1, logits, &err), SP_OK, "%s", err.msg);
-        op->ctx = NULL;
-        sp_attn_op_free(op);
-        for (int h = 0; h < c.n_heads; h++) {
+        th_head cap[8];
+        int nh = th_capture_layer(m, n_tok, layer, cap);
+        for (int h = 0; h < nh; h++) {
             char what[96];
             snprintf(what, sizeof what, "%s layer %d head %d", name, layer, h);
+            head_data hd = {.nq = cap[h].nq, .nk = cap[h].nk, .d = cap[h].d, .causal = cap[h].causal,
+                            .q_offset = cap[h].q_offset, .scale = cap[h].scale, .q = cap[h].q, .k = cap[h].k,
+                            .v = cap[h].v};
             const char *const dense[] = {"policy.delta=3", NULL};
             const char *const sparse[] = {"policy.delta=3", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL};
-            compare(&c.hd[h], dense, 1, what);
-            compare(&c.hd[h], sparse, 0, what);
-            head_free(&c.hd[h]);
+            compare(&hd, dense, 1, what);
+            compare(&hd, sparse, 0, what);
+            th_head_free(&cap[h]);
         }
     }
-    free(tok), free(logits);
     sp_model_free(m);
 }
 

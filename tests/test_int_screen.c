@@ -116,24 +116,6 @@ Test(int_screen, extreme_levels) {
 }
 
 /* Real heads: Q and K of every layer and head of stories260K on a 200-token sequence. */
-typedef struct capture {
-    int n, d, want_layer;
-    float *q[8], *k[8];
-} capture;
-
-static sp_status capture_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
-    capture *c = op->ctx;
-    for (int i = 0; i < h->n_q; i++) memset(h->out + (size_t)i * h->ldo, 0, (size_t)h->d * sizeof(float));
-    if (h->layer != c->want_layer || h->head >= 8) return SP_OK;
-    c->n = h->n_k, c->d = h->d;
-    float *q = malloc((size_t)h->n_q * h->d * sizeof *q), *k = malloc((size_t)h->n_k * h->d * sizeof *k);
-    for (int i = 0; i < h->n_q; i++) memcpy(q + (size_t)i * h->d, h->q + (size_t)i * h->ldq, (size_t)h->d * sizeof *q);
-    for (int j = 0; j < h->n_k; j++) memcpy(k + (size_t)j * h->d, h->k + (size_t)j * h->ldk, (size_t)h->d * sizeof *k);
-    c->q[h->head] = q, c->k[h->head] = k;
-    (void)err;
-    return SP_OK;
-}
-
 Test(int_screen, real_heads_bit_exact) {
     TH_NEED_SHARED(path, "models/stories260K.bin");
     sp_model *m = NULL;
@@ -141,23 +123,14 @@ Test(int_screen, real_heads_bit_exact) {
     cr_assert_eq(sp_model_load(path, &m, &err), SP_OK, "%s", err.msg);
     const sp_model_info *mi = sp_model_get_info(m);
     enum { N = 200 };
-    int tok[N];
-    for (int i = 0; i < N; i++) tok[i] = 1 + (i * 37 + 11) % (mi->vocab_size - 1);
-    float *logits = malloc((size_t)N * mi->vocab_size * sizeof *logits);
     for (int layer = 0; layer < mi->n_layers; layer++) {
-        capture c = {.want_layer = layer};
-        sp_attn_op *op = sp_attn_op_alloc("capture", mi->n_layers, mi->n_heads);
-        op->ctx = &c;
-        op->run = capture_run;
-        cr_assert_eq(sp_model_forward(m, tok, N, op, 0, 1, logits, &err), SP_OK, "%s", err.msg);
-        op->ctx = NULL;
-        sp_attn_op_free(op);
-        for (int h = 0; h < mi->n_heads && h < 8; h++) {
-            cr_assert(c.q[h] && c.k[h]);
-            check_head(c.q[h], c.k[h], N, c.n, c.d, 4, 8, "stories260K");
-            free(c.q[h]), free(c.k[h]);
+        th_head cap[8];
+        int nh = th_capture_layer(m, N, layer, cap);
+        cr_assert_eq(nh, mi->n_heads < 8 ? mi->n_heads : 8);
+        for (int h = 0; h < nh; h++) {
+            check_head(cap[h].q, cap[h].k, N, cap[h].nk, cap[h].d, 4, 8, "stories260K");
+            th_head_free(&cap[h]);
         }
     }
-    free(logits);
     sp_model_free(m);
 }
