@@ -104,6 +104,15 @@ static sp_status probe(calib_state *cs, const double *thr, double delta, double 
     return SP_OK;
 }
 
+/* The bisection's last accepted probe stands for the final evaluation (a probe is a
+ * deterministic function of its thresholds): its figures are taken, and the final evaluation
+ * is dropped from the progress count, which then ends at 100%. */
+static void reuse_probe(calib_state *cs, double pnll, double pkept, double *nll, double *kept) {
+    *nll = pnll, *kept = pkept;
+    cs->max_evals--;
+    if (cs->req->progress) cs->req->progress(cs->req->progress_user, "calibration evals", cs->evals, cs->max_evals);
+}
+
 static void fill_thresholds(double *thr, double *const *hist, int L, int H, int per_layer, double q) {
     for (int l = 0; l < L; l++) {
         if (per_layer) { /* every head of the layer (no cap on the head count) */
@@ -207,13 +216,8 @@ sp_status sp_calibrate(const sp_op_request *req, sp_thresholds **out, sp_error *
             q = hi;
         }
         fill_thresholds(t->values, hist, cs.L, cs.H, per_layer, q);
-        if (s == SP_OK && q_probed) {
-            nll = q_nll, kept = q_kept;
-            cs.max_evals--;
-            if (req->progress) req->progress(req->progress_user, "calibration evals", cs.evals, cs.max_evals);
-        } else if (s == SP_OK) {
-            s = probe(&cs, t->values, 0, &nll, &kept, err);
-        }
+        if (s == SP_OK && q_probed) reuse_probe(&cs, q_nll, q_kept, &nll, &kept);
+        else if (s == SP_OK) s = probe(&cs, t->values, 0, &nll, &kept, err);
         free(thr);
         free(hist);
     } else {
@@ -231,13 +235,8 @@ sp_status sp_calibrate(const sp_op_request *req, sp_thresholds **out, sp_error *
             else lo = mid;
         }
         t->delta = hi;
-        if (s == SP_OK && hi_probed) {
-            nll = hi_nll, kept = hi_kept;
-            cs.max_evals--; /* the final evaluation is not needed: progress ends at 100% */
-            if (req->progress) req->progress(req->progress_user, "calibration evals", cs.evals, cs.max_evals);
-        } else if (s == SP_OK) {
-            s = probe(&cs, NULL, t->delta, &nll, &kept, err);
-        }
+        if (s == SP_OK && hi_probed) reuse_probe(&cs, hi_nll, hi_kept, &nll, &kept);
+        else if (s == SP_OK) s = probe(&cs, NULL, t->delta, &nll, &kept, err);
     }
     sp_attn_op_free(dop);
     if (s != SP_OK) {
