@@ -54,8 +54,7 @@ int sp_residency_has(const sp_residency *r, int32_t j) {
 
 int sp_residency_access(sp_residency *r, int32_t j) {
     SP_ASSERT(j >= 0 && j < r->n_keys);
-    int C = r->corelets;
-    int c = C & (C - 1) ? j % C : j & (C - 1); /* j >= 0: a mask when C is a power of two */
+    int c = sp_corelet_of(j, r->corelets);
     if (r->resident[j]) {
         if (r->policy == 0) {
             unlink_key(r, c, j);

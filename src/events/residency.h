@@ -17,6 +17,10 @@ typedef struct sp_residency {
     int32_t *head, *tail, *count;   /* (corelets) head = oldest / least recently used */
 } sp_residency;
 
+/* The CORELET of key j >= 0 among C (keys are token-interleaved: j mod C), a mask when C is a
+ * power of two (1, 2, 4 at the defaults). */
+static inline int sp_corelet_of(int32_t j, int C) { return C & (C - 1) ? j % C : j & (C - 1); }
+
 void sp_residency_init(sp_residency *r, int n_keys, int corelets, int capacity, int policy);
 void sp_residency_free(sp_residency *r);
 /* Looks up key j: returns 1 on a hit (LRU: now most recent), 0 on a miss after inserting j

@@ -148,17 +148,12 @@ void sp_sim_head_free(sp_sim_head *h) {
 static void counts_range(long n, int C, long *out) {
     for (int c = 0; c < C; c++) out[c] = n > c ? (n - c + C - 1) / C : 0;
 }
-/* Keys per CORELET of an index list (key j in CORELET j mod C, indices >= 0); C is a power
- * of two at the defaults (1, 2, 4), where the remainder is a mask instead of a division. */
+/* Keys per CORELET of an index list (indices >= 0, sp_corelet_of). */
 static void counts_list(const int32_t *idx, int n, int C, long *out) {
     memset(out, 0, (size_t)C * sizeof *out);
-    if (C == 1) {
-        out[0] = n;
-    } else if ((C & (C - 1)) == 0) {
-        for (int i = 0; i < n; i++) out[idx[i] & (C - 1)]++;
-    } else {
-        for (int i = 0; i < n; i++) out[idx[i] % C]++;
-    }
+    if (C == 1) out[0] = n;
+    else
+        for (int i = 0; i < n; i++) out[sp_corelet_of(idx[i], C)]++;
 }
 
 static double tail_cycles(const sp_hw *hw, int d) { return hw->pipeline_cycles + cdiv(d, hw->sm_per_cycle); }
