@@ -49,6 +49,9 @@
 static int g_dense_min = SX_DENSE_MIN;
 void sp_sx_dense_min_set(int n) { __atomic_store_n(&g_dense_min, n, __ATOMIC_RELAXED); }
 int sp_sx_dense_min(void) { return __atomic_load_n(&g_dense_min, __ATOMIC_RELAXED); }
+static int g_fixed_ref = 1;
+void sp_sx_fixed_ref_set(int on) { __atomic_store_n(&g_fixed_ref, on, __ATOMIC_RELAXED); }
+int sp_sx_fixed_ref(void) { return __atomic_load_n(&g_fixed_ref, __ATOMIC_RELAXED); }
 #define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
@@ -67,6 +70,7 @@ typedef struct sx_shared {
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
     sp_flash_tile_fn tile;
     int dense_min;
+    int fixed;             /* chunk and tile take the row's threshold as a fixed softmax reference */
     const uint8_t *kb;     /* AMX-packed key MSBs (int_screen_amx.h); NULL: no AMX screen */
     const int8_t *qa;      /* (n_q rounded up to QBLK, dA) query levels for the AMX tiles */
     int dA;
@@ -274,7 +278,10 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     const float qmul = (float)((double)h->scale * LOG2E);
     int endmax = 0;
     for (int r = 0; r < QBLK; r++) { /* rows >= nb: scratch for the dense tiles' unused rows */
-        w->mrun[r] = -INFINITY, w->lrun[r] = 0.0f;
+        /* the fixed reference (S->fixed) is the row's threshold in log2 units, as passed to
+         * the chunk and tile steps; scratch rows keep nothing, any finite value serves */
+        w->mrun[r] = !S->fixed ? -INFINITY : r < nb && w->valid[r] ? (float)(w->thr[r] * LOG2E) : 0.0f;
+        w->lrun[r] = 0.0f;
         memset(w->acc + (size_t)r * D, 0, D * sizeof *w->acc);
         if (r >= nb) continue;
         const float *qr = h->q + (size_t)(b0 + r) * (size_t)h->ldq;
@@ -353,6 +360,22 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     }
 }
 
+/* Whether the row's threshold may serve as a fixed softmax reference (sprint_exact.h): fixed
+ * policy with a finite threshold thr2 = (float)(thr log2 e), and every score the kernel can
+ * compute (log2 units, fp32) below thr2 + E with E + log2(n_k + 1) + log2(max(|v|, 1)) <= 120,
+ * so every kept weight 2^(s - thr2) lies in [1, 2^E] and no sum of weights or of weighted V
+ * rows can leave fp32 (2^128). The score bound is Cauchy-Schwarz on the largest row norms,
+ * |q| |k| scale log2 e, times 1.01 plus 1 for the rounding of the prescaled query and of any
+ * fp32 summation order (relative error < d 2^-24 << 0.01 for d <= SP_FLASH_MAX_D). */
+static int fixed_ref_ok(const sp_attn_head *h, const sp_cpu_sprint_opts *o, const double nrm[3]) {
+    if (o->policy != SP_CPU_POLICY_FIXED || !isfinite(o->threshold)) return 0;
+    const double thr2 = (double)(float)(o->threshold * LOG2E);
+    if (!isfinite(thr2)) return 0;
+    const double u2 = nrm[0] * nrm[1] * (double)h->scale * LOG2E * 1.01 + 1.0;
+    const double e = u2 - thr2 > 0 ? u2 - thr2 : 0;
+    return e + log2((double)h->n_k + 1.0) + log2(nrm[2] > 1 ? nrm[2] : 1) <= 120.0;
+}
+
 static sp_status check_inputs(const sp_attn_head *h, const sp_cpu_sprint_opts *o, sp_error *err) {
     sp_status s = sp_attn_head_check(h, err);
     if (s != SP_OK) return s;
@@ -378,7 +401,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     sp_status s = check_inputs(h, o, err);
     if (s != SP_OK) return s;
     const int nq = h->n_q, nk = h->n_k, d = h->d, d8 = sp_iscreen_d8(d);
-    s = sp_flash_check_inputs(h, err); /* finite inputs, scores inside fp32 */
+    double nrm[3]; /* largest row norms of Q, K, V */
+    s = sp_flash_check_inputs_norms(h, nrm, err); /* finite inputs, scores inside fp32 */
     if (s != SP_OK) return s;
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
@@ -450,6 +474,11 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
                    .sk = sk, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
                    .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
+    if (fixed_ref_ok(h, o, nrm) && lv >= SP_CPU_AVX512 && d % 16 == 0 && sp_sx_fixed_ref()) {
+        S.fixed = 1;
+        S.chunk = sp_sx_chunk_fixed_avx512;
+        S.tile = sp_sx_tile_fixed_avx512;
+    }
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
