@@ -256,14 +256,15 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
 
 /* Survivors of the 4 rows' masks per 16-key panel, summed over the rows: panel p's count in
  * bits 16 p .. 16 p + 15 (a SWAR popcount: bytes hold <= 8 bits of a row, <= 32 of four). */
-static inline uint64_t panel_counts(const uint64_t rg[4]) {
-    uint64_t t = 0;
-    for (int r = 0; r < 4; r++) {
-        uint64_t x = rg[r];
-        x = x - ((x >> 1) & 0x5555555555555555ull);
-        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-        t += (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-    }
+static inline uint64_t nibble_counts(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    return (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+}
+/* Four scalar arguments, not an array: gcc vectorised the array form into SSE loads of two
+ * words just stored one by one, a store-forwarding stall on every call (perf annotate). */
+static inline uint64_t panel_counts(uint64_t r0, uint64_t r1, uint64_t r2, uint64_t r3) {
+    const uint64_t t = nibble_counts(r0) + nibble_counts(r1) + nibble_counts(r2) + nibble_counts(r3);
     return (t + (t >> 8)) & 0x00FF00FF00FF00FFull;
 }
 
@@ -307,20 +308,28 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             uint64_t rg[4] = {0, 0, 0, 0}; /* survivors left to the gathers */
             const int gi = g / 4;
             if (ch < nch) {
+                /* the 4 rows' words in registers (r0..r3); rg[] only after the dense panels */
+                uint64_t x[4];
                 for (int r = 0; r < 4; r++)
-                    rg[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
-                const uint64_t pc = S->kp_f32 && (rg[0] | rg[1] | rg[2] | rg[3]) ? panel_counts(rg) : 0;
-                for (int p = 0; p < 4 && pc; p++) {
+                    x[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
+                uint64_t r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
+                uint64_t pc = S->kp_f32 && (r0 | r1 | r2 | r3) ? panel_counts(r0, r1, r2, r3) : 0;
+                while (pc) { /* the panels with survivors, lowest first */
+                    const int p = __builtin_ctzll(pc) / 16;
                     const int cnt = (int)((pc >> (16 * p)) & 0xFFFF);
-                    if (cnt < S->dense_min || cnt == 0) continue;
-                    int slot = w->qn[gi];
+                    pc &= ~((uint64_t)0xFFFF << (16 * p));
+                    if (cnt < S->dense_min) continue;
+                    const int slot = w->qn[gi], sh = 16 * p;
+                    const uint64_t keep = ~((uint64_t)0xFFFF << sh);
+                    uint64_t *qm = w->qmask + gi * 4;
                     w->qpan[gi * 4 + slot] = ch * 4 + p;
-                    for (int r = 0; r < 4; r++) {
-                        w->qmask[gi * 4 + r] |= ((rg[r] >> (16 * p)) & 0xFFFF) << (16 * slot);
-                        rg[r] &= ~((uint64_t)0xFFFF << (16 * p));
-                    }
+                    qm[0] |= ((r0 >> sh) & 0xFFFF) << (16 * slot), r0 &= keep;
+                    qm[1] |= ((r1 >> sh) & 0xFFFF) << (16 * slot), r1 &= keep;
+                    qm[2] |= ((r2 >> sh) & 0xFFFF) << (16 * slot), r2 &= keep;
+                    qm[3] |= ((r3 >> sh) & 0xFFFF) << (16 * slot), r3 &= keep;
                     if (++w->qn[gi] == 4) sx_tile(S, w, b0, nb, g);
                 }
+                rg[0] = r0, rg[1] = r1, rg[2] = r2, rg[3] = r3;
             } else if (w->qn[gi] > 0)
                 sx_tile(S, w, b0, nb, g); /* after the last chunk: the panels still queued */
             /* before the last chunk a row without new survivors has < 16 waiting: nothing to do */
