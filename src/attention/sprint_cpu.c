@@ -286,7 +286,9 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
         memset(w->acc + (size_t)r * D, 0, D * sizeof *w->acc);
         if (r >= nb) continue;
         const float *qr = h->q + (size_t)(b0 + r) * (size_t)h->ldq;
-        for (int c = 0; c < d; c++) w->qs[(size_t)r * D + (size_t)c] = qr[c] * qmul;
+        float *qsr = w->qs + (size_t)r * D;
+#pragma omp simd /* gcc -O2 leaves loops of unknown trip count scalar; same products either way */
+        for (int c = 0; c < d; c++) qsr[c] = qr[c] * qmul;
         if (!w->valid[r]) continue;
         int e = h->causal ? h->q_offset + b0 + r + 1 : nk;
         if (e > endmax) endmax = e;
@@ -365,6 +367,7 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             continue;
         }
         const float inv = 1.0f / w->lrun[r];
+#pragma omp simd
         for (int c = 0; c < d; c++) orow[c] = a[c] * inv;
     }
 }
