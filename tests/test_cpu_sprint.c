@@ -319,6 +319,49 @@ Test(cpu_sprint, quantisation_matches_sp_quant_rows) {
     free(x);
 }
 
+/* The kernel's own AVX-512 setup (sprint_setup_avx512.c) byte for byte against the portable
+ * quantiser and row loops: random rows (d = 64, 20, 130; padding rows), ties at scale 1, and
+ * ties at the scale 133.33f / 127, where x * (1 / s) misses the exact quotient +-1/2 (it gives
+ * 0.49999999999999994 for x = 0.524921238f) and only the exact division of the tie check gives
+ * the portable bytes. */
+Test(cpu_sprint, setup_avx512_matches_portable) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) {
+        cr_log_info("no AVX-512: skipped");
+        return;
+    }
+    const int n = 37, ds[3] = {64, 20, 130}, ld = 140;
+    float *x = randn((size_t)n * ld, 61, 2.0f);
+    unsigned char valid[37];
+    for (int i = 0; i < n; i++) valid[i] = i % 5 != 3;
+    int8_t *a = malloc((size_t)n * ld), *b = malloc((size_t)n * ld);
+    uint8_t *ma = malloc((size_t)n * ld), *mb = malloc((size_t)n * ld);
+    for (int t = 0; t < 4; t++) {
+        if (t == 2) /* ties at scale 1: |x| <= 126.5, max 127 */
+            for (int i = 0; i < n * ld; i++) x[i] = (float)((i % 254) - 127) + ((i % 3) ? 0.5f : 0.0f);
+        if (t == 3) /* quotients k + 1/2 at the scale 133.33f / 127 */
+            for (int i = 0; i < n * ld; i++) x[i] = (float)((double)((i % 9) - 4 + 0.5) * (double)(133.33f / 127.0f));
+        if (t >= 2) x[0] = t == 2 ? 127.0f : 133.33f;
+        for (int di = 0; di < 3; di++) {
+            const int d = ds[di];
+            float sa[37], sb[37];
+            const unsigned char *vm = t == 1 ? valid : NULL;
+            sp_quant_rows_level(SP_CPU_PORTABLE, x, n, d, ld, 0, vm, a, sa);
+            sp_sx_quant_avx512(x, n, d, ld, vm, b, sb);
+            cr_assert(!memcmp(sa, sb, sizeof sa), "scales differ (case %d, d %d)", t, d);
+            for (int i = 0; i < n * d; i++) cr_assert_eq(a[i], b[i], "case %d d %d [%d]: %d vs %d", t, d, i, a[i], b[i]);
+            if (t == 3) cr_assert_eq(sa[0], 133.33f / 127.0f);
+            int32_t s1[37], q1[37], s2[37], q2[37];
+            sp_sx_rows_portable(a, n, d, ma, s1, q1);
+            sp_sx_rows_avx512(a, n, d, mb, s2, q2);
+            cr_assert(!memcmp(ma, mb, (size_t)n * d), "MSB levels differ (case %d, d %d)", t, d);
+            cr_assert(!memcmp(s1, s2, sizeof s1) && !memcmp(q1, q2, sizeof q1), "row sums differ (case %d, d %d)", t, d);
+            sp_sx_rows_avx512(a, n, d, NULL, s2, q2);
+            cr_assert(!memcmp(s1, s2, sizeof s1) && !memcmp(q1, q2, sizeof q1), "row sums differ without MSBs");
+        }
+    }
+    free(x), free(a), free(b), free(ma), free(mb);
+}
+
 /* The fixed-reference tile (sprint_exact.h) at the detected level against its plain-loop
  * version and against a double softmax over the kept keys: 4 rows x 4 panels picked from 8,
  * V rows by index, row masks, row limits, thresholds, several tiles folded in a row. */

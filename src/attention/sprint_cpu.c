@@ -422,30 +422,31 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
-    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    const int v512 = lv >= SP_CPU_AVX512;
+    if (v512) { /* the same bytes, a multiply instead of a division (sprint_setup_avx512.c) */
+        sp_sx_quant_avx512(h->q, nq, d, h->ldq, h->query_valid, qi, sq);
+        sp_sx_quant_avx512(h->k, nk, d, h->ldk, h->key_valid, ki, sk);
+    } else {
+        sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
+        sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    }
     int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
     for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     double *marg = sp_xmalloc((size_t)nq, sizeof *marg), *oi = sp_xmalloc((size_t)nq, sizeof *oi);
     uint8_t *msb = sp_xmalloc(NK * D, 1);
+    /* key MSB levels sp_key_msb(k, 4) = (k + 128) >> 4 and the integer row sums (exact, so the
+     * same doubles as summing in double) */
+    int32_t *rs = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs), *rs2 = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs2);
+    void (*rows_fn)(const int8_t *, int, int, uint8_t *, int32_t *, int32_t *) = v512 ? sp_sx_rows_avx512
+                                                                                        : sp_sx_rows_portable;
+    rows_fn(ki, nk, d, msb, rs, rs2);
     double k_ms = 0, ncell = 0;
-    for (int j = 0; j < nk; j++) {
-        const int8_t *kr = ki + (size_t)j * D;
-        uint8_t *mr = msb + (size_t)j * D;
-        int64_t k2 = 0; /* exact: the same double as summing in double */
-        for (int c = 0; c < d; c++) {
-            mr[c] = (uint8_t)(((uint8_t)kr[c] ^ 0x80u) >> 4); /* sp_key_msb(k, 4) = (k + 128) >> 4 */
-            k2 += (int32_t)kr[c] * kr[c];
-        }
-        if (!h->key_valid || h->key_valid[j]) k_ms += (double)k2, ncell += d;
-    }
+    for (int j = 0; j < nk; j++)
+        if (!h->key_valid || h->key_valid[j]) k_ms += (double)rs2[j], ncell += d;
     if (ncell > 0) k_ms /= ncell;
+    rows_fn(qi, nq, d, NULL, rs, rs2);
     for (int i = 0; i < nq; i++) {
-        /* integer sums (exact, so the same doubles as summing in double) */
-        const int8_t *qr = qi + (size_t)i * D;
-        int64_t isq = 0, isq2 = 0;
-        for (int c = 0; c < d; c++) isq += qr[c], isq2 += (int32_t)qr[c] * qr[c];
-        const double sqd = (double)isq, sqd2 = (double)isq2;
+        const double sqd = (double)rs[i], sqd2 = (double)rs2[i];
         /* sigma margin (integer units): LSB centring (uniform over 16 levels) and the 8-bit
          * rounding of q and k; as sprint_op.c with an ideal device and an 8-bit DAC */
         marg[i] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * k_ms) / 12.0);
@@ -465,7 +466,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
         sp_iscreen_pack(msb, nk, d, d, kp);
     }
-    free(msb);
+    free(msb), free(rs), free(rs2);
     uint64_t *kvw = NULL;
     int *nvalid = NULL;
     if (h->key_valid) {
