@@ -16,7 +16,10 @@
  *      pairs as survivors go 4 at a time through the flash tile with the survivor masks and
  *      exact thresholds (sx_tile); the other survivors are gathered 16 at a time for exact fp32
  *      scores (row dots summed by a shuffle tree), the exact threshold, exp2 and the weighted
- *      sum of V over the kept keys only (sprint_exact.h).
+ *      sum of V over the kept keys only (sprint_exact.h). Under the fixed policy at level
+ *      avx512 the row's threshold is the softmax reference (sprint_fixed_avx512.c: kept
+ *      weights 2^(s - thr) >= 1, no running max, no rescales) when fixed_ref_ok proves that
+ *      nothing can overflow fp32.
  *      Tried and measured slower (docs/RESULTS.md, parts 9 and 9b): the union of 4 adjacent
  *      queries' survivors gathered and repacked per 64 keys for the flash tile (the repacking
  *      cost as much as the scores); whole 16-key panels holding a survivor of one of the 4
