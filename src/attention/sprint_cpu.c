@@ -83,6 +83,7 @@ typedef struct sx_shared {
 typedef struct sx_work {
     int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
     uint64_t *mask;        /* (QBLK, n_k / 64 + 1) screen survivors of the block, visibility applied */
+    uint64_t *maskt;       /* (n_k / 64 + 1, QBLK) the same words by chunk: a group's 4 rows adjacent */
     double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
     int32_t *tau;          /* (QBLK) comparator references (AMX screen) */
     int *valid;            /* (QBLK) query valid */
@@ -197,10 +198,11 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
             uint64_t m = mr[ch] & below(end[r] - ch * 64);
             if (S->kvw) m &= S->kvw[ch];
             mr[ch] = m;
+            w->maskt[(size_t)ch * QBLK + (size_t)(rb + r)] = m;
             nmem += __builtin_popcountll(m);
         }
         /* words past this group's last visible key: the digital stage reads up to the block's */
-        for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0;
+        for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0, w->maskt[ch * QBLK + (size_t)(rb + r)] = 0;
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
@@ -278,7 +280,7 @@ static inline uint64_t panel_counts(uint64_t r0, uint64_t r1, uint64_t r2, uint6
 static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     const sp_attn_head *h = S->h;
     const int d = h->d, nk = h->n_k;
-    const size_t D = (size_t)d, NW = (size_t)nk / 64 + 1;
+    const size_t D = (size_t)d;
     const float qmul = (float)((double)h->scale * LOG2E);
     int endmax = 0;
     for (int r = 0; r < QBLK; r++) { /* rows >= nb: scratch for the dense tiles' unused rows */
@@ -314,9 +316,8 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             const int gi = g / 4;
             if (ch < nch) {
                 /* the 4 rows' words in registers (r0..r3); rg[] only after the dense panels */
-                uint64_t x[4];
-                for (int r = 0; r < 4; r++)
-                    x[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
+                /* (rows of invalid queries and rows past nb are zero words: sx_group) */
+                const uint64_t *x = w->maskt + (size_t)ch * QBLK + (size_t)g;
                 uint64_t r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
                 uint64_t pc = S->kp_f32 && (r0 | r1 | r2 | r3) ? panel_counts(r0, r1, r2, r3) : 0;
                 while (pc) { /* the panels with survivors, lowest first */
@@ -506,6 +507,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         if (o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats)
             w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
         w.mask = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.mask);
+        w.maskt = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.maskt);
         w.thr = sp_xmalloc(QBLK, sizeof *w.thr);
         w.tau = sp_xmalloc(QBLK, sizeof *w.tau);
         w.valid = sp_xmalloc(QBLK, sizeof *w.valid);
@@ -538,7 +540,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             sx_digital(&S, &w, b * QBLK, i1 - b * QBLK);
             bst[b] = w.st;
         }
-        free(w.A), free(w.mask), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
+        free(w.A), free(w.mask), free(w.maskt), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
             free(w.acc), free(w.mrun), free(w.lrun);
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
