@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attention/sprint_exact.h"
+#include "attention/flash.h"
 #include "helpers.h"
 #include "functional/quant_simd.h"
 #include "functional/fn_internal.h"
@@ -124,6 +125,19 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
         cr_assert_eq(st2.pairs_kept, st.pairs_kept);
         cr_assert(!memcmp(kept, kept2, (size_t)n * n), "kept masks differ without exact statistics");
         cr_assert(!memcmp(o1, o2, N * sizeof(float)), "outputs differ without exact statistics");
+        /* the online softmax instead of the fixed reference (sprint_exact.h): the same kept
+         * keys (the same scores against the same threshold), outputs within float rounding */
+        if (sp_sx_fixed_ref()) {
+            sp_sx_fixed_ref_set(0);
+            memset(&st2, 0, sizeof st2);
+            cr_assert_eq(sp_cpu_attention_sprint(&h, &o2s, &err), SP_OK, "%s", err.msg);
+            sp_sx_fixed_ref_set(1);
+            cr_assert(!memcmp(kept, kept2, (size_t)n * n), "kept masks differ with the online softmax");
+            cr_assert_eq(st2.pairs_kept, st.pairs_kept);
+            double mf = 0;
+            for (size_t t = 0; t < N; t++) mf = th_maxerr(mf, fabs((double)o1[t] - o2[t]));
+            cr_assert(mf <= 1e-5, "fixed reference vs online softmax: max |diff| = %g", mf);
+        }
         free(kept2);
     }
     free(q), free(k), free(v), free(o_ref), free(o1), free(o2), free(kv), free(qv), free(ob.mem), free(ob.kept), free(kept);
@@ -217,11 +231,14 @@ static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
     for (int j = 0; j < nk; j++)
         if (sp_rng_uniform(sp_rng_key(seed, 7, (uint64_t)j, 0, 0)) < keep_frac) idx[n++] = j;
     const float thr = 0.3f; /* log2 units: prunes about a third of the survivors */
-    sp_sx_chunk_fn fns[2] = {sp_sx_chunk_portable, sp_sx_chunk_for(sp_cpu_detect(), d)};
-    float out[2][128];
-    int nkept[2] = {0, 0};
-    for (int f = 0; f < 2; f++) {
-        float m = -INFINITY, l = 0, acc[128] = {0};
+    /* the online steps, then the fixed-reference steps (m = thr, never changed) */
+    sp_sx_chunk_fn fns[4] = {sp_sx_chunk_portable, sp_sx_chunk_for(sp_cpu_detect(), d), sp_sx_chunk_fixed_portable,
+                             sp_cpu_detect() >= SP_CPU_AVX512 && d % 16 == 0 ? sp_sx_chunk_fixed_avx512
+                                                                              : sp_sx_chunk_fixed_portable};
+    float out[4][128];
+    int nkept[4] = {0, 0, 0, 0};
+    for (int f = 0; f < 4; f++) {
+        float m = f < 2 ? -INFINITY : thr, l = 0, acc[128] = {0};
         unsigned char *mark = calloc((size_t)nk, 1);
         for (int t0 = 0, piece = 1; t0 < n; t0 += piece, piece = piece % 40 + 7) {
             int cnt = n - t0 < piece ? n - t0 : piece;
@@ -232,6 +249,7 @@ static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
                 mark[kept[t]] = 1;
             }
             nkept[f] += r;
+            if (f >= 2) cr_assert_eq(m, thr, "the fixed reference changed");
         }
         /* double reference over the keys this level kept, each of which must pass thr */
         double mx = -INFINITY, den = 0, ref[128] = {0};
@@ -259,8 +277,10 @@ static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
         cr_assert(md < 2e-5, "level %d: max |out - double reference| = %g", f, md);
         free(mark);
     }
-    cr_assert(abs(nkept[0] - nkept[1]) <= 1, "kept %d (portable) vs %d", nkept[0], nkept[1]);
-    for (int c = 0; c < d; c++) cr_assert_float_eq(out[0][c], out[1][c], 2e-5, "[%d]", c);
+    for (int f = 1; f < 4; f++) {
+        cr_assert(abs(nkept[0] - nkept[f]) <= 1, "kept %d (portable) vs %d (step %d)", nkept[0], nkept[f], f);
+        for (int c = 0; c < d; c++) cr_assert_float_eq(out[0][c], out[f][c], 2e-5, "step %d [%d]", f, c);
+    }
     free(q), free(k), free(v), free(idx), free(kept), free(sbuf);
 }
 
@@ -297,4 +317,167 @@ Test(cpu_sprint, quantisation_matches_sp_quant_rows) {
         }
     }
     free(x);
+}
+
+/* The kernel's own AVX-512 setup (sprint_setup_avx512.c) byte for byte against the portable
+ * quantiser and row loops: random rows (d = 64, 20, 130; padding rows), ties at scale 1, and
+ * ties at the scale 133.33f / 127, where x * (1 / s) misses the exact quotient +-1/2 (it gives
+ * 0.49999999999999994 for x = 0.524921238f) and only the exact division of the tie check gives
+ * the portable bytes. */
+Test(cpu_sprint, setup_avx512_matches_portable) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) {
+        cr_log_info("no AVX-512: skipped");
+        return;
+    }
+    const int n = 37, ds[3] = {64, 20, 130}, ld = 140;
+    float *x = randn((size_t)n * ld, 61, 2.0f);
+    unsigned char valid[37];
+    for (int i = 0; i < n; i++) valid[i] = i % 5 != 3;
+    int8_t *a = malloc((size_t)n * ld), *b = malloc((size_t)n * ld);
+    uint8_t *ma = malloc((size_t)n * ld), *mb = malloc((size_t)n * ld);
+    for (int t = 0; t < 4; t++) {
+        if (t == 2) /* ties at scale 1: |x| <= 126.5, max 127 */
+            for (int i = 0; i < n * ld; i++) x[i] = (float)((i % 254) - 127) + ((i % 3) ? 0.5f : 0.0f);
+        if (t == 3) /* quotients k + 1/2 at the scale 133.33f / 127 */
+            for (int i = 0; i < n * ld; i++) x[i] = (float)((double)((i % 9) - 4 + 0.5) * (double)(133.33f / 127.0f));
+        if (t >= 2) x[0] = t == 2 ? 127.0f : 133.33f;
+        for (int di = 0; di < 3; di++) {
+            const int d = ds[di];
+            float sa[37], sb[37];
+            const unsigned char *vm = t == 1 ? valid : NULL;
+            sp_quant_rows_level(SP_CPU_PORTABLE, x, n, d, ld, 0, vm, a, sa);
+            sp_sx_quant_avx512(x, n, d, ld, vm, b, sb);
+            cr_assert(!memcmp(sa, sb, sizeof sa), "scales differ (case %d, d %d)", t, d);
+            for (int i = 0; i < n * d; i++) cr_assert_eq(a[i], b[i], "case %d d %d [%d]: %d vs %d", t, d, i, a[i], b[i]);
+            if (t == 3) cr_assert_eq(sa[0], 133.33f / 127.0f);
+            int32_t s1[37], q1[37], s2[37], q2[37];
+            sp_sx_rows_portable(a, n, d, ma, s1, q1);
+            sp_sx_rows_avx512(a, n, d, mb, s2, q2);
+            cr_assert(!memcmp(ma, mb, (size_t)n * d), "MSB levels differ (case %d, d %d)", t, d);
+            cr_assert(!memcmp(s1, s2, sizeof s1) && !memcmp(q1, q2, sizeof q1), "row sums differ (case %d, d %d)", t, d);
+            sp_sx_rows_avx512(a, n, d, NULL, s2, q2);
+            cr_assert(!memcmp(s1, s2, sizeof s1) && !memcmp(q1, q2, sizeof q1), "row sums differ without MSBs");
+        }
+    }
+    free(x), free(a), free(b), free(ma), free(mb);
+}
+
+/* The fixed-reference tile (sprint_exact.h) at the detected level against its plain-loop
+ * version and against a double softmax over the kept keys: 4 rows x 4 panels picked from 8,
+ * V rows by index, row masks, row limits, thresholds, several tiles folded in a row. */
+Test(cpu_sprint, fixed_reference_tile_matches_portable_and_reference) {
+    const int ds[3] = {64, 48, 128};
+    for (int di = 0; di < 3; di++) {
+        const int d = ds[di], nk = 128;
+        float *q = randn((size_t)4 * d, 41 + di, 1.0f), *k = randn((size_t)nk * d, 42 + di, 1.0f);
+        float *v = randn((size_t)nk * d, 43 + di, 1.0f), *kp = malloc(sp_flash_kpack_size(nk, d) * sizeof(float));
+        sp_flash_pack_k(k, d, nk, d, kp);
+        for (int r = 0; r < 4; r++)
+            for (int c = 0; c < d; c++) q[r * d + c] *= 1.4426950408889634f; /* scores in log2 units */
+        const float thr[4] = {0.2f, -0.5f, 1.0f, INFINITY}; /* row 3: a scratch row, keeps nothing */
+        void (*fns[2])(sp_flash_tile *) = {sp_sx_tile_fixed_portable, sp_cpu_detect() >= SP_CPU_AVX512 && d % 16 == 0
+                                                                           ? sp_sx_tile_fixed_avx512
+                                                                           : sp_sx_tile_fixed_portable};
+        float o[2][4 * 128], lsum[2][4];
+        uint64_t kept[2][2][4];
+        for (int f = 0; f < 2; f++) {
+            float m[4] = {thr[0], thr[1], thr[2], 0.0f}, *l = lsum[f];
+            for (int r = 0; r < 4; r++) l[r] = 0;
+            memset(o[f], 0, sizeof o[f]);
+            for (int pass = 0; pass < 2; pass++) { /* panels 0-3, then 7, 5, 6, 4 */
+                int32_t vidx[64];
+                uint64_t rmask[4];
+                sp_flash_tile t = {.d = d, .nkc = 64, .v = v, .ldv = d, .vidx = vidx, .rmask = rmask, .m = m, .l = l,
+                                   .o = o[f]};
+                for (int p = 0; p < 4; p++) {
+                    int pan = pass == 0 ? p : (int[]){7, 5, 6, 4}[p];
+                    t.kpan[p] = kp + (size_t)pan * d * 16;
+                    for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u;
+                }
+                for (int r = 0; r < 4; r++) {
+                    t.q[r] = q + r * d;
+                    t.lim[r] = pass == 1 && r == 1 ? 37 : 64;
+                    t.thr[r] = thr[r];
+                    rmask[r] = 0;
+                    for (int u = 0; u < 64; u++)
+                        rmask[r] |= (uint64_t)(sp_rng_uniform(sp_rng_key(44, (uint64_t)r, (uint64_t)u, (uint64_t)pass, 0)) < 0.6) << u;
+                }
+                fns[f](&t);
+                for (int r = 0; r < 4; r++) kept[f][pass][r] = t.kept[r];
+                for (int r = 0; r < 4; r++) cr_assert_eq(m[r], r < 3 ? thr[r] : 0.0f, "the fixed reference changed");
+            }
+        }
+        for (int pass = 0; pass < 2; pass++)
+            for (int r = 0; r < 4; r++) {
+                /* the same kept keys up to float rounding at the threshold */
+                cr_assert(__builtin_popcountll(kept[0][pass][r] ^ kept[1][pass][r]) <= 1, "row %d pass %d kept masks", r, pass);
+                cr_assert(r < 3 ? kept[0][pass][r] != 0 : kept[0][pass][r] == 0, "vacuous or scratch row kept");
+            }
+        /* double softmax over the portable tile's kept keys */
+        for (int r = 0; r < 3; r++) {
+            double den = 0, ref[128] = {0}, mx = -INFINITY, sc[128];
+            int keys[128], nkk = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (uint64_t b = kept[0][pass][r]; b; b &= b - 1) {
+                    int u = __builtin_ctzll(b), pan = pass == 0 ? u / 16 : (int[]){7, 5, 6, 4}[u / 16];
+                    int j = 16 * pan + u % 16;
+                    double s = 0;
+                    for (int c = 0; c < d; c++) s += (double)q[r * d + c] * k[(size_t)j * d + c];
+                    cr_assert(s >= thr[r] - 1e-5, "key %d kept below the threshold", j);
+                    sc[nkk] = s, keys[nkk++] = j;
+                    mx = s > mx ? s : mx;
+                }
+            for (int t = 0; t < nkk; t++) {
+                double p = exp2(sc[t] - mx);
+                den += p;
+                for (int c = 0; c < d; c++) ref[c] += p * v[(size_t)keys[t] * d + c];
+            }
+            for (int f = 0; f < 2; f++) {
+                double md = 0;
+                for (int c = 0; c < d; c++) md = th_maxerr(md, fabs(o[f][r * d + c] / lsum[f][r] - ref[c] / den));
+                cr_assert(md < 2e-5, "d %d row %d level %d: max |out - double reference| = %g", d, r, f, md);
+            }
+        }
+        cr_assert_eq(lsum[0][3], 0.0f);
+        free(q), free(k), free(v), free(kp);
+    }
+}
+
+/* Scores far above the threshold (|q| |k| scale log2 e ~ 400): 2^(s - thr) would overflow
+ * fp32, so the kernel must not take the fixed reference (sprint_cpu.c fixed_ref_ok) and its
+ * output must still be the softmax over its kept keys. */
+Test(cpu_sprint, fixed_reference_guard_against_overflow) {
+    const int n = 96, d = 64;
+    const size_t N = (size_t)n * d;
+    float *q = randn(N, 51, 6.0f), *k = randn(N, 52, 6.0f), *v = randn(N, 53, 1.0f), *o1 = malloc(N * sizeof(float));
+    unsigned char *kept = malloc((size_t)n * n);
+    sp_attn_head h = {.n_q = n, .n_k = n, .d = d, .q = q, .k = k, .v = v, .out = o1, .ldq = d, .ldk = d, .ldv = d,
+                      .ldo = d, .scale = 0.125f};
+    sp_cpu_sprint_opts o = {.policy = SP_CPU_POLICY_FIXED, .threshold = 20.0, .margin_sigma = 3, .threads = 1,
+                            .kept = kept};
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, NULL), SP_OK);
+    double md = 0;
+    long nkept = 0;
+    for (int i = 0; i < n; i++) {
+        double sc[96], mx = -INFINITY, den = 0, ref[64] = {0};
+        for (int j = 0; j < n; j++) {
+            sc[j] = -INFINITY;
+            if (!kept[(size_t)i * n + j]) continue;
+            nkept++;
+            double s = 0;
+            for (int c = 0; c < d; c++) s += (double)q[(size_t)i * d + c] * k[(size_t)j * d + c];
+            sc[j] = s * 0.125;
+            mx = sc[j] > mx ? sc[j] : mx;
+        }
+        for (int j = 0; j < n; j++) {
+            if (sc[j] == -INFINITY) continue;
+            double p = exp(sc[j] - mx);
+            den += p;
+            for (int c = 0; c < d; c++) ref[c] += p * v[(size_t)j * d + c];
+        }
+        for (int c = 0; c < d && den > 0; c++) md = th_maxerr(md, fabs(o1[(size_t)i * d + c] - ref[c] / den));
+    }
+    cr_assert(nkept > n && nkept < (long)n * n, "vacuous: kept %ld", nkept);
+    cr_assert(md < 1e-4, "max |out - double reference| = %g", md);
+    free(q), free(k), free(v), free(o1), free(kept);
 }

@@ -175,9 +175,15 @@ static double max_norm(const float *x, int n, int d, int ld, const unsigned char
 
 /* Inputs the kernel handles: finite Q, K, V and |q| |k| scale log2(e) well inside fp32. */
 sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err) {
+    double nrm[3];
+    return sp_flash_check_inputs_norms(h, nrm, err);
+}
+
+sp_status sp_flash_check_inputs_norms(const sp_attn_head *h, double nrm[3], sp_error *err) {
     double qn = max_norm(h->q, h->n_q, h->d, h->ldq, h->query_valid);
     double kn = max_norm(h->k, h->n_k, h->d, h->ldk, h->key_valid);
     double vn = max_norm(h->v, h->n_k, h->d, h->ldv, h->key_valid);
+    nrm[0] = qn, nrm[1] = kn, nrm[2] = vn;
     if (qn < 0 || kn < 0 || vn < 0)
         return sp_error_set(err, SP_ERR_DATA, "attention layer %d head %d: NaN or infinite value in %s", h->layer,
                             h->head, qn < 0 ? "Q" : kn < 0 ? "K" : "V");

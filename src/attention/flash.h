@@ -61,6 +61,9 @@ sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level le
 /* SP_ERR_DATA unless Q, K, V (valid rows) are finite and |q| |k| scale log2(e) stays well
  * inside fp32 (so no score or sum can overflow). */
 sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err);
+/* The same check, also giving the largest row norms of the valid rows of Q, K and V in
+ * nrm[0..2] (-1 for a tensor holding a NaN or infinity). */
+sp_status sp_flash_check_inputs_norms(const sp_attn_head *h, double nrm[3], sp_error *err);
 
 /* 2^x for x <= 0 in float (the kernels' polynomial; exactly 0 below -126, 1 at 0): x = n + f,
  * n integer (nearest), |f| <= 1/2; 2^f by the Cephes exp2f polynomial; 2^n in the exponent

@@ -16,7 +16,10 @@
  *      pairs as survivors go 4 at a time through the flash tile with the survivor masks and
  *      exact thresholds (sx_tile); the other survivors are gathered 16 at a time for exact fp32
  *      scores (row dots summed by a shuffle tree), the exact threshold, exp2 and the weighted
- *      sum of V over the kept keys only (sprint_exact.h).
+ *      sum of V over the kept keys only (sprint_exact.h). Under the fixed policy at level
+ *      avx512 the row's threshold is the softmax reference (sprint_fixed_avx512.c: kept
+ *      weights 2^(s - thr) >= 1, no running max, no rescales) when fixed_ref_ok proves that
+ *      nothing can overflow fp32.
  *      Tried and measured slower (docs/RESULTS.md, parts 9 and 9b): the union of 4 adjacent
  *      queries' survivors gathered and repacked per 64 keys for the flash tile (the repacking
  *      cost as much as the scores); whole 16-key panels holding a survivor of one of the 4
@@ -49,6 +52,9 @@
 static int g_dense_min = SX_DENSE_MIN;
 void sp_sx_dense_min_set(int n) { __atomic_store_n(&g_dense_min, n, __ATOMIC_RELAXED); }
 int sp_sx_dense_min(void) { return __atomic_load_n(&g_dense_min, __ATOMIC_RELAXED); }
+static int g_fixed_ref = 1;
+void sp_sx_fixed_ref_set(int on) { __atomic_store_n(&g_fixed_ref, on, __ATOMIC_RELAXED); }
+int sp_sx_fixed_ref(void) { return __atomic_load_n(&g_fixed_ref, __ATOMIC_RELAXED); }
 #define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
@@ -67,6 +73,7 @@ typedef struct sx_shared {
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
     sp_flash_tile_fn tile;
     int dense_min;
+    int fixed;             /* chunk and tile take the row's threshold as a fixed softmax reference */
     const uint8_t *kb;     /* AMX-packed key MSBs (int_screen_amx.h); NULL: no AMX screen */
     const int8_t *qa;      /* (n_q rounded up to QBLK, dA) query levels for the AMX tiles */
     int dA;
@@ -76,6 +83,7 @@ typedef struct sx_shared {
 typedef struct sx_work {
     int32_t *A;            /* (4, n_k + 64) charges (relative policy, exact statistics) */
     uint64_t *mask;        /* (QBLK, n_k / 64 + 1) screen survivors of the block, visibility applied */
+    uint64_t *maskt;       /* (n_k / 64 + 1, QBLK) the same words by chunk: a group's 4 rows adjacent */
     double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
     int32_t *tau;          /* (QBLK) comparator references (AMX screen) */
     int *valid;            /* (QBLK) query valid */
@@ -190,10 +198,11 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
             uint64_t m = mr[ch] & below(end[r] - ch * 64);
             if (S->kvw) m &= S->kvw[ch];
             mr[ch] = m;
+            w->maskt[(size_t)ch * QBLK + (size_t)(rb + r)] = m;
             nmem += __builtin_popcountll(m);
         }
         /* words past this group's last visible key: the digital stage reads up to the block's */
-        for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0;
+        for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0, w->maskt[ch * QBLK + (size_t)(rb + r)] = 0;
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
@@ -252,14 +261,15 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
 
 /* Survivors of the 4 rows' masks per 16-key panel, summed over the rows: panel p's count in
  * bits 16 p .. 16 p + 15 (a SWAR popcount: bytes hold <= 8 bits of a row, <= 32 of four). */
-static inline uint64_t panel_counts(const uint64_t rg[4]) {
-    uint64_t t = 0;
-    for (int r = 0; r < 4; r++) {
-        uint64_t x = rg[r];
-        x = x - ((x >> 1) & 0x5555555555555555ull);
-        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-        t += (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-    }
+static inline uint64_t nibble_counts(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    return (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+}
+/* Four scalar arguments, not an array: gcc vectorised the array form into SSE loads of two
+ * words just stored one by one, a store-forwarding stall on every call (perf annotate). */
+static inline uint64_t panel_counts(uint64_t r0, uint64_t r1, uint64_t r2, uint64_t r3) {
+    const uint64_t t = nibble_counts(r0) + nibble_counts(r1) + nibble_counts(r2) + nibble_counts(r3);
     return (t + (t >> 8)) & 0x00FF00FF00FF00FFull;
 }
 
@@ -270,15 +280,20 @@ static inline uint64_t panel_counts(const uint64_t rg[4]) {
 static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     const sp_attn_head *h = S->h;
     const int d = h->d, nk = h->n_k;
-    const size_t D = (size_t)d, NW = (size_t)nk / 64 + 1;
+    const size_t D = (size_t)d;
     const float qmul = (float)((double)h->scale * LOG2E);
     int endmax = 0;
     for (int r = 0; r < QBLK; r++) { /* rows >= nb: scratch for the dense tiles' unused rows */
-        w->mrun[r] = -INFINITY, w->lrun[r] = 0.0f;
+        /* the fixed reference (S->fixed) is the row's threshold in log2 units, as passed to
+         * the chunk and tile steps; scratch rows keep nothing, any finite value serves */
+        w->mrun[r] = !S->fixed ? -INFINITY : r < nb && w->valid[r] ? (float)(w->thr[r] * LOG2E) : 0.0f;
+        w->lrun[r] = 0.0f;
         memset(w->acc + (size_t)r * D, 0, D * sizeof *w->acc);
         if (r >= nb) continue;
         const float *qr = h->q + (size_t)(b0 + r) * (size_t)h->ldq;
-        for (int c = 0; c < d; c++) w->qs[(size_t)r * D + (size_t)c] = qr[c] * qmul;
+        float *qsr = w->qs + (size_t)r * D;
+#pragma omp simd /* gcc -O2 leaves loops of unknown trip count scalar; same products either way */
+        for (int c = 0; c < d; c++) qsr[c] = qr[c] * qmul;
         if (!w->valid[r]) continue;
         int e = h->causal ? h->q_offset + b0 + r + 1 : nk;
         if (e > endmax) endmax = e;
@@ -300,20 +315,27 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             uint64_t rg[4] = {0, 0, 0, 0}; /* survivors left to the gathers */
             const int gi = g / 4;
             if (ch < nch) {
-                for (int r = 0; r < 4; r++)
-                    rg[r] = g + r < nb && w->valid[g + r] ? w->mask[(size_t)(g + r) * NW + (size_t)ch] : 0;
-                const uint64_t pc = S->kp_f32 && (rg[0] | rg[1] | rg[2] | rg[3]) ? panel_counts(rg) : 0;
-                for (int p = 0; p < 4 && pc; p++) {
+                /* the 4 rows' words in registers (r0..r3); rg[] only after the dense panels */
+                /* (rows of invalid queries and rows past nb are zero words: sx_group) */
+                const uint64_t *x = w->maskt + (size_t)ch * QBLK + (size_t)g;
+                uint64_t r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
+                uint64_t pc = S->kp_f32 && (r0 | r1 | r2 | r3) ? panel_counts(r0, r1, r2, r3) : 0;
+                while (pc) { /* the panels with survivors, lowest first */
+                    const int p = __builtin_ctzll(pc) / 16;
                     const int cnt = (int)((pc >> (16 * p)) & 0xFFFF);
-                    if (cnt < S->dense_min || cnt == 0) continue;
-                    int slot = w->qn[gi];
+                    pc &= ~((uint64_t)0xFFFF << (16 * p));
+                    if (cnt < S->dense_min) continue;
+                    const int slot = w->qn[gi], sh = 16 * p;
+                    const uint64_t keep = ~((uint64_t)0xFFFF << sh);
+                    uint64_t *qm = w->qmask + gi * 4;
                     w->qpan[gi * 4 + slot] = ch * 4 + p;
-                    for (int r = 0; r < 4; r++) {
-                        w->qmask[gi * 4 + r] |= ((rg[r] >> (16 * p)) & 0xFFFF) << (16 * slot);
-                        rg[r] &= ~((uint64_t)0xFFFF << (16 * p));
-                    }
+                    qm[0] |= ((r0 >> sh) & 0xFFFF) << (16 * slot), r0 &= keep;
+                    qm[1] |= ((r1 >> sh) & 0xFFFF) << (16 * slot), r1 &= keep;
+                    qm[2] |= ((r2 >> sh) & 0xFFFF) << (16 * slot), r2 &= keep;
+                    qm[3] |= ((r3 >> sh) & 0xFFFF) << (16 * slot), r3 &= keep;
                     if (++w->qn[gi] == 4) sx_tile(S, w, b0, nb, g);
                 }
+                rg[0] = r0, rg[1] = r1, rg[2] = r2, rg[3] = r3;
             } else if (w->qn[gi] > 0)
                 sx_tile(S, w, b0, nb, g); /* after the last chunk: the panels still queued */
             /* before the last chunk a row without new survivors has < 16 waiting: nothing to do */
@@ -349,8 +371,25 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             continue;
         }
         const float inv = 1.0f / w->lrun[r];
+#pragma omp simd
         for (int c = 0; c < d; c++) orow[c] = a[c] * inv;
     }
+}
+
+/* Whether the row's threshold may serve as a fixed softmax reference (sprint_exact.h): fixed
+ * policy with a finite threshold thr2 = (float)(thr log2 e), and every score the kernel can
+ * compute (log2 units, fp32) below thr2 + E with E + log2(n_k + 1) + log2(max(|v|, 1)) <= 120,
+ * so every kept weight 2^(s - thr2) lies in [1, 2^E] and no sum of weights or of weighted V
+ * rows can leave fp32 (2^128). The score bound is Cauchy-Schwarz on the largest row norms,
+ * |q| |k| scale log2 e, times 1.01 plus 1 for the rounding of the prescaled query and of any
+ * fp32 summation order (relative error < d 2^-24 << 0.01 for d <= SP_FLASH_MAX_D). */
+static int fixed_ref_ok(const sp_attn_head *h, const sp_cpu_sprint_opts *o, const double nrm[3]) {
+    if (o->policy != SP_CPU_POLICY_FIXED || !isfinite(o->threshold)) return 0;
+    const double thr2 = (double)(float)(o->threshold * LOG2E);
+    if (!isfinite(thr2)) return 0;
+    const double u2 = nrm[0] * nrm[1] * (double)h->scale * LOG2E * 1.01 + 1.0;
+    const double e = u2 - thr2 > 0 ? u2 - thr2 : 0;
+    return e + log2((double)h->n_k + 1.0) + log2(nrm[2] > 1 ? nrm[2] : 1) <= 120.0;
 }
 
 static sp_status check_inputs(const sp_attn_head *h, const sp_cpu_sprint_opts *o, sp_error *err) {
@@ -378,7 +417,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     sp_status s = check_inputs(h, o, err);
     if (s != SP_OK) return s;
     const int nq = h->n_q, nk = h->n_k, d = h->d, d8 = sp_iscreen_d8(d);
-    s = sp_flash_check_inputs(h, err); /* finite inputs, scores inside fp32 */
+    double nrm[3]; /* largest row norms of Q, K, V */
+    s = sp_flash_check_inputs_norms(h, nrm, err); /* finite inputs, scores inside fp32 */
     if (s != SP_OK) return s;
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
@@ -386,30 +426,31 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
-    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    const int v512 = lv >= SP_CPU_AVX512;
+    if (v512) { /* the same bytes, a multiply instead of a division (sprint_setup_avx512.c) */
+        sp_sx_quant_avx512(h->q, nq, d, h->ldq, h->query_valid, qi, sq);
+        sp_sx_quant_avx512(h->k, nk, d, h->ldk, h->key_valid, ki, sk);
+    } else {
+        sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
+        sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    }
     int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
     for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     double *marg = sp_xmalloc((size_t)nq, sizeof *marg), *oi = sp_xmalloc((size_t)nq, sizeof *oi);
     uint8_t *msb = sp_xmalloc(NK * D, 1);
+    /* key MSB levels sp_key_msb(k, 4) = (k + 128) >> 4 and the integer row sums (exact, so the
+     * same doubles as summing in double) */
+    int32_t *rs = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs), *rs2 = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs2);
+    void (*rows_fn)(const int8_t *, int, int, uint8_t *, int32_t *, int32_t *) = v512 ? sp_sx_rows_avx512
+                                                                                        : sp_sx_rows_portable;
+    rows_fn(ki, nk, d, msb, rs, rs2);
     double k_ms = 0, ncell = 0;
-    for (int j = 0; j < nk; j++) {
-        const int8_t *kr = ki + (size_t)j * D;
-        uint8_t *mr = msb + (size_t)j * D;
-        int64_t k2 = 0; /* exact: the same double as summing in double */
-        for (int c = 0; c < d; c++) {
-            mr[c] = (uint8_t)(((uint8_t)kr[c] ^ 0x80u) >> 4); /* sp_key_msb(k, 4) = (k + 128) >> 4 */
-            k2 += (int32_t)kr[c] * kr[c];
-        }
-        if (!h->key_valid || h->key_valid[j]) k_ms += (double)k2, ncell += d;
-    }
+    for (int j = 0; j < nk; j++)
+        if (!h->key_valid || h->key_valid[j]) k_ms += (double)rs2[j], ncell += d;
     if (ncell > 0) k_ms /= ncell;
+    rows_fn(qi, nq, d, NULL, rs, rs2);
     for (int i = 0; i < nq; i++) {
-        /* integer sums (exact, so the same doubles as summing in double) */
-        const int8_t *qr = qi + (size_t)i * D;
-        int64_t isq = 0, isq2 = 0;
-        for (int c = 0; c < d; c++) isq += qr[c], isq2 += (int32_t)qr[c] * qr[c];
-        const double sqd = (double)isq, sqd2 = (double)isq2;
+        const double sqd = (double)rs[i], sqd2 = (double)rs2[i];
         /* sigma margin (integer units): LSB centring (uniform over 16 levels) and the 8-bit
          * rounding of q and k; as sprint_op.c with an ideal device and an 8-bit DAC */
         marg[i] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * k_ms) / 12.0);
@@ -429,7 +470,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
         sp_iscreen_pack(msb, nk, d, d, kp);
     }
-    free(msb);
+    free(msb), free(rs), free(rs2);
     uint64_t *kvw = NULL;
     int *nvalid = NULL;
     if (h->key_valid) {
@@ -450,6 +491,11 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
                    .sk = sk, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
                    .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
+    if (fixed_ref_ok(h, o, nrm) && lv >= SP_CPU_AVX512 && d % 16 == 0 && sp_sx_fixed_ref()) {
+        S.fixed = 1;
+        S.chunk = sp_sx_chunk_fixed_avx512;
+        S.tile = sp_sx_tile_fixed_avx512;
+    }
     const int nblk = (nq + QBLK - 1) / QBLK;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -461,6 +507,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         if (o->policy == SP_CPU_POLICY_RELATIVE || o->want_exact_stats)
             w.A = sp_xmalloc(4 * (NK + SP_ISCREEN_CHUNK), sizeof *w.A);
         w.mask = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.mask);
+        w.maskt = sp_xcalloc(QBLK * (NK / 64 + 1), sizeof *w.maskt);
         w.thr = sp_xmalloc(QBLK, sizeof *w.thr);
         w.tau = sp_xmalloc(QBLK, sizeof *w.tau);
         w.valid = sp_xmalloc(QBLK, sizeof *w.valid);
@@ -493,7 +540,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
             sx_digital(&S, &w, b * QBLK, i1 - b * QBLK);
             bst[b] = w.st;
         }
-        free(w.A), free(w.mask), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
+        free(w.A), free(w.mask), free(w.maskt), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
             free(w.acc), free(w.mrun), free(w.lrun);
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */

@@ -55,3 +55,47 @@ int sp_sx_bits_portable(const uint64_t *m, int nw, int32_t base, int32_t *out) {
 sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_sx_bits_avx512 : sp_sx_bits_portable;
 }
+
+/* ---- the fixed-reference steps (sprint_exact.h, sprint_fixed_avx512.c): plain loops ---- */
+
+int sp_sx_chunk_fixed_portable(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                               const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                               int32_t *kept) {
+    int nk = 0;
+    float sum = 0.0f;
+    for (int t = 0; t < n; t++) {
+        const float *kr = k + (size_t)idx[t] * (size_t)ldk;
+        float s = 0.0f;
+        for (int c = 0; c < d; c++) s += q[c] * kr[c];
+        if (!(s >= thr)) continue;
+        const float p = exp2f(s - *m);
+        const float *vr = v + (size_t)idx[t] * (size_t)ldv;
+        for (int c = 0; c < d; c++) acc[c] += p * vr[c];
+        sum += p;
+        sbuf[nk] = p;
+        kept[nk++] = idx[t];
+    }
+    *l += sum;
+    return nk;
+}
+
+void sp_sx_tile_fixed_portable(sp_flash_tile *t) {
+    const int d = t->d;
+    for (int r = 0; r < 4; r++) {
+        const int lim = t->lim[r] < t->nkc ? t->lim[r] : t->nkc;
+        uint64_t kept = 0;
+        for (int u = 0; u < lim; u++) {
+            if (t->rmask && !((t->rmask[r] >> u) & 1)) continue;
+            const float *kp = t->kpan[u / 16] + u % 16;
+            float s = 0.0f;
+            for (int c = 0; c < d; c++) s += t->q[r][c] * kp[(size_t)c * 16];
+            if (!(s >= t->thr[r])) continue;
+            const float p = exp2f(s - t->m[r]);
+            const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * (size_t)t->ldv;
+            for (int c = 0; c < d; c++) t->o[(size_t)r * (size_t)d + (size_t)c] += p * vr[c];
+            t->l[r] += p;
+            kept |= (uint64_t)1 << u;
+        }
+        t->kept[r] = kept;
+    }
+}

@@ -38,4 +38,33 @@ sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level);
  * this (0: every panel dense, > 64: never). Process-wide; set it before any kernel call. */
 void sp_sx_dense_min_set(int n);
 int sp_sx_dense_min(void);
+/* The same two steps with a fixed softmax reference (sprint_fixed_avx512.c), for the fixed
+ * threshold policy when sprint_cpu.c has proved that every score s satisfies s - *m <= E with
+ * n_k 2^E max|v| inside fp32 (*m is then the row's threshold in log2 units, so every kept
+ * weight 2^(s - *m) lies in [1, 2^E]). *m (the chunk) and t->m (the tile) are read, never
+ * changed; *l and the accumulators gain the kept keys' weights and weighted V rows; no running
+ * max, no rescale. The tile's contract is otherwise flash.h's (t->bias must be NULL); the
+ * chunk's is sp_sx_chunk_fn's (kept ascending, sbuf scratch). The portable versions are the
+ * plain-loop references of the tests. */
+int sp_sx_chunk_fixed_portable(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                               const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                               int32_t *kept);
+int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                             const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                             int32_t *kept); /* d % 16 == 0 */
+struct sp_flash_tile;
+void sp_sx_tile_fixed_portable(struct sp_flash_tile *t);
+void sp_sx_tile_fixed_avx512(struct sp_flash_tile *t); /* d % 16 == 0 */
+/* Setup (sprint_setup_avx512.c). sp_sx_quant_avx512: the per-tensor 8-bit quantisation of
+ * sp_quant_rows_level (per_row 0), byte for byte, for finite x in the valid rows.
+ * sp_sx_rows_*: per row of n int8 rows of d (stride d), the key MSB levels (k ^ 0x80) >> 4 into
+ * msb (n, d) (skipped when msb is NULL), the row sum and the sum of squares. */
+void sp_sx_quant_avx512(const float *x, int n, int d, int ld, const unsigned char *valid, int8_t *xi,
+                        float *scales);
+void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
+void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
+/* Whether the kernel uses the fixed reference where it may (default 1; the tests force 0 to
+ * compare the two). Process-wide; set it before any kernel call. */
+void sp_sx_fixed_ref_set(int on);
+int sp_sx_fixed_ref(void);
 #endif

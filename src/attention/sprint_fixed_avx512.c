@@ -1,0 +1,271 @@
+/* sprint_fixed_avx512.c: the SPRINT kernel's two digital-stage steps (the dense tile of
+ * flash.h and the gathered chunk of sprint_exact.h) with a fixed softmax reference instead of
+ * a running maximum. Under the fixed threshold policy every kept score s satisfies s >= thr,
+ * and sprint_cpu.c proves before the call that no score exceeds thr + E with E small enough
+ * for 2^E, summed over every key and times |v|, to stay inside fp32 (sp_sx_fixed_ok). The
+ * weights are then 2^(s - thr) in [1, 2^E]: no running max, no rescale of the accumulators,
+ * no max reductions, and exp2 needs no underflow clamp. The softmax is the same function of
+ * the same kept keys (softmax is invariant to the reference); only float rounding differs
+ * from the online steps. The dense flash kernel cannot do this: it has no lower bound on the
+ * scores it keeps, so a fixed reference could underflow every weight of a row.
+ * Tested against the portable fixed chunk, the online steps and the double reference
+ * (tests/test_cpu_sprint.c). */
+#include "attention/sprint_exact.h"
+
+#include "attention/flash.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "attention/exp2_avx512.h"
+
+/* 2^x for 0 <= x <= 126 (the kept lanes; other lanes are masked by the caller): the
+ * polynomial of exp2_512 without its underflow clamp. */
+T512 static inline __m512 exp2_pos(__m512 x) {
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.339887440266574e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618437357674640e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550332471162809e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402264791363012e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931472028550421e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+T512 static inline __mmask16 lim_mask(int lim, int p) {
+    int k = lim - p * 16;
+    return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1u);
+}
+
+/* The tile of flash.h (4 rows x 4 packed K panels, V rows by t->vidx, row masks t->rmask, row
+ * thresholds t->thr) with t->m[r] a fixed reference that is not changed: t->l[r] += sum of
+ * 2^(s - m) and t->o += 2^(s - m) v over the kept keys. No t->bias (the SPRINT kernel applies
+ * padding through the masks). d % 16 == 0. */
+T512 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) {
+    const int d = t->d, n = t->nkc;
+    __m512 s[4][4];
+    #pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) s[r][p] = _mm512_setzero_ps();
+    const float *q0 = t->q[0], *q1 = t->q[1], *q2 = t->q[2], *q3 = t->q[3];
+    const float *kp0 = t->kpan[0], *kp1 = t->kpan[1], *kp2 = t->kpan[2], *kp3 = t->kpan[3];
+    for (int c = 0; c < d; c++, kp0 += 16, kp1 += 16, kp2 += 16, kp3 += 16) {
+        __m512 k0 = _mm512_loadu_ps(kp0), k1 = _mm512_loadu_ps(kp1);
+        __m512 k2 = _mm512_loadu_ps(kp2), k3 = _mm512_loadu_ps(kp3);
+        __m512 b = _mm512_set1_ps(q0[c]);
+        s[0][0] = _mm512_fmadd_ps(b, k0, s[0][0]), s[0][1] = _mm512_fmadd_ps(b, k1, s[0][1]);
+        s[0][2] = _mm512_fmadd_ps(b, k2, s[0][2]), s[0][3] = _mm512_fmadd_ps(b, k3, s[0][3]);
+        b = _mm512_set1_ps(q1[c]);
+        s[1][0] = _mm512_fmadd_ps(b, k0, s[1][0]), s[1][1] = _mm512_fmadd_ps(b, k1, s[1][1]);
+        s[1][2] = _mm512_fmadd_ps(b, k2, s[1][2]), s[1][3] = _mm512_fmadd_ps(b, k3, s[1][3]);
+        b = _mm512_set1_ps(q2[c]);
+        s[2][0] = _mm512_fmadd_ps(b, k0, s[2][0]), s[2][1] = _mm512_fmadd_ps(b, k1, s[2][1]);
+        s[2][2] = _mm512_fmadd_ps(b, k2, s[2][2]), s[2][3] = _mm512_fmadd_ps(b, k3, s[2][3]);
+        b = _mm512_set1_ps(q3[c]);
+        s[3][0] = _mm512_fmadd_ps(b, k0, s[3][0]), s[3][1] = _mm512_fmadd_ps(b, k1, s[3][1]);
+        s[3][2] = _mm512_fmadd_ps(b, k2, s[3][2]), s[3][3] = _mm512_fmadd_ps(b, k3, s[3][3]);
+    }
+    float P[4][64] __attribute__((aligned(64)));
+    uint64_t any = 0; /* keys some row kept: the weighted sum skips the others */
+    #pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        const int lim = t->lim[r] < n ? t->lim[r] : n;
+        const uint64_t allow = t->rmask ? t->rmask[r] : ~(uint64_t)0;
+        const __m512 thr = _mm512_set1_ps(t->thr[r]), mv = _mm512_set1_ps(t->m[r]);
+        __m512 sum = _mm512_setzero_ps();
+        uint64_t kept = 0;
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) {
+            __mmask16 km = lim_mask(lim, p) & (__mmask16)(allow >> (16 * p)) &
+                           _mm512_cmp_ps_mask(s[r][p], thr, _CMP_GE_OQ);
+            __m512 e = _mm512_maskz_mov_ps(km, exp2_pos(_mm512_sub_ps(s[r][p], mv)));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_store_ps(&P[r][p * 16], e);
+            kept |= (uint64_t)km << (16 * p);
+        }
+        t->kept[r] = kept;
+        any |= kept;
+        if (kept) t->l[r] += _mm512_reduce_add_ps(sum);
+    }
+    if (!any) return;
+    const size_t ldv = (size_t)t->ldv;
+    int c0 = 0;
+    for (; c0 + 64 <= d; c0 += 64) {
+        float *o0 = t->o + c0, *o1 = o0 + d, *o2 = o1 + d, *o3 = o2 + d;
+#define LD4(R) __m512 c##R##0 = _mm512_loadu_ps(o##R), c##R##1 = _mm512_loadu_ps(o##R + 16), \
+                      c##R##2 = _mm512_loadu_ps(o##R + 32), c##R##3 = _mm512_loadu_ps(o##R + 48)
+        LD4(0);
+        LD4(1);
+        LD4(2);
+        LD4(3);
+#undef LD4
+        for (uint64_t bits = any; bits; bits &= bits - 1) {
+            const int u = __builtin_ctzll(bits);
+            const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
+            __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
+            __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
+#define FM4(R)                                                                            \
+    do {                                                                                  \
+        __m512 b = _mm512_set1_ps(P[R][u]);                                               \
+        c##R##0 = _mm512_fmadd_ps(b, v0, c##R##0), c##R##1 = _mm512_fmadd_ps(b, v1, c##R##1); \
+        c##R##2 = _mm512_fmadd_ps(b, v2, c##R##2), c##R##3 = _mm512_fmadd_ps(b, v3, c##R##3); \
+    } while (0)
+            FM4(0);
+            FM4(1);
+            FM4(2);
+            FM4(3);
+#undef FM4
+        }
+#define ST4(R) _mm512_storeu_ps(o##R, c##R##0), _mm512_storeu_ps(o##R + 16, c##R##1), \
+               _mm512_storeu_ps(o##R + 32, c##R##2), _mm512_storeu_ps(o##R + 48, c##R##3)
+        ST4(0);
+        ST4(1);
+        ST4(2);
+        ST4(3);
+#undef ST4
+    }
+    for (; c0 < d; c0 += 16) {
+        __m512 acc[4];
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) acc[r] = _mm512_loadu_ps(t->o + (size_t)r * (size_t)d + c0);
+        for (uint64_t bits = any; bits; bits &= bits - 1) {
+            const int u = __builtin_ctzll(bits);
+            const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
+            __m512 v0 = _mm512_loadu_ps(vr);
+            for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r][u]), v0, acc[r]);
+        }
+        #pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) _mm512_storeu_ps(t->o + (size_t)r * (size_t)d + c0, acc[r]);
+    }
+}
+
+/* Scores of 16 gathered keys (d = 64) in natural lane order: as dots16_64 in
+ * sprint_exact_avx512.c (16 dots of 4 FMAs, a shuffle tree, one permute). */
+#define ST_F32X4(x, y, i0, i1) _mm512_add_ps(_mm512_shuffle_f32x4(x, y, i0), _mm512_shuffle_f32x4(x, y, i1))
+#define ST_PS(x, y, i0, i1) _mm512_add_ps(_mm512_shuffle_ps(x, y, i0), _mm512_shuffle_ps(x, y, i1))
+#define TREE16(out, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)          \
+    do {                                                                                          \
+        __m512 b0 = ST_F32X4(a0, a1, 0x44, 0xEE), b1 = ST_F32X4(a2, a3, 0x44, 0xEE);             \
+        __m512 b2 = ST_F32X4(a4, a5, 0x44, 0xEE), b3 = ST_F32X4(a6, a7, 0x44, 0xEE);             \
+        __m512 b4 = ST_F32X4(a8, a9, 0x44, 0xEE), b5 = ST_F32X4(a10, a11, 0x44, 0xEE);           \
+        __m512 b6 = ST_F32X4(a12, a13, 0x44, 0xEE), b7 = ST_F32X4(a14, a15, 0x44, 0xEE);         \
+        __m512 c0 = ST_F32X4(b0, b1, 0x88, 0xDD), c1 = ST_F32X4(b2, b3, 0x88, 0xDD);             \
+        __m512 c2 = ST_F32X4(b4, b5, 0x88, 0xDD), c3 = ST_F32X4(b6, b7, 0x88, 0xDD);             \
+        __m512 e0 = ST_PS(c0, c1, 0x44, 0xEE), e1 = ST_PS(c2, c3, 0x44, 0xEE);                   \
+        (out) = ST_PS(e0, e1, 0x88, 0xDD);                                                        \
+    } while (0)
+#define DOTP(i)                                                                                   \
+    __m512 a##i;                                                                                  \
+    do {                                                                                          \
+        const float *kr = k + (size_t)(uint32_t)ix[i] * ldk;                                      \
+        __m512 s0 = _mm512_mul_ps(q0, _mm512_loadu_ps(kr)), s1 = _mm512_mul_ps(q1, _mm512_loadu_ps(kr + 16)); \
+        s0 = _mm512_fmadd_ps(q2, _mm512_loadu_ps(kr + 32), s0);                                   \
+        s1 = _mm512_fmadd_ps(q3, _mm512_loadu_ps(kr + 48), s1);                                   \
+        a##i = _mm512_add_ps(s0, s1);                                                             \
+    } while (0)
+
+T512 static inline __attribute__((always_inline)) __m512 dots16_64(__m512 q0, __m512 q1, __m512 q2, __m512 q3,
+                                                                   const float *k, size_t ldk, const int32_t *ix) {
+    DOTP(0); DOTP(1); DOTP(2); DOTP(3); DOTP(4); DOTP(5); DOTP(6); DOTP(7);
+    DOTP(8); DOTP(9); DOTP(10); DOTP(11); DOTP(12); DOTP(13); DOTP(14); DOTP(15);
+    __m512 out;
+    TREE16(out, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
+    const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    return _mm512_permutexvar_ps(perm, out);
+}
+
+/* Scores of 16 gathered keys for any d % 16 == 0, natural lane order (a plain transpose-free
+ * version: per key a dot vector reduced by the tree after a lane permutation of the inputs). */
+T512 static inline __m512 dots16_any(const float *q, const float *k, size_t ldk, int d, const int32_t *ix) {
+    float sc[16] __attribute__((aligned(64)));
+    for (int i = 0; i < 16; i++) {
+        const float *kr = k + (size_t)(uint32_t)ix[i] * ldk;
+        __m512 s = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(kr));
+        for (int c = 16; c < d; c += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(kr + c), s);
+        sc[i] = _mm512_reduce_add_ps(s);
+    }
+    return _mm512_load_ps(sc);
+}
+
+/* The chunk step of sprint_exact.h with *m a fixed reference (not changed): one pass, scores,
+ * the threshold, the weights 2^(s - *m) and the weighted sum of V per 16 survivors. */
+T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                                  const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                                  int32_t *kept) {
+    const __m512 th = _mm512_set1_ps(thr), mv = _mm512_set1_ps(*m);
+    const __m512 q0 = _mm512_loadu_ps(q), q1 = d == 64 ? _mm512_loadu_ps(q + 16) : q0;
+    const __m512 q2 = d == 64 ? _mm512_loadu_ps(q + 32) : q0, q3 = d == 64 ? _mm512_loadu_ps(q + 48) : q0;
+    __m512 sum = _mm512_setzero_ps();
+    int nk = 0;
+    __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
+    if (d == 64) o0 = _mm512_loadu_ps(acc), o1 = _mm512_loadu_ps(acc + 16), o2 = _mm512_loadu_ps(acc + 32),
+                 o3 = _mm512_loadu_ps(acc + 48);
+    for (int t0 = 0; t0 < n; t0 += 16) {
+        const int mm = n - t0 < 16 ? n - t0 : 16;
+        const int32_t *ix = idx + t0;
+        int32_t pad[16];
+        if (mm < 16) { /* a partial group: repeat the first key (masked out below) */
+            for (int i = 0; i < 16; i++) pad[i] = i < mm ? ix[i] : ix[0];
+            ix = pad;
+        }
+        const __m512 s = d == 64 ? dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix) : dots16_any(q, k, (size_t)ldk, d, ix);
+        unsigned km = _mm512_cmp_ps_mask(s, th, _CMP_GE_OQ) & ((1u << mm) - 1u);
+        if (!km) continue;
+        const __m512 p = _mm512_maskz_mov_ps((__mmask16)km, exp2_pos(_mm512_sub_ps(s, mv)));
+        sum = _mm512_add_ps(sum, p);
+        _mm512_storeu_ps(sbuf, p);
+        if (d == 64) {
+            while (km) {
+                int a = __builtin_ctz(km);
+                km &= km - 1;
+                const float *vr = v + (size_t)(uint32_t)ix[a] * (size_t)ldv;
+                __m512 pa = _mm512_set1_ps(sbuf[a]);
+                kept[nk++] = ix[a];
+                o0 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr), o0);
+                o1 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 16), o1);
+                o2 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 32), o2);
+                o3 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 48), o3);
+                if (!km) break;
+                int b = __builtin_ctz(km);
+                km &= km - 1;
+                const float *wr = v + (size_t)(uint32_t)ix[b] * (size_t)ldv;
+                __m512 pb = _mm512_set1_ps(sbuf[b]);
+                kept[nk++] = ix[b];
+                e0 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr), e0);
+                e1 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 16), e1);
+                e2 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 32), e2);
+                e3 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 48), e3);
+            }
+        } else {
+            for (; km; km &= km - 1) {
+                int a = __builtin_ctz(km);
+                const float *vr = v + (size_t)(uint32_t)ix[a] * (size_t)ldv;
+                __m512 pa = _mm512_set1_ps(sbuf[a]);
+                kept[nk++] = ix[a];
+                for (int c = 0; c < d; c += 16)
+                    _mm512_storeu_ps(acc + c, _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + c), _mm512_loadu_ps(acc + c)));
+            }
+        }
+    }
+    if (d == 64) {
+        _mm512_storeu_ps(acc, _mm512_add_ps(o0, e0));
+        _mm512_storeu_ps(acc + 16, _mm512_add_ps(o1, e1));
+        _mm512_storeu_ps(acc + 32, _mm512_add_ps(o2, e2));
+        _mm512_storeu_ps(acc + 48, _mm512_add_ps(o3, e3));
+    }
+    if (nk) *l += _mm512_reduce_add_ps(sum);
+    return nk;
+}
+#else
+void sp_sx_tile_fixed_avx512(sp_flash_tile *t) { sp_sx_tile_fixed_portable(t); }
+int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                             const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                             int32_t *kept) {
+    return sp_sx_chunk_fixed_portable(q, k, ldk, v, ldv, d, idx, n, thr, m, l, acc, sbuf, kept);
+}
+#endif
