@@ -494,6 +494,17 @@ Test(fn_fast, blocked_kernels_match_portable) {
                     if (stampv[keys[t]] == 9)
                         cr_assert(a1[t] == c4[4 * keys[t] + r] && a2[t] == a1[t], "lookup4 value t=%d", t);
             }
+        /* slot r of the 4-slot cache for a key list (the onchip scores from the sub-block's masks) */
+        for (int r = 0; r < 4; r++)
+            for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {
+                int32_t keys[N];
+                float a1[N + 16], a2[N + 16];
+                for (int t = 0; t < n; t++) keys[t] = (int32_t)((t * 11 + r) % N);
+                sp_fk_gather4_portable(c4, r, keys, n, a1);
+                sp_fk_gather4_for(lv)(c4, r, keys, n, a2);
+                for (int t = 0; t < n; t++)
+                    cr_assert(a1[t] == c4[4 * keys[t] + r] && a2[t] == a1[t], "gather4 r=%d n=%d t=%d", r, n, t);
+            }
         free(c4), free(s1), free(s2), free(kp), free(k), free(q);
     }
 }

@@ -190,3 +190,10 @@ void sp_fk_gather_portable(const float *S, const int32_t *idx, int n, float *out
 sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_gather_avx512 : sp_fk_gather_portable;
 }
+
+void sp_fk_gather4_portable(const float *sc4, int r, const int32_t *idx, int n, float *out) {
+    for (int t = 0; t < n; t++) out[t] = sc4[4 * (size_t)idx[t] + (size_t)r];
+}
+sp_fk_gather4_fn sp_fk_gather4_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_gather4_avx512 : sp_fk_gather4_portable;
+}

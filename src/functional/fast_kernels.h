@@ -129,7 +129,14 @@ typedef void (*sp_fk_gather_fn)(const float *S, const int32_t *idx, int n, float
 void sp_fk_gather_portable(const float *S, const int32_t *idx, int n, float *out);
 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out);
 
+/* out[t] = sc4[4 idx[t] + r], t < n: slot r of a 4-query score cache for a key list (the onchip
+ * sub-block's scores once every key of the list is scored, sprint_fast.c fx_scores_bits). */
+typedef void (*sp_fk_gather4_fn)(const float *sc4, int r, const int32_t *idx, int n, float *out);
+void sp_fk_gather4_portable(const float *sc4, int r, const int32_t *idx, int n, float *out);
+void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out);
+
 sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level);
+sp_fk_gather4_fn sp_fk_gather4_for(sp_cpu_level level);
 sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level);
 sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level);

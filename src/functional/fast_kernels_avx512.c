@@ -354,6 +354,15 @@ T512 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *
     }
 }
 
+T512 void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out) {
+    const float *base = sc4 + r;
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        const __m512i j = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(lm, idx + t), 2);
+        _mm512_mask_storeu_ps(out + t, lm, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, j, base, 4));
+    }
+}
+
 /* 16 keys per step: gathered stamps and the slot's scores (at 4 j + r), the misses compacted in
  * registers. */
 T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
@@ -393,6 +402,9 @@ int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *k
     return sp_fk_select_mask_portable(mask, n, kvalid, out, bits);
 }
 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out) { sp_fk_gather_portable(S, idx, n, out); }
+void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out) {
+    sp_fk_gather4_portable(sc4, r, idx, n, out);
+}
 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
     sp_fk_dense_portable(in, amb, out);
 }

@@ -12,7 +12,8 @@
  *   3. fp32 scores q.k only for the keys the decisions need: the on-chip estimate's keys (the
  *      previous query's survivors and the anchors) and the survivors. Queries run in sub-blocks
  *      of FX_SUB = 4 (adjacent queries share on-chip keys, sec. 2.4): onchip scores a key for
- *      the sub-block's 4 queries at once and caches it (fx_scores); a fixed threshold with the
+ *      the sub-block's 4 queries at once and caches it, the keys to score found from bit masks
+ *      (fx_scores_bits: the comparator's survivors, the previous query's); a fixed threshold with the
  *      AMX screen knows every comparator reference before the screen, takes the comparator
  *      bits from it and scores the 16-key panels dense in survivors whole (fx_dense_panels).
  *      A key's score is computed once per query. Every exact decision (the max estimates, the
@@ -98,6 +99,7 @@ typedef struct fx_call {
     sp_fk_threshold_fn threshold;
     sp_fk_max_fn max;
     sp_fk_lookup4_fn lookup4;
+    sp_fk_gather4_fn gather4;
     sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
 } fx_call;
@@ -119,8 +121,7 @@ typedef struct fx_work {
     float *sc4;                 /* (4 nk) fp32 score of key j for query r of the sub-block: sc4[4 j + r], */
     int *st4;                   /*   valid when st4[j] == blk (every key scored for all its queries at once) */
     float *kpf;                 /* K packed in 16-key panels (flash.h), NULL with the dense block */
-    int *pcnt;                  /* (nk / 16 + 1) keys to score per panel in one fx_scores call */
-    int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores call */
+    int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores_bits call */
     int blk, b_i0, b_nr;        /* sub-block stamp, first query, queries */
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
@@ -129,6 +130,8 @@ typedef struct fx_work {
     float *tmp, *pbuf;          /* (nk + 16) */
     float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
     uint16_t *bits, *pbits;     /* (nbits) survivor masks of this and the previous valid query */
+    uint16_t *done;             /* (nbits) onchip: keys scored for every query of the sub-block (sc4 valid) */
+    uint16_t *need;             /* (nbits) onchip: scratch mask of the sources' keys */
     size_t nbits;
     int n_prev;                 /* survivors of the previous valid query, -1 = none yet */
 } fx_work;
@@ -137,9 +140,10 @@ static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
     free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc4), free(w->st4), free(w->ex);
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
-    free(w->cand), free(w->iota), free(w->kpf), free(w->pcnt), free(w->glist);
+    free(w->cand), free(w->iota), free(w->kpf), free(w->glist);
     free(w->kb), free(w->qa), free(w->amask);
     free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
+    free(w->done), free(w->need);
 }
 
 /* Per-query state. */
@@ -168,50 +172,51 @@ static float fx_float_up(double x) {
     return f;
 }
 
-/* Compact fp32 scores out[t] (q.k units) of keys list[0..n): from the dense block, else from
- * the sub-block's cache; a missing key is scored for every query of the sub-block at once
- * (sp_fk_dots4: one K row load for FX_SUB queries; adjacent queries' survivors overlap, sec.
- * 2.4) and cached. Which call computes a score changes only its summation order, which the
- * exact decisions' rounding bound covers (any order). */
+/* Compact fp32 scores out[t] (q.k units) of keys list[0..n) for a fixed policy or with the dense
+ * block (onchip without it: fx_scores_bits): from the dense block, else from the sub-block's
+ * dense panels (fx_dense_panels, stamps st4) and row by row for the rest. Which call computes a
+ * score changes only its summation order, which the exact decisions' rounding bound covers (any
+ * order). */
 static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n, float *out) {
     if (Q->Srow) {
         C->gather(Q->Srow, list, n, out);
         return;
     }
-    if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: the sub-block's dense panels, else row by row */
-        if (!C->amx_mask) {
-            C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
-            return;
-        }
-        const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
-        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
-        for (int m = 0; m < nm; m++) out[w->mpos[m]] = w->tmp[m];
+    SP_ASSERT(C->kind != SP_POLICY_ONCHIP);
+    if (!C->amx_mask) {
+        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
         return;
     }
     const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
-    if (nm == 0) return;
+    C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
+    for (int m = 0; m < nm; m++) out[w->mpos[m]] = w->tmp[m];
+}
+
+/* onchip (without the dense block): compact fp32 scores out[t] of keys list[0..n), whose set is
+ * the bit mask need (words [0, nw); bit u of need[w] for key 16 w + u; extra bits only cost
+ * work). The sub-block's keys not yet scored (need & ~done) are scored for all its queries at
+ * once: a 16-key panel with FX_PANEL_MIN or more of them whole from the packed K (sp_fk_panel4),
+ * the others row by row (sp_fk_dots4); then every list key's score is read from the cache
+ * (sp_fk_gather4). The masks replace fx_scores' per-key stamp lookups and miss lists (the
+ * survivors come as a mask from the comparator, the sources are the previous query's mask). */
+static void fx_scores_bits(const fx_call *C, fx_work *w, const fx_query *Q, const uint16_t *need, int nw,
+                           const int32_t *list, int n, float *out) {
     const sp_attn_head *h = C->h;
     const float *q0 = h->q + (size_t)w->b_i0 * (size_t)h->ldq;
-    /* panels with FX_PANEL_MIN or more misses: whole, from the packed K; the rest row by row */
     int ng = 0;
-    for (int m = 0; m < nm; m++) w->pcnt[w->miss[m] >> 4]++;
-    for (int m = 0; m < nm; m++) {
-        const int j = w->miss[m], p = j >> 4;
-        if (w->st4[j] == w->blk) continue; /* its panel was just scored */
-        if (w->pcnt[p] >= FX_PANEL_MIN) {
-            C->panel4(q0, h->ldq, w->b_nr, w->kpf + (size_t)p * 16 * C->D, C->d, w->sc4 + 64 * (size_t)p);
-            const int e = 16 * p + 16 < C->nk ? 16 * p + 16 : C->nk;
-            for (int u = 16 * p; u < e; u++) w->st4[u] = w->blk;
-        } else {
-            w->glist[ng++] = j;
+    for (int u = 0; u < nw; u++) {
+        unsigned m = (unsigned)(need[u] & ~w->done[u]);
+        if (!m) continue;
+        if (__builtin_popcount(m) >= FX_PANEL_MIN) {
+            C->panel4(q0, h->ldq, w->b_nr, w->kpf + (size_t)u * 16 * C->D, C->d, w->sc4 + 64 * (size_t)u);
+            w->done[u] = 0xFFFFu;
+            continue;
         }
+        w->done[u] |= (uint16_t)m;
+        for (; m; m &= m - 1) w->glist[ng++] = 16 * u + __builtin_ctz(m);
     }
-    for (int m = 0; m < nm; m++) w->pcnt[w->miss[m] >> 4] = 0;
     C->dots4(q0, h->ldq, w->b_nr, h->k, h->ldk, C->d, w->glist, ng, w->sc4);
-    for (int m = 0; m < nm; m++) {
-        out[w->mpos[m]] = w->sc4[4 * (size_t)w->miss[m] + (size_t)Q->r];
-        w->st4[w->miss[m]] = w->blk;
-    }
+    C->gather4(w->sc4, Q->r, list, n, out);
 }
 
 /* Exact max of the logits of keys list[0..n) with fp32 scores sc (-inf if empty): the fp32 max,
@@ -337,18 +342,33 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
         else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
         else {
-            int ns;
+            int ns, fast_src = 0;
             if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0 && w->prev[w->n_prev - 1] < Q->end) {
                 /* every previous survivor is visible (ends never decrease in a call): the
                  * sources are the previous list as a whole, as sp_fn_onchip_sources gives them */
                 memcpy(w->src, w->prev, (size_t)w->n_prev * sizeof *w->src);
                 ns = w->n_prev;
                 if (P->onchip_source != SP_FN_ONCHIP_PREV) w->src[ns++] = Q->first_vis, w->src[ns++] = Q->last_vis;
+                /* the previous query's mask is the sources' (1: plus the two anchors at the end) */
+                fast_src = P->onchip_source != SP_FN_ONCHIP_PREV ? 1 : 2;
             } else {
                 ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
                                           w->src);
             }
-            fx_scores(C, w, Q, w->src, ns, w->ssc);
+            if (Q->Srow) {
+                fx_scores(C, w, Q, w->src, ns, w->ssc);
+            } else { /* the sources' mask */
+                const int nw = (Q->end + 15) / 16;
+                if (fast_src) {
+                    memcpy(w->need, w->pbits, (size_t)nw * sizeof *w->need);
+                } else {
+                    memset(w->need, 0, (size_t)nw * sizeof *w->need);
+                    for (int t = 0; t < ns; t++) w->need[w->src[t] >> 4] |= (uint16_t)(1u << (w->src[t] & 15));
+                }
+                for (int t = ns - (fast_src == 1 ? 2 : 0); t < ns; t++) /* the anchors */
+                    w->need[w->src[t] >> 4] |= (uint16_t)(1u << (w->src[t] & 15));
+                fx_scores_bits(C, w, Q, w->need, nw, w->src, ns, w->ssc);
+            }
             thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
         }
         /* the comparator: survivors, ascending (from the AMX screen's bits for a fixed policy) */
@@ -368,7 +388,10 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         /* digital stage: recompute the survivors, exact threshold again. Scores clearly above
          * or below the threshold's band (in score units, loosened by 1e-6 relative) are decided
          * in fp32; the rest by the reference's rule (fx_passes). */
-        fx_scores(C, w, Q, w->mem, n.n_mem, w->msc);
+        if (kind == SP_POLICY_ONCHIP && !Q->Srow)
+            fx_scores_bits(C, w, Q, w->bits, (Q->end + 15) / 16, w->mem, n.n_mem, w->msc);
+        else
+            fx_scores(C, w, Q, w->mem, n.n_mem, w->msc);
         double thr_x = kind == SP_POLICY_ONCHIP ? fx_screened_max(C, w, Q, w->mem, w->msc, n.n_mem) - P->delta
                                                 : thr_ref;
         double hs = (thr_x + Q->tol) / C->scale, ls = (thr_x - Q->tol) / C->scale;
@@ -494,6 +517,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.threshold = sp_fk_threshold_for(lv);
     C.max = sp_fk_max_for(lv);
     C.lookup4 = sp_fk_lookup4_for(lv);
+    C.gather4 = sp_fk_gather4_for(lv);
     C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
@@ -586,7 +610,6 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (!C.have_S && nk > 0 && (C.kind == SP_POLICY_ONCHIP || C.amx_mask)) { /* the sub-block score cache (fx_scores) */
         w.kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof(float));
         sp_flash_pack_k(h->k, h->ldk, nk, d, w.kpf);
-        w.pcnt = sp_xcalloc(NK / 16 + 1, sizeof(int));
         w.glist = sp_xmalloc(NL + 2, sizeof(int32_t));
     }
     w.mem = sp_xmalloc(NL, sizeof(int32_t));
@@ -606,6 +629,8 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.nbits = NK / 16 + 2;
     w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
     w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
+    w.done = sp_xcalloc(w.nbits, sizeof *w.done);
+    w.need = sp_xcalloc(w.nbits, sizeof *w.need);
     w.n_prev = -1;
     free(msb);
     int32_t tau32[FX_AMX]; /* the AMX call's comparator references (INT32_MAX: bits unused) */
@@ -648,6 +673,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 if (kend > 0 && !C.amx)
                     sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
                 w.blk++, w.b_i0 = i, w.b_nr = nr;
+                memset(w.done, 0, w.nbits * sizeof *w.done); /* a new sub-block: nothing scored for it */
                 if (C.amx_mask && w.kpf && kend > 0) fx_dense_panels(&C, &w, r % FX_AMX, nr, kend);
             }
             if (h->query_valid && !h->query_valid[i]) {
