@@ -475,6 +475,30 @@ Test(fn_fast, blocked_kernels_match_portable) {
                                   o2[4 * u + r], ex);
                     }
             }
+        /* a list of panels (not adjacent, not ascending, the last one included) into the cache */
+        for (int nr = 1; nr <= 4; nr++) {
+            const int np = (N + 15) / 16;
+            int32_t pl[(N + 15) / 16];
+            int cnt = 0;
+            for (int p = np - 1; p >= 0; p -= 2) pl[cnt++] = p;
+            float *c1 = malloc(sizeof(float) * 64 * (size_t)np), *c2 = malloc(sizeof(float) * 64 * (size_t)np);
+            for (int t = 0; t < 64 * np; t++) c1[t] = c2[t] = -7.0f;
+            sp_fk_panels4_portable(q, d, nr, kp, d, pl, cnt, c1);
+            sp_fk_panels4_for(lv)(q, d, nr, kp, d, pl, cnt, c2);
+            for (int p = 0; p < np; p++)
+                for (int u = 0; u < 16 && 16 * p + u < N; u++)
+                    for (int r = 0; r < nr; r++) {
+                        const int j = 16 * p + u, listed = (np - 1 - p) % 2 == 0;
+                        double ex, b = dot_bound(q + (size_t)r * d, k + (size_t)j * d, d, &ex);
+                        float a1 = c1[4 * j + r], a2 = c2[4 * j + r];
+                        if (!listed)
+                            cr_assert(a1 == -7.0f && a2 == -7.0f, "panels4 wrote panel %d, not listed", p);
+                        else
+                            cr_assert(fabs(a1 - ex) <= b && fabs(a2 - ex) <= b,
+                                      "panels4 d=%d nr=%d key %d r=%d: %g %g vs %g", d, nr, j, r, a1, a2, ex);
+                    }
+            free(c1), free(c2);
+        }
         /* the 4-slot cache lookup */
         int stampv[N];
         float *c4 = malloc(sizeof(float) * 4 * N);

@@ -165,6 +165,14 @@ void sp_fk_panel4_portable(const float *q, int ldq, int nr, const float *kpan, i
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_panel4_avx512 : sp_fk_panel4_portable;
 }
+void sp_fk_panels4_portable(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                            float *sc4) {
+    for (int t = 0; t < np; t++)
+        sp_fk_panel4_portable(q, ldq, nr, kpf + (size_t)plist[t] * 16 * (size_t)d, d, sc4 + 64 * (size_t)plist[t]);
+}
+sp_fk_panels4_fn sp_fk_panels4_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_panels4_avx512 : sp_fk_panels4_portable;
+}
 
 int sp_fk_select_mask_portable(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
     int cnt = 0;

@@ -138,7 +138,16 @@ void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, fl
 sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level);
 sp_fk_gather4_fn sp_fk_gather4_for(sp_cpu_level level);
 sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);
+/* sp_fk_panel4 for the panels plist[0..np) of K packed whole (kpf, sp_flash_pack_k: panel p at
+ * kpf + 16 d p), panel p's scores to sc4 + 64 p (the 4-slot cache's layout, sc4[4 j + r]). */
+typedef void (*sp_fk_panels4_fn)(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist,
+                                 int np, float *sc4);
+void sp_fk_panels4_portable(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                            float *sc4);
+void sp_fk_panels4_avx512(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                          float *sc4);
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level);
+sp_fk_panels4_fn sp_fk_panels4_for(sp_cpu_level level);
 sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level);
 sp_fk_lookup4_fn sp_fk_lookup4_for(sp_cpu_level level);
 

@@ -288,15 +288,15 @@ T512 void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, in
 #endif
 /* 16 keys in the lanes, one accumulator per query (two chains each), the 4 x 16 result
  * transposed to key-major order by unpacks and shuffles within 128-bit blocks. */
-T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
-    const float *q0 = q, *q1 = q + (size_t)(nr > 1) * (size_t)ldq, *q2 = q + (size_t)(nr > 2 ? 2 : 0) * (size_t)ldq,
-                *q3 = q + (size_t)(nr > 3 ? 3 : 0) * (size_t)ldq;
+/* One panel: kpan scored for the rows q0..q3, the panel at pf prefetched meanwhile. */
+T512 static inline void fk_panel4(const float *q0, const float *q1, const float *q2, const float *q3,
+                                  const float *kpan, const float *pf, int d, float *out) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     int c = 0;
     for (; c + 2 <= d; c += 2) {
         const __m512 k0 = _mm512_loadu_ps(kpan + (size_t)c * 16), k1 = _mm512_loadu_ps(kpan + (size_t)c * 16 + 16);
-        _mm_prefetch((const char *)(kpan + (size_t)d * 16 + (size_t)c * 16), PN_HINT);
-        _mm_prefetch((const char *)(kpan + (size_t)d * 16 + (size_t)c * 16 + 16), PN_HINT);
+        _mm_prefetch((const char *)(pf + (size_t)c * 16), PN_HINT);
+        _mm_prefetch((const char *)(pf + (size_t)c * 16 + 16), PN_HINT);
         a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), k0, a0);
         a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), k0, a1);
         a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), k0, a2);
@@ -330,6 +330,24 @@ T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan
     _mm512_storeu_ps(out + 16, _mm512_shuffle_f32x4(v01a, v23a, 0xEE)); /* keys 4..7 */
     _mm512_storeu_ps(out + 32, _mm512_shuffle_f32x4(v01b, v23b, 0x44)); /* keys 8..11 */
     _mm512_storeu_ps(out + 48, _mm512_shuffle_f32x4(v01b, v23b, 0xEE)); /* keys 12..15 */
+}
+/* the next panel in memory prefetched (the panels fx_dense_panels scores are often adjacent) */
+T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
+    const float *q0 = q, *q1 = q + (size_t)(nr > 1) * (size_t)ldq, *q2 = q + (size_t)(nr > 2 ? 2 : 0) * (size_t)ldq,
+                *q3 = q + (size_t)(nr > 3 ? 3 : 0) * (size_t)ldq;
+    fk_panel4(q0, q1, q2, q3, kpan, kpan + (size_t)d * 16, d, out);
+}
+/* the next panel of the list prefetched (a panel is one 4 KB page, which the hardware streamer
+ * does not cross, and the list's panels need not be adjacent) */
+T512 void sp_fk_panels4_avx512(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                               float *sc4) {
+    const float *q0 = q, *q1 = q + (size_t)(nr > 1) * (size_t)ldq, *q2 = q + (size_t)(nr > 2 ? 2 : 0) * (size_t)ldq,
+                *q3 = q + (size_t)(nr > 3 ? 3 : 0) * (size_t)ldq;
+    const size_t ps = (size_t)d * 16;
+    for (int t = 0; t < np; t++) {
+        const size_t p = (size_t)plist[t], pn = t + 1 < np ? (size_t)plist[t + 1] : p + 1;
+        fk_panel4(q0, q1, q2, q3, kpf + p * ps, kpf + pn * ps, d, sc4 + 64 * p);
+    }
 }
 
 /* 16 keys per step: their 16 bits of the mask word, and-ed with the padding mask, compacted. */
@@ -397,6 +415,10 @@ int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, 
 }
 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
     sp_fk_panel4_portable(q, ldq, nr, kpan, d, out);
+}
+void sp_fk_panels4_avx512(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                          float *sc4) {
+    sp_fk_panels4_portable(q, ldq, nr, kpf, d, plist, np, sc4);
 }
 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
     return sp_fk_select_mask_portable(mask, n, kvalid, out, bits);

@@ -94,6 +94,7 @@ typedef struct fx_call {
     sp_fk_softmax_wsum_fn wsum;
     sp_fk_dots4_fn dots4;
     sp_fk_panel4_fn panel4;
+    sp_fk_panels4_fn panels4;
     sp_fk_select_fn select;
     sp_fk_select_mask_fn select_mask;
     sp_fk_threshold_fn threshold;
@@ -122,6 +123,7 @@ typedef struct fx_work {
     int *st4;                   /*   valid when st4[j] == blk (every key scored for all its queries at once) */
     float *kpf;                 /* K packed in 16-key panels (flash.h), NULL with the dense block */
     int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores_bits call */
+    int32_t *plist;             /* (nk / 16 + 1) panels scored whole in one fx_scores_bits call */
     int blk, b_i0, b_nr;        /* sub-block stamp, first query, queries */
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
@@ -140,7 +142,7 @@ static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
     free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc4), free(w->st4), free(w->ex);
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
-    free(w->cand), free(w->iota), free(w->kpf), free(w->glist);
+    free(w->cand), free(w->iota), free(w->kpf), free(w->glist), free(w->plist);
     free(w->kb), free(w->qa), free(w->amask);
     free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
     free(w->done), free(w->need);
@@ -203,18 +205,19 @@ static void fx_scores_bits(const fx_call *C, fx_work *w, const fx_query *Q, cons
                            const int32_t *list, int n, float *out) {
     const sp_attn_head *h = C->h;
     const float *q0 = h->q + (size_t)w->b_i0 * (size_t)h->ldq;
-    int ng = 0;
+    int ng = 0, np = 0;
     for (int u = 0; u < nw; u++) {
         unsigned m = (unsigned)(need[u] & ~w->done[u]);
         if (!m) continue;
         if (__builtin_popcount(m) >= FX_PANEL_MIN) {
-            C->panel4(q0, h->ldq, w->b_nr, w->kpf + (size_t)u * 16 * C->D, C->d, w->sc4 + 64 * (size_t)u);
+            w->plist[np++] = u;
             w->done[u] = 0xFFFFu;
             continue;
         }
         w->done[u] |= (uint16_t)m;
         for (; m; m &= m - 1) w->glist[ng++] = 16 * u + __builtin_ctz(m);
     }
+    C->panels4(q0, h->ldq, w->b_nr, w->kpf, C->d, w->plist, np, w->sc4);
     C->dots4(q0, h->ldq, w->b_nr, h->k, h->ldk, C->d, w->glist, ng, w->sc4);
     C->gather4(w->sc4, Q->r, list, n, out);
 }
@@ -512,6 +515,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.wsum = sp_fk_softmax_wsum_for(lv);
     C.dots4 = sp_fk_dots4_for(lv);
     C.panel4 = sp_fk_panel4_for(lv);
+    C.panels4 = sp_fk_panels4_for(lv);
     C.select = sp_fk_select_for(lv);
     C.select_mask = sp_fk_select_mask_for(lv);
     C.threshold = sp_fk_threshold_for(lv);
@@ -611,6 +615,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         w.kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof(float));
         sp_flash_pack_k(h->k, h->ldk, nk, d, w.kpf);
         w.glist = sp_xmalloc(NL + 2, sizeof(int32_t));
+        w.plist = sp_xmalloc(NK / 16 + 1, sizeof(int32_t));
     }
     w.mem = sp_xmalloc(NL, sizeof(int32_t));
     w.kept = sp_xmalloc(NL, sizeof(int32_t));
