@@ -518,6 +518,21 @@ Test(fn_fast, blocked_kernels_match_portable) {
                     if (stampv[keys[t]] == 9)
                         cr_assert(a1[t] == c4[4 * keys[t] + r] && a2[t] == a1[t], "lookup4 value t=%d", t);
             }
+        /* the words with bits still to score (need & ~done), every length around the 32-word step */
+        for (int nw = 0; nw <= 100; nw++) {
+            uint16_t nd[100], dn[100];
+            int32_t w1[100 + 32], w2[100 + 32];
+            for (int u = 0; u < nw; u++) {
+                nd[u] = urand() < 0.3 ? 0 : (uint16_t)(urand() * 65536);
+                dn[u] = urand() < 0.5 ? nd[u] : (uint16_t)(urand() * 65536);
+            }
+            int c1 = sp_fk_todo16_portable(nd, dn, nw, w1), c2 = sp_fk_todo16_for(lv)(nd, dn, nw, w2);
+            int cx = 0;
+            for (int u = 0; u < nw; u++) cx += (nd[u] & ~dn[u]) != 0;
+            cr_assert(c1 == cx && c2 == cx, "todo16 nw=%d: %d %d vs %d", nw, c1, c2, cx);
+            cr_assert_eq(memcmp(w1, w2, sizeof(int32_t) * (size_t)cx), 0, "todo16 nw=%d words differ", nw);
+            for (int t = 0; t < cx; t++) cr_assert(nd[w1[t]] & ~dn[w1[t]], "todo16 word %d", w1[t]);
+        }
         /* slot r of the 4-slot cache for a key list (the onchip scores from the sub-block's masks) */
         for (int r = 0; r < 4; r++)
             for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {

@@ -205,3 +205,15 @@ void sp_fk_gather4_portable(const float *sc4, int r, const int32_t *idx, int n, 
 sp_fk_gather4_fn sp_fk_gather4_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_gather4_avx512 : sp_fk_gather4_portable;
 }
+
+int sp_fk_todo16_portable(const uint16_t *need, const uint16_t *done, int nw, int32_t *words) {
+    int cnt = 0;
+    for (int u = 0; u < nw; u++) {
+        words[cnt] = u;
+        cnt += (need[u] & ~done[u]) != 0;
+    }
+    return cnt;
+}
+sp_fk_todo16_fn sp_fk_todo16_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_todo16_avx512 : sp_fk_todo16_portable;
+}

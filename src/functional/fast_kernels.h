@@ -135,6 +135,13 @@ typedef void (*sp_fk_gather4_fn)(const float *sc4, int r, const int32_t *idx, in
 void sp_fk_gather4_portable(const float *sc4, int r, const int32_t *idx, int n, float *out);
 void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out);
 
+/* The words u < nw with need[u] & ~done[u] != 0, ascending, into words (capacity nw + 32);
+ * returns their count (the onchip sub-block's panels with keys still to score). */
+typedef int (*sp_fk_todo16_fn)(const uint16_t *need, const uint16_t *done, int nw, int32_t *words);
+int sp_fk_todo16_portable(const uint16_t *need, const uint16_t *done, int nw, int32_t *words);
+int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words);
+sp_fk_todo16_fn sp_fk_todo16_for(sp_cpu_level level);
+
 sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level);
 sp_fk_gather4_fn sp_fk_gather4_for(sp_cpu_level level);
 sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);

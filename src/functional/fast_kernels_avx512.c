@@ -381,6 +381,26 @@ T512 void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int 
     }
 }
 
+/* 32 words per step: the nonzero words of need & ~done as a mask, their indices compacted 16 at
+ * a time (words has 32 entries of slack). */
+T512 int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words) {
+    const __m512i step = _mm512_set1_epi32(32);
+    __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(16));
+    int cnt = 0;
+    for (int u = 0; u < nw; u += 32, lo = _mm512_add_epi32(lo, step), hi = _mm512_add_epi32(hi, step)) {
+        const __mmask32 lm = nw - u >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (nw - u)) - 1u);
+        const __m512i a = _mm512_maskz_loadu_epi16(lm, need + u), b = _mm512_maskz_loadu_epi16(lm, done + u);
+        const __mmask32 m = _mm512_test_epi16_mask(_mm512_andnot_si512(b, a), _mm512_andnot_si512(b, a));
+        if (!m) continue;
+        _mm512_storeu_si512((void *)(words + cnt), _mm512_maskz_compress_epi32((__mmask16)m, lo));
+        cnt += __builtin_popcount((unsigned)(m & 0xFFFFu));
+        _mm512_storeu_si512((void *)(words + cnt), _mm512_maskz_compress_epi32((__mmask16)(m >> 16), hi));
+        cnt += __builtin_popcount((unsigned)(m >> 16));
+    }
+    return cnt;
+}
+
 /* 16 keys per step: gathered stamps and the slot's scores (at 4 j + r), the misses compacted in
  * registers. */
 T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
@@ -426,6 +446,9 @@ int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *k
 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out) { sp_fk_gather_portable(S, idx, n, out); }
 void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out) {
     sp_fk_gather4_portable(sc4, r, idx, n, out);
+}
+int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words) {
+    return sp_fk_todo16_portable(need, done, nw, words);
 }
 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
     sp_fk_dense_portable(in, amb, out);

@@ -101,6 +101,7 @@ typedef struct fx_call {
     sp_fk_max_fn max;
     sp_fk_lookup4_fn lookup4;
     sp_fk_gather4_fn gather4;
+    sp_fk_todo16_fn todo16;
     sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
 } fx_call;
@@ -124,6 +125,7 @@ typedef struct fx_work {
     float *kpf;                 /* K packed in 16-key panels (flash.h), NULL with the dense block */
     int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores_bits call */
     int32_t *plist;             /* (nk / 16 + 1) panels scored whole in one fx_scores_bits call */
+    int32_t *wlist;             /* (nk / 16 + 34) panels with keys to score in one fx_scores_bits call */
     int blk, b_i0, b_nr;        /* sub-block stamp, first query, queries */
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
@@ -142,7 +144,7 @@ static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
     free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc4), free(w->st4), free(w->ex);
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
-    free(w->cand), free(w->iota), free(w->kpf), free(w->glist), free(w->plist);
+    free(w->cand), free(w->iota), free(w->kpf), free(w->glist), free(w->plist), free(w->wlist);
     free(w->kb), free(w->qa), free(w->amask);
     free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
     free(w->done), free(w->need);
@@ -206,9 +208,10 @@ static void fx_scores_bits(const fx_call *C, fx_work *w, const fx_query *Q, cons
     const sp_attn_head *h = C->h;
     const float *q0 = h->q + (size_t)w->b_i0 * (size_t)h->ldq;
     int ng = 0, np = 0;
-    for (int u = 0; u < nw; u++) {
+    const int nt = C->todo16(need, w->done, nw, w->wlist);
+    for (int t = 0; t < nt; t++) {
+        const int u = w->wlist[t];
         unsigned m = (unsigned)(need[u] & ~w->done[u]);
-        if (!m) continue;
         if (__builtin_popcount(m) >= FX_PANEL_MIN) {
             w->plist[np++] = u;
             w->done[u] = 0xFFFFu;
@@ -522,6 +525,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.max = sp_fk_max_for(lv);
     C.lookup4 = sp_fk_lookup4_for(lv);
     C.gather4 = sp_fk_gather4_for(lv);
+    C.todo16 = sp_fk_todo16_for(lv);
     C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
@@ -616,6 +620,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         sp_flash_pack_k(h->k, h->ldk, nk, d, w.kpf);
         w.glist = sp_xmalloc(NL + 2, sizeof(int32_t));
         w.plist = sp_xmalloc(NK / 16 + 1, sizeof(int32_t));
+        w.wlist = sp_xmalloc(NK / 16 + 34, sizeof(int32_t));
     }
     w.mem = sp_xmalloc(NL, sizeof(int32_t));
     w.kept = sp_xmalloc(NL, sizeof(int32_t));
