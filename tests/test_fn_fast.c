@@ -655,3 +655,52 @@ Test(fn_fast, edge_cases_same_as_reference) {
         head_free(&hd);
     }
 }
+
+/* K and V rows not on a 64-byte boundary (a base 16 bytes off, a stride of 68 floats) are
+ * copied to aligned rows before the kernels run (sprint_fast.c fx_aligned_rows): the same
+ * values, so the same kept lists, counters and output bits as the same head in aligned rows. */
+Test(fn_fast, misaligned_rows_same_bits_as_aligned) {
+    const char *const cases[][6] = {
+        {"policy.delta=3", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL},
+        {"policy.kind=layer", "policy.threshold=0.5", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL},
+        {"policy.delta=3", NULL},
+    };
+    for (int causal = 0; causal < 2; causal++)
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            const int nq = 90, nk = 300, d = 64, lm = 68;
+            head_data hd = make_head(nq, nk, d, causal, 0, causal, 4242 + causal);
+            float *ka = aligned_alloc(64, sizeof(float) * (size_t)nk * d), *va = aligned_alloc(64, sizeof(float) * (size_t)nk * d);
+            float *kmb = aligned_alloc(64, sizeof(float) * ((size_t)nk * lm + 64)),
+                  *vmb = aligned_alloc(64, sizeof(float) * ((size_t)nk * lm + 64));
+            float *km = kmb + 4, *vm = vmb + 4; /* 16 bytes past a 64-byte boundary, stride 272 bytes */
+            for (int j = 0; j < nk; j++)
+                for (int e = 0; e < d; e++) {
+                    ka[(size_t)j * d + e] = km[(size_t)j * lm + e] = hd.k[(size_t)j * d + e];
+                    va[(size_t)j * d + e] = vm[(size_t)j * lm + e] = hd.v[(size_t)j * d + e];
+                }
+            float *o1 = calloc((size_t)nq * d, sizeof(float)), *o2 = calloc((size_t)nq * d, sizeof(float));
+            sp_attn_op *f1 = make_op("fast", cases[c]), *f2 = make_op("fast", cases[c]);
+            rec_log *l1 = log_new(nq), *l2 = log_new(nq);
+            f1->observer = observer, f1->observer_user = l1;
+            f2->observer = observer, f2->observer_user = l2;
+            sp_error err = {0};
+            sp_attn_head h1 = as_head(&hd, o1), h2 = as_head(&hd, o2);
+            h1.k = ka, h1.v = va;
+            h2.k = km, h2.v = vm, h2.ldk = lm, h2.ldv = lm;
+            cr_assert_eq(f1->run(f1, &h1, &err), SP_OK, "%s", err.msg);
+            cr_assert_eq(f2->run(f2, &h2, &err), SP_OK, "%s", err.msg);
+            for (int i = 0; i < nq; i++) {
+                cr_assert(l1->n_mem[i] == l2->n_mem[i] && l1->n_kept[i] == l2->n_kept[i], "case %zu query %d counts", c, i);
+                cr_assert_eq(memcmp(l1->kept[i], l2->kept[i], sizeof(int32_t) * (size_t)l1->n_kept[i]), 0);
+            }
+            for (int f = 0; f < 12; f++)
+                cr_assert_eq(stat_field(&f1->stats[0], f), stat_field(&f2->stats[0], f), "case %zu stat %s", c,
+                             STAT_NAMES[f]);
+            cr_assert_eq(memcmp(o1, o2, sizeof(float) * (size_t)nq * d), 0, "case %zu causal %d: output bits differ", c,
+                         causal);
+            log_free(l1), log_free(l2);
+            sp_attn_op_free(f1), sp_attn_op_free(f2);
+            free(o1), free(o2), free(ka), free(va), free(kmb), free(vmb);
+            head_free(&hd);
+        }
+}
