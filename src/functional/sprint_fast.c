@@ -57,6 +57,7 @@
 #ifndef FX_LDA_PAD
 #define FX_LDA_PAD 16
 #endif
+_Static_assert(FX_SUB == 4, "the sub-block code (qn2, sp_fk_dots4, sp_fk_panel4) is written for 4 queries");
 _Static_assert(FX_LDA_PAD >= 0 && FX_LDA_PAD < 64, "FX_LDA_PAD must keep lda / 64");
 #define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
 /* A 16-key panel with at least this many keys to score in one call is scored whole from the
@@ -128,6 +129,7 @@ typedef struct fx_work {
     int32_t *plist;             /* (nk / 16 + 1) panels scored whole in one fx_scores_bits call */
     int32_t *wlist;             /* (nk / 16 + 34) panels with keys to score in one fx_scores_bits call */
     int blk, b_i0, b_nr;        /* sub-block stamp, first query, queries */
+    double qn2[FX_SUB];         /* |q|^2 of the sub-block's queries (double, in element order) */
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
     int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
@@ -319,9 +321,7 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             }
         }
     }
-    double qn = 0;
-    for (int c = 0; c < C->d; c++) qn += (double)Q->qrow[c] * Q->qrow[c];
-    qn = sqrt(qn);
+    const double qn = sqrt(w->qn2[Q->r]);
     Q->tol = C->gamma * qn * C->kmaxnorm * C->scale + 1e-300;
     fx_counts n = {0, 0, 0, 0, 0, 0};
     sp_fk_dense_out dn;
@@ -386,8 +386,12 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             n.n_mem = C->select(w->A + (size_t)Q->ra * C->lda, Q->end, ti, kv, w->mem, w->bits);
         /* reuse: survivors the previous query kept too (bit masks; words beyond the previous
          * query's end are still zero or hold its bits: ends never decrease within a call) */
-        for (int u = 0; u < (Q->end + 15) / 16; u++)
-            n.reuse += __builtin_popcount((unsigned)(w->bits[u] & w->pbits[u]));
+        for (int u = 0; u < (Q->end + 63) / 64; u++) { /* 64 keys at a time (nbits: whole 64-bit words) */
+            uint64_t a, b;
+            memcpy(&a, w->bits + 4 * (size_t)u, sizeof a);
+            memcpy(&b, w->pbits + 4 * (size_t)u, sizeof b);
+            n.reuse += __builtin_popcountll(a & b);
+        }
         /* exact pass of every visible pair (only with the dense scores) */
         /* statistics over every visible pair (dense scores): exact pass, false prunes/keeps;
          * mass and spread below from the same pass */
@@ -664,7 +668,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.msc = sp_xmalloc(NL, sizeof(float));
     w.ksc = sp_xmalloc(NL, sizeof(float));
     w.pbuf = sp_xmalloc(NL, sizeof(float));
-    w.nbits = NK / 16 + 2;
+    w.nbits = (NK / 64 + 2) * 4; /* whole 64-bit words for the reuse count */
     w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
     w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
     w.done = sp_xcalloc(w.nbits, sizeof *w.done);
@@ -712,6 +716,17 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                     sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
                 w.blk++, w.b_i0 = i, w.b_nr = nr;
                 memset(w.done, 0, w.nbits * sizeof *w.done); /* a new sub-block: nothing scored for it */
+                /* |q|^2 of its queries, 4 independent chains (each in element order, as one at a time) */
+                const float *qr[FX_SUB];
+                for (int t = 0; t < FX_SUB; t++) qr[t] = ha.q + (size_t)(i + (t < nr ? t : 0)) * (size_t)ha.ldq;
+                double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (int c = 0; c < d; c++) {
+                    a0 += (double)qr[0][c] * qr[0][c];
+                    a1 += (double)qr[1][c] * qr[1][c];
+                    a2 += (double)qr[2][c] * qr[2][c];
+                    a3 += (double)qr[3][c] * qr[3][c];
+                }
+                w.qn2[0] = a0, w.qn2[1] = a1, w.qn2[2] = a2, w.qn2[3] = a3;
                 if (C.amx_mask && w.kpf && kend > 0) fx_dense_panels(&C, &w, r % FX_AMX, nr, kend);
             }
             if (h->query_valid && !h->query_valid[i]) {
