@@ -518,6 +518,19 @@ Test(fn_fast, blocked_kernels_match_portable) {
                     if (stampv[keys[t]] == 9)
                         cr_assert(a1[t] == c4[4 * keys[t] + r] && a2[t] == a1[t], "lookup4 value t=%d", t);
             }
+        /* slots r and r + 1 at once (a query's survivors and the next query's sources) */
+        for (int r = 0; r < 3; r++)
+            for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {
+                int32_t keys[N];
+                float a1[N + 16], b1[N + 16], a2[N + 16], b2[N + 16];
+                for (int t = 0; t < n; t++) keys[t] = (int32_t)((t * 13 + 5 * r) % N);
+                sp_fk_gather4x2_portable(c4, r, keys, n, a1, b1);
+                sp_fk_gather4x2_for(lv)(c4, r, keys, n, a2, b2);
+                for (int t = 0; t < n; t++)
+                    cr_assert(a1[t] == c4[4 * keys[t] + r] && b1[t] == c4[4 * keys[t] + r + 1] && a2[t] == a1[t] &&
+                                  b2[t] == b1[t],
+                              "gather4x2 r=%d n=%d t=%d", r, n, t);
+            }
         /* the words with bits still to score (need & ~done), every length around the 32-word step */
         for (int nw = 0; nw <= 100; nw++) {
             uint16_t nd[100], dn[100];

@@ -217,3 +217,13 @@ int sp_fk_todo16_portable(const uint16_t *need, const uint16_t *done, int nw, in
 sp_fk_todo16_fn sp_fk_todo16_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_todo16_avx512 : sp_fk_todo16_portable;
 }
+
+void sp_fk_gather4x2_portable(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1) {
+    for (int t = 0; t < n; t++) {
+        out[t] = sc4[4 * (size_t)idx[t] + (size_t)r];
+        out1[t] = sc4[4 * (size_t)idx[t] + (size_t)r + 1];
+    }
+}
+sp_fk_gather4x2_fn sp_fk_gather4x2_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_gather4x2_avx512 : sp_fk_gather4x2_portable;
+}

@@ -142,8 +142,15 @@ int sp_fk_todo16_portable(const uint16_t *need, const uint16_t *done, int nw, in
 int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words);
 sp_fk_todo16_fn sp_fk_todo16_for(sp_cpu_level level);
 
+/* Slots r and r + 1 (r <= 2) of the cache at once: out[t] = sc4[4 idx[t] + r], out1[t] =
+ * sc4[4 idx[t] + r + 1], t < n (a query's survivors' scores and the next query's sources'). */
+typedef void (*sp_fk_gather4x2_fn)(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1);
+void sp_fk_gather4x2_portable(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1);
+void sp_fk_gather4x2_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1);
+
 sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level);
 sp_fk_gather4_fn sp_fk_gather4_for(sp_cpu_level level);
+sp_fk_gather4x2_fn sp_fk_gather4x2_for(sp_cpu_level level);
 sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);
 /* sp_fk_panel4 for the panels plist[0..np) of K packed whole (kpf, sp_flash_pack_k: panel p at
  * kpf + 16 d p), panel p's scores to sc4 + 64 p (the 4-slot cache's layout, sc4[4 j + r]). */

@@ -381,6 +381,25 @@ T512 void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int 
     }
 }
 
+/* 16 keys per step: two 8-element gathers of the (slot r, slot r + 1) pairs as 64-bit elements
+ * (16 bytes apart: index 2 idx, scale 8), split into the two slots by two permutes. */
+T512 void sp_fk_gather4x2_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1) {
+    const float *base = sc4 + r;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+                  od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int t = 0; t < n; t += 16) {
+        const int m = n - t < 16 ? n - t : 16;
+        const __mmask16 lm = (__mmask16)((1u << m) - 1u);
+        const __m512i j = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(lm, idx + t), 1);
+        const __mmask8 l0 = (__mmask8)(lm & 0xFFu), l1 = (__mmask8)(lm >> 8);
+        const __m512d x = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), l0, _mm512_castsi512_si256(j), base, 8);
+        const __m512d y = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), l1, _mm512_extracti64x4_epi64(j, 1), base, 8);
+        const __m512 xs = _mm512_castpd_ps(x), ys = _mm512_castpd_ps(y);
+        _mm512_mask_storeu_ps(out + t, lm, _mm512_permutex2var_ps(xs, ev, ys));
+        _mm512_mask_storeu_ps(out1 + t, lm, _mm512_permutex2var_ps(xs, od, ys));
+    }
+}
+
 /* 32 words per step: the nonzero words of need & ~done as a mask, their indices compacted 16 at
  * a time (words has 32 entries of slack). */
 T512 int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words) {
@@ -449,6 +468,9 @@ void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, fl
 }
 int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words) {
     return sp_fk_todo16_portable(need, done, nw, words);
+}
+void sp_fk_gather4x2_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1) {
+    sp_fk_gather4x2_portable(sc4, r, idx, n, out, out1);
 }
 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
     sp_fk_dense_portable(in, amb, out);

@@ -103,6 +103,7 @@ typedef struct fx_call {
     sp_fk_max_fn max;
     sp_fk_lookup4_fn lookup4;
     sp_fk_gather4_fn gather4;
+    sp_fk_gather4x2_fn gather4x2;
     sp_fk_todo16_fn todo16;
     sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
@@ -136,6 +137,8 @@ typedef struct fx_work {
     int32_t *iota;              /* (nk) 0, 1, ..., nk - 1 */
     float *tmp, *pbuf;          /* (nk + 16) */
     float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
+    float *nsc;                 /* (nk + 18) onchip: slot nsc_slot's scores of mem, for the next query */
+    int nsc_blk, nsc_slot;      /*   valid in sub-block nsc_blk (-1: none) */
     uint16_t *bits, *pbits;     /* (nbits) survivor masks of this and the previous valid query */
     uint16_t *done;             /* (nbits) onchip: keys scored for every query of the sub-block (sc4 valid) */
     uint16_t *need;             /* (nbits) onchip: scratch mask of the sources' keys */
@@ -149,7 +152,7 @@ static void fx_free(fx_work *w) {
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
     free(w->cand), free(w->iota), free(w->kpf), free(w->glist), free(w->plist), free(w->wlist);
     free(w->kb), free(w->qa), free(w->amask);
-    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
+    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->nsc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
     free(w->done), free(w->need);
 }
 
@@ -205,9 +208,10 @@ static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int
  * once: a 16-key panel with FX_PANEL_MIN or more of them whole from the packed K (sp_fk_panel4),
  * the others row by row (sp_fk_dots4); then every list key's score is read from the cache
  * (sp_fk_gather4). The masks replace fx_scores' per-key stamp lookups and miss lists (the
- * survivors come as a mask from the comparator, the sources are the previous query's mask). */
+ * survivors come as a mask from the comparator, the sources are the previous query's mask).
+ * out_next (NULL: not wanted) gets slot r + 1's scores of the same keys. */
 static void fx_scores_bits(const fx_call *C, fx_work *w, const fx_query *Q, const uint16_t *need, int nw,
-                           const int32_t *list, int n, float *out) {
+                           const int32_t *list, int n, float *out, float *out_next) {
     const sp_attn_head *h = C->h;
     const float *q0 = h->q + (size_t)w->b_i0 * (size_t)h->ldq;
     int ng = 0, np = 0;
@@ -225,7 +229,10 @@ static void fx_scores_bits(const fx_call *C, fx_work *w, const fx_query *Q, cons
     }
     C->panels4(q0, h->ldq, w->b_nr, w->kpf, C->d, w->plist, np, w->sc4);
     C->dots4(q0, h->ldq, w->b_nr, h->k, h->ldk, C->d, w->glist, ng, w->sc4);
-    C->gather4(w->sc4, Q->r, list, n, out);
+    if (out_next) /* and slot r + 1's: the next query's sources (fx_query_run) */
+        C->gather4x2(w->sc4, Q->r, list, n, out, out_next);
+    else
+        C->gather4(w->sc4, Q->r, list, n, out);
 }
 
 /* Exact max of the logits of keys list[0..n) with fp32 scores sc (-inf if empty): the fp32 max,
@@ -362,8 +369,23 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
                 ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
                                           w->src);
             }
+            float *ssc = w->ssc;
             if (Q->Srow) {
-                fx_scores(C, w, Q, w->src, ns, w->ssc);
+                fx_scores(C, w, Q, w->src, ns, ssc);
+            } else if (fast_src && w->nsc_blk == w->blk && w->nsc_slot == Q->r) {
+                /* the previous query ran in this sub-block: its survivors (these sources) were all
+                 * scored for this query too, and their scores kept as a compact list (nsc); only
+                 * the anchors may still need scoring */
+                ssc = w->nsc;
+                const float *q0 = C->h->q + (size_t)w->b_i0 * (size_t)C->h->ldq;
+                for (int t = w->n_prev; t < ns; t++) {
+                    const int32_t j = w->src[t];
+                    if (!((w->done[j >> 4] >> (j & 15)) & 1u)) {
+                        C->dots4(q0, C->h->ldq, w->b_nr, C->h->k, C->h->ldk, C->d, &j, 1, w->sc4);
+                        w->done[j >> 4] |= (uint16_t)(1u << (j & 15));
+                    }
+                    ssc[t] = w->sc4[4 * (size_t)j + (size_t)Q->r];
+                }
             } else { /* the sources' mask */
                 const int nw = (Q->end + 15) / 16;
                 if (fast_src) {
@@ -374,9 +396,9 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
                 }
                 for (int t = ns - (fast_src == 1 ? 2 : 0); t < ns; t++) /* the anchors */
                     w->need[w->src[t] >> 4] |= (uint16_t)(1u << (w->src[t] & 15));
-                fx_scores_bits(C, w, Q, w->need, nw, w->src, ns, w->ssc);
+                fx_scores_bits(C, w, Q, w->need, nw, w->src, ns, ssc, NULL);
             }
-            thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
+            thr_mem = fx_screened_max(C, w, Q, w->src, ssc, ns) - P->delta;
         }
         /* the comparator: survivors, ascending (from the AMX screen's bits for a fixed policy) */
         const int32_t ti = fx_comparator_ti(C, w, Q->i, Q->first_vis, thr_mem);
@@ -399,9 +421,11 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         /* digital stage: recompute the survivors, exact threshold again. Scores clearly above
          * or below the threshold's band (in score units, loosened by 1e-6 relative) are decided
          * in fp32; the rest by the reference's rule (fx_passes). */
-        if (kind == SP_POLICY_ONCHIP && !Q->Srow)
-            fx_scores_bits(C, w, Q, w->bits, (Q->end + 15) / 16, w->mem, n.n_mem, w->msc);
-        else
+        if (kind == SP_POLICY_ONCHIP && !Q->Srow) {
+            const int next = Q->r + 1 < w->b_nr; /* the sub-block's next query takes these as its sources */
+            fx_scores_bits(C, w, Q, w->bits, (Q->end + 15) / 16, w->mem, n.n_mem, w->msc, next ? w->nsc : NULL);
+            w->nsc_blk = next ? w->blk : -1, w->nsc_slot = Q->r + 1;
+        } else
             fx_scores(C, w, Q, w->mem, n.n_mem, w->msc);
         double thr_x = kind == SP_POLICY_ONCHIP ? fx_screened_max(C, w, Q, w->mem, w->msc, n.n_mem) - P->delta
                                                 : thr_ref;
@@ -557,6 +581,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.max = sp_fk_max_for(lv);
     C.lookup4 = sp_fk_lookup4_for(lv);
     C.gather4 = sp_fk_gather4_for(lv);
+    C.gather4x2 = sp_fk_gather4x2_for(lv);
     C.todo16 = sp_fk_todo16_for(lv);
     C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
@@ -665,6 +690,8 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     for (int j = 0; j < nk; j++) w.iota[j] = j;
     w.tmp = sp_xmalloc(NL + 2, sizeof(float));
     w.ssc = sp_xmalloc(NL + 2, sizeof(float));
+    w.nsc = sp_xmalloc(NL + 2, sizeof(float));
+    w.nsc_blk = -1;
     w.msc = sp_xmalloc(NL, sizeof(float));
     w.ksc = sp_xmalloc(NL, sizeof(float));
     w.pbuf = sp_xmalloc(NL, sizeof(float));
