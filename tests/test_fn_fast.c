@@ -475,6 +475,30 @@ Test(fn_fast, blocked_kernels_match_portable) {
                                   o2[4 * u + r], ex);
                     }
             }
+        /* a list of panels (not adjacent, not ascending, the last one included) into the cache */
+        for (int nr = 1; nr <= 4; nr++) {
+            const int np = (N + 15) / 16;
+            int32_t pl[(N + 15) / 16];
+            int cnt = 0;
+            for (int p = np - 1; p >= 0; p -= 2) pl[cnt++] = p;
+            float *c1 = malloc(sizeof(float) * 64 * (size_t)np), *c2 = malloc(sizeof(float) * 64 * (size_t)np);
+            for (int t = 0; t < 64 * np; t++) c1[t] = c2[t] = -7.0f;
+            sp_fk_panels4_portable(q, d, nr, kp, d, pl, cnt, c1);
+            sp_fk_panels4_for(lv)(q, d, nr, kp, d, pl, cnt, c2);
+            for (int p = 0; p < np; p++)
+                for (int u = 0; u < 16 && 16 * p + u < N; u++)
+                    for (int r = 0; r < nr; r++) {
+                        const int j = 16 * p + u, listed = (np - 1 - p) % 2 == 0;
+                        double ex, b = dot_bound(q + (size_t)r * d, k + (size_t)j * d, d, &ex);
+                        float a1 = c1[4 * j + r], a2 = c2[4 * j + r];
+                        if (!listed)
+                            cr_assert(a1 == -7.0f && a2 == -7.0f, "panels4 wrote panel %d, not listed", p);
+                        else
+                            cr_assert(fabs(a1 - ex) <= b && fabs(a2 - ex) <= b,
+                                      "panels4 d=%d nr=%d key %d r=%d: %g %g vs %g", d, nr, j, r, a1, a2, ex);
+                    }
+            free(c1), free(c2);
+        }
         /* the 4-slot cache lookup */
         int stampv[N];
         float *c4 = malloc(sizeof(float) * 4 * N);
@@ -493,6 +517,45 @@ Test(fn_fast, blocked_kernels_match_portable) {
                 for (int t = 0; t < n; t++)
                     if (stampv[keys[t]] == 9)
                         cr_assert(a1[t] == c4[4 * keys[t] + r] && a2[t] == a1[t], "lookup4 value t=%d", t);
+            }
+        /* slots r and r + 1 at once (a query's survivors and the next query's sources) */
+        for (int r = 0; r < 3; r++)
+            for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {
+                int32_t keys[N];
+                float a1[N + 16], b1[N + 16], a2[N + 16], b2[N + 16];
+                for (int t = 0; t < n; t++) keys[t] = (int32_t)((t * 13 + 5 * r) % N);
+                sp_fk_gather4x2_portable(c4, r, keys, n, a1, b1);
+                sp_fk_gather4x2_for(lv)(c4, r, keys, n, a2, b2);
+                for (int t = 0; t < n; t++)
+                    cr_assert(a1[t] == c4[4 * keys[t] + r] && b1[t] == c4[4 * keys[t] + r + 1] && a2[t] == a1[t] &&
+                                  b2[t] == b1[t],
+                              "gather4x2 r=%d n=%d t=%d", r, n, t);
+            }
+        /* the words with bits still to score (need & ~done), every length around the 32-word step */
+        for (int nw = 0; nw <= 100; nw++) {
+            uint16_t nd[100], dn[100];
+            int32_t w1[100 + 32], w2[100 + 32];
+            for (int u = 0; u < nw; u++) {
+                nd[u] = urand() < 0.3 ? 0 : (uint16_t)(urand() * 65536);
+                dn[u] = urand() < 0.5 ? nd[u] : (uint16_t)(urand() * 65536);
+            }
+            int c1 = sp_fk_todo16_portable(nd, dn, nw, w1), c2 = sp_fk_todo16_for(lv)(nd, dn, nw, w2);
+            int cx = 0;
+            for (int u = 0; u < nw; u++) cx += (nd[u] & ~dn[u]) != 0;
+            cr_assert(c1 == cx && c2 == cx, "todo16 nw=%d: %d %d vs %d", nw, c1, c2, cx);
+            cr_assert_eq(memcmp(w1, w2, sizeof(int32_t) * (size_t)cx), 0, "todo16 nw=%d words differ", nw);
+            for (int t = 0; t < cx; t++) cr_assert(nd[w1[t]] & ~dn[w1[t]], "todo16 word %d", w1[t]);
+        }
+        /* slot r of the 4-slot cache for a key list (the onchip scores from the sub-block's masks) */
+        for (int r = 0; r < 4; r++)
+            for (int n = 0; n <= N; n += n < 40 ? 1 : 97) {
+                int32_t keys[N];
+                float a1[N + 16], a2[N + 16];
+                for (int t = 0; t < n; t++) keys[t] = (int32_t)((t * 11 + r) % N);
+                sp_fk_gather4_portable(c4, r, keys, n, a1);
+                sp_fk_gather4_for(lv)(c4, r, keys, n, a2);
+                for (int t = 0; t < n; t++)
+                    cr_assert(a1[t] == c4[4 * keys[t] + r] && a2[t] == a1[t], "gather4 r=%d n=%d t=%d", r, n, t);
             }
         free(c4), free(s1), free(s2), free(kp), free(k), free(q);
     }
@@ -604,4 +667,53 @@ Test(fn_fast, edge_cases_same_as_reference) {
         compare(&hd, s_fixed, 0, "causal, keys 0-19 padded");
         head_free(&hd);
     }
+}
+
+/* K and V rows not on a 64-byte boundary (a base 16 bytes off, a stride of 68 floats) are
+ * copied to aligned rows before the kernels run (sprint_fast.c fx_aligned_rows): the same
+ * values, so the same kept lists, counters and output bits as the same head in aligned rows. */
+Test(fn_fast, misaligned_rows_same_bits_as_aligned) {
+    const char *const cases[][6] = {
+        {"policy.delta=3", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL},
+        {"policy.kind=layer", "policy.threshold=0.5", "sprint.exact_stats=0", "sprint.mass_lost=0", NULL},
+        {"policy.delta=3", NULL},
+    };
+    for (int causal = 0; causal < 2; causal++)
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+            const int nq = 90, nk = 300, d = 64, lm = 68;
+            head_data hd = make_head(nq, nk, d, causal, 0, causal, 4242 + causal);
+            float *ka = aligned_alloc(64, sizeof(float) * (size_t)nk * d), *va = aligned_alloc(64, sizeof(float) * (size_t)nk * d);
+            float *kmb = aligned_alloc(64, sizeof(float) * ((size_t)nk * lm + 64)),
+                  *vmb = aligned_alloc(64, sizeof(float) * ((size_t)nk * lm + 64));
+            float *km = kmb + 4, *vm = vmb + 4; /* 16 bytes past a 64-byte boundary, stride 272 bytes */
+            for (int j = 0; j < nk; j++)
+                for (int e = 0; e < d; e++) {
+                    ka[(size_t)j * d + e] = km[(size_t)j * lm + e] = hd.k[(size_t)j * d + e];
+                    va[(size_t)j * d + e] = vm[(size_t)j * lm + e] = hd.v[(size_t)j * d + e];
+                }
+            float *o1 = calloc((size_t)nq * d, sizeof(float)), *o2 = calloc((size_t)nq * d, sizeof(float));
+            sp_attn_op *f1 = make_op("fast", cases[c]), *f2 = make_op("fast", cases[c]);
+            rec_log *l1 = log_new(nq), *l2 = log_new(nq);
+            f1->observer = observer, f1->observer_user = l1;
+            f2->observer = observer, f2->observer_user = l2;
+            sp_error err = {0};
+            sp_attn_head h1 = as_head(&hd, o1), h2 = as_head(&hd, o2);
+            h1.k = ka, h1.v = va;
+            h2.k = km, h2.v = vm, h2.ldk = lm, h2.ldv = lm;
+            cr_assert_eq(f1->run(f1, &h1, &err), SP_OK, "%s", err.msg);
+            cr_assert_eq(f2->run(f2, &h2, &err), SP_OK, "%s", err.msg);
+            for (int i = 0; i < nq; i++) {
+                cr_assert(l1->n_mem[i] == l2->n_mem[i] && l1->n_kept[i] == l2->n_kept[i], "case %zu query %d counts", c, i);
+                cr_assert_eq(memcmp(l1->kept[i], l2->kept[i], sizeof(int32_t) * (size_t)l1->n_kept[i]), 0);
+            }
+            for (int f = 0; f < 12; f++)
+                cr_assert_eq(stat_field(&f1->stats[0], f), stat_field(&f2->stats[0], f), "case %zu stat %s", c,
+                             STAT_NAMES[f]);
+            cr_assert_eq(memcmp(o1, o2, sizeof(float) * (size_t)nq * d), 0, "case %zu causal %d: output bits differ", c,
+                         causal);
+            log_free(l1), log_free(l2);
+            sp_attn_op_free(f1), sp_attn_op_free(f2);
+            free(o1), free(o2), free(ka), free(va), free(kmb), free(vmb);
+            head_free(&hd);
+        }
 }

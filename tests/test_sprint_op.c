@@ -2,6 +2,7 @@
  * paper's dataflow says, reproduce dense attention when nothing is pruned, respect padding
  * masks, stay deterministic across threads, and reject bad inputs? */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -594,6 +595,48 @@ Test(sprint_op, margin_covers_truncation_dac_and_quantisation_errors) {
 }
 
 /* ---- bad inputs: clear errors ----------------------------------------------------------- */
+/* A NaN or infinity anywhere in a row of d = 20 (the check's 8-lane blocks and its tail) is
+ * found and named by row; the largest key norm is found in any row; the largest finite values
+ * and subnormals are not refused as such. */
+Test(sprint_op, head_checks_see_every_row_and_lane) {
+    enum { N = 7, D = 20 }; /* 7 rows: a block of 4 and a tail of 3 */
+    float q[N * D], k[N * D], v[N * D], o[N * D];
+    for (int t = 0; t < N * D; t++) q[t] = 0.1f * (float)(t % 7), k[t] = 0.2f * (float)(t % 5), v[t] = 1;
+    sp_config cfg;
+    cfg_with(&cfg, "policy.delta=1", NULL);
+    sp_attn_op *op = make("sprint", &cfg);
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    sp_error err = {0};
+    for (int c = 0; c < D; c++)
+        for (int b = 0; b < 3; b++) {
+            float *arr[3] = {q, k, v};
+            const char *name[3] = {"Q row 2", "K row 2", "V row 2"};
+            for (int a = 0; a < 3; a++) {
+                float keep = arr[a][2 * D + c];
+                arr[a][2 * D + c] = bad[b];
+                sp_attn_head h = head(N, N, D, q, k, v, o, 0);
+                cr_assert_eq(op->run(op, &h, &err), SP_ERR_DATA, "%s element %d value %g", name[a], c, (double)bad[b]);
+                cr_assert(strstr(err.msg, "NaN or infinite") && strstr(err.msg, name[a]), "%s", err.msg);
+                arr[a][2 * D + c] = keep;
+            }
+        }
+    /* the largest key norm (rows in blocks of 4 and a tail): one large key row in any position
+     * makes |q| |k| exceed the fp32 screening's range, which is refused */
+    for (int r = 0; r < N; r++) {
+        float qb[N * D], kb[N * D];
+        for (int t = 0; t < N * D; t++) qb[t] = 3e19f, kb[t] = 1;
+        for (int c = 0; c < D; c++) kb[r * D + c] = 3e19f;
+        sp_attn_head hb = head(N, N, D, qb, kb, v, o, 0);
+        cr_assert_eq(op->run(op, &hb, &err), SP_ERR_DATA, "large key row %d not seen", r);
+        cr_assert(strstr(err.msg, "fp32"), "%s", err.msg);
+    }
+    /* finite extremes: not reported as non-finite (V is not screened, so no fp32-range error) */
+    for (int c = 0; c < D; c++) v[D + c] = c % 2 ? FLT_MAX : -FLT_TRUE_MIN;
+    sp_attn_head h = head(N, N, D, q, k, v, o, 0);
+    cr_assert_eq(op->run(op, &h, &err), SP_OK, "%s", err.msg);
+    sp_attn_op_free(op);
+}
+
 Test(sprint_op, bad_inputs_are_clear_errors) {
     float q[4] = {1, 2, 3, NAN}, k[4] = {1, 2, 3, 4}, v[4] = {1, 1, 1, 1}, o[4];
     sp_config cfg;

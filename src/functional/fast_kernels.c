@@ -165,6 +165,14 @@ void sp_fk_panel4_portable(const float *q, int ldq, int nr, const float *kpan, i
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_panel4_avx512 : sp_fk_panel4_portable;
 }
+void sp_fk_panels4_portable(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                            float *sc4) {
+    for (int t = 0; t < np; t++)
+        sp_fk_panel4_portable(q, ldq, nr, kpf + (size_t)plist[t] * 16 * (size_t)d, d, sc4 + 64 * (size_t)plist[t]);
+}
+sp_fk_panels4_fn sp_fk_panels4_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_panels4_avx512 : sp_fk_panels4_portable;
+}
 
 int sp_fk_select_mask_portable(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
     int cnt = 0;
@@ -189,4 +197,33 @@ void sp_fk_gather_portable(const float *S, const int32_t *idx, int n, float *out
 }
 sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_gather_avx512 : sp_fk_gather_portable;
+}
+
+void sp_fk_gather4_portable(const float *sc4, int r, const int32_t *idx, int n, float *out) {
+    for (int t = 0; t < n; t++) out[t] = sc4[4 * (size_t)idx[t] + (size_t)r];
+}
+sp_fk_gather4_fn sp_fk_gather4_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_gather4_avx512 : sp_fk_gather4_portable;
+}
+
+int sp_fk_todo16_portable(const uint16_t *need, const uint16_t *done, int nw, int32_t *words) {
+    int cnt = 0;
+    for (int u = 0; u < nw; u++) {
+        words[cnt] = u;
+        cnt += (need[u] & ~done[u]) != 0;
+    }
+    return cnt;
+}
+sp_fk_todo16_fn sp_fk_todo16_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_todo16_avx512 : sp_fk_todo16_portable;
+}
+
+void sp_fk_gather4x2_portable(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1) {
+    for (int t = 0; t < n; t++) {
+        out[t] = sc4[4 * (size_t)idx[t] + (size_t)r];
+        out1[t] = sc4[4 * (size_t)idx[t] + (size_t)r + 1];
+    }
+}
+sp_fk_gather4x2_fn sp_fk_gather4x2_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_gather4x2_avx512 : sp_fk_gather4x2_portable;
 }

@@ -129,9 +129,39 @@ typedef void (*sp_fk_gather_fn)(const float *S, const int32_t *idx, int n, float
 void sp_fk_gather_portable(const float *S, const int32_t *idx, int n, float *out);
 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out);
 
+/* out[t] = sc4[4 idx[t] + r], t < n: slot r of a 4-query score cache for a key list (the onchip
+ * sub-block's scores once every key of the list is scored, sprint_fast.c fx_scores_bits). */
+typedef void (*sp_fk_gather4_fn)(const float *sc4, int r, const int32_t *idx, int n, float *out);
+void sp_fk_gather4_portable(const float *sc4, int r, const int32_t *idx, int n, float *out);
+void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out);
+
+/* The words u < nw with need[u] & ~done[u] != 0, ascending, into words (capacity nw + 32);
+ * returns their count (the onchip sub-block's panels with keys still to score). */
+typedef int (*sp_fk_todo16_fn)(const uint16_t *need, const uint16_t *done, int nw, int32_t *words);
+int sp_fk_todo16_portable(const uint16_t *need, const uint16_t *done, int nw, int32_t *words);
+int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words);
+sp_fk_todo16_fn sp_fk_todo16_for(sp_cpu_level level);
+
+/* Slots r and r + 1 (r <= 2) of the cache at once: out[t] = sc4[4 idx[t] + r], out1[t] =
+ * sc4[4 idx[t] + r + 1], t < n (a query's survivors' scores and the next query's sources'). */
+typedef void (*sp_fk_gather4x2_fn)(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1);
+void sp_fk_gather4x2_portable(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1);
+void sp_fk_gather4x2_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1);
+
 sp_fk_gather_fn sp_fk_gather_for(sp_cpu_level level);
+sp_fk_gather4_fn sp_fk_gather4_for(sp_cpu_level level);
+sp_fk_gather4x2_fn sp_fk_gather4x2_for(sp_cpu_level level);
 sp_fk_select_mask_fn sp_fk_select_mask_for(sp_cpu_level level);
+/* sp_fk_panel4 for the panels plist[0..np) of K packed whole (kpf, sp_flash_pack_k: panel p at
+ * kpf + 16 d p), panel p's scores to sc4 + 64 p (the 4-slot cache's layout, sc4[4 j + r]). */
+typedef void (*sp_fk_panels4_fn)(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist,
+                                 int np, float *sc4);
+void sp_fk_panels4_portable(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                            float *sc4);
+void sp_fk_panels4_avx512(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                          float *sc4);
 sp_fk_panel4_fn sp_fk_panel4_for(sp_cpu_level level);
+sp_fk_panels4_fn sp_fk_panels4_for(sp_cpu_level level);
 sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level);
 sp_fk_lookup4_fn sp_fk_lookup4_for(sp_cpu_level level);
 

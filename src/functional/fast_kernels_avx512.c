@@ -288,15 +288,15 @@ T512 void sp_fk_dots4_avx512(const float *q, int ldq, int nr, const float *k, in
 #endif
 /* 16 keys in the lanes, one accumulator per query (two chains each), the 4 x 16 result
  * transposed to key-major order by unpacks and shuffles within 128-bit blocks. */
-T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
-    const float *q0 = q, *q1 = q + (size_t)(nr > 1) * (size_t)ldq, *q2 = q + (size_t)(nr > 2 ? 2 : 0) * (size_t)ldq,
-                *q3 = q + (size_t)(nr > 3 ? 3 : 0) * (size_t)ldq;
+/* One panel: kpan scored for the rows q0..q3, the panel at pf prefetched meanwhile. */
+T512 static inline void fk_panel4(const float *q0, const float *q1, const float *q2, const float *q3,
+                                  const float *kpan, const float *pf, int d, float *out) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
     int c = 0;
     for (; c + 2 <= d; c += 2) {
         const __m512 k0 = _mm512_loadu_ps(kpan + (size_t)c * 16), k1 = _mm512_loadu_ps(kpan + (size_t)c * 16 + 16);
-        _mm_prefetch((const char *)(kpan + (size_t)d * 16 + (size_t)c * 16), PN_HINT);
-        _mm_prefetch((const char *)(kpan + (size_t)d * 16 + (size_t)c * 16 + 16), PN_HINT);
+        _mm_prefetch((const char *)(pf + (size_t)c * 16), PN_HINT);
+        _mm_prefetch((const char *)(pf + (size_t)c * 16 + 16), PN_HINT);
         a0 = _mm512_fmadd_ps(_mm512_set1_ps(q0[c]), k0, a0);
         a1 = _mm512_fmadd_ps(_mm512_set1_ps(q1[c]), k0, a1);
         a2 = _mm512_fmadd_ps(_mm512_set1_ps(q2[c]), k0, a2);
@@ -331,6 +331,24 @@ T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan
     _mm512_storeu_ps(out + 32, _mm512_shuffle_f32x4(v01b, v23b, 0x44)); /* keys 8..11 */
     _mm512_storeu_ps(out + 48, _mm512_shuffle_f32x4(v01b, v23b, 0xEE)); /* keys 12..15 */
 }
+/* the next panel in memory prefetched (the panels fx_dense_panels scores are often adjacent) */
+T512 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
+    const float *q0 = q, *q1 = q + (size_t)(nr > 1) * (size_t)ldq, *q2 = q + (size_t)(nr > 2 ? 2 : 0) * (size_t)ldq,
+                *q3 = q + (size_t)(nr > 3 ? 3 : 0) * (size_t)ldq;
+    fk_panel4(q0, q1, q2, q3, kpan, kpan + (size_t)d * 16, d, out);
+}
+/* the next panel of the list prefetched (a panel is one 4 KB page, which the hardware streamer
+ * does not cross, and the list's panels need not be adjacent) */
+T512 void sp_fk_panels4_avx512(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                               float *sc4) {
+    const float *q0 = q, *q1 = q + (size_t)(nr > 1) * (size_t)ldq, *q2 = q + (size_t)(nr > 2 ? 2 : 0) * (size_t)ldq,
+                *q3 = q + (size_t)(nr > 3 ? 3 : 0) * (size_t)ldq;
+    const size_t ps = (size_t)d * 16;
+    for (int t = 0; t < np; t++) {
+        const size_t p = (size_t)plist[t], pn = t + 1 < np ? (size_t)plist[t + 1] : p + 1;
+        fk_panel4(q0, q1, q2, q3, kpf + p * ps, kpf + pn * ps, d, sc4 + 64 * p);
+    }
+}
 
 /* 16 keys per step: their 16 bits of the mask word, and-ed with the padding mask, compacted. */
 T512 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out,
@@ -352,6 +370,54 @@ T512 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *
         const __m512i j = _mm512_maskz_loadu_epi32(lm, idx + t);
         _mm512_mask_storeu_ps(out + t, lm, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, j, S, 4));
     }
+}
+
+T512 void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out) {
+    const float *base = sc4 + r;
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        const __m512i j = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(lm, idx + t), 2);
+        _mm512_mask_storeu_ps(out + t, lm, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), lm, j, base, 4));
+    }
+}
+
+/* 16 keys per step: two 8-element gathers of the (slot r, slot r + 1) pairs as 64-bit elements
+ * (16 bytes apart: index 2 idx, scale 8), split into the two slots by two permutes. */
+T512 void sp_fk_gather4x2_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1) {
+    const float *base = sc4 + r;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30),
+                  od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int t = 0; t < n; t += 16) {
+        const int m = n - t < 16 ? n - t : 16;
+        const __mmask16 lm = (__mmask16)((1u << m) - 1u);
+        const __m512i j = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(lm, idx + t), 1);
+        const __mmask8 l0 = (__mmask8)(lm & 0xFFu), l1 = (__mmask8)(lm >> 8);
+        const __m512d x = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), l0, _mm512_castsi512_si256(j), base, 8);
+        const __m512d y = _mm512_mask_i32gather_pd(_mm512_setzero_pd(), l1, _mm512_extracti64x4_epi64(j, 1), base, 8);
+        const __m512 xs = _mm512_castpd_ps(x), ys = _mm512_castpd_ps(y);
+        _mm512_mask_storeu_ps(out + t, lm, _mm512_permutex2var_ps(xs, ev, ys));
+        _mm512_mask_storeu_ps(out1 + t, lm, _mm512_permutex2var_ps(xs, od, ys));
+    }
+}
+
+/* 32 words per step: the nonzero words of need & ~done as a mask, their indices compacted 16 at
+ * a time (words has 32 entries of slack). */
+T512 int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words) {
+    const __m512i step = _mm512_set1_epi32(32);
+    __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(16));
+    int cnt = 0;
+    for (int u = 0; u < nw; u += 32, lo = _mm512_add_epi32(lo, step), hi = _mm512_add_epi32(hi, step)) {
+        const __mmask32 lm = nw - u >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (nw - u)) - 1u);
+        const __m512i a = _mm512_maskz_loadu_epi16(lm, need + u), b = _mm512_maskz_loadu_epi16(lm, done + u);
+        const __mmask32 m = _mm512_test_epi16_mask(_mm512_andnot_si512(b, a), _mm512_andnot_si512(b, a));
+        if (!m) continue;
+        _mm512_storeu_si512((void *)(words + cnt), _mm512_maskz_compress_epi32((__mmask16)m, lo));
+        cnt += __builtin_popcount((unsigned)(m & 0xFFFFu));
+        _mm512_storeu_si512((void *)(words + cnt), _mm512_maskz_compress_epi32((__mmask16)(m >> 16), hi));
+        cnt += __builtin_popcount((unsigned)(m >> 16));
+    }
+    return cnt;
 }
 
 /* 16 keys per step: gathered stamps and the slot's scores (at 4 j + r), the misses compacted in
@@ -389,10 +455,23 @@ int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, 
 void sp_fk_panel4_avx512(const float *q, int ldq, int nr, const float *kpan, int d, float *out) {
     sp_fk_panel4_portable(q, ldq, nr, kpan, d, out);
 }
+void sp_fk_panels4_avx512(const float *q, int ldq, int nr, const float *kpf, int d, const int32_t *plist, int np,
+                          float *sc4) {
+    sp_fk_panels4_portable(q, ldq, nr, kpf, d, plist, np, sc4);
+}
 int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *kvalid, int32_t *out, uint16_t *bits) {
     return sp_fk_select_mask_portable(mask, n, kvalid, out, bits);
 }
 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out) { sp_fk_gather_portable(S, idx, n, out); }
+void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out) {
+    sp_fk_gather4_portable(sc4, r, idx, n, out);
+}
+int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw, int32_t *words) {
+    return sp_fk_todo16_portable(need, done, nw, words);
+}
+void sp_fk_gather4x2_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out, float *out1) {
+    sp_fk_gather4x2_portable(sc4, r, idx, n, out, out1);
+}
 void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out *out) {
     sp_fk_dense_portable(in, amb, out);
 }

@@ -12,7 +12,8 @@
  *   3. fp32 scores q.k only for the keys the decisions need: the on-chip estimate's keys (the
  *      previous query's survivors and the anchors) and the survivors. Queries run in sub-blocks
  *      of FX_SUB = 4 (adjacent queries share on-chip keys, sec. 2.4): onchip scores a key for
- *      the sub-block's 4 queries at once and caches it (fx_scores); a fixed threshold with the
+ *      the sub-block's 4 queries at once and caches it, the keys to score found from bit masks
+ *      (fx_scores_bits: the comparator's survivors, the previous query's); a fixed threshold with the
  *      AMX screen knows every comparator reference before the screen, takes the comparator
  *      bits from it and scores the 16-key panels dense in survivors whole (fx_dense_panels).
  *      A key's score is computed once per query. Every exact decision (the max estimates, the
@@ -34,6 +35,7 @@
  * layer|head|oracle|onchip, b <= 4 (the packed nibbles). Elsewhere the reference runs. */
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,6 +57,7 @@
 #ifndef FX_LDA_PAD
 #define FX_LDA_PAD 16
 #endif
+_Static_assert(FX_SUB == 4, "the sub-block code (qn2, sp_fk_dots4, sp_fk_panel4) is written for 4 queries");
 _Static_assert(FX_LDA_PAD >= 0 && FX_LDA_PAD < 64, "FX_LDA_PAD must keep lda / 64");
 #define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
 /* A 16-key panel with at least this many keys to score in one call is scored whole from the
@@ -93,11 +96,15 @@ typedef struct fx_call {
     sp_fk_softmax_wsum_fn wsum;
     sp_fk_dots4_fn dots4;
     sp_fk_panel4_fn panel4;
+    sp_fk_panels4_fn panels4;
     sp_fk_select_fn select;
     sp_fk_select_mask_fn select_mask;
     sp_fk_threshold_fn threshold;
     sp_fk_max_fn max;
     sp_fk_lookup4_fn lookup4;
+    sp_fk_gather4_fn gather4;
+    sp_fk_gather4x2_fn gather4x2;
+    sp_fk_todo16_fn todo16;
     sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
 } fx_call;
@@ -119,16 +126,22 @@ typedef struct fx_work {
     float *sc4;                 /* (4 nk) fp32 score of key j for query r of the sub-block: sc4[4 j + r], */
     int *st4;                   /*   valid when st4[j] == blk (every key scored for all its queries at once) */
     float *kpf;                 /* K packed in 16-key panels (flash.h), NULL with the dense block */
-    int *pcnt;                  /* (nk / 16 + 1) keys to score per panel in one fx_scores call */
-    int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores call */
+    int32_t *glist;             /* (nk + 18) keys scored row by row in one fx_scores_bits call */
+    int32_t *plist;             /* (nk / 16 + 1) panels scored whole in one fx_scores_bits call */
+    int32_t *wlist;             /* (nk / 16 + 34) panels with keys to score in one fx_scores_bits call */
     int blk, b_i0, b_nr;        /* sub-block stamp, first query, queries */
+    double qn2[FX_SUB];         /* |q|^2 of the sub-block's queries (double, in element order) */
     double *ex;                 /* (nk) exact logit of key j for the query of stamp exst[j] */
     int *exst;
     int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
     int32_t *iota;              /* (nk) 0, 1, ..., nk - 1 */
     float *tmp, *pbuf;          /* (nk + 16) */
     float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
+    float *nsc;                 /* (nk + 18) onchip: slot nsc_slot's scores of mem, for the next query */
+    int nsc_blk, nsc_slot;      /*   valid in sub-block nsc_blk (-1: none) */
     uint16_t *bits, *pbits;     /* (nbits) survivor masks of this and the previous valid query */
+    uint16_t *done;             /* (nbits) onchip: keys scored for every query of the sub-block (sc4 valid) */
+    uint16_t *need;             /* (nbits) onchip: scratch mask of the sources' keys */
     size_t nbits;
     int n_prev;                 /* survivors of the previous valid query, -1 = none yet */
 } fx_work;
@@ -137,9 +150,10 @@ static void fx_free(fx_work *w) {
     free(w->qi), free(w->ki), free(w->qd8), free(w->qd), free(w->sq), free(w->sk), free(w->kp), free(w->A);
     free(w->S), free(w->first_ge), free(w->last_le), free(w->nvalid), free(w->sc4), free(w->st4), free(w->ex);
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
-    free(w->cand), free(w->iota), free(w->kpf), free(w->pcnt), free(w->glist);
+    free(w->cand), free(w->iota), free(w->kpf), free(w->glist), free(w->plist), free(w->wlist);
     free(w->kb), free(w->qa), free(w->amask);
-    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
+    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->nsc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
+    free(w->done), free(w->need);
 }
 
 /* Per-query state. */
@@ -168,50 +182,57 @@ static float fx_float_up(double x) {
     return f;
 }
 
-/* Compact fp32 scores out[t] (q.k units) of keys list[0..n): from the dense block, else from
- * the sub-block's cache; a missing key is scored for every query of the sub-block at once
- * (sp_fk_dots4: one K row load for FX_SUB queries; adjacent queries' survivors overlap, sec.
- * 2.4) and cached. Which call computes a score changes only its summation order, which the
- * exact decisions' rounding bound covers (any order). */
+/* Compact fp32 scores out[t] (q.k units) of keys list[0..n) for a fixed policy or with the dense
+ * block (onchip without it: fx_scores_bits): from the dense block, else from the sub-block's
+ * dense panels (fx_dense_panels, stamps st4) and row by row for the rest. Which call computes a
+ * score changes only its summation order, which the exact decisions' rounding bound covers (any
+ * order). */
 static void fx_scores(const fx_call *C, fx_work *w, const fx_query *Q, const int32_t *list, int n, float *out) {
     if (Q->Srow) {
         C->gather(Q->Srow, list, n, out);
         return;
     }
-    if (C->kind != SP_POLICY_ONCHIP) { /* one list per query: the sub-block's dense panels, else row by row */
-        if (!C->amx_mask) {
-            C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
-            return;
-        }
-        const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
-        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
-        for (int m = 0; m < nm; m++) out[w->mpos[m]] = w->tmp[m];
+    SP_ASSERT(C->kind != SP_POLICY_ONCHIP);
+    if (!C->amx_mask) {
+        C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, list, n, out);
         return;
     }
     const int nm = C->lookup4(list, n, w->st4, w->blk, w->sc4, Q->r, out, w->miss, w->mpos);
-    if (nm == 0) return;
+    C->dots(Q->qrow, C->h->k, C->h->ldk, C->d, w->miss, nm, w->tmp);
+    for (int m = 0; m < nm; m++) out[w->mpos[m]] = w->tmp[m];
+}
+
+/* onchip (without the dense block): compact fp32 scores out[t] of keys list[0..n), whose set is
+ * the bit mask need (words [0, nw); bit u of need[w] for key 16 w + u; extra bits only cost
+ * work). The sub-block's keys not yet scored (need & ~done) are scored for all its queries at
+ * once: a 16-key panel with FX_PANEL_MIN or more of them whole from the packed K (sp_fk_panel4),
+ * the others row by row (sp_fk_dots4); then every list key's score is read from the cache
+ * (sp_fk_gather4). The masks replace fx_scores' per-key stamp lookups and miss lists (the
+ * survivors come as a mask from the comparator, the sources are the previous query's mask).
+ * out_next (NULL: not wanted) gets slot r + 1's scores of the same keys. */
+static void fx_scores_bits(const fx_call *C, fx_work *w, const fx_query *Q, const uint16_t *need, int nw,
+                           const int32_t *list, int n, float *out, float *out_next) {
     const sp_attn_head *h = C->h;
     const float *q0 = h->q + (size_t)w->b_i0 * (size_t)h->ldq;
-    /* panels with FX_PANEL_MIN or more misses: whole, from the packed K; the rest row by row */
-    int ng = 0;
-    for (int m = 0; m < nm; m++) w->pcnt[w->miss[m] >> 4]++;
-    for (int m = 0; m < nm; m++) {
-        const int j = w->miss[m], p = j >> 4;
-        if (w->st4[j] == w->blk) continue; /* its panel was just scored */
-        if (w->pcnt[p] >= FX_PANEL_MIN) {
-            C->panel4(q0, h->ldq, w->b_nr, w->kpf + (size_t)p * 16 * C->D, C->d, w->sc4 + 64 * (size_t)p);
-            const int e = 16 * p + 16 < C->nk ? 16 * p + 16 : C->nk;
-            for (int u = 16 * p; u < e; u++) w->st4[u] = w->blk;
-        } else {
-            w->glist[ng++] = j;
+    int ng = 0, np = 0;
+    const int nt = C->todo16(need, w->done, nw, w->wlist);
+    for (int t = 0; t < nt; t++) {
+        const int u = w->wlist[t];
+        unsigned m = (unsigned)(need[u] & ~w->done[u]);
+        if (__builtin_popcount(m) >= FX_PANEL_MIN) {
+            w->plist[np++] = u;
+            w->done[u] = 0xFFFFu;
+            continue;
         }
+        w->done[u] |= (uint16_t)m;
+        for (; m; m &= m - 1) w->glist[ng++] = 16 * u + __builtin_ctz(m);
     }
-    for (int m = 0; m < nm; m++) w->pcnt[w->miss[m] >> 4] = 0;
+    C->panels4(q0, h->ldq, w->b_nr, w->kpf, C->d, w->plist, np, w->sc4);
     C->dots4(q0, h->ldq, w->b_nr, h->k, h->ldk, C->d, w->glist, ng, w->sc4);
-    for (int m = 0; m < nm; m++) {
-        out[w->mpos[m]] = w->sc4[4 * (size_t)w->miss[m] + (size_t)Q->r];
-        w->st4[w->miss[m]] = w->blk;
-    }
+    if (out_next) /* and slot r + 1's: the next query's sources (fx_query_run) */
+        C->gather4x2(w->sc4, Q->r, list, n, out, out_next);
+    else
+        C->gather4(w->sc4, Q->r, list, n, out);
 }
 
 /* Exact max of the logits of keys list[0..n) with fp32 scores sc (-inf if empty): the fp32 max,
@@ -307,9 +328,7 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             }
         }
     }
-    double qn = 0;
-    for (int c = 0; c < C->d; c++) qn += (double)Q->qrow[c] * Q->qrow[c];
-    qn = sqrt(qn);
+    const double qn = sqrt(w->qn2[Q->r]);
     Q->tol = C->gamma * qn * C->kmaxnorm * C->scale + 1e-300;
     fx_counts n = {0, 0, 0, 0, 0, 0};
     sp_fk_dense_out dn;
@@ -337,19 +356,49 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         if (kind == SP_POLICY_LAYER || kind == SP_POLICY_HEAD) thr_mem = thr_ref;
         else if (kind == SP_POLICY_ORACLE) thr_mem = tmax - P->delta;
         else {
-            int ns;
+            int ns, fast_src = 0;
             if (P->onchip_source != SP_FN_ONCHIP_ANCHORS && w->n_prev > 0 && w->prev[w->n_prev - 1] < Q->end) {
                 /* every previous survivor is visible (ends never decrease in a call): the
                  * sources are the previous list as a whole, as sp_fn_onchip_sources gives them */
                 memcpy(w->src, w->prev, (size_t)w->n_prev * sizeof *w->src);
                 ns = w->n_prev;
                 if (P->onchip_source != SP_FN_ONCHIP_PREV) w->src[ns++] = Q->first_vis, w->src[ns++] = Q->last_vis;
+                /* the previous query's mask is the sources' (1: plus the two anchors at the end) */
+                fast_src = P->onchip_source != SP_FN_ONCHIP_PREV ? 1 : 2;
             } else {
                 ns = sp_fn_onchip_sources(P->onchip_source, w->prev, w->n_prev, Q->end, Q->first_vis, Q->last_vis,
                                           w->src);
             }
-            fx_scores(C, w, Q, w->src, ns, w->ssc);
-            thr_mem = fx_screened_max(C, w, Q, w->src, w->ssc, ns) - P->delta;
+            float *ssc = w->ssc;
+            if (Q->Srow) {
+                fx_scores(C, w, Q, w->src, ns, ssc);
+            } else if (fast_src && w->nsc_blk == w->blk && w->nsc_slot == Q->r) {
+                /* the previous query ran in this sub-block: its survivors (these sources) were all
+                 * scored for this query too, and their scores kept as a compact list (nsc); only
+                 * the anchors may still need scoring */
+                ssc = w->nsc;
+                const float *q0 = C->h->q + (size_t)w->b_i0 * (size_t)C->h->ldq;
+                for (int t = w->n_prev; t < ns; t++) {
+                    const int32_t j = w->src[t];
+                    if (!((w->done[j >> 4] >> (j & 15)) & 1u)) {
+                        C->dots4(q0, C->h->ldq, w->b_nr, C->h->k, C->h->ldk, C->d, &j, 1, w->sc4);
+                        w->done[j >> 4] |= (uint16_t)(1u << (j & 15));
+                    }
+                    ssc[t] = w->sc4[4 * (size_t)j + (size_t)Q->r];
+                }
+            } else { /* the sources' mask */
+                const int nw = (Q->end + 15) / 16;
+                if (fast_src) {
+                    memcpy(w->need, w->pbits, (size_t)nw * sizeof *w->need);
+                } else {
+                    memset(w->need, 0, (size_t)nw * sizeof *w->need);
+                    for (int t = 0; t < ns; t++) w->need[w->src[t] >> 4] |= (uint16_t)(1u << (w->src[t] & 15));
+                }
+                for (int t = ns - (fast_src == 1 ? 2 : 0); t < ns; t++) /* the anchors */
+                    w->need[w->src[t] >> 4] |= (uint16_t)(1u << (w->src[t] & 15));
+                fx_scores_bits(C, w, Q, w->need, nw, w->src, ns, ssc, NULL);
+            }
+            thr_mem = fx_screened_max(C, w, Q, w->src, ssc, ns) - P->delta;
         }
         /* the comparator: survivors, ascending (from the AMX screen's bits for a fixed policy) */
         const int32_t ti = fx_comparator_ti(C, w, Q->i, Q->first_vis, thr_mem);
@@ -359,8 +408,12 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             n.n_mem = C->select(w->A + (size_t)Q->ra * C->lda, Q->end, ti, kv, w->mem, w->bits);
         /* reuse: survivors the previous query kept too (bit masks; words beyond the previous
          * query's end are still zero or hold its bits: ends never decrease within a call) */
-        for (int u = 0; u < (Q->end + 15) / 16; u++)
-            n.reuse += __builtin_popcount((unsigned)(w->bits[u] & w->pbits[u]));
+        for (int u = 0; u < (Q->end + 63) / 64; u++) { /* 64 keys at a time (nbits: whole 64-bit words) */
+            uint64_t a, b;
+            memcpy(&a, w->bits + 4 * (size_t)u, sizeof a);
+            memcpy(&b, w->pbits + 4 * (size_t)u, sizeof b);
+            n.reuse += __builtin_popcountll(a & b);
+        }
         /* exact pass of every visible pair (only with the dense scores) */
         /* statistics over every visible pair (dense scores): exact pass, false prunes/keeps;
          * mass and spread below from the same pass */
@@ -368,7 +421,12 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
         /* digital stage: recompute the survivors, exact threshold again. Scores clearly above
          * or below the threshold's band (in score units, loosened by 1e-6 relative) are decided
          * in fp32; the rest by the reference's rule (fx_passes). */
-        fx_scores(C, w, Q, w->mem, n.n_mem, w->msc);
+        if (kind == SP_POLICY_ONCHIP && !Q->Srow) {
+            const int next = Q->r + 1 < w->b_nr; /* the sub-block's next query takes these as its sources */
+            fx_scores_bits(C, w, Q, w->bits, (Q->end + 15) / 16, w->mem, n.n_mem, w->msc, next ? w->nsc : NULL);
+            w->nsc_blk = next ? w->blk : -1, w->nsc_slot = Q->r + 1;
+        } else
+            fx_scores(C, w, Q, w->mem, n.n_mem, w->msc);
         double thr_x = kind == SP_POLICY_ONCHIP ? fx_screened_max(C, w, Q, w->mem, w->msc, n.n_mem) - P->delta
                                                 : thr_ref;
         double hs = (thr_x + Q->tol) / C->scale, ls = (thr_x - Q->tol) / C->scale;
@@ -458,6 +516,26 @@ static void fx_dense_panels(const fx_call *C, fx_work *w, int ra, int nr, int ke
     }
 }
 
+/* K and V rows the operator gathers (the survivors' scores, the weighted sum of V) are loaded
+ * 64 bytes at a time. Rows that do not start on a 64-byte boundary (a malloc'd array starts 16
+ * bytes into its page) split every such load over two cache lines: the weighted sum measured
+ * 1.9x slower on them (docs/RESULTS.md part 9n). fx_aligned_rows returns NULL when rows of
+ * stride ld at x are 64-byte aligned already, else a 64-byte aligned copy of the n rows of d
+ * floats with stride *ld_out (d rounded up to 16), which the caller frees: the same values, so
+ * the same scores and outputs. */
+static float *fx_aligned_rows(const float *x, int n, int d, int ld, int *ld_out) {
+    if (n <= 0 || d < 16 || ((uintptr_t)x % 64 == 0 && ((size_t)ld * sizeof(float)) % 64 == 0)) return NULL;
+    const size_t la = ((size_t)d + 15) / 16 * 16, bytes = (size_t)n * la * sizeof(float);
+    float *y = aligned_alloc(64, bytes); /* a multiple of 64 bytes, as C11 requires */
+    SP_ASSERT(y != NULL);
+    for (int j = 0; j < n; j++) {
+        memcpy(y + (size_t)j * la, x + (size_t)j * (size_t)ld, (size_t)d * sizeof(float));
+        memset(y + (size_t)j * la + d, 0, (la - (size_t)d) * sizeof(float));
+    }
+    *ld_out = (int)la;
+    return y;
+}
+
 sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_fn_ctx *cx = op->ctx;
     const sp_fn_params *P = &cx->p;
@@ -467,9 +545,16 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (s != SP_OK) return s;
     SP_ASSERT(!sp_fn_fast_unsupported(P));
 
+    /* the head as the kernels read it: K and V rows 64-byte aligned (fx_aligned_rows) */
+    sp_attn_head ha = *h;
+    float *k_al = fx_aligned_rows(h->k, h->n_k, h->d, h->ldk, &ha.ldk);
+    float *v_al = fx_aligned_rows(h->v, h->n_k, h->d, h->ldv, &ha.ldv);
+    if (k_al) ha.k = k_al;
+    if (v_al) ha.v = v_al;
+
     fx_call C;
     memset(&C, 0, sizeof C);
-    C.P = P, C.h = h, C.op = op;
+    C.P = P, C.h = &ha, C.op = op;
     C.nq = h->n_q, C.nk = h->n_k, C.d = h->d, C.d8 = sp_iscreen_d8(h->d), C.kind = P->kind;
     C.scale = (double)h->scale;
     C.step = sp_dac_step(P->rr.dac_bits);
@@ -489,11 +574,15 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.wsum = sp_fk_softmax_wsum_for(lv);
     C.dots4 = sp_fk_dots4_for(lv);
     C.panel4 = sp_fk_panel4_for(lv);
+    C.panels4 = sp_fk_panels4_for(lv);
     C.select = sp_fk_select_for(lv);
     C.select_mask = sp_fk_select_mask_for(lv);
     C.threshold = sp_fk_threshold_for(lv);
     C.max = sp_fk_max_for(lv);
     C.lookup4 = sp_fk_lookup4_for(lv);
+    C.gather4 = sp_fk_gather4_for(lv);
+    C.gather4x2 = sp_fk_gather4x2_for(lv);
+    C.todo16 = sp_fk_todo16_for(lv);
     C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
@@ -586,8 +675,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (!C.have_S && nk > 0 && (C.kind == SP_POLICY_ONCHIP || C.amx_mask)) { /* the sub-block score cache (fx_scores) */
         w.kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof(float));
         sp_flash_pack_k(h->k, h->ldk, nk, d, w.kpf);
-        w.pcnt = sp_xcalloc(NK / 16 + 1, sizeof(int));
         w.glist = sp_xmalloc(NL + 2, sizeof(int32_t));
+        w.plist = sp_xmalloc(NK / 16 + 1, sizeof(int32_t));
+        w.wlist = sp_xmalloc(NK / 16 + 34, sizeof(int32_t));
     }
     w.mem = sp_xmalloc(NL, sizeof(int32_t));
     w.kept = sp_xmalloc(NL, sizeof(int32_t));
@@ -600,12 +690,16 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     for (int j = 0; j < nk; j++) w.iota[j] = j;
     w.tmp = sp_xmalloc(NL + 2, sizeof(float));
     w.ssc = sp_xmalloc(NL + 2, sizeof(float));
+    w.nsc = sp_xmalloc(NL + 2, sizeof(float));
+    w.nsc_blk = -1;
     w.msc = sp_xmalloc(NL, sizeof(float));
     w.ksc = sp_xmalloc(NL, sizeof(float));
     w.pbuf = sp_xmalloc(NL, sizeof(float));
-    w.nbits = NK / 16 + 2;
+    w.nbits = (NK / 64 + 2) * 4; /* whole 64-bit words for the reuse count */
     w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
     w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
+    w.done = sp_xcalloc(w.nbits, sizeof *w.done);
+    w.need = sp_xcalloc(w.nbits, sizeof *w.need);
     w.n_prev = -1;
     free(msb);
     int32_t tau32[FX_AMX]; /* the AMX call's comparator references (INT32_MAX: bits unused) */
@@ -648,6 +742,18 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 if (kend > 0 && !C.amx)
                     sp_iscreen_block(w.kp, kend, d, w.qd8 + (size_t)i * (size_t)d8, nr, w.A, (int)NK, C.tile);
                 w.blk++, w.b_i0 = i, w.b_nr = nr;
+                memset(w.done, 0, w.nbits * sizeof *w.done); /* a new sub-block: nothing scored for it */
+                /* |q|^2 of its queries, 4 independent chains (each in element order, as one at a time) */
+                const float *qr[FX_SUB];
+                for (int t = 0; t < FX_SUB; t++) qr[t] = ha.q + (size_t)(i + (t < nr ? t : 0)) * (size_t)ha.ldq;
+                double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (int c = 0; c < d; c++) {
+                    a0 += (double)qr[0][c] * qr[0][c];
+                    a1 += (double)qr[1][c] * qr[1][c];
+                    a2 += (double)qr[2][c] * qr[2][c];
+                    a3 += (double)qr[3][c] * qr[3][c];
+                }
+                w.qn2[0] = a0, w.qn2[1] = a1, w.qn2[2] = a2, w.qn2[3] = a3;
                 if (C.amx_mask && w.kpf && kend > 0) fx_dense_panels(&C, &w, r % FX_AMX, nr, kend);
             }
             if (h->query_valid && !h->query_valid[i]) {
@@ -666,5 +772,6 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     }
     sp_gemm_b_free(&kS);
     fx_free(&w);
+    free(k_al), free(v_al);
     return SP_OK;
 }
