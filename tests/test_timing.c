@@ -296,6 +296,57 @@ Test(timing, replayed_order_matches_scheduling) {
         }
 }
 
+/* The scheduler's two window forms (memory.c: the 64-place ring and the lists it hands over
+ * to) give the reference's schedule in the cases that select between them: a row-hit run long
+ * enough to starve the oldest request for more than 64 places (the ring hands over mid-batch),
+ * a batch with more distinct rows than the ring indexes (lists from the start), a queue of 64
+ * (the largest ring) and SPRINT-like batches (K and V of ascending survivors, several K/V row
+ * blocks per bank). Every field of the memory must match the reference's, batch by batch. */
+Test(timing, ring_and_list_windows_match_reference) {
+    sp_rng rng;
+    sp_rng_seed(&rng, 11);
+    const int depths[] = {2, 5, 32, 63, 64, 65};
+    for (int di = 0; di < 6; di++)
+        for (int kind = 0; kind < 4; kind++) {
+            sp_hw hw = hw_default(kind % 3);
+            hw.queue_depth = depths[di];
+            sp_mem a, b;
+            sp_mem_init(&a, &hw);
+            sp_mem_init(&b, &hw);
+            const int nb = hw.channels * hw.banks, vpr = hw.row_bytes / 64;
+            for (int batch = 0; batch < 6; batch++) {
+                int n = 0;
+                sp_mem_req r[600];
+                if (kind == 0) { /* one request to another bank, then a run of row hits on bank 0 */
+                    r[n++] = (sp_mem_req){1 + batch % (nb - 1), SP_REGION_V, 64};
+                    for (int i = 0; i < 200; i++) r[n++] = (sp_mem_req){(long)nb * (i % vpr), SP_REGION_K, 64};
+                    r[n++] = (sp_mem_req){2, SP_REGION_K, 64};
+                } else if (kind == 1) { /* 100 distinct rows of one bank, then row hits among them */
+                    for (int i = 0; i < 100; i++) r[n++] = (sp_mem_req){(long)nb * vpr * ((i * 37) % 100), SP_REGION_K, 64};
+                    for (int i = 0; i < 100; i++) r[n++] = (sp_mem_req){(long)nb * vpr * (i % 7), SP_REGION_K, 64};
+                } else { /* SPRINT: Q, then K and V of ascending survivors of 4096 keys */
+                    double keep = kind == 2 ? 0.05 : 0.5;
+                    r[n++] = (sp_mem_req){batch * 7, SP_REGION_Q, 64};
+                    for (long j = 0; j < 4096 && n < 598; j++)
+                        if (sp_rng_next_uniform(&rng) < keep) {
+                            r[n++] = (sp_mem_req){j, SP_REGION_K, 64};
+                            r[n++] = (sp_mem_req){j, SP_REGION_V, 64};
+                        }
+                }
+                double t = batch * 300.0;
+                double ta = sp_mem_batch(&a, r, n, t), tb = sp_mem_batch_reference(&b, r, n, t);
+                cr_assert_eq(ta, tb, "depth %d kind %d batch %d: fast %.17g vs reference %.17g", depths[di], kind, batch, ta, tb);
+                mem_same(&a, &b, "fast vs reference");
+            }
+            for (int g = 0; g < a.nb; g++) {
+                cr_assert_eq(a.sbank[g], -1, "bank %d's window list is not empty after the batches", g);
+                cr_assert_eq(a.sbmask[g], 0, "bank %d's ring mask is not empty after the batches", g);
+            }
+            sp_mem_free(&a);
+            sp_mem_free(&b);
+        }
+}
+
 /* A plan replayed on a memory whose banks have other rows open is a bug, not a result. */
 Test(timing, replay_with_other_open_rows_aborts, .signal = SIGABRT) {
     sp_hw hw = hw_default(0);

@@ -21,6 +21,7 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     m->bus_free = sp_xcalloc((size_t)hw->channels, sizeof *m->bus_free);
     m->sbank = sp_xmalloc((size_t)m->nb, sizeof *m->sbank);
     for (int i = 0; i < m->nb; i++) m->sbank[i] = -1; /* every batch leaves the lists empty */
+    m->sbmask = sp_xcalloc((size_t)m->nb, sizeof *m->sbmask); /* every batch leaves the masks empty */
     m->c_bytes = -1;
     m->ch_mask = (hw->channels & (hw->channels - 1)) ? -1 : hw->channels - 1;
 }
@@ -35,8 +36,10 @@ void sp_mem_free(sp_mem *m) {
     free(m->spend);
     free(m->shit);
     free(m->sbank);
+    free(m->sbmask);
     free(m->sg);
     free(m->srow);
+    free(m->srid);
     memset(m, 0, sizeof *m);
 }
 
@@ -77,56 +80,55 @@ static int pow2_shift(long x) {
 
 /* A batch works on local copies of the memory's counters (batch_acc), stored back at its end,
  * so that they stay in registers; a single access loads and stores them around one
- * acc_access. Either way every operation is the same, in the same order. */
+ * acc_access. The event counters are integers while the batch runs: every count is an
+ * integer below 2^53, so adding k ones to a double one at a time or adding k at the end give
+ * the same bits; the bus time is a sum of non-integers and is added request by request, as
+ * are the maxima. */
 typedef struct batch_acc {
-    double ready_max, hits, misses, conflicts, busy_bus, requests, bytes, last;
+    double ready_max, busy_bus, last;
+    long long kind[3], bytes; /* row hits, misses, conflicts; bytes */
 } batch_acc;
 
-static void acc_load(batch_acc *a, const sp_mem *m, double t) {
-    *a = (batch_acc){m->bank_ready_max, m->hits, m->misses, m->conflicts, m->busy_bus, m->requests, m->bytes, t};
-}
+static void acc_load(batch_acc *a, const sp_mem *m, double t) { *a = (batch_acc){m->bank_ready_max, m->busy_bus, t, {0, 0, 0}, 0}; }
 
 static void acc_store(const batch_acc *a, sp_mem *m) {
     m->bank_ready_max = a->ready_max;
-    m->hits = a->hits, m->misses = a->misses, m->conflicts = a->conflicts;
-    m->busy_bus = a->busy_bus, m->requests = a->requests, m->bytes = a->bytes;
+    m->hits += (double)a->kind[0], m->misses += (double)a->kind[1], m->conflicts += (double)a->kind[2];
+    m->busy_bus = a->busy_bus;
+    m->requests += (double)(a->kind[0] + a->kind[1] + a->kind[2]);
+    m->bytes += (double)a->bytes;
 }
 
 /* One access to bank g (channel ch) row `row` of `bytes` issued at t: returns the cycle at
- * which its last byte has arrived (sp_mem_access). */
+ * which its last byte has arrived (sp_mem_access). A row hit costs tCL and holds the bank for
+ * one column slot; a miss (bank closed) adds tRCD; a conflict (another row open) adds tRP
+ * before it (the tables c_lat, c_occ hold the three sums). */
 static inline double acc_access(sp_mem *m, batch_acc *a, int g, int ch, long long row, int bytes, double t) {
     const sp_hw *hw = m->hw;
     if (bytes != m->c_bytes) {
         m->c_bytes = bytes;
         m->c_burst = sp_mem_burst(hw, bytes);
         m->c_col = dmax(hw->t_ccd_cyc, m->c_burst);
+        m->c_lat[0] = hw->t_cl_cyc;
+        m->c_lat[1] = hw->t_rcd_cyc + hw->t_cl_cyc;
+        m->c_lat[2] = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
+        m->c_occ[0] = m->c_col;
+        m->c_occ[1] = hw->t_rcd_cyc + m->c_col;
+        m->c_occ[2] = hw->t_rp_cyc + hw->t_rcd_cyc + m->c_col;
     }
-    double burst = m->c_burst, col = m->c_col;
+    double burst = m->c_burst;
     long long open = m->open_row[g];
+    int kind = (open != row) * (1 + (open >= 0)); /* 0 hit, 1 miss, 2 conflict (rows are >= 0) */
     double start = dmax(t, m->bank_ready[g]);
-    double lat, occupy;
-    if (open == row) {
-        lat = hw->t_cl_cyc;
-        occupy = col;
-        a->hits += 1;
-    } else if (open < 0) {
-        lat = hw->t_rcd_cyc + hw->t_cl_cyc;
-        occupy = hw->t_rcd_cyc + col;
-        a->misses += 1;
-    } else {
-        lat = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
-        occupy = hw->t_rp_cyc + hw->t_rcd_cyc + col;
-        a->conflicts += 1;
-    }
+    a->kind[kind]++;
     m->open_row[g] = row;
-    double ready = start + occupy;
+    double ready = start + m->c_occ[kind];
     m->bank_ready[g] = ready;
     a->ready_max = dmax(a->ready_max, ready);
-    double data = dmax(start + lat, m->bus_free[ch]);
+    double data = dmax(start + m->c_lat[kind], m->bus_free[ch]);
     double done = data + burst;
     m->bus_free[ch] = done;
     a->busy_bus += burst;
-    a->requests += 1;
     a->bytes += bytes;
     a->last = dmax(a->last, done);
     return done;
@@ -153,6 +155,7 @@ static void scratch(sp_mem *m, int n) {
     if (m->scratch_n >= n) return;
     free(m->sg);
     free(m->srow);
+    free(m->srid);
     free(m->snext);
     free(m->sprev);
     free(m->spend);
@@ -163,6 +166,7 @@ static void scratch(sp_mem *m, int n) {
     m->sprev = sp_xmalloc((size_t)m->scratch_n, sizeof *m->sprev);
     m->sg = sp_xmalloc((size_t)m->scratch_n, sizeof *m->sg);
     m->srow = sp_xmalloc((size_t)m->scratch_n, sizeof *m->srow);
+    m->srid = sp_xmalloc((size_t)m->scratch_n, sizeof *m->srid);
     m->spend = sp_xmalloc(w, sizeof *m->spend);
     m->shit = sp_xmalloc(w, sizeof *m->shit);
 }
@@ -224,55 +228,40 @@ static inline void plan_push(sp_mem_plan *plan, const sp_mem *m, int g, long lon
     plan->picks[plan->n++] = (sp_mem_pick){row, m->open_row[g], g, bytes};
 }
 
-/* Fast FR-FCFS, same schedule as sp_mem_batch_reference: the window (the first queue_depth
- * waiting requests) is kept as bitmaps of waiting and row-hit requests plus one list per bank;
- * an access changes only its bank's open row, so only that bank's entries are re-flagged. The
- * window's row hits are counted, so a pick finds the oldest hit only when there is one. */
-double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
-    if (plan) plan->n = 0;
-    batch_acc acc;
-    if (n <= 1 || !m->hw->frfcfs || m->hw->queue_depth <= 1) { /* in arrival order */
-        acc_load(&acc, m, t);
-        for (int i = 0; i < n; i++) {
-            int g, ch;
-            long long row;
-            sp_mem_map(m->hw, &reqs[i], &g, &ch, &row);
-            plan_push(plan, m, g, row, reqs[i].bytes);
-            acc_access(m, &acc, g, ch, row, reqs[i].bytes, t);
-        }
-        acc_store(&acc, m);
-        return acc.last;
-    }
-    scratch(m, n);
-    int words = (n + 63) / 64;
+/* The scheduler's window (the first queue_depth waiting requests of a batch) in one of two
+ * forms, both giving the reference's order (sp_mem_batch_reference):
+ *
+ * Ring (used while every request of the window lies within 64 arrival places of the oldest
+ * waiting one, and the batch has at most SP_RING_ROWS distinct rows): request i is bit i mod
+ * 64 of a 64-bit ring; the waiting requests, the row hits, each bank's waiting requests
+ * (m->sbmask) and each distinct row's waiting requests (rmask) are ring masks, so a pick is a
+ * rotate and a count of trailing zeros, and the re-flag after a row change is one AND: a pick
+ * changes its bank's row only when the window holds no row hit at all (a hit would have been
+ * picked), so the hits after it are exactly the bank's waiting requests of the new row.
+ *
+ * Lists (the general form, any window): bitmaps over the whole batch of waiting and row-hit
+ * requests plus one list per bank; an access changes only its bank's open row, so only that
+ * bank's entries are re-flagged. The window's row hits are counted, so a pick finds the
+ * oldest hit only when there is one. The ring hands over to the lists when a request it
+ * would admit lies 64 or more places after the oldest waiting one (a long run of row hits). */
+enum { SP_RING_ROWS = 64 };
+
+typedef struct frfcfs_state {
+    int wend, wc; /* next request to admit; requests in the window */
+} frfcfs_state;
+
+/* Serves the rest of a batch with the list window. On entry the window holds the requests
+ * marked in pend (bits of batch indices; hit marks those that are row hits, nhit of them)
+ * and linked in the bank lists (m->sbank/snext/sprev). */
+static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
+                         frfcfs_state st, int nhit, int w0) {
     uint64_t *pend = m->spend, *hit = m->shit;
-    memset(pend, 0, (size_t)words * sizeof *pend);
-    memset(hit, 0, (size_t)words * sizeof *hit);
-    /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
     int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
-    int *sg = m->sg;
-    long long *srow = m->srow;
+    const int *sg = m->sg;
+    const long long *srow = m->srow;
     const long long *open_row = m->open_row;
-    /* same mapping as sp_mem_map, with one division for bank and slot and the vectors-per-row
-     * quotient cached across requests of equal size */
-    const long nbl = m->nb;
-    int last_bytes = -1;
-    long vpr = 1;
-    int nb_sh = pow2_shift(nbl), vpr_sh = -1;
-    for (int i = 0; i < n; i++) {
-        if (reqs[i].bytes != last_bytes) {
-            last_bytes = reqs[i].bytes;
-            vpr = m->hw->row_bytes / last_bytes;
-            SP_ASSERT(vpr >= 1);
-            vpr_sh = pow2_shift(vpr);
-        }
-        long slot = nb_sh >= 0 ? reqs[i].vec >> nb_sh : reqs[i].vec / nbl; /* vec >= 0 */
-        sg[i] = (int)(reqs[i].vec - slot * nbl);
-        srow[i] = ((long long)reqs[i].region << 40) + (vpr_sh >= 0 ? slot >> vpr_sh : slot / vpr);
-    }
-    acc_load(&acc, m, t);
     const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
-    int wend = 0, wc = 0, w0 = 0, nhit = 0;
+    int wend = st.wend, wc = st.wc;
     for (;;) {
         while (wc < q && wend < n) { /* admit the next request into the window */
             int i = wend++, g = sg[i];
@@ -305,7 +294,7 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
         long long row = srow[pick];
         int changed = open_row[g] != row;
         plan_push(plan, m, g, row, reqs[pick].bytes);
-        acc_access(m, &acc, g, ch, row, reqs[pick].bytes, t);
+        acc_access(m, acc, g, ch, row, reqs[pick].bytes, t);
         if (changed) /* the bank's open row changed: re-flag its waiting requests */
             for (int e = bh[g]; e >= 0; e = bn[e]) {
                 uint64_t bit = 1ull << (e & 63);
@@ -315,6 +304,150 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
                 nhit += is - was;
             }
     }
+}
+
+static inline uint64_t ror64(uint64_t x, int k) { return k ? (x >> k) | (x << (64 - k)) : x; }
+
+/* Serves a batch with the ring window (see above) until it ends (returns 1) or a request to
+ * admit lies 64 places after the oldest waiting one; then moves the window into the list form
+ * and returns 0 with *st, *nhit and *w0 set for frfcfs_lists. srid[i] < SP_RING_ROWS. */
+static int frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
+                       frfcfs_state *st, int *nhit_out, int *w0_out) {
+    uint64_t rmask[SP_RING_ROWS] = {0}, *bmask = m->sbmask;
+    const int *sg = m->sg, *srid = m->srid;
+    const long long *srow = m->srow;
+    long long *open_row = m->open_row;
+    const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
+    uint64_t pend = 0, hit = 0;
+    int wend = 0, wc = 0, base = 0; /* base: the oldest waiting request (wend when none) */
+    for (;;) {
+        while (wc < q && wend < n) {
+            if (wend - base >= 64) goto to_lists;
+            int i = wend++, g = sg[i];
+            uint64_t bit = 1ull << (i & 63);
+            pend |= bit;
+            bmask[g] |= bit;
+            rmask[srid[i]] |= bit;
+            hit |= (uint64_t)(open_row[g] == srow[i]) << (i & 63);
+            wc++;
+        }
+        if (wc == 0) break;
+        /* bits in age order from the oldest waiting request: the oldest hit, else the oldest */
+        int sh = base & 63;
+        uint64_t rh = ror64(hit, sh), sel = rh ? rh : ror64(pend, sh);
+        int pick = base + __builtin_ctzll(sel);
+        int g = sg[pick], r = srid[pick];
+        uint64_t nbit = ~(1ull << (pick & 63));
+        pend &= nbit;
+        hit &= nbit;
+        bmask[g] &= nbit;
+        rmask[r] &= nbit;
+        wc--;
+        long long row = srow[pick];
+        /* no hit in the window: the pick opens a new row, and the hits are its bank's waiting
+         * requests of that row (there were none before) */
+        if (!rh) hit = bmask[g] & rmask[r];
+        int ch = ch_mask >= 0 ? g & ch_mask : g % channels;
+        plan_push(plan, m, g, row, reqs[pick].bytes);
+        acc_access(m, acc, g, ch, row, reqs[pick].bytes, t);
+        if (pend) base += __builtin_ctzll(ror64(pend, base & 63));
+        else base = wend;
+    }
+    return 1;
+to_lists:;
+    /* the waiting requests, oldest first, into the list form; the bank masks are left empty */
+    int words = (n + 63) / 64;
+    memset(m->spend, 0, (size_t)words * sizeof *m->spend);
+    memset(m->shit, 0, (size_t)words * sizeof *m->shit);
+    int *bn = m->snext, *bp = m->sprev, *bh = m->sbank, nhit = 0;
+    for (uint64_t rp = ror64(pend, base & 63); rp; rp &= rp - 1) {
+        int i = base + __builtin_ctzll(rp), g = sg[i];
+        uint64_t bit = 1ull << (i & 63);
+        bmask[g] = 0;
+        m->spend[i >> 6] |= bit;
+        if (hit & bit) m->shit[i >> 6] |= bit, nhit++;
+        bp[i] = -1;
+        bn[i] = bh[g];
+        if (bh[g] >= 0) bp[bh[g]] = i;
+        bh[g] = i;
+    }
+    st->wend = wend;
+    st->wc = wc;
+    *nhit_out = nhit;
+    *w0_out = base >> 6;
+    return 0;
+}
+
+/* Fast FR-FCFS, same schedule as sp_mem_batch_reference (the ring window, else the lists). */
+double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
+    if (plan) plan->n = 0;
+    batch_acc acc;
+    if (n <= 1 || !m->hw->frfcfs || m->hw->queue_depth <= 1) { /* in arrival order */
+        acc_load(&acc, m, t);
+        for (int i = 0; i < n; i++) {
+            int g, ch;
+            long long row;
+            sp_mem_map(m->hw, &reqs[i], &g, &ch, &row);
+            plan_push(plan, m, g, row, reqs[i].bytes);
+            acc_access(m, &acc, g, ch, row, reqs[i].bytes, t);
+        }
+        acc_store(&acc, m);
+        return acc.last;
+    }
+    scratch(m, n);
+    int *sg = m->sg, *srid = m->srid;
+    long long *srow = m->srow;
+    /* same mapping as sp_mem_map, with one division for bank and slot and the vectors-per-row
+     * quotient cached across requests of equal size; each distinct row gets an index (the last
+     * two rows are tried first: a batch of K and V alternates between two rows) */
+    const long nbl = m->nb;
+    int last_bytes = -1;
+    long vpr = 1;
+    int nb_sh = pow2_shift(nbl), vpr_sh = -1;
+    long long rows[SP_RING_ROWS], r0 = -1, r1 = -1;
+    int nrows = 0, id0 = -1, id1 = -1, ring = m->hw->queue_depth <= 64;
+    for (int i = 0; i < n; i++) {
+        if (reqs[i].bytes != last_bytes) {
+            last_bytes = reqs[i].bytes;
+            vpr = m->hw->row_bytes / last_bytes;
+            SP_ASSERT(vpr >= 1);
+            vpr_sh = pow2_shift(vpr);
+        }
+        long slot = nb_sh >= 0 ? reqs[i].vec >> nb_sh : reqs[i].vec / nbl; /* vec >= 0 */
+        sg[i] = (int)(reqs[i].vec - slot * nbl);
+        long long row = ((long long)reqs[i].region << 40) + (vpr_sh >= 0 ? slot >> vpr_sh : slot / vpr);
+        srow[i] = row;
+        if (!ring) continue;
+        int id;
+        if (row == r0) id = id0;
+        else {
+            if (row == r1) id = id1;
+            else {
+                id = 0;
+                while (id < nrows && rows[id] != row) id++;
+                if (id == nrows) {
+                    if (nrows == SP_RING_ROWS) {
+                        ring = 0;
+                        continue;
+                    }
+                    rows[nrows++] = row;
+                }
+            }
+            r1 = r0, id1 = id0, r0 = row, id0 = id;
+        }
+        srid[i] = id;
+    }
+    acc_load(&acc, m, t);
+    frfcfs_state st = {0, 0};
+    int nhit = 0, w0 = 0;
+    if (!ring) {
+        int words = (n + 63) / 64;
+        memset(m->spend, 0, (size_t)words * sizeof *m->spend);
+        memset(m->shit, 0, (size_t)words * sizeof *m->shit);
+    }
+    /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
+    if (!ring || !frfcfs_ring(m, reqs, n, t, plan, &acc, &st, &nhit, &w0))
+        frfcfs_lists(m, reqs, n, t, plan, &acc, st, nhit, w0);
     acc_store(&acc, m);
     return acc.last;
 }

@@ -33,10 +33,13 @@ typedef struct sp_mem {
     int *sbank;          /* (nb) head of each bank's window list; all -1 between batches */
     int *sg;             /* bank of each batch request */
     long long *srow;     /* row of each batch request */
+    int *srid;           /* batch scratch: index of each request's row among the batch's distinct rows */
+    uint64_t *sbmask;    /* (nb) ring scheduler: each bank's waiting requests (ring bits); all 0 between batches */
     int scratch_n;
     /* cached per vector size: the burst and column spacing of the last size seen */
     int c_bytes;
     double c_burst, c_col;
+    double c_lat[3], c_occ[3]; /* latency and bank occupancy of a row hit, a miss, a conflict (this size) */
     int ch_mask;         /* channels - 1 when channels is a power of two, else -1 */
 } sp_mem;
 
