@@ -73,9 +73,7 @@ static double dmax(double a, double b) { return a > b ? a : b; }
 /* log2(x) when x is a power of two, else -1 (the mapping's divisions become shifts). */
 static int pow2_shift(long x) {
     if (x <= 0 || (x & (x - 1))) return -1;
-    int k = 0;
-    while ((1L << k) < x) k++;
-    return k;
+    return __builtin_ctzl((unsigned long)x);
 }
 
 /* A batch works on local copies of the memory's counters (batch_acc), stored back at its end,
@@ -306,14 +304,15 @@ static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
     }
 }
 
-static inline uint64_t ror64(uint64_t x, int k) { return k ? (x >> k) | (x << (64 - k)) : x; }
+static inline uint64_t ror64(uint64_t x, int k) { return (x >> k) | (x << ((64 - k) & 63)); } /* k in [0, 63] */
 
 /* Serves a batch with the ring window (see above) until it ends (returns 1) or a request to
  * admit lies 64 places after the oldest waiting one; then moves the window into the list form
- * and returns 0 with *st, *nhit and *w0 set for frfcfs_lists. srid[i] < SP_RING_ROWS. */
+ * and returns 0 with *st, *nhit and *w0 set for frfcfs_lists. srid[i] < nrows <= SP_RING_ROWS. */
 static int frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
-                       frfcfs_state *st, int *nhit_out, int *w0_out) {
-    uint64_t rmask[SP_RING_ROWS] = {0}, *bmask = m->sbmask;
+                       int nrows, frfcfs_state *st, int *nhit_out, int *w0_out) {
+    uint64_t rmask[SP_RING_ROWS], *bmask = m->sbmask;
+    memset(rmask, 0, (size_t)nrows * sizeof *rmask);
     const int *sg = m->sg, *srid = m->srid;
     const long long *srow = m->srow;
     long long *open_row = m->open_row;
@@ -446,7 +445,7 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
         memset(m->shit, 0, (size_t)words * sizeof *m->shit);
     }
     /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
-    if (!ring || !frfcfs_ring(m, reqs, n, t, plan, &acc, &st, &nhit, &w0))
+    if (!ring || !frfcfs_ring(m, reqs, n, t, plan, &acc, nrows, &st, &nhit, &w0))
         frfcfs_lists(m, reqs, n, t, plan, &acc, st, nhit, w0);
     acc_store(&acc, m);
     return acc.last;
