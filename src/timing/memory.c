@@ -169,19 +169,40 @@ static void scratch(sp_mem *m, int n) {
     m->shit = sp_xmalloc(w, sizeof *m->shit);
 }
 
+/* Appends a request about to be served to plan (when not NULL), with its bank's open row. */
+static inline void plan_push(sp_mem_plan *plan, const sp_mem *m, int g, long long row, int bytes) {
+    if (!plan) return;
+    if (plan->n == plan->cap) {
+        int cap = plan->cap ? 2 * plan->cap : 256;
+        sp_mem_pick *p = sp_xmalloc((size_t)cap, sizeof *p);
+        if (plan->n) memcpy(p, plan->picks, (size_t)plan->n * sizeof *p);
+        free(plan->picks);
+        plan->picks = p;
+        plan->cap = cap;
+    }
+    plan->picks[plan->n++] = (sp_mem_pick){row, m->open_row[g], g, bytes};
+}
+
 /* Batches that need no scheduling (empty, FCFS, or a one-entry queue) in arrival order: returns
  * 1 and sets *last when it served the batch, 0 when FR-FCFS must pick. */
-static int batch_in_order(sp_mem *m, const sp_mem_req *reqs, int n, double t, double *last) {
+static int batch_in_order(sp_mem *m, const sp_mem_req *reqs, int n, double t, double *last, sp_mem_plan *plan) {
     *last = t;
     if (n > 0 && m->hw->frfcfs && m->hw->queue_depth > 1) return 0;
-    for (int i = 0; i < n; i++) *last = dmax(*last, sp_mem_access(m, &reqs[i], t));
+    for (int i = 0; i < n; i++) {
+        int g, ch;
+        long long row;
+        sp_mem_map(m->hw, &reqs[i], &g, &ch, &row);
+        plan_push(plan, m, g, row, reqs[i].bytes);
+        *last = dmax(*last, sp_mem_access(m, &reqs[i], t));
+    }
     return 1;
 }
 
 /* Reference FR-FCFS: scans the first queue_depth waiting requests for each pick. */
-double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
+double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
     double last;
-    if (batch_in_order(m, reqs, n, t, &last)) return last;
+    if (plan) plan->n = 0;
+    if (batch_in_order(m, reqs, n, t, &last, plan)) return last;
     scratch(m, n);
     /* pending requests as a linked list in arrival order, so skipping served ones is free */
     int *nx = m->snext;
@@ -206,32 +227,20 @@ double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t
         else nx[pick_prev] = nx[pick];
         int g = m->sg[pick];
         int ch = m->ch_mask >= 0 ? g & m->ch_mask : g % m->hw->channels;
+        plan_push(plan, m, g, m->srow[pick], reqs[pick].bytes);
         last = dmax(last, access_mapped(m, g, ch, m->srow[pick], reqs[pick].bytes, t));
     }
     return last;
 }
 
 
-/* Appends a request about to be served to plan (when not NULL), with its bank's open row. */
-static inline void plan_push(sp_mem_plan *plan, const sp_mem *m, int g, long long row, int bytes) {
-    if (!plan) return;
-    if (plan->n == plan->cap) {
-        int cap = plan->cap ? 2 * plan->cap : 256;
-        sp_mem_pick *p = sp_xmalloc((size_t)cap, sizeof *p);
-        if (plan->n) memcpy(p, plan->picks, (size_t)plan->n * sizeof *p);
-        free(plan->picks);
-        plan->picks = p;
-        plan->cap = cap;
-    }
-    plan->picks[plan->n++] = (sp_mem_pick){row, m->open_row[g], g, bytes};
-}
-
 /* The scheduler's window (the first queue_depth waiting requests of a batch) in one of two
  * forms, both giving the reference's order (sp_mem_batch_reference):
  *
- * Ring (used while every request of the window lies within 64 arrival places of the oldest
- * waiting one, and the batch has at most SP_RING_ROWS distinct rows): request i is bit i mod
- * 64 of a 64-bit ring; the waiting requests, the row hits, each bank's waiting requests
+ * Ring (queues of up to 64 requests, batches of at most SP_RING_ROWS distinct rows): request i
+ * is bit i mod 64 of a 64-bit ring, which holds the window's requests that lie within 64
+ * arrival places before the next one to admit (older ones wait in a short side list, see
+ * frfcfs_ring); the waiting requests, the row hits, each bank's waiting requests
  * (m->sbmask) and each distinct row's waiting requests (rmask) are ring masks, so a pick is a
  * rotate and a count of trailing zeros, and the re-flag after a row change is one AND: a pick
  * changes its bank's row only when the window holds no row hit at all (a hit would have been
@@ -240,26 +249,22 @@ static inline void plan_push(sp_mem_plan *plan, const sp_mem *m, int g, long lon
  * Lists (the general form, any window): bitmaps over the whole batch of waiting and row-hit
  * requests plus one list per bank; an access changes only its bank's open row, so only that
  * bank's entries are re-flagged. The window's row hits are counted, so a pick finds the
- * oldest hit only when there is one. The ring hands over to the lists when a request it
- * would admit lies 64 or more places after the oldest waiting one (a long run of row hits). */
+ * oldest hit only when there is one. */
 enum { SP_RING_ROWS = 64 };
 
-typedef struct frfcfs_state {
-    int wend, wc; /* next request to admit; requests in the window */
-} frfcfs_state;
-
-/* Serves the rest of a batch with the list window. On entry the window holds the requests
- * marked in pend (bits of batch indices; hit marks those that are row hits, nhit of them)
- * and linked in the bank lists (m->sbank/snext/sprev). */
-static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
-                         frfcfs_state st, int nhit, int w0) {
+/* Serves a batch with the list window. */
+static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc) {
     uint64_t *pend = m->spend, *hit = m->shit;
     int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
     const int *sg = m->sg;
     const long long *srow = m->srow;
     const long long *open_row = m->open_row;
     const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
-    int wend = st.wend, wc = st.wc;
+    int words = (n + 63) / 64;
+    memset(pend, 0, (size_t)words * sizeof *pend);
+    memset(hit, 0, (size_t)words * sizeof *hit);
+    /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
+    int wend = 0, wc = 0, nhit = 0, w0 = 0;
     for (;;) {
         while (wc < q && wend < n) { /* admit the next request into the window */
             int i = wend++, g = sg[i];
@@ -306,22 +311,38 @@ static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
 
 static inline uint64_t ror64(uint64_t x, int k) { return (x >> k) | (x << ((64 - k) & 63)); } /* k in [0, 63] */
 
-/* Serves a batch with the ring window (see above) until it ends (returns 1) or a request to
- * admit lies 64 places after the oldest waiting one; then moves the window into the list form
- * and returns 0 with *st, *nhit and *w0 set for frfcfs_lists. srid[i] < nrows <= SP_RING_ROWS. */
-static int frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
-                       int nrows, frfcfs_state *st, int *nhit_out, int *w0_out) {
+/* Serves a batch with the ring window (see above). srid[i] < nrows <= SP_RING_ROWS, and the
+ * queue depth is at most 64. A waiting request that would lie 64 places before the next one
+ * to admit leaves the ring for the side list (side, oldest first): a run of row hits passed
+ * it by. Such a request is older than every request in the ring, and its hit flag changes
+ * only when its bank opens another row, i.e. at a pick with no hit anywhere, where the side
+ * list is re-flagged; the window holds at most 64 requests, so the side list never fills. */
+static void frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
+                        int nrows) {
     uint64_t rmask[SP_RING_ROWS], *bmask = m->sbmask;
     memset(rmask, 0, (size_t)nrows * sizeof *rmask);
     const int *sg = m->sg, *srid = m->srid;
     const long long *srow = m->srow;
-    long long *open_row = m->open_row;
+    const long long *open_row = m->open_row;
     const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
     uint64_t pend = 0, hit = 0;
-    int wend = 0, wc = 0, base = 0; /* base: the oldest waiting request (wend when none) */
+    int wend = 0, wc = 0, base = 0; /* base: the oldest waiting request in the ring (wend when none) */
+    int side[64], ns = 0, shits = 0;
+    unsigned char shit[64], sbank[64] = {0}; /* sbank[g mod 64]: side requests of such banks */
     for (;;) {
         while (wc < q && wend < n) {
-            if (wend - base >= 64) goto to_lists;
+            while (wend - base >= 64) { /* the ring's oldest waiting request moves to the side list */
+                uint64_t bit = 1ull << (base & 63), nbit = ~bit;
+                side[ns] = base;
+                sbank[sg[base] & 63]++;
+                shit[ns] = (hit & bit) != 0;
+                shits += shit[ns++];
+                pend &= nbit;
+                hit &= nbit;
+                bmask[sg[base]] &= nbit;
+                rmask[srid[base]] &= nbit;
+                base = pend ? base + __builtin_ctzll(ror64(pend, base & 63)) : wend;
+            }
             int i = wend++, g = sg[i];
             uint64_t bit = 1ull << (i & 63);
             pend |= bit;
@@ -331,50 +352,48 @@ static int frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_me
             wc++;
         }
         if (wc == 0) break;
-        /* bits in age order from the oldest waiting request: the oldest hit, else the oldest */
-        int sh = base & 63;
-        uint64_t rh = ror64(hit, sh), sel = rh ? rh : ror64(pend, sh);
-        int pick = base + __builtin_ctzll(sel);
-        int g = sg[pick], r = srid[pick];
-        uint64_t nbit = ~(1ull << (pick & 63));
-        pend &= nbit;
-        hit &= nbit;
-        bmask[g] &= nbit;
-        rmask[r] &= nbit;
+        int pick, any_hit;
+        if (shits > 0 || (ns > 0 && !hit)) { /* from the side list: its oldest hit, else its oldest */
+            int k = 0;
+            if (shits > 0)
+                while (!shit[k]) k++;
+            any_hit = shit[k];
+            shits -= shit[k];
+            pick = side[k];
+            sbank[sg[pick] & 63]--;
+            ns--;
+            memmove(side + k, side + k + 1, (size_t)(ns - k) * sizeof *side);
+            memmove(shit + k, shit + k + 1, (size_t)(ns - k));
+        } else { /* from the ring, in age order from base: the oldest hit, else the oldest */
+            int sh = base & 63;
+            uint64_t rh = ror64(hit, sh), sel = rh ? rh : ror64(pend, sh);
+            any_hit = rh != 0;
+            pick = base + __builtin_ctzll(sel);
+            uint64_t nbit = ~(1ull << (pick & 63));
+            pend &= nbit;
+            hit &= nbit;
+            bmask[sg[pick]] &= nbit;
+            rmask[srid[pick]] &= nbit;
+            if (pend) base += __builtin_ctzll(ror64(pend, base & 63));
+            else base = wend;
+        }
         wc--;
+        int g = sg[pick];
         long long row = srow[pick];
-        /* no hit in the window: the pick opens a new row, and the hits are its bank's waiting
-         * requests of that row (there were none before) */
-        if (!rh) hit = bmask[g] & rmask[r];
+        if (!any_hit) {
+            /* no hit in the window: the pick opens a new row, and the hits are its bank's
+             * waiting requests of that row (there were none before) */
+            hit = bmask[g] & rmask[srid[pick]];
+            if (sbank[g & 63])
+                for (int k = 0; k < ns; k++) {
+                    shit[k] = sg[side[k]] == g && srow[side[k]] == row;
+                    shits += shit[k];
+                }
+        }
         int ch = ch_mask >= 0 ? g & ch_mask : g % channels;
         plan_push(plan, m, g, row, reqs[pick].bytes);
         acc_access(m, acc, g, ch, row, reqs[pick].bytes, t);
-        if (pend) base += __builtin_ctzll(ror64(pend, base & 63));
-        else base = wend;
     }
-    return 1;
-to_lists:;
-    /* the waiting requests, oldest first, into the list form; the bank masks are left empty */
-    int words = (n + 63) / 64;
-    memset(m->spend, 0, (size_t)words * sizeof *m->spend);
-    memset(m->shit, 0, (size_t)words * sizeof *m->shit);
-    int *bn = m->snext, *bp = m->sprev, *bh = m->sbank, nhit = 0;
-    for (uint64_t rp = ror64(pend, base & 63); rp; rp &= rp - 1) {
-        int i = base + __builtin_ctzll(rp), g = sg[i];
-        uint64_t bit = 1ull << (i & 63);
-        bmask[g] = 0;
-        m->spend[i >> 6] |= bit;
-        if (hit & bit) m->shit[i >> 6] |= bit, nhit++;
-        bp[i] = -1;
-        bn[i] = bh[g];
-        if (bh[g] >= 0) bp[bh[g]] = i;
-        bh[g] = i;
-    }
-    st->wend = wend;
-    st->wc = wc;
-    *nhit_out = nhit;
-    *w0_out = base >> 6;
-    return 0;
 }
 
 /* Fast FR-FCFS, same schedule as sp_mem_batch_reference (the ring window, else the lists). */
@@ -437,16 +456,8 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
         srid[i] = id;
     }
     acc_load(&acc, m, t);
-    frfcfs_state st = {0, 0};
-    int nhit = 0, w0 = 0;
-    if (!ring) {
-        int words = (n + 63) / 64;
-        memset(m->spend, 0, (size_t)words * sizeof *m->spend);
-        memset(m->shit, 0, (size_t)words * sizeof *m->shit);
-    }
-    /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
-    if (!ring || !frfcfs_ring(m, reqs, n, t, plan, &acc, nrows, &st, &nhit, &w0))
-        frfcfs_lists(m, reqs, n, t, plan, &acc, st, nhit, w0);
+    if (ring) frfcfs_ring(m, reqs, n, t, plan, &acc, nrows);
+    else frfcfs_lists(m, reqs, n, t, plan, &acc);
     acc_store(&acc, m);
     return acc.last;
 }
@@ -518,7 +529,13 @@ double sp_mem_stream(sp_mem *m, int region, long from, long to, int bytes, doubl
     const sp_hw *w = m->hw;
     int nb = w->channels * w->banks;
     long used = to - from < w->channels ? to - from : w->channels;
-    for (long k = 0; k < used; k++) t = dmax(t, m->bus_free[((from + k) % nb) % w->channels]);
+    /* vector v's channel is (v mod nb) mod channels = v mod channels (nb is a multiple of the
+     * channel count): the used channels are from's and the next ones, cyclically */
+    const int ch0 = (int)(from % w->channels);
+    for (long k = 0; k < used; k++) {
+        int c = ch0 + (int)k;
+        t = dmax(t, m->bus_free[c < w->channels ? c : c - w->channels]);
+    }
     int g, c;
     long long row;
     sp_mem_req first = {from, region, bytes};
@@ -532,7 +549,8 @@ double sp_mem_stream(sp_mem *m, int region, long from, long to, int bytes, doubl
     if (conflict_first) m->conflicts += 1, m->misses -= 1;
     double free_at = end - (w->t_rcd_cyc + w->t_cl_cyc);
     for (long k = 0; k < used; k++) {
-        c = (int)(((from + k) % nb) % w->channels);
+        c = ch0 + (int)k;
+        c = c < w->channels ? c : c - w->channels;
         m->bus_free[c] = dmax(m->bus_free[c], free_at);
     }
     /* the last nb vectors leave their rows open: sp_mem_map's bank v mod nb and row

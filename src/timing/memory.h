@@ -82,8 +82,9 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
  * open row different from the plan's. */
 double sp_mem_replay(sp_mem *m, const sp_mem_plan *plan, double t);
 void sp_mem_plan_free(sp_mem_plan *plan);
-/* The same schedule by a plain scan of the window for every pick (reference for tests). */
-double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t);
+/* The same schedule by a plain scan of the window for every pick (reference for tests);
+ * records the order into plan when not NULL, as sp_mem_batch_plan does. */
+double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan);
 
 /* Analytical model of a regular stream of vectors 0..n-1 of one region, `bytes` each,
  * issued at once on idle banks. Returns the duration in core cycles and, if st is not NULL,
