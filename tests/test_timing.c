@@ -213,7 +213,7 @@ Test(timing, fast_frfcfs_matches_reference) {
                 for (int i = 0; i < n; i++)
                     r[i] = (sp_mem_req){(long)(sp_rng_next_uniform(&rng) * 2000), (int)(sp_rng_next_uniform(&rng) * 3), 64};
                 double t = batch * 500.0;
-                double ta = sp_mem_batch(&a, r, n, t), tb = sp_mem_batch_reference(&b, r, n, t);
+                double ta = sp_mem_batch(&a, r, n, t), tb = sp_mem_batch_reference(&b, r, n, t, NULL);
                 cr_assert_eq(ta, tb, "depth %d trial %d batch %d: fast %g vs reference %g", depths[di], trial, batch, ta, tb);
                 free(r);
             }
@@ -293,6 +293,81 @@ Test(timing, replayed_order_matches_scheduling) {
             sp_mem_free(&p);
             sp_mem_free(&r);
             sp_mem_free(&d);
+        }
+}
+
+/* The scheduler's two window forms (memory.c: the 64-place ring with its side list, and the
+ * lists) give the reference's schedule in the cases that select between them or exercise the
+ * side list: a row-hit run long enough to pass the oldest requests by more than 64 places
+ * (they move to the side list, then become hits when their bank's row changes), a batch with
+ * more distinct rows than the ring indexes (lists), queues of 64 (the largest ring) and 65,
+ * and SPRINT-like batches (K and V of ascending survivors, several K/V row blocks per bank).
+ * Every field of the memory must match the reference's, batch by batch. */
+Test(timing, ring_and_list_windows_match_reference) {
+    sp_rng rng;
+    sp_rng_seed(&rng, 11);
+    const int depths[] = {2, 5, 32, 63, 64, 65};
+    for (int di = 0; di < 6; di++)
+        for (int kind = 0; kind < 5; kind++) {
+            sp_hw hw = hw_default(kind % 3);
+            hw.queue_depth = depths[di];
+            sp_mem a, b;
+            sp_mem_init(&a, &hw);
+            sp_mem_init(&b, &hw);
+            const int nb = hw.channels * hw.banks, vpr = hw.row_bytes / 64;
+            sp_mem_plan pa = {0}, pb = {0};
+            for (int batch = 0; batch < 6; batch++) {
+                int n = 0;
+                sp_mem_req r[600];
+                if (kind == 0) { /* requests to other banks and rows, then a run of row hits on bank 0 */
+                    r[n++] = (sp_mem_req){1 + batch % (nb - 1), SP_REGION_V, 64};
+                    r[n++] = (sp_mem_req){(long)nb * vpr, SP_REGION_K, 64}; /* bank 0, another row */
+                    r[n++] = (sp_mem_req){1 + batch % (nb - 1), SP_REGION_K, 64};
+                    for (int i = 0; i < 200; i++) r[n++] = (sp_mem_req){(long)nb * (i % vpr), SP_REGION_K, 64};
+                    r[n++] = (sp_mem_req){2, SP_REGION_K, 64};
+                    r[n++] = (sp_mem_req){(long)nb * vpr + 1, SP_REGION_V, 64};
+                } else if (kind == 4) { /* two requests of one row pass into the side list; when
+                                           * the older is served, the younger (32 B) is a hit older
+                                           * than the ring's hit of that row (64 B) */
+                    r[n++] = (sp_mem_req){(long)nb * vpr, SP_REGION_K, 64}; /* bank 0, K row 1 */
+                    r[n++] = (sp_mem_req){2, SP_REGION_V, 64};
+                    r[n++] = (sp_mem_req){0, SP_REGION_K, 64}; /* bank 0, K row 0 */
+                    r[n++] = (sp_mem_req){0, SP_REGION_K, 32}; /* bank 0, K row 0 */
+                    for (int i = 0; i < 200; i++) r[n++] = (sp_mem_req){2 + (long)nb * (i % vpr), SP_REGION_V, 64};
+                    r[n++] = (sp_mem_req){0, SP_REGION_K, 64};
+                } else if (kind == 1) { /* 100 distinct rows of one bank, then row hits among them */
+                    for (int i = 0; i < 100; i++) r[n++] = (sp_mem_req){(long)nb * vpr * ((i * 37) % 100), SP_REGION_K, 64};
+                    for (int i = 0; i < 100; i++) r[n++] = (sp_mem_req){(long)nb * vpr * (i % 7), SP_REGION_K, 64};
+                } else { /* SPRINT: Q, then K and V of ascending survivors of 4096 keys */
+                    double keep = kind == 2 ? 0.05 : 0.5;
+                    r[n++] = (sp_mem_req){batch * 7, SP_REGION_Q, 64};
+                    for (long j = 0; j < 4096 && n < 598; j++)
+                        if (sp_rng_next_uniform(&rng) < keep) {
+                            r[n++] = (sp_mem_req){j, SP_REGION_K, 64};
+                            r[n++] = (sp_mem_req){j, SP_REGION_V, 64};
+                        }
+                }
+                double t = batch * 300.0;
+                /* the order itself, not only its times (two hits of one row may swap without
+                 * changing a time here, and the order is replayed at other clocks) */
+                double ta = sp_mem_batch_plan(&a, r, n, t, &pa), tb = sp_mem_batch_reference(&b, r, n, t, &pb);
+                cr_assert_eq(ta, tb, "depth %d kind %d batch %d: fast %.17g vs reference %.17g", depths[di], kind, batch, ta, tb);
+                mem_same(&a, &b, "fast vs reference");
+                cr_assert_eq(pa.n, n);
+                cr_assert_eq(pb.n, n);
+                for (int i = 0; i < n; i++)
+                    cr_assert(pa.picks[i].bank == pb.picks[i].bank && pa.picks[i].row == pb.picks[i].row &&
+                                  pa.picks[i].bytes == pb.picks[i].bytes && pa.picks[i].open == pb.picks[i].open,
+                              "depth %d kind %d batch %d: pick %d differs from the reference's", depths[di], kind, batch, i);
+            }
+            for (int g = 0; g < a.nb; g++) {
+                cr_assert_eq(a.sbank[g], -1, "bank %d's window list is not empty after the batches", g);
+                cr_assert_eq(a.sbmask[g], 0, "bank %d's ring mask is not empty after the batches", g);
+            }
+            sp_mem_plan_free(&pa);
+            sp_mem_plan_free(&pb);
+            sp_mem_free(&a);
+            sp_mem_free(&b);
         }
 }
 

@@ -21,6 +21,7 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     m->bus_free = sp_xcalloc((size_t)hw->channels, sizeof *m->bus_free);
     m->sbank = sp_xmalloc((size_t)m->nb, sizeof *m->sbank);
     for (int i = 0; i < m->nb; i++) m->sbank[i] = -1; /* every batch leaves the lists empty */
+    m->sbmask = sp_xcalloc((size_t)m->nb, sizeof *m->sbmask); /* every batch leaves the masks empty */
     m->c_bytes = -1;
     m->ch_mask = (hw->channels & (hw->channels - 1)) ? -1 : hw->channels - 1;
 }
@@ -35,8 +36,10 @@ void sp_mem_free(sp_mem *m) {
     free(m->spend);
     free(m->shit);
     free(m->sbank);
+    free(m->sbmask);
     free(m->sg);
     free(m->srow);
+    free(m->srid);
     memset(m, 0, sizeof *m);
 }
 
@@ -70,63 +73,60 @@ static double dmax(double a, double b) { return a > b ? a : b; }
 /* log2(x) when x is a power of two, else -1 (the mapping's divisions become shifts). */
 static int pow2_shift(long x) {
     if (x <= 0 || (x & (x - 1))) return -1;
-    int k = 0;
-    while ((1L << k) < x) k++;
-    return k;
+    return __builtin_ctzl((unsigned long)x);
 }
 
 /* A batch works on local copies of the memory's counters (batch_acc), stored back at its end,
  * so that they stay in registers; a single access loads and stores them around one
- * acc_access. Either way every operation is the same, in the same order. */
+ * acc_access. The event counters are integers while the batch runs: every count is an
+ * integer below 2^53, so adding k ones to a double one at a time or adding k at the end give
+ * the same bits; the bus time is a sum of non-integers and is added request by request, as
+ * are the maxima. */
 typedef struct batch_acc {
-    double ready_max, hits, misses, conflicts, busy_bus, requests, bytes, last;
+    double ready_max, busy_bus, last;
+    long long kind[3], bytes; /* row hits, misses, conflicts; bytes */
 } batch_acc;
 
-static void acc_load(batch_acc *a, const sp_mem *m, double t) {
-    *a = (batch_acc){m->bank_ready_max, m->hits, m->misses, m->conflicts, m->busy_bus, m->requests, m->bytes, t};
-}
+static void acc_load(batch_acc *a, const sp_mem *m, double t) { *a = (batch_acc){m->bank_ready_max, m->busy_bus, t, {0, 0, 0}, 0}; }
 
 static void acc_store(const batch_acc *a, sp_mem *m) {
     m->bank_ready_max = a->ready_max;
-    m->hits = a->hits, m->misses = a->misses, m->conflicts = a->conflicts;
-    m->busy_bus = a->busy_bus, m->requests = a->requests, m->bytes = a->bytes;
+    m->hits += (double)a->kind[0], m->misses += (double)a->kind[1], m->conflicts += (double)a->kind[2];
+    m->busy_bus = a->busy_bus;
+    m->requests += (double)(a->kind[0] + a->kind[1] + a->kind[2]);
+    m->bytes += (double)a->bytes;
 }
 
 /* One access to bank g (channel ch) row `row` of `bytes` issued at t: returns the cycle at
- * which its last byte has arrived (sp_mem_access). */
+ * which its last byte has arrived (sp_mem_access). A row hit costs tCL and holds the bank for
+ * one column slot; a miss (bank closed) adds tRCD; a conflict (another row open) adds tRP
+ * before it (the tables c_lat, c_occ hold the three sums). */
 static inline double acc_access(sp_mem *m, batch_acc *a, int g, int ch, long long row, int bytes, double t) {
     const sp_hw *hw = m->hw;
     if (bytes != m->c_bytes) {
         m->c_bytes = bytes;
         m->c_burst = sp_mem_burst(hw, bytes);
         m->c_col = dmax(hw->t_ccd_cyc, m->c_burst);
+        m->c_lat[0] = hw->t_cl_cyc;
+        m->c_lat[1] = hw->t_rcd_cyc + hw->t_cl_cyc;
+        m->c_lat[2] = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
+        m->c_occ[0] = m->c_col;
+        m->c_occ[1] = hw->t_rcd_cyc + m->c_col;
+        m->c_occ[2] = hw->t_rp_cyc + hw->t_rcd_cyc + m->c_col;
     }
-    double burst = m->c_burst, col = m->c_col;
+    double burst = m->c_burst;
     long long open = m->open_row[g];
+    int kind = (open != row) * (1 + (open >= 0)); /* 0 hit, 1 miss, 2 conflict (rows are >= 0) */
     double start = dmax(t, m->bank_ready[g]);
-    double lat, occupy;
-    if (open == row) {
-        lat = hw->t_cl_cyc;
-        occupy = col;
-        a->hits += 1;
-    } else if (open < 0) {
-        lat = hw->t_rcd_cyc + hw->t_cl_cyc;
-        occupy = hw->t_rcd_cyc + col;
-        a->misses += 1;
-    } else {
-        lat = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
-        occupy = hw->t_rp_cyc + hw->t_rcd_cyc + col;
-        a->conflicts += 1;
-    }
+    a->kind[kind]++;
     m->open_row[g] = row;
-    double ready = start + occupy;
+    double ready = start + m->c_occ[kind];
     m->bank_ready[g] = ready;
     a->ready_max = dmax(a->ready_max, ready);
-    double data = dmax(start + lat, m->bus_free[ch]);
+    double data = dmax(start + m->c_lat[kind], m->bus_free[ch]);
     double done = data + burst;
     m->bus_free[ch] = done;
     a->busy_bus += burst;
-    a->requests += 1;
     a->bytes += bytes;
     a->last = dmax(a->last, done);
     return done;
@@ -153,6 +153,7 @@ static void scratch(sp_mem *m, int n) {
     if (m->scratch_n >= n) return;
     free(m->sg);
     free(m->srow);
+    free(m->srid);
     free(m->snext);
     free(m->sprev);
     free(m->spend);
@@ -163,23 +164,45 @@ static void scratch(sp_mem *m, int n) {
     m->sprev = sp_xmalloc((size_t)m->scratch_n, sizeof *m->sprev);
     m->sg = sp_xmalloc((size_t)m->scratch_n, sizeof *m->sg);
     m->srow = sp_xmalloc((size_t)m->scratch_n, sizeof *m->srow);
+    m->srid = sp_xmalloc((size_t)m->scratch_n, sizeof *m->srid);
     m->spend = sp_xmalloc(w, sizeof *m->spend);
     m->shit = sp_xmalloc(w, sizeof *m->shit);
 }
 
+/* Appends a request about to be served to plan (when not NULL), with its bank's open row. */
+static inline void plan_push(sp_mem_plan *plan, const sp_mem *m, int g, long long row, int bytes) {
+    if (!plan) return;
+    if (plan->n == plan->cap) {
+        int cap = plan->cap ? 2 * plan->cap : 256;
+        sp_mem_pick *p = sp_xmalloc((size_t)cap, sizeof *p);
+        if (plan->n) memcpy(p, plan->picks, (size_t)plan->n * sizeof *p);
+        free(plan->picks);
+        plan->picks = p;
+        plan->cap = cap;
+    }
+    plan->picks[plan->n++] = (sp_mem_pick){row, m->open_row[g], g, bytes};
+}
+
 /* Batches that need no scheduling (empty, FCFS, or a one-entry queue) in arrival order: returns
  * 1 and sets *last when it served the batch, 0 when FR-FCFS must pick. */
-static int batch_in_order(sp_mem *m, const sp_mem_req *reqs, int n, double t, double *last) {
+static int batch_in_order(sp_mem *m, const sp_mem_req *reqs, int n, double t, double *last, sp_mem_plan *plan) {
     *last = t;
     if (n > 0 && m->hw->frfcfs && m->hw->queue_depth > 1) return 0;
-    for (int i = 0; i < n; i++) *last = dmax(*last, sp_mem_access(m, &reqs[i], t));
+    for (int i = 0; i < n; i++) {
+        int g, ch;
+        long long row;
+        sp_mem_map(m->hw, &reqs[i], &g, &ch, &row);
+        plan_push(plan, m, g, row, reqs[i].bytes);
+        *last = dmax(*last, sp_mem_access(m, &reqs[i], t));
+    }
     return 1;
 }
 
 /* Reference FR-FCFS: scans the first queue_depth waiting requests for each pick. */
-double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t) {
+double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
     double last;
-    if (batch_in_order(m, reqs, n, t, &last)) return last;
+    if (plan) plan->n = 0;
+    if (batch_in_order(m, reqs, n, t, &last, plan)) return last;
     scratch(m, n);
     /* pending requests as a linked list in arrival order, so skipping served ones is free */
     int *nx = m->snext;
@@ -204,75 +227,44 @@ double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t
         else nx[pick_prev] = nx[pick];
         int g = m->sg[pick];
         int ch = m->ch_mask >= 0 ? g & m->ch_mask : g % m->hw->channels;
+        plan_push(plan, m, g, m->srow[pick], reqs[pick].bytes);
         last = dmax(last, access_mapped(m, g, ch, m->srow[pick], reqs[pick].bytes, t));
     }
     return last;
 }
 
 
-/* Appends a request about to be served to plan (when not NULL), with its bank's open row. */
-static inline void plan_push(sp_mem_plan *plan, const sp_mem *m, int g, long long row, int bytes) {
-    if (!plan) return;
-    if (plan->n == plan->cap) {
-        int cap = plan->cap ? 2 * plan->cap : 256;
-        sp_mem_pick *p = sp_xmalloc((size_t)cap, sizeof *p);
-        if (plan->n) memcpy(p, plan->picks, (size_t)plan->n * sizeof *p);
-        free(plan->picks);
-        plan->picks = p;
-        plan->cap = cap;
-    }
-    plan->picks[plan->n++] = (sp_mem_pick){row, m->open_row[g], g, bytes};
-}
+/* The scheduler's window (the first queue_depth waiting requests of a batch) in one of two
+ * forms, both giving the reference's order (sp_mem_batch_reference):
+ *
+ * Ring (queues of up to 64 requests, batches of at most SP_RING_ROWS distinct rows): request i
+ * is bit i mod 64 of a 64-bit ring, which holds the window's requests that lie within 64
+ * arrival places before the next one to admit (older ones wait in a short side list, see
+ * frfcfs_ring); the waiting requests, the row hits, each bank's waiting requests
+ * (m->sbmask) and each distinct row's waiting requests (rmask) are ring masks, so a pick is a
+ * rotate and a count of trailing zeros, and the re-flag after a row change is one AND: a pick
+ * changes its bank's row only when the window holds no row hit at all (a hit would have been
+ * picked), so the hits after it are exactly the bank's waiting requests of the new row.
+ *
+ * Lists (the general form, any window): bitmaps over the whole batch of waiting and row-hit
+ * requests plus one list per bank; an access changes only its bank's open row, so only that
+ * bank's entries are re-flagged. The window's row hits are counted, so a pick finds the
+ * oldest hit only when there is one. */
+enum { SP_RING_ROWS = 64 };
 
-/* Fast FR-FCFS, same schedule as sp_mem_batch_reference: the window (the first queue_depth
- * waiting requests) is kept as bitmaps of waiting and row-hit requests plus one list per bank;
- * an access changes only its bank's open row, so only that bank's entries are re-flagged. The
- * window's row hits are counted, so a pick finds the oldest hit only when there is one. */
-double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
-    if (plan) plan->n = 0;
-    batch_acc acc;
-    if (n <= 1 || !m->hw->frfcfs || m->hw->queue_depth <= 1) { /* in arrival order */
-        acc_load(&acc, m, t);
-        for (int i = 0; i < n; i++) {
-            int g, ch;
-            long long row;
-            sp_mem_map(m->hw, &reqs[i], &g, &ch, &row);
-            plan_push(plan, m, g, row, reqs[i].bytes);
-            acc_access(m, &acc, g, ch, row, reqs[i].bytes, t);
-        }
-        acc_store(&acc, m);
-        return acc.last;
-    }
-    scratch(m, n);
-    int words = (n + 63) / 64;
+/* Serves a batch with the list window. */
+static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc) {
     uint64_t *pend = m->spend, *hit = m->shit;
+    int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
+    const int *sg = m->sg;
+    const long long *srow = m->srow;
+    const long long *open_row = m->open_row;
+    const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
+    int words = (n + 63) / 64;
     memset(pend, 0, (size_t)words * sizeof *pend);
     memset(hit, 0, (size_t)words * sizeof *hit);
     /* bh: every bank's list is empty here (set at init; a batch unlinks every request it admits) */
-    int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
-    int *sg = m->sg;
-    long long *srow = m->srow;
-    const long long *open_row = m->open_row;
-    /* same mapping as sp_mem_map, with one division for bank and slot and the vectors-per-row
-     * quotient cached across requests of equal size */
-    const long nbl = m->nb;
-    int last_bytes = -1;
-    long vpr = 1;
-    int nb_sh = pow2_shift(nbl), vpr_sh = -1;
-    for (int i = 0; i < n; i++) {
-        if (reqs[i].bytes != last_bytes) {
-            last_bytes = reqs[i].bytes;
-            vpr = m->hw->row_bytes / last_bytes;
-            SP_ASSERT(vpr >= 1);
-            vpr_sh = pow2_shift(vpr);
-        }
-        long slot = nb_sh >= 0 ? reqs[i].vec >> nb_sh : reqs[i].vec / nbl; /* vec >= 0 */
-        sg[i] = (int)(reqs[i].vec - slot * nbl);
-        srow[i] = ((long long)reqs[i].region << 40) + (vpr_sh >= 0 ? slot >> vpr_sh : slot / vpr);
-    }
-    acc_load(&acc, m, t);
-    const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
-    int wend = 0, wc = 0, w0 = 0, nhit = 0;
+    int wend = 0, wc = 0, nhit = 0, w0 = 0;
     for (;;) {
         while (wc < q && wend < n) { /* admit the next request into the window */
             int i = wend++, g = sg[i];
@@ -305,7 +297,7 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
         long long row = srow[pick];
         int changed = open_row[g] != row;
         plan_push(plan, m, g, row, reqs[pick].bytes);
-        acc_access(m, &acc, g, ch, row, reqs[pick].bytes, t);
+        acc_access(m, acc, g, ch, row, reqs[pick].bytes, t);
         if (changed) /* the bank's open row changed: re-flag its waiting requests */
             for (int e = bh[g]; e >= 0; e = bn[e]) {
                 uint64_t bit = 1ull << (e & 63);
@@ -315,6 +307,157 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
                 nhit += is - was;
             }
     }
+}
+
+static inline uint64_t ror64(uint64_t x, int k) { return (x >> k) | (x << ((64 - k) & 63)); } /* k in [0, 63] */
+
+/* Serves a batch with the ring window (see above). srid[i] < nrows <= SP_RING_ROWS, and the
+ * queue depth is at most 64. A waiting request that would lie 64 places before the next one
+ * to admit leaves the ring for the side list (side, oldest first): a run of row hits passed
+ * it by. Such a request is older than every request in the ring, and its hit flag changes
+ * only when its bank opens another row, i.e. at a pick with no hit anywhere, where the side
+ * list is re-flagged; the window holds at most 64 requests, so the side list never fills. */
+static void frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
+                        int nrows) {
+    uint64_t rmask[SP_RING_ROWS], *bmask = m->sbmask;
+    memset(rmask, 0, (size_t)nrows * sizeof *rmask);
+    const int *sg = m->sg, *srid = m->srid;
+    const long long *srow = m->srow;
+    const long long *open_row = m->open_row;
+    const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
+    uint64_t pend = 0, hit = 0;
+    int wend = 0, wc = 0, base = 0; /* base: the oldest waiting request in the ring (wend when none) */
+    int side[64], ns = 0, shits = 0;
+    unsigned char shit[64], sbank[64] = {0}; /* sbank[g mod 64]: side requests of such banks */
+    for (;;) {
+        while (wc < q && wend < n) {
+            while (wend - base >= 64) { /* the ring's oldest waiting request moves to the side list */
+                uint64_t bit = 1ull << (base & 63), nbit = ~bit;
+                side[ns] = base;
+                sbank[sg[base] & 63]++;
+                shit[ns] = (hit & bit) != 0;
+                shits += shit[ns++];
+                pend &= nbit;
+                hit &= nbit;
+                bmask[sg[base]] &= nbit;
+                rmask[srid[base]] &= nbit;
+                base = pend ? base + __builtin_ctzll(ror64(pend, base & 63)) : wend;
+            }
+            int i = wend++, g = sg[i];
+            uint64_t bit = 1ull << (i & 63);
+            pend |= bit;
+            bmask[g] |= bit;
+            rmask[srid[i]] |= bit;
+            hit |= (uint64_t)(open_row[g] == srow[i]) << (i & 63);
+            wc++;
+        }
+        if (wc == 0) break;
+        int pick, any_hit;
+        if (shits > 0 || (ns > 0 && !hit)) { /* from the side list: its oldest hit, else its oldest */
+            int k = 0;
+            if (shits > 0)
+                while (!shit[k]) k++;
+            any_hit = shit[k];
+            shits -= shit[k];
+            pick = side[k];
+            sbank[sg[pick] & 63]--;
+            ns--;
+            memmove(side + k, side + k + 1, (size_t)(ns - k) * sizeof *side);
+            memmove(shit + k, shit + k + 1, (size_t)(ns - k));
+        } else { /* from the ring, in age order from base: the oldest hit, else the oldest */
+            int sh = base & 63;
+            uint64_t rh = ror64(hit, sh), sel = rh ? rh : ror64(pend, sh);
+            any_hit = rh != 0;
+            pick = base + __builtin_ctzll(sel);
+            uint64_t nbit = ~(1ull << (pick & 63));
+            pend &= nbit;
+            hit &= nbit;
+            bmask[sg[pick]] &= nbit;
+            rmask[srid[pick]] &= nbit;
+            if (pend) base += __builtin_ctzll(ror64(pend, base & 63));
+            else base = wend;
+        }
+        wc--;
+        int g = sg[pick];
+        long long row = srow[pick];
+        if (!any_hit) {
+            /* no hit in the window: the pick opens a new row, and the hits are its bank's
+             * waiting requests of that row (there were none before) */
+            hit = bmask[g] & rmask[srid[pick]];
+            if (sbank[g & 63])
+                for (int k = 0; k < ns; k++) {
+                    shit[k] = sg[side[k]] == g && srow[side[k]] == row;
+                    shits += shit[k];
+                }
+        }
+        int ch = ch_mask >= 0 ? g & ch_mask : g % channels;
+        plan_push(plan, m, g, row, reqs[pick].bytes);
+        acc_access(m, acc, g, ch, row, reqs[pick].bytes, t);
+    }
+}
+
+/* Fast FR-FCFS, same schedule as sp_mem_batch_reference (the ring window, else the lists). */
+double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
+    if (plan) plan->n = 0;
+    batch_acc acc;
+    if (n <= 1 || !m->hw->frfcfs || m->hw->queue_depth <= 1) { /* in arrival order */
+        acc_load(&acc, m, t);
+        for (int i = 0; i < n; i++) {
+            int g, ch;
+            long long row;
+            sp_mem_map(m->hw, &reqs[i], &g, &ch, &row);
+            plan_push(plan, m, g, row, reqs[i].bytes);
+            acc_access(m, &acc, g, ch, row, reqs[i].bytes, t);
+        }
+        acc_store(&acc, m);
+        return acc.last;
+    }
+    scratch(m, n);
+    int *sg = m->sg, *srid = m->srid;
+    long long *srow = m->srow;
+    /* same mapping as sp_mem_map, with one division for bank and slot and the vectors-per-row
+     * quotient cached across requests of equal size; each distinct row gets an index (the last
+     * two rows are tried first: a batch of K and V alternates between two rows) */
+    const long nbl = m->nb;
+    int last_bytes = -1;
+    long vpr = 1;
+    int nb_sh = pow2_shift(nbl), vpr_sh = -1;
+    long long rows[SP_RING_ROWS], r0 = -1, r1 = -1;
+    int nrows = 0, id0 = -1, id1 = -1, ring = m->hw->queue_depth <= 64;
+    for (int i = 0; i < n; i++) {
+        if (reqs[i].bytes != last_bytes) {
+            last_bytes = reqs[i].bytes;
+            vpr = m->hw->row_bytes / last_bytes;
+            SP_ASSERT(vpr >= 1);
+            vpr_sh = pow2_shift(vpr);
+        }
+        long slot = nb_sh >= 0 ? reqs[i].vec >> nb_sh : reqs[i].vec / nbl; /* vec >= 0 */
+        sg[i] = (int)(reqs[i].vec - slot * nbl);
+        long long row = ((long long)reqs[i].region << 40) + (vpr_sh >= 0 ? slot >> vpr_sh : slot / vpr);
+        srow[i] = row;
+        if (!ring) continue;
+        int id;
+        if (row == r0) id = id0;
+        else {
+            if (row == r1) id = id1;
+            else {
+                id = 0;
+                while (id < nrows && rows[id] != row) id++;
+                if (id == nrows) {
+                    if (nrows == SP_RING_ROWS) {
+                        ring = 0;
+                        continue;
+                    }
+                    rows[nrows++] = row;
+                }
+            }
+            r1 = r0, id1 = id0, r0 = row, id0 = id;
+        }
+        srid[i] = id;
+    }
+    acc_load(&acc, m, t);
+    if (ring) frfcfs_ring(m, reqs, n, t, plan, &acc, nrows);
+    else frfcfs_lists(m, reqs, n, t, plan, &acc);
     acc_store(&acc, m);
     return acc.last;
 }
@@ -386,7 +529,13 @@ double sp_mem_stream(sp_mem *m, int region, long from, long to, int bytes, doubl
     const sp_hw *w = m->hw;
     int nb = w->channels * w->banks;
     long used = to - from < w->channels ? to - from : w->channels;
-    for (long k = 0; k < used; k++) t = dmax(t, m->bus_free[((from + k) % nb) % w->channels]);
+    /* vector v's channel is (v mod nb) mod channels = v mod channels (nb is a multiple of the
+     * channel count): the used channels are from's and the next ones, cyclically */
+    const int ch0 = (int)(from % w->channels);
+    for (long k = 0; k < used; k++) {
+        int c = ch0 + (int)k;
+        t = dmax(t, m->bus_free[c < w->channels ? c : c - w->channels]);
+    }
     int g, c;
     long long row;
     sp_mem_req first = {from, region, bytes};
@@ -400,7 +549,8 @@ double sp_mem_stream(sp_mem *m, int region, long from, long to, int bytes, doubl
     if (conflict_first) m->conflicts += 1, m->misses -= 1;
     double free_at = end - (w->t_rcd_cyc + w->t_cl_cyc);
     for (long k = 0; k < used; k++) {
-        c = (int)(((from + k) % nb) % w->channels);
+        c = ch0 + (int)k;
+        c = c < w->channels ? c : c - w->channels;
         m->bus_free[c] = dmax(m->bus_free[c], free_at);
     }
     /* the last nb vectors leave their rows open: sp_mem_map's bank v mod nb and row

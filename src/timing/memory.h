@@ -33,10 +33,13 @@ typedef struct sp_mem {
     int *sbank;          /* (nb) head of each bank's window list; all -1 between batches */
     int *sg;             /* bank of each batch request */
     long long *srow;     /* row of each batch request */
+    int *srid;           /* batch scratch: index of each request's row among the batch's distinct rows */
+    uint64_t *sbmask;    /* (nb) ring scheduler: each bank's waiting requests (ring bits); all 0 between batches */
     int scratch_n;
     /* cached per vector size: the burst and column spacing of the last size seen */
     int c_bytes;
     double c_burst, c_col;
+    double c_lat[3], c_occ[3]; /* latency and bank occupancy of a row hit, a miss, a conflict (this size) */
     int ch_mask;         /* channels - 1 when channels is a power of two, else -1 */
 } sp_mem;
 
@@ -79,8 +82,9 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
  * open row different from the plan's. */
 double sp_mem_replay(sp_mem *m, const sp_mem_plan *plan, double t);
 void sp_mem_plan_free(sp_mem_plan *plan);
-/* The same schedule by a plain scan of the window for every pick (reference for tests). */
-double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t);
+/* The same schedule by a plain scan of the window for every pick (reference for tests);
+ * records the order into plan when not NULL, as sp_mem_batch_plan does. */
+double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan);
 
 /* Analytical model of a regular stream of vectors 0..n-1 of one region, `bytes` each,
  * issued at once on idle banks. Returns the duration in core cycles and, if st is not NULL,
