@@ -481,3 +481,45 @@ Test(cpu_sprint, fixed_reference_guard_against_overflow) {
     cr_assert(md < 1e-4, "max |out - double reference| = %g", md);
     free(q), free(k), free(v), free(o1), free(kept);
 }
+
+/* The kernel's AVX-512 quantiser (sprint_setup_avx512.c) at the edges of the float range,
+ * byte for byte against sp_quant_rows_level at level avx512 (what the kernel ran before it):
+ * maxima whose scale max / 127 is a subnormal float (the quotients then reach past 128), whose
+ * scale underflows to 0 (max <= 2^-143: the division gives +-inf, clamped, and 0 / 0 = NaN,
+ * stored as 0), and near FLT_MAX; half-integers of the scale and their float neighbours, and
+ * subnormal elements. */
+Test(cpu_sprint, setup_avx512_quantisation_at_extreme_scales) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) {
+        cr_log_info("no AVX-512: skipped");
+        return;
+    }
+    const int n = 5, d = 24;
+    const float maxima[] = {0x1p-149f, 0x1p-146f, 0x1.8p-144f, 0x1p-143f, 0x1p-140f, 0x1.2p-130f,
+                            0x1p-126f, 3e-39f, 1e-30f, 1.0f, 1e30f, 3.4e38f};
+    float x[5 * 24];
+    int8_t a[5 * 24], b[5 * 24];
+    float sa[5], sb[5];
+    for (size_t mi = 0; mi < sizeof maxima / sizeof *maxima; mi++) {
+        const float mx = maxima[mi], s = mx / 127.0f;
+        for (int i = 0; i < n * d; i++) {
+            /* half-integers k + 1/2 of the scale, their float neighbours, plain fractions,
+             * zeros, the smallest subnormals */
+            const double hk = (double)((i % 11) - 5) + 0.5;
+            float v = s > 0 ? (float)(hk * (double)s) : 0.0f;
+            if (i % 4 == 1) v = nextafterf(v, INFINITY);
+            if (i % 4 == 2) v = nextafterf(v, -INFINITY);
+            if (i % 7 == 3) v = (float)((double)mx * ((i % 13) - 6) / 6.5);
+            if (i % 9 == 4) v = 0.0f;
+            if (i % 10 == 5) v = (i & 1 ? -1 : 1) * 0x1p-149f;
+            if (fabsf(v) > mx) v = copysignf(mx, v);
+            x[i] = v;
+        }
+        x[3] = -mx;
+        sp_quant_rows_level(SP_CPU_AVX512, x, n, d, d, 0, NULL, a, sa);
+        sp_sx_quant_avx512(x, n, d, d, NULL, b, sb);
+        cr_assert(!memcmp(sa, sb, sizeof sa), "max %a: scales differ", (double)mx);
+        for (int i = 0; i < n * d; i++)
+            cr_assert_eq(a[i], b[i], "max %a (scale %a) x[%d] = %a: %d vs %d", (double)mx, (double)s, i, (double)x[i],
+                         a[i], b[i]);
+    }
+}
