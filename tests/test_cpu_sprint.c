@@ -528,4 +528,28 @@ Test(cpu_sprint, setup_avx512_quantisation_at_extreme_scales) {
             cr_assert_eq(a[i], b[i], "max %a (scale %a) x[%d] = %a: %d vs %d", (double)mx, (double)s, i, (double)x[i],
                          a[i], b[i]);
     }
+    /* 400 random maxima over the whole float range (2^-150 .. 2^129), elements k + 1/2 or k
+     * of the scale moved by 0 .. 3 ulp either way (the tie window is 2^-30, the product's
+     * error < 2^-43: every value near a tie must come out as the division gives it) */
+    for (int it = 0; it < 400; it++) {
+        const uint64_t key = sp_rng_key(71, (uint64_t)it, 0, 0, 0);
+        const float mx = ldexpf(1.0f + (float)sp_rng_uniform(key), (int)(sp_rng_uniform(key + 1) * 280) - 150);
+        if (!(mx > 0.0f) || isinf(mx)) continue;
+        const float s = mx / 127.0f;
+        for (int i = 0; i < n * d; i++) {
+            const uint64_t ki = sp_rng_key(72, (uint64_t)it, (uint64_t)i, 0, 0);
+            const double k = floor(sp_rng_uniform(ki) * 255.0) - 127.0 + (sp_rng_uniform(ki + 1) < 0.75 ? 0.5 : 0.0);
+            float v = (float)(k * (double)s);
+            for (int u = (int)(sp_rng_uniform(ki + 2) * 7.0) - 3; u != 0; u += u > 0 ? -1 : 1)
+                v = nextafterf(v, u > 0 ? INFINITY : -INFINITY);
+            x[i] = fabsf(v) > mx ? copysignf(mx, v) : v;
+        }
+        x[0] = mx;
+        sp_quant_rows_level(SP_CPU_AVX512, x, n, d, d, 0, NULL, a, sa);
+        sp_sx_quant_avx512(x, n, d, d, NULL, b, sb);
+        cr_assert(!memcmp(sa, sb, sizeof sa), "max %a: scales differ", (double)mx);
+        for (int i = 0; i < n * d; i++)
+            cr_assert_eq(a[i], b[i], "max %a (scale %a) x[%d] = %a: %d vs %d", (double)mx, (double)s, i, (double)x[i],
+                         a[i], b[i]);
+    }
 }
