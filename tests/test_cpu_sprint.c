@@ -553,3 +553,44 @@ Test(cpu_sprint, setup_avx512_quantisation_at_extreme_scales) {
                          a[i], b[i]);
     }
 }
+
+/* The overflow guard at its edge (sprint_cpu.c fixed_ref_ok: (|q| |k| scale log2 e 1.01 + 1
+ * - thr log2 e) + log2(n_k + 1) + log2 max(|v|, 1) <= 120): thresholds putting that value
+ * 0.05 below and 0.05 above 120. Below, the kernel must take the fixed reference (some output
+ * bit differs from the online softmax, forced with sp_sx_fixed_ref_set(0)); above, it must
+ * not (the same bits). Both keep every key (the thresholds are ~80 below every score). */
+Test(cpu_sprint, fixed_reference_guard_boundary) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) {
+        cr_log_info("no AVX-512: the fixed reference is never used; skipped");
+        return;
+    }
+    const int n = 64, d = 64;
+    const size_t N = (size_t)n * d;
+    float *q = randn(N, 81, 1.0f), *k = randn(N, 82, 1.0f), *v = randn(N, 83, 3.0f);
+    float *o1 = malloc(N * sizeof(float)), *o2 = malloc(N * sizeof(float));
+    sp_attn_head h = {.n_q = n, .n_k = n, .d = d, .q = q, .k = k, .v = v, .out = o1, .ldq = d, .ldk = d, .ldv = d,
+                      .ldo = d, .scale = 0.125f};
+    double nrm[3];
+    cr_assert_eq(sp_flash_check_inputs_norms(&h, nrm, NULL), SP_OK);
+    cr_assert(nrm[2] > 1.0, "V norm %g: the log2 |v| term would be vacuous", nrm[2]);
+    const double L2E = 1.4426950408889634;
+    const double u2 = nrm[0] * nrm[1] * 0.125 * L2E * 1.01 + 1.0, rest = log2((double)n + 1.0) + log2(nrm[2]);
+    for (int side = 0; side < 2; side++) {
+        const double thr2 = u2 + rest - 120.0 + (side ? -0.05 : 0.05); /* side 1: the value is 120.05 */
+        sp_attn_stats st = {0};
+        sp_cpu_sprint_opts o = {.policy = SP_CPU_POLICY_FIXED, .threshold = thr2 / L2E, .margin_sigma = 3,
+                                .threads = 1, .stats = &st};
+        h.out = o1;
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o, NULL), SP_OK);
+        cr_assert_eq(st.pairs_kept, (double)n * n, "side %d: kept %.0f of %d", side, st.pairs_kept, n * n);
+        sp_sx_fixed_ref_set(0);
+        h.out = o2;
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o, NULL), SP_OK);
+        sp_sx_fixed_ref_set(1);
+        const int differ = memcmp(o1, o2, N * sizeof(float)) != 0;
+        cr_assert_eq(differ, !side, "guard value 120 %c 0.05: the fixed reference was %s", side ? '+' : '-',
+                     differ ? "taken" : "not taken");
+        for (size_t t = 0; t < N; t++) cr_assert(isfinite(o1[t]), "side %d: non-finite output", side);
+    }
+    free(q), free(k), free(v), free(o1), free(o2);
+}
