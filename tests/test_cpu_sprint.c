@@ -488,6 +488,20 @@ Test(cpu_sprint, fixed_reference_guard_against_overflow) {
     free(q), free(k), free(v), free(o1), free(kept);
 }
 
+/* sp_sx_quant_avx512 byte for byte against sp_quant_rows_level at level avx512 on the rows x
+ * (n, d; max |x| = mx). */
+static void quant_bytes_match(const float *x, int n, int d, float mx) {
+    int8_t a[5 * 24], b[5 * 24];
+    float sa[5], sb[5];
+    cr_assert(n <= 5 && n * d <= 5 * 24);
+    sp_quant_rows_level(SP_CPU_AVX512, x, n, d, d, 0, NULL, a, sa);
+    sp_sx_quant_avx512(x, n, d, d, NULL, b, sb);
+    cr_assert(!memcmp(sa, sb, (size_t)n * sizeof *sa), "max %a: scales differ", (double)mx);
+    for (int i = 0; i < n * d; i++)
+        cr_assert_eq(a[i], b[i], "max %a (scale %a) x[%d] = %a: %d vs %d", (double)mx, (double)sa[0], i, (double)x[i],
+                     a[i], b[i]);
+}
+
 /* The kernel's AVX-512 quantiser (sprint_setup_avx512.c) at the edges of the float range,
  * byte for byte against sp_quant_rows_level at level avx512 (what the kernel ran before it):
  * maxima whose scale max / 127 is a subnormal float (the quotients then reach past 128), whose
@@ -503,8 +517,6 @@ Test(cpu_sprint, setup_avx512_quantisation_at_extreme_scales) {
     const float maxima[] = {0x1p-149f, 0x1p-146f, 0x1.8p-144f, 0x1p-143f, 0x1p-140f, 0x1.2p-130f,
                             0x1p-126f, 3e-39f, 1e-30f, 1.0f, 1e30f, 3.4e38f};
     float x[5 * 24];
-    int8_t a[5 * 24], b[5 * 24];
-    float sa[5], sb[5];
     for (size_t mi = 0; mi < sizeof maxima / sizeof *maxima; mi++) {
         const float mx = maxima[mi], s = mx / 127.0f;
         for (int i = 0; i < n * d; i++) {
@@ -521,12 +533,7 @@ Test(cpu_sprint, setup_avx512_quantisation_at_extreme_scales) {
             x[i] = v;
         }
         x[3] = -mx;
-        sp_quant_rows_level(SP_CPU_AVX512, x, n, d, d, 0, NULL, a, sa);
-        sp_sx_quant_avx512(x, n, d, d, NULL, b, sb);
-        cr_assert(!memcmp(sa, sb, sizeof sa), "max %a: scales differ", (double)mx);
-        for (int i = 0; i < n * d; i++)
-            cr_assert_eq(a[i], b[i], "max %a (scale %a) x[%d] = %a: %d vs %d", (double)mx, (double)s, i, (double)x[i],
-                         a[i], b[i]);
+        quant_bytes_match(x, n, d, mx);
     }
     /* 400 random maxima over the whole float range (2^-150 .. 2^129), elements k + 1/2 or k
      * of the scale moved by 0 .. 3 ulp either way (the tie window is 2^-30, the product's
@@ -545,12 +552,7 @@ Test(cpu_sprint, setup_avx512_quantisation_at_extreme_scales) {
             x[i] = fabsf(v) > mx ? copysignf(mx, v) : v;
         }
         x[0] = mx;
-        sp_quant_rows_level(SP_CPU_AVX512, x, n, d, d, 0, NULL, a, sa);
-        sp_sx_quant_avx512(x, n, d, d, NULL, b, sb);
-        cr_assert(!memcmp(sa, sb, sizeof sa), "max %a: scales differ", (double)mx);
-        for (int i = 0; i < n * d; i++)
-            cr_assert_eq(a[i], b[i], "max %a (scale %a) x[%d] = %a: %d vs %d", (double)mx, (double)s, i, (double)x[i],
-                         a[i], b[i]);
+        quant_bytes_match(x, n, d, mx);
     }
 }
 
