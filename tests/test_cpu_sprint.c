@@ -137,6 +137,12 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
             double mf = 0;
             for (size_t t = 0; t < N; t++) mf = th_maxerr(mf, fabs((double)o1[t] - o2[t]));
             cr_assert(mf <= 1e-5, "fixed reference vs online softmax: max |diff| = %g", mf);
+            /* these heads are well inside the overflow guard (fixed_ref_ok), so at level avx512
+             * with d % 16 == 0 the kernel must have taken the fixed reference: its weights
+             * 2^(s - thr) round differently from the online 2^(s - max), so some output bit
+             * differs (a guard that never passes would leave the comparison above vacuous) */
+            if (sp_cpu_detect() >= SP_CPU_AVX512 && d % 16 == 0)
+                cr_assert(memcmp(o1, o2, N * sizeof(float)) != 0, "the fixed reference was not taken (d %d)", d);
         }
         free(kept2);
     }
@@ -480,4 +486,113 @@ Test(cpu_sprint, fixed_reference_guard_against_overflow) {
     cr_assert(nkept > n && nkept < (long)n * n, "vacuous: kept %ld", nkept);
     cr_assert(md < 1e-4, "max |out - double reference| = %g", md);
     free(q), free(k), free(v), free(o1), free(kept);
+}
+
+/* sp_sx_quant_avx512 byte for byte against sp_quant_rows_level at level avx512 on the rows x
+ * (n, d; max |x| = mx). */
+static void quant_bytes_match(const float *x, int n, int d, float mx) {
+    int8_t a[5 * 24], b[5 * 24];
+    float sa[5], sb[5];
+    cr_assert(n <= 5 && n * d <= 5 * 24);
+    sp_quant_rows_level(SP_CPU_AVX512, x, n, d, d, 0, NULL, a, sa);
+    sp_sx_quant_avx512(x, n, d, d, NULL, b, sb);
+    cr_assert(!memcmp(sa, sb, (size_t)n * sizeof *sa), "max %a: scales differ", (double)mx);
+    for (int i = 0; i < n * d; i++)
+        cr_assert_eq(a[i], b[i], "max %a (scale %a) x[%d] = %a: %d vs %d", (double)mx, (double)sa[0], i, (double)x[i],
+                     a[i], b[i]);
+}
+
+/* The kernel's AVX-512 quantiser (sprint_setup_avx512.c) at the edges of the float range,
+ * byte for byte against sp_quant_rows_level at level avx512 (what the kernel ran before it):
+ * maxima whose scale max / 127 is a subnormal float (the quotients then reach past 128), whose
+ * scale underflows to 0 (max <= 2^-143: the division gives +-inf, clamped, and 0 / 0 = NaN,
+ * stored as 0), and near FLT_MAX; half-integers of the scale and their float neighbours, and
+ * subnormal elements. */
+Test(cpu_sprint, setup_avx512_quantisation_at_extreme_scales) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) {
+        cr_log_info("no AVX-512: skipped");
+        return;
+    }
+    const int n = 5, d = 24;
+    const float maxima[] = {0x1p-149f, 0x1p-146f, 0x1.8p-144f, 0x1p-143f, 0x1p-140f, 0x1.2p-130f,
+                            0x1p-126f, 3e-39f, 1e-30f, 1.0f, 1e30f, 3.4e38f};
+    float x[5 * 24];
+    for (size_t mi = 0; mi < sizeof maxima / sizeof *maxima; mi++) {
+        const float mx = maxima[mi], s = mx / 127.0f;
+        for (int i = 0; i < n * d; i++) {
+            /* half-integers k + 1/2 of the scale, their float neighbours, plain fractions,
+             * zeros, the smallest subnormals */
+            const double hk = (double)((i % 11) - 5) + 0.5;
+            float v = s > 0 ? (float)(hk * (double)s) : 0.0f;
+            if (i % 4 == 1) v = nextafterf(v, INFINITY);
+            if (i % 4 == 2) v = nextafterf(v, -INFINITY);
+            if (i % 7 == 3) v = (float)((double)mx * ((i % 13) - 6) / 6.5);
+            if (i % 9 == 4) v = 0.0f;
+            if (i % 10 == 5) v = (i & 1 ? -1 : 1) * 0x1p-149f;
+            if (fabsf(v) > mx) v = copysignf(mx, v);
+            x[i] = v;
+        }
+        x[3] = -mx;
+        quant_bytes_match(x, n, d, mx);
+    }
+    /* 400 random maxima over the whole float range (2^-150 .. 2^129), elements k + 1/2 or k
+     * of the scale moved by 0 .. 3 ulp either way (the tie window is 2^-30, the product's
+     * error < 2^-43: every value near a tie must come out as the division gives it) */
+    for (int it = 0; it < 400; it++) {
+        const uint64_t key = sp_rng_key(71, (uint64_t)it, 0, 0, 0);
+        const float mx = ldexpf(1.0f + (float)sp_rng_uniform(key), (int)(sp_rng_uniform(key + 1) * 280) - 150);
+        if (!(mx > 0.0f) || isinf(mx)) continue;
+        const float s = mx / 127.0f;
+        for (int i = 0; i < n * d; i++) {
+            const uint64_t ki = sp_rng_key(72, (uint64_t)it, (uint64_t)i, 0, 0);
+            const double k = floor(sp_rng_uniform(ki) * 255.0) - 127.0 + (sp_rng_uniform(ki + 1) < 0.75 ? 0.5 : 0.0);
+            float v = (float)(k * (double)s);
+            for (int u = (int)(sp_rng_uniform(ki + 2) * 7.0) - 3; u != 0; u += u > 0 ? -1 : 1)
+                v = nextafterf(v, u > 0 ? INFINITY : -INFINITY);
+            x[i] = fabsf(v) > mx ? copysignf(mx, v) : v;
+        }
+        x[0] = mx;
+        quant_bytes_match(x, n, d, mx);
+    }
+}
+
+/* The overflow guard at its edge (sprint_cpu.c fixed_ref_ok: (|q| |k| scale log2 e 1.01 + 1
+ * - thr log2 e) + log2(n_k + 1) + log2 max(|v|, 1) <= 120): thresholds putting that value
+ * 0.05 below and 0.05 above 120. Below, the kernel must take the fixed reference (some output
+ * bit differs from the online softmax, forced with sp_sx_fixed_ref_set(0)); above, it must
+ * not (the same bits). Both keep every key (the thresholds are ~80 below every score). */
+Test(cpu_sprint, fixed_reference_guard_boundary) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) {
+        cr_log_info("no AVX-512: the fixed reference is never used; skipped");
+        return;
+    }
+    const int n = 64, d = 64;
+    const size_t N = (size_t)n * d;
+    float *q = randn(N, 81, 1.0f), *k = randn(N, 82, 1.0f), *v = randn(N, 83, 3.0f);
+    float *o1 = malloc(N * sizeof(float)), *o2 = malloc(N * sizeof(float));
+    sp_attn_head h = {.n_q = n, .n_k = n, .d = d, .q = q, .k = k, .v = v, .out = o1, .ldq = d, .ldk = d, .ldv = d,
+                      .ldo = d, .scale = 0.125f};
+    double nrm[3];
+    cr_assert_eq(sp_flash_check_inputs_norms(&h, nrm, NULL), SP_OK);
+    cr_assert(nrm[2] > 1.0, "V norm %g: the log2 |v| term would be vacuous", nrm[2]);
+    const double L2E = 1.4426950408889634;
+    const double u2 = nrm[0] * nrm[1] * 0.125 * L2E * 1.01 + 1.0, rest = log2((double)n + 1.0) + log2(nrm[2]);
+    for (int side = 0; side < 2; side++) {
+        const double thr2 = u2 + rest - 120.0 + (side ? -0.05 : 0.05); /* side 1: the value is 120.05 */
+        sp_attn_stats st = {0};
+        sp_cpu_sprint_opts o = {.policy = SP_CPU_POLICY_FIXED, .threshold = thr2 / L2E, .margin_sigma = 3,
+                                .threads = 1, .stats = &st};
+        h.out = o1;
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o, NULL), SP_OK);
+        cr_assert_eq(st.pairs_kept, (double)n * n, "side %d: kept %.0f of %d", side, st.pairs_kept, n * n);
+        sp_sx_fixed_ref_set(0);
+        h.out = o2;
+        cr_assert_eq(sp_cpu_attention_sprint(&h, &o, NULL), SP_OK);
+        sp_sx_fixed_ref_set(1);
+        const int differ = memcmp(o1, o2, N * sizeof(float)) != 0;
+        cr_assert_eq(differ, !side, "guard value 120 %c 0.05: the fixed reference was %s", side ? '+' : '-',
+                     differ ? "taken" : "not taken");
+        for (size_t t = 0; t < N; t++) cr_assert(isfinite(o1[t]), "side %d: non-finite output", side);
+    }
+    free(q), free(k), free(v), free(o1), free(o2);
 }

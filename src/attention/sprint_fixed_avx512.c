@@ -2,12 +2,13 @@
  * flash.h and the gathered chunk of sprint_exact.h) with a fixed softmax reference instead of
  * a running maximum. Under the fixed threshold policy every kept score s satisfies s >= thr,
  * and sprint_cpu.c proves before the call that no score exceeds thr + E with E small enough
- * for 2^E, summed over every key and times |v|, to stay inside fp32 (sp_sx_fixed_ok). The
+ * for 2^E, summed over every key and times |v|, to stay inside fp32 (fixed_ref_ok). The
  * weights are then 2^(s - thr) in [1, 2^E]: no running max, no rescale of the accumulators,
  * no max reductions, and exp2 needs no underflow clamp. The softmax is the same function of
  * the same kept keys (softmax is invariant to the reference); only float rounding differs
  * from the online steps. The dense flash kernel cannot do this: it has no lower bound on the
  * scores it keeps, so a fixed reference could underflow every weight of a row.
+ * The gathered scores are those of the online steps (sprint_dots_avx512.h).
  * Tested against the portable fixed chunk, the online steps and the double reference
  * (tests/test_cpu_sprint.c). */
 #include "attention/sprint_exact.h"
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include "attention/exp2_avx512.h"
+#include "attention/sprint_dots_avx512.h"
 
 /* 2^x for 0 <= x <= 126 (the kept lanes; other lanes are masked by the caller): the
  * polynomial of exp2_512 without its underflow clamp. */
@@ -144,54 +146,6 @@ T512 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) {
     }
 }
 
-/* Scores of 16 gathered keys (d = 64) in natural lane order: as dots16_64 in
- * sprint_exact_avx512.c (16 dots of 4 FMAs, a shuffle tree, one permute). */
-#define ST_F32X4(x, y, i0, i1) _mm512_add_ps(_mm512_shuffle_f32x4(x, y, i0), _mm512_shuffle_f32x4(x, y, i1))
-#define ST_PS(x, y, i0, i1) _mm512_add_ps(_mm512_shuffle_ps(x, y, i0), _mm512_shuffle_ps(x, y, i1))
-#define TREE16(out, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)          \
-    do {                                                                                          \
-        __m512 b0 = ST_F32X4(a0, a1, 0x44, 0xEE), b1 = ST_F32X4(a2, a3, 0x44, 0xEE);             \
-        __m512 b2 = ST_F32X4(a4, a5, 0x44, 0xEE), b3 = ST_F32X4(a6, a7, 0x44, 0xEE);             \
-        __m512 b4 = ST_F32X4(a8, a9, 0x44, 0xEE), b5 = ST_F32X4(a10, a11, 0x44, 0xEE);           \
-        __m512 b6 = ST_F32X4(a12, a13, 0x44, 0xEE), b7 = ST_F32X4(a14, a15, 0x44, 0xEE);         \
-        __m512 c0 = ST_F32X4(b0, b1, 0x88, 0xDD), c1 = ST_F32X4(b2, b3, 0x88, 0xDD);             \
-        __m512 c2 = ST_F32X4(b4, b5, 0x88, 0xDD), c3 = ST_F32X4(b6, b7, 0x88, 0xDD);             \
-        __m512 e0 = ST_PS(c0, c1, 0x44, 0xEE), e1 = ST_PS(c2, c3, 0x44, 0xEE);                   \
-        (out) = ST_PS(e0, e1, 0x88, 0xDD);                                                        \
-    } while (0)
-#define DOTP(i)                                                                                   \
-    __m512 a##i;                                                                                  \
-    do {                                                                                          \
-        const float *kr = k + (size_t)(uint32_t)ix[i] * ldk;                                      \
-        __m512 s0 = _mm512_mul_ps(q0, _mm512_loadu_ps(kr)), s1 = _mm512_mul_ps(q1, _mm512_loadu_ps(kr + 16)); \
-        s0 = _mm512_fmadd_ps(q2, _mm512_loadu_ps(kr + 32), s0);                                   \
-        s1 = _mm512_fmadd_ps(q3, _mm512_loadu_ps(kr + 48), s1);                                   \
-        a##i = _mm512_add_ps(s0, s1);                                                             \
-    } while (0)
-
-T512 static inline __attribute__((always_inline)) __m512 dots16_64(__m512 q0, __m512 q1, __m512 q2, __m512 q3,
-                                                                   const float *k, size_t ldk, const int32_t *ix) {
-    DOTP(0); DOTP(1); DOTP(2); DOTP(3); DOTP(4); DOTP(5); DOTP(6); DOTP(7);
-    DOTP(8); DOTP(9); DOTP(10); DOTP(11); DOTP(12); DOTP(13); DOTP(14); DOTP(15);
-    __m512 out;
-    TREE16(out, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
-    const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    return _mm512_permutexvar_ps(perm, out);
-}
-
-/* Scores of 16 gathered keys for any d % 16 == 0, natural lane order (a plain transpose-free
- * version: per key a dot vector reduced by the tree after a lane permutation of the inputs). */
-T512 static inline __m512 dots16_any(const float *q, const float *k, size_t ldk, int d, const int32_t *ix) {
-    float sc[16] __attribute__((aligned(64)));
-    for (int i = 0; i < 16; i++) {
-        const float *kr = k + (size_t)(uint32_t)ix[i] * ldk;
-        __m512 s = _mm512_mul_ps(_mm512_loadu_ps(q), _mm512_loadu_ps(kr));
-        for (int c = 16; c < d; c += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(q + c), _mm512_loadu_ps(kr + c), s);
-        sc[i] = _mm512_reduce_add_ps(s);
-    }
-    return _mm512_load_ps(sc);
-}
-
 /* The chunk step of sprint_exact.h with *m a fixed reference (not changed): one pass, scores,
  * the threshold, the weights 2^(s - *m) and the weighted sum of V per 16 survivors. */
 T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
@@ -213,7 +167,7 @@ T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const
             for (int i = 0; i < 16; i++) pad[i] = i < mm ? ix[i] : ix[0];
             ix = pad;
         }
-        const __m512 s = d == 64 ? dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix) : dots16_any(q, k, (size_t)ldk, d, ix);
+        const __m512 s = d == 64 ? dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix) : dots16_any(q, k, ldk, d, ix);
         unsigned km = _mm512_cmp_ps_mask(s, th, _CMP_GE_OQ) & ((1u << mm) - 1u);
         if (!km) continue;
         const __m512 p = _mm512_maskz_mov_ps((__mmask16)km, exp2_pos(_mm512_sub_ps(s, mv)));

@@ -32,8 +32,10 @@ void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *s
  * taken as x * (1 / s) (a multiply instead of vdivpd), which is within 3 ulp of the correctly
  * rounded x / s (|x / s| <= 128, so within 2^-44); round-half-away of the two differs only if
  * a half-integer lies between them, so every vector with an element within 2^-30 of a
- * half-integer is divided exactly as quant_avx512.c does. Needs finite x in the valid rows
- * (the kernel checks its inputs first). */
+ * half-integer is divided exactly as quant_avx512.c does (a subnormal scale only widens the
+ * quotients to < 2^9, still within 2^-43). A scale that underflows to 0 goes to
+ * sp_quant_rows_level whole. Needs finite x in the valid rows (the kernel checks its inputs
+ * first). */
 T512 void sp_sx_quant_avx512(const float *x, int n, int d, int ld, const unsigned char *valid, int8_t *xi,
                              float *scales) {
     __m512 vmx = _mm512_setzero_ps();
@@ -47,6 +49,11 @@ T512 void sp_sx_quant_avx512(const float *x, int n, int d, int ld, const unsigne
     }
     const float mx = _mm512_reduce_max_ps(vmx);
     const float s = mx > 0.0f ? mx / 127.0f : 1.0f;
+    if (s == 0.0f) { /* max <= 2^-143: the scale underflows and 1 / s is infinite (0 * inf = NaN
+                      * where the division gives 0 / 0, stored as 0): the dividing quantiser */
+        sp_quant_rows_level(SP_CPU_AVX512, x, n, d, ld, 0, valid, xi, scales);
+        return;
+    }
     const __m512d vs = _mm512_set1_pd((double)s), rcp = _mm512_set1_pd(1.0 / (double)s);
     const __m512d half = _mm512_set1_pd(0.5), one = _mm512_set1_pd(1.0), tiny = _mm512_set1_pd(0x1p-30);
     const __m512d hi = _mm512_set1_pd(127.0), lo = _mm512_set1_pd(-127.0);
