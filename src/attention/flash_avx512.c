@@ -12,36 +12,11 @@
 #include "attention/exp2_avx512.h"
 
 
-T512 static inline __mmask16 lim_mask(int lim, int p) {
-    int k = lim - p * 16;
-    return k >= 16 ? (__mmask16)0xFFFF : k <= 0 ? (__mmask16)0 : (__mmask16)((1u << k) - 1u);
-}
 
 T512 void sp_flash_tile_avx512(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
     __m512 s[4][4];
-    #pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
-        #pragma GCC unroll 4
-        for (int p = 0; p < 4; p++) s[r][p] = _mm512_setzero_ps();
-    const float *q0 = t->q[0], *q1 = t->q[1], *q2 = t->q[2], *q3 = t->q[3];
-    const float *kp0 = t->kpan[0], *kp1 = t->kpan[1], *kp2 = t->kpan[2], *kp3 = t->kpan[3];
-    for (int c = 0; c < d; c++, kp0 += 16, kp1 += 16, kp2 += 16, kp3 += 16) {
-        __m512 k0 = _mm512_loadu_ps(kp0), k1 = _mm512_loadu_ps(kp1);
-        __m512 k2 = _mm512_loadu_ps(kp2), k3 = _mm512_loadu_ps(kp3);
-        __m512 b = _mm512_set1_ps(q0[c]);
-        s[0][0] = _mm512_fmadd_ps(b, k0, s[0][0]), s[0][1] = _mm512_fmadd_ps(b, k1, s[0][1]);
-        s[0][2] = _mm512_fmadd_ps(b, k2, s[0][2]), s[0][3] = _mm512_fmadd_ps(b, k3, s[0][3]);
-        b = _mm512_set1_ps(q1[c]);
-        s[1][0] = _mm512_fmadd_ps(b, k0, s[1][0]), s[1][1] = _mm512_fmadd_ps(b, k1, s[1][1]);
-        s[1][2] = _mm512_fmadd_ps(b, k2, s[1][2]), s[1][3] = _mm512_fmadd_ps(b, k3, s[1][3]);
-        b = _mm512_set1_ps(q2[c]);
-        s[2][0] = _mm512_fmadd_ps(b, k0, s[2][0]), s[2][1] = _mm512_fmadd_ps(b, k1, s[2][1]);
-        s[2][2] = _mm512_fmadd_ps(b, k2, s[2][2]), s[2][3] = _mm512_fmadd_ps(b, k3, s[2][3]);
-        b = _mm512_set1_ps(q3[c]);
-        s[3][0] = _mm512_fmadd_ps(b, k0, s[3][0]), s[3][1] = _mm512_fmadd_ps(b, k1, s[3][1]);
-        s[3][2] = _mm512_fmadd_ps(b, k2, s[3][2]), s[3][3] = _mm512_fmadd_ps(b, k3, s[3][3]);
-    }
+    tile_scores_4x4(t->q, t->kpan, d, s);
     float P[4][64] __attribute__((aligned(64)));
     float alpha[4];
     uint64_t any = 0; /* keys some row kept: the weighted sum skips the others (weights 0) */

@@ -4,7 +4,6 @@
  * byte against the portable loops (tests/test_cpu_sprint.c). */
 #include "attention/sprint_exact.h"
 
-#include <math.h>
 #include <string.h>
 
 #include "functional/quant_simd.h"
