@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "attention/exp2_avx512.h"
+#include "attention/flash_tile_avx512.h"
 #include "attention/sprint_dots_avx512.h"
 
 
@@ -56,55 +57,7 @@ T512 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) {
         if (kept) t->l[r] += _mm512_reduce_add_ps(sum);
     }
     if (!any) return;
-    const size_t ldv = (size_t)t->ldv;
-    int c0 = 0;
-    for (; c0 + 64 <= d; c0 += 64) {
-        float *o0 = t->o + c0, *o1 = o0 + d, *o2 = o1 + d, *o3 = o2 + d;
-#define LD4(R) __m512 c##R##0 = _mm512_loadu_ps(o##R), c##R##1 = _mm512_loadu_ps(o##R + 16), \
-                      c##R##2 = _mm512_loadu_ps(o##R + 32), c##R##3 = _mm512_loadu_ps(o##R + 48)
-        LD4(0);
-        LD4(1);
-        LD4(2);
-        LD4(3);
-#undef LD4
-        for (uint64_t bits = any; bits; bits &= bits - 1) {
-            const int u = __builtin_ctzll(bits);
-            const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
-            __m512 v0 = _mm512_loadu_ps(vr), v1 = _mm512_loadu_ps(vr + 16);
-            __m512 v2 = _mm512_loadu_ps(vr + 32), v3 = _mm512_loadu_ps(vr + 48);
-#define FM4(R)                                                                            \
-    do {                                                                                  \
-        __m512 b = _mm512_set1_ps(P[R][u]);                                               \
-        c##R##0 = _mm512_fmadd_ps(b, v0, c##R##0), c##R##1 = _mm512_fmadd_ps(b, v1, c##R##1); \
-        c##R##2 = _mm512_fmadd_ps(b, v2, c##R##2), c##R##3 = _mm512_fmadd_ps(b, v3, c##R##3); \
-    } while (0)
-            FM4(0);
-            FM4(1);
-            FM4(2);
-            FM4(3);
-#undef FM4
-        }
-#define ST4(R) _mm512_storeu_ps(o##R, c##R##0), _mm512_storeu_ps(o##R + 16, c##R##1), \
-               _mm512_storeu_ps(o##R + 32, c##R##2), _mm512_storeu_ps(o##R + 48, c##R##3)
-        ST4(0);
-        ST4(1);
-        ST4(2);
-        ST4(3);
-#undef ST4
-    }
-    for (; c0 < d; c0 += 16) {
-        __m512 acc[4];
-        #pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) acc[r] = _mm512_loadu_ps(t->o + (size_t)r * (size_t)d + c0);
-        for (uint64_t bits = any; bits; bits &= bits - 1) {
-            const int u = __builtin_ctzll(bits);
-            const float *vr = t->v + (size_t)(t->vidx ? t->vidx[u] : u) * ldv + c0;
-            __m512 v0 = _mm512_loadu_ps(vr);
-            for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r][u]), v0, acc[r]);
-        }
-        #pragma GCC unroll 4
-        for (int r = 0; r < 4; r++) _mm512_storeu_ps(t->o + (size_t)r * (size_t)d + c0, acc[r]);
-    }
+    tile_wsum_4(t, P, any, NULL);
 }
 
 /* The chunk step of sprint_exact.h with *m a fixed reference (not changed): one pass, scores,
