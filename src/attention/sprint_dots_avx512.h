@@ -84,5 +84,34 @@ T512 static inline __attribute__((always_inline)) __m512 dots16_any(const float 
     return dot16(q, k, ldk, d, key);
 }
 
+
+/* The weighted sum of V over the kept lanes km of 16 gathered keys (d = 64): key ix[a]'s row
+ * times its weight pw[a], appended to kept[nk++], alternately into two accumulator chains
+ * (o0..o3 and e0..e3, summed by the caller) to halve the FMA latency chain. */
+#define SX_WSUM2_64(km, ix, pw, v, ldv, kept, nk, o0, o1, o2, o3, e0, e1, e2, e3)                  \
+    do {                                                                                          \
+        while (km) {                                                                              \
+            int a_ = __builtin_ctz(km);                                                           \
+            km &= km - 1;                                                                         \
+            const float *vr_ = (v) + (size_t)(uint32_t)(ix)[a_] * (size_t)(ldv);                  \
+            __m512 pa_ = _mm512_set1_ps((pw)[a_]);                                                \
+            (kept)[(nk)++] = (ix)[a_];                                                            \
+            o0 = _mm512_fmadd_ps(pa_, _mm512_loadu_ps(vr_), o0);                                  \
+            o1 = _mm512_fmadd_ps(pa_, _mm512_loadu_ps(vr_ + 16), o1);                             \
+            o2 = _mm512_fmadd_ps(pa_, _mm512_loadu_ps(vr_ + 32), o2);                             \
+            o3 = _mm512_fmadd_ps(pa_, _mm512_loadu_ps(vr_ + 48), o3);                             \
+            if (!km) break;                                                                       \
+            int b_ = __builtin_ctz(km);                                                           \
+            km &= km - 1;                                                                         \
+            const float *wr_ = (v) + (size_t)(uint32_t)(ix)[b_] * (size_t)(ldv);                  \
+            __m512 pb_ = _mm512_set1_ps((pw)[b_]);                                                \
+            (kept)[(nk)++] = (ix)[b_];                                                            \
+            e0 = _mm512_fmadd_ps(pb_, _mm512_loadu_ps(wr_), e0);                                  \
+            e1 = _mm512_fmadd_ps(pb_, _mm512_loadu_ps(wr_ + 16), e1);                             \
+            e2 = _mm512_fmadd_ps(pb_, _mm512_loadu_ps(wr_ + 32), e2);                             \
+            e3 = _mm512_fmadd_ps(pb_, _mm512_loadu_ps(wr_ + 48), e3);                             \
+        }                                                                                         \
+    } while (0)
+
 #endif
 #endif

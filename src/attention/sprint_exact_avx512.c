@@ -72,27 +72,7 @@ T512 int sp_sx_chunk_avx512(const float *q, const float *k, int ldk, const float
             __m512 p = _mm512_maskz_mov_ps((__mmask16)km, exp2_512(_mm512_sub_ps(s, mv)));
             sum = _mm512_add_ps(sum, p);
             _mm512_storeu_ps(sbuf + t0, p);
-            while (km) {
-                int a = __builtin_ctz(km);
-                km &= km - 1;
-                const float *vr = v + (size_t)(uint32_t)idx[t0 + a] * (size_t)ldv;
-                __m512 pa = _mm512_set1_ps(sbuf[t0 + a]);
-                kept[nk++] = idx[t0 + a];
-                o0 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr), o0);
-                o1 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 16), o1);
-                o2 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 32), o2);
-                o3 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 48), o3);
-                if (!km) break;
-                int b = __builtin_ctz(km);
-                km &= km - 1;
-                const float *wr = v + (size_t)(uint32_t)idx[t0 + b] * (size_t)ldv;
-                __m512 pb = _mm512_set1_ps(sbuf[t0 + b]);
-                kept[nk++] = idx[t0 + b];
-                e0 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr), e0);
-                e1 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 16), e1);
-                e2 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 32), e2);
-                e3 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 48), e3);
-            }
+            SX_WSUM2_64(km, idx + t0, sbuf + t0, v, ldv, kept, nk, o0, o1, o2, o3, e0, e1, e2, e3);
         }
         _mm512_storeu_ps(acc, _mm512_add_ps(o0, e0));
         _mm512_storeu_ps(acc + 16, _mm512_add_ps(o1, e1));

@@ -88,27 +88,7 @@ T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const
         sum = _mm512_add_ps(sum, p);
         _mm512_storeu_ps(sbuf, p);
         if (d == 64) {
-            while (km) {
-                int a = __builtin_ctz(km);
-                km &= km - 1;
-                const float *vr = v + (size_t)(uint32_t)ix[a] * (size_t)ldv;
-                __m512 pa = _mm512_set1_ps(sbuf[a]);
-                kept[nk++] = ix[a];
-                o0 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr), o0);
-                o1 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 16), o1);
-                o2 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 32), o2);
-                o3 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 48), o3);
-                if (!km) break;
-                int b = __builtin_ctz(km);
-                km &= km - 1;
-                const float *wr = v + (size_t)(uint32_t)ix[b] * (size_t)ldv;
-                __m512 pb = _mm512_set1_ps(sbuf[b]);
-                kept[nk++] = ix[b];
-                e0 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr), e0);
-                e1 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 16), e1);
-                e2 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 32), e2);
-                e3 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 48), e3);
-            }
+            SX_WSUM2_64(km, ix, sbuf, v, ldv, kept, nk, o0, o1, o2, o3, e0, e1, e2, e3);
         } else {
             for (; km; km &= km - 1) {
                 int a = __builtin_ctz(km);
