@@ -782,6 +782,21 @@ Test(fn_fast, head_passes_match_portable) {
         sp_fk_dac8_for(lv)(ki, N, d, qd2, q82, d8);
         cr_assert_eq(memcmp(qd1, qd2, sizeof(int) * (size_t)N * (size_t)d), 0, "dac8 ints d=%d", d);
         cr_assert_eq(memcmp(q81, q82, sizeof q81), 0, "dac8 bytes d=%d (padding columns untouched)", d);
+        /* the DAC sums of every row from the integer sums, as sprint_fast.c forms them, equal
+         * the reference's doubles bit for bit */
+        for (int j = 0; j < N; j++) {
+            int64_t t1[4], t2[4];
+            sp_fk_dacsums8_portable(ki + j * d, d, t1);
+            sp_fk_dacsums8_for(lv)(ki + j * d, d, t2);
+            cr_assert(memcmp(t1, t2, sizeof t1) == 0, "dacsums8 row %d d=%d: %lld %lld %lld %lld vs %lld %lld %lld %lld",
+                      j, d, (long long)t1[0], (long long)t1[1], (long long)t1[2], (long long)t1[3], (long long)t2[0],
+                      (long long)t2[1], (long long)t2[2], (long long)t2[3]);
+            const sp_fn_dac_sums r = sp_fn_dac_sums_of(ki + j * d, qd1 + j * d, d, sp_dac_step(8));
+            const double f[7] = {(double)(t2[0] + t2[3]), (double)(t2[1] - 255 * t2[3]), (double)t2[3], (double)t2[1],
+                                 (double)(t2[2] - t2[3]), (double)t2[3], (double)t2[2]};
+            const double g[7] = {r.sqd, r.sqd2, r.eq2, r.sqi2, r.sabs_qd, r.sabs_eq, r.sabs_qi};
+            for (int e = 0; e < 7; e++) cr_assert(f[e] == g[e], "dac sum %d of row %d d=%d: %g vs %g", e, j, d, f[e], g[e]);
+        }
         for (int t = 0; t < N * d; t++) {
             cr_assert_eq(qd1[t], sp_dac_level(ki[t], 8), "dac8 of %d", ki[t]);
             cr_assert_eq(q81[(t / d) * d8 + t % d], (int8_t)sp_dac_level(ki[t], 8));

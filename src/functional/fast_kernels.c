@@ -261,3 +261,15 @@ void sp_fk_dac8_portable(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, i
 sp_fk_dac8_fn sp_fk_dac8_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_dac8_avx512 : sp_fk_dac8_portable;
 }
+
+void sp_fk_dacsums8_portable(const int8_t *qi, int d, int64_t s[4]) {
+    int64_t a = 0, a2 = 0, ab = 0, n128 = 0;
+    for (int c = 0; c < d; c++) {
+        const int q = qi[c];
+        a += q, a2 += q * q, ab += abs(q), n128 += q == -128;
+    }
+    s[0] = a, s[1] = a2, s[2] = ab, s[3] = n128;
+}
+sp_fk_dacsums8_fn sp_fk_dacsums8_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_dacsums8_avx512 : sp_fk_dacsums8_portable;
+}

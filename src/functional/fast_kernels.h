@@ -186,4 +186,13 @@ void sp_fk_dac8_portable(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, i
 void sp_fk_dac8_avx512(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, int d8);
 sp_fk_dac8_fn sp_fk_dac8_for(sp_cpu_level level);
 
+/* The integer sums of one 8-bit query qi (d elements) through the 8-bit DAC (level qd =
+ * max(q, -127), step 1, rounding error e = q - qd in {0, -1}): s[0] = sum q, s[1] = sum q^2,
+ * s[2] = sum |q|, s[3] = the count of q = -128 (= sum e^2 = sum |e|). The comparator margin's
+ * DAC sums (sp_fn_dac_sums_of) follow from them exactly (sprint_fast.c). d < 2^16. */
+typedef void (*sp_fk_dacsums8_fn)(const int8_t *qi, int d, int64_t s[4]);
+void sp_fk_dacsums8_portable(const int8_t *qi, int d, int64_t s[4]);
+void sp_fk_dacsums8_avx512(const int8_t *qi, int d, int64_t s[4]);
+sp_fk_dacsums8_fn sp_fk_dacsums8_for(sp_cpu_level level);
+
 #endif

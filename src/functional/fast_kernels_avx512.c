@@ -468,6 +468,24 @@ T512 void sp_fk_dac8_avx512(const int8_t *qi, int n, int d, int *qd, int8_t *qd8
     }
 }
 
+/* 32 elements per step widened to 16 bits: squares and plain and absolute values summed in
+ * pairs by madd into 32-bit lanes (lanes past d load as 0), the -128s counted by a compare. */
+T512 void sp_fk_dacsums8_avx512(const int8_t *qi, int d, int64_t s[4]) {
+    const __m512i one = _mm512_set1_epi16(1), m128 = _mm512_set1_epi16(-128);
+    __m512i a = _mm512_setzero_si512(), a2 = a, ab = a;
+    int64_t n128 = 0;
+    for (int c = 0; c < d; c += 32) {
+        const __mmask32 lm = d - c >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (d - c)) - 1u);
+        const __m512i q = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lm, qi + c));
+        a = _mm512_add_epi32(a, _mm512_madd_epi16(q, one));
+        a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(q, q));
+        ab = _mm512_add_epi32(ab, _mm512_madd_epi16(_mm512_abs_epi16(q), one));
+        n128 += __builtin_popcount((unsigned)_mm512_mask_cmpeq_epi16_mask(lm, q, m128));
+    }
+    s[0] = _mm512_reduce_add_epi32(a), s[1] = _mm512_reduce_add_epi32(a2), s[2] = _mm512_reduce_add_epi32(ab);
+    s[3] = n128;
+}
+
 /* 16 keys per step: gathered stamps and the slot's scores (at 4 j + r), the misses compacted in
  * registers. */
 T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
@@ -518,6 +536,7 @@ void sp_fk_kmsb_avx512(const int8_t *ki, int n, int d, const unsigned char *vali
 void sp_fk_dac8_avx512(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, int d8) {
     sp_fk_dac8_portable(qi, n, d, qd, qd8, d8);
 }
+void sp_fk_dacsums8_avx512(const int8_t *qi, int d, int64_t s[4]) { sp_fk_dacsums8_portable(qi, d, s); }
 void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out) {
     sp_fk_gather4_portable(sc4, r, idx, n, out);
 }

@@ -106,7 +106,9 @@ typedef struct fx_call {
     sp_fk_gather4x2_fn gather4x2;
     sp_fk_todo16_fn todo16;
     sp_fk_kmsb_fn kmsb;
-    sp_fk_dac8_fn dac8;
+    sp_fk_dac8_fn dac8_levels;
+    sp_fk_dacsums8_fn dacsums8;
+    int dac8;    /* the 8-bit DAC (qd = max(q, -127), step 1): the DAC sums from sp_fk_dacsums8 */
     sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
 } fx_call;
@@ -274,7 +276,18 @@ static int32_t fx_tau_int(double tau) { /* (double)A >= tau  <=>  A >= ceil(tau)
  * with A_ij >= the result survive; INT32_MIN keeps every key (thr_mem = -inf). first_vis: the
  * query's first visible key (its scale factor). */
 static int32_t fx_comparator_ti(const fx_call *C, const fx_work *w, int i, int first_vis, double thr_mem) {
-    const sp_fn_dac_sums s = sp_fn_dac_sums_of(w->qi + (size_t)i * C->D, w->qd + (size_t)i * C->D, C->d, C->step);
+    sp_fn_dac_sums s;
+    if (C->dac8) {
+        /* the 8-bit DAC (step 1, qd = max(q, -127), e = q - qd in {0, -1}): every term of
+         * sp_fn_dac_sums_of is an integer and every partial sum too, so its doubles are these
+         * integer sums exactly, in any order */
+        int64_t t[4];
+        C->dacsums8(w->qi + (size_t)i * C->D, C->d, t);
+        s.sqd = (double)(t[0] + t[3]), s.sqd2 = (double)(t[1] - 255 * t[3]), s.eq2 = (double)t[3];
+        s.sqi2 = (double)t[1], s.sabs_qd = (double)(t[2] - t[3]), s.sabs_eq = (double)t[3], s.sabs_qi = (double)t[2];
+    } else {
+        s = sp_fn_dac_sums_of(w->qi + (size_t)i * C->D, w->qd + (size_t)i * C->D, C->d, C->step);
+    }
     const double marg = sp_fn_comparator_margin(C->P, C->d, &C->ks, &s);
     const double o = C->step * (C->cmid - 128.0) * s.sqd;
     const double lf = C->scale * (double)w->sq[i] * (double)w->sk[first_vis];
@@ -586,7 +599,8 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.gather4x2 = sp_fk_gather4x2_for(lv);
     C.todo16 = sp_fk_todo16_for(lv);
     C.kmsb = sp_fk_kmsb_for(lv);
-    C.dac8 = sp_fk_dac8_for(lv);
+    C.dac8_levels = sp_fk_dac8_for(lv);
+    C.dacsums8 = sp_fk_dacsums8_for(lv);
     C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
@@ -608,8 +622,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
         dac[l + 128] = sp_dac_level(l, P->rr.dac_bits);
         dac_clamp &= dac[l + 128] == (l < -127 ? -127 : l); /* the 8-bit DAC: sp_fk_dac8 */
     }
+    C.dac8 = dac_clamp && C.step == 1.0;
     if (dac_clamp) {
-        C.dac8(w.qi, nq, d, w.qd, w.qd8, d8);
+        C.dac8_levels(w.qi, nq, d, w.qd, w.qd8, d8);
     } else {
         for (int i = 0; i < nq; i++)
             for (int c = 0; c < d; c++) {
