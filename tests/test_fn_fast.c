@@ -717,3 +717,89 @@ Test(fn_fast, misaligned_rows_same_bits_as_aligned) {
             head_free(&hd);
         }
 }
+
+/* The per-head passes over the 8-bit keys and queries (sp_fk_kmsb, sp_fk_dac8) at the detected
+ * level against their portable versions and against the definitions (sp_key_msb, sp_dac_level
+ * at 8 bits): every byte of the outputs, every integer sum, with and without padding, at every
+ * b and at row lengths around the 16- and 32-element steps; -128, 127 and 0 included. */
+Test(fn_fast, head_passes_match_portable) {
+    sp_cpu_level lv = sp_cpu_detect();
+    rng_state = 29;
+    enum { N = 37, DM = 100 };
+    static int8_t ki[N * DM];
+    static uint8_t m1[N * DM + 64], m2[N * DM + 64];
+    static int qd1[N * DM], qd2[N * DM];
+    static int8_t q81[N * (DM + 8)], q82[N * (DM + 8)];
+    unsigned char kv[N];
+    for (int t = 0; t < N * DM; t++) ki[t] = (int8_t)(int)floor(urand() * 256.0 - 128.0);
+    ki[0] = -128, ki[1] = 127, ki[2] = 0, ki[3] = -127;
+    for (int j = 0; j < N; j++) kv[j] = urand() < 0.7;
+    kv[0] = 1;
+    const int ds[] = {1, 7, 15, 16, 17, 31, 32, 33, 48, 64, 65, 100};
+    for (size_t di = 0; di < sizeof ds / sizeof ds[0]; di++) {
+        const int d = ds[di];
+        for (int b = 1; b <= 8; b++)
+            for (int pad = 0; pad < 2; pad++) {
+                int64_t s1[3], s2[3];
+                int x1, x2;
+                memset(m1, 0xAA, sizeof m1), memset(m2, 0x55, sizeof m2);
+                sp_fk_kmsb_portable(ki, N, d, pad ? kv : NULL, b, m1, s1, &x1);
+                sp_fk_kmsb_for(lv)(ki, N, d, pad ? kv : NULL, b, m2, s2, &x2);
+                cr_assert_eq(memcmp(m1, m2, (size_t)N * (size_t)d), 0, "kmsb msb d=%d b=%d", d, b);
+                cr_assert(s1[0] == s2[0] && s1[1] == s2[1] && s1[2] == s2[2] && x1 == x2,
+                          "kmsb sums d=%d b=%d pad=%d: %lld %lld %lld %d vs %lld %lld %lld %d", d, b, pad,
+                          (long long)s1[0], (long long)s1[1], (long long)s1[2], x1, (long long)s2[0],
+                          (long long)s2[1], (long long)s2[2], x2);
+                cr_assert_eq(m2[N * d], 0x55, "kmsb wrote past n d");
+                /* the definitions */
+                int64_t e0 = 0, e1 = 0, e2 = 0;
+                int ex = 0;
+                for (int j = 0; j < N; j++)
+                    for (int c = 0; c < d; c++) {
+                        const int k = ki[j * d + c], m = sp_key_msb(k, b);
+                        cr_assert_eq(m1[j * d + c], m, "msb of %d at b=%d", k, b);
+                        if (pad && !kv[j]) continue;
+                        e0 += k * k, e1 += m * m, e2 += ((1 << b) - 1 - m) * ((1 << b) - 1 - m);
+                        ex = abs(k) > ex ? abs(k) : ex;
+                    }
+                cr_assert(e0 == s1[0] && e1 == s1[1] && e2 == s1[2] && ex == x1, "kmsb portable sums d=%d b=%d", d, b);
+            }
+        /* the largest |k| in one element only, at each position of a row */
+        for (int p = 0; p < 2 * d && d >= 16; p++) {
+            static int8_t k1[2 * DM];
+            for (int t = 0; t < 2 * d; t++) k1[t] = (int8_t)(t % 21 - 10);
+            k1[p] = p % 2 ? 127 : -128;
+            int64_t s1[3], s2[3];
+            int x1, x2;
+            sp_fk_kmsb_for(lv)(k1, 2, d, NULL, 4, m2, s2, &x2);
+            sp_fk_kmsb_portable(k1, 2, d, NULL, 4, m1, s1, &x1);
+            cr_assert(x1 == x2 && x1 == (p % 2 ? 127 : 128), "kmax with the extreme at %d of d=%d: %d vs %d", p, d, x2, x1);
+            cr_assert(s1[0] == s2[0] && s1[1] == s2[1] && s1[2] == s2[2], "kmsb sums, extreme at %d", p);
+        }
+        const int d8 = d + 8;
+        memset(q81, 0x11, sizeof q81), memset(q82, 0x11, sizeof q82);
+        sp_fk_dac8_portable(ki, N, d, qd1, q81, d8);
+        sp_fk_dac8_for(lv)(ki, N, d, qd2, q82, d8);
+        cr_assert_eq(memcmp(qd1, qd2, sizeof(int) * (size_t)N * (size_t)d), 0, "dac8 ints d=%d", d);
+        cr_assert_eq(memcmp(q81, q82, sizeof q81), 0, "dac8 bytes d=%d (padding columns untouched)", d);
+        /* the DAC sums of every row from the integer sums, as sprint_fast.c forms them, equal
+         * the reference's doubles bit for bit */
+        for (int j = 0; j < N; j++) {
+            int64_t t1[4], t2[4];
+            sp_fk_dacsums8_portable(ki + j * d, d, t1);
+            sp_fk_dacsums8_for(lv)(ki + j * d, d, t2);
+            cr_assert(memcmp(t1, t2, sizeof t1) == 0, "dacsums8 row %d d=%d: %lld %lld %lld %lld vs %lld %lld %lld %lld",
+                      j, d, (long long)t1[0], (long long)t1[1], (long long)t1[2], (long long)t1[3], (long long)t2[0],
+                      (long long)t2[1], (long long)t2[2], (long long)t2[3]);
+            const sp_fn_dac_sums r = sp_fn_dac_sums_of(ki + j * d, qd1 + j * d, d, sp_dac_step(8));
+            const double f[7] = {(double)(t2[0] + t2[3]), (double)(t2[1] - 255 * t2[3]), (double)t2[3], (double)t2[1],
+                                 (double)(t2[2] - t2[3]), (double)t2[3], (double)t2[2]};
+            const double g[7] = {r.sqd, r.sqd2, r.eq2, r.sqi2, r.sabs_qd, r.sabs_eq, r.sabs_qi};
+            for (int e = 0; e < 7; e++) cr_assert(f[e] == g[e], "dac sum %d of row %d d=%d: %g vs %g", e, j, d, f[e], g[e]);
+        }
+        for (int t = 0; t < N * d; t++) {
+            cr_assert_eq(qd1[t], sp_dac_level(ki[t], 8), "dac8 of %d", ki[t]);
+            cr_assert_eq(q81[(t / d) * d8 + t % d], (int8_t)sp_dac_level(ki[t], 8));
+        }
+    }
+}

@@ -3,6 +3,7 @@
 #include "functional/fast_kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attention/flash.h"
@@ -226,4 +227,49 @@ void sp_fk_gather4x2_portable(const float *sc4, int r, const int32_t *idx, int n
 }
 sp_fk_gather4x2_fn sp_fk_gather4x2_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_gather4x2_avx512 : sp_fk_gather4x2_portable;
+}
+
+void sp_fk_kmsb_portable(const int8_t *ki, int n, int d, const unsigned char *valid, int b, uint8_t *msb,
+                         int64_t s[3], int *kmax) {
+    const int top = (1 << b) - 1;
+    int64_t s0 = 0, s1 = 0, s2 = 0;
+    int mx = 0;
+    for (int j = 0; j < n; j++) {
+        const int ok = !valid || valid[j];
+        for (int c = 0; c < d; c++) {
+            const int k = ki[(size_t)j * (size_t)d + (size_t)c], m = (k + 128) >> (8 - b);
+            msb[(size_t)j * (size_t)d + (size_t)c] = (uint8_t)m;
+            if (!ok) continue;
+            s0 += k * k, s1 += m * m, s2 += (top - m) * (top - m);
+            mx = abs(k) > mx ? abs(k) : mx;
+        }
+    }
+    s[0] = s0, s[1] = s1, s[2] = s2, *kmax = mx;
+}
+sp_fk_kmsb_fn sp_fk_kmsb_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_kmsb_avx512 : sp_fk_kmsb_portable;
+}
+
+void sp_fk_dac8_portable(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, int d8) {
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < d; c++) {
+            const int v = qi[(size_t)i * (size_t)d + (size_t)c] < -127 ? -127 : qi[(size_t)i * (size_t)d + (size_t)c];
+            qd[(size_t)i * (size_t)d + (size_t)c] = v;
+            qd8[(size_t)i * (size_t)d8 + (size_t)c] = (int8_t)v;
+        }
+}
+sp_fk_dac8_fn sp_fk_dac8_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_dac8_avx512 : sp_fk_dac8_portable;
+}
+
+void sp_fk_dacsums8_portable(const int8_t *qi, int d, int64_t s[4]) {
+    int64_t a = 0, a2 = 0, ab = 0, n128 = 0;
+    for (int c = 0; c < d; c++) {
+        const int q = qi[c];
+        a += q, a2 += q * q, ab += abs(q), n128 += q == -128;
+    }
+    s[0] = a, s[1] = a2, s[2] = ab, s[3] = n128;
+}
+sp_fk_dacsums8_fn sp_fk_dacsums8_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_dacsums8_avx512 : sp_fk_dacsums8_portable;
 }

@@ -165,4 +165,34 @@ sp_fk_panels4_fn sp_fk_panels4_for(sp_cpu_level level);
 sp_fk_dots4_fn sp_fk_dots4_for(sp_cpu_level level);
 sp_fk_lookup4_fn sp_fk_lookup4_for(sp_cpu_level level);
 
+/* The per-head pass over the 8-bit keys ki (n x d, row stride d): the key MSBs msb[j d + c] =
+ * sp_key_msb(ki, b) = (ki + 128) >> (8 - b) of every row, and over the rows with valid[j]
+ * (NULL: all) the integer sums s[0] = sum ki^2, s[1] = sum m^2, s[2] = sum (2^b - 1 - m)^2
+ * and *kmax = max |ki| (0 if none): the head statistics of the comparator margin, exact in
+ * integers (sprint_fast.c turns them into the reference's doubles). b in 1..8, d * 16384 < 2^31. */
+typedef void (*sp_fk_kmsb_fn)(const int8_t *ki, int n, int d, const unsigned char *valid, int b, uint8_t *msb,
+                              int64_t s[3], int *kmax);
+void sp_fk_kmsb_portable(const int8_t *ki, int n, int d, const unsigned char *valid, int b, uint8_t *msb,
+                         int64_t s[3], int *kmax);
+void sp_fk_kmsb_avx512(const int8_t *ki, int n, int d, const unsigned char *valid, int b, uint8_t *msb, int64_t s[3],
+                       int *kmax);
+sp_fk_kmsb_fn sp_fk_kmsb_for(sp_cpu_level level);
+
+/* The 8-bit query DAC (dac_bits = 8: level = max(q, -127), sp_dac_level) of qi (n x d, row
+ * stride d): as ints to qd (row stride d) and as bytes to qd8 (row stride d8 >= d; columns d..d8
+ * untouched). */
+typedef void (*sp_fk_dac8_fn)(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, int d8);
+void sp_fk_dac8_portable(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, int d8);
+void sp_fk_dac8_avx512(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, int d8);
+sp_fk_dac8_fn sp_fk_dac8_for(sp_cpu_level level);
+
+/* The integer sums of one 8-bit query qi (d elements) through the 8-bit DAC (level qd =
+ * max(q, -127), step 1, rounding error e = q - qd in {0, -1}): s[0] = sum q, s[1] = sum q^2,
+ * s[2] = sum |q|, s[3] = the count of q = -128 (= sum e^2 = sum |e|). The comparator margin's
+ * DAC sums (sp_fn_dac_sums_of) follow from them exactly (sprint_fast.c). d < 2^16. */
+typedef void (*sp_fk_dacsums8_fn)(const int8_t *qi, int d, int64_t s[4]);
+void sp_fk_dacsums8_portable(const int8_t *qi, int d, int64_t s[4]);
+void sp_fk_dacsums8_avx512(const int8_t *qi, int d, int64_t s[4]);
+sp_fk_dacsums8_fn sp_fk_dacsums8_for(sp_cpu_level level);
+
 #endif

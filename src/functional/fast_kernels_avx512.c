@@ -420,6 +420,72 @@ T512 int sp_fk_todo16_avx512(const uint16_t *need, const uint16_t *done, int nw,
     return cnt;
 }
 
+/* 32 elements of a row per step, widened to 16 bits: the MSBs (a shift of k + 128), the squares
+ * summed in pairs by madd into 32-bit lanes (a row's sums < 2^31: d * 16384), each row's lanes
+ * reduced into 64-bit totals; lanes past d masked to zero in every sum. */
+T512 void sp_fk_kmsb_avx512(const int8_t *ki, int n, int d, const unsigned char *valid, int b, uint8_t *msb,
+                            int64_t s[3], int *kmax) {
+    const __m512i c128 = _mm512_set1_epi16(128), topv = _mm512_set1_epi16((short)((1 << b) - 1));
+    const __m128i sh = _mm_cvtsi32_si128(8 - b);
+    int64_t s0 = 0, s1 = 0, s2 = 0;
+    __m512i mx = _mm512_setzero_si512();
+    for (int j = 0; j < n; j++) {
+        const int8_t *kr = ki + (size_t)j * (size_t)d;
+        uint8_t *mr = msb + (size_t)j * (size_t)d;
+        const int ok = !valid || valid[j];
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0;
+        for (int c = 0; c < d; c += 32) {
+            const __mmask32 lm = d - c >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (d - c)) - 1u);
+            const __m512i k = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lm, kr + c));
+            const __m512i m = _mm512_srl_epi16(_mm512_add_epi16(k, c128), sh);
+            _mm256_mask_storeu_epi8(mr + c, lm, _mm512_cvtepi16_epi8(m));
+            if (!ok) continue;
+            const __m512i mz = _mm512_maskz_mov_epi16(lm, m), t = _mm512_maskz_sub_epi16(lm, topv, m);
+            a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(k, k));
+            a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(mz, mz));
+            a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(t, t));
+            mx = _mm512_max_epi16(mx, _mm512_abs_epi16(k));
+        }
+        if (!ok) continue;
+        s0 += _mm512_reduce_add_epi32(a0), s1 += _mm512_reduce_add_epi32(a1), s2 += _mm512_reduce_add_epi32(a2);
+    }
+    /* the largest of the 32 16-bit lanes (each <= 128) */
+    const __m512i m32 = _mm512_max_epi32(_mm512_and_si512(mx, _mm512_set1_epi32(0xFFFF)), _mm512_srli_epi32(mx, 16));
+    s[0] = s0, s[1] = s1, s[2] = s2, *kmax = _mm512_reduce_max_epi32(m32);
+}
+
+/* 16 elements per step: max with -127, stored as bytes and as sign-extended ints. */
+T512 void sp_fk_dac8_avx512(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, int d8) {
+    const __m128i lo = _mm_set1_epi8(-127);
+    for (int i = 0; i < n; i++) {
+        const int8_t *qr = qi + (size_t)i * (size_t)d;
+        for (int c = 0; c < d; c += 16) {
+            const __mmask16 lm = d - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - c)) - 1u);
+            const __m128i v = _mm_max_epi8(_mm_maskz_loadu_epi8(lm, qr + c), lo);
+            _mm_mask_storeu_epi8(qd8 + (size_t)i * (size_t)d8 + c, lm, v);
+            _mm512_mask_storeu_epi32(qd + (size_t)i * (size_t)d + c, lm, _mm512_cvtepi8_epi32(v));
+        }
+    }
+}
+
+/* 32 elements per step widened to 16 bits: squares and plain and absolute values summed in
+ * pairs by madd into 32-bit lanes (lanes past d load as 0), the -128s counted by a compare. */
+T512 void sp_fk_dacsums8_avx512(const int8_t *qi, int d, int64_t s[4]) {
+    const __m512i one = _mm512_set1_epi16(1), m128 = _mm512_set1_epi16(-128);
+    __m512i a = _mm512_setzero_si512(), a2 = a, ab = a;
+    int64_t n128 = 0;
+    for (int c = 0; c < d; c += 32) {
+        const __mmask32 lm = d - c >= 32 ? (__mmask32)0xFFFFFFFFu : (__mmask32)((1u << (d - c)) - 1u);
+        const __m512i q = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lm, qi + c));
+        a = _mm512_add_epi32(a, _mm512_madd_epi16(q, one));
+        a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(q, q));
+        ab = _mm512_add_epi32(ab, _mm512_madd_epi16(_mm512_abs_epi16(q), one));
+        n128 += __builtin_popcount((unsigned)_mm512_mask_cmpeq_epi16_mask(lm, q, m128));
+    }
+    s[0] = _mm512_reduce_add_epi32(a), s[1] = _mm512_reduce_add_epi32(a2), s[2] = _mm512_reduce_add_epi32(ab);
+    s[3] = n128;
+}
+
 /* 16 keys per step: gathered stamps and the slot's scores (at 4 j + r), the misses compacted in
  * registers. */
 T512 int sp_fk_lookup4_avx512(const int32_t *list, int n, const int *stamp, int now, const float *sc4, int r,
@@ -463,6 +529,14 @@ int sp_fk_select_mask_avx512(const uint64_t *mask, int n, const unsigned char *k
     return sp_fk_select_mask_portable(mask, n, kvalid, out, bits);
 }
 void sp_fk_gather_avx512(const float *S, const int32_t *idx, int n, float *out) { sp_fk_gather_portable(S, idx, n, out); }
+void sp_fk_kmsb_avx512(const int8_t *ki, int n, int d, const unsigned char *valid, int b, uint8_t *msb, int64_t s[3],
+                       int *kmax) {
+    sp_fk_kmsb_portable(ki, n, d, valid, b, msb, s, kmax);
+}
+void sp_fk_dac8_avx512(const int8_t *qi, int n, int d, int *qd, int8_t *qd8, int d8) {
+    sp_fk_dac8_portable(qi, n, d, qd, qd8, d8);
+}
+void sp_fk_dacsums8_avx512(const int8_t *qi, int d, int64_t s[4]) { sp_fk_dacsums8_portable(qi, d, s); }
 void sp_fk_gather4_avx512(const float *sc4, int r, const int32_t *idx, int n, float *out) {
     sp_fk_gather4_portable(sc4, r, idx, n, out);
 }

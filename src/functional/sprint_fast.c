@@ -105,6 +105,10 @@ typedef struct fx_call {
     sp_fk_gather4_fn gather4;
     sp_fk_gather4x2_fn gather4x2;
     sp_fk_todo16_fn todo16;
+    sp_fk_kmsb_fn kmsb;
+    sp_fk_dac8_fn dac8_levels;
+    sp_fk_dacsums8_fn dacsums8;
+    int dac8;    /* the 8-bit DAC (qd = max(q, -127), step 1): the DAC sums from sp_fk_dacsums8 */
     sp_fk_dense_fn dense_row;
     sp_iscreen_tile_fn tile;
 } fx_call;
@@ -272,7 +276,18 @@ static int32_t fx_tau_int(double tau) { /* (double)A >= tau  <=>  A >= ceil(tau)
  * with A_ij >= the result survive; INT32_MIN keeps every key (thr_mem = -inf). first_vis: the
  * query's first visible key (its scale factor). */
 static int32_t fx_comparator_ti(const fx_call *C, const fx_work *w, int i, int first_vis, double thr_mem) {
-    const sp_fn_dac_sums s = sp_fn_dac_sums_of(w->qi + (size_t)i * C->D, w->qd + (size_t)i * C->D, C->d, C->step);
+    sp_fn_dac_sums s;
+    if (C->dac8) {
+        /* the 8-bit DAC (step 1, qd = max(q, -127), e = q - qd in {0, -1}): every term of
+         * sp_fn_dac_sums_of is an integer and every partial sum too, so its doubles are these
+         * integer sums exactly, in any order */
+        int64_t t[4];
+        C->dacsums8(w->qi + (size_t)i * C->D, C->d, t);
+        s.sqd = (double)(t[0] + t[3]), s.sqd2 = (double)(t[1] - 255 * t[3]), s.eq2 = (double)t[3];
+        s.sqi2 = (double)t[1], s.sabs_qd = (double)(t[2] - t[3]), s.sabs_eq = (double)t[3], s.sabs_qi = (double)t[2];
+    } else {
+        s = sp_fn_dac_sums_of(w->qi + (size_t)i * C->D, w->qd + (size_t)i * C->D, C->d, C->step);
+    }
     const double marg = sp_fn_comparator_margin(C->P, C->d, &C->ks, &s);
     const double o = C->step * (C->cmid - 128.0) * s.sqd;
     const double lf = C->scale * (double)w->sq[i] * (double)w->sk[first_vis];
@@ -583,6 +598,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.gather4 = sp_fk_gather4_for(lv);
     C.gather4x2 = sp_fk_gather4x2_for(lv);
     C.todo16 = sp_fk_todo16_for(lv);
+    C.kmsb = sp_fk_kmsb_for(lv);
+    C.dac8_levels = sp_fk_dac8_for(lv);
+    C.dacsums8 = sp_fk_dacsums8_for(lv);
     C.dense_row = sp_fk_dense_for(lv);
     C.tile = sp_iscreen_tile_for(lv);
     const int nq = C.nq, nk = C.nk, d = C.d, d8 = C.d8, b = P->rr.msb_bits;
@@ -599,33 +617,36 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_quant_rows(h->k, nk, d, h->ldk, 0, h->key_valid, w.ki, w.sk);
     w.qd = sp_xmalloc(NQ * D, sizeof(int));
     w.qd8 = sp_xcalloc(NQ * (size_t)d8, 1);
-    int dac[256]; /* sp_dac_level of every 8-bit level, indexed by level + 128 */
-    for (int l = -128; l < 128; l++) dac[l + 128] = sp_dac_level(l, P->rr.dac_bits);
-    for (int i = 0; i < nq; i++)
-        for (int c = 0; c < d; c++) {
-            int v = dac[w.qi[(size_t)i * D + (size_t)c] + 128];
-            w.qd[(size_t)i * D + (size_t)c] = v;
-            w.qd8[(size_t)i * (size_t)d8 + (size_t)c] = (int8_t)v;
-        }
-    uint8_t *msb = sp_xmalloc(NK * D, 1);
-    double k_ms = 0, kmax = 0, e_g2 = 0, e_m2 = 0, e_top2 = 0, n_cells = 0;
-    const double top = (double)((1 << b) - 1);
-    for (int j = 0; j < nk; j++) {
-        int valid = !h->key_valid || h->key_valid[j];
-        for (int c = 0; c < d; c++) {
-            int kv = w.ki[(size_t)j * D + (size_t)c];
-            int m = sp_key_msb(kv, b);
-            msb[(size_t)j * D + (size_t)c] = (uint8_t)m;
-            if (valid) { /* the reference's head statistics (goff = 0: ideal device) */
-                k_ms += (double)kv * kv;
-                if (fabs((double)kv) > kmax) kmax = fabs((double)kv);
-                e_g2 += (double)m * m;
-                e_m2 += (double)m * m;
-                e_top2 += (top - m) * (top - m);
-                n_cells += 1;
-            }
-        }
+    int dac[256], dac_clamp = 1; /* sp_dac_level of every 8-bit level, indexed by level + 128 */
+    for (int l = -128; l < 128; l++) {
+        dac[l + 128] = sp_dac_level(l, P->rr.dac_bits);
+        dac_clamp &= dac[l + 128] == (l < -127 ? -127 : l); /* the 8-bit DAC: sp_fk_dac8 */
     }
+    C.dac8 = dac_clamp && C.step == 1.0;
+    if (dac_clamp) {
+        C.dac8_levels(w.qi, nq, d, w.qd, w.qd8, d8);
+    } else {
+        for (int i = 0; i < nq; i++)
+            for (int c = 0; c < d; c++) {
+                int v = dac[w.qi[(size_t)i * D + (size_t)c] + 128];
+                w.qd[(size_t)i * D + (size_t)c] = v;
+                w.qd8[(size_t)i * (size_t)d8 + (size_t)c] = (int8_t)v;
+            }
+    }
+    /* the key MSBs and the reference's head statistics (goff = 0: ideal device) as integer sums
+     * (sp_fk_kmsb): the reference adds the same integer terms in double, every partial sum an
+     * integer below 2^53 (n_k d 16384 < 2^53), so exactly: the same doubles as these */
+    uint8_t *msb = sp_xmalloc(NK * D, 1);
+    int64_t ksum[3] = {0, 0, 0};
+    int kmax_i = 0;
+    SP_ASSERT((double)nk * d * 16384.0 < 9007199254740992.0);
+    C.kmsb(w.ki, nk, d, h->key_valid, b, msb, ksum, &kmax_i);
+    int nvk = nk;
+    if (h->key_valid)
+        for (int j = nvk = 0; j < nk; j++) nvk += h->key_valid[j] != 0;
+    const double n_cells = (double)nvk * d;
+    double k_ms = (double)ksum[0], kmax = (double)kmax_i, e_g2 = (double)ksum[1], e_m2 = (double)ksum[1];
+    double e_top2 = (double)ksum[2];
     if (n_cells > 0) k_ms /= n_cells, e_g2 /= n_cells, e_m2 /= n_cells, e_top2 /= n_cells;
     C.ks = (sp_fn_keystats){k_ms, kmax, e_g2, e_m2, e_top2, sp_reram_full_scale(&P->rr, d)};
     /* AMX (1024 multiply-adds of a 16 x 64 by 64 x 16 tile per instruction) where the CPU and
