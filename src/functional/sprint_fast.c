@@ -640,6 +640,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     int64_t ksum[3] = {0, 0, 0};
     int kmax_i = 0;
     SP_ASSERT((double)nk * d * 16384.0 < 9007199254740992.0);
+    SP_ASSERT(d < 131072); /* sp_fk_kmsb's per-row sums of k^2 (<= 16384 d) stay in 32 bits */
     C.kmsb(w.ki, nk, d, h->key_valid, b, msb, ksum, &kmax_i);
     int nvk = nk;
     if (h->key_valid)
