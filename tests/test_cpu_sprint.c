@@ -352,7 +352,7 @@ Test(cpu_sprint, setup_avx512_matches_portable) {
             float sa[37], sb[37];
             const unsigned char *vm = t == 1 ? valid : NULL;
             sp_quant_rows_level(SP_CPU_PORTABLE, x, n, d, ld, 0, vm, a, sa);
-            sp_sx_quant_avx512(x, n, d, ld, vm, b, sb);
+            sp_quant_rows_level(SP_CPU_AVX512, x, n, d, ld, 0, vm, b, sb);
             cr_assert(!memcmp(sa, sb, sizeof sa), "scales differ (case %d, d %d)", t, d);
             for (int i = 0; i < n * d; i++) cr_assert_eq(a[i], b[i], "case %d d %d [%d]: %d vs %d", t, d, i, a[i], b[i]);
             if (t == 3) cr_assert_eq(sa[0], 133.33f / 127.0f);
@@ -488,14 +488,14 @@ Test(cpu_sprint, fixed_reference_guard_against_overflow) {
     free(q), free(k), free(v), free(o1), free(kept);
 }
 
-/* sp_sx_quant_avx512 byte for byte against sp_quant_rows_level at level avx512 on the rows x
+/* sp_quant_rows_level at level avx512 (the reciprocal quantiser) byte for byte against the portable level on the rows x
  * (n, d; max |x| = mx). */
 static void quant_bytes_match(const float *x, int n, int d, float mx) {
     int8_t a[5 * 24], b[5 * 24];
     float sa[5], sb[5];
     cr_assert(n <= 5 && n * d <= 5 * 24);
-    sp_quant_rows_level(SP_CPU_AVX512, x, n, d, d, 0, NULL, a, sa);
-    sp_sx_quant_avx512(x, n, d, d, NULL, b, sb);
+    sp_quant_rows_level(SP_CPU_PORTABLE, x, n, d, d, 0, NULL, a, sa);
+    sp_quant_rows_level(SP_CPU_AVX512, x, n, d, d, 0, NULL, b, sb);
     cr_assert(!memcmp(sa, sb, (size_t)n * sizeof *sa), "max %a: scales differ", (double)mx);
     for (int i = 0; i < n * d; i++)
         cr_assert_eq(a[i], b[i], "max %a (scale %a) x[%d] = %a: %d vs %d", (double)mx, (double)sa[0], i, (double)x[i],

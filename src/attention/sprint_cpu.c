@@ -427,13 +427,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
     const int v512 = lv >= SP_CPU_AVX512;
-    if (v512) { /* the same bytes, a multiply instead of a division (sprint_setup_avx512.c) */
-        sp_sx_quant_avx512(h->q, nq, d, h->ldq, h->query_valid, qi, sq);
-        sp_sx_quant_avx512(h->k, nk, d, h->ldk, h->key_valid, ki, sk);
-    } else {
-        sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-        sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
-    }
+    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
+    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
     int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
     for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     double *marg = sp_xmalloc((size_t)nq, sizeof *marg), *oi = sp_xmalloc((size_t)nq, sizeof *oi);

@@ -55,12 +55,8 @@ int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const floa
 struct sp_flash_tile;
 void sp_sx_tile_fixed_portable(struct sp_flash_tile *t);
 void sp_sx_tile_fixed_avx512(struct sp_flash_tile *t); /* d % 16 == 0 */
-/* Setup (sprint_setup_avx512.c). sp_sx_quant_avx512: the per-tensor 8-bit quantisation of
- * sp_quant_rows_level (per_row 0), byte for byte, for finite x in the valid rows.
- * sp_sx_rows_*: per row of n int8 rows of d (stride d), the key MSB levels (k ^ 0x80) >> 4 into
+/* Setup (sprint_setup_avx512.c). sp_sx_rows_*: per row of n int8 rows of d (stride d), the key MSB levels (k ^ 0x80) >> 4 into
  * msb (n, d) (skipped when msb is NULL), the row sum and the sum of squares. */
-void sp_sx_quant_avx512(const float *x, int n, int d, int ld, const unsigned char *valid, int8_t *xi,
-                        float *scales);
 void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
 /* Whether the kernel uses the fixed reference where it may (default 1; the tests force 0 to
