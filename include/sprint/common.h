@@ -68,6 +68,10 @@ typedef void (*sp_progress_fn)(void *user, const char *what, double done, double
  * order in which heads are processed. */
 uint64_t sp_hash64(uint64_t x);                       /* splitmix64 finaliser */
 uint64_t sp_rng_key(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t d);
+/* sp_rng_key in steps, for loops that share leading arguments: sp_rng_key(seed, a, b, c, d) =
+ * step(step(step(step(start(seed), a), b), c), d), so a shared prefix is hashed once. */
+uint64_t sp_rng_key_start(uint64_t seed);
+uint64_t sp_rng_key_step(uint64_t h, uint64_t x);
 double sp_rng_uniform(uint64_t key);                  /* in [0, 1), 53-bit */
 double sp_rng_normal(uint64_t key);                   /* standard normal (Box-Muller on key) */
 

@@ -123,12 +123,15 @@ uint64_t sp_hash64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+uint64_t sp_rng_key_start(uint64_t seed) { return sp_hash64(seed); }
+uint64_t sp_rng_key_step(uint64_t h, uint64_t x) { return sp_hash64(h ^ x); }
+
 uint64_t sp_rng_key(uint64_t seed, uint64_t a, uint64_t b, uint64_t c, uint64_t d) {
-    uint64_t h = sp_hash64(seed);
-    h = sp_hash64(h ^ a);
-    h = sp_hash64(h ^ b);
-    h = sp_hash64(h ^ c);
-    return sp_hash64(h ^ d);
+    uint64_t h = sp_rng_key_start(seed);
+    h = sp_rng_key_step(h, a);
+    h = sp_rng_key_step(h, b);
+    h = sp_rng_key_step(h, c);
+    return sp_rng_key_step(h, d);
 }
 
 double sp_rng_uniform(uint64_t key) { return (double)(sp_hash64(key) >> 11) * 0x1.0p-53; }

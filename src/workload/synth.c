@@ -15,11 +15,12 @@
 
 enum { P_SEG = 11, P_CLUSTER, P_CENTROID, P_FREQ, P_PHASE, P_NOISE_Q, P_NOISE_K, P_SINK, P_V };
 
-/* sp_rng_key(seed, a, b, c, d) hashes its arguments in turn, h <- hash(h ^ x), from hash(seed).
- * The per-token draws share (seed, purpose, lh) and then t, so those hashes are taken once
- * (key_prefix, then key_step per token and per element): the same keys, the same numbers. */
-static uint64_t key_prefix(uint64_t seed, uint64_t a, uint64_t b) { return sp_hash64(sp_hash64(sp_hash64(seed) ^ a) ^ b); }
-static uint64_t key_step(uint64_t h, uint64_t x) { return sp_hash64(h ^ x); }
+/* The per-token draws share (seed, purpose, lh) and then t, so those hashes are taken once
+ * (key_prefix, then sp_rng_key_step per token and per element): the same keys as sp_rng_key,
+ * the same numbers. */
+static uint64_t key_prefix(uint64_t seed, uint64_t a, uint64_t b) {
+    return sp_rng_key_step(sp_rng_key_step(sp_rng_key_start(seed), a), b);
+}
 
 void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int layer, int head, float *q, float *k,
                             float *v) {
@@ -72,17 +73,18 @@ void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int lay
             kr[f] = (float)(wb * x);
         }
         /* = sp_rng_key(seed, P_NOISE_Q / P_NOISE_K / P_V, lh, t, e) */
-        const uint64_t hq = key_step(pq, (uint64_t)t), hk = key_step(pk, (uint64_t)t), hv = key_step(pv, (uint64_t)t);
+        const uint64_t hq = sp_rng_key_step(pq, (uint64_t)t), hk = sp_rng_key_step(pk, (uint64_t)t);
+        const uint64_t hv = sp_rng_key_step(pv, (uint64_t)t);
         for (int e = 0; e < dc; e++) {
             double c = cent[(size_t)cl * dc + e];
-            double nq = sp_rng_normal(key_step(hq, (uint64_t)e));
-            double nk = sp_rng_normal(key_step(hk, (uint64_t)e));
+            double nq = sp_rng_normal(sp_rng_key_step(hq, (uint64_t)e));
+            double nk = sp_rng_normal(sp_rng_key_step(hk, (uint64_t)e));
             double sq = ws * sink[e];
             double sk = t < cfg->workload_n_sinks ? ws * sink[e] : 0.0;
             qr[dp + e] = (float)(qs * (wc * c + wn * nq + sq));
             kr[dp + e] = (float)(wc * c + wn * nk + sk);
         }
-        for (int e = 0; e < d; e++) vr[e] = (float)sp_rng_normal(key_step(hv, (uint64_t)e));
+        for (int e = 0; e < d; e++) vr[e] = (float)sp_rng_normal(sp_rng_key_step(hv, (uint64_t)e));
     }
     free(freq);
     free(cent);
