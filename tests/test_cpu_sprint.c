@@ -596,3 +596,99 @@ Test(cpu_sprint, fixed_reference_guard_boundary) {
     }
     free(q), free(k), free(v), free(o1), free(o2);
 }
+
+/* Bit-mask-to-index lists: the AVX-512 and AVX512_VBMI2 versions give the portable loop's list
+ * (same keys, ascending, same count) over random words of every density, all-zero and all-one
+ * words, single edge bits (0, 15, 16, 63) and 16-bit piece boundaries, and never write past
+ * 64 nw + 16 entries. */
+static uint64_t rand_word(uint64_t seed, int u) {
+    static const uint64_t EDGE[] = {0, ~(uint64_t)0, 1, (uint64_t)1 << 63, (uint64_t)1 << 15, (uint64_t)1 << 16,
+                                    0xFFFFull, 0xFFFF000000000000ull, 0x8000000000000001ull, 0x5555555555555555ull,
+                                    0xAAAAAAAAAAAAAAAAull, 0x0001800000018000ull};
+    const uint64_t h = sp_hash64(sp_rng_key(seed, 31, (uint64_t)u, 0, 0));
+    const int kind = (int)(h % 4);
+    if (kind == 0) return EDGE[(h >> 8) % (sizeof EDGE / sizeof *EDGE)];
+    uint64_t w = 0; /* density 1/64 .. 63/64 */
+    const double p = (double)((h >> 8) % 63 + 1) / 64.0;
+    for (int b = 0; b < 64; b++)
+        if (sp_rng_uniform(sp_rng_key(seed, 32, (uint64_t)u, (uint64_t)b, 0)) < p) w |= (uint64_t)1 << b;
+    return w;
+}
+
+Test(cpu_sprint, bits_to_indices_match_portable) {
+    sp_sx_bits_fn fns[2] = {sp_cpu_detect() >= SP_CPU_AVX512 ? sp_sx_bits_avx512 : NULL,
+                            sp_cpu_has_vbmi2() ? sp_sx_bits_vbmi2 : NULL};
+    if (!fns[0] && !fns[1]) cr_skip_test("no AVX-512 on this CPU");
+    enum { NW = 6, CAP = 64 * NW + 16 };
+    uint64_t m[NW];
+    int32_t ref[CAP], got[CAP + 16];
+    for (int trial = 0; trial < 400; trial++) {
+        const int nw = 1 + trial % NW;
+        const int32_t base = (int32_t)(sp_hash64((uint64_t)trial) % 100000);
+        for (int u = 0; u < nw; u++) m[u] = rand_word(7000 + (uint64_t)trial, u);
+        if (trial == 0) for (int u = 0; u < nw; u++) m[u] = 0;
+        if (trial == 1) for (int u = 0; u < nw; u++) m[u] = ~(uint64_t)0;
+        const int nref = sp_sx_bits_portable(m, nw, base, ref);
+        for (int f = 0; f < 2; f++) {
+            if (!fns[f]) continue;
+            for (int i = 0; i < CAP + 16; i++) got[i] = -7;
+            const int n = fns[f](m, nw, base, got);
+            cr_assert_eq(n, nref, "trial %d fn %d: %d indices, portable %d", trial, f, n, nref);
+            for (int i = 0; i < n; i++)
+                cr_assert_eq(got[i], ref[i], "trial %d fn %d: index %d is %d, portable %d", trial, f, i, got[i], ref[i]);
+            for (int i = 64 * nw + 16; i < CAP + 16; i++)
+                cr_assert_eq(got[i], -7, "trial %d fn %d: wrote entry %d past 64 nw + 16", trial, f, i);
+        }
+    }
+}
+
+/* The group gather (a group's 4 leftover words onto its 4 pending lists in one call, as
+ * sprint_cpu.c's digital stage does chunk by chunk) keeps the same keys in the same order as
+ * gathering each row alone with the portable loop, appending after lists already partly full,
+ * leaving zero rows (NULL lists) untouched. */
+Test(cpu_sprint, gather_windows_keep_the_same_keys) {
+    sp_sx_gather_fn fns[2] = {sp_sx_gather_group_portable, sp_cpu_has_vbmi2() ? sp_sx_gather_group_vbmi2 : NULL};
+    enum { CAP = 15 + 64 * 3 + 16 };
+    for (int trial = 0; trial < 300; trial++) {
+        uint64_t m[4];
+        int32_t ref[4][CAP];
+        int nref[4];
+        for (int r = 0; r < 4; r++) {
+            m[r] = rand_word(9100 + (uint64_t)trial, r);
+            nref[r] = (int)(sp_hash64((uint64_t)trial * 4 + (uint64_t)r) % 16); /* already pending */
+            for (int i = 0; i < nref[r]; i++) ref[r][i] = 1000 + i;
+        }
+        if (trial % 5 == 0) m[trial % 4] = 0;
+        const int32_t base = 64 * (trial % 50);
+        for (int f = 0; f < 2; f++) {
+            if (!fns[f]) continue;
+            int32_t lists[4][CAP];
+            int n[4];
+            int32_t *outs[4];
+            for (int r = 0; r < 4; r++) {
+                n[r] = nref[r];
+                for (int i = 0; i < CAP; i++) lists[r][i] = i < nref[r] ? ref[r][i] : -7;
+                outs[r] = m[r] ? lists[r] : NULL;
+            }
+            /* three chunks in a row onto the same lists, as the kernel appends chunk after chunk */
+            int nexp[4];
+            int32_t exp[4][CAP];
+            for (int r = 0; r < 4; r++) {
+                memcpy(exp[r], ref[r], sizeof exp[r]);
+                nexp[r] = nref[r];
+            }
+            for (int c = 0; c < 3; c++) {
+                fns[f](m, base + 64 * c, (int32_t *const *)outs, n);
+                for (int r = 0; r < 4; r++) nexp[r] += sp_sx_bits_portable(&m[r], 1, base + 64 * c, exp[r] + nexp[r]);
+            }
+            for (int r = 0; r < 4; r++) {
+                cr_assert_eq(n[r], nexp[r], "trial %d fn %d row %d: %d keys, per-row %d", trial, f, r, n[r], nexp[r]);
+                for (int i = 0; i < n[r]; i++)
+                    cr_assert_eq(lists[r][i], exp[r][i], "trial %d fn %d row %d: key %d is %d, per-row %d", trial, f, r,
+                                 i, lists[r][i], exp[r][i]);
+                if (!m[r])
+                    for (int i = nref[r]; i < CAP; i++) cr_assert_eq(lists[r][i], -7, "row %d untouched", r);
+            }
+        }
+    }
+}

@@ -69,7 +69,7 @@ typedef struct sx_shared {
     const float *sq, *sk;  /* quantisation scales */
     sp_iscreen_tile_fn screen;
     sp_sx_chunk_fn chunk;
-    sp_sx_bits_fn bits;
+    sp_sx_gather_fn gather; /* a group's leftover survivors to its pending lists */
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
     sp_flash_tile_fn tile;
     int dense_min;
@@ -303,7 +303,7 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
      * survivors per 64-key chunk at 17% screened; partial trees waste a third of the work);
      * the waiting rows are the last chunk's, still in L1. */
     int *np = w->npend;
-    for (int r = 0; r < nb; r++) np[r] = 0;
+    for (int r = 0; r < QBLK; r++) np[r] = 0;
     for (int gi = 0; gi < QBLK / 4; gi++) w->qn[gi] = 0;
     memset(w->qmask, 0, QBLK * sizeof *w->qmask);
     for (int ch = 0; ch <= nch; ch++)
@@ -340,11 +340,15 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
                 sx_tile(S, w, b0, nb, g); /* after the last chunk: the panels still queued */
             /* before the last chunk a row without new survivors has < 16 waiting: nothing to do */
             if (ch < nch && !(rg[0] | rg[1] | rg[2] | rg[3])) continue;
+            if (ch < nch) { /* the group's leftovers onto its 4 pending lists, one call (zero rows untouched) */
+                int32_t *const outs[4] = {w->pend + (size_t)g * SX_PEND, w->pend + (size_t)(g + 1) * SX_PEND,
+                                          w->pend + (size_t)(g + 2) * SX_PEND, w->pend + (size_t)(g + 3) * SX_PEND};
+                S->gather(rg, ch * SX_CHUNK, outs, np + g);
+            }
             for (int r = g; r < g + 4 && r < nb; r++) {
                 if (!w->valid[r]) continue;
                 int32_t *pend = w->pend + (size_t)r * SX_PEND;
                 int n = np[r];
-                if (ch < nch && rg[r - g]) n += S->bits(&rg[r - g], 1, ch * SX_CHUNK, pend + n);
                 int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
                 if (take > 0) {
                     int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, d, pend, take,
@@ -484,7 +488,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
                    .sk = sk, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
-                   .bits = sp_sx_bits_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
+                   .gather = sp_sx_gather_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
                    .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
     if (fixed_ref_ok(h, o, nrm) && lv >= SP_CPU_AVX512 && d % 16 == 0 && sp_sx_fixed_ref()) {
         S.fixed = 1;

@@ -30,8 +30,17 @@ static sp_cpu_level hw_level(void) {
     if (f512 && dq512 && bw512 && vl512 && vnni512 && (xcr0 & 0xE6) == 0xE6) return SP_CPU_AVX512;
     return SP_CPU_AVX2;
 }
+/* AVX512_VBMI2 (CPUID leaf 7 ECX bit 6: vpcompressb / vpexpandb), on top of the AVX-512 level. */
+static int hw_vbmi2(void) {
+    unsigned int a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    (void)a, (void)b, (void)d;
+    return (c >> 6) & 1;
+}
 #else
 static sp_cpu_level hw_level(void) { return SP_CPU_PORTABLE; }
+static int hw_vbmi2(void) { return 0; }
 #endif
 
 static int cached = -1;
@@ -50,6 +59,16 @@ sp_cpu_level sp_cpu_detect(void) {
     }
     __atomic_store_n(&cached, (int)lv, __ATOMIC_RELEASE);
     return lv;
+}
+
+static int cached_vbmi2 = -1;
+
+int sp_cpu_has_vbmi2(void) {
+    int v = __atomic_load_n(&cached_vbmi2, __ATOMIC_ACQUIRE);
+    if (v >= 0) return v;
+    v = sp_cpu_detect() >= SP_CPU_AVX512 && hw_vbmi2();
+    __atomic_store_n(&cached_vbmi2, v, __ATOMIC_RELEASE);
+    return v;
 }
 
 const char *sp_cpu_level_name(sp_cpu_level level) {

@@ -17,6 +17,11 @@ typedef enum { SP_CPU_PORTABLE = 0, SP_CPU_AVX2 = 1, SP_CPU_AVX512 = 2 } sp_cpu_
  * after the first call (thread-safe: every call computes the same value). */
 sp_cpu_level sp_cpu_detect(void);
 
+/* Whether the AVX-512 level is in use (sp_cpu_detect(), so SPRINT_CPU below avx512 turns it off)
+ * and the CPU also has AVX512_VBMI2 (vpcompressb: the SPRINT kernel's bit-mask-to-index lists,
+ * sprint_exact.h). Cached after the first call. */
+int sp_cpu_has_vbmi2(void);
+
 /* "portable", "avx2", "avx512" (static strings); "?" for a value outside the enum. */
 const char *sp_cpu_level_name(sp_cpu_level level);
 
