@@ -49,10 +49,11 @@ static void usage(FILE *f) {
  * glibc serves blocks above a dynamic threshold (128 KiB at start) with their own mmap and
  * unmaps them at free, and trims the heap top above 128 KiB; sprint run allocates and frees
  * buffers of a few hundred KiB to a few MiB per head, layer and design again and again, so
- * every round faulted its pages in afresh (~64-68k page faults and 0.25-0.67 s of system time
- * per run, docs/RESULTS.md part 9x). With blocks up to 32 MiB (glibc's largest allowed mmap
+ * every round faulted its pages in afresh (sprint run at 6c4dac2: ~50k minor page faults and
+ * 0.14-0.26 s of system time). With blocks up to 32 MiB (glibc's largest allowed mmap
  * threshold on 64-bit) served from the heap and the heap trimmed only above 1 GiB of free top,
- * freed pages are reused. Only where memory is placed changes, never a result. Returns 0 when
+ * freed pages are reused (~12.5k faults, 0.03-0.12 s; docs/RESULTS.md part 9x). Only where
+ * memory is placed changes, never a result. Returns 0 when
  * both settings took (or the C library is not glibc, or a sanitizer owns malloc and ignores
  * mallopt), else -1. */
 static int tune_malloc(void) {
