@@ -78,9 +78,10 @@ static int pow2_shift(long x) {
 
 /* A batch works on local copies of the memory's counters (batch_acc), stored back at its end,
  * so that they stay in registers; a single access loads and stores them around one
- * acc_access. The struct holds scalars only (no array indexed by the access kind), so that
- * the compiler can keep every field in a register through the scheduler's loop; the loops
- * copy it into a local of their own for the same reason. The event counters are integers
+ * acc_access. The struct holds scalars only (an array indexed by the access kind kept the whole
+ * struct on the stack), and the scheduler's loops copy it into a local of their own, so that
+ * the compiler may keep its fields in registers (GCC 12 still spills a few integer counters
+ * of the ring loop, as plain adds to the stack; docs/RESULTS.md part 9x). The event counters are integers
  * while the batch runs: every count is an integer below 2^53, so adding k ones to a double one
  * at a time or adding k at the end give the same bits; the bus time is a sum of non-integers
  * and is added request by request, as are the maxima. */
