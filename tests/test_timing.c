@@ -580,3 +580,182 @@ Test(timing, stream_counters_and_rows_match_the_loops) {
                     }
                 }
 }
+
+/* A plain memory for random_batches_plan_equals_reference, written from the timing rules of
+ * docs/simulator.md and nothing of memory.c: bank v mod nb, channel bank mod channels, row
+ * (region << 40) + (v / nb) / (row_bytes / bytes); a row hit costs tCL and holds the bank one
+ * column slot (max(tCCD, burst)), a miss adds tRCD, a conflict tRP before it; the data then
+ * waits for its channel's bus; every counter is a double bumped request by request. */
+typedef struct plain_mem {
+    double bank_ready[64], bus_free[8], ready_max;
+    long long open_row[64];
+    double requests, bytes, hits, misses, conflicts, busy_bus;
+} plain_mem;
+
+static void plain_map(const sp_hw *hw, const sp_mem_req *r, int *bank, long long *row) {
+    long nb = (long)hw->channels * hw->banks;
+    *bank = (int)(r->vec % nb);
+    *row = ((long long)r->region << 40) + (r->vec / nb) / (hw->row_bytes / r->bytes);
+}
+
+static double plain_access(plain_mem *p, const sp_hw *hw, int g, long long row, int bytes, double t) {
+    double burst = 0.5 * (double)((bytes + hw->bus_bytes - 1) / hw->bus_bytes) * hw->mem_cycle;
+    double col = burst > hw->t_ccd_cyc ? burst : hw->t_ccd_cyc, lat, occ;
+    if (p->open_row[g] == row) {
+        lat = hw->t_cl_cyc, occ = col;
+        p->hits += 1;
+    } else if (p->open_row[g] < 0) {
+        lat = hw->t_rcd_cyc + hw->t_cl_cyc, occ = hw->t_rcd_cyc + col;
+        p->misses += 1;
+    } else {
+        lat = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc, occ = hw->t_rp_cyc + hw->t_rcd_cyc + col;
+        p->conflicts += 1;
+    }
+    double start = t > p->bank_ready[g] ? t : p->bank_ready[g];
+    p->bank_ready[g] = start + occ;
+    if (p->bank_ready[g] > p->ready_max) p->ready_max = p->bank_ready[g];
+    int ch = g % hw->channels;
+    double data = start + lat > p->bus_free[ch] ? start + lat : p->bus_free[ch];
+    p->bus_free[ch] = data + burst;
+    p->open_row[g] = row;
+    p->requests += 1;
+    p->bytes += bytes;
+    p->busy_bus += burst;
+    return data + burst;
+}
+
+/* Serves a batch: FR-FCFS (the oldest row hit among the first queue_depth waiting requests,
+ * else the oldest) or, without it or with a one-entry queue, arrival order. Writes the order
+ * served into order[] (request indices); returns the last completion (t when n == 0). */
+static double plain_batch(plain_mem *p, const sp_hw *hw, const sp_mem_req *r, int n, double t, int *order) {
+    char *done = calloc((size_t)n + 1, 1);
+    double last = t;
+    for (int k = 0; k < n; k++) {
+        int pick = -1, seen = 0;
+        for (int i = 0; i < n && (hw->frfcfs && hw->queue_depth > 1) && seen < hw->queue_depth; i++) {
+            if (done[i]) continue;
+            seen++;
+            int g;
+            long long row;
+            plain_map(hw, &r[i], &g, &row);
+            if (p->open_row[g] == row) {
+                pick = i;
+                break;
+            }
+        }
+        if (pick < 0)
+            for (pick = 0; done[pick];) pick++;
+        done[pick] = 1;
+        order[k] = pick;
+        int g;
+        long long row;
+        plain_map(hw, &r[pick], &g, &row);
+        double e = plain_access(p, hw, g, row, r[pick].bytes, t);
+        last = e > last ? e : last;
+    }
+    free(done);
+    return last;
+}
+
+/* Every field of a memory equal (same bits) to the plain model's. */
+static void mem_is_plain(const sp_mem *m, const plain_mem *p, const char *what, int trial, int batch) {
+    for (int g = 0; g < m->nb; g++) {
+        cr_assert_eq(m->bank_ready[g], p->bank_ready[g], "%s trial %d batch %d: bank %d ready %.17g vs plain %.17g", what,
+                     trial, batch, g, m->bank_ready[g], p->bank_ready[g]);
+        cr_assert_eq(m->open_row[g], p->open_row[g], "%s trial %d batch %d: bank %d open row", what, trial, batch, g);
+    }
+    for (int c = 0; c < m->hw->channels; c++)
+        cr_assert_eq(m->bus_free[c], p->bus_free[c], "%s trial %d batch %d: channel %d bus %.17g vs plain %.17g", what,
+                     trial, batch, c, m->bus_free[c], p->bus_free[c]);
+    const double got[7] = {m->bank_ready_max, m->requests, m->bytes, m->hits, m->misses, m->conflicts, m->busy_bus};
+    const double want[7] = {p->ready_max, p->requests, p->bytes, p->hits, p->misses, p->conflicts, p->busy_bus};
+    const char *names[7] = {"bank_ready_max", "requests", "bytes", "hits", "misses", "conflicts", "busy_bus"};
+    for (int k = 0; k < 7; k++)
+        cr_assert_eq(got[k], want[k], "%s trial %d batch %d: %s %.17g vs plain %.17g", what, trial, batch, names[k], got[k],
+                     want[k]);
+}
+
+/* The batch path (sp_mem_batch_plan with and without a plan, and sp_mem_replay of its plan)
+ * against the plain model above over random memories and batches: 1-4 channels (3 is not a
+ * power of two), 1-8 banks, rows of 256 B-2 KiB, queues of 1 to 200 (around the ring's 64),
+ * FR-FCFS or FCFS, clocks whose latencies are not whole cycles, vectors of 32, 64 and 128 B
+ * mixed within a batch, batches of 0-400 requests (uniform over a few rows or many, or a
+ * SPRINT-like K/V of ascending survivors, so both window forms and the side list serve), each
+ * issued before or after the previous one completes. After every batch each returned time, the
+ * order served and every field of the memories must equal the plain model's to the bit. */
+Test(timing, random_batches_plan_equals_reference) {
+    sp_rng rng;
+    sp_rng_seed(&rng, 2026);
+    const int depths[] = {1, 2, 3, 7, 16, 63, 64, 65, 100, 200};
+    const int rowb[] = {256, 512, 1024, 2048}, sizes[] = {32, 64, 128};
+    sp_mem_req *r = malloc(sizeof *r * 401);
+    int *order = malloc(sizeof *order * 401);
+    for (int trial = 0; trial < 160; trial++) {
+        sp_hw hw = hw_default(trial % 3);
+        hw.channels = 1 + (int)(sp_rng_next_uniform(&rng) * 4);
+        hw.banks = 1 + (int)(sp_rng_next_uniform(&rng) * 8);
+        hw.row_bytes = rowb[(int)(sp_rng_next_uniform(&rng) * 4)];
+        hw.queue_depth = depths[trial % 10];
+        hw.frfcfs = trial % 7 != 6;
+        if (trial % 2) { /* latencies and bus clock of other lengths, not whole cycles */
+            hw.mem_cycle = 1.5;
+            hw.t_rcd_cyc = 21, hw.t_cl_cyc = 9.5, hw.t_rp_cyc = 3.25, hw.t_ccd_cyc = 3;
+        }
+        const int nb = hw.channels * hw.banks;
+        plain_mem p = {.ready_max = 0};
+        for (int g = 0; g < 64; g++) p.open_row[g] = -1;
+        sp_mem a, b, c;
+        sp_mem_init(&a, &hw);
+        sp_mem_init(&b, &hw);
+        sp_mem_init(&c, &hw);
+        sp_mem_plan plan = {0};
+        double t = 0, prev_end = 0;
+        for (int batch = 0; batch < 8; batch++) {
+            int n = (int)(sp_rng_next_uniform(&rng) * 401), shape = (trial + batch) % 3;
+            int one_size = batch % 2 == 0, size0 = sizes[(int)(sp_rng_next_uniform(&rng) * 3)];
+            long span = shape == 0 ? (long)nb * 4 : 5000; /* few rows (long hit runs) or many */
+            if (shape == 2) { /* Q, then K and V of ascending survivors */
+                int m = 0;
+                double keep = 0.02 + 0.5 * sp_rng_next_uniform(&rng);
+                if (n > 0) r[m++] = (sp_mem_req){batch * 7, SP_REGION_Q, size0};
+                for (long j = 0; m + 2 <= n; j++)
+                    if (sp_rng_next_uniform(&rng) < keep) {
+                        r[m++] = (sp_mem_req){j, SP_REGION_K, size0};
+                        r[m++] = (sp_mem_req){j, SP_REGION_V, size0};
+                    }
+                n = m;
+            } else
+                for (int i = 0; i < n; i++)
+                    r[i] = (sp_mem_req){(long)(sp_rng_next_uniform(&rng) * (double)span),
+                                        (int)(sp_rng_next_uniform(&rng) * 3),
+                                        one_size ? size0 : sizes[(int)(sp_rng_next_uniform(&rng) * 3)]};
+            /* issued while the previous batch still runs, or after it */
+            t = sp_rng_next_uniform(&rng) < 0.5 ? t + sp_rng_next_uniform(&rng) * (prev_end - t) : prev_end + 3.125;
+            double want = plain_batch(&p, &hw, r, n, t, order);
+            double ta = sp_mem_batch_plan(&a, r, n, t, &plan), tb = sp_mem_batch(&b, r, n, t);
+            double tc = sp_mem_replay(&c, &plan, t);
+            cr_assert_eq(ta, want, "trial %d batch %d: sp_mem_batch_plan %.17g vs plain %.17g", trial, batch, ta, want);
+            cr_assert_eq(tb, want, "trial %d batch %d: sp_mem_batch %.17g vs plain %.17g", trial, batch, tb, want);
+            cr_assert_eq(tc, want, "trial %d batch %d: sp_mem_replay %.17g vs plain %.17g", trial, batch, tc, want);
+            cr_assert_eq(plan.n, n, "trial %d batch %d: the plan holds %d picks, not %d", trial, batch, plan.n, n);
+            for (int k = 0; k < n; k++) {
+                int g;
+                long long row;
+                plain_map(&hw, &r[order[k]], &g, &row);
+                cr_assert(plan.picks[k].bank == g && plan.picks[k].row == row && plan.picks[k].bytes == r[order[k]].bytes,
+                          "trial %d batch %d (depth %d, frfcfs %d): pick %d is not the plain model's (request %d)", trial,
+                          batch, hw.queue_depth, hw.frfcfs, k, order[k]);
+            }
+            mem_is_plain(&a, &p, "sp_mem_batch_plan", trial, batch);
+            mem_is_plain(&b, &p, "sp_mem_batch", trial, batch);
+            mem_is_plain(&c, &p, "sp_mem_replay", trial, batch);
+            prev_end = want > prev_end ? want : prev_end;
+        }
+        sp_mem_plan_free(&plan);
+        sp_mem_free(&a);
+        sp_mem_free(&b);
+        sp_mem_free(&c);
+    }
+    free(r);
+    free(order);
+}

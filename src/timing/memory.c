@@ -78,23 +78,41 @@ static int pow2_shift(long x) {
 
 /* A batch works on local copies of the memory's counters (batch_acc), stored back at its end,
  * so that they stay in registers; a single access loads and stores them around one
- * acc_access. The event counters are integers while the batch runs: every count is an
- * integer below 2^53, so adding k ones to a double one at a time or adding k at the end give
- * the same bits; the bus time is a sum of non-integers and is added request by request, as
- * are the maxima. */
+ * acc_access. The struct holds scalars only (an array indexed by the access kind kept the whole
+ * struct on the stack), and the scheduler's loops copy it into a local of their own, so that
+ * the compiler may keep its fields in registers (GCC 12 still spills a few integer counters
+ * of the ring loop, as plain adds to the stack; docs/RESULTS.md part 9x). The event counters are integers
+ * while the batch runs: every count is an integer below 2^53, so adding k ones to a double one
+ * at a time or adding k at the end give the same bits; the bus time is a sum of non-integers
+ * and is added request by request, as are the maxima. */
 typedef struct batch_acc {
     double ready_max, busy_bus, last;
-    long long kind[3], bytes; /* row hits, misses, conflicts; bytes */
+    long long requests, misses, conflicts, bytes; /* this batch's; its row hits are the rest */
 } batch_acc;
 
-static void acc_load(batch_acc *a, const sp_mem *m, double t) { *a = (batch_acc){m->bank_ready_max, m->busy_bus, t, {0, 0, 0}, 0}; }
+static void acc_load(batch_acc *a, const sp_mem *m, double t) { *a = (batch_acc){m->bank_ready_max, m->busy_bus, t, 0, 0, 0, 0}; }
 
 static void acc_store(const batch_acc *a, sp_mem *m) {
     m->bank_ready_max = a->ready_max;
-    m->hits += (double)a->kind[0], m->misses += (double)a->kind[1], m->conflicts += (double)a->kind[2];
+    m->hits += (double)(a->requests - a->misses - a->conflicts), m->misses += (double)a->misses,
+        m->conflicts += (double)a->conflicts;
     m->busy_bus = a->busy_bus;
-    m->requests += (double)(a->kind[0] + a->kind[1] + a->kind[2]);
+    m->requests += (double)a->requests;
     m->bytes += (double)a->bytes;
+}
+
+/* Sets m's cached costs for vectors of `bytes` (c_burst, c_col, c_lat, c_occ). */
+static void set_costs(sp_mem *m, int bytes) {
+    const sp_hw *hw = m->hw;
+    m->c_bytes = bytes;
+    m->c_burst = sp_mem_burst(hw, bytes);
+    m->c_col = dmax(hw->t_ccd_cyc, m->c_burst);
+    m->c_lat[0] = hw->t_cl_cyc;
+    m->c_lat[1] = hw->t_rcd_cyc + hw->t_cl_cyc;
+    m->c_lat[2] = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
+    m->c_occ[0] = m->c_col;
+    m->c_occ[1] = hw->t_rcd_cyc + m->c_col;
+    m->c_occ[2] = hw->t_rp_cyc + hw->t_rcd_cyc + m->c_col;
 }
 
 /* One access to bank g (channel ch) row `row` of `bytes` issued at t: returns the cycle at
@@ -102,23 +120,14 @@ static void acc_store(const batch_acc *a, sp_mem *m) {
  * one column slot; a miss (bank closed) adds tRCD; a conflict (another row open) adds tRP
  * before it (the tables c_lat, c_occ hold the three sums). */
 static inline double acc_access(sp_mem *m, batch_acc *a, int g, int ch, long long row, int bytes, double t) {
-    const sp_hw *hw = m->hw;
-    if (bytes != m->c_bytes) {
-        m->c_bytes = bytes;
-        m->c_burst = sp_mem_burst(hw, bytes);
-        m->c_col = dmax(hw->t_ccd_cyc, m->c_burst);
-        m->c_lat[0] = hw->t_cl_cyc;
-        m->c_lat[1] = hw->t_rcd_cyc + hw->t_cl_cyc;
-        m->c_lat[2] = hw->t_rp_cyc + hw->t_rcd_cyc + hw->t_cl_cyc;
-        m->c_occ[0] = m->c_col;
-        m->c_occ[1] = hw->t_rcd_cyc + m->c_col;
-        m->c_occ[2] = hw->t_rp_cyc + hw->t_rcd_cyc + m->c_col;
-    }
+    if (bytes != m->c_bytes) set_costs(m, bytes);
     double burst = m->c_burst;
     long long open = m->open_row[g];
     int kind = (open != row) * (1 + (open >= 0)); /* 0 hit, 1 miss, 2 conflict (rows are >= 0) */
     double start = dmax(t, m->bank_ready[g]);
-    a->kind[kind]++;
+    a->requests++;
+    a->misses += kind == 1;
+    a->conflicts += kind == 2;
     m->open_row[g] = row;
     double ready = start + m->c_occ[kind];
     m->bank_ready[g] = ready;
@@ -254,6 +263,7 @@ enum { SP_RING_ROWS = 64 };
 
 /* Serves a batch with the list window. */
 static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc) {
+    batch_acc a = *acc; /* a local the loop keeps in registers (batch_acc) */
     uint64_t *pend = m->spend, *hit = m->shit;
     int *bn = m->snext, *bp = m->sprev, *bh = m->sbank;
     const int *sg = m->sg;
@@ -297,7 +307,7 @@ static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
         long long row = srow[pick];
         int changed = open_row[g] != row;
         plan_push(plan, m, g, row, reqs[pick].bytes);
-        acc_access(m, acc, g, ch, row, reqs[pick].bytes, t);
+        acc_access(m, &a, g, ch, row, reqs[pick].bytes, t);
         if (changed) /* the bank's open row changed: re-flag its waiting requests */
             for (int e = bh[g]; e >= 0; e = bn[e]) {
                 uint64_t bit = 1ull << (e & 63);
@@ -307,6 +317,7 @@ static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
                 nhit += is - was;
             }
     }
+    *acc = a;
 }
 
 static inline uint64_t ror64(uint64_t x, int k) { return (x >> k) | (x << ((64 - k) & 63)); } /* k in [0, 63] */
@@ -319,6 +330,7 @@ static inline uint64_t ror64(uint64_t x, int k) { return (x >> k) | (x << ((64 -
  * list is re-flagged; the window holds at most 64 requests, so the side list never fills. */
 static void frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
                         int nrows) {
+    batch_acc a = *acc; /* a local the loop keeps in registers (batch_acc) */
     uint64_t rmask[SP_RING_ROWS], *bmask = m->sbmask;
     memset(rmask, 0, (size_t)nrows * sizeof *rmask);
     const int *sg = m->sg, *srid = m->srid;
@@ -392,8 +404,9 @@ static void frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_m
         }
         int ch = ch_mask >= 0 ? g & ch_mask : g % channels;
         plan_push(plan, m, g, row, reqs[pick].bytes);
-        acc_access(m, acc, g, ch, row, reqs[pick].bytes, t);
+        acc_access(m, &a, g, ch, row, reqs[pick].bytes, t);
     }
+    *acc = a;
 }
 
 /* Fast FR-FCFS, same schedule as sp_mem_batch_reference (the ring window, else the lists). */
