@@ -113,7 +113,6 @@ __attribute__((target("avx2,fma"))) static void tile4x16_avx2(int d, const float
         }
     }
 }
-#define HAVE_AVX2_TILE 1
 #endif
 
 /* The level's tile and its width in columns. */
