@@ -249,12 +249,10 @@ Test(gemm, packed_b_same_bits_as_gemm_nt) {
         float *a = randn((size_t)m * lda, 170 + (uint64_t)s, 1.0f), *b = randn((size_t)n * ldb, 180 + (uint64_t)s, 1.0f);
         float *c1 = calloc((size_t)m * ldc, sizeof *c1), *c2 = calloc((size_t)m * ldc, sizeof *c2);
         for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
-            for (int i0 = 0; i0 < m; i0 += 7) /* the same row blocks (OpenBLAS's bits depend on m) */
-                sp_gemm_nt_level((sp_cpu_level)L, m - i0 < 7 ? m - i0 : 7, n, d, a + (size_t)i0 * lda, lda, b, ldb,
-                                 c1 + (size_t)i0 * ldc, ldc);
+            sp_gemm_nt_level((sp_cpu_level)L, m, n, d, a, lda, b, ldb, c1, ldc); /* one call, all rows */
             sp_gemm_b pb;
             sp_gemm_b_init_level(&pb, (sp_cpu_level)L, n, d, b, ldb);
-            cr_assert_eq(pb.packed != NULL, L >= SP_CPU_AVX512, "level %d packs iff AVX-512", L);
+            cr_assert(pb.packed != NULL, "level %d packs", L);
             for (int i0 = 0; i0 < m; i0 += 7) { /* blocks of 7 rows, the last ragged */
                 int bm = m - i0 < 7 ? m - i0 : 7;
                 sp_gemm_nt_b(bm, a + (size_t)i0 * lda, lda, &pb, c2 + (size_t)i0 * ldc, ldc);
@@ -297,5 +295,71 @@ Test(gemm, matches_double_reference_and_is_exact_on_integers) {
             }
         }
         free(a), free(b), free(c);
+    }
+}
+
+/* Each entry of sp_gemm_nt is the level's chain s = s + a[i][k] b[j][k] (gemm.h) whatever the
+ * shape: random shapes (odd sizes, strides, sub-blocks of a larger product) give, bit for bit,
+ * the entry computed alone (1 x 1) and in a different block at the same level; the portable
+ * entry is the scalar chain (product rounded, then sum) and the AVX2 and AVX-512 entries are
+ * the fmaf chain, so AVX2 == AVX-512 where both run. A BLAS (whose order depends on the shape)
+ * fails this. */
+static float chain_portable(int d, const float *a, const float *b) {
+    volatile float s = 0.0f; /* volatile: no contraction into an FMA, whatever the flags */
+    for (int k = 0; k < d; k++) {
+        volatile float p = a[k] * b[k];
+        s = s + p;
+    }
+    return s;
+}
+static float chain_fma(int d, const float *a, const float *b) {
+    float s = 0.0f;
+    for (int k = 0; k < d; k++) s = fmaf(a[k], b[k], s);
+    return s;
+}
+Test(gemm, every_entry_is_the_level_chain_whatever_the_shape) {
+    uint64_t st = 0x9e3779b97f4a7c15u;
+    for (int s = 0; s < 24; s++) {
+        st = st * 6364136223846793005u + 1442695040888963407u;
+        int m = 1 + (int)((st >> 33) % 37u), n = 1 + (int)((st >> 40) % 150u), d = 1 + (int)((st >> 50) % 97u);
+        if (s == 0) m = 64, n = 300, d = 64; /* the score block's shape */
+        int lda = d + (s % 3), ldb = d + (s % 5), ldc = n + 3;
+        /* mixed magnitudes, so that the order of the sum shows in the last bits */
+        float *a = randn((size_t)m * lda, 300 + (uint64_t)s, 1.0f), *b = randn((size_t)n * ldb, 400 + (uint64_t)s, 1.0f);
+        for (int t = 0; t < n * ldb; t += 7) b[t] *= 1000.0f;
+        float *c[3] = {NULL, NULL, NULL}, *cs = calloc((size_t)m * ldc, sizeof *cs);
+        for (int L = 0; L <= (int)sp_cpu_detect(); L++) {
+            c[L] = calloc((size_t)m * ldc, sizeof *c[L]);
+            sp_gemm_nt_level((sp_cpu_level)L, m, n, d, a, lda, b, ldb, c[L], ldc);
+            /* a sub-block [i0, i0 + bm) x [j0, j0 + bn) alone */
+            int i0 = (int)((st >> 20) % (uint64_t)m), j0 = (int)((st >> 27) % (uint64_t)n);
+            int bm = 1 + (int)((st >> 13) % (uint64_t)(m - i0)), bn = 1 + (int)((st >> 7) % (uint64_t)(n - j0));
+            sp_gemm_nt_level((sp_cpu_level)L, bm, bn, d, a + (size_t)i0 * lda, lda, b + (size_t)j0 * ldb, ldb,
+                             cs, ldc);
+            for (int i = 0; i < bm; i++)
+                for (int j = 0; j < bn; j++)
+                    cr_assert(!memcmp(&cs[i * ldc + j], &c[L][(i0 + i) * ldc + j0 + j], sizeof *cs),
+                              "level %d shape %d (%dx%dx%d): block entry (%d,%d) %a vs %a", L, s, m, n, d, i0 + i,
+                              j0 + j, cs[i * ldc + j], c[L][(i0 + i) * ldc + j0 + j]);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < n; j++) {
+                    const float *ai = a + (size_t)i * lda, *bj = b + (size_t)j * ldb;
+                    float one = NAN;
+                    if ((i * 31 + j) % 5 == 0) { /* 1 x 1 products, a fifth of the entries */
+                        sp_gemm_nt_level((sp_cpu_level)L, 1, 1, d, ai, lda, bj, ldb, &one, 1);
+                        cr_assert(!memcmp(&one, &c[L][i * ldc + j], sizeof one), "level %d shape %d (%d,%d): 1x1 %a vs %a",
+                                  L, s, i, j, one, c[L][i * ldc + j]);
+                    }
+                    float want = L == SP_CPU_PORTABLE ? chain_portable(d, ai, bj) : chain_fma(d, ai, bj);
+                    cr_assert(!memcmp(&want, &c[L][i * ldc + j], sizeof want),
+                              "level %d shape %d (%dx%dx%d) (%d,%d): chain %a vs %a", L, s, m, n, d, i, j, want,
+                              c[L][i * ldc + j]);
+                }
+        }
+        if (sp_cpu_detect() >= SP_CPU_AVX512)
+            for (int i = 0; i < m; i++)
+                cr_assert(!memcmp(c[SP_CPU_AVX2] + (size_t)i * ldc, c[SP_CPU_AVX512] + (size_t)i * ldc, (size_t)n * sizeof *cs),
+                          "shape %d row %d: AVX2 and AVX-512 differ", s, i);
+        free(a), free(b), free(cs), free(c[0]), free(c[1]), free(c[2]);
     }
 }

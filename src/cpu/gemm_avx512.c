@@ -1,7 +1,7 @@
-/* gemm_avx512.c: C = A B^T in AVX-512 F (gemm.h). B is packed per call into 16-column panels
- * (panel p, element c: 16 consecutive floats b[16p + u][c]), zero-padded; columns are taken
- * 128 at a time (32 KB of packed B at d = 64, in L1) and every 4-row group of A runs over them
- * with 16 zmm accumulators (4 rows x 4 panels: 4 panel loads and 4 broadcasts per 16 FMAs). */
+/* gemm_avx512.c: the AVX-512 F register tile of C = A B^T (gemm.h; the packing and the blocking
+ * shared by every level are in gemm.c): 4 rows of A against 4 packed 16-column panels of B with
+ * 16 zmm accumulators (4 panel loads and 4 broadcasts per 16 FMAs), each entry the chain
+ * s = fma(a[k], b[k], s) from +0 that gemm.c's AVX2 tile repeats in ymm. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,15 +9,12 @@
 #include "cpu/linear.h"
 #include "sprint/common.h"
 
-void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc);
-float *sp_gemm_pack_avx512(int n, int d, const float *b, int ldb);
-void sp_gemm_nt_packed_avx512(int m, int n, int d, const float *a, int lda, const float *bp, float *c, int ldc);
+void sp_gemm_tile4x64_avx512(int d, const float *const a[4], const float *bp, size_t PD, float *const c[4], int ncol);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-#define NB 128 /* columns per block */
 
 T512 static void tile4x64(int d, const float *a0, const float *a1, const float *a2, const float *a3,
                           const float *bp, size_t PD, float *c0, float *c1, float *c2, float *c3, int ncol) {
@@ -54,52 +51,14 @@ T512 static void tile4x64(int d, const float *a0, const float *a1, const float *
 #undef ST
 }
 
-/* B (n x d) in the 16-column panels of cpu/linear.h, zero-padded to whole 64-column tiles
- * (sp_xcalloc'd). */
-float *sp_gemm_pack_avx512(int n, int d, const float *b, int ldb) {
-    const int npan = (n + 63) / 64 * 4; /* panels, a whole number of 64-column tiles */
-    float *bp = sp_xcalloc((size_t)npan * (size_t)d * SP_LINEAR_PANEL, sizeof *bp);
-    sp_linear_pack_strided(b, ldb, n, d, bp);
-    return bp;
-}
-
-T512 void sp_gemm_nt_packed_avx512(int m, int n, int d, const float *a, int lda, const float *bp, float *c, int ldc) {
-    const size_t PD = (size_t)d * 16;
-    for (int j0 = 0; j0 < n; j0 += NB) {
-        int j1 = j0 + NB < n ? j0 + NB : n;
-        for (int i0 = 0; i0 < m; i0 += 4) {
-            const float *ar[4];
-            float *cr[4];
-            for (int r = 0; r < 4; r++) {
-                int i = i0 + r < m ? i0 + r : m - 1;
-                ar[r] = a + (size_t)i * (size_t)lda;
-                cr[r] = i0 + r < m ? c + (size_t)(i0 + r) * (size_t)ldc : NULL;
-            }
-            for (int jt = j0; jt < j1; jt += 64) {
-                int ncol = j1 - jt < 64 ? j1 - jt : 64;
-                tile4x64(d, ar[0], ar[1], ar[2], ar[3], bp + (size_t)(jt / 16) * PD, PD, cr[0] ? cr[0] + jt : NULL,
-                         cr[1] ? cr[1] + jt : NULL, cr[2] ? cr[2] + jt : NULL, cr[3] ? cr[3] + jt : NULL, ncol);
-            }
-        }
-    }
-}
-
-void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    float *bp = sp_gemm_pack_avx512(n, d, b, ldb);
-    sp_gemm_nt_packed_avx512(m, n, d, a, lda, bp, c, ldc);
-    free(bp);
+/* The 4 x 64 tile of gemm.c's driver (its tile_fn). */
+T512 void sp_gemm_tile4x64_avx512(int d, const float *const a[4], const float *bp, size_t PD, float *const c[4],
+                                  int ncol) {
+    tile4x64(d, a[0], a[1], a[2], a[3], bp, PD, c[0], c[1], c[2], c[3], ncol);
 }
 #else
-#include <cblas.h>
-void sp_gemm_nt_avx512(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, d, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
-}
-float *sp_gemm_pack_avx512(int n, int d, const float *b, int ldb) {
-    (void)n, (void)d, (void)b, (void)ldb;
-    return NULL;
-}
-void sp_gemm_nt_packed_avx512(int m, int n, int d, const float *a, int lda, const float *bp, float *c, int ldc) {
-    (void)m, (void)n, (void)d, (void)a, (void)lda, (void)bp, (void)c, (void)ldc;
+void sp_gemm_tile4x64_avx512(int d, const float *const a[4], const float *bp, size_t PD, float *const c[4], int ncol) {
+    (void)d, (void)a, (void)bp, (void)PD, (void)c, (void)ncol;
     SP_ASSERT(0 && "no AVX-512 build");
 }
 #endif

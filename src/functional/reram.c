@@ -89,5 +89,5 @@ void sp_reram_charge_block(int nq, int nk, int d, const float *qd, const float *
      * product and partial sum is an integer representable in fp32, so the result is exact
      * whatever the summation order of the BLAS kernel. */
     if (nq <= 0 || nk <= 0) return;
-    sp_gemm_nt(nq, nk, d, qd, d, g, d, A, nk); /* AVX-512 or OpenBLAS (cpu/gemm.h) */
+    sp_gemm_nt(nq, nk, d, qd, d, g, d, A, nk); /* own kernel at every level (cpu/gemm.h) */
 }

@@ -196,8 +196,8 @@ static void exact_scores(fn_work *w, int stamp_now, const float *q, const sp_att
 }
 
 static void gemm_nt(int m, int n, int d, const float *a, int lda, const float *b, int ldb, float *c, int ldc) {
-    /* c (m x n) = a (m x d) . b (n x d)^T; AVX-512 kernel or OpenBLAS (cpu/gemm.h): any
-     * summation order keeps the rounding bound the screening relies on */
+    /* c (m x n) = a (m x d) . b (n x d)^T (cpu/gemm.h): within the rounding bound the screening
+     * relies on, and each entry the same bits whatever m and n (padded or compacted blocks) */
     sp_gemm_nt(m, n, d, a, lda, b, ldb, c, ldc);
 }
 
