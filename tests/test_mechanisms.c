@@ -409,6 +409,77 @@ Test(real_trace, simulated_counts_are_the_operators_own) {
     sp_model_free(f.m);
 }
 
+/* sp_sim_trace_split: the traced stories come from the second half, the calibration stories
+ * (as many as traced) from the first; without split the first stories are traced and nothing
+ * is held out. Stories are told apart by their tokens (story i is len 3 + i of token i). */
+Test(real_trace, split_traces_the_second_half_and_calibrates_on_the_first) {
+    enum { N = 7 };
+    int *tok[N], len[N];
+    for (int i = 0; i < N; i++) {
+        len[i] = 3 + i;
+        tok[i] = malloc((size_t)len[i] * sizeof(int));
+        for (int j = 0; j < len[i]; j++) tok[i][j] = i;
+    }
+    sp_corpus all = {.n = N, .tokens = tok, .len = len};
+    sp_corpus cal, tr;
+    sp_error err = {0};
+    cr_assert_eq(sp_sim_trace_split(&all, 2, 1, &cal, &tr, &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(tr.n, 2);
+    cr_assert_eq(cal.n, 2);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(tr.tokens[i][0], N / 2 + i, "traced story %d is story %d of the text", i, tr.tokens[i][0]);
+        cr_assert_eq(tr.len[i], len[N / 2 + i]);
+        cr_assert_eq(cal.tokens[i][0], i);
+    }
+    sp_corpus_free(&cal), sp_corpus_free(&tr);
+    /* more traced stories than the second half has: all of it, and the whole first half calibrates */
+    cr_assert_eq(sp_sim_trace_split(&all, 100, 1, &cal, &tr, &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(tr.n, N - N / 2);
+    cr_assert_eq(cal.n, N / 2);
+    cr_assert_eq(tr.tokens[tr.n - 1][0], N - 1);
+    sp_corpus_free(&cal), sp_corpus_free(&tr);
+    /* no split: the first stories, nothing held out */
+    cr_assert_eq(sp_sim_trace_split(&all, 3, 0, &cal, &tr, &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(tr.n, 3);
+    cr_assert_eq(cal.n, 0);
+    cr_assert_eq(tr.tokens[0][0], 0);
+    sp_corpus_free(&cal), sp_corpus_free(&tr);
+    /* one story cannot be split; no story to trace is an error */
+    sp_corpus one = {.n = 1, .tokens = tok, .len = len};
+    cr_assert_eq(sp_sim_trace_split(&one, 1, 1, &cal, &tr, &err), SP_ERR_ARG);
+    cr_assert_eq(cal.n + tr.n, 0);
+    cr_assert_eq(sp_sim_trace_split(&all, 0, 0, &cal, &tr, &err), SP_ERR_ARG);
+    for (int i = 0; i < N; i++) free(tok[i]);
+}
+
+/* sp_sim_opts.calib: the real-model trace's thresholds are calibrated on the given stories
+ * (held out), not on the traced ones: calibrating on the traced stories themselves is what
+ * NULL does, and held-out stories give other thresholds, so other kept pairs. */
+Test(real_trace, calibrates_on_the_held_out_stories) {
+    fixture f;
+    if (!load_shared(&f, 4)) cr_skip_test("shared model or text not found (set SPRINT_SHARED)");
+    sp_corpus cal, tr;
+    sp_error err = {0};
+    cr_assert_eq(sp_sim_trace_split(&f.c, 1, 1, &cal, &tr, &err), SP_OK, "%s", err.msg);
+    sp_config cfg;
+    cfg_with(&cfg, "workload.mode=sprint", "policy.kind=onchip", "policy.delta=-1", "policy.calib_stories=1",
+             "chip.sizes=S", NULL);
+    sp_wl_result *res = malloc(3 * sizeof *res);
+    sp_sim_opts own = {.threads = 1}, self = {.threads = 1, .calib = &tr}, held = {.threads = 1, .calib = &cal};
+    cr_assert_eq(sp_sim_run_model(&cfg, f.m, &tr, &own, &res[0], &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(sp_sim_run_model(&cfg, f.m, &tr, &self, &res[1], &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(sp_sim_run_model(&cfg, f.m, &tr, &held, &res[2], &err), SP_OK, "%s", err.msg);
+    cr_assert_eq(res[0].stats.pairs_visible, res[2].stats.pairs_visible, "the same stories are traced");
+    cr_assert_eq(res[0].stats.pairs_kept, res[1].stats.pairs_kept, "NULL calibrates on the traced stories");
+    cr_assert_eq(res[0].r[0][SP_DESIGN_SPRINT].cycles, res[1].r[0][SP_DESIGN_SPRINT].cycles);
+    cr_assert_neq(res[0].stats.pairs_kept, res[2].stats.pairs_kept,
+                  "held-out stories must calibrate other thresholds (kept %g both)", res[0].stats.pairs_kept);
+    free(res);
+    sp_corpus_free(&cal), sp_corpus_free(&tr);
+    sp_corpus_free(&f.c);
+    sp_model_free(f.m);
+}
+
 /* ---- loss-budget bisection of per-layer / per-head thresholds ------------------------------ */
 
 /* For policies layer and head the calibration bisects the common kept fraction for the

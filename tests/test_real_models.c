@@ -74,11 +74,14 @@ static void check_workload(const cJSON *w, const char *name, int layers, int hea
 static const char *stories_text(void) {
     static char t[8192];
     t[0] = 0;
-    const char *s[4] = {"once upon a time there was a little cat who liked to play in the garden with a red ball",
+    /* six stories: the traces take up to 3 from the second half and calibrate on the first */
+    const char *s[6] = {"once upon a time there was a little cat who liked to play in the garden with a red ball",
                         "the sun was bright and the birds sang in the tall green trees near the quiet old house",
                         "a small boy found a shiny stone by the river and took it home to show his kind mother",
-                        "the dog ran fast across the field to catch the stick that his friend threw very far away"};
-    for (int i = 0; i < 4; i++) {
+                        "the dog ran fast across the field to catch the stick that his friend threw very far away",
+                        "a girl and her friend baked a big cake for the party and shared it with every child there",
+                        "the old man sat by the window and watched the rain fall on the little boats in the bay"};
+    for (int i = 0; i < 6; i++) {
         strcat(t, s[i]);
         strcat(t, ". and then they were happy every day.\n<|endoftext|>\n");
     }

@@ -4,7 +4,9 @@
 #include "progress.h"
 
 #include <errno.h>
+#include "sprint/functional.h"
 #include "sprint/model.h"
+#include "sprint/sim.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -392,4 +394,48 @@ const char *cli_mode_hint(const char *name) {
         return buf;
     }
     return "";
+}
+
+int cli_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* The stories of path (at most max_stories; 0 = all). */
+static sp_status read_stories(const struct sp_tokenizer *tok, const char *path, int max_stories, sp_corpus *out,
+                              sp_error *err) {
+    char *text = NULL;
+    size_t len = 0;
+    sp_status st = sp_read_file(path, &text, &len, err);
+    if (st == SP_OK) st = sp_corpus_from_text(tok, text, len, max_stories, out, err);
+    free(text);
+    return st;
+}
+
+sp_status cli_trace_corpora(const cli_common *c, const sp_config *cfg, const struct sp_tokenizer *tok,
+                            sp_corpus *calib, sp_corpus *traced, sp_error *err) {
+    memset(calib, 0, sizeof *calib);
+    memset(traced, 0, sizeof *traced);
+    sp_op_request req = {.mode = cfg->workload_mode, .cfg = cfg};
+    int needs = sp_op_needs_calibration(&req), n_trace = (int)cfg->sim_trace_stories;
+    const char *ct = cfg->policy_calib_text;
+    if (needs && ct[0]) { /* a calibration text: the traced stories are eval.text's first */
+        sp_status st = read_stories(tok, ct, n_trace, calib, err); /* as many as traced: sp_sim_trace_split */
+        if (st == SP_OK) st = read_stories(tok, cfg->eval_text, n_trace, traced, err);
+        if (st != SP_OK) sp_corpus_free(calib);
+        else if (cli_same_file(ct, cfg->eval_text))
+            fprintf(stderr, "sprint %s: warning: the calibration text %s is the traced text: the real-model traces' "
+                    "thresholds are calibrated on the stories they trace\n", c->cmd, ct);
+        return st;
+    }
+    int split = !strcmp(cfg->eval_split, "halves") || (needs && !strcmp(cfg->eval_split, "auto"));
+    sp_corpus all;
+    sp_status st = read_stories(tok, cfg->eval_text, split ? (int)cfg->eval_max_stories : n_trace, &all, err);
+    if (st != SP_OK) return st;
+    st = sp_sim_trace_split(&all, n_trace, split, calib, traced, err);
+    sp_corpus_free(&all);
+    if (st == SP_OK && needs && !split)
+        fprintf(stderr, "sprint %s: warning: eval.split = none: the real-model traces' thresholds are calibrated on "
+                "the stories they trace (optimistic); see policy.calib_text\n", c->cmd);
+    return st;
 }

@@ -85,6 +85,24 @@ void cli_check_stdout_at_exit(void);
 /* Common options help text. */
 extern const char *CLI_COMMON_HELP;
 
+/* 1 when a and b name the same existing file. */
+int cli_same_file(const char *a, const char *b);
+
+/* The stories a real-model trace (sprint run, sprint trace --real, sweep's real rows) runs on
+ * and the ones its thresholds are calibrated on, read from cfg's eval.text with tok, by the
+ * rule of sprint eval: when cfg's workload.mode and policy need calibration
+ * (sp_op_needs_calibration), policy.calib_text's first sim.trace_stories stories calibrate,
+ * else (eval.split auto or halves) the first sim.trace_stories of the first half of eval.text's
+ * stories (after eval.max_stories) calibrate and the first sim.trace_stories of the second half
+ * are traced (sp_sim_trace_split); eval.split =
+ * none traces the first stories and calibrates on them (warned on stderr, as a calibration
+ * text that is eval.text is). *calib is empty (n = 0) when nothing is calibrated or the traced
+ * stories calibrate. Both are the caller's (sp_corpus_free). */
+struct sp_corpus;
+struct sp_tokenizer;
+sp_status cli_trace_corpora(const cli_common *c, const sp_config *cfg, const struct sp_tokenizer *tok,
+                            struct sp_corpus *calib, struct sp_corpus *traced, sp_error *err);
+
 #endif
 
 /* ---- names (issue 10): "did you mean" and config-key lookup ------------------------------- */

@@ -108,7 +108,7 @@ static int file_exists(const char *p) {
 
 /* Traces one real model: its tokenizer picked by vocabulary (tok<V>.bin in the shared
  * directory) unless model.tokenizer is set, sim.trace_stories (or the entry's :N) stories of
- * eval.text. *skipped with the reason in why when a file is missing (not an error). */
+ * eval.text's second half, calibrated on its first (cli_trace_corpora). *skipped with the reason in why when a file is missing (not an error). */
 static sp_status run_real(cli_common *c, const real_spec *rs, sp_wl_result *out, sp_error *err, int *skipped,
                           char *why, size_t nwhy) {
     *skipped = 0;
@@ -143,10 +143,9 @@ static sp_status run_real(cli_common *c, const real_spec *rs, sp_wl_result *out,
     }
     sp_model *m = NULL;
     sp_tokenizer *t = NULL;
-    char *text = NULL;
-    size_t len = 0;
-    sp_corpus corpus;
+    sp_corpus corpus, calib;
     memset(&corpus, 0, sizeof corpus);
+    memset(&calib, 0, sizeof calib);
     sp_status st = sp_model_load(cfg->model_checkpoint, &m, err);
     if (st == SP_OK && !cfg->model_tokenizer[0]) { /* picked by vocabulary, as sprint eval does */
         int vocab = sp_model_get_info(m)->vocab_size;
@@ -163,10 +162,11 @@ static sp_status run_real(cli_common *c, const real_spec *rs, sp_wl_result *out,
         }
     }
     if (st == SP_OK && !*skipped) st = sp_tokenizer_load(cfg->model_tokenizer, sp_model_get_info(m)->vocab_size, &t, err);
-    if (st == SP_OK && !*skipped) st = sp_read_file(cfg->eval_text, &text, &len, err);
-    if (st == SP_OK && !*skipped) st = sp_corpus_from_text(t, text, len, (int)cfg->sim_trace_stories, &corpus, err);
+    /* thresholds calibrated on held-out stories (the first half of the text), as sprint eval */
+    if (st == SP_OK && !*skipped) st = cli_trace_corpora(c, cfg, t, &calib, &corpus, err);
     if (st == SP_OK && !*skipped) {
-        sp_sim_opts o = {.threads = (int)cfg->run_threads, .progress = cli_progress, .progress_user = c};
+        sp_sim_opts o = {.threads = (int)cfg->run_threads, .progress = cli_progress, .progress_user = c,
+                         .calib = calib.n ? &calib : NULL};
         st = sp_sim_run_model(cfg, m, &corpus, &o, out, err);
         cli_progress_done();
     }
@@ -176,7 +176,7 @@ static sp_status run_real(cli_common *c, const real_spec *rs, sp_wl_result *out,
         sp_error_set(err, st, "real model %.200s: %s", rs->name, msg);
     }
     sp_corpus_free(&corpus);
-    free(text);
+    sp_corpus_free(&calib);
     sp_tokenizer_free(t);
     sp_model_free(m);
     free(cfg);

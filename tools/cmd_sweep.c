@@ -368,7 +368,9 @@ static void add_sim(cli_common *c, const plan *p, const char *mode, cJSON *m) {
         sp_config save = c->cfg;
         c->cfg = cfg;
         fn_session s;
-        fn_session_load(c, &s, 0); /* masks and cost of the traced stories, as sprint run */
+        /* masks and cost of the traced stories, as sprint run: thresholds calibrated on the
+         * first half of the text (or policy.calib_text), the traced stories from the second */
+        fn_session_load(c, &s, needs_calibration(&cfg) || p->cal_point);
         cfg = c->cfg;
         c->cfg = save;
         char thr[1100];
@@ -380,6 +382,7 @@ static void add_sim(cli_common *c, const plan *p, const char *mode, cJSON *m) {
         }
         sp_corpus sub = s.corpus;
         if (sub.n > cfg.sim_trace_stories) sub.n = (int)cfg.sim_trace_stories;
+        o.calib = &s.calib;
         if (sp_sim_run_model(&cfg, s.model, &sub, &o, &res, &err) != SP_OK) cli_die_err(c, &err);
         fn_session_free(&s);
     } else {

@@ -23,8 +23,9 @@ static void help(void) {
            "layer,head,seq,qi,pos,n_visible,n_mem_kept,n_kept,new_vs_prev,reused_vs_prev,mem_kept\n"
            "(mem_kept = the in-memory survivors, ';'-separated). By default one head of a synthetic\n"
            "preset (workload.mode makes the masks); --real traces the shared model on\n"
-           "sim.trace_stories stories (all layers and heads; rows sorted by sequence, layer, head, query,\n"
-           "whatever the thread timing).\n\n"
+           "sim.trace_stories stories of the second half of eval.text, its thresholds calibrated on the\n"
+           "first half (eval.split, policy.calib_text; as sprint run) (all layers and heads; rows sorted\n"
+           "by sequence, layer, head, query, whatever the thread timing).\n\n"
            "  --workload NAME   preset (default BERT-B; %s)\n"
            "  --layer L, --head H  which head of the preset (default 0, 0)\n"
            "  --real            trace the real model instead\n"
@@ -98,19 +99,15 @@ static void write_rows(tstate *t, FILE *f) {
     t->n = t->cap = 0;
 }
 
-/* The first sim.trace_stories stories of the evaluated text, encoded with the model's
- * tokenizer: what the real-model trace runs on (as sprint run's traces). Exits on error. */
-static void load_trace_stories(cli_common *c, const sp_model *m, sp_corpus *corpus) {
+/* The stories the real-model trace runs on and the ones its thresholds are calibrated on
+ * (cli_trace_corpora, as sprint run's traces), encoded with the model's tokenizer; calib is
+ * empty when the traced stories calibrate. Exits on error. */
+static void load_trace_stories(cli_common *c, const sp_model *m, sp_corpus *corpus, sp_corpus *calib) {
     sp_error err = {0};
     sp_tokenizer *tok = NULL;
-    char *text = NULL;
-    size_t len = 0;
-    memset(corpus, 0, sizeof *corpus);
     if (sp_tokenizer_load(c->cfg.model_tokenizer, sp_model_get_info(m)->vocab_size, &tok, &err) != SP_OK ||
-        sp_read_file(c->cfg.eval_text, &text, &len, &err) != SP_OK ||
-        sp_corpus_from_text(tok, text, len, (int)c->cfg.sim_trace_stories, corpus, &err) != SP_OK)
+        cli_trace_corpora(c, &c->cfg, tok, calib, corpus, &err) != SP_OK)
         cli_die_err(c, &err);
-    free(text);
     sp_tokenizer_free(tok);
 }
 
@@ -192,9 +189,10 @@ int cmd_trace(int argc, char **argv) {
         if (sp_qkv_run_op(qkv, op, (int)c.cfg.run_threads, &err) != SP_OK) cli_die_err(&c, &err);
         sp_qkv_free(qkv);
     } else if (real && export_qkv) {
-        sp_corpus corpus;
-        load_trace_stories(&c, m, &corpus);
-        sp_sim_opts so = {.threads = (int)c.cfg.run_threads, .progress = cli_progress, .progress_user = &c};
+        sp_corpus corpus, calib;
+        load_trace_stories(&c, m, &corpus, &calib);
+        sp_sim_opts so = {.threads = (int)c.cfg.run_threads, .progress = cli_progress, .progress_user = &c,
+                          .calib = calib.n ? &calib : NULL};
         if (sp_qkv_capture_model(&c.cfg, m, &corpus, &so, write_record, &t, &qkv, &err) != SP_OK) cli_die_err(&c, &err);
         cli_progress_done();
         if (sp_qkv_save(qkv, export_qkv, &err) != SP_OK) cli_die_err(&c, &err);
@@ -209,12 +207,14 @@ int cmd_trace(int argc, char **argv) {
         }
         sp_qkv_free(qkv);
         sp_corpus_free(&corpus);
+        sp_corpus_free(&calib);
         sp_model_free(m);
     } else if (real) {
-        sp_corpus corpus;
-        load_trace_stories(&c, m, &corpus);
-        /* as sprint run's real-model traces: outputs on (later layers read them), calibrated */
-        if (sp_sim_mask_op_create(&c.cfg, layers, heads, m, &corpus, 1, cli_progress, &c, &op, NULL, 0, &err) != SP_OK)
+        sp_corpus corpus, calib;
+        load_trace_stories(&c, m, &corpus, &calib);
+        /* as sprint run's real-model traces: outputs on (later layers read them), calibrated on
+         * the held-out stories */
+        if (sp_sim_mask_op_create(&c.cfg, layers, heads, m, calib.n ? &calib : &corpus, 1, cli_progress, &c, &op, NULL, 0, &err) != SP_OK)
             cli_die_err(&c, &err);
         op->observer = write_record;
         op->observer_user = &t;
@@ -224,6 +224,7 @@ int cmd_trace(int argc, char **argv) {
         if (sp_eval_corpus(m, &corpus, op, &eo, &er, &err) != SP_OK) cli_die_err(&c, &err);
         cli_progress_done();
         sp_corpus_free(&corpus);
+        sp_corpus_free(&calib);
         sp_model_free(m);
     } else {
         sp_workload wl;

@@ -55,11 +55,6 @@ static void load_corpus(cli_common *c, const sp_tokenizer *t, const char *path, 
     free(text);
 }
 
-static int same_file(const char *a, const char *b) {
-    struct stat sa, sb;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 void fn_session_load(cli_common *c, fn_session *s, int calibrates) {
     if (calib_text_opt) {
         if (strlen(calib_text_opt) >= sizeof c->cfg.policy_calib_text) cli_die(c, 2, "--calib-text path longer than 255 bytes");
@@ -84,7 +79,7 @@ void fn_session_load(cli_common *c, fn_session *s, int calibrates) {
     if (ct[0]) {
         load_corpus(c, t, ct, 0, &s->calib);
         snprintf(s->calib_from, sizeof s->calib_from, "%s", ct);
-        if (calibrates && same_file(ct, c->cfg.eval_text))
+        if (calibrates && cli_same_file(ct, c->cfg.eval_text))
             fprintf(stderr, "sprint %s: warning: the calibration text %s is the evaluated text: the NLL change "
                     "is optimistic%s\n", c->cmd, ct, s->split ? "" : " (the calibration stories are evaluated too)");
     } else {

@@ -135,7 +135,7 @@ sp_status sp_sim_run_qkv(const sp_config *cfg, const sp_qkv *q, const char *name
                          sp_wl_result *out, sp_error *err);
 
 /* The native capture: evaluates the corpus with the model and the op the real-model traces use
- * (workload.mode, calibrated on the corpus as there; mode dense gives the dense model's
+ * (workload.mode, calibrated on o->calib, else on the corpus, as there; mode dense gives the dense model's
  * tensors) and records the Q/K/V every attention call receives: one sequence per evaluation
  * window (seq_id order), causal, no padding. observer (may be NULL) is attached to the op, so
  * a caller gets the pruning records of the same run. *out is the caller's (sp_qkv_free). */

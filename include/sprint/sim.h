@@ -287,6 +287,10 @@ typedef struct sp_sim_opts {
     int threads;             /* 0 = all cores */
     sp_progress_fn progress; /* may be NULL */
     void *progress_user;
+    /* real-model traces and Q/K/V capture: the stories the thresholds are calibrated on when
+     * the policy needs calibration (sp_op_needs_calibration); NULL = the traced stories
+     * themselves (optimistic: see sp_sim_trace_split) */
+    const sp_corpus *calib;
 } sp_sim_opts;
 
 /* Builds the hardware of every size in chip.sizes. */
@@ -305,9 +309,20 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
 
 /* Real-model traces: evaluates the corpus with the functional operator (workload.mode, or the
  * built-in op for "builtin") and the simulator attached to every layer and head; each (layer, head,
- * sequence window) is one head instance. Totals are not scaled (every head is simulated). */
+ * sequence window) is one head instance. Totals are not scaled (every head is simulated).
+ * Thresholds, when the policy needs them calibrated, come from o->calib (else the corpus). */
 sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_corpus *corpus, const sp_sim_opts *o,
                            sp_wl_result *out, sp_error *err);
+
+/* The stories of a real-model trace and of its calibration, by the rule of sprint eval
+ * (calibrate on one text, evaluate on another): with split, *traced = the first n_trace
+ * stories of the second half of all's stories (from all->n / 2) and *calib = the first n_trace
+ * of the first half (as many as are traced, so calibrating costs what it did when the traced
+ * stories calibrated; sp_calibrate then takes at most policy.calib_stories); without,
+ * *traced = the first n_trace stories and *calib is empty (n = 0). Split with fewer than 2
+ * stories, or n_trace < 1: SP_ERR_ARG. Both are copies (sp_corpus_free). */
+sp_status sp_sim_trace_split(const sp_corpus *all, int n_trace, int split, sp_corpus *calib, sp_corpus *traced,
+                             sp_error *err);
 
 /* ---- report -------------------------------------------------------------------------------- */
 /* Paper's printed values for a workload name (NaN when absent): Fig. 11 speedup (size 0..2),

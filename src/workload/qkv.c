@@ -711,9 +711,10 @@ sp_status sp_qkv_capture_model(const sp_config *cfg, const sp_model *m, const sp
         for (int s = 0; s + 1 < corpus->len[i]; s += W) ntok[k++] = corpus->len[i] - 1 - s < W ? corpus->len[i] - 1 - s : W;
     sp_qkv *q = sp_qkv_new(mi->n_layers, mi->n_heads, mi->n_kv_heads, mi->head_dim, 1, nw, ntok);
     free(ntok);
-    /* the op of the real-model traces (trace.c): workload.mode, calibrated on the corpus */
+    /* the op of the real-model traces (trace.c): workload.mode, calibrated on o->calib, else
+     * on the corpus */
     sp_attn_op *inner = NULL;
-    sp_status st = sp_sim_mask_op_create(cfg, mi->n_layers, mi->n_heads, m, corpus, 1, o ? o->progress : NULL,
+    sp_status st = sp_sim_mask_op_create(cfg, mi->n_layers, mi->n_heads, m, o && o->calib ? o->calib : corpus, 1, o ? o->progress : NULL,
                                          o ? o->progress_user : NULL, &inner, NULL, 0, err);
     if (st != SP_OK) {
         sp_qkv_free(q);

@@ -44,8 +44,10 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     out->chip_ghz = cfg->chip_clock_mhz / 1000.0;
     sp_attn_op *op = NULL;
     sp_error oerr = {0};
-    /* the model's next layer needs the outputs; thresholds calibrated on the traced stories */
-    if (sp_sim_mask_op_create(cfg, mi->n_layers, mi->n_heads, m, corpus, 1, o ? o->progress : NULL,
+    /* the model's next layer needs the outputs; thresholds calibrated on o->calib (held-out
+     * stories), else on the traced stories */
+    const sp_corpus *calib = o && o->calib ? o->calib : corpus;
+    if (sp_sim_mask_op_create(cfg, mi->n_layers, mi->n_heads, m, calib, 1, o ? o->progress : NULL,
                               o ? o->progress_user : NULL, &op, out->mask_source, sizeof out->mask_source, &oerr) != SP_OK)
         return sp_error_set(err, oerr.status, "real-model traces: %s", oerr.msg);
     sp_sim_observer *obs = sp_sim_observer_create(hw, out->sizes_mask, mi->n_layers, mi->n_heads, mi->head_dim, 1);
@@ -81,5 +83,25 @@ sp_status sp_sim_run_model(const sp_config *cfg, const sp_model *m, const sp_cor
     sp_sim_observer_free(obs);
     sp_attn_op_free(op);
     out->seconds = sp_now_seconds() - t0;
+    return st;
+}
+
+sp_status sp_sim_trace_split(const sp_corpus *all, int n_trace, int split, sp_corpus *calib, sp_corpus *traced,
+                             sp_error *err) {
+    memset(calib, 0, sizeof *calib);
+    memset(traced, 0, sizeof *traced);
+    if (n_trace < 1) return sp_error_set(err, SP_ERR_ARG, "traces need at least 1 story, got %d", n_trace);
+    if (split && all->n < 2)
+        return sp_error_set(err, SP_ERR_ARG,
+                            "the text has %d story: cannot calibrate on one half of the stories and trace the other",
+                            all->n);
+    int from = split ? all->n / 2 : 0;
+    int to = all->n - from > n_trace ? from + n_trace : all->n;
+    sp_status st = sp_corpus_slice(all, from, to, traced, err);
+    if (st == SP_OK && split) st = sp_corpus_slice(all, 0, from > n_trace ? n_trace : from, calib, err);
+    if (st != SP_OK) {
+        sp_corpus_free(traced);
+        sp_corpus_free(calib);
+    }
     return st;
 }
