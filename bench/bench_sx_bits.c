@@ -61,11 +61,11 @@ int main(int argc, char **argv) {
     const int avx512 = sp_cpu_detect() >= SP_CPU_AVX512, vbmi2 = sp_cpu_has_vbmi2();
     const char *env = getenv("BENCH_REPS");
     const int reps = env && atoi(env) > 0 ? atoi(env) : 5;
-    enum { NV = 5 };
-    const char *name[NV] = {"portable", "avx512", "vbmi2", "group portable", "group vbmi2"};
-    const int have[NV] = {1, avx512, vbmi2, 1, vbmi2};
+    enum { NV = 6 };
+    const char *name[NV] = {"portable", "avx512", "vbmi2", "group portable", "group avx512", "group vbmi2"};
+    const int have[NV] = {1, avx512, vbmi2, 1, avx512, vbmi2};
     sp_sx_bits_fn single[3] = {sp_sx_bits_portable, sp_sx_bits_avx512, sp_sx_bits_vbmi2};
-    sp_sx_gather_fn group[2] = {sp_sx_gather_group_portable, sp_sx_gather_group_vbmi2};
+    sp_sx_gather_fn group[3] = {sp_sx_gather_group_portable, sp_sx_gather_group_avx512, sp_sx_gather_group_vbmi2};
     uint64_t *m = malloc(NW * sizeof *m);
     static int32_t out[4][96];
     printf("cpu level %s, avx512vbmi2 %s; ns per 64-bit word, best of %d interleaved passes of %d x %d words\n",

@@ -647,7 +647,9 @@ Test(cpu_sprint, bits_to_indices_match_portable) {
  * gathering each row alone with the portable loop, appending after lists already partly full,
  * leaving zero rows (NULL lists) untouched. */
 Test(cpu_sprint, gather_windows_keep_the_same_keys) {
-    sp_sx_gather_fn fns[2] = {sp_sx_gather_group_portable, sp_cpu_has_vbmi2() ? sp_sx_gather_group_vbmi2 : NULL};
+    sp_sx_gather_fn fns[3] = {sp_sx_gather_group_portable,
+                              sp_cpu_detect() >= SP_CPU_AVX512 ? sp_sx_gather_group_avx512 : NULL,
+                              sp_cpu_has_vbmi2() ? sp_sx_gather_group_vbmi2 : NULL};
     enum { CAP = 15 + 64 * 3 + 16 };
     for (int trial = 0; trial < 300; trial++) {
         uint64_t m[4];
@@ -660,7 +662,7 @@ Test(cpu_sprint, gather_windows_keep_the_same_keys) {
         }
         if (trial % 5 == 0) m[trial % 4] = 0;
         const int32_t base = 64 * (trial % 50);
-        for (int f = 0; f < 2; f++) {
+        for (int f = 0; f < 3; f++) {
             if (!fns[f]) continue;
             int32_t lists[4][CAP];
             int n[4];

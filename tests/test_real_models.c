@@ -71,7 +71,8 @@ static void check_workload(const cJSON *w, const char *name, int layers, int hea
     cr_assert_gt(spsum, 0);
 }
 
-static const char *stories_text(void) {
+/* The test text's stories [from, to) in a temporary file. */
+static const char *stories_range(int from, int to) {
     static char t[8192];
     t[0] = 0;
     /* six stories: the traces take up to 3 from the second half and calibrate on the first */
@@ -81,11 +82,28 @@ static const char *stories_text(void) {
                         "the dog ran fast across the field to catch the stick that his friend threw very far away",
                         "a girl and her friend baked a big cake for the party and shared it with every child there",
                         "the old man sat by the window and watched the rain fall on the little boats in the bay"};
-    for (int i = 0; i < 6; i++) {
+    for (int i = from; i < to; i++) {
         strcat(t, s[i]);
         strcat(t, ". and then they were happy every day.\n<|endoftext|>\n");
     }
     return th_temp_text(t);
+}
+
+static const char *stories_text(void) { return stories_range(0, 6); }
+
+/* The "workloads" and "results" of a run's JSON without its wall-clock "seconds" fields. */
+static char *rows_without_seconds(const char *json) {
+    cJSON *j = cJSON_Parse(json);
+    cr_assert(j, "not JSON: %.300s", json);
+    cJSON *w;
+    cJSON_ArrayForEach(w, cJSON_GetObjectItem(j, "workloads")) cJSON_DeleteItemFromObject(w, "seconds");
+    cJSON *keep = cJSON_CreateObject();
+    cJSON_AddItemToObject(keep, "workloads", cJSON_DetachItemFromObject(j, "workloads"));
+    cJSON_AddItemToObject(keep, "results", cJSON_DetachItemFromObject(j, "results"));
+    char *txt = cJSON_PrintUnformatted(keep);
+    cJSON_Delete(keep);
+    cJSON_Delete(j);
+    return txt;
 }
 
 Test(real_models, every_model_is_a_row_with_its_statistics) {
@@ -140,6 +158,41 @@ Test(real_models, every_model_is_a_row_with_its_statistics) {
     cr_assert(strstr(realism, "spread_nat"), "%s", realism);
     /* the header states the run's memory even without a preset (it used to print 0.0 GB/s) */
     cr_assert(strstr(out, "409.6 GB/s effective") && strstr(out, "no preset in this run"), "%.400s", out);
+}
+
+/* sprint run's real-model rows trace the text's second half and calibrate on as many stories of
+ * its first half: the same rows as tracing a file of the second half's stories with a file of
+ * the first half's as policy.calib_text (eval.split = none); calibrating on the traced stories
+ * themselves (eval.split = none alone) gives other rows, with a warning. */
+Test(real_models, traces_calibrate_on_the_first_half, .timeout = 120) {
+    tiny_spec a = {.dim = 32, .hidden = 48, .layers = 2, .heads = 4, .kv_heads = 2, .vocab = 40, .seq_len = 160, .seed = 7};
+    float *w = tiny_weights(&a);
+    char pa[128], tok[128], all[128], first[128], second[128], args[2048];
+    snprintf(pa, sizeof pa, "%s", tiny_write(&a, w, 0));
+    free(w);
+    snprintf(tok, sizeof tok, "%s", tiny_tokenizer(40));
+    snprintf(all, sizeof all, "%s", stories_range(0, 6));
+    snprintf(first, sizeof first, "%s", stories_range(0, 3));
+    snprintf(second, sizeof second, "%s", stories_range(3, 6));
+    const char *common = "run --real-only --json --quiet --sizes S --set sim.trace_stories=2 --set policy.calib_stories=2";
+    snprintf(args, sizeof args, "%s --set sim.real_models=%s --set model.tokenizer=%s --set eval.text=%s", common, pa, tok, all);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 0, "%s", errb);
+    cr_assert(!strstr(errb, "warning"), "%s", errb);
+    char *split = rows_without_seconds(out);
+    snprintf(args, sizeof args,
+             "%s --set sim.real_models=%s --set model.tokenizer=%s --set eval.text=%s --set eval.split=none "
+             "--set policy.calib_text=%s",
+             common, pa, tok, second, first);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 0, "%s", errb);
+    char *files = rows_without_seconds(out);
+    cr_assert_str_eq(split, files, "the default split must trace stories 4-5 calibrated on stories 1-2");
+    snprintf(args, sizeof args, "%s --set sim.real_models=%s --set model.tokenizer=%s --set eval.text=%s --set eval.split=none",
+             common, pa, tok, second);
+    cr_assert_eq(th_run_sprint(args, out, sizeof out, errb, sizeof errb), 0, "%s", errb);
+    cr_assert(strstr(errb, "warning: eval.split = none"), "%s", errb);
+    char *self = rows_without_seconds(out);
+    cr_assert_str_neq(split, self, "calibrating on the traced stories themselves should change the rows");
+    free(split), free(files), free(self);
 }
 
 /* A model named explicitly that does not exist is an error naming it; a bad :N is refused. */

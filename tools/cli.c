@@ -417,25 +417,28 @@ sp_status cli_trace_corpora(const cli_common *c, const sp_config *cfg, const str
     memset(calib, 0, sizeof *calib);
     memset(traced, 0, sizeof *traced);
     sp_op_request req = {.mode = cfg->workload_mode, .cfg = cfg};
-    int needs = sp_op_needs_calibration(&req), n_trace = (int)cfg->sim_trace_stories;
+    const int needs = sp_op_needs_calibration(&req), n_trace = (int)cfg->sim_trace_stories;
+    const int max = (int)cfg->eval_max_stories; /* 0 = all */
     const char *ct = cfg->policy_calib_text;
-    if (needs && ct[0]) { /* a calibration text: the traced stories are eval.text's first */
-        sp_status st = read_stories(tok, ct, n_trace, calib, err); /* as many as traced: sp_sim_trace_split */
-        if (st == SP_OK) st = read_stories(tok, cfg->eval_text, n_trace, traced, err);
-        if (st != SP_OK) sp_corpus_free(calib);
-        else if (cli_same_file(ct, cfg->eval_text))
-            fprintf(stderr, "sprint %s: warning: the calibration text %s is the traced text: the real-model traces' "
-                    "thresholds are calibrated on the stories they trace\n", c->cmd, ct);
-        return st;
-    }
-    int split = !strcmp(cfg->eval_split, "halves") || (needs && !strcmp(cfg->eval_split, "auto"));
+    const int use_ct = needs && ct[0];
+    /* as sprint eval: halves, or auto when the thresholds come from the evaluated text */
+    const int split = !strcmp(cfg->eval_split, "halves") || (needs && !use_ct && !strcmp(cfg->eval_split, "auto"));
     sp_corpus all;
-    sp_status st = read_stories(tok, cfg->eval_text, split ? (int)cfg->eval_max_stories : n_trace, &all, err);
+    sp_status st = read_stories(tok, cfg->eval_text, split ? max : (max > 0 && max < n_trace ? max : n_trace), &all, err);
     if (st != SP_OK) return st;
     st = sp_sim_trace_split(&all, n_trace, split, calib, traced, err);
     sp_corpus_free(&all);
-    if (st == SP_OK && needs && !split)
+    if (st != SP_OK) return st;
+    if (use_ct) { /* the calibration text's first n_trace stories instead of the first half's */
+        sp_corpus_free(calib);
+        st = read_stories(tok, ct, n_trace, calib, err);
+        if (st != SP_OK) sp_corpus_free(traced);
+        else if (cli_same_file(ct, cfg->eval_text))
+            fprintf(stderr, "sprint %s: warning: the calibration text %s is the traced text: the real-model traces' "
+                    "thresholds may be calibrated on the stories they trace\n", c->cmd, ct);
+    } else if (needs && !split) {
         fprintf(stderr, "sprint %s: warning: eval.split = none: the real-model traces' thresholds are calibrated on "
                 "the stories they trace (optimistic); see policy.calib_text\n", c->cmd);
+    }
     return st;
 }

@@ -90,14 +90,15 @@ int cli_same_file(const char *a, const char *b);
 
 /* The stories a real-model trace (sprint run, sprint trace --real, sweep's real rows) runs on
  * and the ones its thresholds are calibrated on, read from cfg's eval.text with tok, by the
- * rule of sprint eval: when cfg's workload.mode and policy need calibration
- * (sp_op_needs_calibration), policy.calib_text's first sim.trace_stories stories calibrate,
- * else (eval.split auto or halves) the first sim.trace_stories of the first half of eval.text's
- * stories (after eval.max_stories) calibrate and the first sim.trace_stories of the second half
- * are traced (sp_sim_trace_split); eval.split =
- * none traces the first stories and calibrates on them (warned on stderr, as a calibration
- * text that is eval.text is). *calib is empty (n = 0) when nothing is calibrated or the traced
- * stories calibrate. Both are the caller's (sp_corpus_free). */
+ * rule of sprint eval. The text is split in halves (after eval.max_stories) when eval.split =
+ * halves, or auto with cfg's workload.mode and policy needing calibration
+ * (sp_op_needs_calibration) and no policy.calib_text: the first sim.trace_stories of the
+ * second half are traced and as many of the first half calibrate (sp_sim_trace_split).
+ * Without the split, the first sim.trace_stories (at most eval.max_stories) are traced. A
+ * policy that needs calibration and a policy.calib_text: that text's first sim.trace_stories
+ * calibrate (warned when it is eval.text). Calibrating on the traced stories themselves
+ * (eval.split = none) is warned on stderr. *calib is empty (n = 0) when nothing is calibrated
+ * or the traced stories calibrate. Both are the caller's (sp_corpus_free). */
 struct sp_corpus;
 struct sp_tokenizer;
 sp_status cli_trace_corpora(const cli_common *c, const sp_config *cfg, const struct sp_tokenizer *tok,

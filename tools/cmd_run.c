@@ -108,7 +108,8 @@ static int file_exists(const char *p) {
 
 /* Traces one real model: its tokenizer picked by vocabulary (tok<V>.bin in the shared
  * directory) unless model.tokenizer is set, sim.trace_stories (or the entry's :N) stories of
- * eval.text's second half, calibrated on its first (cli_trace_corpora). *skipped with the reason in why when a file is missing (not an error). */
+ * eval.text (its second half, calibrated on its first, when thresholds are calibrated:
+ * cli_trace_corpora). *skipped with the reason in why when a file is missing (not an error). */
 static sp_status run_real(cli_common *c, const real_spec *rs, sp_wl_result *out, sp_error *err, int *skipped,
                           char *why, size_t nwhy) {
     *skipped = 0;

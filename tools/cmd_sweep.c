@@ -368,11 +368,19 @@ static void add_sim(cli_common *c, const plan *p, const char *mode, cJSON *m) {
         sp_config save = c->cfg;
         c->cfg = cfg;
         fn_session s;
-        /* masks and cost of the traced stories, as sprint run: thresholds calibrated on the
-         * first half of the text (or policy.calib_text), the traced stories from the second */
-        fn_session_load(c, &s, needs_calibration(&cfg) || p->cal_point);
+        fn_session_load(c, &s, 0); /* the model; the stories are sprint run's (below) */
         cfg = c->cfg;
         c->cfg = save;
+        /* masks and cost of the stories sprint run traces at this point (cli_trace_corpora, as
+         * if no base thresholds were given): with the base configuration's thresholds (below;
+         * calibrated on the first half's policy.calib_stories, so held out) or calibrated on
+         * the held-out stories as sprint run does */
+        sp_tokenizer *tok = NULL;
+        sp_corpus cal, tr;
+        if (sp_tokenizer_load(cfg.model_tokenizer, s.info->vocab_size, &tok, &err) != SP_OK ||
+            cli_trace_corpora(c, &cfg, tok, &cal, &tr, &err) != SP_OK)
+            cli_die_err(c, &err);
+        sp_tokenizer_free(tok);
         char thr[1100];
         base_thresholds_path(p, thr, sizeof thr);
         if (!p->cal_point && needs_calibration(&cfg) && file_exists(thr))
@@ -380,10 +388,10 @@ static void add_sim(cli_common *c, const plan *p, const char *mode, cJSON *m) {
             if (strlen(thr) >= sizeof cfg.policy_file) cli_die(c, 2, "--out path too long for policy.file: %s", thr);
             memcpy(cfg.policy_file, thr, strlen(thr) + 1);
         }
-        sp_corpus sub = s.corpus;
-        if (sub.n > cfg.sim_trace_stories) sub.n = (int)cfg.sim_trace_stories;
-        o.calib = &s.calib;
-        if (sp_sim_run_model(&cfg, s.model, &sub, &o, &res, &err) != SP_OK) cli_die_err(c, &err);
+        o.calib = cal.n ? &cal : NULL;
+        if (sp_sim_run_model(&cfg, s.model, &tr, &o, &res, &err) != SP_OK) cli_die_err(c, &err);
+        sp_corpus_free(&cal);
+        sp_corpus_free(&tr);
         fn_session_free(&s);
     } else {
         sp_workload wl;

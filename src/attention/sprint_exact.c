@@ -52,19 +52,24 @@ int sp_sx_bits_portable(const uint64_t *m, int nw, int32_t base, int32_t *out) {
     return n;
 }
 
-sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level) {
-    if (level >= SP_CPU_AVX512 && sp_cpu_has_vbmi2()) return sp_sx_bits_vbmi2;
-    return level >= SP_CPU_AVX512 ? sp_sx_bits_avx512 : sp_sx_bits_portable;
+/* The group gather through one row's bits function (inlined with bits a constant). */
+static inline void gather_group(sp_sx_bits_fn bits, const uint64_t m[4], int32_t base, int32_t *const out[4],
+                                int n[4]) {
+    for (int r = 0; r < 4; r++)
+        if (m[r]) n[r] += bits(&m[r], 1, base, out[r] + n[r]);
 }
 
 void sp_sx_gather_group_portable(const uint64_t m[4], int32_t base, int32_t *const out[4], int n[4]) {
-    for (int r = 0; r < 4; r++)
-        if (m[r]) n[r] += sp_sx_bits_portable(&m[r], 1, base, out[r] + n[r]);
+    gather_group(sp_sx_bits_portable, m, base, out, n);
+}
+
+void sp_sx_gather_group_avx512(const uint64_t m[4], int32_t base, int32_t *const out[4], int n[4]) {
+    gather_group(sp_sx_bits_avx512, m, base, out, n);
 }
 
 sp_sx_gather_fn sp_sx_gather_for(sp_cpu_level level) {
-    if (level >= SP_CPU_AVX512 && sp_cpu_has_vbmi2()) return sp_sx_gather_group_vbmi2;
-    return sp_sx_gather_group_portable;
+    if (level < SP_CPU_AVX512) return sp_sx_gather_group_portable;
+    return sp_cpu_has_vbmi2() ? sp_sx_gather_group_vbmi2 : sp_sx_gather_group_avx512;
 }
 
 /* ---- the fixed-reference steps (sprint_exact.h, sprint_fixed_avx512.c): plain loops ---- */

@@ -34,8 +34,6 @@ int sp_sx_bits_avx512(const uint64_t *m, int nw, int32_t base, int32_t *out);
 /* vpcompressb of the 64 byte offsets of a word by its bits, widened 16 at a time (AVX512_VBMI2;
  * sprint_bits_vbmi2.c): as many stores as 16-index pieces, not four per word. */
 int sp_sx_bits_vbmi2(const uint64_t *m, int nw, int32_t base, int32_t *out);
-/* The level's function; at the AVX-512 level the VBMI2 one when sp_cpu_has_vbmi2(). */
-sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level);
 /* The leftover survivors of one group of 4 queries in one 64-key chunk (sprint_cpu.c: the
  * survivors outside the dense tiles), gathered for the group in one call: row r's set bits of
  * m[r] (bit b is key base + b) appended to out[r] + n[r], ascending, and n[r] increased by
@@ -43,7 +41,10 @@ sp_sx_bits_fn sp_sx_bits_for(sp_cpu_level level);
  * room for n[r] + 64 + 16 entries. Rows with m[r] == 0 are not touched (out[r] may be NULL). */
 typedef void (*sp_sx_gather_fn)(const uint64_t m[4], int32_t base, int32_t *const out[4], int n[4]);
 void sp_sx_gather_group_portable(const uint64_t m[4], int32_t base, int32_t *const out[4], int n[4]);
+void sp_sx_gather_group_avx512(const uint64_t m[4], int32_t base, int32_t *const out[4], int n[4]);
 void sp_sx_gather_group_vbmi2(const uint64_t m[4], int32_t base, int32_t *const out[4], int n[4]);
+/* The level's group gather: VBMI2 when sp_cpu_has_vbmi2() at the AVX-512 level, else the
+ * AVX-512 vpcompressd rows at that level, else portable. */
 sp_sx_gather_fn sp_sx_gather_for(sp_cpu_level level);
 /* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which sprint_cpu.c
  * computes the panel with the dense flash tile instead of the gathers (default 16). Both paths
