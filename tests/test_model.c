@@ -397,6 +397,16 @@ Test(norms, rows_equal_the_plain_loop) {
                         for (int i = 0; i < n; i++) want[(size_t)t * n + i] = r * xr[i];
                     }
                 }
+                if (arch == 0) { /* the sums themselves, bit for bit (the float outputs hide most orders) */
+                    double *ss = malloc((size_t)rows * sizeof *ss);
+                    sp_sumsq_rows(x, rows, n, ss);
+                    for (int t = 0; t < rows; t++) {
+                        double e = 0.0;
+                        for (int i = 0; i < n; i++) e += (double)x[(size_t)t * n + i] * x[(size_t)t * n + i];
+                        cr_assert(memcmp(&e, &ss[t], sizeof e) == 0, "rows %d n %d row %d: %.17g vs %.17g", rows, n, t, e, ss[t]);
+                    }
+                    free(ss);
+                }
                 memcpy(inplace, x, sz * sizeof *x);
                 if (arch == 0) {
                     sp_rmsnorm(got, x, w, rows, n);

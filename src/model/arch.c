@@ -19,10 +19,9 @@ const char *sp_model_arch_name(sp_model_arch arch) {
     return "unknown";
 }
 
-/* ss[t] = sum_i x[t][i]^2 over i in order, in double (each product of two floats is exact), for
- * every row t of x (rows, n): four rows at a time, their four chains interleaved so that the
- * additions' latencies overlap; each row's sum is the plain loop's, term by term. */
-static void sumsq_rows(const float *x, int rows, int n, double *ss) {
+/* Four rows at a time, their four chains interleaved so that the additions' latencies overlap;
+ * each row's sum is the plain loop's, term by term (model_internal.h). */
+void sp_sumsq_rows(const float *x, int rows, int n, double *ss) {
     int t = 0;
     for (; t + 4 <= rows; t += 4) {
         const float *a = x + (size_t)t * n, *b = a + n, *c = b + n, *d = c + n;
@@ -49,7 +48,7 @@ void sp_rmsnorm(float *out, const float *x, const float *w, int rows, int dim) {
     double ssb[NORM_ROWS];
     for (int t0 = 0; t0 < rows; t0 += NORM_ROWS) {
         const int nr = rows - t0 < NORM_ROWS ? rows - t0 : NORM_ROWS;
-        sumsq_rows(x + (size_t)t0 * dim, nr, dim, ssb);
+        sp_sumsq_rows(x + (size_t)t0 * dim, nr, dim, ssb);
         for (int t = t0; t < t0 + nr; t++) {
             const float *xr = x + (size_t)t * dim;
             float *o = out + (size_t)t * dim;
@@ -65,7 +64,7 @@ static void unit_norm(float *out, const float *x, int rows, int n) {
     double ssb[NORM_ROWS];
     for (int t0 = 0; t0 < rows; t0 += NORM_ROWS) {
         const int nr = rows - t0 < NORM_ROWS ? rows - t0 : NORM_ROWS;
-        sumsq_rows(x + (size_t)t0 * n, nr, n, ssb);
+        sp_sumsq_rows(x + (size_t)t0 * n, nr, n, ssb);
         for (int t = t0; t < t0 + nr; t++) {
             const float *xr = x + (size_t)t * n;
             float *o = out + (size_t)t * n;
