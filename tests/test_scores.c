@@ -53,9 +53,9 @@ Test(scores, every_level_gives_the_portable_bits) {
         }
 }
 
-/* Keys whose rows are consecutive (the transposed path of the AVX-512 level) mixed with runs
- * that break anywhere inside a group of 8, at head sizes around the 8-column steps and any
- * row stride: the same bits as the portable loop. */
+/* Keys in runs of consecutive rows (a causal head's keys) that break anywhere inside a group of
+ * 8, with repeats and steps back, at head sizes around the AVX-512 level's 8-column transposes
+ * and any row stride: the same bits as the portable loop. */
 Test(scores, consecutive_rows_give_the_portable_bits) {
     if (!have_avx512()) cr_skip_test("no AVX-512 on this CPU: the AVX-512 level cannot run");
     const int ds[] = {1, 7, 8, 9, 16, 23, 32, 64, 65};
