@@ -391,6 +391,24 @@ Test(fn_fast, kernels_match_portable) {
     free(A), free(o1), free(o2), free(kv);
 }
 
+/* The AVX-512 weighted sum takes 1-4 accumulator pairs by the head size: each dim's sum must be
+ * the bits the full 64-dim pass gives it (V rows 64 floats apart, the first d of them). */
+Test(fast_kernels, wsum_groups_give_the_full_pass_bits) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
+    enum { N = 200, LD = 64 };
+    float *v = malloc(sizeof(float) * N * LD), s[N + 16], p1[N + 16], p2[N + 16], full[LD], part[LD];
+    int32_t idx[N];
+    for (int t = 0; t < N * LD; t++) v[t] = (float)nrand();
+    for (int t = 0; t < N; t++) s[t] = (float)(3 * nrand()), idx[t] = (int32_t)((t * 7919) % N);
+    for (int n = 1; n <= N; n += 13)
+        for (int d = 1; d <= LD; d++) {
+            sp_fk_softmax_wsum_avx512(s, 0.7f, idx, n, v, LD, LD, p1, full);
+            sp_fk_softmax_wsum_avx512(s, 0.7f, idx, n, v, LD, d, p2, part);
+            cr_assert(memcmp(full, part, (size_t)d * sizeof *part) == 0, "n %d d %d", n, d);
+        }
+    free(v);
+}
+
 /* The blocked kernels of the second pass (4 queries per K row or panel) and the selection from
  * precomputed comparator bits at the detected level against the portable ones and against
  * double formulas: scores within the fp32 bound of any summation order, the same lookups and

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "helpers.h"
+#include "model/model_internal.h"
 #include "model/pool.h"
 #include "sprint/model.h"
 #include "tiny_model.h"
@@ -362,4 +363,65 @@ Test(pool, usable_after_fork, .timeout = 60) {
     cr_assert_eq(waitpid(pid, &st, 0), pid);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %s %d", WIFEXITED(st) ? "exit" : "signal",
               WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+/* The linear layers' input norms (arch.c) take the rows' sums of squares four rows at a time:
+ * every row must still be the plain per-row loop's bits (llama2.c RMSNorm with gain, BitNet's
+ * x / (||x|| sqrt(n))), for any row count around the groups of 4 and 32, in place too. */
+static float vals(uint64_t i) { /* spread over binades: the double sums round at many places */
+    double u = sp_rng_uniform(sp_rng_key(77, 1, i, 0, 0)), e = floor(sp_rng_uniform(sp_rng_key(77, 2, i, 0, 0)) * 30) - 15;
+    return (float)((u - 0.5) * ldexp(1.0, (int)e));
+}
+Test(norms, rows_equal_the_plain_loop) {
+    const int rows_list[] = {1, 3, 4, 5, 31, 32, 33, 70}, dims[] = {1, 7, 64, 172, 256};
+    for (int ri = 0; ri < 8; ri++)
+        for (int di = 0; di < 5; di++) {
+            int rows = rows_list[ri], n = dims[di];
+            size_t sz = (size_t)rows * n;
+            float *x = malloc(sz * sizeof *x), *w = malloc((size_t)n * sizeof *w), *got = malloc(sz * sizeof *got),
+                  *want = malloc(sz * sizeof *want), *inplace = malloc(sz * sizeof *inplace);
+            for (size_t i = 0; i < sz; i++) x[i] = vals(i + 1000 * (uint64_t)(ri * 5 + di));
+            if (rows > 2) memset(x + n, 0, (size_t)n * sizeof *x); /* a zero row (BitNet's floor) */
+            for (int i = 0; i < n; i++) w[i] = vals(999999 - (uint64_t)i);
+            for (int arch = 0; arch < 2; arch++) {
+                for (int t = 0; t < rows; t++) { /* the plain loops arch.c had */
+                    const float *xr = x + (size_t)t * n;
+                    double ss = 0.0;
+                    for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+                    if (arch == 0) {
+                        float r = (float)(1.0 / sqrt(ss / n + 1e-5));
+                        for (int i = 0; i < n; i++) want[(size_t)t * n + i] = w[i] * (r * xr[i]);
+                    } else {
+                        double nrm = sqrt(ss);
+                        float r = (float)(1.0 / ((nrm > 1e-12 ? nrm : 1e-12) * sqrt((double)n)));
+                        for (int i = 0; i < n; i++) want[(size_t)t * n + i] = r * xr[i];
+                    }
+                }
+                if (arch == 0) { /* the sums themselves, bit for bit (the float outputs hide most orders) */
+                    double *ss = malloc((size_t)rows * sizeof *ss);
+                    sp_sumsq_rows(x, rows, n, ss);
+                    for (int t = 0; t < rows; t++) {
+                        double e = 0.0;
+                        for (int i = 0; i < n; i++) e += (double)x[(size_t)t * n + i] * x[(size_t)t * n + i];
+                        cr_assert(memcmp(&e, &ss[t], sizeof e) == 0, "rows %d n %d row %d: %.17g vs %.17g", rows, n, t, e, ss[t]);
+                    }
+                    free(ss);
+                }
+                memcpy(inplace, x, sz * sizeof *x);
+                if (arch == 0) {
+                    sp_rmsnorm(got, x, w, rows, n);
+                    sp_rmsnorm(inplace, inplace, w, rows, n);
+                } else {
+                    sp_model m;
+                    memset(&m, 0, sizeof m);
+                    m.info.arch = SP_MODEL_ARCH_BITNET;
+                    m.info.dim = n;
+                    cr_assert_eq(sp_model_linear_input(&m, SP_LIN_QKV, 0, x, got, rows), got);
+                    sp_model_linear_input(&m, SP_LIN_QKV, 0, inplace, inplace, rows);
+                }
+                cr_assert(memcmp(got, want, sz * sizeof *got) == 0, "arch %d rows %d n %d", arch, rows, n);
+                cr_assert(memcmp(inplace, want, sz * sizeof *got) == 0, "in place: arch %d rows %d n %d", arch, rows, n);
+            }
+            free(x), free(w), free(got), free(want), free(inplace);
+        }
 }

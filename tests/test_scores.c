@@ -53,6 +53,41 @@ Test(scores, every_level_gives_the_portable_bits) {
         }
 }
 
+/* Keys in runs of consecutive rows (a causal head's keys) that break anywhere inside a group of
+ * 8, with repeats and steps back, at head sizes around the AVX-512 level's 8-column transposes
+ * and any row stride: the same bits as the portable loop. */
+Test(scores, consecutive_rows_give_the_portable_bits) {
+    if (!have_avx512()) cr_skip_test("no AVX-512 on this CPU: the AVX-512 level cannot run");
+    const int ds[] = {1, 7, 8, 9, 16, 23, 32, 64, 65};
+    uint64_t seed = 500;
+    for (int di = 0; di < 9; di++)
+        for (int pattern = 0; pattern < 4; pattern++, seed++) {
+            int d = ds[di], nk = 300, ldk = d + (int)(seed % 3), n = 0;
+            float *q = malloc(sizeof *q * (size_t)d), *k = malloc(sizeof *k * (size_t)nk * (size_t)ldk);
+            int32_t *idx = malloc(sizeof *idx * (size_t)nk);
+            double *a = malloc(sizeof *a * (size_t)nk), *b = malloc(sizeof *b * (size_t)nk);
+            for (int c = 0; c < d; c++) q[c] = spread(seed, (uint64_t)c);
+            for (int i = 0; i < nk * ldk; i++) k[i] = spread(seed + 1000, (uint64_t)i);
+            if (pattern == 0) /* 0 .. n-1, as a causal head */
+                for (int j = 0; j < 203; j++) idx[n++] = j;
+            else if (pattern == 1) /* from an offset */
+                for (int j = 37; j < 290; j++) idx[n++] = j;
+            else /* runs of random length with gaps (pattern 3: also a step back) */
+                for (int j = 0; j < nk && n < 250;) {
+                    int run = 1 + (int)(urand(seed, (uint64_t)n) * 20);
+                    for (int t = 0; t < run && j < nk; t++) idx[n++] = j++;
+                    j += pattern == 3 && j > 5 ? -5 : 1 + (int)(urand(seed + 7, (uint64_t)n) * 3);
+                }
+            float scale = (float)(1.0 / sqrt((double)d));
+            sp_attn_scores_level(SP_CPU_PORTABLE, d, n, idx, q, k, ldk, scale, a);
+            sp_attn_scores_level(SP_CPU_AVX512, d, n, idx, q, k, ldk, scale, b);
+            for (int j = 0; j < n; j++)
+                cr_assert(memcmp(&a[j], &b[j], sizeof a[j]) == 0, "d %d pattern %d key %d (row %d): portable %.17g, avx512 %.17g",
+                          d, pattern, j, idx[j], a[j], b[j]);
+            free(q), free(k), free(idx), free(a), free(b);
+        }
+}
+
 /* The scores are the double sums of the loop sp_attn_scores_ref always ran (a copy here), and
  * the first non-finite score's position is reported, at the detected level. */
 Test(scores, reference_scores_and_first_non_finite) {

@@ -233,7 +233,8 @@ sp_status sp_workload_preset(const sp_config *cfg, const char *name, sp_workload
 
 /* Synthetic Q, K, V of one head (each (n, d) row-major, caller-owned, n = wl->seq) with a local
  * band, sink tokens and content clusters (workload.* keys), from counter-based RNG streams keyed
- * by (run.seed, layer, head): the same for any thread count. */
+ * by (run.seed, layer, head): the same for any thread count. v may be NULL: V is then not
+ * drawn (its stream is separate, so Q and K are the same either way). */
 void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int layer, int head, float *q, float *k,
                             float *v);
 

@@ -2,7 +2,8 @@
  * (sum_c (double) q[c] * (double) k_idx[j][c]) * (double) scale, each dot product accumulated in
  * double over c in order (the product of two floats is exact in double, so only the order of
  * the adds matters), so every level gives the same bits as the portable loop. The AVX-512 level takes 8 keys at a time, one
- * key per lane (a gather of one column of 8 key rows per step); only the keys run in parallel,
+ * key per lane (the 8 rows transposed 8 columns at a time, the last d mod 8 columns gathered);
+ * only the keys run in parallel,
  * never the terms of one sum. Dispatched at run time (cpu/cpu.h): AVX-512 F or the portable
  * loop (portable and AVX2 levels). Tested bit for bit against the portable loop in
  * tests/test_scores.c. */

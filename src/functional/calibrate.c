@@ -91,6 +91,11 @@ static sp_status probe(calib_state *cs, const double *thr, double delta, double 
         memcpy(p.thr, thr, (size_t)cs->L * (size_t)cs->H * sizeof *p.thr);
     }
     p.delta = delta;
+    /* a probe needs the NLL and the kept fraction only: no statistics over every visible pair
+     * (they cost a dense score pass; the mask and outputs do not depend on them, up to fp32
+     * rounding where the scores come from the row dots instead of the dense block: head
+     * dims >= 32, docs/RESULTS.md part 9z.l) */
+    p.exact_stats = 0, p.mass_lost = 0;
     sp_attn_op *op = sp_fn_op_create(sp_fn_mode_name(p.mode), cs->L, cs->H, &p);
     sp_eval_result res;
     sp_status s = sp_eval_corpus(cs->model, &cs->sub, op, &cs->eo, &res, err);

@@ -94,6 +94,43 @@ T512 void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, cons
 #ifndef WS_AHEAD
 #define WS_AHEAD 8 /* keys of software prefetch ahead in the weighted sum's V rows */
 #endif
+/* One pass of the weighted sum over dims [c, c + w) (w <= 16 G) with G accumulator pairs: lane u
+ * of o[g] sums p[t] v[t][c + 16 g + u] over the even keys t in order (one fma each), e[g] over
+ * the odd ones; out = (o + e) * inv. The pairs beyond G would only hold masked-off lanes, so
+ * every G gives the same bits for the dims it covers (tests/test_fn_fast.c). */
+T512 static inline __attribute__((always_inline)) void wsum_pass(int G, int w, const float *p, const int32_t *idx,
+                                                                 int n, const float *v, int ldv, int c, __m512 inv,
+                                                                 float *out) {
+    __mmask16 cm[4];
+    for (int g = 0; g < 4; g++) {
+        int r = w - 16 * g;
+        cm[g] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1u);
+    }
+    __m512 o[4], e[4];
+    for (int g = 0; g < 4; g++) o[g] = e[g] = _mm512_setzero_ps();
+    int t = 0;
+    for (; t + 2 <= n; t += 2) {
+        const float *vr = v + (size_t)idx[t] * (size_t)ldv + c, *wr = v + (size_t)idx[t + 1] * (size_t)ldv + c;
+        if (t + WS_AHEAD + 1 < n) { /* gathered V rows come from L2/L3: latency-bound otherwise */
+            const char *pa = (const char *)(v + (size_t)idx[t + WS_AHEAD] * (size_t)ldv + c),
+                       *pb = (const char *)(v + (size_t)idx[t + WS_AHEAD + 1] * (size_t)ldv + c);
+            for (int u = 0; u < w * 4; u += 64) _mm_prefetch(pa + u, _MM_HINT_T0), _mm_prefetch(pb + u, _MM_HINT_T0);
+        }
+        const __m512 pa = _mm512_set1_ps(p[t]), pb = _mm512_set1_ps(p[t + 1]);
+        for (int g = 0; g < G; g++) {
+            o[g] = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[g], vr + 16 * g), o[g]);
+            e[g] = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[g], wr + 16 * g), e[g]);
+        }
+    }
+    if (t < n) {
+        const float *vr = v + (size_t)idx[t] * (size_t)ldv + c;
+        const __m512 pa = _mm512_set1_ps(p[t]);
+        for (int g = 0; g < G; g++) o[g] = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[g], vr + 16 * g), o[g]);
+    }
+    for (int g = 0; g < G; g++)
+        _mm512_mask_storeu_ps(out + c + 16 * g, cm[g], _mm512_mul_ps(_mm512_add_ps(o[g], e[g]), inv));
+}
+
 /* exp2 on 16 lanes (exp2_avx512.h), then the weighted sum with two keys per step into two sets
  * of accumulators (16 dims each, a masked tail for any d). */
 T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
@@ -114,47 +151,17 @@ T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *i
         _mm512_storeu_ps(p + t, e);
     }
     const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
-    /* 64 output dims per pass over the keys (4 zmm accumulators, two keys per step) */
+    /* 64 output dims per pass over the keys (G = 1-4 zmm accumulators of 16 dims, two keys
+     * per step: even keys into o, odd keys into e); fewer groups for the last 1-48 dims */
     for (int c = 0; c < d; c += 64) {
         const int w = d - c < 64 ? d - c : 64;
-        __mmask16 cm[4];
-        for (int g = 0; g < 4; g++) {
-            int r = w - 16 * g;
-            cm[g] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1u);
-        }
-        __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
-        int t = 0;
-        for (; t + 2 <= n; t += 2) {
-            const float *vr = v + (size_t)idx[t] * (size_t)ldv + c, *wr = v + (size_t)idx[t + 1] * (size_t)ldv + c;
-            if (t + WS_AHEAD + 1 < n) { /* gathered V rows come from L2/L3: latency-bound otherwise */
-                const char *pa = (const char *)(v + (size_t)idx[t + WS_AHEAD] * (size_t)ldv + c),
-                           *pb = (const char *)(v + (size_t)idx[t + WS_AHEAD + 1] * (size_t)ldv + c);
-                for (int u = 0; u < w * 4; u += 64) _mm_prefetch(pa + u, _MM_HINT_T0), _mm_prefetch(pb + u, _MM_HINT_T0);
-            }
-            const __m512 pa = _mm512_set1_ps(p[t]), pb = _mm512_set1_ps(p[t + 1]);
-            o0 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[0], vr), o0);
-            o1 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[1], vr + 16), o1);
-            o2 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[2], vr + 32), o2);
-            o3 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[3], vr + 48), o3);
-            e0 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[0], wr), e0);
-            e1 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[1], wr + 16), e1);
-            e2 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[2], wr + 32), e2);
-            e3 = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[3], wr + 48), e3);
-        }
-        if (t < n) {
-            const float *vr = v + (size_t)idx[t] * (size_t)ldv + c;
-            const __m512 pa = _mm512_set1_ps(p[t]);
-            o0 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[0], vr), o0);
-            o1 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[1], vr + 16), o1);
-            o2 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[2], vr + 32), o2);
-            o3 = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[3], vr + 48), o3);
-        }
-        _mm512_mask_storeu_ps(out + c, cm[0], _mm512_mul_ps(_mm512_add_ps(o0, e0), inv));
-        _mm512_mask_storeu_ps(out + c + 16, cm[1], _mm512_mul_ps(_mm512_add_ps(o1, e1), inv));
-        _mm512_mask_storeu_ps(out + c + 32, cm[2], _mm512_mul_ps(_mm512_add_ps(o2, e2), inv));
-        _mm512_mask_storeu_ps(out + c + 48, cm[3], _mm512_mul_ps(_mm512_add_ps(o3, e3), inv));
+        if (w <= 16) wsum_pass(1, w, p, idx, n, v, ldv, c, inv, out);
+        else if (w <= 32) wsum_pass(2, w, p, idx, n, v, ldv, c, inv, out);
+        else if (w <= 48) wsum_pass(3, w, p, idx, n, v, ldv, c, inv, out);
+        else wsum_pass(4, w, p, idx, n, v, ldv, c, inv, out);
     }
 }
+
 T512 int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept,
                                 float *ksc) {
     const __m512 hv = _mm512_set1_ps(hi), lv = _mm512_set1_ps(lo);

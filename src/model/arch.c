@@ -19,28 +19,59 @@ const char *sp_model_arch_name(sp_model_arch arch) {
     return "unknown";
 }
 
+/* Four rows at a time, their four chains interleaved so that the additions' latencies overlap;
+ * each row's sum is the plain loop's, term by term (model_internal.h). */
+void sp_sumsq_rows(const float *x, int rows, int n, double *ss) {
+    int t = 0;
+    for (; t + 4 <= rows; t += 4) {
+        const float *a = x + (size_t)t * n, *b = a + n, *c = b + n, *d = c + n;
+        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+        for (int i = 0; i < n; i++) {
+            s0 += (double)a[i] * a[i];
+            s1 += (double)b[i] * b[i];
+            s2 += (double)c[i] * c[i];
+            s3 += (double)d[i] * d[i];
+        }
+        ss[t] = s0, ss[t + 1] = s1, ss[t + 2] = s2, ss[t + 3] = s3;
+    }
+    for (; t < rows; t++) {
+        const float *a = x + (size_t)t * n;
+        double s0 = 0.0;
+        for (int i = 0; i < n; i++) s0 += (double)a[i] * a[i];
+        ss[t] = s0;
+    }
+}
+
+enum { NORM_ROWS = 32 }; /* rows whose sums are taken together (a bound on the stack buffer) */
+
 void sp_rmsnorm(float *out, const float *x, const float *w, int rows, int dim) {
-    for (int t = 0; t < rows; t++) {
-        const float *xr = x + (size_t)t * dim;
-        float *o = out + (size_t)t * dim;
-        double ss = 0.0;
-        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
-        float r = (float)(1.0 / sqrt(ss / dim + 1e-5));
-        for (int i = 0; i < dim; i++) o[i] = w[i] * (r * xr[i]);
+    double ssb[NORM_ROWS];
+    for (int t0 = 0; t0 < rows; t0 += NORM_ROWS) {
+        const int nr = rows - t0 < NORM_ROWS ? rows - t0 : NORM_ROWS;
+        sp_sumsq_rows(x + (size_t)t0 * dim, nr, dim, ssb);
+        for (int t = t0; t < t0 + nr; t++) {
+            const float *xr = x + (size_t)t * dim;
+            float *o = out + (size_t)t * dim;
+            float r = (float)(1.0 / sqrt(ssb[t - t0] / dim + 1e-5));
+            for (int i = 0; i < dim; i++) o[i] = w[i] * (r * xr[i]);
+        }
     }
 }
 
 /* out (rows, n) = x / (max(||x||, 1e-12) sqrt(n)) per row (BitNet's SimpleRMSNorm; the
  * 1e-12 floor is F.normalize's eps, so a zero row stays zero). Sum of squares in double. */
 static void unit_norm(float *out, const float *x, int rows, int n) {
-    for (int t = 0; t < rows; t++) {
-        const float *xr = x + (size_t)t * n;
-        float *o = out + (size_t)t * n;
-        double ss = 0.0;
-        for (int i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
-        double nrm = sqrt(ss);
-        float r = (float)(1.0 / ((nrm > 1e-12 ? nrm : 1e-12) * sqrt((double)n)));
-        for (int i = 0; i < n; i++) o[i] = r * xr[i];
+    double ssb[NORM_ROWS];
+    for (int t0 = 0; t0 < rows; t0 += NORM_ROWS) {
+        const int nr = rows - t0 < NORM_ROWS ? rows - t0 : NORM_ROWS;
+        sp_sumsq_rows(x + (size_t)t0 * n, nr, n, ssb);
+        for (int t = t0; t < t0 + nr; t++) {
+            const float *xr = x + (size_t)t * n;
+            float *o = out + (size_t)t * n;
+            double nrm = sqrt(ssb[t - t0]);
+            float r = (float)(1.0 / ((nrm > 1e-12 ? nrm : 1e-12) * sqrt((double)n)));
+            for (int i = 0; i < n; i++) o[i] = r * xr[i];
+        }
     }
 }
 

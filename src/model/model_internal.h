@@ -87,6 +87,9 @@ typedef enum sp_lin_input {
  * for all four. */
 const float *sp_model_linear_input(const sp_model *m, sp_lin_input which, int l, const float *in, float *scratch,
                                    int rows);
+/* ss[t] = sum_i x[t][i]^2 over i = 0 .. n-1 in order, in double (each product of two floats is
+ * exact), for every row t of x (rows, n): the sums of both norms. */
+void sp_sumsq_rows(const float *x, int rows, int n, double *ss);
 /* out (rows, dim) = RMSNorm(x) * w (dim), sum of squares in double, eps 1e-5 (llama2.c). */
 void sp_rmsnorm(float *out, const float *x, const float *w, int rows, int dim);
 

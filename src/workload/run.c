@@ -143,10 +143,13 @@ sp_status sp_sim_run_synthetic(const sp_config *cfg, const sp_workload *wl, cons
         int layer, head;
         sp_sim_sample_head(wl, nh, i, &layer, &head);
         float *q = sp_xmalloc((size_t)n * d, sizeof *q), *k = sp_xmalloc((size_t)n * d, sizeof *k);
-        float *v = sp_xmalloc((size_t)n * d, sizeof *v), *outb = sp_xmalloc((size_t)n * d, sizeof *outb);
+        /* the mask op is made with outputs 0 (sp_sim_op_config: sprint.outputs = 0); its outputs
+         * go nowhere and its masks do not depend on V, so V is left zero, not drawn (a third
+         * or more of the generator's normal draws) */
+        float *v = sp_xcalloc((size_t)n * d, sizeof *v), *outb = sp_xmalloc((size_t)n * d, sizeof *outb);
         unsigned char *valid = sp_xmalloc((size_t)n, 1);
         for (int t = 0; t < n; t++) valid[t] = t < nvalid;
-        sp_workload_synth_head(cfg, wl, layer, head, q, k, v);
+        sp_workload_synth_head(cfg, wl, layer, head, q, k, NULL);
         sp_sim_head *sim = sp_sim_head_create(hw, out->sizes_mask, &shape);
         sp_sim_head_use_regular(sim, (const sp_design_result(*)[SP_DESIGN_COUNT])reg);
         ctx.slot[layer * wl->heads + head] = sim;

@@ -63,7 +63,7 @@ void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int lay
     for (int t = 0; t < n; t++) {
         if (t == 0 || sp_rng_uniform(sp_rng_key(seed, P_SEG, lh, (uint64_t)t, 0)) < p_new)
             cl = (int)(sp_rng_uniform(sp_rng_key(seed, P_CLUSTER, lh, (uint64_t)t, 0)) * ncl);
-        float *qr = q + (size_t)t * d, *kr = k + (size_t)t * d, *vr = v + (size_t)t * d;
+        float *qr = q + (size_t)t * d, *kr = k + (size_t)t * d, *vr = v ? v + (size_t)t * d : NULL;
         for (int f = 0; f < dp; f++) {
             int fi = f / 2 < nf ? f / 2 : nf - 1;
             double ph = freq[fi] * t;
@@ -74,7 +74,7 @@ void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int lay
         }
         /* = sp_rng_key(seed, P_NOISE_Q / P_NOISE_K / P_V, lh, t, e) */
         const uint64_t hq = sp_rng_key_step(pq, (uint64_t)t), hk = sp_rng_key_step(pk, (uint64_t)t);
-        const uint64_t hv = sp_rng_key_step(pv, (uint64_t)t);
+        const uint64_t hv = v ? sp_rng_key_step(pv, (uint64_t)t) : 0;
         for (int e = 0; e < dc; e++) {
             double c = cent[(size_t)cl * dc + e];
             double nq = sp_rng_normal(sp_rng_key_step(hq, (uint64_t)e));
@@ -84,7 +84,8 @@ void sp_workload_synth_head(const sp_config *cfg, const sp_workload *wl, int lay
             qr[dp + e] = (float)(qs * (wc * c + wn * nq + sq));
             kr[dp + e] = (float)(wc * c + wn * nk + sk);
         }
-        for (int e = 0; e < d; e++) vr[e] = (float)sp_rng_normal(sp_rng_key_step(hv, (uint64_t)e));
+        if (vr)
+            for (int e = 0; e < d; e++) vr[e] = (float)sp_rng_normal(sp_rng_key_step(hv, (uint64_t)e));
     }
     free(freq);
     free(cent);
