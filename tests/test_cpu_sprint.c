@@ -371,6 +371,41 @@ Test(cpu_sprint, setup_avx512_matches_portable) {
 /* The fixed-reference tile (sprint_exact.h) at the detected level against its plain-loop
  * version and against a double softmax over the kept keys: 4 rows x 4 panels picked from 8,
  * V rows by index, row masks, row limits, thresholds, several tiles folded in a row. */
+/* The tensor maximum the kernel's quantisation takes (sp_sx_absmax_*, sprint_cpu.c quant_tensor)
+ * gives sp_quant_rows' per-tensor scale: random rows at d 1-130 (masked tails), a row stride
+ * larger than d, invalid rows holding NaN and huge values (skipped), the largest |x| placed in
+ * the last element of a row, negative, and all-zero / no valid rows (scale 1). */
+Test(cpu_sprint, tensor_max_matches_sp_quant_rows) {
+    const int n = 29, ld = 140, ds[] = {1, 5, 16, 17, 20, 63, 64, 65, 100, 130};
+    float *x = randn((size_t)n * ld, 77, 1.5f);
+    unsigned char valid[29], none[29];
+    memset(none, 0, sizeof none);
+    for (int i = 0; i < n; i++) valid[i] = i % 4 != 1;
+    int8_t *qi = malloc((size_t)n * ld);
+    for (unsigned t = 0; t < sizeof ds / sizeof *ds; t++)
+        for (int c = 0; c < 4; c++) {
+            const int d = ds[t];
+            const unsigned char *vm = c == 1 || c == 2 ? valid : c == 3 ? none : NULL;
+            float *y = malloc((size_t)n * ld * sizeof *y);
+            memcpy(y, x, (size_t)n * ld * sizeof *y);
+            if (c >= 1) /* invalid rows: NaN and values that would win the maximum */
+                for (int i = 1; i < n; i += 4) y[(size_t)i * ld] = NAN, y[(size_t)i * ld + d - 1] = -1e30f;
+            if (c == 2) y[(size_t)(n - 1) * ld + d - 1] = -9.75f; /* the largest valid |x|, last element */
+            float sc[29];
+            sp_quant_rows_level(SP_CPU_PORTABLE, y, n, d, ld, 0, vm, qi, sc);
+            const float mp = sp_sx_absmax_portable(y, n, d, ld, vm), ma = sp_sx_absmax_avx512(y, n, d, ld, vm);
+            const float sp = mp > 0.0f ? mp / 127.0f : 1.0f;
+            cr_assert_eq(sp, sc[0], "d %d case %d: portable max %g gives scale %g, sp_quant_rows %g", d, c, (double)mp,
+                         (double)sp, (double)sc[0]);
+            if (sp_cpu_detect() >= SP_CPU_AVX512)
+                cr_assert_eq(ma, mp, "d %d case %d: avx512 max %g vs portable %g", d, c, (double)ma, (double)mp);
+            if (c == 2) cr_assert_eq(mp, 9.75f);
+            if (c == 3) cr_assert_eq(mp, 0.0f);
+            free(y);
+        }
+    free(x), free(qi);
+}
+
 Test(cpu_sprint, fixed_reference_tile_matches_portable_and_reference) {
     const int ds[3] = {64, 48, 128};
     for (int di = 0; di < 3; di++) {

@@ -191,6 +191,12 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
         }
     }
     /* ---- visibility (causal, padding) and the screen's statistics ---- */
+    size_t nwclr = NW; /* words the digital stage may read for this block (see below) */
+    if (h->causal) {
+        const int64_t bend = (int64_t)h->q_offset + (int64_t)(i0 - rb) + QBLK; /* > every end of the block */
+        const int64_t nwb = bend <= 0 ? 0 : (bend + 63) / 64;
+        if ((size_t)nwb < nwclr) nwclr = (size_t)nwb;
+    }
     for (int r = 0; r < 4; r++) {
         uint64_t *mr = w->mask + (size_t)(rb + r) * NW;
         int64_t nmem = 0;
@@ -201,8 +207,11 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
             w->maskt[(size_t)ch * QBLK + (size_t)(rb + r)] = m;
             nmem += __builtin_popcountll(m);
         }
-        /* words past this group's last visible key: the digital stage reads up to the block's */
-        for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0, w->maskt[ch * QBLK + (size_t)(rb + r)] = 0;
+        /* words past this group's last visible key: the digital stage reads up to the block's
+         * last visible key (sx_digital's nch), which a causal block's rows put at most QBLK keys
+         * past this row's query; clearing only those words, not all NW, keeps causal blocks from
+         * paying for the keys above the diagonal (docs/RESULTS.md part 9z.k) */
+        for (size_t ch = (size_t)nchunk; ch < nwclr; ch++) mr[ch] = 0, w->maskt[ch * QBLK + (size_t)(rb + r)] = 0;
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
@@ -396,6 +405,23 @@ static int fixed_ref_ok(const sp_attn_head *h, const sp_cpu_sprint_opts *o, cons
     return e + log2((double)h->n_k + 1.0) + log2(nrm[2] > 1 ? nrm[2] : 1) <= 120.0;
 }
 
+/* sp_quant_rows_level(lv, x, n, d, ld, 0, valid, xi, scales), per-tensor scale: the same
+ * bytes and scales, the tensor's maximum taken in AVX-512 at that level (the scalar maximum
+ * was ~1% of a causal call; the maximum does not depend on the order for the finite inputs the
+ * input check guarantees). */
+static void quant_tensor(sp_cpu_level lv, const float *x, int n, int d, int ld, const unsigned char *valid,
+                         int8_t *xi, float *scales) {
+    const float mx = lv >= SP_CPU_AVX512 ? sp_sx_absmax_avx512(x, n, d, ld, valid)
+                                         : sp_sx_absmax_portable(x, n, d, ld, valid);
+    const float s = mx > 0.0f ? mx / 127.0f : 1.0f;
+    for (int i = 0; i < n; i++) {
+        scales[i] = s;
+        int8_t *out = xi + (size_t)i * (size_t)d;
+        if (valid && !valid[i]) memset(out, 0, (size_t)d);
+        else sp_quant_row_level(lv, x + (size_t)i * (size_t)ld, d, s, out);
+    }
+}
+
 static sp_status check_inputs(const sp_attn_head *h, const sp_cpu_sprint_opts *o, sp_error *err) {
     sp_status s = sp_attn_head_check(h, err);
     if (s != SP_OK) return s;
@@ -431,8 +457,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
     const int v512 = lv >= SP_CPU_AVX512;
-    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    quant_tensor(lv, h->q, nq, d, h->ldq, h->query_valid, qi, sq);
+    quant_tensor(lv, h->k, nk, d, h->ldk, h->key_valid, ki, sk);
     int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
     for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     double *marg = sp_xmalloc((size_t)nq, sizeof *marg), *oi = sp_xmalloc((size_t)nq, sizeof *oi);

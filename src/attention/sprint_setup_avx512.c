@@ -19,6 +19,23 @@ void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *s
     }
 }
 
+/* The largest |x| over the rows i with valid[i] (all if valid is NULL); 0 for none: the
+ * per-tensor scale's maximum in sp_quant_rows_level (quant.c), which the kernel calls only on
+ * inputs whose valid rows are finite (sp_flash_check_inputs_norms), so the order of the
+ * comparisons does not matter. */
+float sp_sx_absmax_portable(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    float m = 0.0f;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const float *r = x + (size_t)i * (size_t)ld;
+        for (int c = 0; c < d; c++) {
+            const float a = r[c] < 0 ? -r[c] : r[c];
+            m = a > m ? a : m;
+        }
+    }
+    return m;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
@@ -45,7 +62,30 @@ T512 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t
         sum[i] = _mm512_reduce_add_epi32(s), sum2[i] = _mm512_reduce_add_epi32(s2);
     }
 }
+/* sp_sx_absmax_portable in AVX-512: 16 lanes (masked at the row's end), 4 accumulators. */
+T512 float sp_sx_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    __m512 m0 = _mm512_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const float *r = x + (size_t)i * (size_t)ld;
+        int c = 0;
+        for (; c + 64 <= d; c += 64) {
+            m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_loadu_ps(r + c)));
+            m1 = _mm512_max_ps(m1, _mm512_abs_ps(_mm512_loadu_ps(r + c + 16)));
+            m2 = _mm512_max_ps(m2, _mm512_abs_ps(_mm512_loadu_ps(r + c + 32)));
+            m3 = _mm512_max_ps(m3, _mm512_abs_ps(_mm512_loadu_ps(r + c + 48)));
+        }
+        for (; c < d; c += 16) {
+            const __mmask16 k = d - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - c)) - 1u);
+            m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, r + c)));
+        }
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
+}
 #else
+float sp_sx_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    return sp_sx_absmax_portable(x, n, d, ld, valid);
+}
 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2) {
     sp_sx_rows_portable(x, n, d, msb, sum, sum2);
 }
