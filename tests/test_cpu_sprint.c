@@ -406,6 +406,58 @@ Test(cpu_sprint, tensor_max_matches_sp_quant_rows) {
     free(x), free(qi);
 }
 
+/* A fixed-reference tile of 1-3 panels (nkc 16, 32, 48: the query group's last tile, which
+ * scores only its panels) gives the bits of the 4-panel tile with every row limited to those
+ * panels (lim = nkc), at d 64, 48 and 128: the same kept masks, sums and outputs. */
+Test(cpu_sprint, partial_fixed_tile_matches_the_limited_full_tile) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) {
+        cr_log_info("no AVX-512: skipped");
+        return;
+    }
+    const int ds[3] = {64, 48, 128};
+    for (int di = 0; di < 3; di++)
+        for (int np = 1; np <= 3; np++) {
+            const int d = ds[di], nk = 128;
+            float *q = randn((size_t)4 * d, 51 + di, 1.0f), *k = randn((size_t)nk * d, 52 + di, 1.0f);
+            float *v = randn((size_t)nk * d, 53 + di, 1.0f), *kp = malloc(sp_flash_kpack_size(nk, d) * sizeof(float));
+            sp_flash_pack_k(k, d, nk, d, kp);
+            for (int c = 0; c < 4 * d; c++) q[c] *= 1.4426950408889634f;
+            float o[2][4 * 128], l[2][4], m[4] = {-0.3f, 0.1f, -1.0f, 0.4f};
+            uint64_t kept[2][4];
+            for (int f = 0; f < 2; f++) {
+                int32_t vidx[64];
+                uint64_t rmask[4];
+                memset(o[f], 0, sizeof o[f]);
+                sp_flash_tile t = {.d = d, .nkc = f == 0 ? 16 * np : 64, .v = v, .ldv = d, .vidx = vidx,
+                                   .rmask = rmask, .m = m, .l = l[f], .o = o[f]};
+                for (int p = 0; p < 4; p++) {
+                    const int pan = (int[]){6, 1, 4, 3}[p];
+                    t.kpan[p] = kp + (size_t)pan * d * 16;
+                    for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u;
+                }
+                for (int r = 0; r < 4; r++) {
+                    l[f][r] = 0.5f;
+                    t.q[r] = q + r * d;
+                    t.lim[r] = r == 2 && np > 1 ? 16 * np - 5 : f == 0 ? 64 : 16 * np; /* row 2: a shorter row */
+                    t.thr[r] = m[r];
+                    rmask[r] = 0;
+                    for (int u = 0; u < 64; u++)
+                        rmask[r] |= (uint64_t)(sp_rng_uniform(sp_rng_key(54, (uint64_t)r, (uint64_t)u, (uint64_t)np, 0)) < 0.7) << u;
+                }
+                sp_sx_tile_fixed_avx512(&t);
+                for (int r = 0; r < 4; r++) kept[f][r] = t.kept[r];
+            }
+            for (int r = 0; r < 4; r++) {
+                cr_assert_eq(kept[0][r], kept[1][r], "d %d panels %d row %d: kept masks differ", d, np, r);
+                cr_assert(kept[0][r] >> (16 * np) == 0, "d %d panels %d row %d: a key past the panels kept", d, np, r);
+                cr_assert(!memcmp(&l[0][r], &l[1][r], sizeof(float)), "d %d panels %d row %d: sums differ", d, np, r);
+            }
+            cr_assert(!memcmp(o[0], o[1], (size_t)4 * d * sizeof(float)), "d %d panels %d: outputs differ", d, np);
+            cr_assert(kept[0][0] | kept[0][1] | kept[0][2] | kept[0][3], "vacuous: nothing kept");
+            free(q), free(k), free(v), free(kp);
+        }
+}
+
 Test(cpu_sprint, fixed_reference_tile_matches_portable_and_reference) {
     const int ds[3] = {64, 48, 128};
     for (int di = 0; di < 3; di++) {
