@@ -224,6 +224,58 @@ Test(cpu_sprint, bad_options) {
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_DATA);
 }
 
+/* The kernel's input check (sp_sx_max_norm_*, sprint_cpu.c check_norms) against the flash
+ * kernel's (sp_flash_check_inputs_norms): the same norms to the bit, the same status and message,
+ * on random heads (d 1-130, row strides larger than d, padding rows holding NaN, infinities and
+ * the largest values, which the check skips), then a NaN or an infinity in a valid row of Q, K
+ * or V, and values whose scores could leave fp32; through sp_cpu_attention_sprint as well. */
+Test(cpu_sprint, input_check_matches_flash) {
+    const int ds[] = {1, 7, 8, 9, 20, 64, 65, 130};
+    const int n = 23, ld = 140;
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (int c = 0; c < 9; c++) {
+            const int d = ds[di];
+            float *q = randn((size_t)n * ld, 71 + di, 1.0f), *k = randn((size_t)(n + 2) * ld, 72 + di, 2.0f);
+            float *v = randn((size_t)(n + 2) * ld, 73 + di, 0.5f), *o = calloc((size_t)n * ld, sizeof(float));
+            unsigned char qv[23], kv[25];
+            for (int i = 0; i < n; i++) qv[i] = i % 5 != 2;
+            for (int j = 0; j < n + 2; j++) kv[j] = j % 4 != 1;
+            for (int i = 2; i < n; i += 5) q[(size_t)i * ld + d - 1] = NAN, q[(size_t)i * ld] = 1e30f;
+            for (int j = 1; j < n + 2; j += 4) k[(size_t)j * ld] = INFINITY, v[(size_t)j * ld + d - 1] = NAN;
+            if (d == 9) /* row 0, the largest: 64^2 (1 + 0.6 u + 0.6 u) sums to 64^2 (1 + 2 u) in this order only */
+                for (float *x = q; x; x = x == q ? k : x == k ? v : NULL) {
+                    for (int t = 0; t < 9; t++) x[t] = 0.0f;
+                    x[0] = 64.0f, x[1] = x[8] = 64.0f * (float)(sqrt(0.6) * 0x1p-26);
+                }
+            if (c >= 3 && c <= 5) (c == 3 ? q : c == 4 ? k : v)[(size_t)(n - 3) * ld + d / 2] = c == 4 ? -INFINITY : NAN;
+            if (c == 6) q[(size_t)6 * ld] = 2e19f, k[(size_t)8 * ld] = 2e19f; /* scores beyond fp32 */
+            if (c == 7) v[(size_t)10 * ld] = 1e37f;                             /* sums beyond fp32 */
+            if (c == 8) q[(size_t)3 * ld + d - 1] = -7e3f;                      /* a large norm, in range */
+            sp_attn_head h = {.n_q = n, .n_k = n + 2, .d = d, .q = q, .k = k, .v = v, .out = o, .ldq = ld, .ldk = ld,
+                              .ldv = ld, .ldo = ld, .scale = 0.3f, .query_valid = qv, .key_valid = kv,
+                              .layer = 2, .head = 5};
+            if (c == 1) h.query_valid = NULL, h.key_valid = NULL; /* every row checked: NaN found */
+            double nf[3], ns[3];
+            sp_error ef = {0}, es = {0};
+            const sp_status sf = sp_flash_check_inputs_norms(&h, nf, &ef);
+            double (*const fn[2])(const float *, int, int, int, const unsigned char *) = {sp_sx_max_norm_portable,
+                                                                                           sp_sx_max_norm_avx512};
+            for (int f = 0; f < (sp_cpu_detect() >= SP_CPU_AVX512 ? 2 : 1); f++) {
+                ns[0] = fn[f](h.q, h.n_q, d, ld, h.query_valid), ns[1] = fn[f](h.k, h.n_k, d, ld, h.key_valid);
+                ns[2] = fn[f](h.v, h.n_k, d, ld, h.key_valid);
+                for (int t = 0; t < 3; t++)
+                    cr_assert(!memcmp(&nf[t], &ns[t], sizeof(double)), "d %d case %d fn %d norm %d: %.17g vs flash %.17g",
+                              d, c, f, t, ns[t], nf[t]);
+            }
+            sp_cpu_sprint_opts so = {.policy = SP_CPU_POLICY_FIXED, .threshold = 0.0, .margin_sigma = 3, .threads = 1};
+            const sp_status ss = sp_cpu_attention_sprint(&h, &so, &es);
+            cr_assert_eq(ss, sf, "d %d case %d: status %d vs flash %d (%s)", d, c, (int)ss, (int)sf, es.msg);
+            if (sf != SP_OK) cr_assert_str_eq(es.msg, ef.msg, "d %d case %d", d, c);
+            cr_assert_eq(sf == SP_OK, c == 0 || c == 2 || c == 8, "d %d case %d: status %d (%s)", d, c, (int)sf, ef.msg);
+            free(q), free(k), free(v), free(o);
+        }
+}
+
 /* The online-softmax chunk step (sprint_exact.h) at the detected level against the portable one
  * and against a double softmax over the same kept keys: random survivor lists fed in pieces of
  * 1..40 keys (partial and full score trees, rescales when a later piece holds a larger score),
