@@ -43,8 +43,10 @@
 T512 __attribute__((always_inline)) static inline void tile_scores_4xp(const sp_flash_tile *t, int np,
                                                                       __m512 s[4][4]) {
     const float *q0 = t->q[0], *q1 = t->q[1], *q2 = t->q[2], *q3 = t->q[3];
+    #pragma GCC unroll 4
     for (int r = 0; r < 4; r++)
-        for (int p = 0; p < np; p++) s[r][p] = _mm512_setzero_ps();
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) s[r][p] = _mm512_setzero_ps(); /* panels >= np: masked by the caller */
     for (int c = 0; c < t->d; c++) {
         const __m512 b0 = _mm512_set1_ps(q0[c]), b1 = _mm512_set1_ps(q1[c]);
         const __m512 b2 = _mm512_set1_ps(q2[c]), b3 = _mm512_set1_ps(q3[c]);
@@ -62,8 +64,6 @@ T512 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) {
     else if (n > 32) tile_scores_4xp(t, 3, s);
     else if (n > 16) tile_scores_4xp(t, 2, s);
     else tile_scores_4xp(t, 1, s);
-    for (int r = 0; r < 4; r++) /* panels past n: every key masked below; any defined value */
-        for (int p = (n + 15) / 16; p < 4; p++) s[r][p] = _mm512_setzero_ps();
     float P[4][64] __attribute__((aligned(64)));
     uint64_t any = 0; /* keys some row kept: the weighted sum skips the others */
     #pragma GCC unroll 4
