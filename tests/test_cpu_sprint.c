@@ -224,6 +224,58 @@ Test(cpu_sprint, bad_options) {
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_DATA);
 }
 
+/* The kernel's input check (sp_sx_max_norm_*, sprint_cpu.c check_norms) against the flash
+ * kernel's (sp_flash_check_inputs_norms): the same norms to the bit, the same status and message,
+ * on random heads (d 1-130, row strides larger than d, padding rows holding NaN, infinities and
+ * the largest values, which the check skips), then a NaN or an infinity in a valid row of Q, K
+ * or V, and values whose scores could leave fp32; through sp_cpu_attention_sprint as well. */
+Test(cpu_sprint, input_check_matches_flash) {
+    const int ds[] = {1, 7, 8, 9, 20, 64, 65, 130};
+    const int n = 23, ld = 140;
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (int c = 0; c < 9; c++) {
+            const int d = ds[di];
+            float *q = randn((size_t)n * ld, 71 + di, 1.0f), *k = randn((size_t)(n + 2) * ld, 72 + di, 2.0f);
+            float *v = randn((size_t)(n + 2) * ld, 73 + di, 0.5f), *o = calloc((size_t)n * ld, sizeof(float));
+            unsigned char qv[23], kv[25];
+            for (int i = 0; i < n; i++) qv[i] = i % 5 != 2;
+            for (int j = 0; j < n + 2; j++) kv[j] = j % 4 != 1;
+            for (int i = 2; i < n; i += 5) q[(size_t)i * ld + d - 1] = NAN, q[(size_t)i * ld] = 1e30f;
+            for (int j = 1; j < n + 2; j += 4) k[(size_t)j * ld] = INFINITY, v[(size_t)j * ld + d - 1] = NAN;
+            if (d == 9) /* row 0, the largest: 64^2 (1 + 0.6 u + 0.6 u) sums to 64^2 (1 + 2 u) in this order only */
+                for (float *x = q; x; x = x == q ? k : x == k ? v : NULL) {
+                    for (int t = 0; t < 9; t++) x[t] = 0.0f;
+                    x[0] = 64.0f, x[1] = x[8] = 64.0f * (float)(sqrt(0.6) * 0x1p-26);
+                }
+            if (c >= 3 && c <= 5) (c == 3 ? q : c == 4 ? k : v)[(size_t)(n - 3) * ld + d / 2] = c == 4 ? -INFINITY : NAN;
+            if (c == 6) q[(size_t)6 * ld] = 2e19f, k[(size_t)8 * ld] = 2e19f; /* scores beyond fp32 */
+            if (c == 7) v[(size_t)10 * ld] = 1e37f;                             /* sums beyond fp32 */
+            if (c == 8) q[(size_t)3 * ld + d - 1] = -7e3f;                      /* a large norm, in range */
+            sp_attn_head h = {.n_q = n, .n_k = n + 2, .d = d, .q = q, .k = k, .v = v, .out = o, .ldq = ld, .ldk = ld,
+                              .ldv = ld, .ldo = ld, .scale = 0.3f, .query_valid = qv, .key_valid = kv,
+                              .layer = 2, .head = 5};
+            if (c == 1) h.query_valid = NULL, h.key_valid = NULL; /* every row checked: NaN found */
+            double nf[3], ns[3];
+            sp_error ef = {0}, es = {0};
+            const sp_status sf = sp_flash_check_inputs_norms(&h, nf, &ef);
+            double (*const fn[2])(const float *, int, int, int, const unsigned char *) = {sp_sx_max_norm_portable,
+                                                                                           sp_sx_max_norm_avx512};
+            for (int f = 0; f < (sp_cpu_detect() >= SP_CPU_AVX512 ? 2 : 1); f++) {
+                ns[0] = fn[f](h.q, h.n_q, d, ld, h.query_valid), ns[1] = fn[f](h.k, h.n_k, d, ld, h.key_valid);
+                ns[2] = fn[f](h.v, h.n_k, d, ld, h.key_valid);
+                for (int t = 0; t < 3; t++)
+                    cr_assert(!memcmp(&nf[t], &ns[t], sizeof(double)), "d %d case %d fn %d norm %d: %.17g vs flash %.17g",
+                              d, c, f, t, ns[t], nf[t]);
+            }
+            sp_cpu_sprint_opts so = {.policy = SP_CPU_POLICY_FIXED, .threshold = 0.0, .margin_sigma = 3, .threads = 1};
+            const sp_status ss = sp_cpu_attention_sprint(&h, &so, &es);
+            cr_assert_eq(ss, sf, "d %d case %d: status %d vs flash %d (%s)", d, c, (int)ss, (int)sf, es.msg);
+            if (sf != SP_OK) cr_assert_str_eq(es.msg, ef.msg, "d %d case %d", d, c);
+            cr_assert_eq(sf == SP_OK, c == 0 || c == 2 || c == 8, "d %d case %d: status %d (%s)", d, c, (int)sf, ef.msg);
+            free(q), free(k), free(v), free(o);
+        }
+}
+
 /* The online-softmax chunk step (sprint_exact.h) at the detected level against the portable one
  * and against a double softmax over the same kept keys: random survivor lists fed in pieces of
  * 1..40 keys (partial and full score trees, rescales when a later piece holds a larger score),
@@ -371,6 +423,93 @@ Test(cpu_sprint, setup_avx512_matches_portable) {
 /* The fixed-reference tile (sprint_exact.h) at the detected level against its plain-loop
  * version and against a double softmax over the kept keys: 4 rows x 4 panels picked from 8,
  * V rows by index, row masks, row limits, thresholds, several tiles folded in a row. */
+/* The tensor maximum the kernel's quantisation takes (sp_sx_absmax_*, sprint_cpu.c quant_tensor)
+ * gives sp_quant_rows' per-tensor scale: random rows at d 1-130 (masked tails), a row stride
+ * larger than d, invalid rows holding NaN and huge values (skipped), the largest |x| placed in
+ * the last element of a row, negative, and all-zero / no valid rows (scale 1). */
+Test(cpu_sprint, tensor_max_matches_sp_quant_rows) {
+    const int n = 29, ld = 140, ds[] = {1, 5, 16, 17, 20, 63, 64, 65, 100, 130};
+    float *x = randn((size_t)n * ld, 77, 1.5f);
+    unsigned char valid[29], none[29];
+    memset(none, 0, sizeof none);
+    for (int i = 0; i < n; i++) valid[i] = i % 4 != 1;
+    int8_t *qi = malloc((size_t)n * ld);
+    for (unsigned t = 0; t < sizeof ds / sizeof *ds; t++)
+        for (int c = 0; c < 4; c++) {
+            const int d = ds[t];
+            const unsigned char *vm = c == 1 || c == 2 ? valid : c == 3 ? none : NULL;
+            float *y = malloc((size_t)n * ld * sizeof *y);
+            memcpy(y, x, (size_t)n * ld * sizeof *y);
+            if (c >= 1) /* invalid rows: NaN and values that would win the maximum */
+                for (int i = 1; i < n; i += 4) y[(size_t)i * ld] = NAN, y[(size_t)i * ld + d - 1] = -1e30f;
+            if (c == 2) y[(size_t)(n - 1) * ld + d - 1] = -9.75f; /* the largest valid |x|, last element */
+            float sc[29];
+            sp_quant_rows_level(SP_CPU_PORTABLE, y, n, d, ld, 0, vm, qi, sc);
+            const float mp = sp_sx_absmax_portable(y, n, d, ld, vm), ma = sp_sx_absmax_avx512(y, n, d, ld, vm);
+            const float sp = mp > 0.0f ? mp / 127.0f : 1.0f;
+            cr_assert_eq(sp, sc[0], "d %d case %d: portable max %g gives scale %g, sp_quant_rows %g", d, c, (double)mp,
+                         (double)sp, (double)sc[0]);
+            if (sp_cpu_detect() >= SP_CPU_AVX512)
+                cr_assert_eq(ma, mp, "d %d case %d: avx512 max %g vs portable %g", d, c, (double)ma, (double)mp);
+            if (c == 2) cr_assert_eq(mp, 9.75f);
+            if (c == 3) cr_assert_eq(mp, 0.0f);
+            free(y);
+        }
+    free(x), free(qi);
+}
+
+/* A fixed-reference tile of 1-3 panels (nkc 16, 32, 48: the query group's last tile, which
+ * scores only its panels) gives the bits of the 4-panel tile with every row limited to those
+ * panels (lim = nkc), at d 64, 48 and 128: the same kept masks, sums and outputs. */
+Test(cpu_sprint, partial_fixed_tile_matches_the_limited_full_tile) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) {
+        cr_log_info("no AVX-512: skipped");
+        return;
+    }
+    const int ds[3] = {64, 48, 128};
+    for (int di = 0; di < 3; di++)
+        for (int np = 1; np <= 3; np++) {
+            const int d = ds[di], nk = 128;
+            float *q = randn((size_t)4 * d, 51 + di, 1.0f), *k = randn((size_t)nk * d, 52 + di, 1.0f);
+            float *v = randn((size_t)nk * d, 53 + di, 1.0f), *kp = malloc(sp_flash_kpack_size(nk, d) * sizeof(float));
+            sp_flash_pack_k(k, d, nk, d, kp);
+            for (int c = 0; c < 4 * d; c++) q[c] *= 1.4426950408889634f;
+            float o[2][4 * 128], l[2][4], m[4] = {-0.3f, 0.1f, -1.0f, 0.4f};
+            uint64_t kept[2][4];
+            for (int f = 0; f < 2; f++) {
+                int32_t vidx[64];
+                uint64_t rmask[4];
+                memset(o[f], 0, sizeof o[f]);
+                sp_flash_tile t = {.d = d, .nkc = f == 0 ? 16 * np : 64, .v = v, .ldv = d, .vidx = vidx,
+                                   .rmask = rmask, .m = m, .l = l[f], .o = o[f]};
+                for (int p = 0; p < 4; p++) {
+                    const int pan = (int[]){6, 1, 4, 3}[p];
+                    t.kpan[p] = kp + (size_t)pan * d * 16;
+                    for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u;
+                }
+                for (int r = 0; r < 4; r++) {
+                    l[f][r] = 0.5f;
+                    t.q[r] = q + r * d;
+                    t.lim[r] = r == 2 && np > 1 ? 16 * np - 5 : f == 0 ? 64 : 16 * np; /* row 2: a shorter row */
+                    t.thr[r] = m[r];
+                    rmask[r] = 0;
+                    for (int u = 0; u < 64; u++)
+                        rmask[r] |= (uint64_t)(sp_rng_uniform(sp_rng_key(54, (uint64_t)r, (uint64_t)u, (uint64_t)np, 0)) < 0.7) << u;
+                }
+                sp_sx_tile_fixed_avx512(&t);
+                for (int r = 0; r < 4; r++) kept[f][r] = t.kept[r];
+            }
+            for (int r = 0; r < 4; r++) {
+                cr_assert_eq(kept[0][r], kept[1][r], "d %d panels %d row %d: kept masks differ", d, np, r);
+                cr_assert(kept[0][r] >> (16 * np) == 0, "d %d panels %d row %d: a key past the panels kept", d, np, r);
+                cr_assert(!memcmp(&l[0][r], &l[1][r], sizeof(float)), "d %d panels %d row %d: sums differ", d, np, r);
+            }
+            cr_assert(!memcmp(o[0], o[1], (size_t)4 * d * sizeof(float)), "d %d panels %d: outputs differ", d, np);
+            cr_assert(kept[0][0] | kept[0][1] | kept[0][2] | kept[0][3], "vacuous: nothing kept");
+            free(q), free(k), free(v), free(kp);
+        }
+}
+
 Test(cpu_sprint, fixed_reference_tile_matches_portable_and_reference) {
     const int ds[3] = {64, 48, 128};
     for (int di = 0; di < 3; di++) {

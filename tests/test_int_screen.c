@@ -98,6 +98,31 @@ Test(int_screen, random_heads_bit_exact) {
     }
 }
 
+/* The word-at-a-time packing gives the bytes of the nibble-at-a-time reference: random levels
+ * with junk in the high nibbles (the packing keeps the low 4 bits), every d from 1 to 72 and
+ * 130 (partial groups of 8), key counts off the 16-key panels and 64-key tiles, a row stride
+ * larger than d. */
+Test(int_screen, pack_matches_reference) {
+    uint64_t st = 12345;
+    for (int d = 1; d <= 130; d += d < 72 ? 1 : 58)
+        for (int nk = 1; nk <= 200; nk += 37) {
+            const int ldm = d + (nk % 3);
+            uint8_t *m = malloc((size_t)nk * (size_t)ldm);
+            for (size_t t = 0; t < (size_t)nk * (size_t)ldm; t++) {
+                st = st * 6364136223846793005ull + 1442695040888963407ull;
+                m[t] = (uint8_t)(st >> 56);
+            }
+            const size_t n = sp_iscreen_pack_size(nk, d);
+            uint8_t *a = malloc(n), *b = malloc(n);
+            memset(a, 0xA5, n), memset(b, 0x5A, n);
+            sp_iscreen_pack(m, nk, d, ldm, a);
+            sp_iscreen_pack_ref(m, nk, d, ldm, b);
+            for (size_t t = 0; t < n; t++)
+                cr_assert_eq(a[t], b[t], "d %d nk %d byte %zu: %02x vs %02x (reference)", d, nk, t, a[t], b[t]);
+            free(m), free(a), free(b);
+        }
+}
+
 /* Extreme levels: every MSB 15 against every query level +-127 (the largest sums). */
 Test(int_screen, extreme_levels) {
     enum { D = 64, NK = 64 };

@@ -191,6 +191,12 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
         }
     }
     /* ---- visibility (causal, padding) and the screen's statistics ---- */
+    size_t nwclr = NW; /* words the digital stage may read for this block (see below) */
+    if (h->causal) {
+        const int64_t bend = (int64_t)h->q_offset + (int64_t)(i0 - rb) + QBLK; /* > every end of the block */
+        const int64_t nwb = bend <= 0 ? 0 : (bend + 63) / 64;
+        if ((size_t)nwb < nwclr) nwclr = (size_t)nwb;
+    }
     for (int r = 0; r < 4; r++) {
         uint64_t *mr = w->mask + (size_t)(rb + r) * NW;
         int64_t nmem = 0;
@@ -201,8 +207,11 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
             w->maskt[(size_t)ch * QBLK + (size_t)(rb + r)] = m;
             nmem += __builtin_popcountll(m);
         }
-        /* words past this group's last visible key: the digital stage reads up to the block's */
-        for (size_t ch = (size_t)nchunk; ch < NW; ch++) mr[ch] = 0, w->maskt[ch * QBLK + (size_t)(rb + r)] = 0;
+        /* words past this group's last visible key: the digital stage reads up to the block's
+         * last visible key (sx_digital's nch), which a causal block's rows put at most QBLK keys
+         * past this row's query; clearing only those words, not all NW, keeps causal blocks from
+         * paying for the keys above the diagonal (docs/RESULTS.md part 9z.k) */
+        for (size_t ch = (size_t)nchunk; ch < nwclr; ch++) mr[ch] = 0, w->maskt[ch * QBLK + (size_t)(rb + r)] = 0;
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
@@ -396,6 +405,42 @@ static int fixed_ref_ok(const sp_attn_head *h, const sp_cpu_sprint_opts *o, cons
     return e + log2((double)h->n_k + 1.0) + log2(nrm[2] > 1 ? nrm[2] : 1) <= 120.0;
 }
 
+/* sp_quant_rows_level(lv, x, n, d, ld, 0, valid, xi, scales), per-tensor scale: the same
+ * bytes and scales, the tensor's maximum taken in AVX-512 at that level (the scalar maximum
+ * was ~1% of a causal call; the maximum does not depend on the order for the finite inputs the
+ * input check guarantees). */
+static void quant_tensor(sp_cpu_level lv, const float *x, int n, int d, int ld, const unsigned char *valid,
+                         int8_t *xi, float *scales) {
+    const float mx = lv >= SP_CPU_AVX512 ? sp_sx_absmax_avx512(x, n, d, ld, valid)
+                                         : sp_sx_absmax_portable(x, n, d, ld, valid);
+    const float s = mx > 0.0f ? mx / 127.0f : 1.0f;
+    for (int i = 0; i < n; i++) {
+        scales[i] = s;
+        int8_t *out = xi + (size_t)i * (size_t)d;
+        if (valid && !valid[i]) memset(out, 0, (size_t)d);
+        else sp_quant_row_level(lv, x + (size_t)i * (size_t)ld, d, s, out);
+    }
+}
+
+/* sp_flash_check_inputs_norms (flash.c), the input check the flash kernel runs: the same row
+ * norms (sp_sx_max_norm_*, the same sums in the same order), the same conditions and messages;
+ * the norms in AVX-512 at that level (the scalar sums were ~1% of a causal call). */
+static sp_status check_norms(const sp_attn_head *h, sp_cpu_level lv, double nrm[3], sp_error *err) {
+    double (*fn)(const float *, int, int, int, const unsigned char *) = lv >= SP_CPU_AVX512 ? sp_sx_max_norm_avx512
+                                                                                            : sp_sx_max_norm_portable;
+    const double qn = fn(h->q, h->n_q, h->d, h->ldq, h->query_valid), kn = fn(h->k, h->n_k, h->d, h->ldk, h->key_valid);
+    const double vn = fn(h->v, h->n_k, h->d, h->ldv, h->key_valid);
+    nrm[0] = qn, nrm[1] = kn, nrm[2] = vn;
+    if (qn < 0 || kn < 0 || vn < 0)
+        return sp_error_set(err, SP_ERR_DATA, "attention layer %d head %d: NaN or infinite value in %s", h->layer,
+                            h->head, qn < 0 ? "Q" : kn < 0 ? "K" : "V");
+    if (qn * kn * fabs((double)h->scale) * 1.4426950408889634 >= 0.25 * (double)FLT_MAX ||
+        vn >= 0.25 * (double)FLT_MAX / ((double)h->n_k + 1))
+        return sp_error_set(err, SP_ERR_DATA, "attention layer %d head %d: scores or sums may exceed the fp32 range",
+                            h->layer, h->head);
+    return SP_OK;
+}
+
 static sp_status check_inputs(const sp_attn_head *h, const sp_cpu_sprint_opts *o, sp_error *err) {
     sp_status s = sp_attn_head_check(h, err);
     if (s != SP_OK) return s;
@@ -422,7 +467,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (s != SP_OK) return s;
     const int nq = h->n_q, nk = h->n_k, d = h->d, d8 = sp_iscreen_d8(d);
     double nrm[3]; /* largest row norms of Q, K, V */
-    s = sp_flash_check_inputs_norms(h, nrm, err); /* finite inputs, scores inside fp32 */
+    s = check_norms(h, sp_cpu_detect(), nrm, err); /* finite inputs, scores inside fp32 */
     if (s != SP_OK) return s;
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
@@ -431,10 +476,13 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
     const int v512 = lv >= SP_CPU_AVX512;
-    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
-    int8_t *qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
-    for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
+    quant_tensor(lv, h->q, nq, d, h->ldq, h->query_valid, qi, sq);
+    quant_tensor(lv, h->k, nk, d, h->ldk, h->key_valid, ki, sk);
+    int8_t *qd = qi; /* (nq, d8) query levels: qi itself when d is a multiple of 8 */
+    if (d8 != d) {
+        qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
+        for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
+    }
     double *marg = sp_xmalloc((size_t)nq, sizeof *marg), *oi = sp_xmalloc((size_t)nq, sizeof *oi);
     uint8_t *msb = sp_xmalloc(NK * D, 1);
     /* key MSB levels sp_key_msb(k, 4) = (k + 128) >> 4 and the integer row sums (exact, so the
@@ -544,6 +592,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(ki), free(sq), free(sk), free(qd), free(kp), free(kvw), free(nvalid);
+    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(ki), free(sq), free(sk), free(d8 != d ? qd : NULL), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }

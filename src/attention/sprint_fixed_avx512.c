@@ -30,10 +30,40 @@
  * thresholds t->thr) with t->m[r] a fixed reference that is not changed: t->l[r] += sum of
  * 2^(s - m) and t->o += 2^(s - m) v over the kept keys. No t->bias (the SPRINT kernel applies
  * padding through the masks). d % 16 == 0. */
+/* tile_scores_4x4 (flash_tile_avx512.h) for the first np panels only, the same FMA steps, so
+ * the same scores; s[r][p] for p >= np left unset. The SPRINT kernel's last tile of a query
+ * group holds 1-3 queued panels (sprint_cpu.c sx_tile), whose other panels every row masks
+ * (lim = 16 np): their scores were computed and thrown away. */
+#define TS_STEP(P)                                                                                \
+    do {                                                                                          \
+        const __m512 k_ = _mm512_loadu_ps(t->kpan[P] + (size_t)c * 16);                          \
+        s[0][P] = _mm512_fmadd_ps(b0, k_, s[0][P]), s[1][P] = _mm512_fmadd_ps(b1, k_, s[1][P]);   \
+        s[2][P] = _mm512_fmadd_ps(b2, k_, s[2][P]), s[3][P] = _mm512_fmadd_ps(b3, k_, s[3][P]);   \
+    } while (0)
+T512 __attribute__((always_inline)) static inline void tile_scores_4xp(const sp_flash_tile *t, int np,
+                                                                      __m512 s[4][4]) {
+    const float *q0 = t->q[0], *q1 = t->q[1], *q2 = t->q[2], *q3 = t->q[3];
+    #pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)
+        #pragma GCC unroll 4
+        for (int p = 0; p < 4; p++) s[r][p] = _mm512_setzero_ps(); /* panels >= np: masked by the caller */
+    for (int c = 0; c < t->d; c++) {
+        const __m512 b0 = _mm512_set1_ps(q0[c]), b1 = _mm512_set1_ps(q1[c]);
+        const __m512 b2 = _mm512_set1_ps(q2[c]), b3 = _mm512_set1_ps(q3[c]);
+        TS_STEP(0);
+        if (np > 1) TS_STEP(1);
+        if (np > 2) TS_STEP(2);
+    }
+}
+#undef TS_STEP
+
 T512 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) {
     const int d = t->d, n = t->nkc;
     __m512 s[4][4];
-    tile_scores_4x4(t->q, t->kpan, d, s);
+    if (n > 48) tile_scores_4x4(t->q, t->kpan, d, s);
+    else if (n > 32) tile_scores_4xp(t, 3, s);
+    else if (n > 16) tile_scores_4xp(t, 2, s);
+    else tile_scores_4xp(t, 1, s);
     float P[4][64] __attribute__((aligned(64)));
     uint64_t any = 0; /* keys some row kept: the weighted sum skips the others */
     #pragma GCC unroll 4

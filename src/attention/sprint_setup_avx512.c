@@ -4,6 +4,7 @@
  * byte against the portable loops (tests/test_cpu_sprint.c). */
 #include "attention/sprint_exact.h"
 
+#include <math.h>
 #include <string.h>
 
 
@@ -17,6 +18,46 @@ void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *s
         }
         sum[i] = s, sum2[i] = s2;
     }
+}
+
+/* The largest |x| over the rows i with valid[i] (all if valid is NULL); 0 for none: the
+ * per-tensor scale's maximum in sp_quant_rows_level (quant.c), which the kernel calls only on
+ * inputs whose valid rows are finite (sp_flash_check_inputs_norms), so the order of the
+ * comparisons does not matter. */
+float sp_sx_absmax_portable(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    float m = 0.0f;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const float *r = x + (size_t)i * (size_t)ld;
+        for (int c = 0; c < d; c++) {
+            const float a = r[c] < 0 ? -r[c] : r[c];
+            m = a > m ? a : m;
+        }
+    }
+    return m;
+}
+
+/* The largest row norm of the valid rows of x (n, d), or -1 when a value is not finite: the
+ * computation of flash.c's max_norm (the input check both kernels run), the same sums in the
+ * same order: per row 8 partial sums of squares in double (element c into sum c % 8 while
+ * c + 8 <= d, the tail into sum 0), summed ((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7)). */
+static double row_sumsq(const float *r, int d) {
+    double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int c = 0;
+    for (; c + 8 <= d; c += 8)
+        for (int e = 0; e < 8; e++) p[e] += (double)r[c + e] * (double)r[c + e];
+    for (; c < d; c++) p[0] += (double)r[c] * (double)r[c];
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+double sp_sx_max_norm_portable(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    double mx = 0;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const double s = row_sumsq(x + (size_t)i * (size_t)ld, d);
+        if (!isfinite(s)) return -1;
+        mx = s > mx ? s : mx;
+    }
+    return sqrt(mx);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -45,7 +86,69 @@ T512 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t
         sum[i] = _mm512_reduce_add_epi32(s), sum2[i] = _mm512_reduce_add_epi32(s2);
     }
 }
+/* sp_sx_absmax_portable in AVX-512: 16 lanes (masked at the row's end), 4 accumulators. */
+T512 float sp_sx_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    __m512 m0 = _mm512_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const float *r = x + (size_t)i * (size_t)ld;
+        int c = 0;
+        for (; c + 64 <= d; c += 64) {
+            m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_loadu_ps(r + c)));
+            m1 = _mm512_max_ps(m1, _mm512_abs_ps(_mm512_loadu_ps(r + c + 16)));
+            m2 = _mm512_max_ps(m2, _mm512_abs_ps(_mm512_loadu_ps(r + c + 32)));
+            m3 = _mm512_max_ps(m3, _mm512_abs_ps(_mm512_loadu_ps(r + c + 48)));
+        }
+        for (; c < d; c += 16) {
+            const __mmask16 k = d - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - c)) - 1u);
+            m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, r + c)));
+        }
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
+}
+/* sp_sx_max_norm_portable in AVX-512: the 8 partial sums of a row are the 8 double lanes of
+ * one accumulator (a square of a float is exact in double, so a fused multiply-add gives the
+ * same sums); 4 rows at a time, as the sums of one row form a dependent chain. */
+T512 static inline double lanes_sum(__m512d a, const float *r, int c, int d) {
+    double p[8];
+    _mm512_storeu_pd(p, a);
+    for (; c < d; c++) p[0] += (double)r[c] * (double)r[c];
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+T512 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    double mx = 0;
+    const int d8 = d / 8 * 8;
+    int i = 0;
+    while (i < n) {
+        const float *r[4];
+        int nr = 0;
+        for (; i < n && nr < 4; i++)
+            if (!valid || valid[i]) r[nr++] = x + (size_t)i * (size_t)ld;
+        for (int t = nr; t < 4; t++) r[t] = r[0];
+        if (nr == 0) break;
+        __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+        for (int c = 0; c < d8; c += 8) {
+            const __m512d x0 = _mm512_cvtps_pd(_mm256_loadu_ps(r[0] + c)), x1 = _mm512_cvtps_pd(_mm256_loadu_ps(r[1] + c));
+            const __m512d x2 = _mm512_cvtps_pd(_mm256_loadu_ps(r[2] + c)), x3 = _mm512_cvtps_pd(_mm256_loadu_ps(r[3] + c));
+            a0 = _mm512_add_pd(a0, _mm512_mul_pd(x0, x0)), a1 = _mm512_add_pd(a1, _mm512_mul_pd(x1, x1));
+            a2 = _mm512_add_pd(a2, _mm512_mul_pd(x2, x2)), a3 = _mm512_add_pd(a3, _mm512_mul_pd(x3, x3));
+        }
+        const double s[4] = {lanes_sum(a0, r[0], d8, d), lanes_sum(a1, r[1], d8, d), lanes_sum(a2, r[2], d8, d),
+                             lanes_sum(a3, r[3], d8, d)};
+        for (int t = 0; t < nr; t++) { /* in row order: the first non-finite row stops, as in the scalar loop */
+            if (!isfinite(s[t])) return -1;
+            mx = s[t] > mx ? s[t] : mx;
+        }
+    }
+    return sqrt(mx);
+}
 #else
+double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    return sp_sx_max_norm_portable(x, n, d, ld, valid);
+}
+float sp_sx_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    return sp_sx_absmax_portable(x, n, d, ld, valid);
+}
 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2) {
     sp_sx_rows_portable(x, n, d, msb, sum, sum2);
 }

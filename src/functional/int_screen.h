@@ -25,6 +25,8 @@ static inline int sp_iscreen_d8(int d) { return (d + 7) / 8 * 8; }
 size_t sp_iscreen_pack_size(int n_k, int d);
 /* Packs the MSB levels m (n_k rows of d, row stride ldm, values 0..15) into kp. */
 void sp_iscreen_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp);
+/* The same packing one nibble at a time (the reference the word version is tested against). */
+void sp_iscreen_pack_ref(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp);
 
 /* A[r][u] = sum_c q[r][c] m[key u of the tile][c] for 4 query rows (d8 levels each, s8) and
  * the 64 keys of the tile starting at kp (G groups per panel). Integer, exact. With tau
