@@ -7,6 +7,7 @@
  * streams from L2. Larger query blocks amortise the chunk's loads: at L = 4096, d = 64, one
  * thread, 32 queries gave 41% of the measured FMA peak, 64 gave 57%, 256 gave 59%. */
 #include "attention/flash.h"
+#include "attention/sprint_exact.h"
 #include "cpu/linear.h"
 
 #include <float.h>
@@ -148,31 +149,6 @@ void sp_flash_rows(const sp_attn_head *h, const float *kp, const float *bias, in
     free(o);
 }
 
-/* Largest row norm of the valid rows of x (n, d), or -1 when a value is not finite. */
-static double max_norm(const float *x, int n, int d, int ld, const unsigned char *valid) {
-    double mx = 0;
-    for (int i = 0; i < n; i++) {
-        if (valid && !valid[i]) continue;
-        const float *r = x + (size_t)i * (size_t)ld;
-        /* 8 partial sums: independent add chains (one chain of d dependent adds cost ~4 cycles
-         * per element, 1.2 ms of a 4096 x 64 head's Q, K and V); squares of floats cannot
-         * overflow a double and are >= 0, so the sum is finite iff every value is */
-        double p0 = 0, p1 = 0, p2 = 0, p3 = 0, p4 = 0, p5 = 0, p6 = 0, p7 = 0;
-        int c = 0;
-        for (; c + 8 <= d; c += 8) {
-            p0 += (double)r[c] * (double)r[c], p1 += (double)r[c + 1] * (double)r[c + 1];
-            p2 += (double)r[c + 2] * (double)r[c + 2], p3 += (double)r[c + 3] * (double)r[c + 3];
-            p4 += (double)r[c + 4] * (double)r[c + 4], p5 += (double)r[c + 5] * (double)r[c + 5];
-            p6 += (double)r[c + 6] * (double)r[c + 6], p7 += (double)r[c + 7] * (double)r[c + 7];
-        }
-        for (; c < d; c++) p0 += (double)r[c] * (double)r[c];
-        const double s = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7));
-        if (!isfinite(s)) return -1;
-        mx = s > mx ? s : mx;
-    }
-    return sqrt(mx);
-}
-
 /* Inputs the kernel handles: finite Q, K, V and |q| |k| scale log2(e) well inside fp32. */
 sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err) {
     double nrm[3];
@@ -180,6 +156,11 @@ sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err) {
 }
 
 sp_status sp_flash_check_inputs_norms(const sp_attn_head *h, double nrm[3], sp_error *err) {
+    /* largest row norms of the valid rows (-1: a value is not finite): 8 partial sums per row
+     * (sprint_exact.h), in AVX-512 at that level, so the SPRINT kernel, which runs this same
+     * check, pays no less for it than flash does */
+    double (*max_norm)(const float *, int, int, int, const unsigned char *) =
+        sp_cpu_detect() >= SP_CPU_AVX512 ? sp_sx_max_norm_avx512 : sp_sx_max_norm_portable;
     double qn = max_norm(h->q, h->n_q, h->d, h->ldq, h->query_valid);
     double kn = max_norm(h->k, h->n_k, h->d, h->ldk, h->key_valid);
     double vn = max_norm(h->v, h->n_k, h->d, h->ldv, h->key_valid);

@@ -422,25 +422,6 @@ static void quant_tensor(sp_cpu_level lv, const float *x, int n, int d, int ld, 
     }
 }
 
-/* sp_flash_check_inputs_norms (flash.c), the input check the flash kernel runs: the same row
- * norms (sp_sx_max_norm_*, the same sums in the same order), the same conditions and messages;
- * the norms in AVX-512 at that level (the scalar sums were ~1% of a causal call). */
-static sp_status check_norms(const sp_attn_head *h, sp_cpu_level lv, double nrm[3], sp_error *err) {
-    double (*fn)(const float *, int, int, int, const unsigned char *) = lv >= SP_CPU_AVX512 ? sp_sx_max_norm_avx512
-                                                                                            : sp_sx_max_norm_portable;
-    const double qn = fn(h->q, h->n_q, h->d, h->ldq, h->query_valid), kn = fn(h->k, h->n_k, h->d, h->ldk, h->key_valid);
-    const double vn = fn(h->v, h->n_k, h->d, h->ldv, h->key_valid);
-    nrm[0] = qn, nrm[1] = kn, nrm[2] = vn;
-    if (qn < 0 || kn < 0 || vn < 0)
-        return sp_error_set(err, SP_ERR_DATA, "attention layer %d head %d: NaN or infinite value in %s", h->layer,
-                            h->head, qn < 0 ? "Q" : kn < 0 ? "K" : "V");
-    if (qn * kn * fabs((double)h->scale) * 1.4426950408889634 >= 0.25 * (double)FLT_MAX ||
-        vn >= 0.25 * (double)FLT_MAX / ((double)h->n_k + 1))
-        return sp_error_set(err, SP_ERR_DATA, "attention layer %d head %d: scores or sums may exceed the fp32 range",
-                            h->layer, h->head);
-    return SP_OK;
-}
-
 static sp_status check_inputs(const sp_attn_head *h, const sp_cpu_sprint_opts *o, sp_error *err) {
     sp_status s = sp_attn_head_check(h, err);
     if (s != SP_OK) return s;
@@ -467,7 +448,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (s != SP_OK) return s;
     const int nq = h->n_q, nk = h->n_k, d = h->d, d8 = sp_iscreen_d8(d);
     double nrm[3]; /* largest row norms of Q, K, V */
-    s = check_norms(h, sp_cpu_detect(), nrm, err); /* finite inputs, scores inside fp32 */
+    s = sp_flash_check_inputs_norms(h, nrm, err); /* flash's check: finite inputs, scores inside fp32 */
     if (s != SP_OK) return s;
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
