@@ -14,74 +14,62 @@ void sp_residency_init(sp_residency *r, int n_keys, int corelets, int capacity, 
     r->corelets = corelets;
     r->capacity = capacity;
     r->policy = policy;
-    /* a CORELET holds at most ceil(n_keys / corelets) keys: a larger capacity is never used */
-    long most = ((long)n_keys + corelets - 1) / corelets, cap = capacity < most ? capacity : most;
-    long size = 4;
-    while (size < 2 * cap + 2) size *= 2;
-    r->ring_size = (int)size;
-    r->uses = sp_xcalloc((size_t)(n_keys > 0 ? n_keys : 1), sizeof *r->uses);
-    r->ring = sp_xmalloc((size_t)corelets * (size_t)size, sizeof *r->ring);
-    r->front = sp_xcalloc((size_t)corelets, sizeof *r->front);
-    r->len = sp_xcalloc((size_t)corelets, sizeof *r->len);
+    size_t n = (size_t)(n_keys > 0 ? n_keys : 1);
+    r->prev = sp_xmalloc(n, sizeof *r->prev);
+    r->next = sp_xmalloc(n, sizeof *r->next);
+    r->resident = sp_xcalloc(n, 1);
+    r->head = sp_xmalloc((size_t)corelets, sizeof *r->head);
+    r->tail = sp_xmalloc((size_t)corelets, sizeof *r->tail);
     r->count = sp_xcalloc((size_t)corelets, sizeof *r->count);
+    for (int c = 0; c < corelets; c++) r->head[c] = r->tail[c] = -1;
 }
 
 void sp_residency_free(sp_residency *r) {
     if (!r) return;
-    free(r->uses);
-    free(r->ring);
-    free(r->front);
-    free(r->len);
+    free(r->prev);
+    free(r->next);
+    free(r->resident);
+    free(r->head);
+    free(r->tail);
     free(r->count);
     memset(r, 0, sizeof *r);
 }
 
-/* Drops CORELET c's dead entries (those with a later entry of the same key), keeping the live
- * ones in order at the front of its ring. */
-static void compact(sp_residency *r, int c) {
-    int32_t *q = r->ring + (size_t)c * (size_t)r->ring_size;
-    const int mask = r->ring_size - 1;
-    int f = r->front[c], n = r->len[c], k = 0;
-    /* read in order from f, write from f: the write position never passes the read one */
-    for (int i = 0; i < n; i++) {
-        int32_t j = q[(f + i) & mask];
-        if (r->uses[j] > 1) r->uses[j]--; /* a later entry of j follows */
-        else q[(f + k++) & mask] = j;
-    }
-    r->len[c] = k;
+static void unlink_key(sp_residency *r, int c, int32_t j) {
+    if (r->prev[j] >= 0) r->next[r->prev[j]] = r->next[j]; else r->head[c] = r->next[j];
+    if (r->next[j] >= 0) r->prev[r->next[j]] = r->prev[j]; else r->tail[c] = r->prev[j];
 }
 
-static inline void push(sp_residency *r, int c, int32_t j) {
-    if (r->len[c] == r->ring_size) compact(r, c);
-    r->ring[(size_t)c * (size_t)r->ring_size + (size_t)((r->front[c] + r->len[c]) & (r->ring_size - 1))] = j;
-    r->len[c]++;
-    r->uses[j]++;
+static void push_tail(sp_residency *r, int c, int32_t j) {
+    r->prev[j] = r->tail[c];
+    r->next[j] = -1;
+    if (r->tail[c] >= 0) r->next[r->tail[c]] = j; else r->head[c] = j;
+    r->tail[c] = j;
 }
 
 int sp_residency_has(const sp_residency *r, int32_t j) {
     SP_ASSERT(j >= 0 && j < r->n_keys);
-    return r->uses[j] > 0;
+    return r->resident[j];
 }
 
 int sp_residency_access(sp_residency *r, int32_t j) {
     SP_ASSERT(j >= 0 && j < r->n_keys);
     int c = sp_corelet_of(j, r->corelets);
-    if (r->uses[j] > 0) {
-        if (r->policy == 0) push(r, c, j); /* now the most recent: its older entry is dead */
+    if (r->resident[j]) {
+        if (r->policy == 0) {
+            unlink_key(r, c, j);
+            push_tail(r, c, j);
+        }
         return 1;
     }
-    if (r->count[c] >= r->capacity) { /* evict the least recently used (FIFO: the oldest) */
-        const int32_t *q = r->ring + (size_t)c * (size_t)r->ring_size;
-        const int mask = r->ring_size - 1;
-        for (;;) {
-            int32_t v = q[r->front[c]];
-            r->front[c] = (r->front[c] + 1) & mask;
-            r->len[c]--;
-            if (--r->uses[v] == 0) break; /* its last entry: v was live, now evicted */
-        }
+    if (r->count[c] >= r->capacity) {
+        int32_t v = r->head[c];
+        unlink_key(r, c, v);
+        r->resident[v] = 0;
         r->count[c]--;
     }
-    push(r, c, j);
+    push_tail(r, c, j);
+    r->resident[j] = 1;
     r->count[c]++;
     return 0;
 }

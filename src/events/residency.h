@@ -9,18 +9,12 @@
 
 #include "sprint/sim.h" /* sp_sld_split */
 
-/* Each CORELET's entries in order of last use (LRU) or of insertion (FIFO) as a lazy queue
- * (residency.c): a ring of key indices, oldest at the front, to which LRU appends a key again
- * at every hit instead of moving it; uses[j] counts key j's entries in its queue, so the last
- * of them is its only live one and the others are skipped when they reach the front (or
- * dropped when the ring is compacted). uses[j] > 0 exactly when j is resident. */
 typedef struct sp_residency {
     int n_keys, corelets, capacity; /* capacity: entries per CORELET */
     int policy;                     /* 0 LRU, 1 FIFO */
-    int32_t *uses;                  /* (n_keys) entries of key j in its CORELET's queue */
-    int32_t *ring;                  /* (corelets * ring_size) each CORELET's queue */
-    int ring_size;                  /* a power of two >= 2 * capacity */
-    int32_t *front, *len, *count;   /* (corelets) queue front (index into its ring), entries, live keys */
+    int32_t *prev, *next;           /* (n_keys) list links, -1 = none */
+    unsigned char *resident;        /* (n_keys) */
+    int32_t *head, *tail, *count;   /* (corelets) head = oldest / least recently used */
 } sp_residency;
 
 /* The CORELET of key j >= 0 among C (keys are token-interleaved: j mod C), a mask when C is a
