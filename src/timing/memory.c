@@ -338,7 +338,7 @@ static inline uint64_t ror64(uint64_t x, int k) { return (x >> k) | (x << ((64 -
  * orders the batch, with each request's kind (hit, miss, conflict) and the banks' open rows
  * as the accesses will leave them; the second pass times the accesses in that order. */
 static inline __attribute__((always_inline)) void frfcfs_scan_impl(sp_mem *m, const sp_mem_req *reqs, int n, double t,
-                                                                    sp_mem_plan *plan, batch_acc *acc, const int with_plan) {
+                                                                    sp_mem_plan *plan, batch_acc *acc, int nrows, const int with_plan) {
     const int *sg = m->sg, *srid = m->srid;
     const long long *srow = m->srow;
     long long *open_row = m->open_row;
@@ -349,7 +349,7 @@ static inline __attribute__((always_inline)) void frfcfs_scan_impl(sp_mem *m, co
      * squeezed out when the 64 slots are used up */
     int w[64], wh = 0, wt = 0, nw = 0;
     uint64_t live = 0;
-    memset(rmask, 0, sizeof rmask);
+    memset(rmask, 0, (size_t)nrows * sizeof *rmask);
     int a = 0, no = 0;
     for (;;) {
         while (nw < q && a < n) { /* the next arrival: served if a hit, else into W */
@@ -427,9 +427,20 @@ static inline __attribute__((always_inline)) void frfcfs_scan_impl(sp_mem *m, co
     *acc = b;
 }
 
-static void frfcfs_scan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc) {
-    if (plan) frfcfs_scan_impl(m, reqs, n, t, plan, acc, 1);
-    else frfcfs_scan_impl(m, reqs, n, t, NULL, acc, 0);
+/* The two instances, each a function of its own (inlined into the caller, they spilled their
+ * loop variables to the stack). */
+static __attribute__((noinline)) void frfcfs_scan_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan,
+                                                       batch_acc *acc, int nrows) {
+    frfcfs_scan_impl(m, reqs, n, t, plan, acc, nrows, 1);
+}
+
+static __attribute__((noinline)) void frfcfs_scan_noplan(sp_mem *m, const sp_mem_req *reqs, int n, double t, batch_acc *acc, int nrows) {
+    frfcfs_scan_impl(m, reqs, n, t, NULL, acc, nrows, 0);
+}
+
+static void frfcfs_scan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc, int nrows) {
+    if (plan) frfcfs_scan_plan(m, reqs, n, t, plan, acc, nrows);
+    else frfcfs_scan_noplan(m, reqs, n, t, acc, nrows);
 }
 
 /* Fast FR-FCFS, same schedule as sp_mem_batch_reference (the scan, else the lists). */
@@ -492,7 +503,7 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
         srid[i] = id;
     }
     acc_load(&acc, m, t);
-    if (ring) frfcfs_scan(m, reqs, n, t, plan, &acc);
+    if (ring) frfcfs_scan(m, reqs, n, t, plan, &acc, nrows);
     else frfcfs_lists(m, reqs, n, t, plan, &acc);
     acc_store(&acc, m);
     return acc.last;
