@@ -355,6 +355,61 @@ Test(designs, keys_per_corelet_when_the_count_is_not_a_power_of_two) {
     }
 }
 
+/* The residency table against a plain model written from its definition: every key holds the
+ * time of its last use (LRU) or of its insertion (FIFO); a full CORELET evicts its resident key
+ * with the smallest time, found by a scan. */
+typedef struct plain_res {
+    int n, C, cap, pol;
+    long long *time; /* -1: not resident */
+    long long clock;
+} plain_res;
+
+static int plain_res_access(plain_res *p, int32_t j) {
+    int c = j % p->C;
+    p->clock++;
+    if (p->time[j] >= 0) {
+        if (p->pol == 0) p->time[j] = p->clock;
+        return 1;
+    }
+    int resident = 0, victim = -1;
+    for (int k = c; k < p->n; k += p->C)
+        if (p->time[k] >= 0) {
+            resident++;
+            if (victim < 0 || p->time[k] < p->time[victim]) victim = k;
+        }
+    if (resident >= p->cap) p->time[victim] = -1;
+    p->time[j] = p->clock;
+    return 0;
+}
+
+Test(designs, residency_matches_plain_model) {
+    sp_rng rng;
+    sp_rng_seed(&rng, 99);
+    for (int trial = 0; trial < 300; trial++) {
+        int n = 1 + (int)(sp_rng_next(&rng) % 400), C = 1 + (int)(sp_rng_next(&rng) % 5);
+        int cap = trial % 7 == 0 ? 1 + (int)(sp_rng_next(&rng) % 500) : 1 + (int)(sp_rng_next(&rng) % 24);
+        int pol = trial & 1;
+        sp_residency r;
+        sp_residency_init(&r, n, C, cap, pol);
+        plain_res p = {n, C, cap, pol, malloc(sizeof(long long) * (size_t)n), 0};
+        for (int k = 0; k < n; k++) p.time[k] = -1;
+        int span = 1 + (int)(sp_rng_next(&rng) % (unsigned)n); /* queries' keys: ascending within a window */
+        for (int q = 0; q < 120; q++) {
+            int lo = (int)(sp_rng_next(&rng) % (unsigned)n), keep = 1 + (int)(sp_rng_next(&rng) % 100);
+            for (int j = lo; j < n && j < lo + span; j++) {
+                if ((int)(sp_rng_next(&rng) % 100) >= keep) continue;
+                int got = sp_residency_access(&r, j), want = plain_res_access(&p, j);
+                cr_assert_eq(got, want, "trial %d (n %d C %d cap %d policy %d) query %d key %d", trial, n, C, cap,
+                             pol, q, j);
+            }
+            for (int k = 0; k < n; k++)
+                cr_assert_eq(sp_residency_has(&r, k), p.time[k] >= 0, "trial %d query %d key %d", trial, q, k);
+        }
+        free(p.time);
+        sp_residency_free(&r);
+    }
+}
+
 Test(designs, residency_lru_and_fifo) {
     sp_residency r;
     const int32_t seq[] = {0, 2, 0, 4, 2, 0};

@@ -296,12 +296,16 @@ Test(timing, replayed_order_matches_scheduling) {
         }
 }
 
-/* The scheduler's two window forms (memory.c: the 64-place ring with its side list, and the
- * lists) give the reference's schedule in the cases that select between them or exercise the
- * side list: a row-hit run long enough to pass the oldest requests by more than 64 places
- * (they move to the side list, then become hits when their bank's row changes), a batch with
- * more distinct rows than the ring indexes (lists), queues of 64 (the largest ring) and 65,
- * and SPRINT-like batches (K and V of ascending survivors, several K/V row blocks per bank).
+/* The scheduler's two window forms (memory.c: the arrival-order scan with its 64-slot ring of
+ * waiting non-hits, and the lists) give the reference's schedule in the cases that select
+ * between them or exercise the scan's ring: a row-hit run that passes the oldest requests by
+ * more than 64 places (they wait, then become hits when their bank's row changes; the part 9o
+ * ring's side list served this case), runs whose served requests leave holes until the 64
+ * slots are squeezed, a batch with more distinct rows than the scan indexes (lists), queues of
+ * 64 (the largest scan) and 65, and SPRINT-like batches (K and V of ascending survivors,
+ * several K/V row blocks per bank). Planted changes it fails (part 9z.r): the squeeze keeping
+ * the old slots' mask bits, a row mask rebuilt one slot off, hits of a row opened past slot 31
+ * left waiting in batches over 300 requests.
  * Every field of the memory must match the reference's, batch by batch. */
 Test(timing, ring_and_list_windows_match_reference) {
     sp_rng rng;
@@ -362,7 +366,7 @@ Test(timing, ring_and_list_windows_match_reference) {
             }
             for (int g = 0; g < a.nb; g++) {
                 cr_assert_eq(a.sbank[g], -1, "bank %d's window list is not empty after the batches", g);
-                cr_assert_eq(a.sbmask[g], 0, "bank %d's ring mask is not empty after the batches", g);
+                cr_assert_eq(a.sbmask[g], 0, "bank %d's slot mask is not empty after the batches", g);
             }
             sp_mem_plan_free(&pa);
             sp_mem_plan_free(&pb);

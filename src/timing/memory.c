@@ -246,14 +246,12 @@ double sp_mem_batch_reference(sp_mem *m, const sp_mem_req *reqs, int n, double t
 /* The scheduler's window (the first queue_depth waiting requests of a batch) in one of two
  * forms, both giving the reference's order (sp_mem_batch_reference):
  *
- * Ring (queues of up to 64 requests, batches of at most SP_RING_ROWS distinct rows): request i
- * is bit i mod 64 of a 64-bit ring, which holds the window's requests that lie within 64
- * arrival places before the next one to admit (older ones wait in a short side list, see
- * frfcfs_ring); the waiting requests, the row hits, each bank's waiting requests
- * (m->sbmask) and each distinct row's waiting requests (rmask) are ring masks, so a pick is a
- * rotate and a count of trailing zeros, and the re-flag after a row change is one AND: a pick
- * changes its bank's row only when the window holds no row hit at all (a hit would have been
- * picked), so the hits after it are exactly the bank's waiting requests of the new row.
+ * Scan (queues of up to 64 requests, batches of at most SP_RING_ROWS distinct rows): the
+ * batch is read in arrival order; row hits are served as they arrive, non-hits wait in a
+ * 64-slot ring W with masks per bank (m->sbmask) and per distinct row (rmask), see
+ * frfcfs_scan. (Part 9o's ring window, which kept every admitted request in a ring indexed by
+ * arrival and moved requests passed by 64 places to a side list, is replaced by it:
+ * docs/RESULTS.md part 9z.r.)
  *
  * Lists (the general form, any window): bitmaps over the whole batch of waiting and row-hit
  * requests plus one list per bank; an access changes only its bank's open row, so only that
@@ -322,94 +320,130 @@ static void frfcfs_lists(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
 
 static inline uint64_t ror64(uint64_t x, int k) { return (x >> k) | (x << ((64 - k) & 63)); } /* k in [0, 63] */
 
-/* Serves a batch with the ring window (see above). srid[i] < nrows <= SP_RING_ROWS, and the
- * queue depth is at most 64. A waiting request that would lie 64 places before the next one
- * to admit leaves the ring for the side list (side, oldest first): a run of row hits passed
- * it by. Such a request is older than every request in the ring, and its hit flag changes
- * only when its bank opens another row, i.e. at a pick with no hit anywhere, where the side
- * list is re-flagged; the window holds at most 64 requests, so the side list never fills. */
-static void frfcfs_ring(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc,
-                        int nrows) {
-    batch_acc a = *acc; /* a local the loop keeps in registers (batch_acc) */
-    uint64_t rmask[SP_RING_ROWS], *bmask = m->sbmask;
-    memset(rmask, 0, (size_t)nrows * sizeof *rmask);
+/* Serves a batch by scanning it in arrival order (queues of up to 64 requests, batches of at
+ * most SP_RING_ROWS distinct rows; srid[i] < SP_RING_ROWS). The same order as the reference:
+ * the window never holds a row hit when it picks a miss or conflict, because a hit in it
+ * would have been picked first; so its waiting requests are all non-hits (the list W, oldest
+ * first, at most queue_depth of them) and the next arrivals. While W holds fewer than
+ * queue_depth requests, the next arrival is in the window: a hit is the window's oldest hit
+ * and is served at once, a non-hit joins W. When W is full (or the batch is all admitted),
+ * the window holds no hit, and its oldest, W's first, is served: it opens its row, the rows
+ * of the other banks stay, so the new hits are exactly W's requests of that bank and row,
+ * which are then the oldest hits (older than any later arrival) and are served in W's order.
+ * W's slots are given in arrival order; a bank's and a row's slots are 64-bit masks (bit =
+ * slot), so the hits a pick creates are one AND, served in age order by counting trailing
+ * zeros from W's first slot. Served requests leave holes in W; when its 64 slots are used up
+ * (at most queue_depth - 1 < 64 are live then), the live ones move to slots 0.. in age order
+ * and the masks are rebuilt. The first pass only
+ * orders the batch, with each request's kind (hit, miss, conflict) and the banks' open rows
+ * as the accesses will leave them; the second pass times the accesses in that order. */
+static inline __attribute__((always_inline)) void frfcfs_scan_impl(sp_mem *m, const sp_mem_req *reqs, int n, double t,
+                                                                    sp_mem_plan *plan, batch_acc *acc, int nrows, const int with_plan) {
     const int *sg = m->sg, *srid = m->srid;
     const long long *srow = m->srow;
-    const long long *open_row = m->open_row;
-    const int q = m->hw->queue_depth, ch_mask = m->ch_mask, channels = m->hw->channels;
-    uint64_t pend = 0, hit = 0;
-    int wend = 0, wc = 0, base = 0; /* base: the oldest waiting request in the ring (wend when none) */
-    int side[64], ns = 0, shits = 0;
-    unsigned char shit[64], sbank[64] = {0}; /* sbank[g mod 64]: side requests of such banks */
+    long long *open_row = m->open_row;
+    uint64_t rmask[SP_RING_ROWS], *bmask = m->sbmask; /* W's slots of each row, of each bank */
+    int *order = m->snext; /* request index << 2 | kind, in the order served */
+    const int q = m->hw->queue_depth;
+    /* W: slots wh..wt-1 (mod 64) in age order, live ones in `live`; removed ones leave holes,
+     * squeezed out when the 64 slots are used up */
+    int w[64], wh = 0, wt = 0, nw = 0;
+    uint64_t live = 0;
+    memset(rmask, 0, (size_t)nrows * sizeof *rmask);
+    int a = 0, no = 0;
     for (;;) {
-        while (wc < q && wend < n) {
-            while (wend - base >= 64) { /* the ring's oldest waiting request moves to the side list */
-                uint64_t bit = 1ull << (base & 63), nbit = ~bit;
-                side[ns] = base;
-                sbank[sg[base] & 63]++;
-                shit[ns] = (hit & bit) != 0;
-                shits += shit[ns++];
-                pend &= nbit;
-                hit &= nbit;
-                bmask[sg[base]] &= nbit;
-                rmask[srid[base]] &= nbit;
-                base = pend ? base + __builtin_ctzll(ror64(pend, base & 63)) : wend;
+        while (nw < q && a < n) { /* the next arrival: served if a hit, else into W */
+            if (wt - wh == 64) { /* no free slot: W's nw < 64 requests to slots 0.. in age order */
+                int k = 0, tmp[64];
+                for (int e = wh; e < wt; e++)
+                    if (live >> (e & 63) & 1) tmp[k++] = w[e & 63];
+                live = 0;
+                for (int e = 0; e < k; e++) bmask[sg[tmp[e]]] = 0, rmask[srid[tmp[e]]] = 0;
+                for (int e = 0; e < k; e++) {
+                    w[e] = tmp[e];
+                    live |= 1ull << e;
+                    bmask[sg[tmp[e]]] |= 1ull << e;
+                    rmask[srid[tmp[e]]] |= 1ull << e;
+                }
+                wh = 0;
+                wt = k;
             }
-            int i = wend++, g = sg[i];
-            uint64_t bit = 1ull << (i & 63);
-            pend |= bit;
+            int i = a++, g = sg[i];
+            int hit = open_row[g] == srow[i];
+            if (with_plan && hit) plan_push(plan, m, g, srow[i], reqs[i].bytes);
+            order[no] = i << 2; /* kind 0: a hit */
+            no += hit;
+            uint64_t bit = (uint64_t)!hit << (wt & 63);
+            w[wt & 63] = i;
+            live |= bit;
             bmask[g] |= bit;
             rmask[srid[i]] |= bit;
-            hit |= (uint64_t)(open_row[g] == srow[i]) << (i & 63);
-            wc++;
+            wt += !hit;
+            nw += !hit;
         }
-        if (wc == 0) break;
-        int pick, any_hit;
-        if (shits > 0 || (ns > 0 && !hit)) { /* from the side list: its oldest hit, else its oldest */
-            int k = 0;
-            if (shits > 0)
-                while (!shit[k]) k++;
-            any_hit = shit[k];
-            shits -= shit[k];
-            pick = side[k];
-            sbank[sg[pick] & 63]--;
-            ns--;
-            memmove(side + k, side + k + 1, (size_t)(ns - k) * sizeof *side);
-            memmove(shit + k, shit + k + 1, (size_t)(ns - k));
-        } else { /* from the ring, in age order from base: the oldest hit, else the oldest */
-            int sh = base & 63;
-            uint64_t rh = ror64(hit, sh), sel = rh ? rh : ror64(pend, sh);
-            any_hit = rh != 0;
-            pick = base + __builtin_ctzll(sel);
-            uint64_t nbit = ~(1ull << (pick & 63));
-            pend &= nbit;
-            hit &= nbit;
-            bmask[sg[pick]] &= nbit;
-            rmask[srid[pick]] &= nbit;
-            if (pend) base += __builtin_ctzll(ror64(pend, base & 63));
-            else base = wend;
+        if (nw == 0) break;
+        int base = wh & 63, i0 = w[base], g0 = sg[i0];
+        long long r0 = srow[i0];
+        if (with_plan) plan_push(plan, m, g0, r0, reqs[i0].bytes);
+        order[no++] = i0 << 2 | (1 + (open_row[g0] >= 0)); /* a miss, or a conflict when a row was open */
+        open_row[g0] = r0;
+        /* it and W's requests of the row it opens (the oldest hits now), in age order */
+        uint64_t ext = bmask[g0] & rmask[srid[i0]], rest = ror64(ext, base) & ~1ull;
+        bmask[g0] &= ~ext;
+        rmask[srid[i0]] &= ~ext;
+        live &= ~ext;
+        nw -= __builtin_popcountll(ext);
+        while (rest) {
+            int x = w[(base + __builtin_ctzll(rest)) & 63];
+            if (with_plan) plan_push(plan, m, g0, r0, reqs[x].bytes);
+            order[no++] = x << 2;
+            rest &= rest - 1;
         }
-        wc--;
-        int g = sg[pick];
-        long long row = srow[pick];
-        if (!any_hit) {
-            /* no hit in the window: the pick opens a new row, and the hits are its bank's
-             * waiting requests of that row (there were none before) */
-            hit = bmask[g] & rmask[srid[pick]];
-            if (sbank[g & 63])
-                for (int k = 0; k < ns; k++) {
-                    shit[k] = sg[side[k]] == g && srow[side[k]] == row;
-                    shits += shit[k];
-                }
-        }
-        int ch = ch_mask >= 0 ? g & ch_mask : g % channels;
-        plan_push(plan, m, g, row, reqs[pick].bytes);
-        acc_access(m, &a, g, ch, row, reqs[pick].bytes, t);
+        wh = live ? wh + __builtin_ctzll(ror64(live, base)) : wt;
     }
-    *acc = a;
+    /* the accesses, in that order */
+    batch_acc b = *acc; /* a local the loop keeps in registers (batch_acc) */
+    const int ch_mask = m->ch_mask, channels = m->hw->channels;
+    for (int k = 0; k < no; k++) {
+        int i = order[k] >> 2, kind = order[k] & 3, g = sg[i];
+        int ch = ch_mask >= 0 ? g & ch_mask : g % channels;
+        int bytes = reqs[i].bytes;
+        if (bytes != m->c_bytes) set_costs(m, bytes);
+        double burst = m->c_burst;
+        double start = dmax(t, m->bank_ready[g]);
+        b.requests++;
+        b.misses += kind == 1;
+        b.conflicts += kind == 2;
+        double ready = start + m->c_occ[kind];
+        m->bank_ready[g] = ready;
+        b.ready_max = dmax(b.ready_max, ready);
+        double data = dmax(start + m->c_lat[kind], m->bus_free[ch]);
+        double done = data + burst;
+        m->bus_free[ch] = done;
+        b.busy_bus += burst;
+        b.bytes += bytes;
+        b.last = dmax(b.last, done);
+    }
+    *acc = b;
 }
 
-/* Fast FR-FCFS, same schedule as sp_mem_batch_reference (the ring window, else the lists). */
+/* The two instances, each a function of its own (inlined into the caller, they spilled their
+ * loop variables to the stack). */
+static __attribute__((noinline)) void frfcfs_scan_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan,
+                                                       batch_acc *acc, int nrows) {
+    frfcfs_scan_impl(m, reqs, n, t, plan, acc, nrows, 1);
+}
+
+static __attribute__((noinline)) void frfcfs_scan_noplan(sp_mem *m, const sp_mem_req *reqs, int n, double t, batch_acc *acc, int nrows) {
+    frfcfs_scan_impl(m, reqs, n, t, NULL, acc, nrows, 0);
+}
+
+static void frfcfs_scan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan, batch_acc *acc, int nrows) {
+    if (plan) frfcfs_scan_plan(m, reqs, n, t, plan, acc, nrows);
+    else frfcfs_scan_noplan(m, reqs, n, t, acc, nrows);
+}
+
+/* Fast FR-FCFS, same schedule as sp_mem_batch_reference (the scan, else the lists). */
 double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
     if (plan) plan->n = 0;
     batch_acc acc;
@@ -469,7 +503,7 @@ double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_
         srid[i] = id;
     }
     acc_load(&acc, m, t);
-    if (ring) frfcfs_ring(m, reqs, n, t, plan, &acc, nrows);
+    if (ring) frfcfs_scan(m, reqs, n, t, plan, &acc, nrows);
     else frfcfs_lists(m, reqs, n, t, plan, &acc);
     acc_store(&acc, m);
     return acc.last;
