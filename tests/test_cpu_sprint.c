@@ -224,11 +224,32 @@ Test(cpu_sprint, bad_options) {
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_ERR_DATA);
 }
 
-/* The kernel's input check (sp_sx_max_norm_*, sprint_cpu.c check_norms) against the flash
- * kernel's (sp_flash_check_inputs_norms): the same norms to the bit, the same status and message,
+/* The input check's row norms as flash.c's scalar max_norm computed them before both kernels
+ * shared sp_sx_max_norm_* (8 partial sums per row, the d mod 8 tail into the first, combined
+ * pairwise): the order every level must keep. */
+static double plain_max_norm(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    double mx = 0;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const float *r = x + (size_t)i * (size_t)ld;
+        double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int c = 0;
+        for (; c + 8 <= d; c += 8)
+            for (int e = 0; e < 8; e++) p[e] += (double)r[c + e] * (double)r[c + e];
+        for (; c < d; c++) p[0] += (double)r[c] * (double)r[c];
+        const double s = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+        if (!isfinite(s)) return -1;
+        mx = s > mx ? s : mx;
+    }
+    return sqrt(mx);
+}
+
+/* The input check both kernels run (flash.c sp_flash_check_inputs_norms, with sp_sx_max_norm_*)
+ * against the plain loop above: the same norms to the bit at the portable and the AVX-512 level,
  * on random heads (d 1-130, row strides larger than d, padding rows holding NaN, infinities and
  * the largest values, which the check skips), then a NaN or an infinity in a valid row of Q, K
- * or V, and values whose scores could leave fp32; through sp_cpu_attention_sprint as well. */
+ * or V, and values whose scores could leave fp32; sp_cpu_attention_sprint gives flash's status
+ * and message. */
 Test(cpu_sprint, input_check_matches_flash) {
     const int ds[] = {1, 7, 8, 9, 20, 64, 65, 130};
     const int n = 23, ld = 140;
@@ -260,12 +281,21 @@ Test(cpu_sprint, input_check_matches_flash) {
             const sp_status sf = sp_flash_check_inputs_norms(&h, nf, &ef);
             double (*const fn[2])(const float *, int, int, int, const unsigned char *) = {sp_sx_max_norm_portable,
                                                                                            sp_sx_max_norm_avx512};
+            const double want[3] = {plain_max_norm(h.q, h.n_q, d, ld, h.query_valid),
+                                    plain_max_norm(h.k, h.n_k, d, ld, h.key_valid),
+                                    plain_max_norm(h.v, h.n_k, d, ld, h.key_valid)};
+            for (int t = 0; t < 3; t++) /* flash sets all three norms before it judges them */
+                cr_assert(!memcmp(&nf[t], &want[t], sizeof(double)), "d %d case %d norm %d: flash %.17g vs %.17g", d, c,
+                          t, nf[t], want[t]);
+            if (d == 9 && (c == 0 || c == 2)) /* row 0 is the largest of each tensor: 64^2 (1 + 2 u) exactly */
+                for (int t = 0; t < 3; t++)
+                    cr_assert(want[t] == sqrt(4096.0 * (1.0 + 0x1p-51)), "d 9 case %d norm %d: %.17g", c, t, want[t]);
             for (int f = 0; f < (sp_cpu_detect() >= SP_CPU_AVX512 ? 2 : 1); f++) {
                 ns[0] = fn[f](h.q, h.n_q, d, ld, h.query_valid), ns[1] = fn[f](h.k, h.n_k, d, ld, h.key_valid);
                 ns[2] = fn[f](h.v, h.n_k, d, ld, h.key_valid);
                 for (int t = 0; t < 3; t++)
-                    cr_assert(!memcmp(&nf[t], &ns[t], sizeof(double)), "d %d case %d fn %d norm %d: %.17g vs flash %.17g",
-                              d, c, f, t, ns[t], nf[t]);
+                    cr_assert(!memcmp(&want[t], &ns[t], sizeof(double)), "d %d case %d fn %d norm %d: %.17g vs %.17g",
+                              d, c, f, t, ns[t], want[t]);
             }
             sp_cpu_sprint_opts so = {.policy = SP_CPU_POLICY_FIXED, .threshold = 0.0, .margin_sigma = 3, .threads = 1};
             const sp_status ss = sp_cpu_attention_sprint(&h, &so, &es);
@@ -420,9 +450,6 @@ Test(cpu_sprint, setup_avx512_matches_portable) {
     free(x), free(a), free(b), free(ma), free(mb);
 }
 
-/* The fixed-reference tile (sprint_exact.h) at the detected level against its plain-loop
- * version and against a double softmax over the kept keys: 4 rows x 4 panels picked from 8,
- * V rows by index, row masks, row limits, thresholds, several tiles folded in a row. */
 /* The tensor maximum the kernel's quantisation takes (sp_sx_absmax_*, sprint_cpu.c quant_tensor)
  * gives sp_quant_rows' per-tensor scale: random rows at d 1-130 (masked tails), a row stride
  * larger than d, invalid rows holding NaN and huge values (skipped), the largest |x| placed in
@@ -510,6 +537,9 @@ Test(cpu_sprint, partial_fixed_tile_matches_the_limited_full_tile) {
         }
 }
 
+/* The fixed-reference tile (sprint_exact.h) at the detected level against its plain-loop
+ * version and against a double softmax over the kept keys: 4 rows x 4 panels picked from 8,
+ * V rows by index, row masks, row limits, thresholds, several tiles folded in a row. */
 Test(cpu_sprint, fixed_reference_tile_matches_portable_and_reference) {
     const int ds[3] = {64, 48, 128};
     for (int di = 0; di < 3; di++) {

@@ -330,9 +330,10 @@ Test(timing, ring_and_list_windows_match_reference) {
                     for (int i = 0; i < 200; i++) r[n++] = (sp_mem_req){(long)nb * (i % vpr), SP_REGION_K, 64};
                     r[n++] = (sp_mem_req){2, SP_REGION_K, 64};
                     r[n++] = (sp_mem_req){(long)nb * vpr + 1, SP_REGION_V, 64};
-                } else if (kind == 4) { /* two requests of one row pass into the side list; when
-                                           * the older is served, the younger (32 B) is a hit older
-                                           * than the ring's hit of that row (64 B) */
+                } else if (kind == 4) { /* two requests of one row are passed by 64 places (the
+                                           * part 9o ring's side list); when the older is served,
+                                           * the younger (32 B) is a hit older than the later hit
+                                           * of that row (64 B) */
                     r[n++] = (sp_mem_req){(long)nb * vpr, SP_REGION_K, 64}; /* bank 0, K row 1 */
                     r[n++] = (sp_mem_req){2, SP_REGION_V, 64};
                     r[n++] = (sp_mem_req){0, SP_REGION_K, 64}; /* bank 0, K row 0 */
@@ -684,7 +685,7 @@ static void mem_is_plain(const sp_mem *m, const plain_mem *p, const char *what, 
  * power of two), 1-8 banks, rows of 256 B-2 KiB, queues of 1 to 200 (around the ring's 64),
  * FR-FCFS or FCFS, clocks whose latencies are not whole cycles, vectors of 32, 64 and 128 B
  * mixed within a batch, batches of 0-400 requests (uniform over a few rows or many, or a
- * SPRINT-like K/V of ascending survivors, so both window forms and the side list serve), each
+ * SPRINT-like K/V of ascending survivors, so both window forms and the scan's ring serve), each
  * issued before or after the previous one completes. After every batch each returned time, the
  * order served and every field of the memories must equal the plain model's to the bit. */
 Test(timing, random_batches_plan_equals_reference) {

@@ -157,8 +157,8 @@ sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err) {
 
 sp_status sp_flash_check_inputs_norms(const sp_attn_head *h, double nrm[3], sp_error *err) {
     /* largest row norms of the valid rows (-1: a value is not finite): 8 partial sums per row
-     * (sprint_exact.h), in AVX-512 at that level, so the SPRINT kernel, which runs this same
-     * check, pays no less for it than flash does */
+     * (sprint_exact.h), in AVX-512 at that level; the SPRINT kernel runs this same check, so
+     * flash, the baseline, pays no more for it than SPRINT does */
     double (*max_norm)(const float *, int, int, int, const unsigned char *) =
         sp_cpu_detect() >= SP_CPU_AVX512 ? sp_sx_max_norm_avx512 : sp_sx_max_norm_portable;
     double qn = max_norm(h->q, h->n_q, h->d, h->ldq, h->query_valid);

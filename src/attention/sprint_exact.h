@@ -77,8 +77,9 @@ void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum
  * sp_quant_rows_level, for the kernel's quantisation of Q and K. */
 float sp_sx_absmax_portable(const float *x, int n, int d, int ld, const unsigned char *valid);
 float sp_sx_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid);
-/* The largest row norm of the valid rows (-1 if a value is not finite): flash.c's max_norm, the
- * same sums in the same order, for the kernel's input check (sprint_cpu.c check_norms). */
+/* The largest row norm of the valid rows (-1 if a value is not finite): 8 partial sums per row,
+ * the d mod 8 tail into the first, combined pairwise; the input check that the flash and the
+ * SPRINT kernels share (flash.c sp_flash_check_inputs_norms). */
 double sp_sx_max_norm_portable(const float *x, int n, int d, int ld, const unsigned char *valid);
 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const unsigned char *valid);
 /* Whether the kernel uses the fixed reference where it may (default 1; the tests force 0 to

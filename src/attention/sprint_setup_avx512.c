@@ -124,8 +124,8 @@ T512 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const un
         int nr = 0;
         for (; i < n && nr < 4; i++)
             if (!valid || valid[i]) r[nr++] = x + (size_t)i * (size_t)ld;
-        for (int t = nr; t < 4; t++) r[t] = r[0];
         if (nr == 0) break;
+        for (int t = nr; t < 4; t++) r[t] = r[0];
         __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
         for (int c = 0; c < d8; c += 8) {
             const __m512d x0 = _mm512_cvtps_pd(_mm256_loadu_ps(r[0] + c)), x1 = _mm512_cvtps_pd(_mm256_loadu_ps(r[1] + c));

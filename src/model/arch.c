@@ -44,23 +44,10 @@ void sp_sumsq_rows(const float *x, int rows, int n, double *ss) {
 
 enum { NORM_ROWS = 32 }; /* rows whose sums are taken together (a bound on the stack buffer) */
 
-void sp_rmsnorm(float *out, const float *x, const float *w, int rows, int dim) {
-    double ssb[NORM_ROWS];
-    for (int t0 = 0; t0 < rows; t0 += NORM_ROWS) {
-        const int nr = rows - t0 < NORM_ROWS ? rows - t0 : NORM_ROWS;
-        sp_sumsq_rows(x + (size_t)t0 * dim, nr, dim, ssb);
-        for (int t = t0; t < t0 + nr; t++) {
-            const float *xr = x + (size_t)t * dim;
-            float *o = out + (size_t)t * dim;
-            float r = (float)(1.0 / sqrt(ssb[t - t0] / dim + 1e-5));
-            for (int i = 0; i < dim; i++) o[i] = w[i] * (r * xr[i]);
-        }
-    }
-}
-
-/* out (rows, n) = x / (max(||x||, 1e-12) sqrt(n)) per row (BitNet's SimpleRMSNorm; the
- * 1e-12 floor is F.normalize's eps, so a zero row stays zero). Sum of squares in double. */
-static void unit_norm(float *out, const float *x, int rows, int n) {
+/* Both norms (model_internal.h, unit_norm): each row's sum of squares (sp_sumsq_rows, NORM_ROWS
+ * rows at a time), then out = w * (r x) with the llama2.c factor r = 1 / sqrt(ss / n + 1e-5)
+ * when w is given, else out = r x with BitNet's r = 1 / (max(sqrt(ss), 1e-12) sqrt(n)). */
+static void norm_rows(float *out, const float *x, const float *w, int rows, int n) {
     double ssb[NORM_ROWS];
     for (int t0 = 0; t0 < rows; t0 += NORM_ROWS) {
         const int nr = rows - t0 < NORM_ROWS ? rows - t0 : NORM_ROWS;
@@ -68,12 +55,27 @@ static void unit_norm(float *out, const float *x, int rows, int n) {
         for (int t = t0; t < t0 + nr; t++) {
             const float *xr = x + (size_t)t * n;
             float *o = out + (size_t)t * n;
-            double nrm = sqrt(ssb[t - t0]);
-            float r = (float)(1.0 / ((nrm > 1e-12 ? nrm : 1e-12) * sqrt((double)n)));
-            for (int i = 0; i < n; i++) o[i] = r * xr[i];
+            const double ss = ssb[t - t0];
+            if (w) {
+                float r = (float)(1.0 / sqrt(ss / n + 1e-5));
+                for (int i = 0; i < n; i++) o[i] = w[i] * (r * xr[i]);
+            } else {
+                double nrm = sqrt(ss);
+                float r = (float)(1.0 / ((nrm > 1e-12 ? nrm : 1e-12) * sqrt((double)n)));
+                for (int i = 0; i < n; i++) o[i] = r * xr[i];
+            }
         }
     }
 }
+
+void sp_rmsnorm(float *out, const float *x, const float *w, int rows, int dim) {
+    SP_ASSERT(w != NULL);
+    norm_rows(out, x, w, rows, dim);
+}
+
+/* out (rows, n) = x / (max(||x||, 1e-12) sqrt(n)) per row (BitNet's SimpleRMSNorm; the
+ * 1e-12 floor is F.normalize's eps, so a zero row stays zero). Sum of squares in double. */
+static void unit_norm(float *out, const float *x, int rows, int n) { norm_rows(out, x, NULL, rows, n); }
 
 const float *sp_model_linear_input(const sp_model *m, sp_lin_input which, int l, const float *in, float *scratch,
                                    int rows) {

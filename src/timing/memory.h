@@ -28,13 +28,13 @@ typedef struct sp_mem {
     /* statistics */
     double requests, bytes, hits, misses, conflicts, busy_bus;
     /* scratch for batches */
-    int *snext, *sprev;  /* batch scratch: list links (per-bank window lists) */
+    int *snext, *sprev;  /* batch scratch: list links (per-bank window lists); snext also the scan's served order */
     uint64_t *spend, *shit; /* batch scratch: waiting / row-hit bitmaps of the window */
     int *sbank;          /* (nb) head of each bank's window list; all -1 between batches */
     int *sg;             /* bank of each batch request */
     long long *srow;     /* row of each batch request */
     int *srid;           /* batch scratch: index of each request's row among the batch's distinct rows */
-    uint64_t *sbmask;    /* (nb) ring scheduler: each bank's waiting requests (ring bits); all 0 between batches */
+    uint64_t *sbmask;    /* (nb) scan scheduler: each bank's waiting non-hits (slot bits of its 64-slot ring); all 0 between batches */
     int scratch_n;
     /* cached per vector size: the burst and column spacing of the last size seen */
     int c_bytes;
