@@ -450,7 +450,7 @@ Test(cpu_sprint, setup_avx512_matches_portable) {
     free(x), free(a), free(b), free(ma), free(mb);
 }
 
-/* The tensor maximum the kernel's quantisation takes (sp_sx_absmax_*, sprint_cpu.c quant_tensor)
+/* The tensor maximum the kernel's quantisation takes (sp_quant_absmax_*, inside sp_quant_rows_level)
  * gives sp_quant_rows' per-tensor scale: random rows at d 1-130 (masked tails), a row stride
  * larger than d, invalid rows holding NaN and huge values (skipped), the largest |x| placed in
  * the last element of a row, negative, and all-zero / no valid rows (scale 1). */
@@ -472,7 +472,7 @@ Test(cpu_sprint, tensor_max_matches_sp_quant_rows) {
             if (c == 2) y[(size_t)(n - 1) * ld + d - 1] = -9.75f; /* the largest valid |x|, last element */
             float sc[29];
             sp_quant_rows_level(SP_CPU_PORTABLE, y, n, d, ld, 0, vm, qi, sc);
-            const float mp = sp_sx_absmax_portable(y, n, d, ld, vm), ma = sp_sx_absmax_avx512(y, n, d, ld, vm);
+            const float mp = sp_quant_absmax_portable(y, n, d, ld, vm), ma = sp_quant_absmax_avx512(y, n, d, ld, vm);
             const float sp = mp > 0.0f ? mp / 127.0f : 1.0f;
             cr_assert_eq(sp, sc[0], "d %d case %d: portable max %g gives scale %g, sp_quant_rows %g", d, c, (double)mp,
                          (double)sp, (double)sc[0]);

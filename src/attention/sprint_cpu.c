@@ -405,23 +405,6 @@ static int fixed_ref_ok(const sp_attn_head *h, const sp_cpu_sprint_opts *o, cons
     return e + log2((double)h->n_k + 1.0) + log2(nrm[2] > 1 ? nrm[2] : 1) <= 120.0;
 }
 
-/* sp_quant_rows_level(lv, x, n, d, ld, 0, valid, xi, scales), per-tensor scale: the same
- * bytes and scales, the tensor's maximum taken in AVX-512 at that level (the scalar maximum
- * was ~1% of a causal call; the maximum does not depend on the order for the finite inputs the
- * input check guarantees). */
-static void quant_tensor(sp_cpu_level lv, const float *x, int n, int d, int ld, const unsigned char *valid,
-                         int8_t *xi, float *scales) {
-    const float mx = lv >= SP_CPU_AVX512 ? sp_sx_absmax_avx512(x, n, d, ld, valid)
-                                         : sp_sx_absmax_portable(x, n, d, ld, valid);
-    const float s = mx > 0.0f ? mx / 127.0f : 1.0f;
-    for (int i = 0; i < n; i++) {
-        scales[i] = s;
-        int8_t *out = xi + (size_t)i * (size_t)d;
-        if (valid && !valid[i]) memset(out, 0, (size_t)d);
-        else sp_quant_row_level(lv, x + (size_t)i * (size_t)ld, d, s, out);
-    }
-}
-
 static sp_status check_inputs(const sp_attn_head *h, const sp_cpu_sprint_opts *o, sp_error *err) {
     sp_status s = sp_attn_head_check(h, err);
     if (s != SP_OK) return s;
@@ -457,8 +440,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
     const int v512 = lv >= SP_CPU_AVX512;
-    quant_tensor(lv, h->q, nq, d, h->ldq, h->query_valid, qi, sq);
-    quant_tensor(lv, h->k, nk, d, h->ldk, h->key_valid, ki, sk);
+    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
+    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
     int8_t *qd = qi; /* (nq, d8) query levels: qi itself when d is a multiple of 8 */
     if (d8 != d) {
         qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);

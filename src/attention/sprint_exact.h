@@ -73,10 +73,6 @@ void sp_sx_tile_fixed_avx512(struct sp_flash_tile *t); /* d % 16 == 0 */
  * msb (n, d) (skipped when msb is NULL), the row sum and the sum of squares. */
 void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
-/* The largest |x| over the valid rows (0 for none; finite inputs): the per-tensor maximum of
- * sp_quant_rows_level, for the kernel's quantisation of Q and K. */
-float sp_sx_absmax_portable(const float *x, int n, int d, int ld, const unsigned char *valid);
-float sp_sx_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid);
 /* The largest row norm of the valid rows (-1 if a value is not finite): 8 partial sums per row,
  * the d mod 8 tail into the first, combined pairwise; the input check that the flash and the
  * SPRINT kernels share (flash.c sp_flash_check_inputs_norms). */

@@ -1,7 +1,7 @@
 /* sprint_setup_avx512.c: the per-call setup of the SPRINT CPU kernel (sprint_cpu.c) in AVX-512:
- * the key MSB levels with the integer row sums the sigma margins need (sprint_exact.h; the
- * 8-bit quantisation of Q and K is sp_quant_rows_level's). Tested byte for
- * byte against the portable loops (tests/test_cpu_sprint.c). */
+ * the key MSB levels with the integer row sums the sigma margins need, and the input check's
+ * row norms (sprint_exact.h; the 8-bit quantisation of Q and K is sp_quant_rows_level's).
+ * Tested byte for byte against the portable loops (tests/test_cpu_sprint.c). */
 #include "attention/sprint_exact.h"
 
 #include <math.h>
@@ -18,23 +18,6 @@ void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *s
         }
         sum[i] = s, sum2[i] = s2;
     }
-}
-
-/* The largest |x| over the rows i with valid[i] (all if valid is NULL); 0 for none: the
- * per-tensor scale's maximum in sp_quant_rows_level (quant.c), which the kernel calls only on
- * inputs whose valid rows are finite (sp_flash_check_inputs_norms), so the order of the
- * comparisons does not matter. */
-float sp_sx_absmax_portable(const float *x, int n, int d, int ld, const unsigned char *valid) {
-    float m = 0.0f;
-    for (int i = 0; i < n; i++) {
-        if (valid && !valid[i]) continue;
-        const float *r = x + (size_t)i * (size_t)ld;
-        for (int c = 0; c < d; c++) {
-            const float a = r[c] < 0 ? -r[c] : r[c];
-            m = a > m ? a : m;
-        }
-    }
-    return m;
 }
 
 /* The largest row norm of the valid rows of x (n, d), or -1 when a value is not finite: the
@@ -86,26 +69,6 @@ T512 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t
         sum[i] = _mm512_reduce_add_epi32(s), sum2[i] = _mm512_reduce_add_epi32(s2);
     }
 }
-/* sp_sx_absmax_portable in AVX-512: 16 lanes (masked at the row's end), 4 accumulators. */
-T512 float sp_sx_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
-    __m512 m0 = _mm512_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
-    for (int i = 0; i < n; i++) {
-        if (valid && !valid[i]) continue;
-        const float *r = x + (size_t)i * (size_t)ld;
-        int c = 0;
-        for (; c + 64 <= d; c += 64) {
-            m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_loadu_ps(r + c)));
-            m1 = _mm512_max_ps(m1, _mm512_abs_ps(_mm512_loadu_ps(r + c + 16)));
-            m2 = _mm512_max_ps(m2, _mm512_abs_ps(_mm512_loadu_ps(r + c + 32)));
-            m3 = _mm512_max_ps(m3, _mm512_abs_ps(_mm512_loadu_ps(r + c + 48)));
-        }
-        for (; c < d; c += 16) {
-            const __mmask16 k = d - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - c)) - 1u);
-            m0 = _mm512_max_ps(m0, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, r + c)));
-        }
-    }
-    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
-}
 /* sp_sx_max_norm_portable in AVX-512: the 8 partial sums of a row are the 8 double lanes of
  * one accumulator (a square of a float is exact in double, so a fused multiply-add gives the
  * same sums); 4 rows at a time, as the sums of one row form a dependent chain. */
@@ -145,9 +108,6 @@ T512 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const un
 #else
 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
     return sp_sx_max_norm_portable(x, n, d, ld, valid);
-}
-float sp_sx_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
-    return sp_sx_absmax_portable(x, n, d, ld, valid);
 }
 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2) {
     sp_sx_rows_portable(x, n, d, msb, sum, sum2);

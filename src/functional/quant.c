@@ -28,29 +28,33 @@ void sp_quant_rows(const float *x, int n, int d, int ld, int per_row, const unsi
     sp_quant_rows_level(sp_cpu_detect(), x, n, d, ld, per_row, valid, xi, scales);
 }
 
+float sp_quant_absmax_portable(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    /* 4 partial maxima (independent chains; the maximum does not depend on the order, and a
+     * NaN is skipped by every comparison as in one chain) */
+    float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const float *r = x + (size_t)i * (size_t)ld;
+        int c = 0;
+        for (; c + 4 <= d; c += 4) {
+            float a0 = fabsf(r[c]), a1 = fabsf(r[c + 1]), a2 = fabsf(r[c + 2]), a3 = fabsf(r[c + 3]);
+            m0 = a0 > m0 ? a0 : m0, m1 = a1 > m1 ? a1 : m1, m2 = a2 > m2 ? a2 : m2, m3 = a3 > m3 ? a3 : m3;
+        }
+        for (; c < d; c++) {
+            float a = fabsf(r[c]);
+            m0 = a > m0 ? a : m0;
+        }
+    }
+    m0 = m1 > m0 ? m1 : m0, m2 = m3 > m2 ? m3 : m2;
+    return m2 > m0 ? m2 : m0;
+}
+
 void sp_quant_rows_level(sp_cpu_level level, const float *x, int n, int d, int ld, int per_row,
                          const unsigned char *valid, int8_t *xi, float *scales) {
     float tensor_max = 0.0f;
-    if (!per_row) {
-        /* 4 partial maxima (independent chains; the maximum does not depend on the order, and a
-         * NaN is skipped by every comparison as in one chain) */
-        float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
-        for (int i = 0; i < n; i++) {
-            if (valid && !valid[i]) continue;
-            const float *r = x + (size_t)i * (size_t)ld;
-            int c = 0;
-            for (; c + 4 <= d; c += 4) {
-                float a0 = fabsf(r[c]), a1 = fabsf(r[c + 1]), a2 = fabsf(r[c + 2]), a3 = fabsf(r[c + 3]);
-                m0 = a0 > m0 ? a0 : m0, m1 = a1 > m1 ? a1 : m1, m2 = a2 > m2 ? a2 : m2, m3 = a3 > m3 ? a3 : m3;
-            }
-            for (; c < d; c++) {
-                float a = fabsf(r[c]);
-                m0 = a > m0 ? a : m0;
-            }
-        }
-        m0 = m1 > m0 ? m1 : m0, m2 = m3 > m2 ? m3 : m2;
-        tensor_max = m2 > m0 ? m2 : m0;
-    }
+    if (!per_row)
+        tensor_max = level >= SP_CPU_AVX512 ? sp_quant_absmax_avx512(x, n, d, ld, valid)
+                                            : sp_quant_absmax_portable(x, n, d, ld, valid);
     for (int i = 0; i < n; i++) {
         const float *r = x + (size_t)i * (size_t)ld;
         float mx = tensor_max;

@@ -1,5 +1,8 @@
-/* quant_avx512.c: one row of the 8-bit quantiser in AVX-512 F (quant_simd.h). */
+/* quant_avx512.c: one row of the 8-bit quantiser, and the per-tensor maximum, in AVX-512 F
+ * (quant_simd.h). */
 #include <stdint.h>
+
+#include "functional/quant_simd.h" /* sp_quant_absmax_* */
 
 void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi);
 
@@ -43,6 +46,28 @@ T512 void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi) {
         _mm_mask_storeu_epi8(xi + c, (__mmask16)m, _mm256_cvtepi32_epi8(iv));
     }
 }
+/* sp_quant_absmax_portable (quant_simd.h) in AVX-512: 16 lanes (masked at the row's end), 4
+ * accumulators; max(|x|, m) keeps m where |x| is NaN (vmaxps returns its second operand when
+ * either is NaN), as the portable comparisons skip it. */
+T512 float sp_quant_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    __m512 m0 = _mm512_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
+    for (int i = 0; i < n; i++) {
+        if (valid && !valid[i]) continue;
+        const float *r = x + (size_t)i * (size_t)ld;
+        int c = 0;
+        for (; c + 64 <= d; c += 64) {
+            m0 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(r + c)), m0);
+            m1 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(r + c + 16)), m1);
+            m2 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(r + c + 32)), m2);
+            m3 = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(r + c + 48)), m3);
+        }
+        for (; c < d; c += 16) {
+            const __mmask16 k = d - c >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (d - c)) - 1u);
+            m0 = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(k, r + c)), m0);
+        }
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
+}
 #else
 #include <math.h>
 void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi) {
@@ -52,5 +77,8 @@ void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi) {
         if (v < -127) v = -127;
         xi[c] = (int8_t)v;
     }
+}
+float sp_quant_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    return sp_quant_absmax_portable(x, n, d, ld, valid);
 }
 #endif

@@ -12,7 +12,12 @@
 #include "cpu/cpu.h"
 
 void sp_quant_row_level(sp_cpu_level level, const float *x, int d, float s, int8_t *xi);
-/* sp_quant_rows (fn_internal.h) at a chosen level. */
+/* The largest |x| over the rows i with valid[i] (all if valid is NULL), 0 for none; a NaN is
+ * skipped as every comparison `a > m ? a : m` skips it: the per-tensor scale's maximum of
+ * sp_quant_rows_level. The maximum does not depend on the order, so both give the same value. */
+float sp_quant_absmax_portable(const float *x, int n, int d, int ld, const unsigned char *valid);
+float sp_quant_absmax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid);
+/* sp_quant_rows (fn_internal.h) at a chosen level (the tensor maximum in AVX-512 at that level). */
 void sp_quant_rows_level(sp_cpu_level level, const float *x, int n, int d, int ld, int per_row,
                          const unsigned char *valid, int8_t *xi, float *scales);
 
