@@ -31,9 +31,10 @@
  * 2^(s - m) and t->o += 2^(s - m) v over the kept keys. No t->bias (the SPRINT kernel applies
  * padding through the masks). d % 16 == 0. */
 /* tile_scores_4x4 (flash_tile_avx512.h) for the first np panels only, the same FMA steps, so
- * the same scores; s[r][p] for p >= np zeroed, and masked off by the rows' limits (lim = min(lim, nkc)). The SPRINT kernel's last tile of a query
- * group holds 1-3 queued panels (sprint_cpu.c sx_tile), whose other panels every row masks
- * (lim = 16 np): their scores were computed and thrown away. */
+ * the same scores; s[r][p] for p >= np zeroed, and masked off by the rows' limits
+ * (lim = min(lim, nkc)). The SPRINT kernel's last tile of a query group holds 1-3 queued panels
+ * (sprint_cpu.c sx_tile), whose other panels every row masks (lim = 16 np): their scores were
+ * computed and thrown away. */
 #define TS_STEP(P)                                                                                \
     do {                                                                                          \
         const __m512 k_ = _mm512_loadu_ps(t->kpan[P] + (size_t)c * 16);                          \

@@ -714,7 +714,8 @@ sp_status sp_qkv_capture_model(const sp_config *cfg, const sp_model *m, const sp
     /* the op of the real-model traces (trace.c): workload.mode, calibrated on o->calib, else
      * on the corpus */
     sp_attn_op *inner = NULL;
-    sp_status st = sp_sim_mask_op_create(cfg, mi->n_layers, mi->n_heads, m, o && o->calib ? o->calib : corpus, 1, o ? o->progress : NULL,
+    const sp_corpus *calib = o && o->calib ? o->calib : corpus;
+    sp_status st = sp_sim_mask_op_create(cfg, mi->n_layers, mi->n_heads, m, calib, 1, o ? o->progress : NULL,
                                          o ? o->progress_user : NULL, &inner, NULL, 0, err);
     if (st != SP_OK) {
         sp_qkv_free(q);
