@@ -43,19 +43,27 @@
 #include "functional/int_screen_amx.h"
 #include "sprint/cpu_attention.h"
 
-#define QBLK 32     /* queries per parallel work item (8 groups of 4; a multiple of 32, the AMX screen's rows) */
+/* Queries per parallel work item: 32 groups of 4, a multiple of 32 (the AMX screen's rows). 128
+ * rather than 32: a chunk's K, V and packed K rows, fetched from L2 or L3 once per block, serve 4
+ * times as many queries (docs/RESULTS.md part 10.b). */
+#define QBLK 128
 #define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
 /* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which the panel is
  * computed by the dense flash tile instead of the gathers: a speed choice only (both compute
- * the same kept set and softmax up to float rounding); see docs/RESULTS.md part 9b. */
-#define SX_DENSE_MIN 16
+ * the same kept set and softmax up to float rounding); see docs/RESULTS.md parts 9b and 10.b
+ * (16 before the batched, pipelined gathered step; 24 since). */
+#define SX_DENSE_MIN 24
 static int g_dense_min = SX_DENSE_MIN;
 void sp_sx_dense_min_set(int n) { __atomic_store_n(&g_dense_min, n, __ATOMIC_RELAXED); }
 int sp_sx_dense_min(void) { return __atomic_load_n(&g_dense_min, __ATOMIC_RELAXED); }
 static int g_fixed_ref = 1;
 void sp_sx_fixed_ref_set(int on) { __atomic_store_n(&g_fixed_ref, on, __ATOMIC_RELAXED); }
 int sp_sx_fixed_ref(void) { return __atomic_load_n(&g_fixed_ref, __ATOMIC_RELAXED); }
-#define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
+/* Survivors a query's pending list collects before a chunk step serves them (then all its full
+ * 16-key groups): the fixed-reference step overlaps each 16-key group's scores with the previous
+ * group's weighted sum, which a batch of one group cannot (docs/RESULTS.md part 10.b). */
+#define SX_BATCH 48
+#define SX_PEND (SX_BATCH + SX_CHUNK + 16) /* survivors waiting per query: < SX_BATCH before a chunk's gather + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
 typedef struct sx_shared {
@@ -282,6 +290,27 @@ static inline uint64_t panel_counts(uint64_t r0, uint64_t r1, uint64_t r2, uint6
     return (t + (t >> 8)) & 0x00FF00FF00FF00FFull;
 }
 
+/* Serves the first `take` survivors waiting on block row r's pending list (exact scores, the
+ * exact threshold, the softmax update, sprint_exact.h) and moves the < 16 left to the front. */
+static void sx_serve(const sx_shared *S, sx_work *w, int b0, int r, int take) {
+    const sp_attn_head *h = S->h;
+    const size_t D = (size_t)h->d;
+    int32_t *pend = w->pend + (size_t)r * SX_PEND;
+    const int n = w->npend[r];
+    const int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, h->d, pend, take,
+                               (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r], w->acc + (size_t)r * D,
+                               w->sbuf, w->kidx);
+    w->st.pairs_kept += nkept;
+    if (S->o->kept) {
+        unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)h->n_k;
+        for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
+    }
+    /* < 16 left, and take >= 16 whenever some are left: one 64-byte copy, no overlap (pend has
+     * SX_PEND >= take + 16 entries) */
+    if (n > take) memcpy(pend, pend + take, 16 * sizeof *pend);
+    w->npend[r] = n - take;
+}
+
 /* The digital stage of a block of nb queries [b0, b0 + nb) (paper sec. 1.4-1.5), key chunk by
  * key chunk: each query's survivors in the chunk get exact scores, the exact threshold and an
  * online-softmax update, so a chunk's K and V rows serve the whole block while in cache, and
@@ -308,32 +337,40 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
         if (e > endmax) endmax = e;
     }
     const int nch = (endmax + SX_CHUNK - 1) / SX_CHUNK;
-    /* Survivors wait in a per-query list until 16 of them fill the score tree (a query has ~11
-     * survivors per 64-key chunk at 17% screened; partial trees waste a third of the work);
-     * the waiting rows are the last chunk's, still in L1. */
+    /* Survivors outside the dense panels wait in a per-query list until SX_BATCH of them are
+     * there (a query has a few such survivors per 64-key chunk on the BERT-L preset at 10% kept;
+     * partial 16-key groups waste score-tree work); the waiting rows are recent chunks', in L1
+     * or L2. */
     int *np = w->npend;
     for (int r = 0; r < QBLK; r++) np[r] = 0;
     for (int gi = 0; gi < QBLK / 4; gi++) w->qn[gi] = 0;
     memset(w->qmask, 0, QBLK * sizeof *w->qmask);
+    /* panels dense when the group's 4 rows hold >= dm survivors in them (dm >= 1: empty panels
+     * never), tested on all 4 panel counts at once: field + 0x8000 - dm sets the field's top bit
+     * iff count >= dm (counts <= 64) */
+    const int dm = S->dense_min > 0 ? S->dense_min : 1;
+    const uint64_t dadd = dm <= 64 ? (uint64_t)(0x8000 - dm) * 0x0001000100010001ull : 0;
     for (int ch = 0; ch <= nch; ch++)
         for (int g = 0; g < nb; g += 4) {
-            /* Panels of 16 keys in which the group's 4 queries have at least dense_min of the
-             * 64 pairs as survivors are queued, 4 to a flash tile (scores of all 4 x 64 pairs
-             * from the packed K panels: no gathers, no reduction trees; weights only for kept
-             * keys); the survivors of the other panels go to the gathers below. */
-            uint64_t rg[4] = {0, 0, 0, 0}; /* survivors left to the gathers */
             const int gi = g / 4;
-            if (ch < nch) {
-                /* the 4 rows' words in registers (r0..r3); rg[] only after the dense panels */
-                /* (rows of invalid queries and rows past nb are zero words: sx_group) */
-                const uint64_t *x = w->maskt + (size_t)ch * QBLK + (size_t)g;
-                uint64_t r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
-                uint64_t pc = S->kp_f32 && (r0 | r1 | r2 | r3) ? panel_counts(r0, r1, r2, r3) : 0;
-                while (pc) { /* the panels with survivors, lowest first */
-                    const int p = __builtin_ctzll(pc) / 16;
-                    const int cnt = (int)((pc >> (16 * p)) & 0xFFFF);
-                    pc &= ~((uint64_t)0xFFFF << (16 * p));
-                    if (cnt < S->dense_min) continue;
+            if (ch == nch) { /* after the last chunk: the panels still queued, then every survivor left */
+                if (w->qn[gi] > 0) sx_tile(S, w, b0, nb, g);
+                for (int r = g; r < g + 4 && r < nb; r++)
+                    if (np[r] > 0) sx_serve(S, w, b0, r, np[r]);
+                continue;
+            }
+            const uint64_t *x = w->maskt + (size_t)ch * QBLK + (size_t)g;
+            uint64_t r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
+            if (!(r0 | r1 | r2 | r3)) continue; /* rows past nb and invalid rows are zero words (sx_group) */
+            if (S->kp_f32 && dadd) {
+                /* Panels of 16 keys in which the group's 4 queries have at least dense_min of the
+                 * 64 pairs as survivors are queued, 4 to a flash tile (scores of all 4 x 64 pairs
+                 * from the packed K panels: no gathers, no reduction trees; weights only for kept
+                 * keys); the survivors of the other panels go to the gathers below. */
+                uint64_t dbits = (panel_counts(r0, r1, r2, r3) + dadd) & 0x8000800080008000ull;
+                while (dbits) { /* the dense panels, lowest first */
+                    const int p = __builtin_ctzll(dbits) / 16;
+                    dbits &= dbits - 1;
                     const int slot = w->qn[gi], sh = 16 * p;
                     const uint64_t keep = ~((uint64_t)0xFFFF << sh);
                     uint64_t *qm = w->qmask + gi * 4;
@@ -344,37 +381,19 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
                     qm[3] |= ((r3 >> sh) & 0xFFFF) << (16 * slot), r3 &= keep;
                     if (++w->qn[gi] == 4) sx_tile(S, w, b0, nb, g);
                 }
-                rg[0] = r0, rg[1] = r1, rg[2] = r2, rg[3] = r3;
-            } else if (w->qn[gi] > 0)
-                sx_tile(S, w, b0, nb, g); /* after the last chunk: the panels still queued */
-            /* before the last chunk a row without new survivors has < 16 waiting: nothing to do */
-            if (ch < nch && !(rg[0] | rg[1] | rg[2] | rg[3])) continue;
-            if (ch < nch) { /* the group's leftovers onto its 4 pending lists, one call (zero rows untouched) */
+            }
+            if (!(r0 | r1 | r2 | r3)) continue;
+            { /* the group's leftovers onto its 4 pending lists, one call (zero rows untouched) */
+                const uint64_t rg[4] = {r0, r1, r2, r3};
                 int32_t *const outs[4] = {w->pend + (size_t)g * SX_PEND, w->pend + (size_t)(g + 1) * SX_PEND,
                                           w->pend + (size_t)(g + 2) * SX_PEND, w->pend + (size_t)(g + 3) * SX_PEND};
                 S->gather(rg, ch * SX_CHUNK, outs, np + g);
             }
-            for (int r = g; r < g + 4 && r < nb; r++) {
-                if (!w->valid[r]) continue;
-                int32_t *pend = w->pend + (size_t)r * SX_PEND;
-                int n = np[r];
-                int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
-                if (take > 0) {
-                    int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, d, pend, take,
-                                         (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r],
-                                         w->acc + (size_t)r * D, w->sbuf, w->kidx);
-                    w->st.pairs_kept += nkept;
-                    if (S->o->kept) {
-                        unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)nk;
-                        for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
-                    }
-                    /* < 16 left, and take >= 16 whenever some are left: one 64-byte copy, no overlap
-                     * (pend has SX_PEND >= take + 16 entries) */
-                    if (n > take) memcpy(pend, pend + take, 16 * sizeof *pend);
-                    n -= take;
-                }
-                np[r] = n;
-            }
+            /* a row is served once SX_BATCH survivors wait (rows past nb have none: one test of
+             * the 4 counts, rarely true, instead of a branch per row) */
+            if ((np[g] >= SX_BATCH) | (np[g + 1] >= SX_BATCH) | (np[g + 2] >= SX_BATCH) | (np[g + 3] >= SX_BATCH))
+                for (int r = g; r < g + 4 && r < nb; r++)
+                    if (np[r] >= SX_BATCH) sx_serve(S, w, b0, r, np[r] / 16 * 16);
         }
     for (int r = 0; r < nb; r++) {
         float *orow = h->out + (size_t)(b0 + r) * (size_t)h->ldo;
