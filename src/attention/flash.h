@@ -47,6 +47,10 @@ sp_flash_tile_fn sp_flash_tile_for(sp_cpu_level level, int d);
 /* Floats of the packed K of n_k keys, and the packing. */
 size_t sp_flash_kpack_size(int n_k, int d);
 void sp_flash_pack_k(const float *k, int ldk, int n_k, int d, float *kp);
+/* The same floats element by element (the reference) and 16 x 16 blocks at a time (AVX-512 F;
+ * the portable one elsewhere); sp_flash_pack_k takes the second where the CPU has AVX-512. */
+void sp_flash_pack_k_portable(const float *k, int ldk, int n_k, int d, float *kp);
+void sp_flash_pack_k_avx512(const float *k, int ldk, int n_k, int d, float *kp);
 
 /* Flash attention of query rows [i0, i1) of h (masks as in attention.h; query_valid = 0 rows
  * and rows that see no key are zero). kp from sp_flash_pack_k; bias NULL or (n_k) 0/-inf from
