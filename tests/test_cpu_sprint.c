@@ -244,6 +244,34 @@ static double plain_max_norm(const float *x, int n, int d, int ld, const unsigne
     return sqrt(mx);
 }
 
+/* The AVX-512 norms, row by row and 8 rows at a time, on rows whose squares span many binades
+ * (so the order of the partial sums shows in the last bits): the plain loop's doubles for d a
+ * multiple of 8 (the lane-swap tree) and not (the tail into the first sum). */
+Test(cpu_sprint, max_norm_order_on_wide_rows) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
+    const int ds[] = {8, 16, 17, 64, 72};
+    float x[13 * 72];
+    int differ = 0; /* rows where a different pairing would have changed the sum */
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (int trial = 0; trial < 400; trial++) {
+            const int d = ds[di], n = 1 + trial % 13;
+            for (int i = 0; i < n * d; i++) {
+                const uint64_t k = sp_rng_key(77, di, (uint64_t)trial, (uint64_t)i, 0);
+                x[i] = (float)ldexp(sp_rng_uniform(k) + 0.5, (int)(sp_rng_uniform(sp_rng_key(78, k, 0, 0, 0)) * 30) - 15);
+            }
+            for (int i = 0; i < n; i++) {
+                const double a = plain_max_norm(x + i * d, 1, d, d, NULL), b = sp_sx_max_norm_avx512(x + i * d, 1, d, d, NULL);
+                cr_assert(!memcmp(&a, &b, sizeof a), "d %d trial %d row %d: %.17g vs %.17g", d, trial, i, b, a);
+                double p[8] = {0};
+                for (int c = 0; c < d; c++) p[c < d / 8 * 8 ? c % 8 : 0] += (double)x[i * d + c] * x[i * d + c];
+                differ += ((p[0] + p[2]) + (p[1] + p[3])) + ((p[4] + p[6]) + (p[5] + p[7])) != a * a;
+            }
+            const double a = plain_max_norm(x, n, d, d, NULL), b = sp_sx_max_norm_avx512(x, n, d, d, NULL);
+            cr_assert(!memcmp(&a, &b, sizeof a), "d %d trial %d (%d rows): %.17g vs %.17g", d, trial, n, b, a);
+        }
+    cr_assert_gt(differ, 100, "the rows do not tell the orders apart (%d)", differ);
+}
+
 /* The input check both kernels run (flash.c sp_flash_check_inputs_norms, with sp_sx_max_norm_*)
  * against the plain loop above: the same norms to the bit at the portable and the AVX-512 level,
  * on random heads (d 1-130, row strides larger than d, padding rows holding NaN, infinities and
