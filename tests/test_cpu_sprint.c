@@ -272,6 +272,56 @@ Test(cpu_sprint, max_norm_order_on_wide_rows) {
     cr_assert_gt(differ, 100, "the rows do not tell the orders apart (%d)", differ);
 }
 
+/* The fused pass (sp_sx_max_norm_amax_*, sp_flash_check_inputs_norms_amax): the norms of the
+ * plain loop and the maximum sp_quant_absmax_portable gives, for d with and without a tail
+ * (the largest value placed in the tail, in the 8-lane body, in each row position), row
+ * strides > d and padding rows holding larger values (skipped). */
+Test(cpu_sprint, fused_norm_and_absmax) {
+    const int ds[] = {1, 7, 8, 9, 20, 64, 65};
+    const int n = 21, ld = 70;
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (int pos = 0; pos < 25; pos++) {
+            const int d = ds[di];
+            float *q = randn((size_t)n * ld, 171 + di, 1.0f), *k = randn((size_t)n * ld, 172 + di, 2.0f);
+            float *v = randn((size_t)n * ld, 173 + di, 0.5f), *o = calloc((size_t)n * ld, sizeof(float));
+            unsigned char qv[21], kv[21];
+            for (int i = 0; i < n; i++) qv[i] = i % 5 != 2, kv[i] = i % 4 != 1;
+            for (int i = 2; i < n; i += 5) q[(size_t)i * ld] = 1e30f; /* padding: skipped */
+            for (int j = 1; j < n; j += 4) k[(size_t)j * ld + d - 1] = -1e30f;
+            int row = pos % n, krow = pos % n;
+            while (!qv[row]) row = (row + 1) % n;
+            while (!kv[krow]) krow = (krow + 1) % n;
+            const int col = (pos * 7) % d;
+            q[(size_t)row * ld + col] = -9.5f, k[(size_t)krow * ld + (d - 1 - col)] = 17.25f;
+            sp_attn_head h = {.n_q = n, .n_k = n, .d = d, .q = q, .k = k, .v = v, .out = o, .ldq = ld, .ldk = ld,
+                              .ldv = ld, .ldo = ld, .scale = 0.3f, .query_valid = qv, .key_valid = kv};
+            if (pos == 24) { /* no masks: every row counts (the padding values cleared) */
+                h.query_valid = NULL, h.key_valid = NULL;
+                for (int i = 2; i < n; i += 5) q[(size_t)i * ld] = 0.0f;
+                for (int j = 1; j < n; j += 4) k[(size_t)j * ld + d - 1] = 0.0f;
+            }
+            const float wq = sp_quant_absmax_portable(q, n, d, ld, h.query_valid);
+            const float wk = sp_quant_absmax_portable(k, n, d, ld, h.key_valid);
+            cr_assert(wq == 9.5f && wk == 17.25f, "d %d pos %d: the planted maxima (%g %g)", d, pos, (double)wq, (double)wk);
+            double n0[3], n1[3];
+            float am[2] = {-1, -1};
+            sp_error e0 = {0}, e1 = {0};
+            cr_assert_eq(sp_flash_check_inputs_norms(&h, n0, &e0), SP_OK);
+            cr_assert_eq(sp_flash_check_inputs_norms_amax(&h, n1, am, &e1), SP_OK);
+            cr_assert(!memcmp(n0, n1, sizeof n0), "d %d pos %d: norms differ", d, pos);
+            cr_assert(am[0] == wq && am[1] == wk, "d %d pos %d: amax %g %g vs %g %g", d, pos, (double)am[0],
+                      (double)am[1], (double)wq, (double)wk);
+            for (int f = 0; f < (sp_cpu_detect() >= SP_CPU_AVX512 ? 2 : 1); f++) {
+                float a = -1;
+                const double r = (f ? sp_sx_max_norm_amax_avx512 : sp_sx_max_norm_amax_portable)(k, n, d, ld, h.key_valid, &a);
+                const double w = plain_max_norm(k, n, d, ld, h.key_valid);
+                cr_assert(!memcmp(&r, &w, sizeof r) && a == wk, "d %d pos %d fn %d: %.17g %g vs %.17g %g", d, pos, f, r,
+                          (double)a, w, (double)wk);
+            }
+            free(q), free(k), free(v), free(o);
+        }
+}
+
 /* The input check both kernels run (flash.c sp_flash_check_inputs_norms, with sp_sx_max_norm_*)
  * against the plain loop above: the same norms to the bit at the portable and the AVX-512 level,
  * on random heads (d 1-130, row strides larger than d, padding rows holding NaN, infinities and

@@ -137,7 +137,9 @@ T512F void sp_flash_pack_k_avx512(const float *k, int ldk, int n_k, int d, float
                 t[4 + b] = _mm512_shuffle_f32x4(x1, x3, 0x88);  /* lane 1: element 4 + b */
                 t[12 + b] = _mm512_shuffle_f32x4(x1, x3, 0xDD); /* lane 3: element 12 + b */
             }
-            for (int c = 0; c < nc; c++) _mm512_storeu_ps(dst + (size_t)(c0 + c) * 16, t[c]);
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++) /* constant indices: t stays in registers */
+                if (c < nc) _mm512_storeu_ps(dst + (size_t)(c0 + c) * 16, t[c]);
         }
     }
     memset(kp + (size_t)np * PD, 0, (total - (size_t)np * PD) * sizeof *kp);
@@ -220,13 +222,22 @@ sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err) {
 }
 
 sp_status sp_flash_check_inputs_norms(const sp_attn_head *h, double nrm[3], sp_error *err) {
+    return sp_flash_check_inputs_norms_amax(h, nrm, NULL, err);
+}
+
+sp_status sp_flash_check_inputs_norms_amax(const sp_attn_head *h, double nrm[3], float amax[2], sp_error *err) {
     /* largest row norms of the valid rows (-1: a value is not finite): 8 partial sums per row
      * (sprint_exact.h), in AVX-512 at that level; the SPRINT kernel runs this same check, so
      * flash, the baseline, pays no more for it than SPRINT does */
+    const int v512 = sp_cpu_detect() >= SP_CPU_AVX512;
     double (*max_norm)(const float *, int, int, int, const unsigned char *) =
-        sp_cpu_detect() >= SP_CPU_AVX512 ? sp_sx_max_norm_avx512 : sp_sx_max_norm_portable;
-    double qn = max_norm(h->q, h->n_q, h->d, h->ldq, h->query_valid);
-    double kn = max_norm(h->k, h->n_k, h->d, h->ldk, h->key_valid);
+        v512 ? sp_sx_max_norm_avx512 : sp_sx_max_norm_portable;
+    double (*max_norm_amax)(const float *, int, int, int, const unsigned char *, float *) =
+        v512 ? sp_sx_max_norm_amax_avx512 : sp_sx_max_norm_amax_portable;
+    double qn = amax ? max_norm_amax(h->q, h->n_q, h->d, h->ldq, h->query_valid, &amax[0])
+                     : max_norm(h->q, h->n_q, h->d, h->ldq, h->query_valid);
+    double kn = amax ? max_norm_amax(h->k, h->n_k, h->d, h->ldk, h->key_valid, &amax[1])
+                     : max_norm(h->k, h->n_k, h->d, h->ldk, h->key_valid);
     double vn = max_norm(h->v, h->n_k, h->d, h->ldv, h->key_valid);
     nrm[0] = qn, nrm[1] = kn, nrm[2] = vn;
     if (qn < 0 || kn < 0 || vn < 0)

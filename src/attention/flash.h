@@ -68,6 +68,15 @@ sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err);
 /* The same check, also giving the largest row norms of the valid rows of Q, K and V in
  * nrm[0..2] (-1 for a tensor holding a NaN or infinity). */
 sp_status sp_flash_check_inputs_norms(const sp_attn_head *h, double nrm[3], sp_error *err);
+/* The same check, also giving the largest |x| of the valid rows of Q and K in amax[0..1] (the
+ * per-tensor maximum of the 8-bit quantiser, sp_quant_absmax_*: the SPRINT kernel's setup
+ * reads Q and K once for both; amax is unspecified when the check fails). */
+sp_status sp_flash_check_inputs_norms_amax(const sp_attn_head *h, double nrm[3], float amax[2], sp_error *err);
+/* sp_sx_max_norm_* (sprint_exact.h) that also sets *amax to the largest |x| of the valid rows
+ * when every value is finite (unspecified otherwise): the portable one runs both loops, the
+ * AVX-512 one takes the maximum from the loads of the norm. */
+double sp_sx_max_norm_amax_portable(const float *x, int n, int d, int ld, const unsigned char *valid, float *amax);
+double sp_sx_max_norm_amax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid, float *amax);
 
 /* 2^x for x <= 0 in float (the kernels' polynomial; exactly 0 below -126, 1 at 0): x = n + f,
  * n integer (nearest), |f| <= 1/2; 2^f by the Cephes exp2f polynomial; 2^n in the exponent

@@ -3,6 +3,8 @@
  * row norms (sprint_exact.h; the 8-bit quantisation of Q and K is sp_quant_rows_level's).
  * Tested byte for byte against the portable loops (tests/test_cpu_sprint.c). */
 #include "attention/sprint_exact.h"
+#include "attention/flash.h"
+#include "functional/quant_simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -41,6 +43,10 @@ double sp_sx_max_norm_portable(const float *x, int n, int d, int ld, const unsig
         mx = s > mx ? s : mx;
     }
     return sqrt(mx);
+}
+double sp_sx_max_norm_amax_portable(const float *x, int n, int d, int ld, const unsigned char *valid, float *amax) {
+    *amax = sp_quant_absmax_portable(x, n, d, ld, valid);
+    return sp_sx_max_norm_portable(x, n, d, ld, valid);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -86,9 +92,15 @@ T512 static inline double lanes_sum(__m512d a, const float *r, int c, int d) {
     for (; c < d; c++) p[0] += (double)r[c] * (double)r[c];
     return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
 }
-T512 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+/* The norms and, when amax is non-NULL, the largest |x| (from the same loads: one pass over
+ * the tensor for the input check and the quantiser's scale). Inlined into both entries. */
+T512 static inline __attribute__((always_inline)) double max_norm_avx512(const float *x, int n, int d, int ld,
+                                                                        const unsigned char *valid, float *amax) {
     double mx = 0;
     const int d8 = d / 8 * 8;
+    __m256 am = _mm256_setzero_ps();
+    const __m256 nosign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    float amt = 0.0f; /* the maximum over the d mod 8 tails */
     int i = 0;
     while (i < n) {
         const float *r[8];
@@ -103,22 +115,42 @@ T512 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const un
         for (int c = 0; c < d8; c += 8)
 #pragma GCC unroll 8
             for (int t = 0; t < 8; t++) {
-                const __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(r[t] + c));
+                const __m256 f = _mm256_loadu_ps(r[t] + c);
+                if (amax) am = _mm256_max_ps(am, _mm256_and_ps(f, nosign));
+                const __m512d v = _mm512_cvtps_pd(f);
                 a[t] = _mm512_fmadd_pd(v, v, a[t]);
             }
         double s[8];
 #pragma GCC unroll 8
         for (int t = 0; t < 8; t++) s[t] = lanes_sum(a[t], r[t], d8, d);
+        if (amax && d8 < d)
+            for (int t = 0; t < nr; t++)
+                for (int c = d8; c < d; c++) amt = fabsf(r[t][c]) > amt ? fabsf(r[t][c]) : amt;
         for (int t = 0; t < nr; t++) { /* in row order: the first non-finite row stops, as in the scalar loop */
             if (!isfinite(s[t])) return -1;
             mx = s[t] > mx ? s[t] : mx;
         }
     }
+    if (amax) { /* every value was finite here: the maximum is the one of any order */
+        float m8[8];
+        _mm256_storeu_ps(m8, am);
+        for (int e = 0; e < 8; e++) amt = m8[e] > amt ? m8[e] : amt;
+        *amax = amt;
+    }
     return sqrt(mx);
+}
+T512 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
+    return max_norm_avx512(x, n, d, ld, valid, NULL);
+}
+T512 double sp_sx_max_norm_amax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid, float *amax) {
+    return max_norm_avx512(x, n, d, ld, valid, amax);
 }
 #else
 double sp_sx_max_norm_avx512(const float *x, int n, int d, int ld, const unsigned char *valid) {
     return sp_sx_max_norm_portable(x, n, d, ld, valid);
+}
+double sp_sx_max_norm_amax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid, float *amax) {
+    return sp_sx_max_norm_amax_portable(x, n, d, ld, valid, amax);
 }
 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2) {
     sp_sx_rows_portable(x, n, d, msb, sum, sum2);
