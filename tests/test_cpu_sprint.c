@@ -244,6 +244,84 @@ static double plain_max_norm(const float *x, int n, int d, int ld, const unsigne
     return sqrt(mx);
 }
 
+/* The AVX-512 norms, row by row and 8 rows at a time, on rows whose squares span many binades
+ * (so the order of the partial sums shows in the last bits): the plain loop's doubles for d a
+ * multiple of 8 (the lane-swap tree) and not (the tail into the first sum). */
+Test(cpu_sprint, max_norm_order_on_wide_rows) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
+    const int ds[] = {8, 16, 17, 64, 72};
+    float x[13 * 72];
+    int differ = 0; /* rows where a different pairing would have changed the sum */
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (int trial = 0; trial < 400; trial++) {
+            const int d = ds[di], n = 1 + trial % 13;
+            for (int i = 0; i < n * d; i++) {
+                const uint64_t k = sp_rng_key(77, di, (uint64_t)trial, (uint64_t)i, 0);
+                x[i] = (float)ldexp(sp_rng_uniform(k) + 0.5, (int)(sp_rng_uniform(sp_rng_key(78, k, 0, 0, 0)) * 30) - 15);
+            }
+            for (int i = 0; i < n; i++) {
+                const double a = plain_max_norm(x + i * d, 1, d, d, NULL), b = sp_sx_max_norm_avx512(x + i * d, 1, d, d, NULL);
+                cr_assert(!memcmp(&a, &b, sizeof a), "d %d trial %d row %d: %.17g vs %.17g", d, trial, i, b, a);
+                double p[8] = {0};
+                for (int c = 0; c < d; c++) p[c < d / 8 * 8 ? c % 8 : 0] += (double)x[i * d + c] * x[i * d + c];
+                differ += ((p[0] + p[2]) + (p[1] + p[3])) + ((p[4] + p[6]) + (p[5] + p[7])) != a * a;
+            }
+            const double a = plain_max_norm(x, n, d, d, NULL), b = sp_sx_max_norm_avx512(x, n, d, d, NULL);
+            cr_assert(!memcmp(&a, &b, sizeof a), "d %d trial %d (%d rows): %.17g vs %.17g", d, trial, n, b, a);
+        }
+    cr_assert_gt(differ, 100, "the rows do not tell the orders apart (%d)", differ);
+}
+
+/* The fused pass (sp_sx_max_norm_amax_*, sp_flash_check_inputs_norms_amax): the norms of the
+ * plain loop and the maximum sp_quant_absmax_portable gives, for d with and without a tail
+ * (the largest value placed in the tail, in the 8-lane body, in each row position), row
+ * strides > d and padding rows holding larger values (skipped). */
+Test(cpu_sprint, fused_norm_and_absmax) {
+    const int ds[] = {1, 7, 8, 9, 20, 64, 65};
+    const int n = 21, ld = 70;
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (int pos = 0; pos < 25; pos++) {
+            const int d = ds[di];
+            float *q = randn((size_t)n * ld, 171 + di, 1.0f), *k = randn((size_t)n * ld, 172 + di, 2.0f);
+            float *v = randn((size_t)n * ld, 173 + di, 0.5f), *o = calloc((size_t)n * ld, sizeof(float));
+            unsigned char qv[21], kv[21];
+            for (int i = 0; i < n; i++) qv[i] = i % 5 != 2, kv[i] = i % 4 != 1;
+            for (int i = 2; i < n; i += 5) q[(size_t)i * ld] = 1e30f; /* padding: skipped */
+            for (int j = 1; j < n; j += 4) k[(size_t)j * ld + d - 1] = -1e30f;
+            int row = pos % n, krow = pos % n;
+            while (!qv[row]) row = (row + 1) % n;
+            while (!kv[krow]) krow = (krow + 1) % n;
+            const int col = (pos * 7) % d;
+            q[(size_t)row * ld + col] = -9.5f, k[(size_t)krow * ld + (d - 1 - col)] = 17.25f;
+            sp_attn_head h = {.n_q = n, .n_k = n, .d = d, .q = q, .k = k, .v = v, .out = o, .ldq = ld, .ldk = ld,
+                              .ldv = ld, .ldo = ld, .scale = 0.3f, .query_valid = qv, .key_valid = kv};
+            if (pos == 24) { /* no masks: every row counts (the padding values cleared) */
+                h.query_valid = NULL, h.key_valid = NULL;
+                for (int i = 2; i < n; i += 5) q[(size_t)i * ld] = 0.0f;
+                for (int j = 1; j < n; j += 4) k[(size_t)j * ld + d - 1] = 0.0f;
+            }
+            const float wq = sp_quant_absmax_portable(q, n, d, ld, h.query_valid);
+            const float wk = sp_quant_absmax_portable(k, n, d, ld, h.key_valid);
+            cr_assert(wq == 9.5f && wk == 17.25f, "d %d pos %d: the planted maxima (%g %g)", d, pos, (double)wq, (double)wk);
+            double n0[3], n1[3];
+            float am[2] = {-1, -1};
+            sp_error e0 = {0}, e1 = {0};
+            cr_assert_eq(sp_flash_check_inputs_norms(&h, n0, &e0), SP_OK);
+            cr_assert_eq(sp_flash_check_inputs_norms_amax(&h, n1, am, &e1), SP_OK);
+            cr_assert(!memcmp(n0, n1, sizeof n0), "d %d pos %d: norms differ", d, pos);
+            cr_assert(am[0] == wq && am[1] == wk, "d %d pos %d: amax %g %g vs %g %g", d, pos, (double)am[0],
+                      (double)am[1], (double)wq, (double)wk);
+            for (int f = 0; f < (sp_cpu_detect() >= SP_CPU_AVX512 ? 2 : 1); f++) {
+                float a = -1;
+                const double r = (f ? sp_sx_max_norm_amax_avx512 : sp_sx_max_norm_amax_portable)(k, n, d, ld, h.key_valid, &a);
+                const double w = plain_max_norm(k, n, d, ld, h.key_valid);
+                cr_assert(!memcmp(&r, &w, sizeof r) && a == wk, "d %d pos %d fn %d: %.17g %g vs %.17g %g", d, pos, f, r,
+                          (double)a, w, (double)wk);
+            }
+            free(q), free(k), free(v), free(o);
+        }
+}
+
 /* The input check both kernels run (flash.c sp_flash_check_inputs_norms, with sp_sx_max_norm_*)
  * against the plain loop above: the same norms to the bit at the portable and the AVX-512 level,
  * on random heads (d 1-130, row strides larger than d, padding rows holding NaN, infinities and

@@ -167,7 +167,7 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     int32_t T[4][64];
     uint64_t mk[4];
     for (int ch = 0; ch < nchunk && mode == SX_SCREEN; ch++) {
-        S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
+        S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, need_A ? T : NULL, tau, mk);
         for (int r = 0; r < 4; r++) {
             w->mask[(size_t)(rb + r) * NW + ch] = mk[r];
             if (need_A) memcpy(w->A + (size_t)r * LDA + (size_t)ch * 64, T[r], sizeof T[r]);
@@ -450,7 +450,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (s != SP_OK) return s;
     const int nq = h->n_q, nk = h->n_k, d = h->d, d8 = sp_iscreen_d8(d);
     double nrm[3]; /* largest row norms of Q, K, V */
-    s = sp_flash_check_inputs_norms(h, nrm, err); /* flash's check: finite inputs, scores inside fp32 */
+    float amax[2]; /* largest |q|, |k|: the quantiser's scales, from the same pass over Q and K */
+    s = sp_flash_check_inputs_norms_amax(h, nrm, amax, err); /* flash's check: finite inputs, scores inside fp32 */
     if (s != SP_OK) return s;
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
@@ -459,8 +460,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
     const int v512 = lv >= SP_CPU_AVX512;
-    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    sp_quant_rows_tmax(lv, h->q, nq, d, h->ldq, h->query_valid, amax[0], qi, sq);
+    sp_quant_rows_tmax(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], ki, sk);
     int8_t *qd = qi; /* (nq, d8) query levels: qi itself when d is a multiple of 8 */
     if (d8 != d) {
         qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);

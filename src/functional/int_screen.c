@@ -56,6 +56,8 @@ void sp_iscreen_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp) {
 
 void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
                               const int32_t *tau, uint64_t *mask) {
+    int32_t Tl[4][64]; /* A NULL: the charges are not wanted, only the comparator bits */
+    if (!A) A = Tl;
     for (int r = 0; r < 4; r++)
         for (int u = 0; u < 64; u++) A[r][u] = 0;
     for (int p = 0; p < 4; p++)

@@ -41,10 +41,11 @@ T512 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q
             }
         }
     }
+    if (A) /* NULL: the caller needs only the comparator bits (no 1 KiB of stores per tile) */
 #pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
+        for (int r = 0; r < 4; r++)
 #pragma GCC unroll 4
-        for (int p = 0; p < 4; p++) _mm512_storeu_si512((void *)&A[r][16 * p], acc[r][p]);
+            for (int p = 0; p < 4; p++) _mm512_storeu_si512((void *)&A[r][16 * p], acc[r][p]);
     if (tau)
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {

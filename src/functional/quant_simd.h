@@ -20,5 +20,10 @@ float sp_quant_absmax_avx512(const float *x, int n, int d, int ld, const unsigne
 /* sp_quant_rows (fn_internal.h) at a chosen level (the tensor maximum in AVX-512 at that level). */
 void sp_quant_rows_level(sp_cpu_level level, const float *x, int n, int d, int ld, int per_row,
                          const unsigned char *valid, int8_t *xi, float *scales);
+/* The per-tensor case of sp_quant_rows_level with the maximum given (tensor_max: the value
+ * sp_quant_absmax_* returns for x and valid; the SPRINT kernel takes it from its input check,
+ * sp_flash_check_inputs_norms_amax). */
+void sp_quant_rows_tmax(sp_cpu_level level, const float *x, int n, int d, int ld, const unsigned char *valid,
+                        float tensor_max, int8_t *xi, float *scales);
 
 #endif
