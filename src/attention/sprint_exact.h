@@ -47,7 +47,7 @@ void sp_sx_gather_group_vbmi2(const uint64_t m[4], int32_t base, int32_t *const 
  * AVX-512 vpcompressd rows at that level, else portable. */
 sp_sx_gather_fn sp_sx_gather_for(sp_cpu_level level);
 /* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which sprint_cpu.c
- * computes the panel with the dense flash tile instead of the gathers (default 16). Both paths
+ * computes the panel with the dense flash tile instead of the gathers (default 24). Both paths
  * keep the same keys up to float rounding at the threshold; the tests force each path with
  * this (0: every panel dense, > 64: never). Process-wide; set it before any kernel call. */
 void sp_sx_dense_min_set(int n);
