@@ -166,23 +166,8 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     /* ---- screen: integer charges and comparator bits of 4 rows x 64 keys per tile ---- */
     int32_t T[4][64];
     uint64_t mk[4];
-    /* direct: the comparator bits are final once visibility is applied (fixed policy, no exact
-     * statistics), so they go straight to the digital stage's words (maskt) and are counted
-     * there; the row-major words (w->mask) are neither written nor read back */
-    const int direct = mode == SX_SCREEN && !need_A;
-    int64_t nmem[4] = {0, 0, 0, 0};
     for (int ch = 0; ch < nchunk && mode == SX_SCREEN; ch++) {
         S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, need_A ? T : NULL, tau, mk);
-        if (direct) {
-            const uint64_t kv = S->kvw ? S->kvw[ch] : ~(uint64_t)0;
-            uint64_t *mt = w->maskt + (size_t)ch * QBLK + (size_t)rb;
-            for (int r = 0; r < 4; r++) {
-                const uint64_t m = mk[r] & below(end[r] - ch * 64) & kv;
-                mt[r] = m;
-                nmem[r] += __builtin_popcountll(m);
-            }
-            continue;
-        }
         for (int r = 0; r < 4; r++) {
             w->mask[(size_t)(rb + r) * NW + ch] = mk[r];
             if (need_A) memcpy(w->A + (size_t)r * LDA + (size_t)ch * 64, T[r], sizeof T[r]);
@@ -222,25 +207,23 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     }
     for (int r = 0; r < 4; r++) {
         uint64_t *mr = w->mask + (size_t)(rb + r) * NW;
-        for (int ch = 0; ch < nchunk && !direct; ch++) {
+        int64_t nmem = 0;
+        for (int ch = 0; ch < nchunk; ch++) {
             uint64_t m = mr[ch] & below(end[r] - ch * 64);
             if (S->kvw) m &= S->kvw[ch];
             mr[ch] = m;
             w->maskt[(size_t)ch * QBLK + (size_t)(rb + r)] = m;
-            nmem[r] += __builtin_popcountll(m);
+            nmem += __builtin_popcountll(m);
         }
         /* words past this group's last visible key: the digital stage reads up to the block's
          * last visible key (sx_digital's nch), which a causal block's rows put at most QBLK keys
          * past this row's query; clearing only those words, not all NW, keeps causal blocks from
          * paying for the keys above the diagonal (docs/RESULTS.md part 9z.k) */
-        for (size_t ch = (size_t)nchunk; ch < nwclr; ch++) {
-            w->maskt[ch * QBLK + (size_t)(rb + r)] = 0;
-            if (!direct) mr[ch] = 0;
-        }
+        for (size_t ch = (size_t)nchunk; ch < nwclr; ch++) mr[ch] = 0, w->maskt[ch * QBLK + (size_t)(rb + r)] = 0;
         if (!valid[r]) continue;
         w->st.queries += 1;
         w->st.pairs_visible += S->nvalid ? S->nvalid[end[r]] : end[r];
-        w->st.pairs_mem_kept += (double)nmem[r];
+        w->st.pairs_mem_kept += (double)nmem;
         if (o->want_exact_stats) {
             const float *qrow = h->q + (size_t)(i0 + r) * (size_t)h->ldq;
             for (int j = 0; j < end[r]; j++) {
