@@ -437,25 +437,42 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
     const size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d;
-    int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
+    int8_t *qi = sp_xmalloc((size_t)nq * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
     const int v512 = lv >= SP_CPU_AVX512;
     sp_quant_rows_tmax(lv, h->q, nq, d, h->ldq, h->query_valid, amax[0], qi, sq);
-    sp_quant_rows_tmax(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], ki, sk);
     int8_t *qd = qi; /* (nq, d8) query levels: qi itself when d is a multiple of 8 */
     if (d8 != d) {
         qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
         for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     }
     double *marg = sp_xmalloc((size_t)nq, sizeof *marg), *oi = sp_xmalloc((size_t)nq, sizeof *oi);
-    uint8_t *msb = sp_xmalloc(NK * D, 1);
     /* key MSB levels sp_key_msb(k, 4) = (k + 128) >> 4 and the integer row sums (exact, so the
      * same doubles as summing in double) */
     int32_t *rs = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs), *rs2 = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs2);
     void (*rows_fn)(const int8_t *, int, int, uint8_t *, int32_t *, int32_t *) = v512 ? sp_sx_rows_avx512
                                                                                         : sp_sx_rows_portable;
-    rows_fn(ki, nk, d, msb, rs, rs2);
+    /* AMX screen (fixed policy, no exact statistics: the other paths need every charge); the
+     * VNNI / AVX2 / portable screen's packing comes from one pass over K (sp_sx_quant_keys) */
+    uint8_t *kb = NULL, *kp = NULL;
+    int8_t *qa = NULL;
+    const int dA = sp_iscreen_amx_dA(d);
+    if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
+        int8_t *ki = sp_xmalloc(NK * D, 1);
+        uint8_t *msb = sp_xmalloc(NK * D, 1);
+        sp_quant_rows_tmax(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], ki, sk);
+        rows_fn(ki, nk, d, msb, rs, rs2);
+        kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
+        sp_iscreen_amx_pack(msb, nk, d, d, kb);
+        const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
+        qa = sp_xcalloc(nqa * (size_t)dA, 1);
+        for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
+        free(ki), free(msb);
+    } else {
+        kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
+        sp_sx_quant_keys(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], kp, sk, rs, rs2);
+    }
     double k_ms = 0, ncell = 0;
     for (int j = 0; j < nk; j++)
         if (!h->key_valid || h->key_valid[j]) k_ms += (double)rs2[j], ncell += d;
@@ -468,21 +485,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         marg[i] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * k_ms) / 12.0);
         oi[i] = (7.5 - 128.0) * sqd;
     }
-    /* AMX screen (fixed policy, no exact statistics: the other paths need every charge) */
-    uint8_t *kb = NULL, *kp = NULL;
-    int8_t *qa = NULL;
-    const int dA = sp_iscreen_amx_dA(d);
-    if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
-        kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
-        sp_iscreen_amx_pack(msb, nk, d, d, kb);
-        const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
-        qa = sp_xcalloc(nqa * (size_t)dA, 1);
-        for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
-    } else { /* the VNNI / AVX2 / portable screen's packing */
-        kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
-        sp_iscreen_pack(msb, nk, d, d, kp);
-    }
-    free(msb), free(rs), free(rs2);
+    free(rs), free(rs2);
     uint64_t *kvw = NULL;
     int *nvalid = NULL;
     if (h->key_valid) {
@@ -557,6 +560,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(ki), free(sq), free(sk), free(d8 != d ? qd : NULL), free(kp), free(kvw), free(nvalid);
+    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(sq), free(sk), free(d8 != d ? qd : NULL), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }
