@@ -68,6 +68,7 @@ typedef struct sx_shared {
     const int8_t *qd;      /* (n_q, d8) query levels */
     const float *sq, *sk;  /* quantisation scales */
     sp_iscreen_tile_fn screen;
+    sp_iscreen_masks_fn masks; /* the screen when no charge is needed */
     sp_sx_chunk_fn chunk;
     sp_sx_gather_fn gather; /* a group's leftover survivors to its pending lists */
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
@@ -158,8 +159,10 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     /* ---- screen: integer charges and comparator bits of 4 rows x 64 keys per tile ---- */
     int32_t T[4][64];
     uint64_t mk[4];
-    for (int ch = 0; ch < nchunk && mode == SX_SCREEN; ch++) {
-        S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, need_A ? T : NULL, tau, mk);
+    if (mode == SX_SCREEN && !need_A) /* only the bits: the tiles back to back, straight into the masks */
+        S->masks(S->kp, G, nchunk, rows, tau, w->mask + (size_t)rb * NW, NW);
+    for (int ch = 0; ch < nchunk && mode == SX_SCREEN && need_A; ch++) {
+        S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
         for (int r = 0; r < 4; r++) {
             w->mask[(size_t)(rb + r) * NW + ch] = mk[r];
             if (need_A) memcpy(w->A + (size_t)r * LDA + (size_t)ch * 64, T[r], sizeof T[r]);
@@ -503,7 +506,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
     }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
-                   .sk = sk, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
+                   .sk = sk, .screen = sp_iscreen_tile_for(lv), .masks = sp_iscreen_masks_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .gather = sp_sx_gather_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
                    .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
     if (fixed_ref_ok(h, o, nrm) && lv >= SP_CPU_AVX512 && d % 16 == 0 && sp_sx_fixed_ref()) {
