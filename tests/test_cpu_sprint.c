@@ -13,6 +13,7 @@
 #include "attention/flash.h"
 #include "helpers.h"
 #include "functional/quant_simd.h"
+#include "functional/int_screen.h"
 #include "functional/fn_internal.h"
 #include "cpu/cpu.h"
 #include "sprint/cpu_attention.h"
@@ -320,6 +321,43 @@ Test(cpu_sprint, fused_norm_and_absmax) {
             }
             free(q), free(k), free(v), free(o);
         }
+}
+
+/* The keys' setup in one pass (sp_sx_quant_keys) against the three calls it replaces
+ * (sp_quant_rows_tmax, sp_sx_rows_*, sp_iscreen_pack): the same packed bytes, scales, row sums
+ * and sums of squares at every level, for d with and without a partial group, key counts
+ * that end mid-tile, a row stride > d and padding keys; the buffer starts as garbage. */
+Test(cpu_sprint, fused_key_setup_matches_the_three_passes) {
+    const int ds[] = {1, 7, 8, 12, 64, 65, 128}, nks[] = {0, 1, 17, 64, 100, 128};
+    const sp_cpu_level lvs[] = {SP_CPU_PORTABLE, SP_CPU_AVX512};
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (unsigned ni = 0; ni < sizeof nks / sizeof *nks; ni++)
+            for (int lvi = 0; lvi < (sp_cpu_detect() >= SP_CPU_AVX512 ? 2 : 1); lvi++)
+                for (int useval = 0; useval < 2; useval++) {
+                    const int d = ds[di], nk = nks[ni], ld = d + 5;
+                    const sp_cpu_level lv = lvs[lvi];
+                    float *k = randn((size_t)(nk + 1) * ld, 301 + di * 8 + ni, 1.5f);
+                    unsigned char *kv = malloc((size_t)nk + 1);
+                    for (int j = 0; j <= nk; j++) kv[j] = j % 6 != 4;
+                    const unsigned char *valid = useval ? kv : NULL;
+                    const float amax = sp_quant_absmax_portable(k, nk, d, ld, valid);
+                    const size_t NK = (size_t)(nk > 0 ? nk : 1), PS = sp_iscreen_pack_size(nk, d);
+                    int8_t *ki = malloc(NK * (size_t)d);
+                    uint8_t *msb = malloc(NK * (size_t)d), *p0 = malloc(PS), *p1 = malloc(PS);
+                    float *s0 = malloc(NK * sizeof(float)), *s1 = malloc(NK * sizeof(float));
+                    int32_t *a0 = malloc(NK * 4), *b0 = malloc(NK * 4), *a1 = malloc(NK * 4), *b1 = malloc(NK * 4);
+                    memset(p1, 0xA5, PS);
+                    sp_quant_rows_tmax(lv, k, nk, d, ld, valid, amax, ki, s0);
+                    sp_sx_rows_portable(ki, nk, d, msb, a0, b0);
+                    sp_iscreen_pack(msb, nk, d, d, p0);
+                    sp_sx_quant_keys(lv, k, nk, d, ld, valid, amax, p1, s1, a1, b1);
+                    cr_assert(!memcmp(p0, p1, PS), "d %d n_k %d level %d valid %d: packed bytes differ", d, nk, lvi, useval);
+                    if (nk > 0) {
+                        cr_assert(!memcmp(s0, s1, (size_t)nk * sizeof(float)), "d %d n_k %d: scales", d, nk);
+                        cr_assert(!memcmp(a0, a1, (size_t)nk * 4) && !memcmp(b0, b1, (size_t)nk * 4), "d %d n_k %d: sums", d, nk);
+                    }
+                    free(k), free(kv), free(ki), free(msb), free(p0), free(p1), free(s0), free(s1), free(a0), free(b0), free(a1), free(b1);
+                }
 }
 
 /* The input check both kernels run (flash.c sp_flash_check_inputs_norms, with sp_sx_max_norm_*)

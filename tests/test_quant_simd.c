@@ -72,8 +72,8 @@ Test(quant_simd, rows_match_the_libm_loop) {
  * whose quotient is past 256 or underflows. Every byte must be the libm loop's. */
 Test(quant_simd, fp32_guard_keeps_the_bytes_near_ties) {
     if (!have_avx512()) cr_skip_test("the CPU has no AVX-512 F/VL/BW: only the portable loop runs here");
-    int8_t a[64], c[64];
-    float x[64];
+    int8_t a[160], c[160];
+    float x[160];
     long hits = 0;
     for (int trial = 0; trial < 40000; trial++) {
         const uint64_t t = (uint64_t)trial;
@@ -82,7 +82,7 @@ Test(quant_simd, fp32_guard_keeps_the_bytes_near_ties) {
         if (trial % 97 == 2) s = 0x1p-126f;           /* the smallest scale the fp32 path takes */
         if (trial % 97 == 3) s = 0x1p126f * 1.5f;     /* rf subnormal */
         if (trial % 97 == 4) s = INFINITY;
-        for (int i = 0; i < 64; i++) {
+        for (int i = 0; i < 160; i++) {
             const uint64_t k = sp_rng_key(22, t, (uint64_t)i, 0, 0);
             int lev = (int)(sp_rng_uniform(k) * 300.0) - 150; /* some past the clamps */
             float h = (float)(((double)lev + 0.5) * (double)s);
@@ -93,11 +93,11 @@ Test(quant_simd, fp32_guard_keeps_the_bytes_near_ties) {
             if (isfinite(h)) bits += (uint32_t)steps;
             memcpy(&x[i], &bits, 4);
         }
-        if (trial % 11 == 5) x[trial % 64] = NAN;
-        if (trial % 11 == 6) x[trial % 64] = -INFINITY;
-        if (trial % 11 == 7) x[trial % 64] = 0x1p-149f; /* underflows in y */
-        if (trial % 11 == 8) x[trial % 64] = -FLT_MAX;
-        const int d = 1 + trial % 64;
+        if (trial % 11 == 5) x[trial % 150] = NAN;
+        if (trial % 11 == 6) x[trial % 150] = -INFINITY;
+        if (trial % 11 == 7) x[trial % 150] = 0x1p-149f; /* underflows in y */
+        if (trial % 11 == 8) x[trial % 150] = -FLT_MAX;
+        const int d = 1 + trial % 150; /* the 64-element blocks, then 16 lanes */
         row_libm(x, d, s, a);
         memset(c, 0x55, sizeof c);
         sp_quant_row_level(SP_CPU_AVX512, x, d, s, c);
@@ -106,7 +106,7 @@ Test(quant_simd, fp32_guard_keeps_the_bytes_near_ties) {
                          (double)x[i], (double)s, (double)x[i] / (double)s, a[i], c[i]);
             hits += fabs(fabs(fmod((double)x[i] / (double)s, 1.0)) - 0.5) < 0x1p-16;
         }
-        if (d < 64) cr_assert_eq(c[d], 0x55, "d=%d: wrote past the row", d);
+        cr_assert_eq(c[d], 0x55, "d=%d: wrote past the row", d);
     }
     cr_assert_gt(hits, 100000, "too few elements near a tie (%ld)", hits);
 }

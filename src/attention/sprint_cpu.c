@@ -76,6 +76,7 @@ typedef struct sx_shared {
     const int8_t *qd;      /* (n_q, d8) query levels */
     const float *sq, *sk;  /* quantisation scales */
     sp_iscreen_tile_fn screen;
+    sp_iscreen_masks_fn masks; /* the screen when no charge is needed */
     sp_sx_chunk_fn chunk;
     sp_sx_gather_fn gather; /* a group's leftover survivors to its pending lists */
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
@@ -166,8 +167,10 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     /* ---- screen: integer charges and comparator bits of 4 rows x 64 keys per tile ---- */
     int32_t T[4][64];
     uint64_t mk[4];
-    for (int ch = 0; ch < nchunk && mode == SX_SCREEN; ch++) {
-        S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, need_A ? T : NULL, tau, mk);
+    if (mode == SX_SCREEN && !need_A) /* only the bits: the tiles back to back, straight into the masks */
+        S->masks(S->kp, G, nchunk, rows, tau, w->mask + (size_t)rb * NW, NW);
+    for (int ch = 0; ch < nchunk && mode == SX_SCREEN && need_A; ch++) {
+        S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
         for (int r = 0; r < 4; r++) {
             w->mask[(size_t)(rb + r) * NW + ch] = mk[r];
             if (need_A) memcpy(w->A + (size_t)r * LDA + (size_t)ch * 64, T[r], sizeof T[r]);
@@ -456,25 +459,42 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
     const size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d;
-    int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
+    int8_t *qi = sp_xmalloc((size_t)nq * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
     const int v512 = lv >= SP_CPU_AVX512;
     sp_quant_rows_tmax(lv, h->q, nq, d, h->ldq, h->query_valid, amax[0], qi, sq);
-    sp_quant_rows_tmax(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], ki, sk);
     int8_t *qd = qi; /* (nq, d8) query levels: qi itself when d is a multiple of 8 */
     if (d8 != d) {
         qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
         for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     }
     double *marg = sp_xmalloc((size_t)nq, sizeof *marg), *oi = sp_xmalloc((size_t)nq, sizeof *oi);
-    uint8_t *msb = sp_xmalloc(NK * D, 1);
     /* key MSB levels sp_key_msb(k, 4) = (k + 128) >> 4 and the integer row sums (exact, so the
      * same doubles as summing in double) */
     int32_t *rs = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs), *rs2 = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs2);
     void (*rows_fn)(const int8_t *, int, int, uint8_t *, int32_t *, int32_t *) = v512 ? sp_sx_rows_avx512
                                                                                         : sp_sx_rows_portable;
-    rows_fn(ki, nk, d, msb, rs, rs2);
+    /* AMX screen (fixed policy, no exact statistics: the other paths need every charge); the
+     * VNNI / AVX2 / portable screen's packing comes from one pass over K (sp_sx_quant_keys) */
+    uint8_t *kb = NULL, *kp = NULL;
+    int8_t *qa = NULL;
+    const int dA = sp_iscreen_amx_dA(d);
+    if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
+        int8_t *ki = sp_xmalloc(NK * D, 1);
+        uint8_t *msb = sp_xmalloc(NK * D, 1);
+        sp_quant_rows_tmax(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], ki, sk);
+        rows_fn(ki, nk, d, msb, rs, rs2);
+        kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
+        sp_iscreen_amx_pack(msb, nk, d, d, kb);
+        const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
+        qa = sp_xcalloc(nqa * (size_t)dA, 1);
+        for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
+        free(ki), free(msb);
+    } else {
+        kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
+        sp_sx_quant_keys(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], kp, sk, rs, rs2);
+    }
     double k_ms = 0, ncell = 0;
     for (int j = 0; j < nk; j++)
         if (!h->key_valid || h->key_valid[j]) k_ms += (double)rs2[j], ncell += d;
@@ -487,21 +507,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         marg[i] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * k_ms) / 12.0);
         oi[i] = (7.5 - 128.0) * sqd;
     }
-    /* AMX screen (fixed policy, no exact statistics: the other paths need every charge) */
-    uint8_t *kb = NULL, *kp = NULL;
-    int8_t *qa = NULL;
-    const int dA = sp_iscreen_amx_dA(d);
-    if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
-        kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
-        sp_iscreen_amx_pack(msb, nk, d, d, kb);
-        const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
-        qa = sp_xcalloc(nqa * (size_t)dA, 1);
-        for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
-    } else { /* the VNNI / AVX2 / portable screen's packing */
-        kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
-        sp_iscreen_pack(msb, nk, d, d, kp);
-    }
-    free(msb), free(rs), free(rs2);
+    free(rs), free(rs2);
     uint64_t *kvw = NULL;
     int *nvalid = NULL;
     if (h->key_valid) {
@@ -519,7 +525,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
     }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
-                   .sk = sk, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
+                   .sk = sk, .screen = sp_iscreen_tile_for(lv), .masks = sp_iscreen_masks_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .gather = sp_sx_gather_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
                    .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
     if (fixed_ref_ok(h, o, nrm) && lv >= SP_CPU_AVX512 && d % 16 == 0 && sp_sx_fixed_ref()) {
@@ -576,6 +582,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(ki), free(sq), free(sk), free(d8 != d ? qd : NULL), free(kp), free(kvw), free(nvalid);
+    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(sq), free(sk), free(d8 != d ? qd : NULL), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }

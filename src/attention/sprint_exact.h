@@ -73,6 +73,9 @@ void sp_sx_tile_fixed_avx512(struct sp_flash_tile *t); /* d % 16 == 0 */
  * msb (n, d) (skipped when msb is NULL), the row sum and the sum of squares. */
 void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
+/* K's quantisation (per-tensor scale), sp_sx_rows and sp_iscreen_pack in one pass (sprint_setup_avx512.c). */
+void sp_sx_quant_keys(sp_cpu_level lv, const float *k, int n_k, int d, int ldk, const unsigned char *valid,
+                      float tensor_max, uint8_t *kp, float *scales, int32_t *sum, int32_t *sum2);
 /* The largest row norm of the valid rows (-1 if a value is not finite): 8 partial sums per row,
  * the d mod 8 tail into the first, combined pairwise; the input check that the flash and the
  * SPRINT kernels share (flash.c sp_flash_check_inputs_norms). */

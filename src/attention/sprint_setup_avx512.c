@@ -5,6 +5,8 @@
 #include "attention/sprint_exact.h"
 #include "attention/flash.h"
 #include "functional/quant_simd.h"
+#include "functional/int_screen.h"
+#include "functional/fn_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -19,6 +21,41 @@ void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *s
             s += r[c], s2 += (int32_t)r[c] * r[c];
         }
         sum[i] = s, sum2[i] = s2;
+    }
+}
+
+/* The keys' setup in one pass over K (no (n_k, d) int8 levels or MSB levels in memory): per
+ * key, its 8-bit levels (sp_quant_rows' bytes at that level: the per-tensor scale from
+ * tensor_max, zero levels for a padding key) into a row on the stack, their MSB levels, row
+ * sum and sum of squares (sp_sx_rows_*), and the MSBs packed into kp as sp_iscreen_pack packs
+ * them (sp_iscreen_pack_size(n_k, d) bytes; padding keys and dims zero). Tested against those
+ * three calls in tests/test_cpu_sprint.c. */
+void sp_sx_quant_keys(sp_cpu_level lv, const float *k, int n_k, int d, int ldk, const unsigned char *valid,
+                      float tensor_max, uint8_t *kp, float *scales, int32_t *sum, int32_t *sum2) {
+    const float s = tensor_max > 0.0f ? tensor_max / 127.0f : 1.0f; /* as sp_quant_rows_level */
+    const int G = sp_iscreen_d8(d) / 8, Gf = d / 8;
+    void (*rows_fn)(const int8_t *, int, int, uint8_t *, int32_t *, int32_t *) =
+        lv >= SP_CPU_AVX512 ? sp_sx_rows_avx512 : sp_sx_rows_portable;
+    int8_t row[SP_FLASH_MAX_D];
+    uint8_t m[SP_FLASH_MAX_D + 8];
+    SP_ASSERT(d <= SP_FLASH_MAX_D);
+    if (Gf < G || n_k % SP_ISCREEN_CHUNK != 0 || n_k == 0) memset(kp, 0, sp_iscreen_pack_size(n_k, d));
+    for (int j = 0; j < n_k; j++) {
+        scales[j] = s;
+        if (valid && !valid[j]) memset(row, 0, (size_t)d);
+        else sp_quant_row_level(lv, k + (size_t)j * (size_t)ldk, d, s, row);
+        rows_fn(row, 1, d, m, &sum[j], &sum2[j]);
+        uint8_t *out = kp + (size_t)(j / 16) * (size_t)G * 64 + 4 * (size_t)(j % 16);
+        for (int g = 0; g < Gf; g++) { /* sp_iscreen_pack's word trick: levels are 0..15 */
+            uint64_t x;
+            memcpy(&x, m + 8 * g, 8);
+            const uint32_t w = (uint32_t)x | (uint32_t)(x >> 32) << 4;
+            memcpy(out + (size_t)g * 64, &w, 4);
+        }
+        for (int c = 8 * Gf; c < d; c++) {
+            const int e = c % 8;
+            out[(size_t)Gf * 64 + (e & 3)] |= (uint8_t)((m[c] & 15) << (e < 4 ? 0 : 4));
+        }
     }
 }
 
