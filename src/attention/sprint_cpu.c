@@ -2,12 +2,15 @@
  * paper sec. 1.3-1.5: in-memory screen on the 4 key MSBs, fetch survivors, recompute exactly,
  * threshold again, softmax).
  *
- *   1. Q and K are quantised to 8 bits (one scale per tensor: sp_quant_rows_level, quant.c); the
- *      key MSBs are packed two per byte (int_screen.h) and, for AMX, one per byte in tile order
- *      (int_screen_amx.h); the query reaches the "crossbar" as its 8-bit levels.
+ *   1. Q and K are quantised to 8 bits (one scale per tensor: sp_quant_rows_tmax, quant.c, with
+ *      the tensor maxima from the input check's pass over Q and K); the key MSBs are packed two
+ *      per byte (int_screen.h; levels, row sums and packing in one pass over K,
+ *      sp_sx_quant_keys) and, for AMX, one per byte in tile order (int_screen_amx.h); the
+ *      query reaches the "crossbar" as its 8-bit levels.
  *   2. Screen: the integer charge A_ij = sum_c q_ic m_jc, 32 queries x 64 keys per AMX step
  *      (fixed policy without exact statistics, where AMX-INT8 is usable) or 4 queries x 64
- *      keys per VNNI / AVX2 / portable tile. Key j survives for query i when its estimate
+ *      keys per VNNI / AVX2 / portable tile (only the comparator bits, a group's tiles in one
+ *      call, when no charge is needed: sp_iscreen_masks_*). Key j survives for query i when its estimate
  *      lf (16 A_ij + (7.5 - 128) sum_c q_ic) plus margin_sigma standard deviations of the
  *      estimate's error reaches the threshold: the functional model's sigma margin with an
  *      ideal device (sprint_op.c), so the decision is the same integer comparison A >= tau.
