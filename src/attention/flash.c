@@ -96,7 +96,7 @@ void sp_flash_pack_k_portable(const float *k, int ldk, int n_k, int d, float *kp
 /* The same floats, 16 keys x 16 dims at a time: 16 row loads (masked at d's end; keys past
  * n_k are zero vectors), a 16 x 16 transpose in registers, 16 stores; no pass that zeroes the
  * buffer first (only the panels past the last key are cleared). Part of both kernels' setup
- * (docs/RESULTS.md part 10.a). */
+ * (docs/RESULTS.md part 9z.s). */
 T512F void sp_flash_pack_k_avx512(const float *k, int ldk, int n_k, int d, float *kp) {
     const size_t total = sp_flash_kpack_size(n_k, d), PD = (size_t)d * 16;
     const int np = n_k > 0 ? (n_k + 15) / 16 : 0;

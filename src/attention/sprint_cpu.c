@@ -48,12 +48,12 @@
 
 /* Queries per parallel work item: 32 groups of 4, a multiple of 32 (the AMX screen's rows). 128
  * rather than 32: a chunk's K, V and packed K rows, fetched from L2 or L3 once per block, serve 4
- * times as many queries (docs/RESULTS.md part 10.b). */
+ * times as many queries (docs/RESULTS.md part 9z.t). */
 #define QBLK 128
 #define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
 /* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which the panel is
  * computed by the dense flash tile instead of the gathers: a speed choice only (both compute
- * the same kept set and softmax up to float rounding); see docs/RESULTS.md parts 9b and 10.b
+ * the same kept set and softmax up to float rounding); see docs/RESULTS.md parts 9b and 9z.t
  * (16 before the batched, pipelined gathered step; 24 since). */
 #define SX_DENSE_MIN 24
 static int g_dense_min = SX_DENSE_MIN;
@@ -64,7 +64,7 @@ void sp_sx_fixed_ref_set(int on) { __atomic_store_n(&g_fixed_ref, on, __ATOMIC_R
 int sp_sx_fixed_ref(void) { return __atomic_load_n(&g_fixed_ref, __ATOMIC_RELAXED); }
 /* Survivors a query's pending list collects before a chunk step serves them (then all its full
  * 16-key groups): the fixed-reference step overlaps each 16-key group's scores with the previous
- * group's weighted sum, which a batch of one group cannot (docs/RESULTS.md part 10.b). */
+ * group's weighted sum, which a batch of one group cannot (docs/RESULTS.md part 9z.t). */
 #define SX_BATCH 48
 #define SX_PEND (SX_BATCH + SX_CHUNK + 16) /* survivors waiting per query: < SX_BATCH before a chunk's gather + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634

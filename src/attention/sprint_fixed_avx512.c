@@ -96,7 +96,7 @@ T512 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) {
  * loop is software-pipelined: the next 16 survivors' scores are issued before this group's
  * weighted sum, so the out-of-order window holds independent work while the weights wait on
  * the score tree and exp2 (a 16-key group's chain is ~80 cycles; without the overlap the step
- * ran at ~11 cycles per survivor in L1, docs/RESULTS.md part 10.b). Each kept key's weight is
+ * ran at ~11 cycles per survivor in L1, docs/RESULTS.md part 9z.t). Each kept key's weight is
  * broadcast from the register (vpermps): a scalar reload of a just-stored vector waits for the
  * store. The keys, weights and summation order are those of the plain loop (o and e chains
  * alternating over the kept keys in order), so the bits do not depend on the pipelining. */

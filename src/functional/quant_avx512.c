@@ -53,7 +53,7 @@ T512 static inline void quant8_pd(const float *x, __mmask8 m, __m512d vs, __m512
  * nearest: no tie there) to the integer round_half_away(fl64(q)) rounds to, and a lane with
  * |y| >= 256 has |q| > 255.9: +-127 after the clamp, with x's sign (rf > 0) either way. NaN
  * lanes take the double path too. Scales outside [2^-126, 2^126] (rf infinite or subnormal)
- * send the whole row to the double path. docs/RESULTS.md part 10.a. */
+ * send the whole row to the double path. docs/RESULTS.md part 9z.s. */
 T512 void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi) {
     const __m512d vs = _mm512_set1_pd((double)s), rcp = _mm512_set1_pd(1.0 / (double)s);
     if (!(s >= 0x1p-126f && s <= 0x1p126f)) {
