@@ -256,14 +256,16 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
     const int d = h->d, nk = h->n_k, gi = g / 4, ns = w->qn[gi];
     const size_t D = (size_t)d;
     int32_t vidx[64];
-    sp_flash_tile t = {.d = d, .nkc = 16 * ns, .v = h->v, .ldv = h->ldv, .vidx = vidx, .rmask = w->qmask + gi * 4,
-                       .m = w->mrun + g, .l = w->lrun + g, .o = w->acc + (size_t)g * D};
+    sp_flash_tile t; /* every field set below (no zeroing of the whole struct per tile) */
+    t.d = d, t.nkc = 16 * ns, t.v = h->v, t.ldv = h->ldv, t.vidx = vidx, t.bias = NULL;
+    t.rmask = w->qmask + gi * 4, t.m = w->mrun + g, t.l = w->lrun + g, t.o = w->acc + (size_t)g * D;
     for (int p = 0; p < 4; p++) {
-        int pan = w->qpan[gi * 4 + (p < ns ? p : 0)]; /* unused slots: any valid panel (masked) */
+        const int pan = w->qpan[gi * 4 + (p < ns ? p : 0)]; /* unused slots: any valid panel (masked) */
         t.kpan[p] = S->kp_f32 + (size_t)pan * D * 16;
         /* keys past n_k (the last panel's padding) are never kept, but the portable tile reads
          * every V row below lim with weight 0: point them at a real row */
-        for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u < nk ? 16 * pan + u : nk - 1;
+        const int j0 = 16 * pan, nu = nk - j0 < 16 ? nk - j0 : 16;
+        for (int u = 0; u < 16; u++) vidx[16 * p + u] = j0 + (u < nu ? u : nu - 1);
     }
     for (int r = 0; r < 4; r++) {
         t.q[r] = w->qs + (size_t)(g + r < nb ? g + r : g) * D;
