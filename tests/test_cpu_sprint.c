@@ -113,6 +113,12 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
     h.out = o2;
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_OK, "%s", err.msg);
     cr_assert(!memcmp(o1, o2, N * sizeof(float)), "1 and 2 threads differ");
+    /* 8 threads: blocks of 32 or 64 queries instead of 128 (sprint_cpu.c halves the block while
+     * there are fewer blocks than threads): the same bits */
+    o.threads = 8;
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_OK, "%s", err.msg);
+    cr_assert(!memcmp(o1, o2, N * sizeof(float)), "1 and 8 threads (smaller blocks) differ");
+    o.threads = 2;
     /* without exact statistics (the fast configuration: the AMX screen where available) the
      * screen is the same integer comparison: identical survivors, kept keys and output bits */
     if (thr != -INFINITY) {
@@ -425,7 +431,7 @@ Test(cpu_sprint, input_check_matches_flash) {
 
 /* The online-softmax chunk step (sprint_exact.h) at the detected level against the portable one
  * and against a double softmax over the same kept keys: random survivor lists fed in pieces of
- * 1..40 keys (partial and full score trees, rescales when a later piece holds a larger score),
+ * 1..46 keys (partial and full score trees, rescales when a later piece holds a larger score),
  * d = 64 (the specialised path) and 48, 128 (the generic one). */
 static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
     float *q = randn((size_t)d, seed, 1.0f), *k = randn((size_t)nk * d, seed + 1, 1.0f);
@@ -494,6 +500,70 @@ Test(cpu_sprint, chunk_step_matches_portable_and_reference) {
     chunk_case(64, 97, 0.9, 22);
     chunk_case(48, 300, 0.5, 23);
     chunk_case(128, 400, 0.2, 24);
+}
+
+/* The software-pipelined fixed-reference chunk step (next 16 survivors' scores before this 16's
+ * weighted sum) gives the bits of the same step in serial order: survivor lists of 1..70 keys
+ * (one partial group, several full ones, a partial last one), about half kept, d = 64. */
+Test(cpu_sprint, pipelined_chunk_step_changes_no_bit) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 on this CPU (the pipelined step is AVX-512 only)");
+    const int d = 64, nk = 500;
+    float *q = randn((size_t)d, 41, 1.0f), *k = randn((size_t)nk * d, 42, 1.0f), *v = randn((size_t)nk * d, 43, 1.0f);
+    int32_t idx[80], kp[2][96];
+    float sbuf[96];
+    int kept_total = 0, total = 0;
+    for (int n = 1; n <= 70; n++) {
+        for (int t = 0, key = n % 5; t < n; t++, key += 1 + (int)(sp_rng_uniform(sp_rng_key(44, (uint64_t)n, (uint64_t)t, 0, 0)) * 6))
+            idx[t] = key;
+        float acc[2][64], l[2] = {0.75f, 0.75f};
+        for (int c = 0; c < d; c++) acc[0][c] = acc[1][c] = 0.125f * (float)(c - 20);
+        int r[2];
+        for (int f = 0; f < 2; f++) {
+            float m = 0.1f;
+            r[f] = (f ? sp_sx_chunk_fixed_avx512_serial : sp_sx_chunk_fixed_avx512)(q, k, d, v, d, d, idx, n, 0.1f, &m,
+                                                                                     &l[f], acc[f], sbuf, kp[f]);
+        }
+        cr_assert_eq(r[0], r[1], "n %d: kept %d vs %d", n, r[0], r[1]);
+        cr_assert(!memcmp(kp[0], kp[1], (size_t)r[0] * sizeof(int32_t)), "n %d: kept keys differ", n);
+        cr_assert(!memcmp(acc[0], acc[1], sizeof acc[0]), "n %d: output bits differ", n);
+        cr_assert(l[0] == l[1], "n %d: l %.9g vs %.9g", n, (double)l[0], (double)l[1]);
+        kept_total += r[0], total += n;
+    }
+    cr_assert(kept_total > total / 5 && kept_total < total, "vacuous: kept %d of %d", kept_total, total);
+    free(q), free(k), free(v);
+}
+
+/* The dense-panel test of the digital stage (sp_sx_dense_panels, sprint_exact.h) against scalar
+ * popcounts of the 4 rows' 16-bit fields, for thresholds 0 (any survivor), 1, 24 and 64 and
+ * random words of every density, including all-ones (count 64). */
+Test(cpu_sprint, dense_panels_match_scalar_counts) {
+    const int dms[] = {0, 1, 23, 24, 25, 64};
+    int dense_seen = 0, sparse_seen = 0;
+    for (int it = 0; it < 4000; it++) {
+        uint64_t r[4];
+        for (int i = 0; i < 4; i++) {
+            uint64_t a = sp_hash64((uint64_t)it * 4 + (uint64_t)i), b = sp_hash64(a), c = sp_hash64(b);
+            switch (it % 4) { /* densities ~1/8, 1/2, 7/8 and full */
+            case 0: r[i] = a & b & c; break;
+            case 1: r[i] = a; break;
+            case 2: r[i] = a | b | c; break;
+            default: r[i] = it % 8 == 3 ? ~(uint64_t)0 : a | b;
+            }
+        }
+        for (size_t t = 0; t < sizeof dms / sizeof dms[0]; t++) {
+            const uint64_t got = sp_sx_dense_panels(r[0], r[1], r[2], r[3], dms[t]);
+            for (int p = 0; p < 4; p++) {
+                int cnt = 0;
+                for (int i = 0; i < 4; i++) cnt += __builtin_popcountll((r[i] >> (16 * p)) & 0xFFFF);
+                const int want = cnt >= (dms[t] > 1 ? dms[t] : 1);
+                cr_assert_eq((int)((got >> (16 * p + 15)) & 1), want, "it %d dense_min %d panel %d: count %d", it,
+                             dms[t], p, cnt);
+                dense_seen += want, sparse_seen += !want;
+            }
+            cr_assert_eq(got & ~0x8000800080008000ull, 0, "bits outside the field tops");
+        }
+    }
+    cr_assert(dense_seen > 1000 && sparse_seen > 1000, "vacuous");
 }
 
 /* The kernel's quantisation (sp_quant_rows_level at the detected level, per-tensor scale) equals

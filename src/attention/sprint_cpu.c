@@ -14,12 +14,13 @@
  *      lf (16 A_ij + (7.5 - 128) sum_c q_ic) plus margin_sigma standard deviations of the
  *      estimate's error reaches the threshold: the functional model's sigma margin with an
  *      ideal device (sprint_op.c), so the decision is the same integer comparison A >= tau.
- *   3. Digital stage per block of 32 queries, key chunk by key chunk, with an online softmax
- *      per query (sx_digital): 16-key panels where a group of 4 queries has >= 16 of its 64
- *      pairs as survivors go 4 at a time through the flash tile with the survivor masks and
- *      exact thresholds (sx_tile); the other survivors are gathered 16 at a time for exact fp32
- *      scores (row dots summed by a shuffle tree), the exact threshold, exp2 and the weighted
- *      sum of V over the kept keys only (sprint_exact.h). Under the fixed policy at level
+ *   3. Digital stage per block of up to QBLK (128) queries, key chunk by key chunk, with an
+ *      online softmax per query (sx_digital): 16-key panels where a group of 4 queries has
+ *      >= SX_DENSE_MIN (24) of its 64 pairs as survivors go 4 at a time through the flash tile
+ *      with the survivor masks and exact thresholds (sx_tile); the other survivors wait per
+ *      query until SX_BATCH (48) are there, then go 16 at a time to exact fp32 scores (row dots
+ *      summed by a shuffle tree), the exact threshold, exp2 and the weighted sum of V over the
+ *      kept keys only (sprint_exact.h). Under the fixed policy at level
  *      avx512 the row's threshold is the softmax reference (sprint_fixed_avx512.c: kept
  *      weights 2^(s - thr) >= 1, no running max, no rescales) when fixed_ref_ok proves that
  *      nothing can overflow fp32.
@@ -99,7 +100,7 @@ typedef struct sx_work {
     double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
     int32_t *tau;          /* (QBLK) comparator references (AMX screen) */
     int *valid;            /* (QBLK) query valid */
-    int32_t *pend;         /* (QBLK, SX_PEND) survivors waiting for a full score tree */
+    int32_t *pend;         /* (QBLK, SX_PEND) survivors waiting until SX_BATCH are there (then every full 16) */
     int *npend;            /* (QBLK) */
     int32_t *kidx;         /* (SX_PEND + 16) kept keys of one call */
     float *sbuf;           /* (SX_PEND + 16) scores, weights */
@@ -284,20 +285,6 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
     for (int r = 0; r < 4; r++) w->qmask[gi * 4 + r] = 0;
 }
 
-/* Survivors of the 4 rows' masks per 16-key panel, summed over the rows: panel p's count in
- * bits 16 p .. 16 p + 15 (a SWAR popcount: bytes hold <= 8 bits of a row, <= 32 of four). */
-static inline uint64_t nibble_counts(uint64_t x) {
-    x = x - ((x >> 1) & 0x5555555555555555ull);
-    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-    return (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-}
-/* Four scalar arguments, not an array: gcc vectorised the array form into SSE loads of two
- * words just stored one by one, a store-forwarding stall on every call (perf annotate). */
-static inline uint64_t panel_counts(uint64_t r0, uint64_t r1, uint64_t r2, uint64_t r3) {
-    const uint64_t t = nibble_counts(r0) + nibble_counts(r1) + nibble_counts(r2) + nibble_counts(r3);
-    return (t + (t >> 8)) & 0x00FF00FF00FF00FFull;
-}
-
 /* Serves the first `take` survivors waiting on block row r's pending list (exact scores, the
  * exact threshold, the softmax update, sprint_exact.h) and moves the < 16 left to the front. */
 static void sx_serve(const sx_shared *S, sx_work *w, int b0, int r, int take) {
@@ -329,7 +316,8 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     const size_t D = (size_t)d;
     const float qmul = (float)((double)h->scale * LOG2E);
     int endmax = 0;
-    for (int r = 0; r < QBLK; r++) { /* rows >= nb: scratch for the dense tiles' unused rows */
+    const int nb4 = (nb + 3) & ~3; /* the rows the block's groups span */
+    for (int r = 0; r < nb4; r++) { /* rows nb .. nb4 - 1: scratch for the dense tiles' unused rows */
         /* the fixed reference (S->fixed) is the row's threshold in log2 units, as passed to
          * the chunk and tile steps; scratch rows keep nothing, any finite value serves */
         w->mrun[r] = !S->fixed ? -INFINITY : r < nb && w->valid[r] ? (float)(w->thr[r] * LOG2E) : 0.0f;
@@ -350,14 +338,10 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
      * partial 16-key groups waste score-tree work); the waiting rows are recent chunks', in L1
      * or L2. */
     int *np = w->npend;
-    for (int r = 0; r < QBLK; r++) np[r] = 0;
-    for (int gi = 0; gi < QBLK / 4; gi++) w->qn[gi] = 0;
-    memset(w->qmask, 0, QBLK * sizeof *w->qmask);
-    /* panels dense when the group's 4 rows hold >= dm survivors in them (dm >= 1: empty panels
-     * never), tested on all 4 panel counts at once: field + 0x8000 - dm sets the field's top bit
-     * iff count >= dm (counts <= 64) */
-    const int dm = S->dense_min > 0 ? S->dense_min : 1;
-    const uint64_t dadd = dm <= 64 ? (uint64_t)(0x8000 - dm) * 0x0001000100010001ull : 0;
+    for (int r = 0; r < nb4; r++) np[r] = 0;
+    for (int gi = 0; gi < nb4 / 4; gi++) w->qn[gi] = 0;
+    memset(w->qmask, 0, (size_t)nb4 * sizeof *w->qmask);
+    const int dm = S->dense_min; /* <= 0: every panel with a survivor; > 64: none */
     for (int ch = 0; ch <= nch; ch++)
         for (int g = 0; g < nb; g += 4) {
             const int gi = g / 4;
@@ -370,12 +354,12 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             const uint64_t *x = w->maskt + (size_t)ch * QBLK + (size_t)g;
             uint64_t r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
             if (!(r0 | r1 | r2 | r3)) continue; /* rows past nb and invalid rows are zero words (sx_group) */
-            if (S->kp_f32 && dadd) {
+            if (S->kp_f32 && dm <= 64) {
                 /* Panels of 16 keys in which the group's 4 queries have at least dense_min of the
                  * 64 pairs as survivors are queued, 4 to a flash tile (scores of all 4 x 64 pairs
                  * from the packed K panels: no gathers, no reduction trees; weights only for kept
                  * keys); the survivors of the other panels go to the gathers below. */
-                uint64_t dbits = (panel_counts(r0, r1, r2, r3) + dadd) & 0x8000800080008000ull;
+                uint64_t dbits = sp_sx_dense_panels(r0, r1, r2, r3, dm);
                 while (dbits) { /* the dense panels, lowest first */
                     const int p = __builtin_ctzll(dbits) / 16;
                     dbits &= dbits - 1;
@@ -538,7 +522,13 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         S.chunk = sp_sx_chunk_fixed_avx512;
         S.tile = sp_sx_tile_fixed_avx512;
     }
-    const int nblk = (nq + QBLK - 1) / QBLK;
+    /* Block size: QBLK, halved (down to 32, the AMX screen's rows) while there would be fewer
+     * blocks than threads. The outputs do not depend on it: the groups of 4 rows are the same
+     * and each row's steps run in the same order (the tests compare 1, 2 and 8 threads). */
+    const int nt_want = o->threads > 0 ? o->threads : omp_get_max_threads();
+    int qb = QBLK;
+    while (qb > 32 && (nq + qb - 1) / qb < nt_want) qb /= 2;
+    const int nblk = (nq + qb - 1) / qb;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
     sp_attn_stats *bst = sp_xcalloc((size_t)nblk, sizeof *bst);
@@ -564,22 +554,22 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
 #pragma omp for schedule(dynamic, 1)
         for (int b = nblk - 1; b >= 0; b--) {
             memset(&w.st, 0, sizeof w.st);
-            int i1 = (b + 1) * QBLK < nq ? (b + 1) * QBLK : nq;
+            int i1 = (b + 1) * qb < nq ? (b + 1) * qb : nq;
             if (S.kb) { /* AMX: comparator references, then the 32 rows x 64 keys per step */
                 for (int r = 0; r < QBLK; r++) w.tau[r] = INT32_MAX;
-                for (int i0 = b * QBLK; i0 < i1; i0 += 4)
-                    sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, SX_TAU_ONLY);
-                for (int r0 = 0; r0 < i1 - b * QBLK; r0 += 32) {
-                    int last = b * QBLK + r0 + 31 < i1 ? b * QBLK + r0 + 31 : i1 - 1;
+                for (int i0 = b * qb; i0 < i1; i0 += 4)
+                    sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * qb, SX_TAU_ONLY);
+                for (int r0 = 0; r0 < i1 - b * qb; r0 += 32) {
+                    int last = b * qb + r0 + 31 < i1 ? b * qb + r0 + 31 : i1 - 1;
                     int e = h->causal ? h->q_offset + last + 1 : nk;
                     e = e < nk ? e : nk;
-                    sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK + r0) * (size_t)S.dA,
+                    sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * qb + r0) * (size_t)S.dA,
                                           w.tau + r0, w.mask + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1, NULL, 0);
                 }
             }
-            for (int i0 = b * QBLK; i0 < i1; i0 += 4)
-                sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, S.kb ? SX_PREMASKED : SX_SCREEN);
-            sx_digital(&S, &w, b * QBLK, i1 - b * QBLK);
+            for (int i0 = b * qb; i0 < i1; i0 += 4)
+                sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * qb, S.kb ? SX_PREMASKED : SX_SCREEN);
+            sx_digital(&S, &w, b * qb, i1 - b * qb);
             bst[b] = w.st;
         }
         free(w.A), free(w.mask), free(w.maskt), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),

@@ -105,9 +105,10 @@ T512 static inline void fixed_group_pad(const int32_t *idx, int n, int t0, int32
     for (int i = 0; i < 16; i++) pad[i] = i < mm ? idx[t0 + i] : idx[t0];
     *ix = pad;
 }
-T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
-                                  const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
-                                  int32_t *kept) {
+T512 static inline __attribute__((always_inline)) int chunk_fixed(const float *q, const float *k, int ldk,
+                                                                  const float *v, int ldv, int d, const int32_t *idx,
+                                                                  int n, float thr, float *m, float *l, float *acc,
+                                                                  float *sbuf, int32_t *kept, const int pipelined) {
     const __m512 th = _mm512_set1_ps(thr), mv = _mm512_set1_ps(*m);
     __m512 sum = _mm512_setzero_ps();
     int nk = 0;
@@ -127,7 +128,7 @@ T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const
             const unsigned km0 = _mm512_cmp_ps_mask(s, th, _CMP_GE_OQ) & ((1u << mm) - 1u);
             const __m512 p = _mm512_maskz_mov_ps((__mmask16)km0, exp2_pos(_mm512_sub_ps(s, mv)));
             const int32_t *cur = ix;
-            if (t0 + 16 < n) { /* the next group's scores, issued before this group's sum */
+            if (pipelined && t0 + 16 < n) { /* the next group's scores, issued before this group's sum */
                 ix = idx + t0 + 16;
                 if (n - t0 - 16 < 16) fixed_group_pad(idx, n, t0 + 16, pad[1], &ix);
                 s = dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix);
@@ -153,6 +154,11 @@ T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const
                 e1 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 16), e1);
                 e2 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 32), e2);
                 e3 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 48), e3);
+            }
+            if (!pipelined && t0 + 16 < n) { /* the serial order (the tests' reference) */
+                ix = idx + t0 + 16;
+                if (n - t0 - 16 < 16) fixed_group_pad(idx, n, t0 + 16, pad[1], &ix);
+                s = dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix);
             }
         }
         _mm512_storeu_ps(acc, _mm512_add_ps(o0, e0));
@@ -185,8 +191,23 @@ T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const
     if (nk) *l += _mm512_reduce_add_ps(sum);
     return nk;
 }
+T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                                  const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                                  int32_t *kept) {
+    return chunk_fixed(q, k, ldk, v, ldv, d, idx, n, thr, m, l, acc, sbuf, kept, 1);
+}
+T512 int sp_sx_chunk_fixed_avx512_serial(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                                         const int32_t *idx, int n, float thr, float *m, float *l, float *acc,
+                                         float *sbuf, int32_t *kept) {
+    return chunk_fixed(q, k, ldk, v, ldv, d, idx, n, thr, m, l, acc, sbuf, kept, 0);
+}
 #else
 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) { sp_sx_tile_fixed_portable(t); }
+int sp_sx_chunk_fixed_avx512_serial(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                                    const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                                    int32_t *kept) {
+    return sp_sx_chunk_fixed_portable(q, k, ldk, v, ldv, d, idx, n, thr, m, l, acc, sbuf, kept);
+}
 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
                              const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
                              int32_t *kept) {

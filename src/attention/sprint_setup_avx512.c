@@ -1,7 +1,9 @@
-/* sprint_setup_avx512.c: the per-call setup of the SPRINT CPU kernel (sprint_cpu.c) in AVX-512:
- * the key MSB levels with the integer row sums the sigma margins need, and the input check's
- * row norms (sprint_exact.h; the 8-bit quantisation of Q and K is sp_quant_rows_level's).
- * Tested byte for byte against the portable loops (tests/test_cpu_sprint.c). */
+/* sprint_setup_avx512.c: the per-call setup of the SPRINT CPU kernel (sprint_cpu.c): the key
+ * MSB levels with the integer row sums the sigma margins need (sp_sx_rows_*), the keys' levels,
+ * row sums and packed MSBs in one pass (sp_sx_quant_keys), and the input check's row norms,
+ * alone or with the tensor's largest |x| (sp_sx_max_norm_*, sp_sx_max_norm_amax_*), portable
+ * and AVX-512 (sprint_exact.h; Q's levels are sp_quant_rows_tmax's). Tested byte for byte
+ * against the portable loops (tests/test_cpu_sprint.c). */
 #include "attention/sprint_exact.h"
 #include "attention/flash.h"
 #include "functional/quant_simd.h"
