@@ -178,6 +178,28 @@ static void head_case(int nq, int nk, int d, int causal, int qoff, int pad, uint
     free(q), free(k), free(v), free(ref), free(o1), free(o2), free(kv), free(qv);
 }
 
+/* The AVX-512 K packer (16 x 16 transposes, no zeroing pass) writes the floats of the portable
+ * one, padding included, for key counts and head dims that end mid-block, with a row stride > d;
+ * the buffer is filled with garbage first so a float it leaves unwritten shows. */
+Test(flash, kpack_avx512_matches_portable) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
+    const int nks[] = {0, 1, 15, 16, 17, 63, 64, 65, 100, 130}, ds[] = {1, 7, 16, 24, 33, 64, 80, 128};
+    for (size_t a = 0; a < sizeof nks / sizeof *nks; a++)
+        for (size_t b = 0; b < sizeof ds / sizeof *ds; b++) {
+            const int nk = nks[a], d = ds[b], ld = d + 3;
+            float *k = randn((size_t)(nk > 0 ? nk : 1) * (size_t)ld, 91 + a * 16 + b, 1.0f);
+            const size_t n = sp_flash_kpack_size(nk, d);
+            float *p0 = malloc(n * sizeof *p0), *p1 = malloc(n * sizeof *p1);
+            for (size_t i = 0; i < n; i++) p0[i] = NAN, p1[i] = -1234.5f;
+            sp_flash_pack_k_portable(k, ld, nk, d, p0);
+            sp_flash_pack_k_avx512(k, ld, nk, d, p1);
+            for (size_t i = 0; i < n; i++)
+                cr_assert(!memcmp(&p0[i], &p1[i], sizeof *p0), "n_k %d d %d: float %zu: %g vs %g", nk, d, i,
+                          (double)p0[i], (double)p1[i]);
+            free(k), free(p0), free(p1);
+        }
+}
+
 Test(flash, heads_match_reference) {
     head_case(100, 100, 64, 1, 0, 0, 1);
     head_case(100, 100, 64, 0, 0, 0, 2);

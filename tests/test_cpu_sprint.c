@@ -13,6 +13,7 @@
 #include "attention/flash.h"
 #include "helpers.h"
 #include "functional/quant_simd.h"
+#include "functional/int_screen.h"
 #include "functional/fn_internal.h"
 #include "cpu/cpu.h"
 #include "sprint/cpu_attention.h"
@@ -112,6 +113,12 @@ static void against_reference(int n, int d, int causal, int pad, int clus, doubl
     h.out = o2;
     cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_OK, "%s", err.msg);
     cr_assert(!memcmp(o1, o2, N * sizeof(float)), "1 and 2 threads differ");
+    /* 8 threads: blocks of 32 or 64 queries instead of 128 (sprint_cpu.c halves the block while
+     * there are fewer blocks than threads): the same bits */
+    o.threads = 8;
+    cr_assert_eq(sp_cpu_attention_sprint(&h, &o, &err), SP_OK, "%s", err.msg);
+    cr_assert(!memcmp(o1, o2, N * sizeof(float)), "1 and 8 threads (smaller blocks) differ");
+    o.threads = 2;
     /* without exact statistics (the fast configuration: the AMX screen where available) the
      * screen is the same integer comparison: identical survivors, kept keys and output bits */
     if (thr != -INFINITY) {
@@ -167,11 +174,12 @@ Test(cpu_sprint, matches_functional_operator) { all_cases(); }
 /* The two digital paths separately: every key chunk through the dense flash tile with the
  * survivor masks, and every chunk through the gathered survivor rows. */
 Test(cpu_sprint, dense_tiles_and_gathers_each_match_the_operator) {
+    const int dflt = sp_sx_dense_min();
     sp_sx_dense_min_set(0);
     all_cases();
     sp_sx_dense_min_set(1 << 20);
     all_cases();
-    sp_sx_dense_min_set(16);
+    sp_sx_dense_min_set(dflt);
 }
 
 Test(cpu_sprint, minus_infinity_is_dense) {
@@ -244,6 +252,121 @@ static double plain_max_norm(const float *x, int n, int d, int ld, const unsigne
     return sqrt(mx);
 }
 
+/* The AVX-512 norms, row by row and 8 rows at a time, on rows whose squares span many binades
+ * (so the order of the partial sums shows in the last bits): the plain loop's doubles for d a
+ * multiple of 8 (the lane-swap tree) and not (the tail into the first sum). */
+Test(cpu_sprint, max_norm_order_on_wide_rows) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
+    const int ds[] = {8, 16, 17, 64, 72};
+    float x[13 * 72];
+    int differ = 0; /* rows where a different pairing would have changed the sum */
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (int trial = 0; trial < 400; trial++) {
+            const int d = ds[di], n = 1 + trial % 13;
+            for (int i = 0; i < n * d; i++) {
+                const uint64_t k = sp_rng_key(77, di, (uint64_t)trial, (uint64_t)i, 0);
+                x[i] = (float)ldexp(sp_rng_uniform(k) + 0.5, (int)(sp_rng_uniform(sp_rng_key(78, k, 0, 0, 0)) * 30) - 15);
+            }
+            for (int i = 0; i < n; i++) {
+                const double a = plain_max_norm(x + i * d, 1, d, d, NULL), b = sp_sx_max_norm_avx512(x + i * d, 1, d, d, NULL);
+                cr_assert(!memcmp(&a, &b, sizeof a), "d %d trial %d row %d: %.17g vs %.17g", d, trial, i, b, a);
+                double p[8] = {0};
+                for (int c = 0; c < d; c++) p[c < d / 8 * 8 ? c % 8 : 0] += (double)x[i * d + c] * x[i * d + c];
+                differ += ((p[0] + p[2]) + (p[1] + p[3])) + ((p[4] + p[6]) + (p[5] + p[7])) != a * a;
+            }
+            const double a = plain_max_norm(x, n, d, d, NULL), b = sp_sx_max_norm_avx512(x, n, d, d, NULL);
+            cr_assert(!memcmp(&a, &b, sizeof a), "d %d trial %d (%d rows): %.17g vs %.17g", d, trial, n, b, a);
+        }
+    cr_assert_gt(differ, 100, "the rows do not tell the orders apart (%d)", differ);
+}
+
+/* The fused pass (sp_sx_max_norm_amax_*, sp_flash_check_inputs_norms_amax): the norms of the
+ * plain loop and the maximum sp_quant_absmax_portable gives, for d with and without a tail
+ * (the largest value placed in the tail, in the 8-lane body, in each row position), row
+ * strides > d and padding rows holding larger values (skipped). */
+Test(cpu_sprint, fused_norm_and_absmax) {
+    const int ds[] = {1, 7, 8, 9, 20, 64, 65};
+    const int n = 21, ld = 70;
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (int pos = 0; pos < 25; pos++) {
+            const int d = ds[di];
+            float *q = randn((size_t)n * ld, 171 + di, 1.0f), *k = randn((size_t)n * ld, 172 + di, 2.0f);
+            float *v = randn((size_t)n * ld, 173 + di, 0.5f), *o = calloc((size_t)n * ld, sizeof(float));
+            unsigned char qv[21], kv[21];
+            for (int i = 0; i < n; i++) qv[i] = i % 5 != 2, kv[i] = i % 4 != 1;
+            for (int i = 2; i < n; i += 5) q[(size_t)i * ld] = 1e30f; /* padding: skipped */
+            for (int j = 1; j < n; j += 4) k[(size_t)j * ld + d - 1] = -1e30f;
+            int row = pos % n, krow = pos % n;
+            while (!qv[row]) row = (row + 1) % n;
+            while (!kv[krow]) krow = (krow + 1) % n;
+            const int col = (pos * 7) % d;
+            q[(size_t)row * ld + col] = -9.5f, k[(size_t)krow * ld + (d - 1 - col)] = 17.25f;
+            sp_attn_head h = {.n_q = n, .n_k = n, .d = d, .q = q, .k = k, .v = v, .out = o, .ldq = ld, .ldk = ld,
+                              .ldv = ld, .ldo = ld, .scale = 0.3f, .query_valid = qv, .key_valid = kv};
+            if (pos == 24) { /* no masks: every row counts (the padding values cleared) */
+                h.query_valid = NULL, h.key_valid = NULL;
+                for (int i = 2; i < n; i += 5) q[(size_t)i * ld] = 0.0f;
+                for (int j = 1; j < n; j += 4) k[(size_t)j * ld + d - 1] = 0.0f;
+            }
+            const float wq = sp_quant_absmax_portable(q, n, d, ld, h.query_valid);
+            const float wk = sp_quant_absmax_portable(k, n, d, ld, h.key_valid);
+            cr_assert(wq == 9.5f && wk == 17.25f, "d %d pos %d: the planted maxima (%g %g)", d, pos, (double)wq, (double)wk);
+            double n0[3], n1[3];
+            float am[2] = {-1, -1};
+            sp_error e0 = {0}, e1 = {0};
+            cr_assert_eq(sp_flash_check_inputs_norms(&h, n0, &e0), SP_OK);
+            cr_assert_eq(sp_flash_check_inputs_norms_amax(&h, n1, am, &e1), SP_OK);
+            cr_assert(!memcmp(n0, n1, sizeof n0), "d %d pos %d: norms differ", d, pos);
+            cr_assert(am[0] == wq && am[1] == wk, "d %d pos %d: amax %g %g vs %g %g", d, pos, (double)am[0],
+                      (double)am[1], (double)wq, (double)wk);
+            for (int f = 0; f < (sp_cpu_detect() >= SP_CPU_AVX512 ? 2 : 1); f++) {
+                float a = -1;
+                const double r = (f ? sp_sx_max_norm_amax_avx512 : sp_sx_max_norm_amax_portable)(k, n, d, ld, h.key_valid, &a);
+                const double w = plain_max_norm(k, n, d, ld, h.key_valid);
+                cr_assert(!memcmp(&r, &w, sizeof r) && a == wk, "d %d pos %d fn %d: %.17g %g vs %.17g %g", d, pos, f, r,
+                          (double)a, w, (double)wk);
+            }
+            free(q), free(k), free(v), free(o);
+        }
+}
+
+/* The keys' setup in one pass (sp_sx_quant_keys) against the three calls it replaces
+ * (sp_quant_rows_tmax, sp_sx_rows_*, sp_iscreen_pack): the same packed bytes, scales, row sums
+ * and sums of squares at every level, for d with and without a partial group, key counts
+ * that end mid-tile, a row stride > d and padding keys; the buffer starts as garbage. */
+Test(cpu_sprint, fused_key_setup_matches_the_three_passes) {
+    const int ds[] = {1, 7, 8, 12, 64, 65, 128}, nks[] = {0, 1, 17, 64, 100, 128};
+    const sp_cpu_level lvs[] = {SP_CPU_PORTABLE, SP_CPU_AVX512};
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (unsigned ni = 0; ni < sizeof nks / sizeof *nks; ni++)
+            for (int lvi = 0; lvi < (sp_cpu_detect() >= SP_CPU_AVX512 ? 2 : 1); lvi++)
+                for (int useval = 0; useval < 2; useval++) {
+                    const int d = ds[di], nk = nks[ni], ld = d + 5;
+                    const sp_cpu_level lv = lvs[lvi];
+                    float *k = randn((size_t)(nk + 1) * ld, 301 + di * 8 + ni, 1.5f);
+                    unsigned char *kv = malloc((size_t)nk + 1);
+                    for (int j = 0; j <= nk; j++) kv[j] = j % 6 != 4;
+                    const unsigned char *valid = useval ? kv : NULL;
+                    const float amax = sp_quant_absmax_portable(k, nk, d, ld, valid);
+                    const size_t NK = (size_t)(nk > 0 ? nk : 1), PS = sp_iscreen_pack_size(nk, d);
+                    int8_t *ki = malloc(NK * (size_t)d);
+                    uint8_t *msb = malloc(NK * (size_t)d), *p0 = malloc(PS), *p1 = malloc(PS);
+                    float *s0 = malloc(NK * sizeof(float)), *s1 = malloc(NK * sizeof(float));
+                    int32_t *a0 = malloc(NK * 4), *b0 = malloc(NK * 4), *a1 = malloc(NK * 4), *b1 = malloc(NK * 4);
+                    memset(p1, 0xA5, PS);
+                    sp_quant_rows_tmax(lv, k, nk, d, ld, valid, amax, ki, s0);
+                    sp_sx_rows_portable(ki, nk, d, msb, a0, b0);
+                    sp_iscreen_pack(msb, nk, d, d, p0);
+                    sp_sx_quant_keys(lv, k, nk, d, ld, valid, amax, p1, s1, a1, b1);
+                    cr_assert(!memcmp(p0, p1, PS), "d %d n_k %d level %d valid %d: packed bytes differ", d, nk, lvi, useval);
+                    if (nk > 0) {
+                        cr_assert(!memcmp(s0, s1, (size_t)nk * sizeof(float)), "d %d n_k %d: scales", d, nk);
+                        cr_assert(!memcmp(a0, a1, (size_t)nk * 4) && !memcmp(b0, b1, (size_t)nk * 4), "d %d n_k %d: sums", d, nk);
+                    }
+                    free(k), free(kv), free(ki), free(msb), free(p0), free(p1), free(s0), free(s1), free(a0), free(b0), free(a1), free(b1);
+                }
+}
+
 /* The input check both kernels run (flash.c sp_flash_check_inputs_norms, with sp_sx_max_norm_*)
  * against the plain loop above: the same norms to the bit at the portable and the AVX-512 level,
  * on random heads (d 1-130, row strides larger than d, padding rows holding NaN, infinities and
@@ -308,7 +431,7 @@ Test(cpu_sprint, input_check_matches_flash) {
 
 /* The online-softmax chunk step (sprint_exact.h) at the detected level against the portable one
  * and against a double softmax over the same kept keys: random survivor lists fed in pieces of
- * 1..40 keys (partial and full score trees, rescales when a later piece holds a larger score),
+ * 1..46 keys (partial and full score trees, rescales when a later piece holds a larger score),
  * d = 64 (the specialised path) and 48, 128 (the generic one). */
 static void chunk_case(int d, int nk, double keep_frac, uint64_t seed) {
     float *q = randn((size_t)d, seed, 1.0f), *k = randn((size_t)nk * d, seed + 1, 1.0f);
@@ -377,6 +500,70 @@ Test(cpu_sprint, chunk_step_matches_portable_and_reference) {
     chunk_case(64, 97, 0.9, 22);
     chunk_case(48, 300, 0.5, 23);
     chunk_case(128, 400, 0.2, 24);
+}
+
+/* The software-pipelined fixed-reference chunk step (next 16 survivors' scores before this 16's
+ * weighted sum) gives the bits of the same step in serial order: survivor lists of 1..70 keys
+ * (one partial group, several full ones, a partial last one), about half kept, d = 64. */
+Test(cpu_sprint, pipelined_chunk_step_changes_no_bit) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 on this CPU (the pipelined step is AVX-512 only)");
+    const int d = 64, nk = 500;
+    float *q = randn((size_t)d, 41, 1.0f), *k = randn((size_t)nk * d, 42, 1.0f), *v = randn((size_t)nk * d, 43, 1.0f);
+    int32_t idx[80], kp[2][96];
+    float sbuf[96];
+    int kept_total = 0, total = 0;
+    for (int n = 1; n <= 70; n++) {
+        for (int t = 0, key = n % 5; t < n; t++, key += 1 + (int)(sp_rng_uniform(sp_rng_key(44, (uint64_t)n, (uint64_t)t, 0, 0)) * 6))
+            idx[t] = key;
+        float acc[2][64], l[2] = {0.75f, 0.75f};
+        for (int c = 0; c < d; c++) acc[0][c] = acc[1][c] = 0.125f * (float)(c - 20);
+        int r[2];
+        for (int f = 0; f < 2; f++) {
+            float m = 0.1f;
+            r[f] = (f ? sp_sx_chunk_fixed_avx512_serial : sp_sx_chunk_fixed_avx512)(q, k, d, v, d, d, idx, n, 0.1f, &m,
+                                                                                     &l[f], acc[f], sbuf, kp[f]);
+        }
+        cr_assert_eq(r[0], r[1], "n %d: kept %d vs %d", n, r[0], r[1]);
+        cr_assert(!memcmp(kp[0], kp[1], (size_t)r[0] * sizeof(int32_t)), "n %d: kept keys differ", n);
+        cr_assert(!memcmp(acc[0], acc[1], sizeof acc[0]), "n %d: output bits differ", n);
+        cr_assert(l[0] == l[1], "n %d: l %.9g vs %.9g", n, (double)l[0], (double)l[1]);
+        kept_total += r[0], total += n;
+    }
+    cr_assert(kept_total > total / 5 && kept_total < total, "vacuous: kept %d of %d", kept_total, total);
+    free(q), free(k), free(v);
+}
+
+/* The dense-panel test of the digital stage (sp_sx_dense_panels, sprint_exact.h) against scalar
+ * popcounts of the 4 rows' 16-bit fields, for thresholds 0 (any survivor), 1, 24 and 64 and
+ * random words of every density, including all-ones (count 64). */
+Test(cpu_sprint, dense_panels_match_scalar_counts) {
+    const int dms[] = {0, 1, 23, 24, 25, 64};
+    int dense_seen = 0, sparse_seen = 0;
+    for (int it = 0; it < 4000; it++) {
+        uint64_t r[4];
+        for (int i = 0; i < 4; i++) {
+            uint64_t a = sp_hash64((uint64_t)it * 4 + (uint64_t)i), b = sp_hash64(a), c = sp_hash64(b);
+            switch (it % 4) { /* densities ~1/8, 1/2, 7/8 and full */
+            case 0: r[i] = a & b & c; break;
+            case 1: r[i] = a; break;
+            case 2: r[i] = a | b | c; break;
+            default: r[i] = it % 8 == 3 ? ~(uint64_t)0 : a | b;
+            }
+        }
+        for (size_t t = 0; t < sizeof dms / sizeof dms[0]; t++) {
+            const uint64_t got = sp_sx_dense_panels(r[0], r[1], r[2], r[3], dms[t]);
+            for (int p = 0; p < 4; p++) {
+                int cnt = 0;
+                for (int i = 0; i < 4; i++) cnt += __builtin_popcountll((r[i] >> (16 * p)) & 0xFFFF);
+                const int want = cnt >= (dms[t] > 1 ? dms[t] : 1);
+                cr_assert_eq((int)((got >> (16 * p + 15)) & 1), want, "it %d dense_min %d panel %d: count %d", it,
+                             dms[t], p, cnt);
+                dense_seen += want, sparse_seen += !want;
+            }
+            cr_assert_eq(got & ~0x8000800080008000ull, 0, "bits outside the field tops");
+        }
+    }
+    cr_assert(dense_seen > 1000 && sparse_seen > 1000, "vacuous");
 }
 
 /* The kernel's quantisation (sp_quant_rows_level at the detected level, per-tensor scale) equals

@@ -159,3 +159,44 @@ Test(int_screen, real_heads_bit_exact) {
     }
     sp_model_free(m);
 }
+
+/* The bits-only screen (sp_iscreen_masks_*: the tiles back to back, no charges) against the
+ * tile of the same level chunk by chunk (charges and bits), with thresholds that cut through
+ * the charges (each row's median-ish), INT32_MAX and INT32_MIN + 1, a row stride ldm > nchunk
+ * whose other words must stay untouched, and d with a partial group. */
+Test(int_screen, masks_match_the_tiles) {
+    const int ds[] = {8, 12, 64, 72}, nks[] = {64, 200, 512};
+    for (unsigned di = 0; di < sizeof ds / sizeof *ds; di++)
+        for (unsigned ni = 0; ni < sizeof nks / sizeof *nks; ni++) {
+            const int d = ds[di], nk = nks[ni], d8 = sp_iscreen_d8(d), G = d8 / 8, nch = (nk + 63) / 64;
+            uint8_t *m = malloc((size_t)nk * d), *kp = malloc(sp_iscreen_pack_size(nk, d));
+            int8_t q[4 * 80] = {0};
+            for (int t = 0; t < nk * d; t++) m[t] = (uint8_t)(sp_rng_uniform(sp_rng_key(61, di, ni, (uint64_t)t, 0)) * 16);
+            for (int r = 0; r < 4; r++)
+                for (int c = 0; c < d; c++)
+                    q[r * d8 + c] = (int8_t)(sp_rng_uniform(sp_rng_key(62, di, ni, (uint64_t)r, (uint64_t)c)) * 255 - 127);
+            sp_iscreen_pack(m, nk, d, d, kp);
+            const int8_t *rows[4] = {q, q + d8, q + 2 * d8, q + 3 * d8};
+            for (int L = 0; L <= (int)sp_cpu_detect(); L++)
+                for (int tc = 0; tc < 3; tc++) {
+                    int32_t A[4][64], tau[4];
+                    uint64_t want[4][9], got[4][10], mk[4];
+                    sp_iscreen_tile_for((sp_cpu_level)L)(kp, G, rows, A, NULL, NULL);
+                    for (int r = 0; r < 4; r++)
+                        tau[r] = tc == 0 ? A[r][r * 7] : tc == 1 ? (r % 2 ? INT32_MAX : INT32_MIN + 1) : A[r][63] + r - 1;
+                    for (int ch = 0; ch < nch; ch++) {
+                        sp_iscreen_tile_for((sp_cpu_level)L)(kp + (size_t)ch * 4 * G * 64, G, rows, A, tau, mk);
+                        for (int r = 0; r < 4; r++) want[r][ch] = mk[r];
+                    }
+                    memset(got, 0x5A, sizeof got);
+                    sp_iscreen_masks_for((sp_cpu_level)L)(kp, G, nch, rows, tau, &got[0][0], 10);
+                    for (int r = 0; r < 4; r++) {
+                        for (int ch = 0; ch < nch; ch++)
+                            cr_assert_eq(got[r][ch], want[r][ch], "level %d d %d nk %d case %d row %d chunk %d", L, d, nk,
+                                         tc, r, ch);
+                        for (int ch = nch; ch < 10; ch++) cr_assert_eq(got[r][ch], 0x5A5A5A5A5A5A5A5Aull, "wrote past");
+                    }
+                }
+            free(m), free(kp);
+        }
+}

@@ -3,6 +3,7 @@
  * that land on and next to the rounding halves, at the clamps, with padding rows, per-row and
  * per-tensor scales, and at every row length? */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,51 @@ Test(quant_simd, rows_match_the_libm_loop) {
                              (double)x[i], (double)s, a[i], c[i]);
             if (d < 128) cr_assert_eq(c[d], 0x55, "d=%d: wrote past the row", d);
         }
+}
+
+/* The AVX-512 row runs in fp32 with a guard (quant_avx512.c): values within a few float ulps of
+ * every half-integer multiple of s, for scales that are not powers of two; scales at and past
+ * the ends of the fp32 range (the whole row in double); NaN and infinite elements; and values
+ * whose quotient is past 256 or underflows. Every byte must be the libm loop's. */
+Test(quant_simd, fp32_guard_keeps_the_bytes_near_ties) {
+    if (!have_avx512()) cr_skip_test("the CPU has no AVX-512 F/VL/BW: only the portable loop runs here");
+    int8_t a[160], c[160];
+    float x[160];
+    long hits = 0;
+    for (int trial = 0; trial < 40000; trial++) {
+        const uint64_t t = (uint64_t)trial;
+        float s = (float)(0.001 + 3.0 * sp_rng_uniform(sp_rng_key(21, t, 0, 0, 0)));
+        if (trial % 97 == 1) s = 0x1p-127f * 1.37f;   /* rf would be infinite */
+        if (trial % 97 == 2) s = 0x1p-126f;           /* the smallest scale the fp32 path takes */
+        if (trial % 97 == 3) s = 0x1p126f * 1.5f;     /* rf subnormal */
+        if (trial % 97 == 4) s = INFINITY;
+        for (int i = 0; i < 160; i++) {
+            const uint64_t k = sp_rng_key(22, t, (uint64_t)i, 0, 0);
+            int lev = (int)(sp_rng_uniform(k) * 300.0) - 150; /* some past the clamps */
+            float h = (float)(((double)lev + 0.5) * (double)s);
+            int steps = (int)(sp_rng_uniform(sp_rng_key(23, t, (uint64_t)i, 0, 0)) * 41.0) - 20;
+            if (trial % 5 == 4) steps *= 300; /* up to ~2^13 ulps: around the guard's edge */
+            uint32_t bits; /* steps float ulps away from zero (toward it when negative) */
+            memcpy(&bits, &h, 4);
+            if (isfinite(h)) bits += (uint32_t)steps;
+            memcpy(&x[i], &bits, 4);
+        }
+        if (trial % 11 == 5) x[trial % 150] = NAN;
+        if (trial % 11 == 6) x[trial % 150] = -INFINITY;
+        if (trial % 11 == 7) x[trial % 150] = 0x1p-149f; /* underflows in y */
+        if (trial % 11 == 8) x[trial % 150] = -FLT_MAX;
+        const int d = 1 + trial % 150; /* the 64-element blocks, then 16 lanes */
+        row_libm(x, d, s, a);
+        memset(c, 0x55, sizeof c);
+        sp_quant_row_level(SP_CPU_AVX512, x, d, s, c);
+        for (int i = 0; i < d; i++) {
+            cr_assert_eq(a[i], c[i], "trial %d d=%d element %d (x %.9g, s %.9g, x/s %.17g): %d vs %d", trial, d, i,
+                         (double)x[i], (double)s, (double)x[i] / (double)s, a[i], c[i]);
+            hits += fabs(fabs(fmod((double)x[i] / (double)s, 1.0)) - 0.5) < 0x1p-16;
+        }
+        cr_assert_eq(c[d], 0x55, "d=%d: wrote past the row", d);
+    }
+    cr_assert_gt(hits, 100000, "too few elements near a tie (%ld)", hits);
 }
 
 /* Whole tensors: per-row and per-tensor scales, padding rows, a row stride > d. */

@@ -79,14 +79,80 @@ size_t sp_flash_kpack_size(int n_k, int d) {
     return (nk64 > 0 ? nk64 : SP_FLASH_CHUNK) * (size_t)d;
 }
 
-/* The panels of cpu/linear.h (16 keys x d), zero-padded on to whole chunks. */
-void sp_flash_pack_k(const float *k, int ldk, int n_k, int d, float *kp) {
+/* The panels of cpu/linear.h (16 keys x d), zero-padded on to whole chunks: the reference
+ * (an element at a time, after zeroing the whole buffer). */
+void sp_flash_pack_k_portable(const float *k, int ldk, int n_k, int d, float *kp) {
     size_t total = sp_flash_kpack_size(n_k, d), packed = 0;
     if (n_k > 0) {
         sp_linear_pack_strided(k, ldk, n_k, d, kp);
         packed = sp_linear_packed_floats(n_k, d);
     }
     memset(kp + packed, 0, (total - packed) * sizeof *kp);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define T512F __attribute__((target("avx512f")))
+/* The same floats, 16 keys x 16 dims at a time: 16 row loads (masked at d's end; keys past
+ * n_k are zero vectors), a 16 x 16 transpose in registers, 16 stores; no pass that zeroes the
+ * buffer first (only the panels past the last key are cleared). Part of both kernels' setup
+ * (docs/RESULTS.md part 9z.s). */
+T512F void sp_flash_pack_k_avx512(const float *k, int ldk, int n_k, int d, float *kp) {
+    const size_t total = sp_flash_kpack_size(n_k, d), PD = (size_t)d * 16;
+    const int np = n_k > 0 ? (n_k + 15) / 16 : 0;
+    for (int p = 0; p < np; p++) {
+        float *dst = kp + (size_t)p * PD;
+        const int nu = n_k - 16 * p < 16 ? n_k - 16 * p : 16;
+        for (int c0 = 0; c0 < d; c0 += 16) {
+            const int nc = d - c0 < 16 ? d - c0 : 16;
+            const __mmask16 m = nc == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1u);
+            __m512 r[16], t[16];
+            #pragma GCC unroll 16
+            for (int u = 0; u < 16; u++)
+                r[u] = u < nu ? _mm512_maskz_loadu_ps(m, k + (size_t)(16 * p + u) * (size_t)ldk + c0)
+                              : _mm512_setzero_ps();
+            /* stage 1: pairs of rows interleaved by element; stage 2: by pairs of elements */
+            #pragma GCC unroll 16
+            for (int u = 0; u < 16; u += 2) {
+                t[u] = _mm512_unpacklo_ps(r[u], r[u + 1]);
+                t[u + 1] = _mm512_unpackhi_ps(r[u], r[u + 1]);
+            }
+            #pragma GCC unroll 16
+            for (int u = 0; u < 16; u += 4) {
+                r[u] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[u]), _mm512_castps_pd(t[u + 2])));
+                r[u + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[u]), _mm512_castps_pd(t[u + 2])));
+                r[u + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[u + 1]), _mm512_castps_pd(t[u + 3])));
+                r[u + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[u + 1]), _mm512_castps_pd(t[u + 3])));
+            }
+            /* r[4a + b] now holds, in 128-bit lane L, element 4L + b of rows 4a .. 4a + 3;
+             * stage 3 and 4: gather the lanes L of the four row quads */
+            #pragma GCC unroll 16
+            for (int b = 0; b < 4; b++) {
+                const __m512 x0 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0x88);      /* lanes 0, 2 of quads 0, 1 */
+                const __m512 x1 = _mm512_shuffle_f32x4(r[b], r[4 + b], 0xDD);      /* lanes 1, 3 */
+                const __m512 x2 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0x88);
+                const __m512 x3 = _mm512_shuffle_f32x4(r[8 + b], r[12 + b], 0xDD);
+                t[b] = _mm512_shuffle_f32x4(x0, x2, 0x88);      /* lane 0: element b */
+                t[8 + b] = _mm512_shuffle_f32x4(x0, x2, 0xDD);  /* lane 2: element 8 + b */
+                t[4 + b] = _mm512_shuffle_f32x4(x1, x3, 0x88);  /* lane 1: element 4 + b */
+                t[12 + b] = _mm512_shuffle_f32x4(x1, x3, 0xDD); /* lane 3: element 12 + b */
+            }
+#pragma GCC unroll 16
+            for (int c = 0; c < 16; c++) /* constant indices: t stays in registers */
+                if (c < nc) _mm512_storeu_ps(dst + (size_t)(c0 + c) * 16, t[c]);
+        }
+    }
+    memset(kp + (size_t)np * PD, 0, (total - (size_t)np * PD) * sizeof *kp);
+}
+#else
+void sp_flash_pack_k_avx512(const float *k, int ldk, int n_k, int d, float *kp) {
+    sp_flash_pack_k_portable(k, ldk, n_k, d, kp);
+}
+#endif
+
+void sp_flash_pack_k(const float *k, int ldk, int n_k, int d, float *kp) {
+    if (sp_cpu_detect() >= SP_CPU_AVX512) sp_flash_pack_k_avx512(k, ldk, n_k, d, kp);
+    else sp_flash_pack_k_portable(k, ldk, n_k, d, kp);
 }
 
 void sp_flash_rows(const sp_attn_head *h, const float *kp, const float *bias, int i0, int i1, sp_flash_tile_fn fn) {
@@ -156,13 +222,22 @@ sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err) {
 }
 
 sp_status sp_flash_check_inputs_norms(const sp_attn_head *h, double nrm[3], sp_error *err) {
+    return sp_flash_check_inputs_norms_amax(h, nrm, NULL, err);
+}
+
+sp_status sp_flash_check_inputs_norms_amax(const sp_attn_head *h, double nrm[3], float amax[2], sp_error *err) {
     /* largest row norms of the valid rows (-1: a value is not finite): 8 partial sums per row
      * (sprint_exact.h), in AVX-512 at that level; the SPRINT kernel runs this same check, so
      * flash, the baseline, pays no more for it than SPRINT does */
+    const int v512 = sp_cpu_detect() >= SP_CPU_AVX512;
     double (*max_norm)(const float *, int, int, int, const unsigned char *) =
-        sp_cpu_detect() >= SP_CPU_AVX512 ? sp_sx_max_norm_avx512 : sp_sx_max_norm_portable;
-    double qn = max_norm(h->q, h->n_q, h->d, h->ldq, h->query_valid);
-    double kn = max_norm(h->k, h->n_k, h->d, h->ldk, h->key_valid);
+        v512 ? sp_sx_max_norm_avx512 : sp_sx_max_norm_portable;
+    double (*max_norm_amax)(const float *, int, int, int, const unsigned char *, float *) =
+        v512 ? sp_sx_max_norm_amax_avx512 : sp_sx_max_norm_amax_portable;
+    double qn = amax ? max_norm_amax(h->q, h->n_q, h->d, h->ldq, h->query_valid, &amax[0])
+                     : max_norm(h->q, h->n_q, h->d, h->ldq, h->query_valid);
+    double kn = amax ? max_norm_amax(h->k, h->n_k, h->d, h->ldk, h->key_valid, &amax[1])
+                     : max_norm(h->k, h->n_k, h->d, h->ldk, h->key_valid);
     double vn = max_norm(h->v, h->n_k, h->d, h->ldv, h->key_valid);
     nrm[0] = qn, nrm[1] = kn, nrm[2] = vn;
     if (qn < 0 || kn < 0 || vn < 0)

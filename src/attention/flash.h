@@ -47,6 +47,10 @@ sp_flash_tile_fn sp_flash_tile_for(sp_cpu_level level, int d);
 /* Floats of the packed K of n_k keys, and the packing. */
 size_t sp_flash_kpack_size(int n_k, int d);
 void sp_flash_pack_k(const float *k, int ldk, int n_k, int d, float *kp);
+/* The same floats element by element (the reference) and 16 x 16 blocks at a time (AVX-512 F;
+ * the portable one elsewhere); sp_flash_pack_k takes the second where the CPU has AVX-512. */
+void sp_flash_pack_k_portable(const float *k, int ldk, int n_k, int d, float *kp);
+void sp_flash_pack_k_avx512(const float *k, int ldk, int n_k, int d, float *kp);
 
 /* Flash attention of query rows [i0, i1) of h (masks as in attention.h; query_valid = 0 rows
  * and rows that see no key are zero). kp from sp_flash_pack_k; bias NULL or (n_k) 0/-inf from
@@ -64,6 +68,15 @@ sp_status sp_flash_check_inputs(const sp_attn_head *h, sp_error *err);
 /* The same check, also giving the largest row norms of the valid rows of Q, K and V in
  * nrm[0..2] (-1 for a tensor holding a NaN or infinity). */
 sp_status sp_flash_check_inputs_norms(const sp_attn_head *h, double nrm[3], sp_error *err);
+/* The same check, also giving the largest |x| of the valid rows of Q and K in amax[0..1] (the
+ * per-tensor maximum of the 8-bit quantiser, sp_quant_absmax_*: the SPRINT kernel's setup
+ * reads Q and K once for both; amax is unspecified when the check fails). */
+sp_status sp_flash_check_inputs_norms_amax(const sp_attn_head *h, double nrm[3], float amax[2], sp_error *err);
+/* sp_sx_max_norm_* (sprint_exact.h) that also sets *amax to the largest |x| of the valid rows
+ * when every value is finite (unspecified otherwise): the portable one runs both loops, the
+ * AVX-512 one takes the maximum from the loads of the norm. */
+double sp_sx_max_norm_amax_portable(const float *x, int n, int d, int ld, const unsigned char *valid, float *amax);
+double sp_sx_max_norm_amax_avx512(const float *x, int n, int d, int ld, const unsigned char *valid, float *amax);
 
 /* 2^x for x <= 0 in float (the kernels' polynomial; exactly 0 below -126, 1 at 0): x = n + f,
  * n integer (nearest), |f| <= 1/2; 2^f by the Cephes exp2f polynomial; 2^n in the exponent

@@ -2,21 +2,25 @@
  * paper sec. 1.3-1.5: in-memory screen on the 4 key MSBs, fetch survivors, recompute exactly,
  * threshold again, softmax).
  *
- *   1. Q and K are quantised to 8 bits (one scale per tensor: sp_quant_rows_level, quant.c); the
- *      key MSBs are packed two per byte (int_screen.h) and, for AMX, one per byte in tile order
- *      (int_screen_amx.h); the query reaches the "crossbar" as its 8-bit levels.
+ *   1. Q and K are quantised to 8 bits (one scale per tensor: sp_quant_rows_tmax, quant.c, with
+ *      the tensor maxima from the input check's pass over Q and K); the key MSBs are packed two
+ *      per byte (int_screen.h; levels, row sums and packing in one pass over K,
+ *      sp_sx_quant_keys) and, for AMX, one per byte in tile order (int_screen_amx.h); the
+ *      query reaches the "crossbar" as its 8-bit levels.
  *   2. Screen: the integer charge A_ij = sum_c q_ic m_jc, 32 queries x 64 keys per AMX step
  *      (fixed policy without exact statistics, where AMX-INT8 is usable) or 4 queries x 64
- *      keys per VNNI / AVX2 / portable tile. Key j survives for query i when its estimate
+ *      keys per VNNI / AVX2 / portable tile (only the comparator bits, a group's tiles in one
+ *      call, when no charge is needed: sp_iscreen_masks_*). Key j survives for query i when its estimate
  *      lf (16 A_ij + (7.5 - 128) sum_c q_ic) plus margin_sigma standard deviations of the
  *      estimate's error reaches the threshold: the functional model's sigma margin with an
  *      ideal device (sprint_op.c), so the decision is the same integer comparison A >= tau.
- *   3. Digital stage per block of 32 queries, key chunk by key chunk, with an online softmax
- *      per query (sx_digital): 16-key panels where a group of 4 queries has >= 16 of its 64
- *      pairs as survivors go 4 at a time through the flash tile with the survivor masks and
- *      exact thresholds (sx_tile); the other survivors are gathered 16 at a time for exact fp32
- *      scores (row dots summed by a shuffle tree), the exact threshold, exp2 and the weighted
- *      sum of V over the kept keys only (sprint_exact.h). Under the fixed policy at level
+ *   3. Digital stage per block of up to QBLK (128) queries, key chunk by key chunk, with an
+ *      online softmax per query (sx_digital): 16-key panels where a group of 4 queries has
+ *      >= SX_DENSE_MIN (24) of its 64 pairs as survivors go 4 at a time through the flash tile
+ *      with the survivor masks and exact thresholds (sx_tile); the other survivors wait per
+ *      query until SX_BATCH (48) are there, then go 16 at a time to exact fp32 scores (row dots
+ *      summed by a shuffle tree), the exact threshold, exp2 and the weighted sum of V over the
+ *      kept keys only (sprint_exact.h). Under the fixed policy at level
  *      avx512 the row's threshold is the softmax reference (sprint_fixed_avx512.c: kept
  *      weights 2^(s - thr) >= 1, no running max, no rescales) when fixed_ref_ok proves that
  *      nothing can overflow fp32.
@@ -43,19 +47,27 @@
 #include "functional/int_screen_amx.h"
 #include "sprint/cpu_attention.h"
 
-#define QBLK 32     /* queries per parallel work item (8 groups of 4; a multiple of 32, the AMX screen's rows) */
+/* Queries per parallel work item: 32 groups of 4, a multiple of 32 (the AMX screen's rows). 128
+ * rather than 32: a chunk's K, V and packed K rows, fetched from L2 or L3 once per block, serve 4
+ * times as many queries (docs/RESULTS.md part 9z.t). */
+#define QBLK 128
 #define SX_CHUNK 64 /* keys per chunk of the digital stage (one screen tile) */
 /* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which the panel is
  * computed by the dense flash tile instead of the gathers: a speed choice only (both compute
- * the same kept set and softmax up to float rounding); see docs/RESULTS.md part 9b. */
-#define SX_DENSE_MIN 16
+ * the same kept set and softmax up to float rounding); see docs/RESULTS.md parts 9b and 9z.t
+ * (16 before the batched, pipelined gathered step; 24 since). */
+#define SX_DENSE_MIN 24
 static int g_dense_min = SX_DENSE_MIN;
 void sp_sx_dense_min_set(int n) { __atomic_store_n(&g_dense_min, n, __ATOMIC_RELAXED); }
 int sp_sx_dense_min(void) { return __atomic_load_n(&g_dense_min, __ATOMIC_RELAXED); }
 static int g_fixed_ref = 1;
 void sp_sx_fixed_ref_set(int on) { __atomic_store_n(&g_fixed_ref, on, __ATOMIC_RELAXED); }
 int sp_sx_fixed_ref(void) { return __atomic_load_n(&g_fixed_ref, __ATOMIC_RELAXED); }
-#define SX_PEND (SX_CHUNK + 32) /* survivors waiting per query: < 16 left over + one chunk + 16 slack */
+/* Survivors a query's pending list collects before a chunk step serves them (then all its full
+ * 16-key groups): the fixed-reference step overlaps each 16-key group's scores with the previous
+ * group's weighted sum, which a batch of one group cannot (docs/RESULTS.md part 9z.t). */
+#define SX_BATCH 48
+#define SX_PEND (SX_BATCH + SX_CHUNK + 16) /* survivors waiting per query: < SX_BATCH before a chunk's gather + one chunk + 16 slack */
 #define LOG2E 1.4426950408889634
 
 typedef struct sx_shared {
@@ -68,6 +80,7 @@ typedef struct sx_shared {
     const int8_t *qd;      /* (n_q, d8) query levels */
     const float *sq, *sk;  /* quantisation scales */
     sp_iscreen_tile_fn screen;
+    sp_iscreen_masks_fn masks; /* the screen when no charge is needed */
     sp_sx_chunk_fn chunk;
     sp_sx_gather_fn gather; /* a group's leftover survivors to its pending lists */
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
@@ -87,7 +100,7 @@ typedef struct sx_work {
     double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
     int32_t *tau;          /* (QBLK) comparator references (AMX screen) */
     int *valid;            /* (QBLK) query valid */
-    int32_t *pend;         /* (QBLK, SX_PEND) survivors waiting for a full score tree */
+    int32_t *pend;         /* (QBLK, SX_PEND) survivors waiting until SX_BATCH are there (then every full 16) */
     int *npend;            /* (QBLK) */
     int32_t *kidx;         /* (SX_PEND + 16) kept keys of one call */
     float *sbuf;           /* (SX_PEND + 16) scores, weights */
@@ -158,7 +171,9 @@ static void sx_group(const sx_shared *S, sx_work *w, int i0, int nr, int rb, int
     /* ---- screen: integer charges and comparator bits of 4 rows x 64 keys per tile ---- */
     int32_t T[4][64];
     uint64_t mk[4];
-    for (int ch = 0; ch < nchunk && mode == SX_SCREEN; ch++) {
+    if (mode == SX_SCREEN && !need_A) /* only the bits: the tiles back to back, straight into the masks */
+        S->masks(S->kp, G, nchunk, rows, tau, w->mask + (size_t)rb * NW, NW);
+    for (int ch = 0; ch < nchunk && mode == SX_SCREEN && need_A; ch++) {
         S->screen(S->kp + (size_t)ch * 4 * (size_t)G * 64, G, rows, T, tau, mk);
         for (int r = 0; r < 4; r++) {
             w->mask[(size_t)(rb + r) * NW + ch] = mk[r];
@@ -242,14 +257,16 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
     const int d = h->d, nk = h->n_k, gi = g / 4, ns = w->qn[gi];
     const size_t D = (size_t)d;
     int32_t vidx[64];
-    sp_flash_tile t = {.d = d, .nkc = 16 * ns, .v = h->v, .ldv = h->ldv, .vidx = vidx, .rmask = w->qmask + gi * 4,
-                       .m = w->mrun + g, .l = w->lrun + g, .o = w->acc + (size_t)g * D};
+    sp_flash_tile t; /* every field set below (no zeroing of the whole struct per tile) */
+    t.d = d, t.nkc = 16 * ns, t.v = h->v, t.ldv = h->ldv, t.vidx = vidx, t.bias = NULL;
+    t.rmask = w->qmask + gi * 4, t.m = w->mrun + g, t.l = w->lrun + g, t.o = w->acc + (size_t)g * D;
     for (int p = 0; p < 4; p++) {
-        int pan = w->qpan[gi * 4 + (p < ns ? p : 0)]; /* unused slots: any valid panel (masked) */
+        const int pan = w->qpan[gi * 4 + (p < ns ? p : 0)]; /* unused slots: any valid panel (masked) */
         t.kpan[p] = S->kp_f32 + (size_t)pan * D * 16;
         /* keys past n_k (the last panel's padding) are never kept, but the portable tile reads
          * every V row below lim with weight 0: point them at a real row */
-        for (int u = 0; u < 16; u++) vidx[16 * p + u] = 16 * pan + u < nk ? 16 * pan + u : nk - 1;
+        const int j0 = 16 * pan, nu = nk - j0 < 16 ? nk - j0 : 16;
+        for (int u = 0; u < 16; u++) vidx[16 * p + u] = j0 + (u < nu ? u : nu - 1);
     }
     for (int r = 0; r < 4; r++) {
         t.q[r] = w->qs + (size_t)(g + r < nb ? g + r : g) * D;
@@ -268,18 +285,25 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
     for (int r = 0; r < 4; r++) w->qmask[gi * 4 + r] = 0;
 }
 
-/* Survivors of the 4 rows' masks per 16-key panel, summed over the rows: panel p's count in
- * bits 16 p .. 16 p + 15 (a SWAR popcount: bytes hold <= 8 bits of a row, <= 32 of four). */
-static inline uint64_t nibble_counts(uint64_t x) {
-    x = x - ((x >> 1) & 0x5555555555555555ull);
-    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-    return (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-}
-/* Four scalar arguments, not an array: gcc vectorised the array form into SSE loads of two
- * words just stored one by one, a store-forwarding stall on every call (perf annotate). */
-static inline uint64_t panel_counts(uint64_t r0, uint64_t r1, uint64_t r2, uint64_t r3) {
-    const uint64_t t = nibble_counts(r0) + nibble_counts(r1) + nibble_counts(r2) + nibble_counts(r3);
-    return (t + (t >> 8)) & 0x00FF00FF00FF00FFull;
+/* Serves the first `take` survivors waiting on block row r's pending list (exact scores, the
+ * exact threshold, the softmax update, sprint_exact.h) and moves the < 16 left to the front. */
+static void sx_serve(const sx_shared *S, sx_work *w, int b0, int r, int take) {
+    const sp_attn_head *h = S->h;
+    const size_t D = (size_t)h->d;
+    int32_t *pend = w->pend + (size_t)r * SX_PEND;
+    const int n = w->npend[r];
+    const int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, h->d, pend, take,
+                               (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r], w->acc + (size_t)r * D,
+                               w->sbuf, w->kidx);
+    w->st.pairs_kept += nkept;
+    if (S->o->kept) {
+        unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)h->n_k;
+        for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
+    }
+    /* < 16 left, and take >= 16 whenever some are left: one 64-byte copy, no overlap (pend has
+     * SX_PEND >= take + 16 entries) */
+    if (n > take) memcpy(pend, pend + take, 16 * sizeof *pend);
+    w->npend[r] = n - take;
 }
 
 /* The digital stage of a block of nb queries [b0, b0 + nb) (paper sec. 1.4-1.5), key chunk by
@@ -292,7 +316,8 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
     const size_t D = (size_t)d;
     const float qmul = (float)((double)h->scale * LOG2E);
     int endmax = 0;
-    for (int r = 0; r < QBLK; r++) { /* rows >= nb: scratch for the dense tiles' unused rows */
+    const int nb4 = (nb + 3) & ~3; /* the rows the block's groups span */
+    for (int r = 0; r < nb4; r++) { /* rows nb .. nb4 - 1: scratch for the dense tiles' unused rows */
         /* the fixed reference (S->fixed) is the row's threshold in log2 units, as passed to
          * the chunk and tile steps; scratch rows keep nothing, any finite value serves */
         w->mrun[r] = !S->fixed ? -INFINITY : r < nb && w->valid[r] ? (float)(w->thr[r] * LOG2E) : 0.0f;
@@ -308,32 +333,36 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
         if (e > endmax) endmax = e;
     }
     const int nch = (endmax + SX_CHUNK - 1) / SX_CHUNK;
-    /* Survivors wait in a per-query list until 16 of them fill the score tree (a query has ~11
-     * survivors per 64-key chunk at 17% screened; partial trees waste a third of the work);
-     * the waiting rows are the last chunk's, still in L1. */
+    /* Survivors outside the dense panels wait in a per-query list until SX_BATCH of them are
+     * there (a query has a few such survivors per 64-key chunk on the BERT-L preset at 10% kept;
+     * partial 16-key groups waste score-tree work); the waiting rows are recent chunks', in L1
+     * or L2. */
     int *np = w->npend;
-    for (int r = 0; r < QBLK; r++) np[r] = 0;
-    for (int gi = 0; gi < QBLK / 4; gi++) w->qn[gi] = 0;
-    memset(w->qmask, 0, QBLK * sizeof *w->qmask);
+    for (int r = 0; r < nb4; r++) np[r] = 0;
+    for (int gi = 0; gi < nb4 / 4; gi++) w->qn[gi] = 0;
+    memset(w->qmask, 0, (size_t)nb4 * sizeof *w->qmask);
+    const int dm = S->dense_min; /* <= 0: every panel with a survivor; > 64: none */
     for (int ch = 0; ch <= nch; ch++)
         for (int g = 0; g < nb; g += 4) {
-            /* Panels of 16 keys in which the group's 4 queries have at least dense_min of the
-             * 64 pairs as survivors are queued, 4 to a flash tile (scores of all 4 x 64 pairs
-             * from the packed K panels: no gathers, no reduction trees; weights only for kept
-             * keys); the survivors of the other panels go to the gathers below. */
-            uint64_t rg[4] = {0, 0, 0, 0}; /* survivors left to the gathers */
             const int gi = g / 4;
-            if (ch < nch) {
-                /* the 4 rows' words in registers (r0..r3); rg[] only after the dense panels */
-                /* (rows of invalid queries and rows past nb are zero words: sx_group) */
-                const uint64_t *x = w->maskt + (size_t)ch * QBLK + (size_t)g;
-                uint64_t r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
-                uint64_t pc = S->kp_f32 && (r0 | r1 | r2 | r3) ? panel_counts(r0, r1, r2, r3) : 0;
-                while (pc) { /* the panels with survivors, lowest first */
-                    const int p = __builtin_ctzll(pc) / 16;
-                    const int cnt = (int)((pc >> (16 * p)) & 0xFFFF);
-                    pc &= ~((uint64_t)0xFFFF << (16 * p));
-                    if (cnt < S->dense_min) continue;
+            if (ch == nch) { /* after the last chunk: the panels still queued, then every survivor left */
+                if (w->qn[gi] > 0) sx_tile(S, w, b0, nb, g);
+                for (int r = g; r < g + 4 && r < nb; r++)
+                    if (np[r] > 0) sx_serve(S, w, b0, r, np[r]);
+                continue;
+            }
+            const uint64_t *x = w->maskt + (size_t)ch * QBLK + (size_t)g;
+            uint64_t r0 = x[0], r1 = x[1], r2 = x[2], r3 = x[3];
+            if (!(r0 | r1 | r2 | r3)) continue; /* rows past nb and invalid rows are zero words (sx_group) */
+            if (S->kp_f32 && dm <= 64) {
+                /* Panels of 16 keys in which the group's 4 queries have at least dense_min of the
+                 * 64 pairs as survivors are queued, 4 to a flash tile (scores of all 4 x 64 pairs
+                 * from the packed K panels: no gathers, no reduction trees; weights only for kept
+                 * keys); the survivors of the other panels go to the gathers below. */
+                uint64_t dbits = sp_sx_dense_panels(r0, r1, r2, r3, dm);
+                while (dbits) { /* the dense panels, lowest first */
+                    const int p = __builtin_ctzll(dbits) / 16;
+                    dbits &= dbits - 1;
                     const int slot = w->qn[gi], sh = 16 * p;
                     const uint64_t keep = ~((uint64_t)0xFFFF << sh);
                     uint64_t *qm = w->qmask + gi * 4;
@@ -344,37 +373,19 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
                     qm[3] |= ((r3 >> sh) & 0xFFFF) << (16 * slot), r3 &= keep;
                     if (++w->qn[gi] == 4) sx_tile(S, w, b0, nb, g);
                 }
-                rg[0] = r0, rg[1] = r1, rg[2] = r2, rg[3] = r3;
-            } else if (w->qn[gi] > 0)
-                sx_tile(S, w, b0, nb, g); /* after the last chunk: the panels still queued */
-            /* before the last chunk a row without new survivors has < 16 waiting: nothing to do */
-            if (ch < nch && !(rg[0] | rg[1] | rg[2] | rg[3])) continue;
-            if (ch < nch) { /* the group's leftovers onto its 4 pending lists, one call (zero rows untouched) */
+            }
+            if (!(r0 | r1 | r2 | r3)) continue;
+            { /* the group's leftovers onto its 4 pending lists, one call (zero rows untouched) */
+                const uint64_t rg[4] = {r0, r1, r2, r3};
                 int32_t *const outs[4] = {w->pend + (size_t)g * SX_PEND, w->pend + (size_t)(g + 1) * SX_PEND,
                                           w->pend + (size_t)(g + 2) * SX_PEND, w->pend + (size_t)(g + 3) * SX_PEND};
                 S->gather(rg, ch * SX_CHUNK, outs, np + g);
             }
-            for (int r = g; r < g + 4 && r < nb; r++) {
-                if (!w->valid[r]) continue;
-                int32_t *pend = w->pend + (size_t)r * SX_PEND;
-                int n = np[r];
-                int take = ch < nch ? n / 16 * 16 : n; /* after the last chunk: everything left */
-                if (take > 0) {
-                    int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, d, pend, take,
-                                         (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r],
-                                         w->acc + (size_t)r * D, w->sbuf, w->kidx);
-                    w->st.pairs_kept += nkept;
-                    if (S->o->kept) {
-                        unsigned char *row = S->o->kept + (size_t)(b0 + r) * (size_t)nk;
-                        for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
-                    }
-                    /* < 16 left, and take >= 16 whenever some are left: one 64-byte copy, no overlap
-                     * (pend has SX_PEND >= take + 16 entries) */
-                    if (n > take) memcpy(pend, pend + take, 16 * sizeof *pend);
-                    n -= take;
-                }
-                np[r] = n;
-            }
+            /* a row is served once SX_BATCH survivors wait (rows past nb have none: one test of
+             * the 4 counts, rarely true, instead of a branch per row) */
+            if ((np[g] >= SX_BATCH) | (np[g + 1] >= SX_BATCH) | (np[g + 2] >= SX_BATCH) | (np[g + 3] >= SX_BATCH))
+                for (int r = g; r < g + 4 && r < nb; r++)
+                    if (np[r] >= SX_BATCH) sx_serve(S, w, b0, r, np[r] / 16 * 16);
         }
     for (int r = 0; r < nb; r++) {
         float *orow = h->out + (size_t)(b0 + r) * (size_t)h->ldo;
@@ -431,30 +442,48 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (s != SP_OK) return s;
     const int nq = h->n_q, nk = h->n_k, d = h->d, d8 = sp_iscreen_d8(d);
     double nrm[3]; /* largest row norms of Q, K, V */
-    s = sp_flash_check_inputs_norms(h, nrm, err); /* flash's check: finite inputs, scores inside fp32 */
+    float amax[2]; /* largest |q|, |k|: the quantiser's scales, from the same pass over Q and K */
+    s = sp_flash_check_inputs_norms_amax(h, nrm, amax, err); /* flash's check: finite inputs, scores inside fp32 */
     if (s != SP_OK) return s;
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
     const size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d;
-    int8_t *qi = sp_xmalloc((size_t)nq * D, 1), *ki = sp_xmalloc(NK * D, 1);
+    int8_t *qi = sp_xmalloc((size_t)nq * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
     sp_cpu_level lv = sp_cpu_detect();
     const int v512 = lv >= SP_CPU_AVX512;
-    sp_quant_rows_level(lv, h->q, nq, d, h->ldq, 0, h->query_valid, qi, sq);
-    sp_quant_rows_level(lv, h->k, nk, d, h->ldk, 0, h->key_valid, ki, sk);
+    sp_quant_rows_tmax(lv, h->q, nq, d, h->ldq, h->query_valid, amax[0], qi, sq);
     int8_t *qd = qi; /* (nq, d8) query levels: qi itself when d is a multiple of 8 */
     if (d8 != d) {
         qd = sp_xcalloc((size_t)nq * (size_t)d8, 1);
         for (int i = 0; i < nq; i++) memcpy(qd + (size_t)i * (size_t)d8, qi + (size_t)i * D, D);
     }
     double *marg = sp_xmalloc((size_t)nq, sizeof *marg), *oi = sp_xmalloc((size_t)nq, sizeof *oi);
-    uint8_t *msb = sp_xmalloc(NK * D, 1);
     /* key MSB levels sp_key_msb(k, 4) = (k + 128) >> 4 and the integer row sums (exact, so the
      * same doubles as summing in double) */
     int32_t *rs = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs), *rs2 = sp_xmalloc((size_t)(nq > nk ? nq : nk) + 1, sizeof *rs2);
     void (*rows_fn)(const int8_t *, int, int, uint8_t *, int32_t *, int32_t *) = v512 ? sp_sx_rows_avx512
                                                                                         : sp_sx_rows_portable;
-    rows_fn(ki, nk, d, msb, rs, rs2);
+    /* AMX screen (fixed policy, no exact statistics: the other paths need every charge); the
+     * VNNI / AVX2 / portable screen's packing comes from one pass over K (sp_sx_quant_keys) */
+    uint8_t *kb = NULL, *kp = NULL;
+    int8_t *qa = NULL;
+    const int dA = sp_iscreen_amx_dA(d);
+    if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
+        int8_t *ki = sp_xmalloc(NK * D, 1);
+        uint8_t *msb = sp_xmalloc(NK * D, 1);
+        sp_quant_rows_tmax(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], ki, sk);
+        rows_fn(ki, nk, d, msb, rs, rs2);
+        kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
+        sp_iscreen_amx_pack(msb, nk, d, d, kb);
+        const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
+        qa = sp_xcalloc(nqa * (size_t)dA, 1);
+        for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
+        free(ki), free(msb);
+    } else {
+        kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
+        sp_sx_quant_keys(lv, h->k, nk, d, h->ldk, h->key_valid, amax[1], kp, sk, rs, rs2);
+    }
     double k_ms = 0, ncell = 0;
     for (int j = 0; j < nk; j++)
         if (!h->key_valid || h->key_valid[j]) k_ms += (double)rs2[j], ncell += d;
@@ -467,21 +496,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         marg[i] = o->margin_sigma * sqrt(sqd2 * 255.0 / 12.0 + (sqd2 + d * k_ms) / 12.0);
         oi[i] = (7.5 - 128.0) * sqd;
     }
-    /* AMX screen (fixed policy, no exact statistics: the other paths need every charge) */
-    uint8_t *kb = NULL, *kp = NULL;
-    int8_t *qa = NULL;
-    const int dA = sp_iscreen_amx_dA(d);
-    if (o->policy == SP_CPU_POLICY_FIXED && !o->want_exact_stats && nk > 0 && sp_iscreen_amx_available()) {
-        kb = sp_xmalloc(sp_iscreen_amx_pack_size(nk, d), 1);
-        sp_iscreen_amx_pack(msb, nk, d, d, kb);
-        const size_t nqa = ((size_t)nq + QBLK - 1) / QBLK * QBLK;
-        qa = sp_xcalloc(nqa * (size_t)dA, 1);
-        for (int i = 0; i < nq; i++) memcpy(qa + (size_t)i * (size_t)dA, qi + (size_t)i * D, D);
-    } else { /* the VNNI / AVX2 / portable screen's packing */
-        kp = sp_xmalloc(sp_iscreen_pack_size(nk, d), 1);
-        sp_iscreen_pack(msb, nk, d, d, kp);
-    }
-    free(msb), free(rs), free(rs2);
+    free(rs), free(rs2);
     uint64_t *kvw = NULL;
     int *nvalid = NULL;
     if (h->key_valid) {
@@ -499,7 +514,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
     }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
-                   .sk = sk, .screen = sp_iscreen_tile_for(lv), .chunk = sp_sx_chunk_for(lv, d),
+                   .sk = sk, .screen = sp_iscreen_tile_for(lv), .masks = sp_iscreen_masks_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .gather = sp_sx_gather_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
                    .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
     if (fixed_ref_ok(h, o, nrm) && lv >= SP_CPU_AVX512 && d % 16 == 0 && sp_sx_fixed_ref()) {
@@ -507,7 +522,13 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         S.chunk = sp_sx_chunk_fixed_avx512;
         S.tile = sp_sx_tile_fixed_avx512;
     }
-    const int nblk = (nq + QBLK - 1) / QBLK;
+    /* Block size: QBLK, halved (down to 32, the AMX screen's rows) while there would be fewer
+     * blocks than threads. The outputs do not depend on it: the groups of 4 rows are the same
+     * and each row's steps run in the same order (the tests compare 1, 2 and 8 threads). */
+    const int nt_want = o->threads > 0 ? o->threads : omp_get_max_threads();
+    int qb = QBLK;
+    while (qb > 32 && (nq + qb - 1) / qb < nt_want) qb /= 2;
+    const int nblk = (nq + qb - 1) / qb;
     int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
     sp_attn_stats *bst = sp_xcalloc((size_t)nblk, sizeof *bst);
@@ -533,22 +554,22 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
 #pragma omp for schedule(dynamic, 1)
         for (int b = nblk - 1; b >= 0; b--) {
             memset(&w.st, 0, sizeof w.st);
-            int i1 = (b + 1) * QBLK < nq ? (b + 1) * QBLK : nq;
+            int i1 = (b + 1) * qb < nq ? (b + 1) * qb : nq;
             if (S.kb) { /* AMX: comparator references, then the 32 rows x 64 keys per step */
                 for (int r = 0; r < QBLK; r++) w.tau[r] = INT32_MAX;
-                for (int i0 = b * QBLK; i0 < i1; i0 += 4)
-                    sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, SX_TAU_ONLY);
-                for (int r0 = 0; r0 < i1 - b * QBLK; r0 += 32) {
-                    int last = b * QBLK + r0 + 31 < i1 ? b * QBLK + r0 + 31 : i1 - 1;
+                for (int i0 = b * qb; i0 < i1; i0 += 4)
+                    sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * qb, SX_TAU_ONLY);
+                for (int r0 = 0; r0 < i1 - b * qb; r0 += 32) {
+                    int last = b * qb + r0 + 31 < i1 ? b * qb + r0 + 31 : i1 - 1;
                     int e = h->causal ? h->q_offset + last + 1 : nk;
                     e = e < nk ? e : nk;
-                    sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * QBLK + r0) * (size_t)S.dA,
+                    sp_iscreen_amx_rows32(S.kb, (e + 63) / 64, d, S.qa + (size_t)(b * qb + r0) * (size_t)S.dA,
                                           w.tau + r0, w.mask + (size_t)r0 * (NK / 64 + 1), NK / 64 + 1, NULL, 0);
                 }
             }
-            for (int i0 = b * QBLK; i0 < i1; i0 += 4)
-                sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * QBLK, S.kb ? SX_PREMASKED : SX_SCREEN);
-            sx_digital(&S, &w, b * QBLK, i1 - b * QBLK);
+            for (int i0 = b * qb; i0 < i1; i0 += 4)
+                sx_group(&S, &w, i0, i1 - i0 < 4 ? i1 - i0 : 4, i0 - b * qb, S.kb ? SX_PREMASKED : SX_SCREEN);
+            sx_digital(&S, &w, b * qb, i1 - b * qb);
             bst[b] = w.st;
         }
         free(w.A), free(w.mask), free(w.maskt), free(w.thr), free(w.tau), free(w.valid), free(w.pend), free(w.npend), free(w.kidx), free(w.sbuf), free(w.qs),
@@ -556,6 +577,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
-    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(ki), free(sq), free(sk), free(d8 != d ? qd : NULL), free(kp), free(kvw), free(nvalid);
+    free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(sq), free(sk), free(d8 != d ? qd : NULL), free(kp), free(kvw), free(nvalid);
     return SP_OK;
 }

@@ -47,10 +47,31 @@ void sp_sx_gather_group_vbmi2(const uint64_t m[4], int32_t base, int32_t *const 
  * AVX-512 vpcompressd rows at that level, else portable. */
 sp_sx_gather_fn sp_sx_gather_for(sp_cpu_level level);
 /* Survivors (of a 4-query group's 4 x 16 pairs in one 16-key panel) from which sprint_cpu.c
- * computes the panel with the dense flash tile instead of the gathers (default 16). Both paths
+ * computes the panel with the dense flash tile instead of the gathers (default 24). Both paths
  * keep the same keys up to float rounding at the threshold; the tests force each path with
  * this (0: every panel dense, > 64: never). Process-wide; set it before any kernel call. */
 void sp_sx_dense_min_set(int n);
+/* The dense panels of a group of 4 queries in one 64-key chunk (r0..r3: the rows' survivor
+ * words): bit 16 p + 15 set when panel p (keys 16 p .. 16 p + 15) holds >= dense_min of the
+ * 64 pairs as survivors (dense_min <= 1: any survivor; the caller skips dense_min > 64). The 4
+ * counts by a SWAR popcount (bytes hold <= 8 bits of a row, <= 32 of four), then one add of
+ * 0x8000 - dense_min per 16-bit field, whose top bit is then set iff count >= dense_min
+ * (counts <= 64, so no carry crosses a field). Four scalar arguments, not an array: gcc
+ * vectorised the array form into SSE loads of words just stored one by one, a store-forwarding
+ * stall on every call (perf annotate). */
+static inline uint64_t sp_sx_nibble_counts(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    return (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+}
+static inline uint64_t sp_sx_dense_panels(uint64_t r0, uint64_t r1, uint64_t r2, uint64_t r3, int dense_min) {
+    const int dm = dense_min > 1 ? dense_min : 1;
+    uint64_t t = sp_sx_nibble_counts(r0) + sp_sx_nibble_counts(r1) + sp_sx_nibble_counts(r2) +
+                 sp_sx_nibble_counts(r3);
+    t = (t + (t >> 8)) & 0x00FF00FF00FF00FFull; /* panel p's count in bits 16 p .. 16 p + 15 */
+    return (t + (uint64_t)(0x8000 - dm) * 0x0001000100010001ull) & 0x8000800080008000ull;
+}
+
 int sp_sx_dense_min(void);
 /* The same two steps with a fixed softmax reference (sprint_fixed_avx512.c), for the fixed
  * threshold policy when sprint_cpu.c has proved that every score s satisfies s - *m <= E with
@@ -66,6 +87,11 @@ int sp_sx_chunk_fixed_portable(const float *q, const float *k, int ldk, const fl
 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
                              const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
                              int32_t *kept); /* d % 16 == 0 */
+/* The same step without the software pipelining (at d = 64 the next 16 survivors' scores are
+ * computed after this 16's weighted sum): the tests' check that the pipelining changes no bit. */
+int sp_sx_chunk_fixed_avx512_serial(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                                    const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                                    int32_t *kept);
 struct sp_flash_tile;
 void sp_sx_tile_fixed_portable(struct sp_flash_tile *t);
 void sp_sx_tile_fixed_avx512(struct sp_flash_tile *t); /* d % 16 == 0 */
@@ -73,6 +99,9 @@ void sp_sx_tile_fixed_avx512(struct sp_flash_tile *t); /* d % 16 == 0 */
  * msb (n, d) (skipped when msb is NULL), the row sum and the sum of squares. */
 void sp_sx_rows_portable(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
 void sp_sx_rows_avx512(const int8_t *x, int n, int d, uint8_t *msb, int32_t *sum, int32_t *sum2);
+/* K's quantisation (per-tensor scale), sp_sx_rows and sp_iscreen_pack in one pass (sprint_setup_avx512.c). */
+void sp_sx_quant_keys(sp_cpu_level lv, const float *k, int n_k, int d, int ldk, const unsigned char *valid,
+                      float tensor_max, uint8_t *kp, float *scales, int32_t *sum, int32_t *sum2);
 /* The largest row norm of the valid rows (-1 if a value is not finite): 8 partial sums per row,
  * the d mod 8 tail into the first, combined pairwise; the input check that the flash and the
  * SPRINT kernels share (flash.c sp_flash_check_inputs_norms). */

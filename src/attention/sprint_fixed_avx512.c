@@ -91,57 +91,123 @@ T512 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) {
     tile_wsum_4(t, P, any, NULL);
 }
 
-/* The chunk step of sprint_exact.h with *m a fixed reference (not changed): one pass, scores,
- * the threshold, the weights 2^(s - *m) and the weighted sum of V per 16 survivors. */
-T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
-                                  const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
-                                  int32_t *kept) {
+/* The chunk step of sprint_exact.h with *m a fixed reference (not changed): scores, the
+ * threshold, the weights 2^(s - *m) and the weighted sum of V per 16 survivors. At d = 64 the
+ * loop is software-pipelined: the next 16 survivors' scores are issued before this group's
+ * weighted sum, so the out-of-order window holds independent work while the weights wait on
+ * the score tree and exp2 (a 16-key group's chain is ~80 cycles; without the overlap the step
+ * ran at ~11 cycles per survivor in L1, docs/RESULTS.md part 9z.t). Each kept key's weight is
+ * broadcast from the register (vpermps): a scalar reload of a just-stored vector waits for the
+ * store. The keys, weights and summation order are those of the plain loop (o and e chains
+ * alternating over the kept keys in order), so the bits do not depend on the pipelining. */
+T512 static inline void fixed_group_pad(const int32_t *idx, int n, int t0, int32_t pad[16], const int32_t **ix) {
+    const int mm = n - t0;
+    for (int i = 0; i < 16; i++) pad[i] = i < mm ? idx[t0 + i] : idx[t0];
+    *ix = pad;
+}
+T512 static inline __attribute__((always_inline)) int chunk_fixed(const float *q, const float *k, int ldk,
+                                                                  const float *v, int ldv, int d, const int32_t *idx,
+                                                                  int n, float thr, float *m, float *l, float *acc,
+                                                                  float *sbuf, int32_t *kept, const int pipelined) {
     const __m512 th = _mm512_set1_ps(thr), mv = _mm512_set1_ps(*m);
-    const __m512 q0 = _mm512_loadu_ps(q), q1 = d == 64 ? _mm512_loadu_ps(q + 16) : q0;
-    const __m512 q2 = d == 64 ? _mm512_loadu_ps(q + 32) : q0, q3 = d == 64 ? _mm512_loadu_ps(q + 48) : q0;
     __m512 sum = _mm512_setzero_ps();
     int nk = 0;
-    __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, e0 = o0, e1 = o0, e2 = o0, e3 = o0;
-    if (d == 64) o0 = _mm512_loadu_ps(acc), o1 = _mm512_loadu_ps(acc + 16), o2 = _mm512_loadu_ps(acc + 32),
-                 o3 = _mm512_loadu_ps(acc + 48);
+    if (n <= 0) return 0;
+    if (d == 64) {
+        const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16);
+        const __m512 q2 = _mm512_loadu_ps(q + 32), q3 = _mm512_loadu_ps(q + 48);
+        __m512 o0 = _mm512_loadu_ps(acc), o1 = _mm512_loadu_ps(acc + 16), o2 = _mm512_loadu_ps(acc + 32),
+               o3 = _mm512_loadu_ps(acc + 48);
+        __m512 e0 = _mm512_setzero_ps(), e1 = e0, e2 = e0, e3 = e0;
+        int32_t pad[2][16]; /* partial groups: the first key repeated (masked out) */
+        const int32_t *ix = idx;
+        if (n < 16) fixed_group_pad(idx, n, 0, pad[0], &ix);
+        __m512 s = dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix);
+        for (int t0 = 0; t0 < n; t0 += 16) {
+            const int mm = n - t0 < 16 ? n - t0 : 16;
+            const unsigned km0 = _mm512_cmp_ps_mask(s, th, _CMP_GE_OQ) & ((1u << mm) - 1u);
+            const __m512 p = _mm512_maskz_mov_ps((__mmask16)km0, exp2_pos(_mm512_sub_ps(s, mv)));
+            const int32_t *cur = ix;
+            if (pipelined && t0 + 16 < n) { /* the next group's scores, issued before this group's sum */
+                ix = idx + t0 + 16;
+                if (n - t0 - 16 < 16) fixed_group_pad(idx, n, t0 + 16, pad[1], &ix);
+                s = dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix);
+            }
+            sum = _mm512_add_ps(sum, p);
+            for (unsigned km = km0; km;) {
+                const int a = __builtin_ctz(km);
+                km &= km - 1;
+                const float *vr = v + (size_t)(uint32_t)cur[a] * (size_t)ldv;
+                const __m512 pa = _mm512_permutexvar_ps(_mm512_set1_epi32(a), p);
+                kept[nk++] = cur[a];
+                o0 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr), o0);
+                o1 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 16), o1);
+                o2 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 32), o2);
+                o3 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 48), o3);
+                if (!km) break;
+                const int b = __builtin_ctz(km);
+                km &= km - 1;
+                const float *wr = v + (size_t)(uint32_t)cur[b] * (size_t)ldv;
+                const __m512 pb = _mm512_permutexvar_ps(_mm512_set1_epi32(b), p);
+                kept[nk++] = cur[b];
+                e0 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr), e0);
+                e1 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 16), e1);
+                e2 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 32), e2);
+                e3 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 48), e3);
+            }
+            if (!pipelined && t0 + 16 < n) { /* the serial order (the tests' reference) */
+                ix = idx + t0 + 16;
+                if (n - t0 - 16 < 16) fixed_group_pad(idx, n, t0 + 16, pad[1], &ix);
+                s = dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix);
+            }
+        }
+        _mm512_storeu_ps(acc, _mm512_add_ps(o0, e0));
+        _mm512_storeu_ps(acc + 16, _mm512_add_ps(o1, e1));
+        _mm512_storeu_ps(acc + 32, _mm512_add_ps(o2, e2));
+        _mm512_storeu_ps(acc + 48, _mm512_add_ps(o3, e3));
+        if (nk) *l += _mm512_reduce_add_ps(sum);
+        return nk;
+    }
     for (int t0 = 0; t0 < n; t0 += 16) {
         const int mm = n - t0 < 16 ? n - t0 : 16;
         const int32_t *ix = idx + t0;
         int32_t pad[16];
-        if (mm < 16) { /* a partial group: repeat the first key (masked out below) */
-            for (int i = 0; i < 16; i++) pad[i] = i < mm ? ix[i] : ix[0];
-            ix = pad;
-        }
-        const __m512 s = d == 64 ? dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix) : dots16_any(q, k, ldk, d, ix);
+        if (mm < 16) fixed_group_pad(idx, n, t0, pad, &ix);
+        const __m512 s = dots16_any(q, k, ldk, d, ix);
         unsigned km = _mm512_cmp_ps_mask(s, th, _CMP_GE_OQ) & ((1u << mm) - 1u);
         if (!km) continue;
         const __m512 p = _mm512_maskz_mov_ps((__mmask16)km, exp2_pos(_mm512_sub_ps(s, mv)));
         sum = _mm512_add_ps(sum, p);
         _mm512_storeu_ps(sbuf, p);
-        if (d == 64) {
-            SX_WSUM2_64(km, ix, sbuf, v, ldv, kept, nk, o0, o1, o2, o3, e0, e1, e2, e3);
-        } else {
-            for (; km; km &= km - 1) {
-                int a = __builtin_ctz(km);
-                const float *vr = v + (size_t)(uint32_t)ix[a] * (size_t)ldv;
-                __m512 pa = _mm512_set1_ps(sbuf[a]);
-                kept[nk++] = ix[a];
-                for (int c = 0; c < d; c += 16)
-                    _mm512_storeu_ps(acc + c, _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + c), _mm512_loadu_ps(acc + c)));
-            }
+        for (; km; km &= km - 1) {
+            int a = __builtin_ctz(km);
+            const float *vr = v + (size_t)(uint32_t)ix[a] * (size_t)ldv;
+            __m512 pa = _mm512_set1_ps(sbuf[a]);
+            kept[nk++] = ix[a];
+            for (int c = 0; c < d; c += 16)
+                _mm512_storeu_ps(acc + c, _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + c), _mm512_loadu_ps(acc + c)));
         }
-    }
-    if (d == 64) {
-        _mm512_storeu_ps(acc, _mm512_add_ps(o0, e0));
-        _mm512_storeu_ps(acc + 16, _mm512_add_ps(o1, e1));
-        _mm512_storeu_ps(acc + 32, _mm512_add_ps(o2, e2));
-        _mm512_storeu_ps(acc + 48, _mm512_add_ps(o3, e3));
     }
     if (nk) *l += _mm512_reduce_add_ps(sum);
     return nk;
 }
+T512 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                                  const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                                  int32_t *kept) {
+    return chunk_fixed(q, k, ldk, v, ldv, d, idx, n, thr, m, l, acc, sbuf, kept, 1);
+}
+T512 int sp_sx_chunk_fixed_avx512_serial(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                                         const int32_t *idx, int n, float thr, float *m, float *l, float *acc,
+                                         float *sbuf, int32_t *kept) {
+    return chunk_fixed(q, k, ldk, v, ldv, d, idx, n, thr, m, l, acc, sbuf, kept, 0);
+}
 #else
 void sp_sx_tile_fixed_avx512(sp_flash_tile *t) { sp_sx_tile_fixed_portable(t); }
+int sp_sx_chunk_fixed_avx512_serial(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
+                                    const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
+                                    int32_t *kept) {
+    return sp_sx_chunk_fixed_portable(q, k, ldk, v, ldv, d, idx, n, thr, m, l, acc, sbuf, kept);
+}
 int sp_sx_chunk_fixed_avx512(const float *q, const float *k, int ldk, const float *v, int ldv, int d,
                              const int32_t *idx, int n, float thr, float *m, float *l, float *acc, float *sbuf,
                              int32_t *kept) {

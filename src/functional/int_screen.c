@@ -56,6 +56,8 @@ void sp_iscreen_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp) {
 
 void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
                               const int32_t *tau, uint64_t *mask) {
+    int32_t Tl[4][64]; /* A NULL: the charges are not wanted, only the comparator bits */
+    if (!A) A = Tl;
     for (int r = 0; r < 4; r++)
         for (int u = 0; u < 64; u++) A[r][u] = 0;
     for (int p = 0; p < 4; p++)
@@ -79,6 +81,29 @@ void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4]
             for (int u = 0; u < 64; u++) m |= (uint64_t)(A[r][u] >= tau[r]) << u;
             mask[r] = m;
         }
+}
+
+/* The tiles of one level back to back, the bits of tile ch into mask[r * ldm + ch]. */
+static void masks_with(sp_iscreen_tile_fn fn, const uint8_t *kp, int G, int nchunk, const int8_t *const q[4],
+                       const int32_t *tau, uint64_t *mask, size_t ldm) {
+    uint64_t m[4];
+    for (int ch = 0; ch < nchunk; ch++) {
+        fn(kp + (size_t)ch * 4 * (size_t)G * 64, G, q, NULL, tau, m);
+        for (int r = 0; r < 4; r++) mask[(size_t)r * ldm + (size_t)ch] = m[r];
+    }
+}
+void sp_iscreen_masks_portable(const uint8_t *kp, int G, int nchunk, const int8_t *const q[4], const int32_t *tau,
+                               uint64_t *mask, size_t ldm) {
+    masks_with(sp_iscreen_tile_portable, kp, G, nchunk, q, tau, mask, ldm);
+}
+void sp_iscreen_masks_avx2(const uint8_t *kp, int G, int nchunk, const int8_t *const q[4], const int32_t *tau,
+                           uint64_t *mask, size_t ldm) {
+    masks_with(sp_iscreen_tile_avx2, kp, G, nchunk, q, tau, mask, ldm);
+}
+sp_iscreen_masks_fn sp_iscreen_masks_for(sp_cpu_level level) {
+    if (level >= SP_CPU_AVX512) return sp_iscreen_masks_avx512;
+    if (level >= SP_CPU_AVX2) return sp_iscreen_masks_avx2;
+    return sp_iscreen_masks_portable;
 }
 
 sp_iscreen_tile_fn sp_iscreen_tile_for(sp_cpu_level level) {

@@ -30,7 +30,8 @@ void sp_iscreen_pack_ref(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp)
 
 /* A[r][u] = sum_c q[r][c] m[key u of the tile][c] for 4 query rows (d8 levels each, s8) and
  * the 64 keys of the tile starting at kp (G groups per panel). Integer, exact. With tau
- * non-NULL also mask[r] bit u = (A[r][u] >= tau[r]) (the comparator). */
+ * non-NULL also mask[r] bit u = (A[r][u] >= tau[r]) (the comparator); A may then be NULL
+ * when only the bits are wanted (the AVX-512 tile then stores no charges). */
 typedef void (*sp_iscreen_tile_fn)(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
                                    const int32_t *tau, uint64_t *mask);
 void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
@@ -40,6 +41,18 @@ void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[4], in
 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
                             const int32_t *tau, uint64_t *mask);
 sp_iscreen_tile_fn sp_iscreen_tile_for(sp_cpu_level level);
+/* Only the comparator bits of nchunk tiles (tile ch at kp + ch * 4 G 64): mask[r * ldm + ch]
+ * = the tile function's mask[r] for tile ch (tau required). The AVX-512 one runs the tiles
+ * back to back in one call and stores no charges. */
+typedef void (*sp_iscreen_masks_fn)(const uint8_t *kp, int G, int nchunk, const int8_t *const q[4],
+                                    const int32_t *tau, uint64_t *mask, size_t ldm);
+void sp_iscreen_masks_portable(const uint8_t *kp, int G, int nchunk, const int8_t *const q[4], const int32_t *tau,
+                               uint64_t *mask, size_t ldm);
+void sp_iscreen_masks_avx2(const uint8_t *kp, int G, int nchunk, const int8_t *const q[4], const int32_t *tau,
+                           uint64_t *mask, size_t ldm);
+void sp_iscreen_masks_avx512(const uint8_t *kp, int G, int nchunk, const int8_t *const q[4], const int32_t *tau,
+                             uint64_t *mask, size_t ldm);
+sp_iscreen_masks_fn sp_iscreen_masks_for(sp_cpu_level level);
 
 /* All charges of nq query rows (q: nq x d8, s8 levels) against n_k packed keys into A (nq x
  * lda int32, lda >= n_k). */

@@ -11,6 +11,8 @@
 
 TAVX2 void sp_iscreen_tile_avx2(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
                                 const int32_t *tau, uint64_t *mask) {
+    int32_t Tl[4][64]; /* A NULL: the charges are not wanted, only the comparator bits */
+    if (!A) A = Tl;
     if (tau)
         for (int r = 0; r < 4; r++) mask[r] = 0;
     const __m256i lo4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);

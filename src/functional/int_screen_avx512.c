@@ -10,8 +10,10 @@
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-T512 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
-                                  const int32_t *tau, uint64_t *mask) {
+/* The tile; mask[r * ldm] gets row r's comparator bits. Inlined into both entries. */
+T512 static inline __attribute__((always_inline)) void tile512(const uint8_t *kp, int G, const int8_t *const q[4],
+                                                             int32_t A[4][64], const int32_t *tau, uint64_t *mask,
+                                                             size_t ldm) {
     __m512i acc[4][4];
     /* every loop over r and p fully unrolled: the 16 accumulators must live in registers */
 #pragma GCC unroll 4
@@ -41,10 +43,11 @@ T512 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q
             }
         }
     }
+    if (A) /* NULL: the caller needs only the comparator bits (no 1 KiB of stores per tile) */
 #pragma GCC unroll 4
-    for (int r = 0; r < 4; r++)
+        for (int r = 0; r < 4; r++)
 #pragma GCC unroll 4
-        for (int p = 0; p < 4; p++) _mm512_storeu_si512((void *)&A[r][16 * p], acc[r][p]);
+            for (int p = 0; p < 4; p++) _mm512_storeu_si512((void *)&A[r][16 * p], acc[r][p]);
     if (tau)
 #pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
@@ -52,12 +55,28 @@ T512 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q
             uint64_t m = 0;
 #pragma GCC unroll 4
             for (int p = 0; p < 4; p++) m |= (uint64_t)_mm512_cmpge_epi32_mask(acc[r][p], t) << (16 * p);
-            mask[r] = m;
+            mask[(size_t)r * ldm] = m;
         }
+}
+
+T512 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
+                                  const int32_t *tau, uint64_t *mask) {
+    tile512(kp, G, q, A, tau, mask, 1);
+}
+
+/* sp_iscreen_masks_fn: the tiles back to back in one call (no charges stored, no call and
+ * return between tiles, so one tile's last multiply-adds overlap the next one's first). */
+T512 void sp_iscreen_masks_avx512(const uint8_t *kp, int G, int nchunk, const int8_t *const q[4], const int32_t *tau,
+                                  uint64_t *mask, size_t ldm) {
+    for (int ch = 0; ch < nchunk; ch++) tile512(kp + (size_t)ch * 4 * (size_t)G * 64, G, q, NULL, tau, mask + ch, ldm);
 }
 #else
 void sp_iscreen_tile_avx512(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],
                             const int32_t *tau, uint64_t *mask) {
     sp_iscreen_tile_portable(kp, G, q, A, tau, mask);
+}
+void sp_iscreen_masks_avx512(const uint8_t *kp, int G, int nchunk, const int8_t *const q[4], const int32_t *tau,
+                             uint64_t *mask, size_t ldm) {
+    sp_iscreen_masks_portable(kp, G, nchunk, q, tau, mask, ldm);
 }
 #endif

@@ -9,6 +9,8 @@
 #include "functional/round.h"
 
 void sp_quant_row_avx512(const float *x, int d, float s, int8_t *xi);
+static void quant_rows(sp_cpu_level level, const float *x, int n, int d, int ld, int per_row,
+                       const unsigned char *valid, float tensor_max, int8_t *xi, float *scales);
 
 void sp_quant_row_level(sp_cpu_level level, const float *x, int d, float s, int8_t *xi) {
     if (level >= SP_CPU_AVX512) {
@@ -55,6 +57,16 @@ void sp_quant_rows_level(sp_cpu_level level, const float *x, int n, int d, int l
     if (!per_row)
         tensor_max = level >= SP_CPU_AVX512 ? sp_quant_absmax_avx512(x, n, d, ld, valid)
                                             : sp_quant_absmax_portable(x, n, d, ld, valid);
+    quant_rows(level, x, n, d, ld, per_row, valid, tensor_max, xi, scales);
+}
+
+void sp_quant_rows_tmax(sp_cpu_level level, const float *x, int n, int d, int ld, const unsigned char *valid,
+                        float tensor_max, int8_t *xi, float *scales) {
+    quant_rows(level, x, n, d, ld, 0, valid, tensor_max, xi, scales);
+}
+
+static void quant_rows(sp_cpu_level level, const float *x, int n, int d, int ld, int per_row,
+                       const unsigned char *valid, float tensor_max, int8_t *xi, float *scales) {
     for (int i = 0; i < n; i++) {
         const float *r = x + (size_t)i * (size_t)ld;
         float mx = tensor_max;
