@@ -134,27 +134,25 @@ T512 static inline __attribute__((always_inline)) int chunk_fixed(const float *q
                 s = dots16_64(q0, q1, q2, q3, k, (size_t)ldk, ix);
             }
             sum = _mm512_add_ps(sum, p);
-            for (unsigned km = km0; km;) {
-                const int a = __builtin_ctz(km);
-                km &= km - 1;
-                const float *vr = v + (size_t)(uint32_t)cur[a] * (size_t)ldv;
-                const __m512 pa = _mm512_permutexvar_ps(_mm512_set1_epi32(a), p);
-                kept[nk++] = cur[a];
-                o0 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr), o0);
-                o1 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 16), o1);
-                o2 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 32), o2);
-                o3 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 48), o3);
+            /* kept key a's weight (lane a of p) times its V row into one accumulator chain */
+#define KEY_FMA(A0, A1, A2, A3)                                                                  \
+    do {                                                                                         \
+        const int a = __builtin_ctz(km);                                                         \
+        km &= km - 1;                                                                            \
+        const float *vr = v + (size_t)(uint32_t)cur[a] * (size_t)ldv;                            \
+        const __m512 pa = _mm512_permutexvar_ps(_mm512_set1_epi32(a), p);                        \
+        kept[nk++] = cur[a];                                                                     \
+        A0 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr), A0);                                       \
+        A1 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 16), A1);                                  \
+        A2 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 32), A2);                                  \
+        A3 = _mm512_fmadd_ps(pa, _mm512_loadu_ps(vr + 48), A3);                                  \
+    } while (0)
+            for (unsigned km = km0; km;) { /* alternately into the o and e chains */
+                KEY_FMA(o0, o1, o2, o3);
                 if (!km) break;
-                const int b = __builtin_ctz(km);
-                km &= km - 1;
-                const float *wr = v + (size_t)(uint32_t)cur[b] * (size_t)ldv;
-                const __m512 pb = _mm512_permutexvar_ps(_mm512_set1_epi32(b), p);
-                kept[nk++] = cur[b];
-                e0 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr), e0);
-                e1 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 16), e1);
-                e2 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 32), e2);
-                e3 = _mm512_fmadd_ps(pb, _mm512_loadu_ps(wr + 48), e3);
+                KEY_FMA(e0, e1, e2, e3);
             }
+#undef KEY_FMA
             if (!pipelined && t0 + 16 < n) { /* the serial order (the tests' reference) */
                 ix = idx + t0 + 16;
                 if (n - t0 - 16 < 16) fixed_group_pad(idx, n, t0 + 16, pad[1], &ix);
