@@ -529,7 +529,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     int qb = QBLK;
     while (qb > 32 && (nq + qb - 1) / qb < nt_want) qb /= 2;
     const int nblk = (nq + qb - 1) / qb;
-    int nt = o->threads > 0 ? o->threads : omp_get_max_threads();
+    int nt = nt_want;
     if (nt > nblk) nt = nblk;
     sp_attn_stats *bst = sp_xcalloc((size_t)nblk, sizeof *bst);
 #pragma omp parallel num_threads(nt > 0 ? nt : 1)
