@@ -47,17 +47,7 @@ void sp_sx_quant_keys(sp_cpu_level lv, const float *k, int n_k, int d, int ldk, 
         if (valid && !valid[j]) memset(row, 0, (size_t)d);
         else sp_quant_row_level(lv, k + (size_t)j * (size_t)ldk, d, s, row);
         rows_fn(row, 1, d, m, &sum[j], &sum2[j]);
-        uint8_t *out = kp + (size_t)(j / 16) * (size_t)G * 64 + 4 * (size_t)(j % 16);
-        for (int g = 0; g < Gf; g++) { /* sp_iscreen_pack's word trick: levels are 0..15 */
-            uint64_t x;
-            memcpy(&x, m + 8 * g, 8);
-            const uint32_t w = (uint32_t)x | (uint32_t)(x >> 32) << 4;
-            memcpy(out + (size_t)g * 64, &w, 4);
-        }
-        for (int c = 8 * Gf; c < d; c++) {
-            const int e = c % 8;
-            out[(size_t)Gf * 64 + (e & 3)] |= (uint8_t)((m[c] & 15) << (e < 4 ? 0 : 4));
-        }
+        sp_iscreen_pack_key(m, d, kp + (size_t)(j / 16) * (size_t)G * 64 + 4 * (size_t)(j % 16));
     }
 }
 

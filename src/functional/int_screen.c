@@ -25,33 +25,14 @@ void sp_iscreen_pack_ref(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp)
     }
 }
 
-/* The same bytes as sp_iscreen_pack_ref, a group of 8 levels at a time: the low nibbles of
- * levels 0-3 and of levels 4-7 of a group are the two 32-bit halves of one 64-bit word, so
- * lo | hi << 4 is the group's 4 packed bytes (little-endian hosts; a byte loop elsewhere and
- * for a last partial group). Part of the SPRINT kernel's per-call setup (docs/RESULTS.md
- * part 9z.k). */
+/* The same bytes as sp_iscreen_pack_ref, a group of 8 levels at a time (sp_iscreen_pack_key).
+ * Part of the SPRINT kernel's per-call setup (docs/RESULTS.md part 9z.k). */
 void sp_iscreen_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    const int G = sp_iscreen_d8(d) / 8, Gf = d / 8; /* Gf groups of 8 levels, then a partial one */
+    const int G = sp_iscreen_d8(d) / 8;
     memset(kp, 0, sp_iscreen_pack_size(n_k, d));
-    for (int j = 0; j < n_k; j++) {
-        const uint8_t *row = m + (size_t)j * (size_t)ldm;
-        uint8_t *out = kp + (size_t)(j / 16) * (size_t)G * 64 + 4 * (size_t)(j % 16);
-        for (int g = 0; g < Gf; g++) {
-            uint64_t x;
-            memcpy(&x, row + 8 * g, 8);
-            x &= 0x0F0F0F0F0F0F0F0Full;
-            const uint32_t w = (uint32_t)x | (uint32_t)(x >> 32) << 4;
-            memcpy(out + (size_t)g * 64, &w, 4);
-        }
-        for (int c = 8 * Gf; c < d; c++) {
-            const int e = c % 8;
-            out[(size_t)Gf * 64 + (e & 3)] |= (uint8_t)((row[c] & 15) << (e < 4 ? 0 : 4));
-        }
-    }
-#else
-    sp_iscreen_pack_ref(m, n_k, d, ldm, kp);
-#endif
+    for (int j = 0; j < n_k; j++)
+        sp_iscreen_pack_key(m + (size_t)j * (size_t)ldm, d,
+                            kp + (size_t)(j / 16) * (size_t)G * 64 + 4 * (size_t)(j % 16));
 }
 
 void sp_iscreen_tile_portable(const uint8_t *kp, int G, const int8_t *const q[4], int32_t A[4][64],

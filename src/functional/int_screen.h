@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cpu/cpu.h"
 
@@ -27,6 +28,29 @@ size_t sp_iscreen_pack_size(int n_k, int d);
 void sp_iscreen_pack(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp);
 /* The same packing one nibble at a time (the reference the word version is tested against). */
 void sp_iscreen_pack_ref(const uint8_t *m, int n_k, int d, int ldm, uint8_t *kp);
+
+/* One key's d MSB levels m (0..15) into its packed place (sp_iscreen_pack's layout): out is the
+ * key's 4 bytes in group 0, group g at out + 64 g. A group of 8 levels is one 64-bit word whose
+ * two 32-bit halves hold the low nibbles of levels 0-3 and 4-7, so lo | hi << 4 is the group's
+ * 4 bytes (little-endian hosts; a byte loop elsewhere). A last partial group is or-ed in: its
+ * bytes must be zero beforehand. Shared by sp_iscreen_pack and the SPRINT kernel's one-pass key
+ * setup (sp_sx_quant_keys). */
+static inline void sp_iscreen_pack_key(const uint8_t *m, int d, uint8_t *out) {
+    int c = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (; c + 8 <= d; c += 8) {
+        uint64_t x;
+        memcpy(&x, m + c, 8);
+        x &= 0x0F0F0F0F0F0F0F0Full;
+        const uint32_t w = (uint32_t)x | (uint32_t)(x >> 32) << 4;
+        memcpy(out + (size_t)(c / 8) * 64, &w, 4);
+    }
+#endif
+    for (; c < d; c++) {
+        const int e = c % 8;
+        out[(size_t)(c / 8) * 64 + (e & 3)] |= (uint8_t)((m[c] & 15) << (e < 4 ? 0 : 4));
+    }
+}
 
 /* A[r][u] = sum_c q[r][c] m[key u of the tile][c] for 4 query rows (d8 levels each, s8) and
  * the 64 keys of the tile starting at kp (G groups per panel). Integer, exact. With tau
