@@ -182,6 +182,22 @@ Test(cpu_sprint, dense_tiles_and_gathers_each_match_the_operator) {
     sp_sx_dense_min_set(dflt);
 }
 
+/* The gathered survivors served during the key sweep, in batches (sp_sx_batch_set): with the
+ * default batch (1024) the heads above only reach the serving after the last chunk. Every
+ * survivor through the gathers, then the mixed default paths, at batches of 16 and 48. */
+Test(cpu_sprint, gathered_batches_served_during_the_sweep_match_the_operator) {
+    const int dflt = sp_sx_batch(), dm = sp_sx_dense_min();
+    sp_sx_dense_min_set(1 << 20);
+    sp_sx_batch_set(16);
+    all_cases();
+    sp_sx_batch_set(48);
+    all_cases();
+    sp_sx_dense_min_set(dm);
+    sp_sx_batch_set(16);
+    all_cases();
+    sp_sx_batch_set(dflt);
+}
+
 Test(cpu_sprint, minus_infinity_is_dense) {
     int n = 200, d = 64;
     size_t N = (size_t)n * d;
