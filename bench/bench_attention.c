@@ -19,8 +19,11 @@
  *   env BENCH_REPS (default 5): timed runs per kernel (interleaved).
  *   env BENCH_WARM (default 1): each timed call follows one untimed call of the same kernel on
  *       the same inputs, so every kernel is timed in the same cache state; 0 restores the
- *       protocol before part 9z.x of docs/RESULTS.md (flash, OpenBLAS, SPRINT back to back),
- *       in which SPRINT always ran right after OpenBLAS attention and flash right after SPRINT. */
+ *       protocol before part 9z.v of docs/RESULTS.md (flash, OpenBLAS, SPRINT back to back),
+ *       in which SPRINT always ran right after OpenBLAS attention and flash right after SPRINT.
+ *   env BENCH_SX_BATCH, BENCH_SX_DENSE_MIN: the SPRINT kernel's speed knobs (sprint_exact.h:
+ *       gathered survivors per served batch, default 1024; survivors of a 4 x 16 panel from
+ *       which it goes through the dense tile, default 24), for the tuning runs of RESULTS.md. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -34,6 +37,7 @@
 #include "heads.h"
 #include "sprint/cpu_attention.h"
 #include "sprint/sim.h"
+#include "attention/sprint_exact.h" /* the kernel's tuning knobs (BENCH_SX_*) */
 
 void openblas_set_num_threads(int num_threads);
 
@@ -257,6 +261,8 @@ int main(int argc, char **argv) {
     int reps = getenv("BENCH_REPS") ? atoi(getenv("BENCH_REPS")) : 5;
     if (reps < 1) reps = 1;
     if (getenv("BENCH_WARM")) g_warm = atoi(getenv("BENCH_WARM")) != 0;
+    if (getenv("BENCH_SX_BATCH")) sp_sx_batch_set(atoi(getenv("BENCH_SX_BATCH")));
+    if (getenv("BENCH_SX_DENSE_MIN")) sp_sx_dense_min_set(atoi(getenv("BENCH_SX_DENSE_MIN")));
     const int d = 64, all = omp_get_max_threads();
     sp_cpu_level lv = sp_cpu_detect();
     g_peak1 = fma_peak_gflops(lv, 1, 5);
@@ -267,12 +273,15 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "peak_gflops_all", g_peak_all);
     cJSON_AddNumberToObject(root, "reps", reps);
     cJSON_AddBoolToObject(root, "warm", g_warm);
+    cJSON_AddNumberToObject(root, "sx_batch", sp_sx_batch());
+    cJSON_AddNumberToObject(root, "sx_dense_min", sp_sx_dense_min());
     cJSON_AddItemToObject(root, "cases", cases);
     if (!json)
         printf("cpu level %s; measured fp32 FMA peak %.1f GFLOP/s (1 thread), %.1f (%d threads); best of %d "
-               "interleaved runs (median in brackets)%s\n",
+               "interleaved runs (median in brackets)%s; SPRINT batch %d, dense_min %d\n",
                sp_cpu_level_name(lv), g_peak1, g_peak_all, all, reps,
-               g_warm ? ", each after an untimed call of the same kernel" : ", back to back (BENCH_WARM=0)");
+               g_warm ? ", each after an untimed call of the same kernel" : ", back to back (BENCH_WARM=0)",
+               sp_sx_batch(), sp_sx_dense_min());
     double targets_curve[] = {0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0};
     int ntarg = curve ? 10 : 1;
     if (curve && nL == 3 && Ls[0] == 1024) Ls[0] = 4096; /* the default L list: the curve is at 4096 */

@@ -368,45 +368,95 @@ Test(fn_fast, kernels_match_portable) {
                           r1[t], r2[t], ex);
             }
         }
-        /* softmax-weighted sum: both within fp32 rounding of the double formula */
-        float *vv = malloc(sizeof(float) * (size_t)N * d), s16[N + 16], pb[N + 16], w1[128], w2[128];
+        /* softmax weights, then the weighted sums of 4 queries over the union of their kept
+         * keys: both levels within fp32 rounding of the double formula */
+        float *vv = malloc(sizeof(float) * (size_t)N * d), s16[N + 16], p1[N + 16], p2[N + 16];
         for (int t = 0; t < N * d; t++) vv[t] = (float)nrand();
         for (int t = 0; t < N; t++) s16[t] = (float)(3 * nrand());
         for (int n = 1; n <= 300; n += 37) {
-            sp_fk_softmax_wsum_portable(s16, 0.7f, idx, n, vv, d, d, pb, w1);
-            sp_fk_softmax_wsum_for(lv)(s16, 0.7f, idx, n, vv, d, d, pb, w2);
+            sp_fk_softmax_portable(s16, 0.7f, n, p1);
+            sp_fk_softmax_for(lv)(s16, 0.7f, n, p2);
             double mx = -1e300, z = 0;
             for (int t = 0; t < n; t++) mx = fmax(mx, 0.7 * s16[t]);
             for (int t = 0; t < n; t++) z += exp2(0.7 * s16[t] - mx);
-            for (int c = 0; c < d; c++) {
-                double ref = 0;
-                for (int t = 0; t < n; t++) ref += exp2(0.7 * s16[t] - mx) / z * vv[(size_t)idx[t] * d + c];
-                cr_assert(fabs(w1[c] - ref) < 2e-5 && fabs(w2[c] - ref) < 2e-5, "wsum d=%d n=%d c=%d: %g %g vs %g", d,
-                          n, c, w1[c], w2[c], ref);
+            for (int t = 0; t < n; t++) {
+                const double ref = exp2(0.7 * s16[t] - mx) / z;
+                cr_assert(fabs(p1[t] - ref) < 1e-6 && fabs(p2[t] - ref) < 1e-6, "softmax n=%d t=%d: %g %g vs %g", n, t,
+                          p1[t], p2[t], ref);
             }
         }
+        /* 4 ascending lists over N keys: nested (every 2nd, 3rd key), disjoint ranges, one
+         * empty, with random weights; rows 0-3 written, then row 2 left out (NULL) */
+        enum { LD4 = N + 16 };
+        int32_t *kl = malloc(sizeof(int32_t) * 4 * LD4);
+        float *pl = malloc(sizeof(float) * 4 * LD4), w1[4][128], w2[4][128];
+        for (int trial = 0; trial < 6; trial++) {
+            for (int r = 0; r < 4; r++) {
+                int n = 0;
+                for (int j = 0; j < N; j++) {
+                    const int in = trial == 5 && r == 1 ? 0
+                                 : r == 0     ? urand() < 0.3 + 0.1 * trial
+                                 : r == 1     ? j % (2 + trial) == 0
+                                 : r == 2     ? j >= N / 2 && urand() < 0.5
+                                              : j < 40 || urand() < 0.05;
+                    if (in) kl[r * LD4 + n] = j, pl[r * LD4 + n] = (float)urand(), n++;
+                }
+                kl[r * LD4 + n] = INT32_MAX;
+            }
+            for (int leave = -1; leave < 4; leave += 3) { /* all rows; then row 2 not written */
+                float *oa[4], *ob[4];
+                for (int r = 0; r < 4; r++) {
+                    oa[r] = r == leave ? NULL : w1[r], ob[r] = r == leave ? NULL : w2[r];
+                    for (int c = 0; c < d; c++) w1[r][c] = w2[r][c] = -7.0f;
+                }
+                sp_fk_wsum4_portable(kl, pl, LD4, vv, d, d, oa);
+                sp_fk_wsum4_for(lv)(kl, pl, LD4, vv, d, d, ob);
+                for (int r = 0; r < 4; r++)
+                    for (int c = 0; c < d; c++) {
+                        if (r == leave) {
+                            cr_assert(w1[r][c] == -7.0f && w2[r][c] == -7.0f, "wsum4 wrote the row left out");
+                            continue;
+                        }
+                        double ref = 0, ab = 0;
+                        for (int t = 0; kl[r * LD4 + t] != INT32_MAX; t++) {
+                            const double x = (double)pl[r * LD4 + t] * vv[(size_t)kl[r * LD4 + t] * d + c];
+                            ref += x, ab += fabs(x);
+                        }
+                        const double tol = 1e-6 * ab + 1e-30;
+                        cr_assert(fabs(w1[r][c] - ref) <= tol && fabs(w2[r][c] - ref) <= tol,
+                                  "wsum4 d=%d trial %d row %d c=%d: %g %g vs %g", d, trial, r, c, w1[r][c], w2[r][c], ref);
+                    }
+            }
+        }
+        free(kl), free(pl);
         free(vv);
         free(k);
     }
     free(A), free(o1), free(o2), free(kv);
 }
 
-/* The AVX-512 weighted sum takes 1-4 accumulator pairs by the head size: each dim's sum must be
- * the bits the full 64-dim pass gives it (V rows 64 floats apart, the first d of them). */
+/* The AVX-512 weighted sums take 1-4 accumulator groups by the head size: each dim's sum must
+ * be the bits the full 64-dim pass gives it (V rows 64 floats apart, the first d of them). */
 Test(fast_kernels, wsum_groups_give_the_full_pass_bits) {
     if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
-    enum { N = 200, LD = 64 };
-    float *v = malloc(sizeof(float) * N * LD), s[N + 16], p1[N + 16], p2[N + 16], full[LD], part[LD];
-    int32_t idx[N];
+    enum { N = 200, LD = 64, LL = N + 16 };
+    float *v = malloc(sizeof(float) * N * LD), full[4][LD], part[4][LD];
+    int32_t *kl = malloc(sizeof(int32_t) * 4 * LL);
+    float *pl = malloc(sizeof(float) * 4 * LL);
     for (int t = 0; t < N * LD; t++) v[t] = (float)nrand();
-    for (int t = 0; t < N; t++) s[t] = (float)(3 * nrand()), idx[t] = (int32_t)((t * 7919) % N);
-    for (int n = 1; n <= N; n += 13)
-        for (int d = 1; d <= LD; d++) {
-            sp_fk_softmax_wsum_avx512(s, 0.7f, idx, n, v, LD, LD, p1, full);
-            sp_fk_softmax_wsum_avx512(s, 0.7f, idx, n, v, LD, d, p2, part);
-            cr_assert(memcmp(full, part, (size_t)d * sizeof *part) == 0, "n %d d %d", n, d);
-        }
-    free(v);
+    for (int r = 0; r < 4; r++) {
+        int n = 0;
+        for (int j = 0; j < N; j++)
+            if (urand() < 0.2 + 0.2 * r) kl[r * LL + n] = j, pl[r * LL + n] = (float)urand(), n++;
+        kl[r * LL + n] = INT32_MAX;
+    }
+    float *fo[4] = {full[0], full[1], full[2], full[3]}, *po[4] = {part[0], part[1], part[2], part[3]};
+    sp_fk_wsum4_avx512(kl, pl, LL, v, LD, LD, fo);
+    for (int d = 1; d <= LD; d++) {
+        sp_fk_wsum4_avx512(kl, pl, LL, v, LD, d, po);
+        for (int r = 0; r < 4; r++) cr_assert(memcmp(full[r], part[r], (size_t)d * sizeof(float)) == 0, "row %d d %d", r, d);
+    }
+    free(v), free(kl), free(pl);
 }
 
 /* The blocked kernels of the second pass (4 queries per K row or panel) and the selection from

@@ -64,7 +64,7 @@ static int g_fixed_ref = 1;
 void sp_sx_fixed_ref_set(int on) { __atomic_store_n(&g_fixed_ref, on, __ATOMIC_RELAXED); }
 int sp_sx_fixed_ref(void) { return __atomic_load_n(&g_fixed_ref, __ATOMIC_RELAXED); }
 /* Survivors a query's pending list collects before a chunk step serves them (then all its full
- * 16-key groups). 1024, not 48 (docs/RESULTS.md part 9z.x): at L = 4096 and ~10% kept a query
+ * 16-key groups). 1024, not 48 (docs/RESULTS.md part 9z.v): at L = 4096 and ~10% kept a query
  * rarely collects that many, so its gathered survivors are served in one call after the block's
  * last chunk, the block's queries one after another. Adjacent queries share most survivors, so
  * a key row fetched for one query is still in L1 or L2 for the next; served in batches of 48
@@ -521,7 +521,7 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     float *kpf = NULL;
     if (nk > 0) {
-        kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof *kpf);
+        kpf = sp_xmalloc_aligned(sp_flash_kpack_size(nk, d), sizeof *kpf);
         sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
     }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
@@ -559,8 +559,8 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         w.npend = sp_xmalloc(QBLK, sizeof *w.npend);
         w.kidx = sp_xmalloc((size_t)S.pcap + 16, sizeof *w.kidx);
         w.sbuf = sp_xmalloc((size_t)S.pcap + 16, sizeof *w.sbuf);
-        w.qs = sp_xmalloc(QBLK * D, sizeof *w.qs);
-        w.acc = sp_xmalloc(QBLK * D, sizeof *w.acc);
+        w.qs = sp_xmalloc_aligned(QBLK * D, sizeof *w.qs);
+        w.acc = sp_xmalloc_aligned(QBLK * D, sizeof *w.acc);
         w.mrun = sp_xmalloc(QBLK, sizeof *w.mrun);
         w.lrun = sp_xmalloc(QBLK, sizeof *w.lrun);
 #pragma omp for schedule(dynamic, 1)
