@@ -22,8 +22,9 @@
  *       protocol before part 9z.v of docs/RESULTS.md (flash, OpenBLAS, SPRINT back to back),
  *       in which SPRINT always ran right after OpenBLAS attention and flash right after SPRINT.
  *   env BENCH_SX_BATCH, BENCH_SX_DENSE_MIN: the SPRINT kernel's speed knobs (sprint_exact.h:
- *       gathered survivors per served batch, default 1024; survivors of a 4 x 16 panel from
- *       which it goes through the dense tile, default 24), for the tuning runs of RESULTS.md. */
+ *       gathered survivors per served batch, 16-65536, default 1024; survivors of a 4 x 16
+ *       panel from which it goes through the dense tile, 0-65, default 24), for the tuning runs
+ *       of RESULTS.md. The BENCH_* variables other than BENCH_REPS do not apply to --mode decode. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -261,8 +262,18 @@ int main(int argc, char **argv) {
     int reps = getenv("BENCH_REPS") ? atoi(getenv("BENCH_REPS")) : 5;
     if (reps < 1) reps = 1;
     if (getenv("BENCH_WARM")) g_warm = atoi(getenv("BENCH_WARM")) != 0;
-    if (getenv("BENCH_SX_BATCH")) sp_sx_batch_set(atoi(getenv("BENCH_SX_BATCH")));
-    if (getenv("BENCH_SX_DENSE_MIN")) sp_sx_dense_min_set(atoi(getenv("BENCH_SX_DENSE_MIN")));
+    if (getenv("BENCH_SX_BATCH")) {
+        char *e;
+        const long b = strtol(getenv("BENCH_SX_BATCH"), &e, 10);
+        if (*e || b < 16 || b > 65536) die("BENCH_SX_BATCH: expected an integer in [16, 65536]");
+        sp_sx_batch_set((int)b);
+    }
+    if (getenv("BENCH_SX_DENSE_MIN")) {
+        char *e;
+        const long m = strtol(getenv("BENCH_SX_DENSE_MIN"), &e, 10);
+        if (*e || m < 0 || m > 65) die("BENCH_SX_DENSE_MIN: expected an integer in [0, 65] (65: never dense)");
+        sp_sx_dense_min_set((int)m);
+    }
     const int d = 64, all = omp_get_max_threads();
     sp_cpu_level lv = sp_cpu_detect();
     g_peak1 = fma_peak_gflops(lv, 1, 5);

@@ -428,6 +428,21 @@ Test(fn_fast, kernels_match_portable) {
                     }
             }
         }
+        /* a row's sum does not depend on the other lists (their keys add 0 v to it): each row
+         * alone, the other three lists empty, gives the same bits */
+        for (int r = 0; r < 4; r++) {
+            int32_t *kl1 = malloc(sizeof(int32_t) * 4 * LD4);
+            float *pl1 = malloc(sizeof(float) * 4 * LD4), alone[128];
+            for (int s = 0; s < 4; s++) kl1[s * LD4] = INT32_MAX, pl1[s * LD4] = 0.0f;
+            memcpy(kl1 + r * LD4, kl + r * LD4, sizeof(int32_t) * LD4);
+            memcpy(pl1 + r * LD4, pl + r * LD4, sizeof(float) * LD4);
+            float *oall[4] = {w1[0], w1[1], w1[2], w1[3]}, *o1r[4] = {NULL, NULL, NULL, NULL};
+            o1r[r] = alone;
+            sp_fk_wsum4_for(lv)(kl, pl, LD4, vv, d, d, oall);
+            sp_fk_wsum4_for(lv)(kl1, pl1, LD4, vv, d, d, o1r);
+            cr_assert(memcmp(alone, w1[r], (size_t)d * sizeof(float)) == 0, "wsum4 d=%d row %d depends on the others", d, r);
+            free(kl1), free(pl1);
+        }
         free(kl), free(pl);
         free(vv);
         free(k);

@@ -20,10 +20,10 @@
  *      with the survivor masks and exact thresholds (sx_tile); the other survivors wait per
  *      query until SX_BATCH (1024) are there or the block's last chunk is done, then go 16 at
  *      a time to exact fp32 scores (row dots summed by a shuffle tree), the exact threshold,
- *      exp2 and the weighted sum of V over the kept keys only (sprint_exact.h). Under the fixed policy at level
- *      avx512 the row's threshold is the softmax reference (sprint_fixed_avx512.c: kept
- *      weights 2^(s - thr) >= 1, no running max, no rescales) when fixed_ref_ok proves that
- *      nothing can overflow fp32.
+ *      exp2 and the weighted sum of V over the kept keys only (sprint_exact.h). Under the
+ *      fixed policy at level avx512 the row's threshold is the softmax reference
+ *      (sprint_fixed_avx512.c: kept weights 2^(s - thr) >= 1, no running max, no rescales)
+ *      when fixed_ref_ok proves that nothing can overflow fp32.
  *      Tried and measured slower (docs/RESULTS.md, parts 9 and 9b): the union of 4 adjacent
  *      queries' survivors gathered and repacked per 64 keys for the flash tile (the repacking
  *      cost as much as the scores); whole 16-key panels holding a survivor of one of the 4
@@ -74,6 +74,8 @@ int sp_sx_fixed_ref(void) { return __atomic_load_n(&g_fixed_ref, __ATOMIC_RELAXE
  * serving during the sweep. */
 #define SX_BATCH 1024
 static int g_batch = SX_BATCH;
+/* clamped, not rejected: a test and tuning knob (sprint_exact.h); bench_attention rejects
+ * BENCH_SX_BATCH values outside the range itself */
 void sp_sx_batch_set(int n) { __atomic_store_n(&g_batch, n < 16 ? 16 : n > 65536 ? 65536 : n, __ATOMIC_RELAXED); }
 int sp_sx_batch(void) { return __atomic_load_n(&g_batch, __ATOMIC_RELAXED); }
 #define LOG2E 1.4426950408889634

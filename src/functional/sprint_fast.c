@@ -141,7 +141,7 @@ typedef struct fx_work {
     int *exst;
     int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
     int32_t *iota;              /* (nk) 0, 1, ..., nk - 1 */
-    float *tmp, *pbuf;          /* (nk + 16) */
+    float *tmp;                 /* (nk + 16) */
     float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
     float *nsc;                 /* (nk + 18) onchip: slot nsc_slot's scores of mem, for the next query */
     int nsc_blk, nsc_slot;      /*   valid in sub-block nsc_blk (-1: none) */
@@ -160,7 +160,7 @@ static void fx_free(fx_work *w) {
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
     free(w->cand), free(w->iota), free(w->kpf), free(w->glist), free(w->plist), free(w->wlist);
     free(w->kb), free(w->qa), free(w->amask);
-    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->nsc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
+    free(w->tmp), free(w->ssc), free(w->nsc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
     free(w->done), free(w->need), free(w->kl), free(w->pl);
 }
 
@@ -173,7 +173,7 @@ static void fx_flush(const fx_call *C, fx_work *w, int i0, int nr) {
     float *out[FX_SUB] = {NULL};
     for (int r = 0; r < nr; r++) out[r] = h->out + (size_t)(i0 + r) * (size_t)h->ldo;
     C->wsum4(w->kl, w->pl, ld, h->v, h->ldv, C->d, out);
-    for (int r = 0; r < FX_SUB; r++) w->kl[(size_t)r * ld] = INT32_MAX;
+    for (int r = 0; r < FX_SUB; r++) w->kl[(size_t)r * ld] = INT32_MAX, w->pl[(size_t)r * ld] = 0.0f;
 }
 
 /* Per-query state. */
@@ -498,7 +498,7 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             C->softmax(w->ksc, (float)(C->scale * FX_LOG2E), n.n_kept, w->pl + (size_t)Q->r * ld);
             memcpy(kl, w->kept, (size_t)n.n_kept * sizeof *kl);
         }
-        kl[n.n_kept] = INT32_MAX;
+        kl[n.n_kept] = INT32_MAX, w->pl[(size_t)Q->r * ld + (size_t)n.n_kept] = 0.0f; /* the merge reads the weight at the end too */
     } else
         memset(h->out + (size_t)Q->i * (size_t)h->ldo, 0, C->D * sizeof(float));
     /* statistics (the reference's record_statistics) */
@@ -740,11 +740,10 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.nsc_blk = -1;
     w.msc = sp_xmalloc(NL, sizeof(float));
     w.ksc = sp_xmalloc(NL, sizeof(float));
-    w.pbuf = sp_xmalloc(NL, sizeof(float));
     if (P->outputs) {
         w.kl = sp_xmalloc((size_t)FX_SUB * (NK + 16), sizeof(int32_t));
         w.pl = sp_xmalloc((size_t)FX_SUB * (NK + 16), sizeof(float));
-        for (int r = 0; r < FX_SUB; r++) w.kl[(size_t)r * (NK + 16)] = INT32_MAX;
+        for (int r = 0; r < FX_SUB; r++) w.kl[(size_t)r * (NK + 16)] = INT32_MAX, w.pl[(size_t)r * (NK + 16)] = 0.0f;
     }
     w.nbits = (NK / 64 + 2) * 4; /* whole 64-bit words for the reuse count */
     w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
