@@ -368,11 +368,27 @@ Test(fn_fast, kernels_match_portable) {
                           r1[t], r2[t], ex);
             }
         }
-        /* softmax weights, then the weighted sums of 4 queries over the union of their kept
-         * keys: both levels within fp32 rounding of the double formula */
-        float *vv = malloc(sizeof(float) * (size_t)N * d), s16[N + 16], p1[N + 16], p2[N + 16];
+        /* query by query (d < FX_UNION_D): softmax and weighted sum, both levels within fp32
+         * rounding of the double formula */
+        float *vv = malloc(sizeof(float) * (size_t)N * d), s16[N + 16], pb[N + 16], w1[128], w2[128];
         for (int t = 0; t < N * d; t++) vv[t] = (float)nrand();
         for (int t = 0; t < N; t++) s16[t] = (float)(3 * nrand());
+        for (int n = 1; n <= 300; n += 37) {
+            sp_fk_softmax_wsum_portable(s16, 0.7f, idx, n, vv, d, d, pb, w1);
+            sp_fk_softmax_wsum_for(lv)(s16, 0.7f, idx, n, vv, d, d, pb, w2);
+            double mx = -1e300, z = 0;
+            for (int t = 0; t < n; t++) mx = fmax(mx, 0.7 * s16[t]);
+            for (int t = 0; t < n; t++) z += exp2(0.7 * s16[t] - mx);
+            for (int c = 0; c < d; c++) {
+                double ref = 0;
+                for (int t = 0; t < n; t++) ref += exp2(0.7 * s16[t] - mx) / z * vv[(size_t)idx[t] * d + c];
+                cr_assert(fabs(w1[c] - ref) < 2e-5 && fabs(w2[c] - ref) < 2e-5, "wsum d=%d n=%d c=%d: %g %g vs %g", d,
+                          n, c, w1[c], w2[c], ref);
+            }
+        }
+        /* softmax weights, then the weighted sums of 4 queries over the union of their kept
+         * keys (d >= FX_UNION_D): both levels within fp32 rounding of the double formula */
+        float p1[N + 16], p2[N + 16];
         for (int n = 1; n <= 300; n += 37) {
             sp_fk_softmax_portable(s16, 0.7f, n, p1);
             sp_fk_softmax_for(lv)(s16, 0.7f, n, p2);
@@ -389,7 +405,7 @@ Test(fn_fast, kernels_match_portable) {
          * empty, with random weights; rows 0-3 written, then row 2 left out (NULL) */
         enum { LD4 = N + 16 };
         int32_t *kl = malloc(sizeof(int32_t) * 4 * LD4);
-        float *pl = malloc(sizeof(float) * 4 * LD4), w1[4][128], w2[4][128];
+        float *pl = malloc(sizeof(float) * 4 * LD4), u1[4][128], u2[4][128];
         for (int trial = 0; trial < 6; trial++) {
             for (int r = 0; r < 4; r++) {
                 int n = 0;
@@ -406,15 +422,15 @@ Test(fn_fast, kernels_match_portable) {
             for (int leave = -1; leave < 4; leave += 3) { /* all rows; then row 2 not written */
                 float *oa[4], *ob[4];
                 for (int r = 0; r < 4; r++) {
-                    oa[r] = r == leave ? NULL : w1[r], ob[r] = r == leave ? NULL : w2[r];
-                    for (int c = 0; c < d; c++) w1[r][c] = w2[r][c] = -7.0f;
+                    oa[r] = r == leave ? NULL : u1[r], ob[r] = r == leave ? NULL : u2[r];
+                    for (int c = 0; c < d; c++) u1[r][c] = u2[r][c] = -7.0f;
                 }
                 sp_fk_wsum4_portable(kl, pl, LD4, vv, d, d, oa);
                 sp_fk_wsum4_for(lv)(kl, pl, LD4, vv, d, d, ob);
                 for (int r = 0; r < 4; r++)
                     for (int c = 0; c < d; c++) {
                         if (r == leave) {
-                            cr_assert(w1[r][c] == -7.0f && w2[r][c] == -7.0f, "wsum4 wrote the row left out");
+                            cr_assert(u1[r][c] == -7.0f && u2[r][c] == -7.0f, "wsum4 wrote the row left out");
                             continue;
                         }
                         double ref = 0, ab = 0;
@@ -423,8 +439,8 @@ Test(fn_fast, kernels_match_portable) {
                             ref += x, ab += fabs(x);
                         }
                         const double tol = 1e-6 * ab + 1e-30;
-                        cr_assert(fabs(w1[r][c] - ref) <= tol && fabs(w2[r][c] - ref) <= tol,
-                                  "wsum4 d=%d trial %d row %d c=%d: %g %g vs %g", d, trial, r, c, w1[r][c], w2[r][c], ref);
+                        cr_assert(fabs(u1[r][c] - ref) <= tol && fabs(u2[r][c] - ref) <= tol,
+                                  "wsum4 d=%d trial %d row %d c=%d: %g %g vs %g", d, trial, r, c, u1[r][c], u2[r][c], ref);
                     }
             }
         }
@@ -436,11 +452,11 @@ Test(fn_fast, kernels_match_portable) {
             for (int s = 0; s < 4; s++) kl1[s * LD4] = INT32_MAX, pl1[s * LD4] = 0.0f;
             memcpy(kl1 + r * LD4, kl + r * LD4, sizeof(int32_t) * LD4);
             memcpy(pl1 + r * LD4, pl + r * LD4, sizeof(float) * LD4);
-            float *oall[4] = {w1[0], w1[1], w1[2], w1[3]}, *o1r[4] = {NULL, NULL, NULL, NULL};
+            float *oall[4] = {u1[0], u1[1], u1[2], u1[3]}, *o1r[4] = {NULL, NULL, NULL, NULL};
             o1r[r] = alone;
             sp_fk_wsum4_for(lv)(kl, pl, LD4, vv, d, d, oall);
             sp_fk_wsum4_for(lv)(kl1, pl1, LD4, vv, d, d, o1r);
-            cr_assert(memcmp(alone, w1[r], (size_t)d * sizeof(float)) == 0, "wsum4 d=%d row %d depends on the others", d, r);
+            cr_assert(memcmp(alone, u1[r], (size_t)d * sizeof(float)) == 0, "wsum4 d=%d row %d depends on the others", d, r);
             free(kl1), free(pl1);
         }
         free(kl), free(pl);
@@ -448,6 +464,24 @@ Test(fn_fast, kernels_match_portable) {
         free(k);
     }
     free(A), free(o1), free(o2), free(kv);
+}
+
+/* The AVX-512 weighted sum takes 1-4 accumulator pairs by the head size: each dim's sum must be
+ * the bits the full 64-dim pass gives it (V rows 64 floats apart, the first d of them). */
+Test(fast_kernels, softmax_wsum_groups_give_the_full_pass_bits) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
+    enum { N = 200, LD = 64 };
+    float *v = malloc(sizeof(float) * N * LD), s[N + 16], p1[N + 16], p2[N + 16], full[LD], part[LD];
+    int32_t idx[N];
+    for (int t = 0; t < N * LD; t++) v[t] = (float)nrand();
+    for (int t = 0; t < N; t++) s[t] = (float)(3 * nrand()), idx[t] = (int32_t)((t * 7919) % N);
+    for (int n = 1; n <= N; n += 13)
+        for (int d = 1; d <= LD; d++) {
+            sp_fk_softmax_wsum_avx512(s, 0.7f, idx, n, v, LD, LD, p1, full);
+            sp_fk_softmax_wsum_avx512(s, 0.7f, idx, n, v, LD, d, p2, part);
+            cr_assert(memcmp(full, part, (size_t)d * sizeof *part) == 0, "n %d d %d", n, d);
+        }
+    free(v);
 }
 
 /* The AVX-512 weighted sums take 1-4 accumulator groups by the head size: each dim's sum must

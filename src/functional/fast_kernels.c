@@ -42,6 +42,29 @@ sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_dots_avx512 : sp_fk_dots_portable;
 }
 
+void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                                 float *p, float *out) {
+    float mx = -INFINITY;
+    for (int t = 0; t < n; t++) {
+        p[t] = s[t] * qmul;
+        mx = p[t] > mx ? p[t] : mx;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t < n; t++) sum += p[t] = sp_flash_exp2(p[t] - mx);
+    memset(out, 0, (size_t)d * sizeof *out);
+    for (int t = 0; t < n; t++) {
+        const float *vr = v + (size_t)idx[t] * (size_t)ldv;
+        const float pt = p[t];
+        for (int c = 0; c < d; c++) out[c] += pt * vr[c];
+    }
+    const float inv = 1.0f / sum;
+    for (int c = 0; c < d; c++) out[c] *= inv;
+}
+
+sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_softmax_wsum_avx512 : sp_fk_softmax_wsum_portable;
+}
+
 void sp_fk_softmax_portable(const float *s, float qmul, int n, float *p) {
     float mx = -INFINITY;
     for (int t = 0; t < n; t++) {

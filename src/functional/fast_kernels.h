@@ -29,6 +29,16 @@ typedef void (*sp_fk_dots_fn)(const float *q, const float *k, int ldk, int d, co
 void sp_fk_dots_portable(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out);
 void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, const int32_t *idx, int n, float *out);
 
+/* out (d) = sum_t p_t v_idx[t] / sum_t p_t with p_t = 2^(qmul s[t] - max_t' qmul s[t']) (the
+ * kernels' exp2 polynomial, flash.h), over n >= 1 keys with fp32 scores s (q.k units; qmul =
+ * scale log2 e): softmax and the weighted sum of V over the kept keys. p: scratch of n + 16. */
+typedef void (*sp_fk_softmax_wsum_fn)(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
+                                      int d, float *p, float *out);
+void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                                 float *p, float *out);
+void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                               float *p, float *out);
+
 /* p[t] = 2^(qmul s[t] - max) / sum_t' 2^(qmul s[t'] - max) over n >= 1 keys with fp32 scores s
  * (q.k units; qmul = scale log2 e; the kernels' exp2 polynomial, flash.h): the softmax weights
  * of the kept keys. p: n + 16 floats. */
@@ -95,6 +105,7 @@ sp_fk_select_fn sp_fk_select_for(sp_cpu_level level);
 sp_fk_dense_fn sp_fk_dense_for(sp_cpu_level level);
 sp_fk_max_fn sp_fk_max_for(sp_cpu_level level);
 sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level);
+sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level);
 sp_fk_softmax_fn sp_fk_softmax_for(sp_cpu_level level);
 sp_fk_wsum4_fn sp_fk_wsum4_for(sp_cpu_level level);
 sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level);

@@ -91,6 +91,77 @@ T512 void sp_fk_dots_avx512(const float *q, const float *k, int ldk, int d, cons
     }
 }
 
+#ifndef WS_AHEAD
+#define WS_AHEAD 8 /* keys of software prefetch ahead in the weighted sum's V rows */
+#endif
+/* One pass of the weighted sum over dims [c, c + w) (w <= 16 G) with G accumulator pairs: lane u
+ * of o[g] sums p[t] v[t][c + 16 g + u] over the even keys t in order (one fma each), e[g] over
+ * the odd ones; out = (o + e) * inv. The pairs beyond G would only hold masked-off lanes, so
+ * every G gives the same bits for the dims it covers (tests/test_fn_fast.c). */
+T512 static inline __attribute__((always_inline)) void wsum_pass(int G, int w, const float *p, const int32_t *idx,
+                                                                 int n, const float *v, int ldv, int c, __m512 inv,
+                                                                 float *out) {
+    __mmask16 cm[4];
+    for (int g = 0; g < 4; g++) {
+        int r = w - 16 * g;
+        cm[g] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1u);
+    }
+    __m512 o[4], e[4];
+    for (int g = 0; g < 4; g++) o[g] = e[g] = _mm512_setzero_ps();
+    int t = 0;
+    for (; t + 2 <= n; t += 2) {
+        const float *vr = v + (size_t)idx[t] * (size_t)ldv + c, *wr = v + (size_t)idx[t + 1] * (size_t)ldv + c;
+        if (t + WS_AHEAD + 1 < n) { /* gathered V rows come from L2/L3: latency-bound otherwise */
+            const char *pa = (const char *)(v + (size_t)idx[t + WS_AHEAD] * (size_t)ldv + c),
+                       *pb = (const char *)(v + (size_t)idx[t + WS_AHEAD + 1] * (size_t)ldv + c);
+            for (int u = 0; u < w * 4; u += 64) _mm_prefetch(pa + u, _MM_HINT_T0), _mm_prefetch(pb + u, _MM_HINT_T0);
+        }
+        const __m512 pa = _mm512_set1_ps(p[t]), pb = _mm512_set1_ps(p[t + 1]);
+        for (int g = 0; g < G; g++) {
+            o[g] = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[g], vr + 16 * g), o[g]);
+            e[g] = _mm512_fmadd_ps(pb, _mm512_maskz_loadu_ps(cm[g], wr + 16 * g), e[g]);
+        }
+    }
+    if (t < n) {
+        const float *vr = v + (size_t)idx[t] * (size_t)ldv + c;
+        const __m512 pa = _mm512_set1_ps(p[t]);
+        for (int g = 0; g < G; g++) o[g] = _mm512_fmadd_ps(pa, _mm512_maskz_loadu_ps(cm[g], vr + 16 * g), o[g]);
+    }
+    for (int g = 0; g < G; g++)
+        _mm512_mask_storeu_ps(out + c + 16 * g, cm[g], _mm512_mul_ps(_mm512_add_ps(o[g], e[g]), inv));
+}
+
+/* exp2 on 16 lanes (exp2_avx512.h), then the weighted sum with two keys per step into two sets
+ * of accumulators (16 dims each, a masked tail for any d). */
+T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
+                                    int d, float *p, float *out) {
+    const __m512 qm = _mm512_set1_ps(qmul);
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        mx = _mm512_mask_max_ps(mx, lm, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm));
+    }
+    const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    __m512 sum = _mm512_setzero_ps();
+    for (int t = 0; t < n; t += 16) {
+        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
+        __m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm), mv);
+        __m512 e = _mm512_maskz_mov_ps(lm, exp2_512(x));
+        sum = _mm512_add_ps(sum, e);
+        _mm512_storeu_ps(p + t, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    /* 64 output dims per pass over the keys (G = 1-4 zmm accumulators of 16 dims, two keys
+     * per step: even keys into o, odd keys into e); fewer groups for the last 1-48 dims */
+    for (int c = 0; c < d; c += 64) {
+        const int w = d - c < 64 ? d - c : 64;
+        if (w <= 16) wsum_pass(1, w, p, idx, n, v, ldv, c, inv, out);
+        else if (w <= 32) wsum_pass(2, w, p, idx, n, v, ldv, c, inv, out);
+        else if (w <= 48) wsum_pass(3, w, p, idx, n, v, ldv, c, inv, out);
+        else wsum_pass(4, w, p, idx, n, v, ldv, c, inv, out);
+    }
+}
+
 /* The softmax weights of the kept keys (max, exp2, sum, then p * inv; fast_kernels.h). */
 T512 void sp_fk_softmax_avx512(const float *s, float qmul, int n, float *p) {
     const __m512 qm = _mm512_set1_ps(qmul);
@@ -571,6 +642,10 @@ void sp_fk_dense_avx512(const sp_fk_dense_in *in, int32_t *amb, sp_fk_dense_out 
 float sp_fk_max_avx512(const float *s, int n) { return sp_fk_max_portable(s, n); }
 int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc) {
     return sp_fk_threshold_portable(s, idx, n, lo, hi, kept, ksc);
+}
+void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                               float *p, float *out) {
+    sp_fk_softmax_wsum_portable(s, qmul, idx, n, v, ldv, d, p, out);
 }
 void sp_fk_softmax_avx512(const float *s, float qmul, int n, float *p) { sp_fk_softmax_portable(s, qmul, n, p); }
 void sp_fk_wsum4_avx512(const int32_t *kl, const float *pl, size_t ld, const float *v, int ldv, int d,

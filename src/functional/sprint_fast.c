@@ -61,6 +61,14 @@
 _Static_assert(FX_SUB == 4, "the sub-block code (qn2, sp_fk_dots4, sp_fk_panel4) is written for 4 queries");
 _Static_assert(FX_LDA_PAD >= 0 && FX_LDA_PAD < 64, "FX_LDA_PAD must keep lda / 64");
 #define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
+/* From this head dim on, the weighted sums of V run per sub-block over the union of its 4
+ * queries' kept keys (sp_fk_wsum4: one V row load per key, but a merge step per key of the
+ * union); below it query by query (sp_fk_softmax_wsum), where a V row is 1-2 cache lines and
+ * the merge cost more than the loads it saved (docs/RESULTS.md part 9z.v). A speed choice: both
+ * sum each query's kept keys in key order, outputs within fp32 rounding of each other. */
+#ifndef FX_UNION_D
+#define FX_UNION_D 64
+#endif
 /* A 16-key panel with at least this many keys to score in one call is scored whole from the
  * packed K (sp_fk_panel4: contiguous loads, ~2 cycles a pair) rather than row by row
  * (sp_fk_dots4: gathered rows); a speed choice, the scores obey the same bound either way
@@ -94,8 +102,10 @@ typedef struct fx_call {
     size_t NK, D, lda; /* lda: row stride of the charges A */
     sp_fk_dots_fn dots;
     sp_fk_gather_fn gather;
-    sp_fk_softmax_fn softmax;
+    sp_fk_softmax_wsum_fn wsum; /* d < FX_UNION_D: query by query */
+    sp_fk_softmax_fn softmax;   /* d >= FX_UNION_D: weights, then the sub-block's sums */
     sp_fk_wsum4_fn wsum4;
+    int union_sum;              /* d >= FX_UNION_D and outputs on */
     sp_fk_dots4_fn dots4;
     sp_fk_panel4_fn panel4;
     sp_fk_panels4_fn panels4;
@@ -487,11 +497,17 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             ml = ml < 0 ? 0 : ml;
         }
     }
-    /* softmax over the kept keys, fp32; the keys and weights wait in the sub-block's lists, and
-     * fx_flush sums V for the sub-block's queries over the union of their kept keys (one V row
-     * load per key for up to 4 queries; docs/RESULTS.md part 9z.v: one query at a time, each
-     * query's V rows came from L2 or L3 again) */
-    if (P->outputs) {
+    /* softmax over the kept keys, fp32; from FX_UNION_D on the keys and weights wait in the
+     * sub-block's lists, and fx_flush sums V for the sub-block's queries over the union of their
+     * kept keys (one V row load per key for up to 4 queries; docs/RESULTS.md part 9z.v: one
+     * query at a time, each query's V rows came from L2 or L3 again); below it, query by query */
+    if (P->outputs && !C->union_sum) {
+        float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
+        if (n.n_kept > 0)
+            C->wsum(w->ksc, (float)(C->scale * FX_LOG2E), w->kept, n.n_kept, h->v, h->ldv, C->d, w->tmp, orow);
+        else
+            memset(orow, 0, C->D * sizeof *orow);
+    } else if (P->outputs) {
         const size_t ld = C->NK + 16;
         int32_t *kl = w->kl + (size_t)Q->r * ld;
         if (n.n_kept > 0) {
@@ -609,7 +625,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     const sp_cpu_level lv = sp_cpu_detect();
     C.dots = sp_fk_dots_for(lv);
     C.gather = sp_fk_gather_for(lv);
+    C.wsum = sp_fk_softmax_wsum_for(lv);
     C.softmax = sp_fk_softmax_for(lv);
+    C.union_sum = P->outputs && C.d >= FX_UNION_D;
     C.wsum4 = sp_fk_wsum4_for(lv);
     C.dots4 = sp_fk_dots4_for(lv);
     C.panel4 = sp_fk_panel4_for(lv);
@@ -740,7 +758,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.nsc_blk = -1;
     w.msc = sp_xmalloc(NL, sizeof(float));
     w.ksc = sp_xmalloc(NL, sizeof(float));
-    if (P->outputs) {
+    if (C.union_sum) {
         w.kl = sp_xmalloc((size_t)FX_SUB * (NK + 16), sizeof(int32_t));
         w.pl = sp_xmalloc((size_t)FX_SUB * (NK + 16), sizeof(float));
         for (int r = 0; r < FX_SUB; r++) w.kl[(size_t)r * (NK + 16)] = INT32_MAX, w.pl[(size_t)r * (NK + 16)] = 0.0f;
@@ -819,7 +837,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 fx_query_run(&C, &w, &Q, st);
             }
             /* the sub-block's last query: its queries' weighted sums */
-            if (P->outputs && (r % FX_SUB == FX_SUB - 1 || r == bq - 1))
+            if (C.union_sum && (r % FX_SUB == FX_SUB - 1 || r == bq - 1))
                 fx_flush(&C, &w, i - r % FX_SUB, r % FX_SUB + 1);
         }
     }
