@@ -42,8 +42,8 @@ sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_dots_avx512 : sp_fk_dots_portable;
 }
 
-void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
-                                 float *p, float *out) {
+/* p[t] = 2^(qmul s[t] - max) (the kernels' exp2 polynomial); returns sum p. */
+static float fk_exp_weights(const float *s, float qmul, int n, float *p) {
     float mx = -INFINITY;
     for (int t = 0; t < n; t++) {
         p[t] = s[t] * qmul;
@@ -51,6 +51,12 @@ void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx,
     }
     float sum = 0.0f;
     for (int t = 0; t < n; t++) sum += p[t] = sp_flash_exp2(p[t] - mx);
+    return sum;
+}
+
+void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                                 float *p, float *out) {
+    const float sum = fk_exp_weights(s, qmul, n, p);
     memset(out, 0, (size_t)d * sizeof *out);
     for (int t = 0; t < n; t++) {
         const float *vr = v + (size_t)idx[t] * (size_t)ldv;
@@ -66,13 +72,7 @@ sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level) {
 }
 
 void sp_fk_softmax_portable(const float *s, float qmul, int n, float *p) {
-    float mx = -INFINITY;
-    for (int t = 0; t < n; t++) {
-        p[t] = s[t] * qmul;
-        mx = p[t] > mx ? p[t] : mx;
-    }
-    float sum = 0.0f;
-    for (int t = 0; t < n; t++) sum += p[t] = sp_flash_exp2(p[t] - mx);
+    const float sum = fk_exp_weights(s, qmul, n, p);
     const float inv = 1.0f / sum;
     for (int t = 0; t < n; t++) p[t] *= inv;
 }

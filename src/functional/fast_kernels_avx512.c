@@ -131,10 +131,8 @@ T512 static inline __attribute__((always_inline)) void wsum_pass(int G, int w, c
         _mm512_mask_storeu_ps(out + c + 16 * g, cm[g], _mm512_mul_ps(_mm512_add_ps(o[g], e[g]), inv));
 }
 
-/* exp2 on 16 lanes (exp2_avx512.h), then the weighted sum with two keys per step into two sets
- * of accumulators (16 dims each, a masked tail for any d). */
-T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
-                                    int d, float *p, float *out) {
+/* p[t] = 2^(qmul s[t] - max) (exp2 on 16 lanes, exp2_avx512.h); returns 1 / sum p, broadcast. */
+T512 static inline __m512 fk_exp_weights(const float *s, float qmul, int n, float *p) {
     const __m512 qm = _mm512_set1_ps(qmul);
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int t = 0; t < n; t += 16) {
@@ -151,6 +149,14 @@ T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *i
         _mm512_storeu_ps(p + t, e);
     }
     const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    return inv;
+}
+
+/* The weights (fk_exp_weights), then the weighted sum with two keys per step into two sets of
+ * accumulators (16 dims each, a masked tail for any d). */
+T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
+                                    int d, float *p, float *out) {
+    const __m512 inv = fk_exp_weights(s, qmul, n, p);
     /* 64 output dims per pass over the keys (G = 1-4 zmm accumulators of 16 dims, two keys
      * per step: even keys into o, odd keys into e); fewer groups for the last 1-48 dims */
     for (int c = 0; c < d; c += 64) {
@@ -162,24 +168,9 @@ T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *i
     }
 }
 
-/* The softmax weights of the kept keys (max, exp2, sum, then p * inv; fast_kernels.h). */
+/* The softmax weights of the kept keys (fk_exp_weights, then p * inv; fast_kernels.h). */
 T512 void sp_fk_softmax_avx512(const float *s, float qmul, int n, float *p) {
-    const __m512 qm = _mm512_set1_ps(qmul);
-    __m512 mx = _mm512_set1_ps(-INFINITY);
-    for (int t = 0; t < n; t += 16) {
-        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
-        mx = _mm512_mask_max_ps(mx, lm, mx, _mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm));
-    }
-    const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-    __m512 sum = _mm512_setzero_ps();
-    for (int t = 0; t < n; t += 16) {
-        __mmask16 lm = n - t >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - t)) - 1u);
-        __m512 x = _mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(lm, s + t), qm), mv);
-        __m512 e = _mm512_maskz_mov_ps(lm, exp2_512(x));
-        sum = _mm512_add_ps(sum, e);
-        _mm512_storeu_ps(p + t, e);
-    }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    const __m512 inv = fk_exp_weights(s, qmul, n, p);
     for (int t = 0; t < n; t += 16) _mm512_storeu_ps(p + t, _mm512_mul_ps(_mm512_loadu_ps(p + t), inv));
 }
 
