@@ -16,7 +16,15 @@
  * usage: bench_attention [--json] [--curve] [--L n,n,...] [--data bert-l,clustered]
  *                        [--threads 1,0] [--causal 0,1] [--target 0.1]
  *   --curve: at L = 4096, one thread, the SPRINT/flash speedup against the kept fraction.
- *   env BENCH_REPS (default 5): timed runs per kernel (interleaved). */
+ *   env BENCH_REPS (default 5): timed runs per kernel (interleaved).
+ *   env BENCH_WARM (default 1): each timed call follows one untimed call of the same kernel on
+ *       the same inputs, so every kernel is timed in the same cache state; 0 restores the
+ *       protocol before part 9z.v of docs/RESULTS.md (flash, OpenBLAS, SPRINT back to back),
+ *       in which SPRINT always ran right after OpenBLAS attention and flash right after SPRINT.
+ *   env BENCH_SX_BATCH, BENCH_SX_DENSE_MIN: the SPRINT kernel's speed knobs (sprint_exact.h:
+ *       gathered survivors per served batch, 16-65536, default 1024; survivors of a 4 x 16
+ *       panel from which it goes through the dense tile, 0-65, default 24), for the tuning runs
+ *       of RESULTS.md. The BENCH_* variables other than BENCH_REPS do not apply to --mode decode. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -30,6 +38,7 @@
 #include "heads.h"
 #include "sprint/cpu_attention.h"
 #include "sprint/sim.h"
+#include "attention/sprint_exact.h" /* the kernel's tuning knobs (BENCH_SX_*) */
 
 void openblas_set_num_threads(int num_threads);
 
@@ -123,6 +132,7 @@ typedef struct result {
 } result;
 
 static double g_peak1 = 0, g_peak_all = 0;
+static int g_warm = 1; /* BENCH_WARM */
 
 /* Runs one case: every kernel checked, then timed `reps` times interleaved. */
 static void run_case(const head *h, const char *data, int threads, double thr, double target, int reps,
@@ -174,10 +184,13 @@ static void run_case(const head *h, const char *data, int threads, double thr, d
     for (int r = 0; r < reps; r++)
         for (int k = 0; k < K_N; k++) {
             a.out = out[k];
-            double t0 = sp_now_seconds(), c0 = bench_thread_cpu_s();
-            if (k == K_FLASH) sp_cpu_attention_dense(&a, threads, &err);
-            else if (k == K_BLAS) blas_attention(h, out[k], S);
-            else sp_cpu_attention_sprint(&a, &so, &err);
+            double t0 = 0, c0 = 0;
+            for (int pass = g_warm ? 0 : 1; pass < 2; pass++) { /* pass 0: the untimed warm-up call */
+                if (pass == 1) t0 = sp_now_seconds(), c0 = bench_thread_cpu_s();
+                if (k == K_FLASH) sp_cpu_attention_dense(&a, threads, &err);
+                else if (k == K_BLAS) blas_attention(h, out[k], S);
+                else sp_cpu_attention_sprint(&a, &so, &err);
+            }
             t[k][r] = (sp_now_seconds() - t0) * 1e3;
             tc[k][r] = (bench_thread_cpu_s() - c0) * 1e3;
         }
@@ -248,6 +261,19 @@ int main(int argc, char **argv) {
     if (!(target > 0 && target <= 1)) die("--target: expected a kept fraction in (0, 1]");
     int reps = getenv("BENCH_REPS") ? atoi(getenv("BENCH_REPS")) : 5;
     if (reps < 1) reps = 1;
+    if (getenv("BENCH_WARM")) g_warm = atoi(getenv("BENCH_WARM")) != 0;
+    if (getenv("BENCH_SX_BATCH")) {
+        char *e;
+        const long b = strtol(getenv("BENCH_SX_BATCH"), &e, 10);
+        if (*e || b < 16 || b > 65536) die("BENCH_SX_BATCH: expected an integer in [16, 65536]");
+        sp_sx_batch_set((int)b);
+    }
+    if (getenv("BENCH_SX_DENSE_MIN")) {
+        char *e;
+        const long m = strtol(getenv("BENCH_SX_DENSE_MIN"), &e, 10);
+        if (*e || m < 0 || m > 65) die("BENCH_SX_DENSE_MIN: expected an integer in [0, 65] (65: never dense)");
+        sp_sx_dense_min_set((int)m);
+    }
     const int d = 64, all = omp_get_max_threads();
     sp_cpu_level lv = sp_cpu_detect();
     g_peak1 = fma_peak_gflops(lv, 1, 5);
@@ -257,11 +283,16 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "peak_gflops_1t", g_peak1);
     cJSON_AddNumberToObject(root, "peak_gflops_all", g_peak_all);
     cJSON_AddNumberToObject(root, "reps", reps);
+    cJSON_AddBoolToObject(root, "warm", g_warm);
+    cJSON_AddNumberToObject(root, "sx_batch", sp_sx_batch());
+    cJSON_AddNumberToObject(root, "sx_dense_min", sp_sx_dense_min());
     cJSON_AddItemToObject(root, "cases", cases);
     if (!json)
         printf("cpu level %s; measured fp32 FMA peak %.1f GFLOP/s (1 thread), %.1f (%d threads); best of %d "
-               "interleaved runs (median in brackets)\n",
-               sp_cpu_level_name(lv), g_peak1, g_peak_all, all, reps);
+               "interleaved runs (median in brackets)%s; SPRINT batch %d, dense_min %d\n",
+               sp_cpu_level_name(lv), g_peak1, g_peak_all, all, reps,
+               g_warm ? ", each after an untimed call of the same kernel" : ", back to back (BENCH_WARM=0)",
+               sp_sx_batch(), sp_sx_dense_min());
     double targets_curve[] = {0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0};
     int ntarg = curve ? 10 : 1;
     if (curve && nL == 3 && Ls[0] == 1024) Ls[0] = 4096; /* the default L list: the curve is at 4096 */

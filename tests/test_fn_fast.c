@@ -368,7 +368,8 @@ Test(fn_fast, kernels_match_portable) {
                           r1[t], r2[t], ex);
             }
         }
-        /* softmax-weighted sum: both within fp32 rounding of the double formula */
+        /* query by query (d < FX_UNION_D): softmax and weighted sum, both levels within fp32
+         * rounding of the double formula */
         float *vv = malloc(sizeof(float) * (size_t)N * d), s16[N + 16], pb[N + 16], w1[128], w2[128];
         for (int t = 0; t < N * d; t++) vv[t] = (float)nrand();
         for (int t = 0; t < N; t++) s16[t] = (float)(3 * nrand());
@@ -385,6 +386,80 @@ Test(fn_fast, kernels_match_portable) {
                           n, c, w1[c], w2[c], ref);
             }
         }
+        /* softmax weights, then the weighted sums of 4 queries over the union of their kept
+         * keys (d >= FX_UNION_D): both levels within fp32 rounding of the double formula */
+        float p1[N + 16], p2[N + 16];
+        for (int n = 1; n <= 300; n += 37) {
+            sp_fk_softmax_portable(s16, 0.7f, n, p1);
+            sp_fk_softmax_for(lv)(s16, 0.7f, n, p2);
+            double mx = -1e300, z = 0;
+            for (int t = 0; t < n; t++) mx = fmax(mx, 0.7 * s16[t]);
+            for (int t = 0; t < n; t++) z += exp2(0.7 * s16[t] - mx);
+            for (int t = 0; t < n; t++) {
+                const double ref = exp2(0.7 * s16[t] - mx) / z;
+                cr_assert(fabs(p1[t] - ref) < 1e-6 && fabs(p2[t] - ref) < 1e-6, "softmax n=%d t=%d: %g %g vs %g", n, t,
+                          p1[t], p2[t], ref);
+            }
+        }
+        /* 4 ascending lists over N keys: nested (every 2nd, 3rd key), disjoint ranges, one
+         * empty, with random weights; rows 0-3 written, then row 2 left out (NULL) */
+        enum { LD4 = N + 16 };
+        int32_t *kl = malloc(sizeof(int32_t) * 4 * LD4);
+        float *pl = malloc(sizeof(float) * 4 * LD4), u1[4][128], u2[4][128];
+        for (int trial = 0; trial < 6; trial++) {
+            for (int r = 0; r < 4; r++) {
+                int n = 0;
+                for (int j = 0; j < N; j++) {
+                    const int in = trial == 5 && r == 1 ? 0
+                                 : r == 0     ? urand() < 0.3 + 0.1 * trial
+                                 : r == 1     ? j % (2 + trial) == 0
+                                 : r == 2     ? j >= N / 2 && urand() < 0.5
+                                              : j < 40 || urand() < 0.05;
+                    if (in) kl[r * LD4 + n] = j, pl[r * LD4 + n] = (float)urand(), n++;
+                }
+                kl[r * LD4 + n] = INT32_MAX;
+            }
+            for (int leave = -1; leave < 4; leave += 3) { /* all rows; then row 2 not written */
+                float *oa[4], *ob[4];
+                for (int r = 0; r < 4; r++) {
+                    oa[r] = r == leave ? NULL : u1[r], ob[r] = r == leave ? NULL : u2[r];
+                    for (int c = 0; c < d; c++) u1[r][c] = u2[r][c] = -7.0f;
+                }
+                sp_fk_wsum4_portable(kl, pl, LD4, vv, d, d, oa);
+                sp_fk_wsum4_for(lv)(kl, pl, LD4, vv, d, d, ob);
+                for (int r = 0; r < 4; r++)
+                    for (int c = 0; c < d; c++) {
+                        if (r == leave) {
+                            cr_assert(u1[r][c] == -7.0f && u2[r][c] == -7.0f, "wsum4 wrote the row left out");
+                            continue;
+                        }
+                        double ref = 0, ab = 0;
+                        for (int t = 0; kl[r * LD4 + t] != INT32_MAX; t++) {
+                            const double x = (double)pl[r * LD4 + t] * vv[(size_t)kl[r * LD4 + t] * d + c];
+                            ref += x, ab += fabs(x);
+                        }
+                        const double tol = 1e-6 * ab + 1e-30;
+                        cr_assert(fabs(u1[r][c] - ref) <= tol && fabs(u2[r][c] - ref) <= tol,
+                                  "wsum4 d=%d trial %d row %d c=%d: %g %g vs %g", d, trial, r, c, u1[r][c], u2[r][c], ref);
+                    }
+            }
+        }
+        /* a row's sum does not depend on the other lists (their keys add 0 v to it): each row
+         * alone, the other three lists empty, gives the same bits */
+        for (int r = 0; r < 4; r++) {
+            int32_t *kl1 = malloc(sizeof(int32_t) * 4 * LD4);
+            float *pl1 = malloc(sizeof(float) * 4 * LD4), alone[128];
+            for (int s = 0; s < 4; s++) kl1[s * LD4] = INT32_MAX, pl1[s * LD4] = 0.0f;
+            memcpy(kl1 + r * LD4, kl + r * LD4, sizeof(int32_t) * LD4);
+            memcpy(pl1 + r * LD4, pl + r * LD4, sizeof(float) * LD4);
+            float *oall[4] = {u1[0], u1[1], u1[2], u1[3]}, *o1r[4] = {NULL, NULL, NULL, NULL};
+            o1r[r] = alone;
+            sp_fk_wsum4_for(lv)(kl, pl, LD4, vv, d, d, oall);
+            sp_fk_wsum4_for(lv)(kl1, pl1, LD4, vv, d, d, o1r);
+            cr_assert(memcmp(alone, u1[r], (size_t)d * sizeof(float)) == 0, "wsum4 d=%d row %d depends on the others", d, r);
+            free(kl1), free(pl1);
+        }
+        free(kl), free(pl);
         free(vv);
         free(k);
     }
@@ -393,7 +468,7 @@ Test(fn_fast, kernels_match_portable) {
 
 /* The AVX-512 weighted sum takes 1-4 accumulator pairs by the head size: each dim's sum must be
  * the bits the full 64-dim pass gives it (V rows 64 floats apart, the first d of them). */
-Test(fast_kernels, wsum_groups_give_the_full_pass_bits) {
+Test(fast_kernels, softmax_wsum_groups_give_the_full_pass_bits) {
     if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
     enum { N = 200, LD = 64 };
     float *v = malloc(sizeof(float) * N * LD), s[N + 16], p1[N + 16], p2[N + 16], full[LD], part[LD];
@@ -407,6 +482,30 @@ Test(fast_kernels, wsum_groups_give_the_full_pass_bits) {
             cr_assert(memcmp(full, part, (size_t)d * sizeof *part) == 0, "n %d d %d", n, d);
         }
     free(v);
+}
+
+/* The AVX-512 weighted sums take 1-4 accumulator groups by the head size: each dim's sum must
+ * be the bits the full 64-dim pass gives it (V rows 64 floats apart, the first d of them). */
+Test(fast_kernels, wsum_groups_give_the_full_pass_bits) {
+    if (sp_cpu_detect() < SP_CPU_AVX512) cr_skip_test("no AVX-512 here");
+    enum { N = 200, LD = 64, LL = N + 16 };
+    float *v = malloc(sizeof(float) * N * LD), full[4][LD], part[4][LD];
+    int32_t *kl = malloc(sizeof(int32_t) * 4 * LL);
+    float *pl = malloc(sizeof(float) * 4 * LL);
+    for (int t = 0; t < N * LD; t++) v[t] = (float)nrand();
+    for (int r = 0; r < 4; r++) {
+        int n = 0;
+        for (int j = 0; j < N; j++)
+            if (urand() < 0.2 + 0.2 * r) kl[r * LL + n] = j, pl[r * LL + n] = (float)urand(), n++;
+        kl[r * LL + n] = INT32_MAX;
+    }
+    float *fo[4] = {full[0], full[1], full[2], full[3]}, *po[4] = {part[0], part[1], part[2], part[3]};
+    sp_fk_wsum4_avx512(kl, pl, LL, v, LD, LD, fo);
+    for (int d = 1; d <= LD; d++) {
+        sp_fk_wsum4_avx512(kl, pl, LL, v, LD, d, po);
+        for (int r = 0; r < 4; r++) cr_assert(memcmp(full[r], part[r], (size_t)d * sizeof(float)) == 0, "row %d d %d", r, d);
+    }
+    free(v), free(kl), free(pl);
 }
 
 /* The blocked kernels of the second pass (4 queries per K row or panel) and the selection from

@@ -53,6 +53,10 @@ _Noreturn void sp_assert_fail(const char *cond, const char *file, int line);
  * meaningfully recover from inside a kernel). Sizes are checked for overflow. */
 void *sp_xmalloc(size_t n, size_t size);
 void *sp_xcalloc(size_t n, size_t size);
+/* sp_xmalloc on a 64-byte boundary (a cache line; free with free()): buffers that kernels read
+ * 64 bytes at a time, so that no load spans two lines (malloc's 16-byte alignment put the
+ * packed K of the flash and SPRINT kernels 16-48 bytes off a line: docs/RESULTS.md 9z.v). */
+void *sp_xmalloc_aligned(size_t n, size_t size);
 /* SP_ERR_NOMEM with a one-line message ("<what> would need X GiB, more than this machine's Y
  * GiB") when an allocation of `bytes` cannot succeed: called before any allocation whose size
  * comes from a file or an option, so a hostile size is an error, not an abort. */

@@ -159,8 +159,8 @@ void sp_flash_rows(const sp_attn_head *h, const float *kp, const float *bias, in
     const int d = h->d, nk = h->n_k;
     const size_t D = (size_t)d;
     const float qmul = h->scale * 1.44269504088896341f; /* scores in log2 units */
-    float *qs = sp_xmalloc((size_t)QBLOCK * D, sizeof *qs);
-    float *o = sp_xmalloc((size_t)QBLOCK * D, sizeof *o);
+    float *qs = sp_xmalloc_aligned((size_t)QBLOCK * D, sizeof *qs);
+    float *o = sp_xmalloc_aligned((size_t)QBLOCK * D, sizeof *o);
     float m[QBLOCK], l[QBLOCK];
     for (int b0 = i0; b0 < i1; b0 += QBLOCK) {
         const int nb = i1 - b0 < QBLOCK ? i1 - b0 : QBLOCK;
@@ -265,7 +265,7 @@ sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level le
     s = sp_flash_check_inputs(h, err);
     if (s != SP_OK) return s;
     if (h->n_q == 0) return SP_OK;
-    float *kp = sp_xmalloc(sp_flash_kpack_size(h->n_k, h->d), sizeof *kp);
+    float *kp = sp_xmalloc_aligned(sp_flash_kpack_size(h->n_k, h->d), sizeof *kp);
     sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);
     float *bias = make_bias(h);
     sp_flash_tile_fn fn = sp_flash_tile_for(level, h->d);
@@ -302,7 +302,7 @@ static sp_status flash_op_run(sp_attn_op *op, const sp_attn_head *h, sp_error *e
      * with the query and key: both through the reference code. */
     if (op->observer || h->d > SP_FLASH_MAX_D || sp_flash_check_inputs(h, NULL) != SP_OK) return cx->ref_run(op, h, err);
     if (h->n_q > 0) {
-        float *kp = sp_xmalloc(sp_flash_kpack_size(h->n_k, h->d), sizeof *kp);
+        float *kp = sp_xmalloc_aligned(sp_flash_kpack_size(h->n_k, h->d), sizeof *kp);
         sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);
         float *bias = make_bias(h);
         sp_flash_rows(h, kp, bias, 0, h->n_q, sp_flash_tile_for(sp_cpu_detect(), h->d));

@@ -18,12 +18,12 @@
  *      online softmax per query (sx_digital): 16-key panels where a group of 4 queries has
  *      >= SX_DENSE_MIN (24) of its 64 pairs as survivors go 4 at a time through the flash tile
  *      with the survivor masks and exact thresholds (sx_tile); the other survivors wait per
- *      query until SX_BATCH (48) are there, then go 16 at a time to exact fp32 scores (row dots
- *      summed by a shuffle tree), the exact threshold, exp2 and the weighted sum of V over the
- *      kept keys only (sprint_exact.h). Under the fixed policy at level
- *      avx512 the row's threshold is the softmax reference (sprint_fixed_avx512.c: kept
- *      weights 2^(s - thr) >= 1, no running max, no rescales) when fixed_ref_ok proves that
- *      nothing can overflow fp32.
+ *      query until SX_BATCH (1024) are there or the block's last chunk is done, then go 16 at
+ *      a time to exact fp32 scores (row dots summed by a shuffle tree), the exact threshold,
+ *      exp2 and the weighted sum of V over the kept keys only (sprint_exact.h). Under the
+ *      fixed policy at level avx512 the row's threshold is the softmax reference
+ *      (sprint_fixed_avx512.c: kept weights 2^(s - thr) >= 1, no running max, no rescales)
+ *      when fixed_ref_ok proves that nothing can overflow fp32.
  *      Tried and measured slower (docs/RESULTS.md, parts 9 and 9b): the union of 4 adjacent
  *      queries' survivors gathered and repacked per 64 keys for the flash tile (the repacking
  *      cost as much as the scores); whole 16-key panels holding a survivor of one of the 4
@@ -64,10 +64,20 @@ static int g_fixed_ref = 1;
 void sp_sx_fixed_ref_set(int on) { __atomic_store_n(&g_fixed_ref, on, __ATOMIC_RELAXED); }
 int sp_sx_fixed_ref(void) { return __atomic_load_n(&g_fixed_ref, __ATOMIC_RELAXED); }
 /* Survivors a query's pending list collects before a chunk step serves them (then all its full
- * 16-key groups): the fixed-reference step overlaps each 16-key group's scores with the previous
- * group's weighted sum, which a batch of one group cannot (docs/RESULTS.md part 9z.t). */
-#define SX_BATCH 48
-#define SX_PEND (SX_BATCH + SX_CHUNK + 16) /* survivors waiting per query: < SX_BATCH before a chunk's gather + one chunk + 16 slack */
+ * 16-key groups). 1024, not 48 (docs/RESULTS.md part 9z.v): at L = 4096 and ~10% kept a query
+ * rarely collects that many, so its gathered survivors are served in one call after the block's
+ * last chunk, the block's queries one after another. Adjacent queries share most survivors, so
+ * a key row fetched for one query is still in L1 or L2 for the next; served in batches of 48
+ * during the sweep, each query's rows came from further away, and each call's pipeline
+ * (sprint_fixed_avx512.c) filled and drained for 3 groups of 16. Memory: QBLK x (SX_BATCH + 80)
+ * int32 per thread (565 KB). The tests set smaller batches (sp_sx_batch_set) to reach the
+ * serving during the sweep. */
+#define SX_BATCH 1024
+static int g_batch = SX_BATCH;
+/* clamped, not rejected: a test and tuning knob (sprint_exact.h); bench_attention rejects
+ * BENCH_SX_BATCH values outside the range itself */
+void sp_sx_batch_set(int n) { __atomic_store_n(&g_batch, n < 16 ? 16 : n > 65536 ? 65536 : n, __ATOMIC_RELAXED); }
+int sp_sx_batch(void) { return __atomic_load_n(&g_batch, __ATOMIC_RELAXED); }
 #define LOG2E 1.4426950408889634
 
 typedef struct sx_shared {
@@ -86,6 +96,7 @@ typedef struct sx_shared {
     const float *kp_f32;   /* K packed in 16-key panels for the flash tile (flash.h); NULL: no dense tiles */
     sp_flash_tile_fn tile;
     int dense_min;
+    int batch, pcap;       /* survivors a pending list collects before serving (sp_sx_batch); its capacity */
     int fixed;             /* chunk and tile take the row's threshold as a fixed softmax reference */
     const uint8_t *kb;     /* AMX-packed key MSBs (int_screen_amx.h); NULL: no AMX screen */
     const int8_t *qa;      /* (n_q rounded up to QBLK, dA) query levels for the AMX tiles */
@@ -100,10 +111,10 @@ typedef struct sx_work {
     double *thr;           /* (QBLK) exact threshold per query of the block (nats) */
     int32_t *tau;          /* (QBLK) comparator references (AMX screen) */
     int *valid;            /* (QBLK) query valid */
-    int32_t *pend;         /* (QBLK, SX_PEND) survivors waiting until SX_BATCH are there (then every full 16) */
+    int32_t *pend;         /* (QBLK, pcap) survivors waiting until batch are there (then every full 16) */
     int *npend;            /* (QBLK) */
-    int32_t *kidx;         /* (SX_PEND + 16) kept keys of one call */
-    float *sbuf;           /* (SX_PEND + 16) scores, weights */
+    int32_t *kidx;         /* (pcap + 16) kept keys of one call */
+    float *sbuf;           /* (pcap + 16) scores, weights */
     float *qs;             /* (QBLK, d) prescaled queries */
     float *acc;            /* (QBLK, d) unnormalised outputs */
     float *mrun, *lrun;    /* (QBLK) running max and sum */
@@ -266,6 +277,7 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
         /* keys past n_k (the last panel's padding) are never kept, but the portable tile reads
          * every V row below lim with weight 0: point them at a real row */
         const int j0 = 16 * pan, nu = nk - j0 < 16 ? nk - j0 : 16;
+#pragma omp simd /* 16 stores in 4 vector stores (gcc -O2 leaves the loop scalar) */
         for (int u = 0; u < 16; u++) vidx[16 * p + u] = j0 + (u < nu ? u : nu - 1);
     }
     for (int r = 0; r < 4; r++) {
@@ -290,7 +302,7 @@ static void sx_tile(const sx_shared *S, sx_work *w, int b0, int nb, int g) {
 static void sx_serve(const sx_shared *S, sx_work *w, int b0, int r, int take) {
     const sp_attn_head *h = S->h;
     const size_t D = (size_t)h->d;
-    int32_t *pend = w->pend + (size_t)r * SX_PEND;
+    int32_t *pend = w->pend + (size_t)r * (size_t)S->pcap;
     const int n = w->npend[r];
     const int nkept = S->chunk(w->qs + (size_t)r * D, h->k, h->ldk, h->v, h->ldv, h->d, pend, take,
                                (float)(w->thr[r] * LOG2E), &w->mrun[r], &w->lrun[r], w->acc + (size_t)r * D,
@@ -301,7 +313,7 @@ static void sx_serve(const sx_shared *S, sx_work *w, int b0, int r, int take) {
         for (int t = 0; t < nkept; t++) row[w->kidx[t]] = 1;
     }
     /* < 16 left, and take >= 16 whenever some are left: one 64-byte copy, no overlap (pend has
-     * SX_PEND >= take + 16 entries) */
+     * pcap >= take + 16 entries) */
     if (n > take) memcpy(pend, pend + take, 16 * sizeof *pend);
     w->npend[r] = n - take;
 }
@@ -333,10 +345,9 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
         if (e > endmax) endmax = e;
     }
     const int nch = (endmax + SX_CHUNK - 1) / SX_CHUNK;
-    /* Survivors outside the dense panels wait in a per-query list until SX_BATCH of them are
-     * there (a query has a few such survivors per 64-key chunk on the BERT-L preset at 10% kept;
-     * partial 16-key groups waste score-tree work); the waiting rows are recent chunks', in L1
-     * or L2. */
+    /* Survivors outside the dense panels wait in a per-query list until S->batch of them are
+     * there or the last chunk is done (a query has a few such survivors per 64-key chunk on the
+     * BERT-L preset at 10% kept; partial 16-key groups waste score-tree work; see SX_BATCH). */
     int *np = w->npend;
     for (int r = 0; r < nb4; r++) np[r] = 0;
     for (int gi = 0; gi < nb4 / 4; gi++) w->qn[gi] = 0;
@@ -377,15 +388,17 @@ static void sx_digital(const sx_shared *S, sx_work *w, int b0, int nb) {
             if (!(r0 | r1 | r2 | r3)) continue;
             { /* the group's leftovers onto its 4 pending lists, one call (zero rows untouched) */
                 const uint64_t rg[4] = {r0, r1, r2, r3};
-                int32_t *const outs[4] = {w->pend + (size_t)g * SX_PEND, w->pend + (size_t)(g + 1) * SX_PEND,
-                                          w->pend + (size_t)(g + 2) * SX_PEND, w->pend + (size_t)(g + 3) * SX_PEND};
+                const size_t pc = (size_t)S->pcap;
+                int32_t *const outs[4] = {w->pend + (size_t)g * pc, w->pend + (size_t)(g + 1) * pc,
+                                          w->pend + (size_t)(g + 2) * pc, w->pend + (size_t)(g + 3) * pc};
                 S->gather(rg, ch * SX_CHUNK, outs, np + g);
             }
-            /* a row is served once SX_BATCH survivors wait (rows past nb have none: one test of
+            /* a row is served once batch survivors wait (rows past nb have none: one test of
              * the 4 counts, rarely true, instead of a branch per row) */
-            if ((np[g] >= SX_BATCH) | (np[g + 1] >= SX_BATCH) | (np[g + 2] >= SX_BATCH) | (np[g + 3] >= SX_BATCH))
+            const int bt = S->batch;
+            if ((np[g] >= bt) | (np[g + 1] >= bt) | (np[g + 2] >= bt) | (np[g + 3] >= bt))
                 for (int r = g; r < g + 4 && r < nb; r++)
-                    if (np[r] >= SX_BATCH) sx_serve(S, w, b0, r, np[r] / 16 * 16);
+                    if (np[r] >= bt) sx_serve(S, w, b0, r, np[r] / 16 * 16);
         }
     for (int r = 0; r < nb; r++) {
         float *orow = h->out + (size_t)(b0 + r) * (size_t)h->ldo;
@@ -510,13 +523,14 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     }
     float *kpf = NULL;
     if (nk > 0) {
-        kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof *kpf);
+        kpf = sp_xmalloc_aligned(sp_flash_kpack_size(nk, d), sizeof *kpf);
         sp_flash_pack_k(h->k, h->ldk, nk, d, kpf);
     }
     sx_shared S = {.h = h, .o = o, .d8 = d8, .kp = kp, .kvw = kvw, .nvalid = nvalid, .qd = qd, .sq = sq,
                    .sk = sk, .screen = sp_iscreen_tile_for(lv), .masks = sp_iscreen_masks_for(lv), .chunk = sp_sx_chunk_for(lv, d),
                    .gather = sp_sx_gather_for(lv), .kp_f32 = kpf, .tile = sp_flash_tile_for(lv, d),
-                   .dense_min = sp_sx_dense_min(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
+                   .dense_min = sp_sx_dense_min(), .batch = sp_sx_batch(), .kb = kb, .qa = qa, .dA = dA, .marg = marg, .oi = oi};
+    S.pcap = S.batch + SX_CHUNK + 16; /* < batch before a chunk's gather + one chunk + 16 slack */
     if (fixed_ref_ok(h, o, nrm) && lv >= SP_CPU_AVX512 && d % 16 == 0 && sp_sx_fixed_ref()) {
         S.fixed = 1;
         S.chunk = sp_sx_chunk_fixed_avx512;
@@ -543,12 +557,12 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
         w.thr = sp_xmalloc(QBLK, sizeof *w.thr);
         w.tau = sp_xmalloc(QBLK, sizeof *w.tau);
         w.valid = sp_xmalloc(QBLK, sizeof *w.valid);
-        w.pend = sp_xmalloc(QBLK * SX_PEND, sizeof *w.pend);
+        w.pend = sp_xmalloc((size_t)QBLK * (size_t)S.pcap, sizeof *w.pend);
         w.npend = sp_xmalloc(QBLK, sizeof *w.npend);
-        w.kidx = sp_xmalloc(SX_PEND + 16, sizeof *w.kidx);
-        w.sbuf = sp_xmalloc(SX_PEND + 16, sizeof *w.sbuf);
-        w.qs = sp_xmalloc(QBLK * D, sizeof *w.qs);
-        w.acc = sp_xmalloc(QBLK * D, sizeof *w.acc);
+        w.kidx = sp_xmalloc((size_t)S.pcap + 16, sizeof *w.kidx);
+        w.sbuf = sp_xmalloc((size_t)S.pcap + 16, sizeof *w.sbuf);
+        w.qs = sp_xmalloc_aligned(QBLK * D, sizeof *w.qs);
+        w.acc = sp_xmalloc_aligned(QBLK * D, sizeof *w.acc);
         w.mrun = sp_xmalloc(QBLK, sizeof *w.mrun);
         w.lrun = sp_xmalloc(QBLK, sizeof *w.lrun);
 #pragma omp for schedule(dynamic, 1)

@@ -51,6 +51,11 @@ sp_sx_gather_fn sp_sx_gather_for(sp_cpu_level level);
  * keep the same keys up to float rounding at the threshold; the tests force each path with
  * this (0: every panel dense, > 64: never). Process-wide; set it before any kernel call. */
 void sp_sx_dense_min_set(int n);
+/* Gathered survivors a query's pending list collects before sprint_cpu.c serves them (default
+ * 1024; clamped to [16, 65536]): a speed choice only, outputs move by float rounding. The tests
+ * set small batches to reach the serving during the key sweep. Process-wide, as dense_min. */
+void sp_sx_batch_set(int n);
+int sp_sx_batch(void);
 /* The dense panels of a group of 4 queries in one 64-key chunk (r0..r3: the rows' survivor
  * words): bit 16 p + 15 set when panel p (keys 16 p .. 16 p + 15) holds >= dense_min of the
  * 64 pairs as survivors (dense_min <= 1: any survivor; the caller skips dense_min > 64). The 4

@@ -98,6 +98,17 @@ void *sp_xmalloc(size_t n, size_t size) {
     return p;
 }
 
+void *sp_xmalloc_aligned(size_t n, size_t size) {
+    if (size && n > (SIZE_MAX - 64) / size) sp_assert_fail("allocation size overflow", __FILE__, __LINE__);
+    const size_t bytes = ((n * size) + 63) / 64 * 64; /* aligned_alloc: a multiple of the alignment */
+    void *p = aligned_alloc(64, bytes != 0 ? bytes : 64);
+    if (!p) {
+        fprintf(stderr, "sprint: out of memory allocating %zu bytes\n", n * size);
+        abort();
+    }
+    return p;
+}
+
 void *sp_xcalloc(size_t n, size_t size) {
     void *p = calloc(n ? n : 1, size ? size : 1);
     if (!p) {

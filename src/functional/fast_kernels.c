@@ -42,8 +42,8 @@ sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_dots_avx512 : sp_fk_dots_portable;
 }
 
-void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
-                                 float *p, float *out) {
+/* p[t] = 2^(qmul s[t] - max) (the kernels' exp2 polynomial); returns sum p. */
+static float fk_exp_weights(const float *s, float qmul, int n, float *p) {
     float mx = -INFINITY;
     for (int t = 0; t < n; t++) {
         p[t] = s[t] * qmul;
@@ -51,6 +51,12 @@ void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx,
     }
     float sum = 0.0f;
     for (int t = 0; t < n; t++) sum += p[t] = sp_flash_exp2(p[t] - mx);
+    return sum;
+}
+
+void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
+                                 float *p, float *out) {
+    const float sum = fk_exp_weights(s, qmul, n, p);
     memset(out, 0, (size_t)d * sizeof *out);
     for (int t = 0; t < n; t++) {
         const float *vr = v + (size_t)idx[t] * (size_t)ldv;
@@ -63,6 +69,39 @@ void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx,
 
 sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level) {
     return level >= SP_CPU_AVX512 ? sp_fk_softmax_wsum_avx512 : sp_fk_softmax_wsum_portable;
+}
+
+void sp_fk_softmax_portable(const float *s, float qmul, int n, float *p) {
+    const float sum = fk_exp_weights(s, qmul, n, p);
+    const float inv = 1.0f / sum;
+    for (int t = 0; t < n; t++) p[t] *= inv;
+}
+
+sp_fk_softmax_fn sp_fk_softmax_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_softmax_avx512 : sp_fk_softmax_portable;
+}
+
+void sp_fk_wsum4_portable(const int32_t *kl, const float *pl, size_t ld, const float *v, int ldv, int d,
+                          float *const out[4]) {
+    for (int r = 0; r < 4; r++)
+        if (out[r]) memset(out[r], 0, (size_t)d * sizeof *out[r]);
+    size_t at[4] = {0, 0, 0, 0};
+    for (;;) {
+        int32_t m = INT32_MAX;
+        for (int r = 0; r < 4; r++) m = kl[r * ld + at[r]] < m ? kl[r * ld + at[r]] : m;
+        if (m == INT32_MAX) break;
+        const float *vr = v + (size_t)m * (size_t)ldv;
+        for (int r = 0; r < 4; r++) {
+            if (kl[r * ld + at[r]] != m) continue;
+            const float p = pl[r * ld + at[r]++];
+            if (out[r])
+                for (int c = 0; c < d; c++) out[r][c] += p * vr[c];
+        }
+    }
+}
+
+sp_fk_wsum4_fn sp_fk_wsum4_for(sp_cpu_level level) {
+    return level >= SP_CPU_AVX512 ? sp_fk_wsum4_avx512 : sp_fk_wsum4_portable;
 }
 
 int sp_fk_threshold_portable(const float *s, const int32_t *idx, int n, float lo, float hi, int32_t *kept, float *ksc) {

@@ -39,6 +39,26 @@ void sp_fk_softmax_wsum_portable(const float *s, float qmul, const int32_t *idx,
 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
                                float *p, float *out);
 
+/* p[t] = 2^(qmul s[t] - max) / sum_t' 2^(qmul s[t'] - max) over n >= 1 keys with fp32 scores s
+ * (q.k units; qmul = scale log2 e; the kernels' exp2 polynomial, flash.h): the softmax weights
+ * of the kept keys. p: n + 16 floats. */
+typedef void (*sp_fk_softmax_fn)(const float *s, float qmul, int n, float *p);
+void sp_fk_softmax_portable(const float *s, float qmul, int n, float *p);
+void sp_fk_softmax_avx512(const float *s, float qmul, int n, float *p);
+
+/* The weighted sums of up to 4 queries over the union of their kept keys, one V row load per
+ * key of the union (adjacent queries keep mostly the same keys, sec. 2.4). Query r's kept keys
+ * are kl[r ld ..] in ascending order, ended by INT32_MAX, with their weights at pl[r ld ..];
+ * for each r < 4 with out[r] != NULL, out[r] (d) = sum over its kept keys u, in key order, of
+ * p_u v_u (the 4 lists merged: at each key of the union, a query that did not keep it adds
+ * 0 v_u, which changes no bit: V is finite). */
+typedef void (*sp_fk_wsum4_fn)(const int32_t *kl, const float *pl, size_t ld, const float *v, int ldv, int d,
+                               float *const out[4]);
+void sp_fk_wsum4_portable(const int32_t *kl, const float *pl, size_t ld, const float *v, int ldv, int d,
+                          float *const out[4]);
+void sp_fk_wsum4_avx512(const int32_t *kl, const float *pl, size_t ld, const float *v, int ldv, int d,
+                        float *const out[4]);
+
 /* The exact threshold's clear cases: copies the (idx[t], s[t]) with s[t] >= hi to (kept,
  * ksc) in order and returns their count, or -1 when some s[t] lies in [lo, hi) (the caller then
  * decides that query key by key). kept and ksc have n + 16 entries. */
@@ -86,6 +106,8 @@ sp_fk_dense_fn sp_fk_dense_for(sp_cpu_level level);
 sp_fk_max_fn sp_fk_max_for(sp_cpu_level level);
 sp_fk_threshold_fn sp_fk_threshold_for(sp_cpu_level level);
 sp_fk_softmax_wsum_fn sp_fk_softmax_wsum_for(sp_cpu_level level);
+sp_fk_softmax_fn sp_fk_softmax_for(sp_cpu_level level);
+sp_fk_wsum4_fn sp_fk_wsum4_for(sp_cpu_level level);
 sp_fk_dots_fn sp_fk_dots_for(sp_cpu_level level);
 
 /* Blocked survivor scores (issue 9, second pass): FX_SUB = 4 adjacent queries share each K row

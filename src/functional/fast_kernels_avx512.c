@@ -131,10 +131,8 @@ T512 static inline __attribute__((always_inline)) void wsum_pass(int G, int w, c
         _mm512_mask_storeu_ps(out + c + 16 * g, cm[g], _mm512_mul_ps(_mm512_add_ps(o[g], e[g]), inv));
 }
 
-/* exp2 on 16 lanes (exp2_avx512.h), then the weighted sum with two keys per step into two sets
- * of accumulators (16 dims each, a masked tail for any d). */
-T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
-                                    int d, float *p, float *out) {
+/* p[t] = 2^(qmul s[t] - max) (exp2 on 16 lanes, exp2_avx512.h); returns 1 / sum p, broadcast. */
+T512 static inline __m512 fk_exp_weights(const float *s, float qmul, int n, float *p) {
     const __m512 qm = _mm512_set1_ps(qmul);
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int t = 0; t < n; t += 16) {
@@ -151,6 +149,14 @@ T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *i
         _mm512_storeu_ps(p + t, e);
     }
     const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    return inv;
+}
+
+/* The weights (fk_exp_weights), then the weighted sum with two keys per step into two sets of
+ * accumulators (16 dims each, a masked tail for any d). */
+T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv,
+                                    int d, float *p, float *out) {
+    const __m512 inv = fk_exp_weights(s, qmul, n, p);
     /* 64 output dims per pass over the keys (G = 1-4 zmm accumulators of 16 dims, two keys
      * per step: even keys into o, odd keys into e); fewer groups for the last 1-48 dims */
     for (int c = 0; c < d; c += 64) {
@@ -159,6 +165,74 @@ T512 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *i
         else if (w <= 32) wsum_pass(2, w, p, idx, n, v, ldv, c, inv, out);
         else if (w <= 48) wsum_pass(3, w, p, idx, n, v, ldv, c, inv, out);
         else wsum_pass(4, w, p, idx, n, v, ldv, c, inv, out);
+    }
+}
+
+/* The softmax weights of the kept keys (fk_exp_weights, then p * inv; fast_kernels.h). */
+T512 void sp_fk_softmax_avx512(const float *s, float qmul, int n, float *p) {
+    const __m512 inv = fk_exp_weights(s, qmul, n, p);
+    for (int t = 0; t < n; t += 16) _mm512_storeu_ps(p + t, _mm512_mul_ps(_mm512_loadu_ps(p + t), inv));
+}
+
+/* One pass of sp_fk_wsum4 over G groups of 16 dims (masked tail of w dims) starting at dim c:
+ * the 4 lists merged key by key (branch-free: the smallest head, and each list whose head it
+ * is steps on), one V row load per key of the union, 4 G FMAs per key (a weight of 0 for the
+ * lists without the key). */
+T512 static inline __attribute__((always_inline)) void wsum4_pass(int G, int w, const int32_t *kl, const float *pl,
+                                                                  size_t ld, const float *v, int ldv, int c,
+                                                                  float *const out[4]) {
+    __mmask16 cm[4];
+    #pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        int r = w - 16 * g;
+        cm[g] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1u);
+    }
+    /* named accumulators, group g of query r in a<r><g> (arrays indexed in a loop stayed on the
+     * stack: a load and a store around every FMA) */
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    const int32_t *k0 = kl, *k1 = kl + ld, *k2 = kl + 2 * ld, *k3 = kl + 3 * ld;
+    const float *q0 = pl, *q1 = pl + ld, *q2 = pl + 2 * ld, *q3 = pl + 3 * ld;
+    for (;;) {
+        const int32_t h0 = *k0, h1 = *k1, h2 = *k2, h3 = *k3;
+        const int32_t m01 = h0 < h1 ? h0 : h1, m23 = h2 < h3 ? h2 : h3, m = m01 < m23 ? m01 : m23;
+        if (m == INT32_MAX) break;
+        const int e0 = h0 == m, e1 = h1 == m, e2 = h2 == m, e3 = h3 == m;
+        const __m512 p0 = _mm512_maskz_mov_ps((__mmask16)-e0, _mm512_set1_ps(*q0));
+        const __m512 p1 = _mm512_maskz_mov_ps((__mmask16)-e1, _mm512_set1_ps(*q1));
+        const __m512 p2 = _mm512_maskz_mov_ps((__mmask16)-e2, _mm512_set1_ps(*q2));
+        const __m512 p3 = _mm512_maskz_mov_ps((__mmask16)-e3, _mm512_set1_ps(*q3));
+        k0 += e0, k1 += e1, k2 += e2, k3 += e3, q0 += e0, q1 += e1, q2 += e2, q3 += e3;
+        const float *vr = v + (size_t)m * (size_t)ldv + c;
+#define W4_GROUP(g)                                                                               \
+    do {                                                                                          \
+        const __m512 x = _mm512_maskz_loadu_ps(cm[g], vr + 16 * (g));                            \
+        a0##g = _mm512_fmadd_ps(p0, x, a0##g), a1##g = _mm512_fmadd_ps(p1, x, a1##g);             \
+        a2##g = _mm512_fmadd_ps(p2, x, a2##g), a3##g = _mm512_fmadd_ps(p3, x, a3##g);             \
+    } while (0)
+        W4_GROUP(0);
+        if (G > 1) W4_GROUP(1);
+        if (G > 2) W4_GROUP(2);
+        if (G > 3) W4_GROUP(3);
+#undef W4_GROUP
+    }
+#define W4_STORE(r, g)                                                                            \
+    if (G > g && out[r]) _mm512_mask_storeu_ps(out[r] + c + 16 * (g), cm[g], a##r##g)
+    W4_STORE(0, 0); W4_STORE(0, 1); W4_STORE(0, 2); W4_STORE(0, 3);
+    W4_STORE(1, 0); W4_STORE(1, 1); W4_STORE(1, 2); W4_STORE(1, 3);
+    W4_STORE(2, 0); W4_STORE(2, 1); W4_STORE(2, 2); W4_STORE(2, 3);
+    W4_STORE(3, 0); W4_STORE(3, 1); W4_STORE(3, 2); W4_STORE(3, 3);
+#undef W4_STORE
+}
+
+T512 void sp_fk_wsum4_avx512(const int32_t *kl, const float *pl, size_t ld, const float *v, int ldv, int d,
+                             float *const out[4]) {
+    for (int c = 0; c < d; c += 64) {
+        const int w = d - c < 64 ? d - c : 64;
+        if (w <= 16) wsum4_pass(1, w, kl, pl, ld, v, ldv, c, out);
+        else if (w <= 32) wsum4_pass(2, w, kl, pl, ld, v, ldv, c, out);
+        else if (w <= 48) wsum4_pass(3, w, kl, pl, ld, v, ldv, c, out);
+        else wsum4_pass(4, w, kl, pl, ld, v, ldv, c, out);
     }
 }
 
@@ -563,6 +637,11 @@ int sp_fk_threshold_avx512(const float *s, const int32_t *idx, int n, float lo, 
 void sp_fk_softmax_wsum_avx512(const float *s, float qmul, const int32_t *idx, int n, const float *v, int ldv, int d,
                                float *p, float *out) {
     sp_fk_softmax_wsum_portable(s, qmul, idx, n, v, ldv, d, p, out);
+}
+void sp_fk_softmax_avx512(const float *s, float qmul, int n, float *p) { sp_fk_softmax_portable(s, qmul, n, p); }
+void sp_fk_wsum4_avx512(const int32_t *kl, const float *pl, size_t ld, const float *v, int ldv, int d,
+                        float *const out[4]) {
+    sp_fk_wsum4_portable(kl, pl, ld, v, ldv, d, out);
 }
 int sp_fk_select_avx512(const int32_t *A, int n, int32_t tau, const unsigned char *kvalid, int32_t *out,
                         uint16_t *bits) {

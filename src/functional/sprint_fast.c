@@ -21,8 +21,9 @@
  *      its rounding bound tol = gamma_d |q| max|k| scale of the threshold, where the exact
  *      double product decides. The bound holds for any summation order, so the decisions, the
  *      kept masks and the counters equal the reference's exactly;
- *   4. softmax and the weighted sum of V over the kept keys in fp32 from the scores already
- *      computed (fast_kernels.h: the kernels' exp2 polynomial, AVX-512 or portable); the
+ *   4. softmax over the kept keys in fp32 from the scores already computed, and the weighted
+ *      sums of V of a sub-block's 4 queries over the union of their kept keys, one V row load
+ *      per key (fast_kernels.h: the kernels' exp2 polynomial, AVX-512 or portable); the
  *      reference does them in double, so outputs agree within fp32 rounding (tests/test_fn_fast.c).
  * Statistics over every visible pair (exact_pass, false prunes/keeps and the score spread an
  * observer gets: sprint.exact_stats; the dense softmax mass: sprint.mass_lost) and the oracle
@@ -60,6 +61,14 @@
 _Static_assert(FX_SUB == 4, "the sub-block code (qn2, sp_fk_dots4, sp_fk_panel4) is written for 4 queries");
 _Static_assert(FX_LDA_PAD >= 0 && FX_LDA_PAD < 64, "FX_LDA_PAD must keep lda / 64");
 #define FX_DENSE_D 32    /* below this head dim the fp32 scores come from the dense block */
+/* From this head dim on, the weighted sums of V run per sub-block over the union of its 4
+ * queries' kept keys (sp_fk_wsum4: one V row load per key, but a merge step per key of the
+ * union); below it query by query (sp_fk_softmax_wsum), where a V row is 1-2 cache lines and
+ * the merge cost more than the loads it saved (docs/RESULTS.md part 9z.v). A speed choice: both
+ * sum each query's kept keys in key order, outputs within fp32 rounding of each other. */
+#ifndef FX_UNION_D
+#define FX_UNION_D 64
+#endif
 /* A 16-key panel with at least this many keys to score in one call is scored whole from the
  * packed K (sp_fk_panel4: contiguous loads, ~2 cycles a pair) rather than row by row
  * (sp_fk_dots4: gathered rows); a speed choice, the scores obey the same bound either way
@@ -93,7 +102,10 @@ typedef struct fx_call {
     size_t NK, D, lda; /* lda: row stride of the charges A */
     sp_fk_dots_fn dots;
     sp_fk_gather_fn gather;
-    sp_fk_softmax_wsum_fn wsum;
+    sp_fk_softmax_wsum_fn wsum; /* d < FX_UNION_D: query by query */
+    sp_fk_softmax_fn softmax;   /* d >= FX_UNION_D: weights, then the sub-block's sums */
+    sp_fk_wsum4_fn wsum4;
+    int union_sum;              /* d >= FX_UNION_D and outputs on */
     sp_fk_dots4_fn dots4;
     sp_fk_panel4_fn panel4;
     sp_fk_panels4_fn panels4;
@@ -139,7 +151,7 @@ typedef struct fx_work {
     int *exst;
     int32_t *mem, *kept, *prev, *src, *miss, *mpos, *cand; /* (nk + 16) lists */
     int32_t *iota;              /* (nk) 0, 1, ..., nk - 1 */
-    float *tmp, *pbuf;          /* (nk + 16) */
+    float *tmp;                 /* (nk + 16) */
     float *ssc, *msc, *ksc;     /* (nk + 16) compact fp32 scores of src, mem, kept */
     float *nsc;                 /* (nk + 18) onchip: slot nsc_slot's scores of mem, for the next query */
     int nsc_blk, nsc_slot;      /*   valid in sub-block nsc_blk (-1: none) */
@@ -148,6 +160,8 @@ typedef struct fx_work {
     uint16_t *need;             /* (nbits) onchip: scratch mask of the sources' keys */
     size_t nbits;
     int n_prev;                 /* survivors of the previous valid query, -1 = none yet */
+    int32_t *kl;                /* (FX_SUB, nk + 16) outputs on: the sub-block's queries' kept keys, ascending, */
+    float *pl;                  /*   each list ended by INT32_MAX, and their softmax weights (fx_flush) */
 } fx_work;
 
 static void fx_free(fx_work *w) {
@@ -156,8 +170,20 @@ static void fx_free(fx_work *w) {
     free(w->exst), free(w->mem), free(w->kept), free(w->prev), free(w->src), free(w->miss), free(w->mpos);
     free(w->cand), free(w->iota), free(w->kpf), free(w->glist), free(w->plist), free(w->wlist);
     free(w->kb), free(w->qa), free(w->amask);
-    free(w->tmp), free(w->pbuf), free(w->ssc), free(w->nsc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
-    free(w->done), free(w->need);
+    free(w->tmp), free(w->ssc), free(w->nsc), free(w->msc), free(w->ksc), free(w->bits), free(w->pbits);
+    free(w->done), free(w->need), free(w->kl), free(w->pl);
+}
+
+/* Outputs of the sub-block's queries i0 .. i0 + nr - 1 (outputs on): the weighted sums of V
+ * over the union of their kept keys, from the lists fx_query_run left (a query that kept
+ * nothing or was not run has an empty list: its row is 0); then the lists emptied. */
+static void fx_flush(const fx_call *C, fx_work *w, int i0, int nr) {
+    const sp_attn_head *h = C->h;
+    const size_t ld = C->NK + 16;
+    float *out[FX_SUB] = {NULL};
+    for (int r = 0; r < nr; r++) out[r] = h->out + (size_t)(i0 + r) * (size_t)h->ldo;
+    C->wsum4(w->kl, w->pl, ld, h->v, h->ldv, C->d, out);
+    for (int r = 0; r < FX_SUB; r++) w->kl[(size_t)r * ld] = INT32_MAX, w->pl[(size_t)r * ld] = 0.0f;
 }
 
 /* Per-query state. */
@@ -471,13 +497,26 @@ static void fx_query_run(const fx_call *C, fx_work *w, fx_query *Q, sp_attn_stat
             ml = ml < 0 ? 0 : ml;
         }
     }
-    /* softmax and the weighted sum of V over the kept keys, fp32 (per query: the sums of a
-     * sub-block's queries over the union of their kept keys measured slower, RESULTS.md 9g) */
-    float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
-    if (P->outputs && n.n_kept > 0)
-        C->wsum(w->ksc, (float)(C->scale * FX_LOG2E), w->kept, n.n_kept, h->v, h->ldv, C->d, w->pbuf, orow);
-    else
-        memset(orow, 0, C->D * sizeof *orow);
+    /* softmax over the kept keys, fp32; from FX_UNION_D on the keys and weights wait in the
+     * sub-block's lists, and fx_flush sums V for the sub-block's queries over the union of their
+     * kept keys (one V row load per key for up to 4 queries; docs/RESULTS.md part 9z.v: one
+     * query at a time, each query's V rows came from L2 or L3 again); below it, query by query */
+    if (P->outputs && !C->union_sum) {
+        float *orow = h->out + (size_t)Q->i * (size_t)h->ldo;
+        if (n.n_kept > 0)
+            C->wsum(w->ksc, (float)(C->scale * FX_LOG2E), w->kept, n.n_kept, h->v, h->ldv, C->d, w->tmp, orow);
+        else
+            memset(orow, 0, C->D * sizeof *orow);
+    } else if (P->outputs) {
+        const size_t ld = C->NK + 16;
+        int32_t *kl = w->kl + (size_t)Q->r * ld;
+        if (n.n_kept > 0) {
+            C->softmax(w->ksc, (float)(C->scale * FX_LOG2E), n.n_kept, w->pl + (size_t)Q->r * ld);
+            memcpy(kl, w->kept, (size_t)n.n_kept * sizeof *kl);
+        }
+        kl[n.n_kept] = INT32_MAX, w->pl[(size_t)Q->r * ld + (size_t)n.n_kept] = 0.0f; /* the merge reads the weight at the end too */
+    } else
+        memset(h->out + (size_t)Q->i * (size_t)h->ldo, 0, C->D * sizeof(float));
     /* statistics (the reference's record_statistics) */
     st->queries += 1;
     st->pairs_visible += Q->n_vis;
@@ -587,6 +626,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     C.dots = sp_fk_dots_for(lv);
     C.gather = sp_fk_gather_for(lv);
     C.wsum = sp_fk_softmax_wsum_for(lv);
+    C.softmax = sp_fk_softmax_for(lv);
+    C.union_sum = P->outputs && C.d >= FX_UNION_D;
+    C.wsum4 = sp_fk_wsum4_for(lv);
     C.dots4 = sp_fk_dots4_for(lv);
     C.panel4 = sp_fk_panel4_for(lv);
     C.panels4 = sp_fk_panels4_for(lv);
@@ -693,9 +735,9 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.ex = sp_xmalloc(NK, sizeof(double));
     w.exst = sp_xcalloc(NK, sizeof(int));
     const size_t NL = NK + 16;
-    w.sc4 = sp_xmalloc(4 * (NK + 16), sizeof(float));
+    w.sc4 = sp_xmalloc_aligned(4 * (NK + 16), sizeof(float));
     if (!C.have_S && nk > 0 && (C.kind == SP_POLICY_ONCHIP || C.amx_mask)) { /* the sub-block score cache (fx_scores) */
-        w.kpf = sp_xmalloc(sp_flash_kpack_size(nk, d), sizeof(float));
+        w.kpf = sp_xmalloc_aligned(sp_flash_kpack_size(nk, d), sizeof(float));
         sp_flash_pack_k(h->k, h->ldk, nk, d, w.kpf);
         w.glist = sp_xmalloc(NL + 2, sizeof(int32_t));
         w.plist = sp_xmalloc(NK / 16 + 1, sizeof(int32_t));
@@ -716,7 +758,11 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     w.nsc_blk = -1;
     w.msc = sp_xmalloc(NL, sizeof(float));
     w.ksc = sp_xmalloc(NL, sizeof(float));
-    w.pbuf = sp_xmalloc(NL, sizeof(float));
+    if (C.union_sum) {
+        w.kl = sp_xmalloc((size_t)FX_SUB * (NK + 16), sizeof(int32_t));
+        w.pl = sp_xmalloc((size_t)FX_SUB * (NK + 16), sizeof(float));
+        for (int r = 0; r < FX_SUB; r++) w.kl[(size_t)r * (NK + 16)] = INT32_MAX, w.pl[(size_t)r * (NK + 16)] = 0.0f;
+    }
     w.nbits = (NK / 64 + 2) * 4; /* whole 64-bit words for the reuse count */
     w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
     w.pbits = sp_xcalloc(w.nbits, sizeof *w.pbits);
@@ -779,17 +825,20 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
                 if (C.amx_mask && w.kpf && kend > 0) fx_dense_panels(&C, &w, r % FX_AMX, nr, kend);
             }
             if (h->query_valid && !h->query_valid[i]) {
-                memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float));
-                continue;
+                memset(h->out + (size_t)i * (size_t)h->ldo, 0, D * sizeof(float)); /* outputs on: fx_flush writes 0 again */
+            } else {
+                fx_query Q;
+                memset(&Q, 0, sizeof Q);
+                Q.i = i, Q.r = r % FX_SUB, Q.ra = C.amx ? r % FX_AMX : r % FX_SUB, Q.stamp = ++stamp;
+                Q.qrow = h->q + (size_t)i * (size_t)h->ldq;
+                Q.Srow = C.have_S ? w.S + (size_t)r * NK : NULL; /* row r of the 64-query block */
+                Q.end = h->causal ? h->q_offset + i + 1 : nk;
+                Q.sq = w.sq[i];
+                fx_query_run(&C, &w, &Q, st);
             }
-            fx_query Q;
-            memset(&Q, 0, sizeof Q);
-            Q.i = i, Q.r = r % FX_SUB, Q.ra = C.amx ? r % FX_AMX : r % FX_SUB, Q.stamp = ++stamp;
-            Q.qrow = h->q + (size_t)i * (size_t)h->ldq;
-            Q.Srow = C.have_S ? w.S + (size_t)r * NK : NULL; /* row r of the 64-query block */
-            Q.end = h->causal ? h->q_offset + i + 1 : nk;
-            Q.sq = w.sq[i];
-            fx_query_run(&C, &w, &Q, st);
+            /* the sub-block's last query: its queries' weighted sums */
+            if (C.union_sum && (r % FX_SUB == FX_SUB - 1 || r == bq - 1))
+                fx_flush(&C, &w, i - r % FX_SUB, r % FX_SUB + 1);
         }
     }
     sp_gemm_b_free(&kS);
