@@ -579,9 +579,8 @@ static void fx_dense_panels(const fx_call *C, fx_work *w, int ra, int nr, int ke
  * the same scores and outputs. */
 static float *fx_aligned_rows(const float *x, int n, int d, int ld, int *ld_out) {
     if (n <= 0 || d < 16 || ((uintptr_t)x % 64 == 0 && ((size_t)ld * sizeof(float)) % 64 == 0)) return NULL;
-    const size_t la = ((size_t)d + 15) / 16 * 16, bytes = (size_t)n * la * sizeof(float);
-    float *y = aligned_alloc(64, bytes); /* a multiple of 64 bytes, as C11 requires */
-    SP_ASSERT(y != NULL);
+    const size_t la = ((size_t)d + 15) / 16 * 16;
+    float *y = sp_xmalloc_aligned((size_t)n * la, sizeof(float));
     for (int j = 0; j < n; j++) {
         memcpy(y + (size_t)j * la, x + (size_t)j * (size_t)ld, (size_t)d * sizeof(float));
         memset(y + (size_t)j * la + d, 0, (la - (size_t)d) * sizeof(float));
