@@ -131,6 +131,19 @@ typedef struct result {
     double cpu_best_ms, cpu_med_ms; /* CPU time of the calling thread (1-thread cases) */
 } result;
 
+/* An integer environment variable in [lo, hi], or dflt when unset; anything else is an error. */
+static long env_long(const char *name, long lo, long hi, long dflt) {
+    const char *s = getenv(name);
+    if (!s) return dflt;
+    char *e;
+    const long v = strtol(s, &e, 10);
+    if (!*s || *e || v < lo || v > hi) {
+        fprintf(stderr, "bench_attention: %s: expected an integer in [%ld, %ld]\n", name, lo, hi);
+        exit(1);
+    }
+    return v;
+}
+
 static double g_peak1 = 0, g_peak_all = 0;
 static int g_warm = 1; /* BENCH_WARM */
 
@@ -262,18 +275,8 @@ int main(int argc, char **argv) {
     int reps = getenv("BENCH_REPS") ? atoi(getenv("BENCH_REPS")) : 5;
     if (reps < 1) reps = 1;
     if (getenv("BENCH_WARM")) g_warm = atoi(getenv("BENCH_WARM")) != 0;
-    if (getenv("BENCH_SX_BATCH")) {
-        char *e;
-        const long b = strtol(getenv("BENCH_SX_BATCH"), &e, 10);
-        if (*e || b < 16 || b > 65536) die("BENCH_SX_BATCH: expected an integer in [16, 65536]");
-        sp_sx_batch_set((int)b);
-    }
-    if (getenv("BENCH_SX_DENSE_MIN")) {
-        char *e;
-        const long m = strtol(getenv("BENCH_SX_DENSE_MIN"), &e, 10);
-        if (*e || m < 0 || m > 65) die("BENCH_SX_DENSE_MIN: expected an integer in [0, 65] (65: never dense)");
-        sp_sx_dense_min_set((int)m);
-    }
+    sp_sx_batch_set((int)env_long("BENCH_SX_BATCH", 16, 65536, sp_sx_batch()));
+    sp_sx_dense_min_set((int)env_long("BENCH_SX_DENSE_MIN", 0, 65, sp_sx_dense_min())); /* 65: never dense */
     const int d = 64, all = omp_get_max_threads();
     sp_cpu_level lv = sp_cpu_detect();
     g_peak1 = fma_peak_gflops(lv, 1, 5);

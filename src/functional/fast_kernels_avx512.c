@@ -102,10 +102,7 @@ T512 static inline __attribute__((always_inline)) void wsum_pass(int G, int w, c
                                                                  int n, const float *v, int ldv, int c, __m512 inv,
                                                                  float *out) {
     __mmask16 cm[4];
-    for (int g = 0; g < 4; g++) {
-        int r = w - 16 * g;
-        cm[g] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1u);
-    }
+    for (int g = 0; g < 4; g++) cm[g] = lim_mask(w, g); /* the dims of group g below w */
     __m512 o[4], e[4];
     for (int g = 0; g < 4; g++) o[g] = e[g] = _mm512_setzero_ps();
     int t = 0;
@@ -183,10 +180,7 @@ T512 static inline __attribute__((always_inline)) void wsum4_pass(int G, int w, 
                                                                   float *const out[4]) {
     __mmask16 cm[4];
     #pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        int r = w - 16 * g;
-        cm[g] = r >= 16 ? (__mmask16)0xFFFF : r <= 0 ? (__mmask16)0 : (__mmask16)((1u << r) - 1u);
-    }
+    for (int g = 0; g < 4; g++) cm[g] = lim_mask(w, g); /* the dims of group g below w */
     /* named accumulators, group g of query r in a<r><g> (arrays indexed in a loop stayed on the
      * stack: a load and a store around every FMA) */
     __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;

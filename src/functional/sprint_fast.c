@@ -174,6 +174,11 @@ static void fx_free(fx_work *w) {
     free(w->done), free(w->need), free(w->kl), free(w->pl);
 }
 
+/* Empties the sub-block's 4 kept lists (the end marker, and a weight of 0 the merge reads there). */
+static void fx_lists_empty(int32_t *kl, float *pl, size_t ld) {
+    for (int r = 0; r < FX_SUB; r++) kl[(size_t)r * ld] = INT32_MAX, pl[(size_t)r * ld] = 0.0f;
+}
+
 /* Outputs of the sub-block's queries i0 .. i0 + nr - 1 (outputs on): the weighted sums of V
  * over the union of their kept keys, from the lists fx_query_run left (a query that kept
  * nothing or was not run has an empty list: its row is 0); then the lists emptied. */
@@ -183,7 +188,7 @@ static void fx_flush(const fx_call *C, fx_work *w, int i0, int nr) {
     float *out[FX_SUB] = {NULL};
     for (int r = 0; r < nr; r++) out[r] = h->out + (size_t)(i0 + r) * (size_t)h->ldo;
     C->wsum4(w->kl, w->pl, ld, h->v, h->ldv, C->d, out);
-    for (int r = 0; r < FX_SUB; r++) w->kl[(size_t)r * ld] = INT32_MAX, w->pl[(size_t)r * ld] = 0.0f;
+    fx_lists_empty(w->kl, w->pl, ld);
 }
 
 /* Per-query state. */
@@ -760,7 +765,7 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (C.union_sum) {
         w.kl = sp_xmalloc((size_t)FX_SUB * (NK + 16), sizeof(int32_t));
         w.pl = sp_xmalloc((size_t)FX_SUB * (NK + 16), sizeof(float));
-        for (int r = 0; r < FX_SUB; r++) w.kl[(size_t)r * (NK + 16)] = INT32_MAX, w.pl[(size_t)r * (NK + 16)] = 0.0f;
+        fx_lists_empty(w.kl, w.pl, NK + 16);
     }
     w.nbits = (NK / 64 + 2) * 4; /* whole 64-bit words for the reuse count */
     w.bits = sp_xcalloc(w.nbits, sizeof *w.bits);
