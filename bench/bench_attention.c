@@ -21,6 +21,8 @@
  *       the same inputs, so every kernel is timed in the same cache state; 0 restores the
  *       protocol before part 9z.v of docs/RESULTS.md (flash, OpenBLAS, SPRINT back to back),
  *       in which SPRINT always ran right after OpenBLAS attention and flash right after SPRINT.
+ *   env BENCH_OFFSET (bytes, a multiple of 4 in 0-60, default 0): Q, K and V that far past a
+ *       64-byte boundary (16: where malloc puts arrays of these sizes; bench/heads.h).
  *   env BENCH_SX_BATCH, BENCH_SX_DENSE_MIN: the SPRINT kernel's speed knobs (sprint_exact.h:
  *       gathered survivors per served batch, 16-65536, default 1024; survivors of a 4 x 16
  *       panel from which it goes through the dense tile, 0-65, default 24), for the tuning runs

@@ -20,7 +20,9 @@
  * the same kept, kept-in-memory, false-prune and false-keep counts (the decisions are exact,
  * tests/test_fn_fast.c), the mass-lost sum within 1e-9 and outputs within 1e-4 max abs.
  *
- * usage: bench_fn_op [--L n] [--target 0.1] [--reps 5]   (prints a markdown table) */
+ * usage: bench_fn_op [--L n] [--target 0.1] [--reps 5]   (prints a markdown table)
+ *   env BENCH_OFFSET (bytes, a multiple of 4 in 0-60, default 0): Q, K and V that far past a
+ *       64-byte boundary (bench/heads.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>

@@ -42,19 +42,28 @@ void head_make(head *h, int L, int d, int causal, const char *data, int hi) {
     /* 64-byte aligned rows (d % 16 == 0): every kernel, the flash baseline included, sees its
      * rows on cache-line boundaries, as a caller who cares about speed would give them (glibc's
      * malloc returns 16 bytes off a line at these sizes, which splits every 64-byte load). */
-    size_t bytes = ((size_t)L * d * sizeof(float) + 63) / 64 * 64;
-    h->q = aligned_alloc(64, bytes);
-    h->k = aligned_alloc(64, bytes);
-    h->v = aligned_alloc(64, bytes);
-    if (!h->q || !h->k || !h->v) {
-        fprintf(stderr, "bench: out of memory for a %d x %d head\n", L, d);
+    const char *e = getenv("BENCH_OFFSET");
+    char *end = NULL;
+    const long off = e && *e ? strtol(e, &end, 10) : 0;
+    if (e && *e && (*end || off < 0 || off > 60 || off % 4)) {
+        fprintf(stderr, "bench: BENCH_OFFSET must be a multiple of 4 bytes in 0-60, not '%s'\n", e);
         exit(1);
+    }
+    size_t bytes = ((size_t)L * d * sizeof(float) + 63) / 64 * 64 + 64;
+    float **rows[3] = {&h->q, &h->k, &h->v};
+    for (int t = 0; t < 3; t++) {
+        h->base[t] = aligned_alloc(64, bytes);
+        if (!h->base[t]) {
+            fprintf(stderr, "bench: out of memory for a %d x %d head\n", L, d);
+            exit(1);
+        }
+        *rows[t] = (float *)(void *)((char *)h->base[t] + off);
     }
     if (!strcmp(data, "bert-l")) gen_bert(h, hi);
     else gen_clustered(h, hi);
 }
 
-void head_free(head *h) { free(h->q), free(h->k), free(h->v); }
+void head_free(head *h) { free(h->base[0]), free(h->base[1]), free(h->base[2]); }
 
 sp_attn_head head_attn(const head *h, float *out) {
     sp_attn_head a = {.n_q = h->L, .n_k = h->L, .d = h->d, .q = h->q, .k = h->k, .v = h->v, .out = out,

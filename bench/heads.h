@@ -9,9 +9,12 @@
 typedef struct head {
     int L, d, causal;
     float *q, *k, *v;
+    void *base[3]; /* the allocations (q, k, v start env BENCH_OFFSET bytes into them) */
 } head;
 
 /* data "bert-l": the simulator's BERT-L synthetic head (workload.* defaults), head index hi;
+ * Q, K and V start on 64-byte boundaries, or env BENCH_OFFSET bytes (a multiple of 4, 0-60)
+ * past one (16: where glibc's malloc puts arrays of these sizes);
  * otherwise clustered: tokens come in runs of 32 sharing one of 16 centroids; a query is 3x its
  * centroid plus noise, a key its centroid plus noise, so each query attends to the keys of its
  * own cluster (~1/16 of the sequence). Exits with a message if the preset is missing. */

@@ -269,6 +269,12 @@ sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level le
     sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);
     float *bias = make_bias(h);
     sp_flash_tile_fn fn = sp_flash_tile_for(level, h->d);
+    /* V rows on 64-byte boundaries (K is packed): rows off a line made the kernel ~5% slower
+     * at L = 4096 (docs/RESULTS.md part 9z.w) */
+    sp_attn_head ha = *h;
+    float *v_al = sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv);
+    if (v_al) ha.v = v_al;
+    h = &ha;
     int nblk = (h->n_q + QBLOCK - 1) / QBLOCK;
     int nt = threads > 0 ? threads : omp_get_max_threads();
     if (nt > nblk) nt = nblk;
@@ -284,6 +290,7 @@ sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level le
     }
     free(bias);
     free(kp);
+    free(v_al);
     return SP_OK;
 }
 
@@ -305,9 +312,13 @@ static sp_status flash_op_run(sp_attn_op *op, const sp_attn_head *h, sp_error *e
         float *kp = sp_xmalloc_aligned(sp_flash_kpack_size(h->n_k, h->d), sizeof *kp);
         sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);
         float *bias = make_bias(h);
-        sp_flash_rows(h, kp, bias, 0, h->n_q, sp_flash_tile_for(sp_cpu_detect(), h->d));
+        sp_attn_head ha = *h; /* V rows on 64-byte boundaries, as sp_flash_attention */
+        float *v_al = sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv);
+        if (v_al) ha.v = v_al;
+        sp_flash_rows(&ha, kp, bias, 0, h->n_q, sp_flash_tile_for(sp_cpu_detect(), h->d));
         free(bias);
         free(kp);
+        free(v_al);
     }
     /* statistics exactly as the reference counts them (every visible key kept) */
     int prev_n = -1, nvalid = 0, upto = 0;

@@ -460,6 +460,15 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (s != SP_OK) return s;
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
+    /* K and V rows on 64-byte boundaries: the digital stage loads gathered rows 64 bytes at a
+     * time, and rows off a line made the kernel 12-13% slower at L = 4096 (docs/RESULTS.md
+     * part 9z.w); the same values, so the same kept keys and outputs */
+    sp_attn_head ha = *h;
+    float *k_al = sp_rows_aligned(h->k, nk, d, h->ldk, &ha.ldk);
+    float *v_al = sp_rows_aligned(h->v, nk, d, h->ldv, &ha.ldv);
+    if (k_al) ha.k = k_al;
+    if (v_al) ha.v = v_al;
+    h = &ha;
     const size_t NK = (size_t)(nk > 0 ? nk : 1), D = (size_t)d;
     int8_t *qi = sp_xmalloc((size_t)nq * D, 1);
     float *sq = sp_xmalloc((size_t)nq, sizeof *sq), *sk = sp_xmalloc(NK, sizeof *sk);
@@ -592,5 +601,6 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (o->stats) /* summed in block order: the same doubles for any thread count */
         for (int b = 0; b < nblk; b++) sp_attn_stats_add(o->stats, &bst[b]);
     free(bst), free(kpf), free(kb), free(marg), free(oi), free(qa), free(qi), free(sq), free(sk), free(d8 != d ? qd : NULL), free(kp), free(kvw), free(nvalid);
+    free(k_al), free(v_al);
     return SP_OK;
 }

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,18 @@ void *sp_xmalloc_aligned(size_t n, size_t size) {
         abort();
     }
     return p;
+}
+
+float *sp_rows_aligned(const float *x, int n, int d, int ld, int *ld_out) {
+    if (n <= 0 || d < 16 || ((uintptr_t)x % 64 == 0 && ((size_t)ld * sizeof(float)) % 64 == 0)) return NULL;
+    const size_t la = ((size_t)d + 15) / 16 * 16;
+    float *y = sp_xmalloc_aligned((size_t)n * la, sizeof(float));
+    for (int j = 0; j < n; j++) {
+        memcpy(y + (size_t)j * la, x + (size_t)j * (size_t)ld, (size_t)d * sizeof(float));
+        memset(y + (size_t)j * la + d, 0, (la - (size_t)d) * sizeof(float));
+    }
+    *ld_out = (int)la;
+    return y;
 }
 
 void *sp_xcalloc(size_t n, size_t size) {

@@ -575,25 +575,6 @@ static void fx_dense_panels(const fx_call *C, fx_work *w, int ra, int nr, int ke
     }
 }
 
-/* K and V rows the operator gathers (the survivors' scores, the weighted sum of V) are loaded
- * 64 bytes at a time. Rows that do not start on a 64-byte boundary (a malloc'd array starts 16
- * bytes into its page) split every such load over two cache lines: the weighted sum measured
- * 1.9x slower on them (docs/RESULTS.md part 9n). fx_aligned_rows returns NULL when rows of
- * stride ld at x are 64-byte aligned already, else a 64-byte aligned copy of the n rows of d
- * floats with stride *ld_out (d rounded up to 16), which the caller frees: the same values, so
- * the same scores and outputs. */
-static float *fx_aligned_rows(const float *x, int n, int d, int ld, int *ld_out) {
-    if (n <= 0 || d < 16 || ((uintptr_t)x % 64 == 0 && ((size_t)ld * sizeof(float)) % 64 == 0)) return NULL;
-    const size_t la = ((size_t)d + 15) / 16 * 16;
-    float *y = sp_xmalloc_aligned((size_t)n * la, sizeof(float));
-    for (int j = 0; j < n; j++) {
-        memcpy(y + (size_t)j * la, x + (size_t)j * (size_t)ld, (size_t)d * sizeof(float));
-        memset(y + (size_t)j * la + d, 0, (la - (size_t)d) * sizeof(float));
-    }
-    *ld_out = (int)la;
-    return y;
-}
-
 sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     sp_fn_ctx *cx = op->ctx;
     const sp_fn_params *P = &cx->p;
@@ -603,10 +584,12 @@ sp_status sp_fn_fast_run(sp_attn_op *op, const sp_attn_head *h, sp_error *err) {
     if (s != SP_OK) return s;
     SP_ASSERT(!sp_fn_fast_unsupported(P));
 
-    /* the head as the kernels read it: K and V rows 64-byte aligned (fx_aligned_rows) */
+    /* the head as the kernels read it: K and V rows 64-byte aligned (the survivors' scores and
+     * the weighted sum of V load gathered rows 64 bytes at a time; the weighted sum measured
+     * 1.9x slower on rows off a line, docs/RESULTS.md part 9n) */
     sp_attn_head ha = *h;
-    float *k_al = fx_aligned_rows(h->k, h->n_k, h->d, h->ldk, &ha.ldk);
-    float *v_al = fx_aligned_rows(h->v, h->n_k, h->d, h->ldv, &ha.ldv);
+    float *k_al = sp_rows_aligned(h->k, h->n_k, h->d, h->ldk, &ha.ldk);
+    float *v_al = sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv);
     if (k_al) ha.k = k_al;
     if (v_al) ha.v = v_al;
 
