@@ -240,6 +240,7 @@ static int parse_list(const char *s, int *out, int cap) {
 int bench_decode_main(int argc, char **argv); /* bench/decode_cases.c */
 
 int main(int argc, char **argv) {
+    (void)head_offset(); /* a bad BENCH_OFFSET fails now, not after the peak probe */
     /* --mode decode [decode options]: the decode cases (issue 12), in the same JSON object */
     if (argc >= 3 && !strcmp(argv[1], "--mode") && !strcmp(argv[2], "decode")) {
         int json = 0;

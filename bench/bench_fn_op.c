@@ -86,6 +86,7 @@ enum { K_FLASH, K_FAST, K_MASKS, K_STATS, K_REF, K_N };
 
 
 int main(int argc, char **argv) {
+    (void)head_offset(); /* a bad BENCH_OFFSET fails now, not after the peak probe */
     int L = 4096, reps = 5;
     double target = 0.1;
     for (int a = 1; a < argc; a++) {

@@ -37,11 +37,7 @@ static void gen_clustered(head *h, int hi) {
     }
 }
 
-void head_make(head *h, int L, int d, int causal, const char *data, int hi) {
-    h->L = L, h->d = d, h->causal = causal;
-    /* 64-byte aligned rows (d % 16 == 0): every kernel, the flash baseline included, sees its
-     * rows on cache-line boundaries, as a caller who cares about speed would give them (glibc's
-     * malloc returns 16 bytes off a line at these sizes, which splits every 64-byte load). */
+int head_offset(void) {
     const char *e = getenv("BENCH_OFFSET");
     char *end = NULL;
     const long off = e && *e ? strtol(e, &end, 10) : 0;
@@ -49,6 +45,16 @@ void head_make(head *h, int L, int d, int causal, const char *data, int hi) {
         fprintf(stderr, "bench: BENCH_OFFSET must be a multiple of 4 bytes in 0-60, not '%s'\n", e);
         exit(1);
     }
+    return (int)off;
+}
+
+void head_make(head *h, int L, int d, int causal, const char *data, int hi) {
+    h->L = L, h->d = d, h->causal = causal;
+    /* By default 64-byte aligned rows (d % 16 == 0): every kernel, the flash baseline included,
+     * sees its rows on cache-line boundaries, as a caller who cares about speed would give them
+     * (glibc's malloc returns 16 bytes off a line at these sizes, which splits every 64-byte
+     * load); BENCH_OFFSET moves them off a line to time that case. */
+    const int off = head_offset();
     size_t bytes = ((size_t)L * d * sizeof(float) + 63) / 64 * 64 + 64;
     float **rows[3] = {&h->q, &h->k, &h->v};
     for (int t = 0; t < 3; t++) {

@@ -20,6 +20,9 @@ typedef struct head {
  * own cluster (~1/16 of the sequence). Exits with a message if the preset is missing. */
 void head_make(head *h, int L, int d, int causal, const char *data, int hi);
 void head_free(head *h);
+/* env BENCH_OFFSET (bytes; 0 when unset), or exits with a message when it is not a multiple of
+ * 4 in 0-60: the benches call it first, so a bad value fails before any timing. */
+int head_offset(void);
 /* The whole head as one sp_attn_head writing to out (L x d), scale 1/sqrt(d). */
 sp_attn_head head_attn(const head *h, float *out);
 /* Threshold (nats) keeping about `target` of the visible pairs of head h: the quantile of the

@@ -787,7 +787,7 @@ Test(fn_fast, edge_cases_same_as_reference) {
 }
 
 /* K and V rows not on a 64-byte boundary (a base 16 bytes off, a stride of 68 floats) are
- * copied to aligned rows before the kernels run (sprint_fast.c fx_aligned_rows): the same
+ * copied to aligned rows before the kernels run (sp_rows_aligned, sprint/common.h): the same
  * values, so the same kept lists, counters and output bits as the same head in aligned rows. */
 Test(fn_fast, misaligned_rows_same_bits_as_aligned) {
     const char *const cases[][6] = {

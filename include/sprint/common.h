@@ -57,12 +57,14 @@ void *sp_xcalloc(size_t n, size_t size);
  * 64 bytes at a time, so that no load spans two lines (malloc's 16-byte alignment put the
  * packed K of the flash and SPRINT kernels 16-48 bytes off a line: docs/RESULTS.md 9z.v). */
 void *sp_xmalloc_aligned(size_t n, size_t size);
-/* Rows that kernels load 64 bytes at a time (K and V of an attention head): NULL when the n
- * rows of d floats with stride ld at x all start on 64-byte boundaries (or n <= 0, or d < 16:
- * a row is under one line), else a copy on 64-byte boundaries (sp_xmalloc_aligned, the caller
- * frees it) with stride *ld_out = d rounded up to 16, the padding 0. The same values, so the
- * same results; a row off a line splits every such load over two lines (a malloc'd array
- * starts 16 bytes into one; docs/RESULTS.md parts 9n and 9z.w). */
+/* Rows that kernels load 64 bytes at a time (K and V of an attention head): NULL, with *ld_out
+ * untouched, when x and the stride ld floats are both multiples of 64 bytes (every row starts
+ * on a line), or n <= 0, or d < 16 (a row is under one line); else a copy on 64-byte boundaries
+ * (sp_xmalloc_aligned, the caller frees it) with stride *ld_out = d rounded up to 16, the
+ * padding 0. The same values, so the same results; a row off a line splits every such load
+ * over two lines (a malloc'd array starts 16 bytes into one; docs/RESULTS.md parts 9n and
+ * 9z.w). The copy costs a pass over the rows and fresh pages: the kernels take it only when
+ * they read each row often enough (flash.c, sprint_cpu.c). */
 float *sp_rows_aligned(const float *x, int n, int d, int ld, int *ld_out);
 /* SP_ERR_NOMEM with a one-line message ("<what> would need X GiB, more than this machine's Y
  * GiB") when an allocation of `bytes` cannot succeed: called before any allocation whose size

@@ -17,6 +17,12 @@
 #include <string.h>
 
 #define QBLOCK 256 /* queries per outer block (a multiple of SP_FLASH_ROWS) */
+/* V rows that do not start on a 64-byte boundary are copied to aligned rows from this many
+ * queries on: the copy (n_k x d floats, fresh pages) costs about as much as the split loads of
+ * ~1000 queries (docs/RESULTS.md part 9z.w.3: n_k = 4096, d = 64 or 128, one thread, rows 16
+ * bytes off a line; with the copy 1.1-3.2x the time at 1-64 queries, 0.95-1.05x at 512-1024,
+ * 0.92-0.95x at 2048-4096). */
+#define FLASH_COPY_MIN_Q 2048
 
 static inline float exp2_poly(float x) { return sp_flash_exp2(x); }
 
@@ -269,10 +275,10 @@ sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level le
     sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);
     float *bias = make_bias(h);
     sp_flash_tile_fn fn = sp_flash_tile_for(level, h->d);
-    /* V rows on 64-byte boundaries (K is packed): rows off a line made the kernel ~5% slower
-     * at L = 4096 (docs/RESULTS.md part 9z.w) */
+    /* V rows on 64-byte boundaries (K is packed) when there are enough queries to pay for the
+     * copy (FLASH_COPY_MIN_Q) */
     sp_attn_head ha = *h;
-    float *v_al = sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv);
+    float *v_al = h->n_q >= FLASH_COPY_MIN_Q ? sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv) : NULL;
     if (v_al) ha.v = v_al;
     h = &ha;
     int nblk = (h->n_q + QBLOCK - 1) / QBLOCK;
@@ -313,7 +319,7 @@ static sp_status flash_op_run(sp_attn_op *op, const sp_attn_head *h, sp_error *e
         sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);
         float *bias = make_bias(h);
         sp_attn_head ha = *h; /* V rows on 64-byte boundaries, as sp_flash_attention */
-        float *v_al = sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv);
+        float *v_al = h->n_q >= FLASH_COPY_MIN_Q ? sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv) : NULL;
         if (v_al) ha.v = v_al;
         sp_flash_rows(&ha, kp, bias, 0, h->n_q, sp_flash_tile_for(sp_cpu_detect(), h->d));
         free(bias);

@@ -79,6 +79,7 @@ static int g_batch = SX_BATCH;
 void sp_sx_batch_set(int n) { __atomic_store_n(&g_batch, n < 16 ? 16 : n > 65536 ? 65536 : n, __ATOMIC_RELAXED); }
 int sp_sx_batch(void) { return __atomic_load_n(&g_batch, __ATOMIC_RELAXED); }
 #define LOG2E 1.4426950408889634
+#define SX_COPY_MIN_Q 512 /* queries from which K and V rows off a cache line are copied (sp_cpu_attention_sprint) */
 
 typedef struct sx_shared {
     const sp_attn_head *h;
@@ -461,11 +462,14 @@ sp_status sp_cpu_attention_sprint(const sp_attn_head *h, const sp_cpu_sprint_opt
     if (o->kept) memset(o->kept, 0, (size_t)nq * (size_t)nk);
     if (nq == 0) return SP_OK;
     /* K and V rows on 64-byte boundaries: the digital stage loads gathered rows 64 bytes at a
-     * time, and rows off a line made the kernel 12-13% slower at L = 4096 (docs/RESULTS.md
-     * part 9z.w); the same values, so the same kept keys and outputs */
+     * time, and rows off a line made the kernel 12-14% slower at n_q = n_k = 4096
+     * (docs/RESULTS.md part 9z.w.3); the same values, so the same kept keys and outputs. From
+     * SX_COPY_MIN_Q queries on: below, the copy (2 n_k x d floats, fresh pages) costs more than
+     * the split loads (with it 1.07-3.0x the time at 1-256 queries, 0.92-1.11x at 512,
+     * 0.77-0.97x at 4096; n_k = 4096, d = 64 or 128, one thread). */
     sp_attn_head ha = *h;
-    float *k_al = sp_rows_aligned(h->k, nk, d, h->ldk, &ha.ldk);
-    float *v_al = sp_rows_aligned(h->v, nk, d, h->ldv, &ha.ldv);
+    float *k_al = nq >= SX_COPY_MIN_Q ? sp_rows_aligned(h->k, nk, d, h->ldk, &ha.ldk) : NULL;
+    float *v_al = nq >= SX_COPY_MIN_Q ? sp_rows_aligned(h->v, nk, d, h->ldv, &ha.ldv) : NULL;
     if (k_al) ha.k = k_al;
     if (v_al) ha.v = v_al;
     h = &ha;
