@@ -36,6 +36,7 @@ typedef struct sp_mem {
     int *srid;           /* batch scratch: index of each request's row among the batch's distinct rows */
     uint64_t *sbmask;    /* (nb) scan scheduler: each bank's waiting non-hits (slot bits of its 64-slot ring); all 0 between batches */
     int scratch_n;
+    int bmi;             /* the scheduler's scan in its BMI1/BMI2 instance (sp_cpu_detect() >= avx2 and the CPU has both) */
     /* cached per vector size: the burst and column spacing of the last size seen */
     int c_bytes;
     double c_burst, c_col;
