@@ -38,9 +38,18 @@ static int hw_vbmi2(void) {
     (void)a, (void)b, (void)d;
     return (c >> 6) & 1;
 }
+/* BMI1 and BMI2 (CPUID leaf 7 EBX bits 3 and 8: tzcnt, blsr, shlx / sarx ...). */
+static int hw_bmi12(void) {
+    unsigned int a, b, c, d;
+    if (__get_cpuid_max(0, NULL) < 7) return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    (void)a, (void)c, (void)d;
+    return ((b >> 3) & 1) && ((b >> 8) & 1);
+}
 #else
 static sp_cpu_level hw_level(void) { return SP_CPU_PORTABLE; }
 static int hw_vbmi2(void) { return 0; }
+static int hw_bmi12(void) { return 0; }
 #endif
 
 static int cached = -1;
@@ -68,6 +77,16 @@ int sp_cpu_has_vbmi2(void) {
     if (v >= 0) return v;
     v = sp_cpu_detect() >= SP_CPU_AVX512 && hw_vbmi2();
     __atomic_store_n(&cached_vbmi2, v, __ATOMIC_RELEASE);
+    return v;
+}
+
+static int cached_bmi12 = -1;
+
+int sp_cpu_has_bmi12(void) {
+    int v = __atomic_load_n(&cached_bmi12, __ATOMIC_ACQUIRE);
+    if (v >= 0) return v;
+    v = sp_cpu_detect() >= SP_CPU_AVX2 && hw_bmi12();
+    __atomic_store_n(&cached_bmi12, v, __ATOMIC_RELEASE);
     return v;
 }
 

@@ -22,6 +22,11 @@ sp_cpu_level sp_cpu_detect(void);
  * sprint_exact.h). Cached after the first call. */
 int sp_cpu_has_vbmi2(void);
 
+/* Whether the AVX2 level or above is in use (sp_cpu_detect(), so SPRINT_CPU=portable turns it
+ * off) and the CPU has BMI1 and BMI2 (the DRAM scheduler's second instance, timing/memory.c).
+ * Cached after the first call. */
+int sp_cpu_has_bmi12(void);
+
 /* "portable", "avx2", "avx512" (static strings); "?" for a value outside the enum. */
 const char *sp_cpu_level_name(sp_cpu_level level);
 

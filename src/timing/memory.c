@@ -26,9 +26,7 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     m->sbmask = sp_xcalloc((size_t)m->nb, sizeof *m->sbmask); /* every batch leaves the masks empty */
     m->c_bytes = -1;
     m->ch_mask = (hw->channels & (hw->channels - 1)) ? -1 : hw->channels - 1;
-#if defined(__x86_64__) && defined(__GNUC__)
-    m->bmi = sp_cpu_detect() >= SP_CPU_AVX2 && __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
-#endif
+    m->bmi = sp_cpu_has_bmi12();
 }
 
 void sp_mem_free(sp_mem *m) {
@@ -434,9 +432,10 @@ static inline __attribute__((always_inline)) void frfcfs_scan_impl(sp_mem *m, co
 
 /* The two instances, each a function of its own (inlined into the caller, they spilled their
  * loop variables to the stack), and the same two with BMI1/BMI2 (shifts by a register without
- * CL, tzcnt, blsr): the same integer and double operations, so the same schedule and times;
- * ~10% less time per request in bench_mem_batch (docs/RESULTS.md part 9z.w.6). Chosen at
- * sp_mem_init (m->bmi); SPRINT_CPU=portable keeps the plain ones. */
+ * CL: shlx / sarx; blsr): the same integer and double operations (no FMA or VEX), so the same
+ * schedule and times; with batch_plan_bmi below, 5-12% less time per request in
+ * bench_mem_batch (docs/RESULTS.md part 9z.w.6). Chosen at sp_mem_init (m->bmi);
+ * SPRINT_CPU=portable keeps the plain ones. */
 static __attribute__((noinline)) void frfcfs_scan_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan,
                                                        batch_acc *acc, int nrows) {
     frfcfs_scan_impl(m, reqs, n, t, plan, acc, nrows, 1);
