@@ -70,25 +70,21 @@ sp_cpu_level sp_cpu_detect(void) {
     return lv;
 }
 
-static int cached_vbmi2 = -1;
-
-int sp_cpu_has_vbmi2(void) {
-    int v = __atomic_load_n(&cached_vbmi2, __ATOMIC_ACQUIRE);
+/* A feature flag on top of a dispatch level: probed once (hw), and only while the level in use
+ * (sp_cpu_detect(), lowered by SPRINT_CPU) is at least `need`. */
+static int cached_feature(int *cache, sp_cpu_level need, int (*hw)(void)) {
+    int v = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
     if (v >= 0) return v;
-    v = sp_cpu_detect() >= SP_CPU_AVX512 && hw_vbmi2();
-    __atomic_store_n(&cached_vbmi2, v, __ATOMIC_RELEASE);
+    v = sp_cpu_detect() >= need && hw();
+    __atomic_store_n(cache, v, __ATOMIC_RELEASE);
     return v;
 }
 
-static int cached_bmi12 = -1;
+static int cached_vbmi2 = -1, cached_bmi12 = -1;
 
-int sp_cpu_has_bmi12(void) {
-    int v = __atomic_load_n(&cached_bmi12, __ATOMIC_ACQUIRE);
-    if (v >= 0) return v;
-    v = sp_cpu_detect() >= SP_CPU_AVX2 && hw_bmi12();
-    __atomic_store_n(&cached_bmi12, v, __ATOMIC_RELEASE);
-    return v;
-}
+int sp_cpu_has_vbmi2(void) { return cached_feature(&cached_vbmi2, SP_CPU_AVX512, hw_vbmi2); }
+
+int sp_cpu_has_bmi12(void) { return cached_feature(&cached_bmi12, SP_CPU_AVX2, hw_bmi12); }
 
 const char *sp_cpu_level_name(sp_cpu_level level) {
     switch (level) {
