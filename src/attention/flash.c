@@ -24,6 +24,15 @@
  * 0.92-0.95x at 2048-4096). */
 #define FLASH_COPY_MIN_Q 2048
 
+/* *ha = *h, with V on 64-byte aligned rows when h has FLASH_COPY_MIN_Q queries or more and its V
+ * rows are off a line; returns the copy for the caller to free (NULL: none). */
+static float *flash_head_aligned_v(const sp_attn_head *h, sp_attn_head *ha) {
+    *ha = *h;
+    float *v_al = h->n_q >= FLASH_COPY_MIN_Q ? sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha->ldv) : NULL;
+    if (v_al) ha->v = v_al;
+    return v_al;
+}
+
 static inline float exp2_poly(float x) { return sp_flash_exp2(x); }
 
 
@@ -275,11 +284,8 @@ sp_status sp_flash_attention(const sp_attn_head *h, int threads, sp_cpu_level le
     sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);
     float *bias = make_bias(h);
     sp_flash_tile_fn fn = sp_flash_tile_for(level, h->d);
-    /* V rows on 64-byte boundaries (K is packed) when there are enough queries to pay for the
-     * copy (FLASH_COPY_MIN_Q) */
-    sp_attn_head ha = *h;
-    float *v_al = h->n_q >= FLASH_COPY_MIN_Q ? sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv) : NULL;
-    if (v_al) ha.v = v_al;
+    sp_attn_head ha; /* V rows on 64-byte boundaries (K is packed) when the copy pays */
+    float *v_al = flash_head_aligned_v(h, &ha);
     h = &ha;
     int nblk = (h->n_q + QBLOCK - 1) / QBLOCK;
     int nt = threads > 0 ? threads : omp_get_max_threads();
@@ -318,9 +324,8 @@ static sp_status flash_op_run(sp_attn_op *op, const sp_attn_head *h, sp_error *e
         float *kp = sp_xmalloc_aligned(sp_flash_kpack_size(h->n_k, h->d), sizeof *kp);
         sp_flash_pack_k(h->k, h->ldk, h->n_k, h->d, kp);
         float *bias = make_bias(h);
-        sp_attn_head ha = *h; /* V rows on 64-byte boundaries, as sp_flash_attention */
-        float *v_al = h->n_q >= FLASH_COPY_MIN_Q ? sp_rows_aligned(h->v, h->n_k, h->d, h->ldv, &ha.ldv) : NULL;
-        if (v_al) ha.v = v_al;
+        sp_attn_head ha; /* V rows on 64-byte boundaries when the copy pays, as sp_flash_attention */
+        float *v_al = flash_head_aligned_v(h, &ha);
         sp_flash_rows(&ha, kp, bias, 0, h->n_q, sp_flash_tile_for(sp_cpu_detect(), h->d));
         free(bias);
         free(kp);
