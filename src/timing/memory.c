@@ -26,7 +26,6 @@ void sp_mem_init(sp_mem *m, const sp_hw *hw) {
     m->sbmask = sp_xcalloc((size_t)m->nb, sizeof *m->sbmask); /* every batch leaves the masks empty */
     m->c_bytes = -1;
     m->ch_mask = (hw->channels & (hw->channels - 1)) ? -1 : hw->channels - 1;
-    m->bmi = sp_cpu_has_bmi12();
 }
 
 void sp_mem_free(sp_mem *m) {
@@ -434,8 +433,8 @@ static inline __attribute__((always_inline)) void frfcfs_scan_impl(sp_mem *m, co
  * loop variables to the stack), and the same two with BMI1/BMI2 (shifts by a register without
  * CL: shlx / sarx; blsr): the same integer and double operations (no FMA or VEX), so the same
  * schedule and times; with batch_plan_bmi below, 5-12% less time per request in
- * bench_mem_batch (docs/RESULTS.md part 9z.w.6). Chosen at sp_mem_init (m->bmi);
- * SPRINT_CPU=portable keeps the plain ones. */
+ * bench_mem_batch (docs/RESULTS.md part 9z.w.6). Chosen per batch by sp_cpu_has_bmi12() (a
+ * cached flag); SPRINT_CPU=portable keeps the plain ones. */
 static __attribute__((noinline)) void frfcfs_scan_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan,
                                                        batch_acc *acc, int nrows) {
     frfcfs_scan_impl(m, reqs, n, t, plan, acc, nrows, 1);
@@ -548,7 +547,7 @@ static SP_BMI double batch_plan_bmi(sp_mem *m, const sp_mem_req *reqs, int n, do
 
 double sp_mem_batch_plan(sp_mem *m, const sp_mem_req *reqs, int n, double t, sp_mem_plan *plan) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (m->bmi) return batch_plan_bmi(m, reqs, n, t, plan);
+    if (sp_cpu_has_bmi12()) return batch_plan_bmi(m, reqs, n, t, plan);
 #endif
     return batch_plan_impl(m, reqs, n, t, plan, 0);
 }

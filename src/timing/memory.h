@@ -36,7 +36,6 @@ typedef struct sp_mem {
     int *srid;           /* batch scratch: index of each request's row among the batch's distinct rows */
     uint64_t *sbmask;    /* (nb) scan scheduler: each bank's waiting non-hits (slot bits of its 64-slot ring); all 0 between batches */
     int scratch_n;
-    int bmi;             /* the batch path (mapping and scan) in its BMI1/BMI2 instance (sp_cpu_has_bmi12()) */
     /* cached per vector size: the burst and column spacing of the last size seen */
     int c_bytes;
     double c_burst, c_col;
@@ -45,8 +44,7 @@ typedef struct sp_mem {
 } sp_mem;
 
 /* Sets m up for the geometry and timing of hw (which must outlive it): every bank idle with no
- * open row, the buses free, the scheduler's scratch empty (it grows with the largest batch);
- * m->bmi picks the batch path's BMI1/BMI2 instance when sp_cpu_has_bmi12() (same results).
+ * open row, the buses free, the scheduler's scratch empty (it grows with the largest batch).
  * sp_mem_free releases what it allocates. */
 void sp_mem_init(sp_mem *m, const sp_hw *hw);
 void sp_mem_free(sp_mem *m);
